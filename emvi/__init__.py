@@ -1,0 +1,40 @@
+"""emvi: latent-variable models as Pyro model/guide pairs, from expectation maximisation to variational autoencoders.
+
+Both EM and VAEs maximise the evidence lower bound, log p(x) = ELBO(q) + KL(q || p(z | x)): EM sets q to the exact
+posterior, a VAE learns an amortised Gaussian q.
+"""
+
+import pyro as _pyro
+
+from .data import ArrayDataset, load_dataset, train_valid_split
+from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
+from .inference import EMResult, TrainConfig, TrainResult, fit_em, make_elbo, train
+from .registry import DataInfo, available_models, get_model, register_model
+
+# Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
+# cannot share parameters by name (NumPyro's "inference state is a value" discipline). PyroModules must be built
+# after this import; see ARCHITECTURE.md.
+_pyro.settings.set(module_local_params=True)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArrayDataset",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DataInfo",
+    "EMResult",
+    "EmviError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "available_models",
+    "fit_em",
+    "get_model",
+    "load_dataset",
+    "make_elbo",
+    "register_model",
+    "train",
+    "train_valid_split",
+]

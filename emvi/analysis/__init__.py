@@ -1,0 +1,1 @@
+"""Reading fitted results: plots, ArviZ conversion, model comparison."""

@@ -1,0 +1,146 @@
+"""Frozen configuration dataclasses <-> command-line options and plain dicts (JSON, TOML, YAML).
+
+One description serves the CLI, spec files and run directories: each dataclass field becomes ``--field-name``, and
+:func:`config_from_dict` validates a mapping against the fields, naming any unknown key or wrong type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from typing import Any
+
+from .errors import ConfigError
+
+_SIMPLE = (int, float, str, bool)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (a string literal right after a field) as help texts."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return docs
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            if isinstance(following, ast.Expr) and isinstance(getattr(following, "value", None), ast.Constant):
+                if isinstance(following.value.value, str):
+                    docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _field_type(cls, field: dataclasses.Field):
+    hints = typing.get_type_hints(cls)
+    return hints.get(field.name, field.type)
+
+
+def _unwrap_optional(tp) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(tp))
+        if len(args) == 1:
+            return args[0], optional
+        return tp, optional
+    return tp, False
+
+
+def coerce_value(cls, name: str, value, *, where: str = "") -> Any:
+    """Convert ``value`` to the type of field ``name`` of ``cls``; raise ConfigError naming the field otherwise."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    label = f"{where}{name}"
+    if name not in fields:
+        raise ConfigError(f"unknown key {label!r}; allowed keys: {', '.join(fields)}")
+    tp, optional = _unwrap_optional(_field_type(cls, fields[name]))
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{label} may not be empty; give a value of type {getattr(tp, '__name__', tp)}")
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            inner = typing.get_args(tp)[0] if typing.get_args(tp) else int
+            return tuple(inner(str(v).strip()) if inner in (int, float) else inner(v) for v in items if str(v).strip() != "")
+    except (TypeError, ValueError):
+        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {value!r}") from None
+    return value
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) is tuple:
+        return "list of " + getattr(typing.get_args(tp)[0], "__name__", "values")
+    return getattr(tp, "__name__", str(tp))
+
+
+def config_from_dict(cls, values: dict | None, *, where: str = ""):
+    """Build ``cls`` from a mapping; unknown keys and wrong types are errors, missing keys take their defaults."""
+    values = dict(values or {})
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a table of key = value pairs, got {type(values).__name__}")
+    kwargs = {name: coerce_value(cls, name, value, where=where) for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def config_to_dict(config) -> dict:
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls, *, group_title: str | None = None, aliases=None) -> None:
+    """Add ``--field-name`` for every field of ``cls``; defaults stay None so only given options override."""
+    aliases = aliases or {}
+    docs = field_docs(cls)
+    target = parser.add_argument_group(group_title) if group_title else parser
+    for f in dataclasses.fields(cls):
+        tp, _ = _unwrap_optional(_field_type(cls, f))
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        )
+        flags = [f"--{f.name.replace('_', '-')}"] + list(aliases.get(f.name, ()))
+        help_text = docs.get(f.name, "")
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{help_text} (default: {shown})".strip()
+        if tp is bool:
+            target.add_argument(*flags, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL", help=help_text)
+        else:
+            target.add_argument(*flags, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
+
+
+def config_from_args(cls, namespace: argparse.Namespace, base: dict | None = None):
+    """Fill ``cls`` from ``base`` (e.g. a spec file's table) overridden by the options given on the command line."""
+    values = dict(base or {})
+    for f in dataclasses.fields(cls):
+        given = getattr(namespace, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return config_from_dict(cls, values, where="--" if base is None else "")

@@ -1,0 +1,241 @@
+"""Datasets by name, as in-memory tensors.
+
+``load_dataset(name)`` understands:
+
+* ``"mnist"``, ``"fashion-mnist"``: torchvision's classes under a root directory taken from ``root=`` or the
+  ``EMVI_DATA`` environment variable; nothing is downloaded unless ``download=True``, and with the files present it
+  works offline;
+* ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images), needing no download;
+* a path to the user's own ``.npy``, ``.npz`` (arrays ``x`` and optionally ``y``, or the first array) or ``.csv``
+  (numbers only, an optional header; ``label_column=`` names the label column).
+
+Images come out flattened to ``(N, C*H*W)`` float32 in [0, 1] with ``image_shape = (C, H, W)``; tables as
+``(N, D)`` float32. Binarisation is ``"static"`` (threshold at 0.5, or Bernoulli draws once with a fixed seed:
+``static_mode``) or ``"dynamic"`` (a fresh Bernoulli draw of every batch, which the runner applies through
+:meth:`ArrayDataset.transform_batch`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._validation import as_float_tensor
+from ..errors import ConfigError, DataError
+from ..registry import DataInfo
+
+ENV_DATA_ROOT = "EMVI_DATA"
+IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+BUILTIN_DATASETS = tuple(IMAGE_DATASETS) + ("digits",)
+BINARIZE_CHOICES = (None, "static", "dynamic")
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """In-memory data: ``x`` of shape ``(N, D)`` (float32), optional integer labels ``y`` of shape ``(N,)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    image_shape: tuple[int, ...] | None = None
+    name: str = "array"
+    binarize: str | None = None
+
+    def __post_init__(self):
+        if self.y is not None and self.y.shape[0] != self.x.shape[0]:
+            raise DataError(f"labels have {self.y.shape[0]} rows but data has {self.x.shape[0]}; pass one label per row")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """What the model receives: the observations only (labels are for analysis, not training)."""
+        return (self.x,)
+
+    def info(self) -> DataInfo:
+        return DataInfo(
+            num_data=len(self),
+            event_shape=tuple(self.x.shape[1:]),
+            image_shape=self.image_shape,
+            num_classes=int(self.y.max().item()) + 1 if self.y is not None and len(self.y) else None,
+        )
+
+    def transform_batch(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Per-batch transform applied by the runner; dynamic binarisation draws from torch's global generator."""
+        if self.binarize == "dynamic":
+            return (torch.bernoulli(batch[0]),) + tuple(batch[1:])
+        return batch
+
+    def subset(self, indices) -> ArrayDataset:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices])
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path | None:
+    """The directory holding downloaded datasets: ``root`` if given, else ``$EMVI_DATA``, else None."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_DATA_ROOT)
+    return Path(env).expanduser() if env else None
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    binarize: str | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    label_column: str | None = None,
+    static_mode: str = "threshold",
+    seed: int = 0,
+) -> ArrayDataset:
+    """Load a dataset by name or path; see the module docstring for names, layout and transforms."""
+    if binarize not in BINARIZE_CHOICES:
+        raise ConfigError(f"binarize must be one of None, 'static', 'dynamic', got {binarize!r}")
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    key = str(name).lower()
+    if key in IMAGE_DATASETS:
+        dataset = _load_torchvision(key, root, split, download)
+    elif key == "digits":
+        dataset = _load_digits(split)
+    elif Path(name).suffix.lower() in (".npy", ".npz", ".csv"):
+        dataset = load_array_file(name, label_column=label_column)
+    else:
+        raise ConfigError(
+            f"unknown dataset {name!r}; use one of {', '.join(BUILTIN_DATASETS)} or a path to a .npy, .npz or .csv file"
+        )
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    if binarize == "static":
+        dataset = replace(dataset, x=_binarize_static(dataset.x, static_mode, seed), binarize="static")
+    elif binarize == "dynamic":
+        dataset = replace(dataset, binarize="dynamic")
+    return dataset
+
+
+def train_valid_split(dataset: ArrayDataset, valid_fraction: float = 0.1, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
+    """Random held-out split; the permutation depends only on ``seed``."""
+    if not 0.0 < valid_fraction < 1.0:
+        raise ConfigError(f"valid_fraction must lie strictly between 0 and 1, got {valid_fraction}")
+    n = len(dataset)
+    n_valid = int(round(n * valid_fraction))
+    if n_valid < 1 or n_valid >= n:
+        raise DataError(f"cannot hold out {valid_fraction:.0%} of {n} samples; use more data or another fraction")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    return dataset.subset(perm[n_valid:]), dataset.subset(perm[:n_valid])
+
+
+def _binarize_static(x: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
+    if mode == "threshold":
+        return (x > 0.5).to(x.dtype)
+    if mode == "sample":
+        return torch.bernoulli(x, generator=torch.Generator().manual_seed(int(seed)))
+    raise ConfigError(f"static_mode must be 'threshold' or 'sample', got {mode!r}")
+
+
+def _load_torchvision(key: str, root, split: str, download: bool) -> ArrayDataset:
+    import torchvision
+
+    base = data_root(root)
+    cls_name = IMAGE_DATASETS[key]
+    if base is None:
+        raise DataError(
+            f"no data root for {key!r}: pass --data-root DIR (root=...) or set {ENV_DATA_ROOT}=DIR, where DIR holds "
+            f"{cls_name}/raw/ (add --download to fetch it there)"
+        )
+    raw = base / cls_name / "raw"
+    if not download and not raw.is_dir():
+        raise DataError(
+            f"{key!r} not found: looked for {raw}; point --data-root/{ENV_DATA_ROOT} at the folder holding "
+            f"{cls_name}/raw/ or pass --download to fetch it"
+        )
+    try:
+        ds = getattr(torchvision.datasets, cls_name)(str(base), train=split == "train", download=download)
+    except RuntimeError as exc:
+        raise DataError(f"{key!r} could not be read from {raw} ({str(exc).splitlines()[0]}); re-download it with --download") from None
+    except OSError as exc:
+        raise DataError(f"{key!r} could not be downloaded to {base} ({exc}); check the network or copy the files there") from None
+    images = ds.data
+    x = images.reshape(images.shape[0], -1).to(torch.float32) / 255.0
+    return ArrayDataset(x=x, y=ds.targets.to(torch.long), image_shape=(1,) + tuple(images.shape[1:]), name=key)
+
+
+def _load_digits(split: str) -> ArrayDataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.data, dtype=torch.float32) / 16.0
+    y = torch.as_tensor(bunch.target, dtype=torch.long)
+    # A fixed 80/20 train/test cut so "digits" has a test split like the torchvision sets.
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(20260))
+    n_train = int(0.8 * x.shape[0])
+    idx = perm[:n_train] if split == "train" else perm[n_train:]
+    return ArrayDataset(x=x[idx], y=y[idx], image_shape=(1, 8, 8), name="digits")
+
+
+def load_array_file(path: str | os.PathLike, *, label_column: str | None = None) -> ArrayDataset:
+    """Read a user's ``.npy``, ``.npz`` or ``.csv`` file into an :class:`ArrayDataset` (rows are samples)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {str(path)!r} does not exist; check the path")
+    suffix = path.suffix.lower()
+    y = None
+    try:
+        if suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                if not keys:
+                    raise DataError(f"{str(path)!r} holds no arrays; save one with np.savez(path, x=...)")
+                x = archive["x"] if "x" in keys else archive[keys[0]]
+                y = archive["y"] if "y" in keys else None
+        else:
+            x, y = _read_csv(path, label_column)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"could not read {str(path)!r} ({str(exc).splitlines()[0]}); save it as numbers only") from None
+    if x.ndim == 1:
+        x = x[:, None]
+    tensor = as_float_tensor(x, f"data in {path.name}", ndim=(2, 3))
+    labels = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
+    return ArrayDataset(x=tensor, y=labels, name=path.stem)
+
+
+def _read_csv(path: Path, label_column: str | None):
+    with open(path, newline="") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if not rows:
+        raise DataError(f"{str(path)!r} is empty; it needs one sample per row")
+    header = None
+    try:
+        [float(cell) for cell in rows[0]]
+    except ValueError:
+        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
+    if not rows:
+        raise DataError(f"{str(path)!r} has a header but no data rows")
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise DataError(f"{str(path)!r} row {i + 1 + (header is not None)} has {len(row)} columns, expected {width}")
+    try:
+        values = np.array([[float(cell) if cell.strip() else np.nan for cell in row] for row in rows], dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{str(path)!r} holds a non-numeric value ({exc}); keep only numbers (and one header row)") from None
+    labels = None
+    if label_column is not None:
+        if header is None or label_column not in header:
+            raise DataError(f"label column {label_column!r} not in the header of {str(path)!r} (columns: {header})")
+        col = header.index(label_column)
+        labels = values[:, col].astype(np.int64)
+        values = np.delete(values, col, axis=1)
+    return values, labels

@@ -1,0 +1,1 @@
+"""scikit-learn-style estimators that pair a model with its fitting procedures."""

@@ -1,0 +1,1 @@
+"""Variational families (guides) for emvi's models."""

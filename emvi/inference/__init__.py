@@ -1,0 +1,19 @@
+"""Fitting procedures, generic over model/guide pairs: the SVI runner, EM, checkpoints and ELBOs."""
+
+from .elbo import make_elbo
+from .em import ConvergenceWarning, EMResult, fit_em
+from .runner import TrainConfig, TrainResult, evaluate_loss, load_run_modules, train
+from .seeding import seed_everything
+
+__all__ = [
+    "ConvergenceWarning",
+    "EMResult",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_loss",
+    "fit_em",
+    "load_run_modules",
+    "make_elbo",
+    "seed_everything",
+    "train",
+]

@@ -1,0 +1,483 @@
+"""The one training loop: stochastic variational inference over mini-batches for any Pyro model/guide pair.
+
+Each step estimates the negative ELBO of the full data set from a mini-batch,
+
+    loss = -( E_q[log p(x_B | z_B)] * N/|B| + E_q[log p(z) - log q(z)] ),
+
+through ``elbo.differentiable_loss(model, guide, *batch, num_data=N)`` (the model's data plate does the N/|B|
+scaling) and takes one step of a single torch optimizer over the parameters of ``model`` and ``guide``.  Parameters
+live in the modules (``module_local_params``), and the fit runs inside a fresh Pyro param-store scope, so two fits in
+one process never share parameters by accident.
+
+Per epoch the runner appends a line to ``metrics.jsonl`` and atomically rewrites ``checkpoint.pt`` (model and guide
+state including buffers, optimizer and scheduler state, RNG states, epoch, history).  Resuming from it replays the
+remaining epochs exactly: the shuffling of epoch ``e`` depends only on ``(seed, e)``, and every other random draw comes
+from the generators whose state the checkpoint restores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+
+from .._validation import check_choice, check_positive_int, resolve_device
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
+from .checkpoint import load_checkpoint, save_checkpoint
+from .elbo import ELBO_NAMES, make_elbo
+from .seeding import get_rng_state, seed_everything, set_rng_state
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+METRICS_NAME = "metrics.jsonl"
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that controls an SVI fit (the model's own hyper-parameters live in its config)."""
+
+    epochs: int = 10
+    """Passes over the training data."""
+    batch_size: int = 128
+    """Mini-batch size (capped at the data size)."""
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    """One of adam, adamw, sgd, rmsprop."""
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    """SGD / RMSprop momentum."""
+    lr_schedule: str | None = None
+    """None, exponential, step, cosine or plateau (on the held-out loss, else the training loss); stepped per epoch."""
+    lr_decay: float = 0.5
+    """Multiplicative factor of the exponential (per epoch), step and plateau schedules."""
+    lr_step_epochs: int = 10
+    """Epochs between decays of the step schedule."""
+    elbo: str = "trace"
+    """trace (Trace_ELBO), meanfield (TraceMeanField_ELBO, analytic KL), renyi (importance weighted), enum (TraceEnum_ELBO)."""
+    num_particles: int = 1
+    renyi_alpha: float = 0.0
+    vectorize_particles: bool = False
+    max_plate_nesting: int | None = None
+    kl_warmup_epochs: float = 0.0
+    """Scale latent sites by min(1, epochs done / kl_warmup_epochs): a KL warm-up against posterior collapse."""
+    seed: int = 0
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto."""
+    early_stopping_patience: int | None = None
+    """Stop after this many epochs without a better held-out loss (needs validation data)."""
+    clip_grad_norm: float | None = None
+    validate: bool = False
+    """Pyro/torch argument validation inside the loop; off by default because the data is checked on entry."""
+    jit: bool = False
+    """Use Pyro's JIT ELBOs, falling back to eager mode when compilation fails."""
+    progress: bool = True
+    """Show a progress bar with the running loss (only on a terminal)."""
+
+    def __post_init__(self):
+        check_positive_int(self.epochs, "epochs", minimum=0)
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.num_particles, "num_particles")
+        check_choice(self.optimizer, "optimizer", OPTIMIZERS)
+        check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
+        check_choice(self.elbo, "elbo", ELBO_NAMES)
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.kl_warmup_epochs < 0:
+            raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        if self.early_stopping_patience is not None:
+            check_positive_int(self.early_stopping_patience, "early_stopping_patience")
+        if self.elbo == "renyi" and not self.renyi_alpha < 1:
+            raise ConfigError(f"renyi_alpha must be < 1, got {self.renyi_alpha}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What a fit returns. ``history`` holds one dict per epoch; losses are negative ELBOs in nats per data item."""
+
+    history: list[dict] = field(default_factory=list)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    best_valid_loss: float | None = None
+    run_dir: Path | None = None
+    param_store_state: dict | None = None
+    """Pyro param-store entries created by hand-written models (``pyro.param``); empty for PyroModules."""
+
+    @property
+    def final_train_loss(self) -> float | None:
+        return self.history[-1]["train_loss"] if self.history else None
+
+
+class _ScaleLatentSites(Messenger):
+    """Multiplies the log-density of every unobserved sample site by ``factor`` (KL warm-up)."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = self.factor * msg["scale"]
+
+
+def train(
+    model: Callable,
+    guide: Callable,
+    train_data,
+    *,
+    config: TrainConfig = TrainConfig(),
+    valid_data=None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    extra_config: dict | None = None,
+    callbacks: tuple[Callable[[dict], None], ...] = (),
+) -> TrainResult:
+    """Fit ``guide`` and ``model`` by SVI; see the module docstring.
+
+    Args:
+        model, guide: callables ``f(*data, num_data=N)`` (PyroModules or functions using ``pyro.module``).
+        train_data, valid_data: tensor ``(N, ...)``, tuple of tensors sharing dim 0, or ``ArrayDataset``.
+        run_dir: where ``metrics.jsonl``, ``checkpoint.pt``, ``best.pt`` and ``config.json`` go; None keeps nothing.
+        resume: continue from ``run_dir/checkpoint.pt``.
+        extra_config: stored next to the training configuration in ``config.json`` and in checkpoints
+            (e.g. the model's config, the data set), so a run directory describes itself.
+        callbacks: called with each epoch's metrics dict.
+    """
+    device = resolve_device(config.device)
+    train_tensors, transform = _as_tensors(train_data, "training data", device)
+    valid_tensors, valid_transform = (None, None) if valid_data is None else _as_tensors(valid_data, "validation data", device)
+    if config.early_stopping_patience is not None and valid_tensors is None:
+        raise ConfigError("early_stopping_patience needs validation data; pass valid_data or a --valid-fraction")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and (run_dir is None or not (run_dir / CHECKPOINT_NAME).is_file()):
+        raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {run_dir}; drop --resume to start afresh")
+    for module in (model, guide):
+        if isinstance(module, torch.nn.Module):
+            module.to(device)
+
+    num_data = int(train_tensors[0].shape[0])
+    batch_size = min(config.batch_size, num_data)
+    resolved = {"train": config.to_dict(), **(extra_config or {})}
+    store = pyro.get_param_store()
+    with store.scope() as scope, pyro.validation_enabled(config.validate):
+        seed_everything(config.seed)
+        elbo = make_elbo(
+            config.elbo,
+            num_particles=config.num_particles,
+            max_plate_nesting=config.max_plate_nesting,
+            renyi_alpha=config.renyi_alpha,
+            vectorize_particles=config.vectorize_particles,
+            jit=config.jit,
+        )
+        # One pass creates lazily initialised parameters (autoguides, pyro.param) before the optimizer sees them.
+        first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
+        elbo = _warm_up(elbo, config, model, guide, first_batch, num_data)
+        params = _collect_parameters(model, guide, store)
+        if not params:
+            raise ConfigError("the model and guide have no trainable parameters; nothing to fit")
+        optimizer = _make_optimizer(config, params)
+        scheduler = _make_scheduler(config, optimizer)
+
+        result = TrainResult(run_dir=run_dir)
+        start_epoch, best_valid, epochs_without_improvement = 0, math.inf, 0
+        if resume:
+            state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+            _check_resumable(state, config)
+            _load_modules(state, model, guide, store)
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None and state.get("scheduler") is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            start_epoch = int(state["epoch"])
+            result.history = [dict(h) for h in state["history"]]
+            best_valid = float(state.get("best_valid", math.inf))
+            epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
+            _rewrite_metrics(run_dir, result.history)
+
+        steps_per_epoch = math.ceil(num_data / batch_size)
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            order = torch.randperm(num_data, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
+            order = order.to(device)
+            total, seen = 0.0, 0
+            bar = _progress(config, steps_per_epoch, epoch)
+            for step in range(steps_per_epoch):
+                index = order[step * batch_size : (step + 1) * batch_size]
+                batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
+                warmup = _kl_weight(config, epoch + step / steps_per_epoch)
+                loss = _loss(elbo, model, guide, batch, num_data, warmup)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                        f"kept{'' if run_dir is None else ' in ' + str(run_dir)}; lower --learning-rate or set --clip-grad-norm"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+                optimizer.step()
+                value = loss.item()
+                total += value * index.shape[0]
+                seen += index.shape[0]
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{total / seen / num_data:.4g}")
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - started
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": total / seen / num_data,
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": seconds,
+                "items_per_second": seen / seconds if seconds > 0 else float("inf"),
+            }
+            if warmup < 1.0:
+                metrics["kl_weight"] = warmup
+            if valid_tensors is not None:
+                metrics["valid_loss"] = evaluate_loss(
+                    elbo, model, guide, valid_tensors, batch_size=batch_size, transform=valid_transform
+                )
+                if not math.isfinite(metrics["valid_loss"]):
+                    raise NonFiniteLossError(
+                        f"held-out loss became {metrics['valid_loss']} at epoch {epoch + 1}; the last good checkpoint "
+                        "is kept; lower --learning-rate"
+                    )
+            if scheduler is not None:
+                if config.lr_schedule == "plateau":
+                    scheduler.step(metrics.get("valid_loss", metrics["train_loss"]))
+                else:
+                    scheduler.step()
+            improved = "valid_loss" in metrics and metrics["valid_loss"] < best_valid
+            if improved:
+                best_valid, epochs_without_improvement = metrics["valid_loss"], 0
+            elif "valid_loss" in metrics:
+                epochs_without_improvement += 1
+            result.history.append(metrics)
+            stop = config.early_stopping_patience is not None and epochs_without_improvement >= config.early_stopping_patience
+            if run_dir is not None:
+                with open(run_dir / METRICS_NAME, "a") as handle:
+                    handle.write(json.dumps(metrics) + "\n")
+                state = {
+                    "model": _state_dict(model),
+                    "guide": _state_dict(guide),
+                    "param_store": _param_store_values(store),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": get_rng_state(),
+                    "epoch": epoch + 1,
+                    "history": result.history,
+                    "best_valid": best_valid,
+                    "epochs_without_improvement": epochs_without_improvement,
+                    "config": json.dumps(resolved, default=str),
+                }
+                if improved:
+                    save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")}, run_dir / BEST_NAME)
+                save_checkpoint(state, run_dir / CHECKPOINT_NAME)
+            for callback in callbacks:
+                callback(metrics)
+            if stop:
+                result.stopped_early = True
+                break
+        result.epochs_run = len(result.history)
+        result.best_valid_loss = best_valid if math.isfinite(best_valid) else None
+        if result.stopped_early and run_dir is not None and (run_dir / BEST_NAME).is_file():
+            _load_modules(load_checkpoint(run_dir / BEST_NAME, map_location=device), model, guide, store)
+        result.param_store_state = {k: v.detach().clone() for k, v in _param_store_values(store).items()}
+    del scope
+    return result
+
+
+@torch.no_grad()
+def evaluate_loss(elbo, model, guide, tensors, *, batch_size: int = 1024, transform=None) -> float:
+    """Negative ELBO per data item over ``tensors`` (full-data scaling, averaged over batches)."""
+    num_data = int(tensors[0].shape[0])
+    total = 0.0
+    for start in range(0, num_data, batch_size):
+        batch = tuple(t[start : start + batch_size] for t in tensors)
+        if transform is not None:
+            batch = transform(batch)
+        total += _loss(elbo, model, guide, batch, num_data, 1.0).item() * batch[0].shape[0]
+    return total / num_data / num_data
+
+
+def _loss(elbo, model, guide, batch, num_data, kl_weight):
+    if kl_weight < 1.0:
+        scale = _ScaleLatentSites(kl_weight)
+        model, guide = scale(model), scale(guide)
+    return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+
+
+def _warm_up(elbo, config, model, guide, first_batch, num_data):
+    """Run one loss evaluation; with ``jit=True`` fall back to the eager ELBO if tracing fails."""
+    try:
+        _loss(elbo, model, guide, first_batch, num_data, 1.0)
+        return elbo
+    except Exception as exc:  # noqa: BLE001 - JIT failures come in many types
+        if not config.jit:
+            raise
+        warnings.warn(f"JIT ELBO failed ({type(exc).__name__}: {str(exc)[:120]}); falling back to the eager ELBO", stacklevel=3)
+        eager = make_elbo(
+            config.elbo,
+            num_particles=config.num_particles,
+            max_plate_nesting=config.max_plate_nesting,
+            renyi_alpha=config.renyi_alpha,
+            vectorize_particles=config.vectorize_particles,
+        )
+        _loss(eager, model, guide, first_batch, num_data, 1.0)
+        return eager
+
+
+def _kl_weight(config: TrainConfig, epochs_done: float) -> float:
+    if config.kl_warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, epochs_done / config.kl_warmup_epochs)
+
+
+def _as_tensors(data, what: str, device) -> tuple[tuple[torch.Tensor, ...], Callable]:
+    transform = getattr(data, "transform_batch", None) or (lambda batch: batch)
+    if hasattr(data, "tensors"):
+        tensors = tuple(data.tensors)
+    elif isinstance(data, torch.Tensor):
+        tensors = (data,)
+    elif isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data):
+        tensors = tuple(data)
+    else:
+        raise DataError(f"{what} must be a tensor, a tuple of tensors or an ArrayDataset, got {type(data).__name__}")
+    if tensors[0].dim() == 0 or tensors[0].shape[0] == 0:
+        raise DataError(f"{what} is empty; pass at least one sample")
+    n = tensors[0].shape[0]
+    for t in tensors[1:]:
+        if t.shape[0] != n:
+            raise DataError(f"{what}: tensors disagree on the number of samples ({n} vs {t.shape[0]}); align them")
+    for t in tensors:
+        if torch.is_floating_point(t) and not torch.isfinite(t).all():
+            raise DataError(f"{what} contains NaN or infinite values; remove or impute them")
+    return tuple(t.to(device) for t in tensors), transform
+
+
+def _collect_parameters(model, guide, store) -> list[torch.Tensor]:
+    seen, params = set(), []
+    candidates = []
+    for module in (model, guide):
+        if isinstance(module, torch.nn.Module):
+            candidates.extend(module.parameters())
+    candidates.extend(p for _, p in store.named_parameters())
+    for p in candidates:
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            params.append(p)
+    return params
+
+
+def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    lr, wd = config.learning_rate, config.weight_decay
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+    return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+
+
+def _make_scheduler(config: TrainConfig, optimizer):
+    if config.lr_schedule is None:
+        return None
+    if config.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+    if config.lr_schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay)
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(config.epochs, 1))
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=config.lr_decay, patience=2)
+
+
+def _progress(config: TrainConfig, total: int, epoch: int):
+    if not config.progress or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
+
+
+def _state_dict(module) -> dict:
+    return module.state_dict() if isinstance(module, torch.nn.Module) else {}
+
+
+def _param_store_values(store) -> dict[str, torch.Tensor]:
+    # Unconstrained values only: constraint objects are not weights_only-safe, and the warm-up pass recreates them.
+    return {name: p.detach().clone() for name, p in store.named_parameters()}
+
+
+def _load_modules(state: dict, model, guide, store) -> None:
+    for key, module in (("model", model), ("guide", guide)):
+        if isinstance(module, torch.nn.Module):
+            try:
+                module.load_state_dict(state[key])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"checkpoint does not match the {key} ({str(exc).splitlines()[0][:160]}); resume with the same model configuration"
+                ) from None
+    current = dict(store.named_parameters())
+    with torch.no_grad():
+        for name, value in state.get("param_store", {}).items():
+            if name not in current:
+                raise CheckpointError(f"checkpoint has parameter {name!r} that the model does not create; use the same model")
+            current[name].copy_(value)
+
+
+def _check_resumable(state: dict, config: TrainConfig) -> None:
+    saved = json.loads(state["config"]).get("train", {})
+    # Only the number of epochs may change between a run and its resumption.
+    differing = [k for k, v in config.to_dict().items() if k not in ("epochs", "progress") and saved.get(k, v) != v]
+    if differing:
+        raise CheckpointError(
+            f"cannot resume: training option(s) {', '.join(differing)} differ from the checkpoint's; "
+            "resume with the original options (only epochs may change)"
+        )
+
+
+def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
+    # Lines of an epoch that was interrupted after its metrics line but before its checkpoint are dropped.
+    with open(run_dir / METRICS_NAME, "w") as handle:
+        for metrics in history:
+            handle.write(json.dumps(metrics) + "\n")
+
+
+def load_run_modules(run_dir: str | Path, model, guide, *, which: str = "checkpoint", device="cpu") -> dict[str, Any]:
+    """Load the parameters saved in ``run_dir`` into freshly built ``model`` and ``guide``; returns the checkpoint."""
+    name = CHECKPOINT_NAME if which == "checkpoint" else BEST_NAME
+    state = load_checkpoint(Path(run_dir) / name, map_location=device)
+    for key, module in (("model", model), ("guide", guide)):
+        if isinstance(module, torch.nn.Module):
+            module.to(device)
+            try:
+                module.load_state_dict(state[key])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"checkpoint in {run_dir} does not match the {key} ({str(exc).splitlines()[0][:160]}); "
+                    "rebuild it with the run's config.json"
+                ) from None
+    return state
+
+
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_loss", "load_run_modules"]

@@ -1,0 +1,37 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))  # toy_models, resume_script
+
+DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
+
+
+def mnist_root() -> Path | None:
+    """MNIST root from $EMVI_DATA (CI sets it), else the shared folder beside the checkout, else None."""
+    env = os.environ.get("EMVI_DATA")
+    for candidate in ([Path(env)] if env else []) + [DEFAULT_DATA_ROOT]:
+        if (candidate / "MNIST" / "raw").is_dir():
+            return candidate
+    if os.environ.get("CI") and env:
+        raise RuntimeError(f"CI sets EMVI_DATA={env} but MNIST/raw is not there")
+    return None
+
+
+@pytest.fixture
+def mnist_data_root():
+    root = mnist_root()
+    if root is None:
+        pytest.skip("MNIST data root absent (set EMVI_DATA); CI always has it")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed():
+    torch.manual_seed(0)
+    yield

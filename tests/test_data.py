@@ -1,0 +1,112 @@
+"""The data layer: built-in datasets, user files, transforms, splits and their error messages."""
+
+import numpy as np
+import pytest
+import torch
+
+from emvi.data import load_dataset, train_valid_split
+from emvi.errors import ConfigError, DataError
+
+
+def test_digits_are_flattened_scaled_images_with_labels():
+    train = load_dataset("digits")
+    test = load_dataset("digits", split="test")
+    assert train.x.shape == (1437, 64) and test.x.shape == (360, 64)
+    assert train.x.dtype == torch.float32 and 0.0 <= train.x.min() and train.x.max() == 1.0
+    assert train.image_shape == (1, 8, 8)
+    assert set(train.y.tolist()) == set(range(10))
+    info = train.info()
+    assert info.num_data == 1437 and info.event_shape == (64,) and info.num_classes == 10
+
+
+def test_mnist_reads_offline_from_the_data_root(mnist_data_root):
+    train = load_dataset("mnist", root=mnist_data_root, limit=500)
+    test = load_dataset("mnist", root=mnist_data_root, split="test")
+    assert train.x.shape == (500, 784) and test.x.shape == (10000, 784)
+    assert train.image_shape == (1, 28, 28)
+    assert float(train.x.max()) == 1.0 and float(train.x.min()) == 0.0
+
+
+def test_mnist_root_from_environment(mnist_data_root, monkeypatch):
+    monkeypatch.setenv("EMVI_DATA", str(mnist_data_root))
+    assert len(load_dataset("mnist", limit=10)) == 10
+
+
+def test_missing_data_root_says_where_it_looked_and_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.delenv("EMVI_DATA", raising=False)
+    with pytest.raises(DataError, match="EMVI_DATA"):
+        load_dataset("mnist")
+    with pytest.raises(DataError, match=r"looked for .*MNIST/raw.*--download"):
+        load_dataset("mnist", root=tmp_path)
+    with pytest.raises(DataError, match="FashionMNIST"):
+        load_dataset("fashion-mnist", root=tmp_path)
+
+
+def test_static_and_dynamic_binarisation():
+    static = load_dataset("digits", binarize="static")
+    assert set(static.x.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(static.x, (load_dataset("digits").x > 0.5).float())
+    dynamic = load_dataset("digits", binarize="dynamic")
+    torch.manual_seed(0)
+    first = dynamic.transform_batch((dynamic.x[:200],))[0]
+    second = dynamic.transform_batch((dynamic.x[:200],))[0]
+    assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, second)
+    # E[Bernoulli(p)] = p: the mean of many draws approaches the grey values (standard error <= 0.5 / sqrt(n))
+    draws = torch.stack([dynamic.transform_batch((dynamic.x[:50],))[0] for _ in range(400)])
+    assert (draws.mean(0) - dynamic.x[:50]).abs().max() < 5 * 0.5 / 400**0.5
+
+
+def test_user_arrays_npy_npz_csv(tmp_path):
+    x = np.arange(12, dtype=np.float64).reshape(4, 3)
+    np.save(tmp_path / "a.npy", x)
+    np.savez(tmp_path / "b.npz", x=x, y=np.array([0, 1, 0, 1]))
+    (tmp_path / "c.csv").write_text("f1,f2,f3,label\n0,1,2,0\n3,4,5,1\n6,7,8,0\n")
+    assert torch.equal(load_dataset(str(tmp_path / "a.npy")).x, torch.tensor(x, dtype=torch.float32))
+    npz = load_dataset(str(tmp_path / "b.npz"))
+    assert npz.y.tolist() == [0, 1, 0, 1]
+    csv = load_dataset(str(tmp_path / "c.csv"), label_column="label")
+    assert csv.x.shape == (3, 3) and csv.y.tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1,2\n3,nan\n", "NaN"),
+        ("1,2\n3\n", "row 2 has 1 columns, expected 2"),
+        ("1,2\n3,abc\n", "non-numeric"),
+        ("", "empty"),
+        ("a,b\n", "header but no data"),
+    ],
+)
+def test_malformed_csv_files_are_named(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_dataset(str(path))
+
+
+def test_bad_arrays_and_names(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array(["a", "b"]))
+    with pytest.raises(DataError, match="must hold numbers"):
+        load_dataset(str(tmp_path / "obj.npy"))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 3)))
+    with pytest.raises(DataError, match="empty"):
+        load_dataset(str(tmp_path / "empty.npy"))
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(str(tmp_path / "absent.csv"))
+    with pytest.raises(ConfigError, match="unknown dataset 'cifar'"):
+        load_dataset("cifar")
+    with pytest.raises(ConfigError, match="binarize must be one of"):
+        load_dataset("digits", binarize="always")
+
+
+def test_held_out_split_is_a_seeded_partition():
+    data = load_dataset("digits")
+    train, valid = train_valid_split(data, 0.2, seed=3)
+    assert len(train) + len(valid) == len(data) and len(valid) == round(0.2 * len(data))
+    rows = torch.cat([train.x, valid.x])
+    assert torch.equal(rows.sum(0), data.x.sum(0))  # a permutation of the rows
+    again, _ = train_valid_split(data, 0.2, seed=3)
+    assert torch.equal(again.x, train.x)
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+        train_valid_split(data, 1.5)

@@ -1,0 +1,61 @@
+"""Small model/guide pairs with closed-form answers, shared by the runner tests and the resume script."""
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch.distributions import constraints
+
+import emvi  # noqa: F401  (module-local parameters are switched on by importing emvi)
+
+
+class LinearGaussianModel(PyroModule):
+    """z ~ Normal(0, I_q);  x | z ~ Normal(W z + b, sigma^2 I_d).  Marginal: x ~ Normal(b, W W^T + sigma^2 I)."""
+
+    def __init__(self, data_dim: int = 4, latent_dim: int = 2):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.weight = torch.nn.Parameter(0.1 * torch.randn(data_dim, latent_dim))
+        self.bias = torch.nn.Parameter(torch.zeros(data_dim))
+        self.noise_scale = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+        self.register_buffer("calls", torch.zeros(()))  # a buffer, to check buffers travel in checkpoints
+
+    def forward(self, x, num_data=None):
+        self.calls += 1
+        with pyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            loc = z @ self.weight.T + self.bias
+            pyro.sample("x", dist.Normal(loc, self.noise_scale).to_event(1), obs=x)
+
+    def log_marginal(self, x):
+        cov = self.weight @ self.weight.T + self.noise_scale**2 * torch.eye(x.shape[-1])
+        return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
+
+
+class AmortisedGaussianGuide(PyroModule):
+    """q(z | x) = Normal(A x + c, diag(softplus(s)^2)) with a linear encoder."""
+
+    def __init__(self, data_dim: int = 4, latent_dim: int = 2):
+        super().__init__()
+        self.encoder = torch.nn.Linear(data_dim, 2 * latent_dim)
+
+    def forward(self, x, num_data=None):
+        loc, raw_scale = self.encoder(x).chunk(2, dim=-1)
+        with pyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+            pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw_scale) + 1e-4).to_event(1))
+
+
+def linear_gaussian_data(n: int = 200, data_dim: int = 4, latent_dim: int = 2, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(data_dim, latent_dim, generator=g)
+    z = torch.randn(n, latent_dim, generator=g)
+    return z @ w.T + 0.3 * torch.randn(n, data_dim, generator=g) + 1.0
+
+
+def build_pair(seed: int = 0, data_dim: int = 4, latent_dim: int = 2):
+    torch.manual_seed(seed)
+    return LinearGaussianModel(data_dim, latent_dim), AmortisedGaussianGuide(data_dim, latent_dim)
+
+
+def flat_parameters(*modules) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.state_dict().values()])
