@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 from .errors import ConfigError, EmviError
@@ -49,7 +48,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"emvi {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    fit = commands.add_parser("fit", help="fit a model and write a run directory", description="Fit a model; see 'emvi fit MODEL --help'.")
+    fit = commands.add_parser(
+        "fit", help="fit a model (or a spec file) and write a run directory",
+        description="Fit a model: 'emvi fit MODEL [options]' (see 'emvi fit MODEL --help') or "
+                    "'emvi fit SPEC.toml|yaml [--set table.key=value ...] [--resume]'.")
     models = fit.add_subparsers(dest="model", metavar="MODEL", parser_class=_Parser)
     for name, entry in available_models().items():
         sub = models.add_parser(name, help=entry.description, description=entry.description)
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = _build_parser()
+        spec_path, overrides = _spec_invocation(argv)
+        if spec_path is not None:
+            from .spec import load_spec, run_spec
+
+            run_spec(load_spec(spec_path, overrides), resume="--resume" in argv)
+            return 0
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
@@ -109,6 +117,26 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _spec_invocation(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``emvi fit SPEC.toml [--set table.key=value ...] [--resume]``: a spec file instead of a model name."""
+    if len(argv) < 2 or argv[0] != "fit" or not argv[1].lower().endswith((".toml", ".yaml", ".yml")):
+        return None, []
+    overrides, rest = [], argv[2:]
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--set" and i + 1 < len(rest):
+            overrides.append(rest[i + 1])
+            i += 2
+        elif rest[i].startswith("--set="):
+            overrides.append(rest[i][len("--set="):])
+            i += 1
+        elif rest[i] == "--resume":
+            i += 1
+        else:
+            raise ConfigError(f"emvi fit SPEC takes only --set table.key=value and --resume, got {rest[i]!r}")
+    return argv[1], overrides
+
+
 def _cmd_models(args) -> int:
     from .registry import available_models
 
@@ -117,165 +145,50 @@ def _cmd_models(args) -> int:
     return 0
 
 
-def _load_data(data_cfg: dict, *, split: str = "train", root_override: str | None = None):
-    from .data import load_dataset
-
-    return load_dataset(
-        data_cfg["dataset"],
-        root=root_override or data_cfg.get("data_root"),
-        split=split,
-        binarize=data_cfg.get("binarize"),
-        download=bool(data_cfg.get("download", False)) and split == "train",
-        limit=data_cfg.get("limit") if split == "train" else None,
-        label_column=data_cfg.get("label_column"),
-    )
-
-
 def _cmd_fit(args) -> int:
     from .config import config_from_args
     from .inference.runner import TrainConfig
     from .registry import get_model
+    from .spec import DataSpec, OutputSpec, Spec, run_spec
 
     entry = get_model(args.model)
     model_config = config_from_args(entry.config_class, args)
-    train_values = {}
-    if getattr(args, "elbo", None) is None:
-        train_values["elbo"] = entry.elbo
-    if getattr(args, "max_plate_nesting", None) is None and entry.max_plate_nesting is not None:
-        train_values["max_plate_nesting"] = entry.max_plate_nesting
-    train_config = config_from_args(TrainConfig, args, base=train_values)
+    defaults = {"elbo": entry.elbo}
+    if entry.max_plate_nesting is not None:
+        defaults["max_plate_nesting"] = entry.max_plate_nesting
+    train_config = config_from_args(TrainConfig, args, base=defaults)
     if args.data and args.dataset:
         raise ConfigError("give either a data file or --dataset, not both")
-    data_cfg = {
-        "dataset": args.data or args.dataset or "digits",
-        "data_root": args.data_root,
-        "binarize": args.binarize,
-        "download": args.download,
-        "limit": args.limit,
-        "label_column": args.label_column,
-        "valid_fraction": 0.1 if args.valid_fraction is None else args.valid_fraction,
-    }
-    return run_fit(entry, model_config, train_config, data_cfg, method=args.method, out=args.out,
-                   run_dir=args.run_dir, resume=args.resume, plots=not args.no_plots)
-
-
-def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
-            resume: bool = False, plots: bool = True) -> int:
-    """Fit ``entry``'s model as configured and fill a run directory (shared by the CLI and spec files)."""
-    from .config import config_to_dict
-    from .data import train_valid_split
-    from .inference.runner import train
-
-    if method not in entry.methods:
-        raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}; use one of {', '.join(entry.methods)}")
-    if resume and run_dir is None:
-        raise ConfigError("--resume needs --run-dir pointing at the run to continue")
-    dataset = _load_data(data_cfg)
-    train_data, valid_data = dataset, None
-    if data_cfg.get("valid_fraction"):
-        train_data, valid_data = train_valid_split(dataset, data_cfg["valid_fraction"], seed=train_config.seed)
-    run_dir = Path(run_dir) if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and not resume and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} is not empty; pick another --run-dir or pass --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"run directory: {run_dir}", flush=True)
-
-    from .inference.seeding import seed_everything
-
-    seed_everything(train_config.seed)
-    model, guide = entry.build(model_config, train_data.info())
-    resolved = {
-        "model": entry.name,
-        "model_config": config_to_dict(model_config),
-        "method": method,
-        "data": data_cfg,
-        "emvi_version": _version(),
-    }
-    summary: dict = {}
-    history: list[dict] = []
-    if method == "svi":
-        result = train(model, guide, train_data, config=train_config, valid_data=valid_data, run_dir=run_dir,
-                       resume=resume, extra_config=resolved)
-        history = result.history
-        summary = {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                   "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
-    else:
-        if entry.fit is None:
-            raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
-        (run_dir / "config.json").write_text(json.dumps({"train": train_config.to_dict(), **resolved}, indent=2, default=str) + "\n")
-        summary = entry.fit(model, guide, train_data, method=method, train_config=train_config,
-                            valid_data=valid_data, run_dir=run_dir) or {}
-        history = summary.pop("history", [])
-    if plots:
-        summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run_dir)]
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    for key, value in summary.items():
-        if key != "plots":
-            print(f"{key}: {value}")
-    print(f"outputs written to {run_dir}")
+    data = DataSpec(
+        dataset=args.data or args.dataset or "digits",
+        data_root=args.data_root,
+        binarize=args.binarize,
+        download=args.download,
+        limit=args.limit,
+        label_column=args.label_column,
+        valid_fraction=0.1 if args.valid_fraction is None else args.valid_fraction,
+    )
+    outputs = OutputSpec(out=args.out, run_dir=args.run_dir, plots=not args.no_plots)
+    spec = Spec(model=entry.name, model_config=model_config, method=args.method, train_config=train_config,
+                data=data, outputs=outputs)
+    run_spec(spec, resume=args.resume)
     return 0
 
 
-def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[Path]:
-    paths = []
-    if history:
-        from .analysis.curves import plot_loss_curve
-
-        paths.append(plot_loss_curve(history, run_dir / "loss_curve.png"))
-    if entry.plots is not None:
-        paths.extend(entry.plots(model, guide, dataset, history, run_dir) or [])
-    return paths
-
-
-def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
-    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint."""
-    from .config import config_from_dict
-    from .inference.runner import load_run_modules
-    from .registry import get_model
-
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise ConfigError(f"{run_dir} is not an emvi run directory (no config.json); pass the folder 'emvi fit' printed")
-    try:
-        resolved = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{config_path} is not valid JSON ({exc}); restore it from the checkpoint's copy") from None
-    entry = get_model(resolved["model"])
-    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
-    dataset = _load_data(resolved["data"], split=split, root_override=root_override)
-    train_info = _load_data(resolved["data"], split="train", root_override=root_override).info() if split != "train" else dataset.info()
-    model, guide = entry.build(model_config, train_info)
-    if entry.load is not None and resolved.get("method", "svi") != "svi":
-        entry.load(model, guide, run_dir, device)
-    else:
-        load_run_modules(run_dir, model, guide, device=device)
-    return entry, model, guide, dataset, resolved
-
-
 def _cmd_evaluate(args) -> int:
+    from .runs import default_evaluate, load_run
+
     entry, model, guide, dataset, resolved = load_run(args.run_dir, device=args.device, root_override=args.data_root, split=args.split)
     if args.limit is not None:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
     if entry.evaluate is not None:
         metrics = entry.evaluate(model, guide, dataset, num_samples=args.num_samples)
     else:
-        metrics = _default_evaluate(model, guide, dataset, resolved)
+        metrics = default_evaluate(model, guide, dataset, resolved)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     (Path(args.run_dir) / f"evaluation_{args.split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
-
-
-def _default_evaluate(model, guide, dataset, resolved) -> dict:
-    from .inference.elbo import make_elbo
-    from .inference.runner import evaluate_loss
-
-    train_cfg = resolved.get("train", {})
-    elbo = make_elbo(train_cfg.get("elbo", "trace"), max_plate_nesting=train_cfg.get("max_plate_nesting"), num_particles=10,
-                     vectorize_particles=False)
-    loss = evaluate_loss(elbo, model, guide, dataset.tensors, transform=dataset.transform_batch)
-    return {"elbo_nats_per_item": -loss}
 
 
 def _cmd_sample(args) -> int:
@@ -283,6 +196,7 @@ def _cmd_sample(args) -> int:
     import torch
 
     from .inference.seeding import seed_everything
+    from .runs import load_run
 
     entry, model, guide, dataset, _ = load_run(args.run_dir)
     if entry.sample is None:

@@ -1,0 +1,205 @@
+"""Model specs: a whole fit described in one TOML or YAML file, validated before anything runs.
+
+A spec has five tables; only ``model.name`` is required::
+
+    [model]                 # a registered model and its configuration fields
+    name = "mixture"
+    family = "poisson"
+    num_components = 3
+
+    [inference]             # method plus the runner's options (TrainConfig fields)
+    method = "em"           # svi | em | mcmc, as the model allows
+    epochs = 50
+
+    [data]                  # where the observations come from
+    dataset = "counts.csv"  # mnist | fashion-mnist | digits | a .npy/.npz/.csv path (relative to the spec file)
+    valid_fraction = 0.1
+
+    [outputs]
+    out = "runs"            # parent folder of the run directory
+    plots = true
+
+Files are parsed with safe parsers only (``tomllib``, ``yaml.safe_load``). Unknown tables and keys are errors naming
+the offending field and the allowed ones; so are wrong types. :func:`apply_overrides` changes single fields
+(``inference.epochs=2``) as the command line's ``--set`` does.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import config_from_dict, config_to_dict
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    dataset: str = "digits"
+    """mnist, fashion-mnist, digits, or a path to a .npy/.npz/.csv file (relative paths are read from the spec's folder)."""
+    data_root: str | None = None
+    """Folder holding MNIST/ or FashionMNIST/ (default: $EMVI_DATA)."""
+    binarize: str | None = None
+    """None, static or dynamic."""
+    download: bool = False
+    limit: int | None = None
+    """Use only the first N training samples."""
+    label_column: str | None = None
+    valid_fraction: float = 0.1
+    """Held-out fraction for validation; 0 for none."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    out: str = "runs"
+    """Parent folder of the run directory."""
+    run_dir: str | None = None
+    """Exact run directory (default: OUT/MODEL-TIMESTAMP)."""
+    plots: bool = True
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated spec: the model entry's name and config, the method, the training config, data and outputs."""
+
+    model: str
+    model_config: Any
+    method: str
+    train_config: Any
+    data: DataSpec = field(default_factory=DataSpec)
+    outputs: OutputSpec = field(default_factory=OutputSpec)
+
+    def to_dict(self) -> dict:
+        """The resolved spec as plain data (every default filled in), in the file layout."""
+        return {
+            "model": {"name": self.model, **config_to_dict(self.model_config)},
+            "inference": {"method": self.method, **config_to_dict(self.train_config)},
+            "data": config_to_dict(self.data),
+            "outputs": config_to_dict(self.outputs),
+        }
+
+
+TABLES = ("model", "inference", "data", "outputs")
+
+
+def read_spec_file(path: str | Path) -> dict:
+    """Parse a ``.toml``, ``.yaml`` or ``.yml`` file into a dict (safe parsers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"spec file {str(path)!r} does not exist; check the path")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    try:
+        if suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        else:
+            raise ConfigError(f"spec {str(path)!r} must end in .toml, .yaml or .yml")
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"spec {path.name} is not valid TOML: {exc}") from None
+    except ImportError:
+        raise ConfigError("YAML specs need PyYAML; pip install pyyaml or write the spec in TOML") from None
+    except Exception as exc:  # yaml.YAMLError and its subclasses
+        if type(exc).__module__.startswith("yaml"):
+            first = " ".join(str(exc).split())[:200]
+            raise ConfigError(f"spec {path.name} is not valid YAML: {first}") from None
+        raise
+    if raw is None:
+        raise ConfigError(f"spec {path.name} is empty; it needs at least [model] name = ...")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"spec {path.name} must be a table of tables ({', '.join(TABLES)}), got {type(raw).__name__}")
+    return raw
+
+
+def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
+    """Validate a spec mapping against the registry and the config dataclasses."""
+    from .inference.runner import TrainConfig
+    from .registry import get_model
+
+    unknown = sorted(set(raw) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown spec table(s) {', '.join(unknown)}; allowed tables: {', '.join(TABLES)}")
+    for table in TABLES:
+        if table in raw and not isinstance(raw[table], dict):
+            raise ConfigError(f"spec table '{table}' must be a table of key = value pairs, got {raw[table]!r}")
+    model_table = dict(raw.get("model") or {})
+    if "name" not in model_table:
+        raise ConfigError("spec is missing model.name; set it to a registered model (see 'emvi models')")
+    name = model_table.pop("name")
+    entry = get_model(name)
+    model_config = config_from_dict(entry.config_class, model_table, where="model.")
+
+    inference = dict(raw.get("inference") or {})
+    method = inference.pop("method", entry.methods[0])
+    if method not in entry.methods:
+        raise ConfigError(f"inference.method must be one of {', '.join(entry.methods)} for model {name!r}, got {method!r}")
+    inference.setdefault("elbo", entry.elbo)
+    if entry.max_plate_nesting is not None:
+        inference.setdefault("max_plate_nesting", entry.max_plate_nesting)
+    train_config = config_from_dict(TrainConfig, inference, where="inference.")
+
+    data = config_from_dict(DataSpec, raw.get("data") or {}, where="data.")
+    if data.binarize not in (None, "static", "dynamic"):
+        raise ConfigError(f"data.binarize must be one of none, 'static', 'dynamic', got {data.binarize!r}")
+    if not 0.0 <= data.valid_fraction < 1.0:
+        raise ConfigError(f"data.valid_fraction must lie in [0, 1), got {data.valid_fraction}")
+    if base_dir is not None and Path(data.dataset).suffix.lower() in (".npy", ".npz", ".csv"):
+        resolved = Path(base_dir) / data.dataset
+        if not Path(data.dataset).is_absolute() and resolved.exists():
+            data = dataclasses.replace(data, dataset=str(resolved))
+    outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.")
+    return Spec(model=name, model_config=model_config, method=method, train_config=train_config, data=data, outputs=outputs)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``table.key=value`` overrides; values are parsed as TOML scalars or arrays, else taken as strings."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ConfigError(f"override {item!r} must look like table.key=value, e.g. inference.epochs=2")
+        dotted, text = item.split("=", 1)
+        table, key = dotted.strip().split(".", 1)
+        if table not in TABLES:
+            raise ConfigError(f"override {item!r}: unknown table {table!r}; allowed tables: {', '.join(TABLES)}")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        raw.setdefault(table, {})
+        if not isinstance(raw[table], dict):
+            raise ConfigError(f"spec table '{table}' must be a table, got {raw[table]!r}")
+        raw[table][key.strip()] = value
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    """Read, override and validate a spec file."""
+    raw = apply_overrides(read_spec_file(path), overrides or [])
+    return parse_spec(raw, base_dir=Path(path).parent)
+
+
+def run_spec(spec: Spec, *, resume: bool = False) -> Path:
+    """Fit what ``spec`` describes and return the run directory; the resolved spec is saved with the run."""
+    from .registry import get_model
+    from .runs import run_fit  # the one fitting path, shared with the CLI's options
+
+    data_cfg = config_to_dict(spec.data)
+    return run_fit(
+        get_model(spec.model),
+        spec.model_config,
+        spec.train_config,
+        data_cfg,
+        method=spec.method,
+        out=spec.outputs.out,
+        run_dir=spec.outputs.run_dir,
+        resume=resume,
+        plots=spec.outputs.plots,
+        spec=spec.to_dict(),
+    )
