@@ -6,13 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from toy_models import AmortisedGaussianGuide, LinearGaussianModel, linear_gaussian_data
 
 from emvi import register_model
 from emvi.cli import main
 from emvi.errors import ConfigError
 from emvi.inference.checkpoint import load_checkpoint
 from emvi.spec import apply_overrides, load_spec, parse_spec, read_spec_file
-from toy_models import AmortisedGaussianGuide, LinearGaussianModel, linear_gaussian_data
 
 
 @dataclass(frozen=True)
