@@ -1,0 +1,131 @@
+"""The one place that talks to ArviZ: building InferenceData, relabelling components, comparing models.
+
+Everything ArviZ-specific (arviz 0.23's ``from_dict``, ``loo``, ``compare``) lives here so that a port to arviz 1.x
+touches one file. Inputs are tensors or arrays shaped ``(chain, draw, *site_shape)``.
+
+Why emvi builds InferenceData itself: ``az.from_pyro`` accepts only MCMC objects, and for enumerated models it
+records the log-likelihood conditional on assignments drawn from the prior. emvi records the *marginal* pointwise
+log-likelihood instead, log p(x_n | θ) = logsumexp_k [log π_k + log p(x_n | θ_k)] (per sequence for HMMs), which is
+what LOO and WAIC need.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Mapping
+
+import numpy as np
+import torch
+
+
+def _arviz():
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz as az
+    return az
+
+
+def _numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy() if value.is_floating_point() else value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _group(values: Mapping | None) -> dict | None:
+    return None if values is None else {name: _numpy(v) for name, v in values.items()}
+
+
+def to_inference_data(
+    *,
+    posterior: Mapping,
+    log_likelihood: Mapping | None = None,
+    observed_data: Mapping | None = None,
+    posterior_predictive: Mapping | None = None,
+    sample_stats: Mapping | None = None,
+    coords: Mapping | None = None,
+    dims: Mapping | None = None,
+    attrs: Mapping | None = None,
+):
+    """Assemble an ``arviz.InferenceData``.
+
+    Args:
+        posterior: name -> draws ``(chain, draw, *shape)``.
+        log_likelihood: observed-site name -> pointwise log-likelihood ``(chain, draw, num_obs)``.
+        observed_data: observed-site name -> data ``(num_obs, *shape)``.
+        posterior_predictive: observed-site name -> replicated data ``(chain, draw, num_obs, *shape)``.
+        sample_stats: name -> ``(chain, draw)`` diagnostics (e.g. ``diverging``, ``lp``).
+        coords, dims: ArviZ coordinate names and values, e.g. ``{"component": [0, 1, 2]}`` and
+            ``{"means": ["component", "feature"]}``.
+        attrs: stored in every group's attributes; non-scalar values are stored as JSON strings so the result
+            survives a netCDF round trip.
+    """
+    az = _arviz()
+    safe_attrs = {}
+    for key, value in (attrs or {}).items():
+        safe_attrs[key] = value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else json.dumps(value, default=str)
+    idata = az.from_dict(
+        posterior=_group(posterior),
+        log_likelihood=_group(log_likelihood),
+        observed_data=_group(observed_data),
+        posterior_predictive=_group(posterior_predictive),
+        sample_stats=_group(sample_stats),
+        coords=dict(coords or {}),
+        dims=dict(dims or {}),
+        attrs=safe_attrs,
+    )
+    for group in idata.groups():  # ArviZ keeps ``attrs`` on the container; each group gets a copy for netCDF readers
+        getattr(idata, group).attrs.update(safe_attrs)
+    return idata
+
+
+def relabel_components(
+    draws: Mapping[str, torch.Tensor],
+    *,
+    key: str,
+    reference: torch.Tensor | None = None,
+    component_axes: Mapping[str, tuple[int, ...]] | None = None,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Undo label switching: permute the components of every draw to best match ``reference``.
+
+    For each draw, the permutation ``σ`` minimising ``sum_k ||draws[key][σ(k)] - reference[k]||^2`` is found by the
+    Hungarian algorithm (``scipy.optimize.linear_sum_assignment``) and applied to every site listed in
+    ``component_axes`` (site -> axes, counted after the ``(chain, draw)`` axes, that index components; a transition
+    matrix has two). ``reference`` defaults to the first draw of the first chain.
+
+    Returns the relabelled draws and the permutations, shaped ``(chain, draw, K)``.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    keyed = draws[key]
+    chains, num_draws, num_components = keyed.shape[:3]
+    reference = keyed[0, 0] if reference is None else reference
+    flat = keyed.reshape(chains * num_draws, num_components, -1)
+    ref = reference.reshape(num_components, -1).to(flat)
+    cost = torch.cdist(ref.unsqueeze(0).expand(flat.shape[0], -1, -1), flat).pow(2)  # (draws, reference k, draw j)
+    perms = torch.empty(flat.shape[0], num_components, dtype=torch.long)
+    for i in range(flat.shape[0]):
+        _, columns = linear_sum_assignment(cost[i].cpu().numpy())
+        perms[i] = torch.as_tensor(columns)
+    perms = perms.reshape(chains, num_draws, num_components)
+    axes = dict(component_axes or {key: (0,)})
+    out = dict(draws)
+    for name, site_axes in axes.items():
+        value = draws[name]
+        for axis in site_axes:
+            dim = axis + 2
+            index = perms.reshape(chains, num_draws, *([1] * (dim - 2)), num_components)
+            index = index.reshape(*index.shape, *([1] * (value.dim() - dim - 1))).expand(*value.shape[:dim], num_components, *value.shape[dim + 1 :])
+            value = torch.gather(value, dim, index.to(value.device))
+        out[name] = value
+    return out, perms
+
+
+def compare(inference_data: Mapping[str, object], *, ic: str = "loo"):
+    """ArviZ's comparison table (``elpd_loo`` or ``elpd_waic``, weights, standard errors) for several fits."""
+    az = _arviz()
+    return az.compare(dict(inference_data), ic=ic)
+
+
+def loo(idata, *, pointwise: bool = False):
+    return _arviz().loo(idata, pointwise=pointwise)
