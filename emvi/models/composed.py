@@ -1,0 +1,170 @@
+"""A latent-variable model stated declaratively: a latent, a mapping from latent to observation parameters, and a
+likelihood family.
+
+Generative story, for each data item n (plate ``"data"``)::
+
+    t_n ~ Normal(0, I_q)                          latent = "gaussian"  (continuous, amortised guide)
+    z_n ~ Categorical(π),  π ~ Dirichlet(α)       latent = "discrete"  (enumerated exactly, MAP globals)
+    η_n = f(t_n | θ)                              mapping = "linear" | "mlp" | "conv"   (or η_n = θ_{z_n}: "index")
+    x_n ~ p(x | η_n)                              likelihood = "bernoulli" | "normal" | "poisson" | "categorical"
+
+Shapes: ``x`` is ``(batch, D)`` (categorical: integer codes ``(batch, D)`` with values in ``[0, num_categories)``);
+``η`` is ``(batch, D * P)`` with ``P`` raw parameters per feature (1 for Bernoulli logits and Poisson log-rates, 1 for
+Normal means plus a learned per-feature log-scale, ``num_categories`` logits for categorical). Sites: ``"t"`` or
+``"z"`` with batch shape ``(batch,)``, ``"x"`` with event shape ``(D,)``.
+
+The seed's VAE is ``latent="gaussian", mapping="mlp", likelihood="bernoulli"``; a Poisson mixture is
+``latent="discrete", mapping="index", likelihood="poisson"``; probabilistic PCA is ``gaussian/linear/normal``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule, PyroParam
+from torch import nn
+from torch.distributions import constraints
+
+from .._validation import check_choice, check_positive_int
+from ..errors import ConfigError
+from ..registry import DataInfo, register_model
+
+LATENTS = ("gaussian", "discrete")
+MAPPINGS = ("index", "linear", "mlp")
+LIKELIHOODS = ("bernoulli", "normal", "poisson", "categorical")
+
+
+@dataclass(frozen=True)
+class ComposedConfig:
+    """The declarative description of a model; every field is a choice or a size."""
+
+    latent: str = "gaussian"
+    """gaussian (t ~ Normal(0, I), amortised Gaussian guide) or discrete (z ~ Categorical(π), enumerated)."""
+    latent_dim: int = 2
+    """Size q of a gaussian latent."""
+    num_components: int = 3
+    """Number of values K of a discrete latent."""
+    mapping: str = "mlp"
+    """index (a parameter table per component; discrete latents), linear or mlp (gaussian latents)."""
+    hidden_dims: tuple[int, ...] = (64,)
+    """Hidden layer sizes of mlp mappings and of the amortised encoder."""
+    likelihood: str = "bernoulli"
+    """bernoulli, normal, poisson or categorical."""
+    num_categories: int = 2
+    """Number of categories per feature of a categorical likelihood."""
+    weight_concentration: float = 1.0
+    """Dirichlet concentration α of the mixture weights' prior (discrete latents); 1 is flat."""
+
+    def __post_init__(self):
+        check_choice(self.latent, "latent", LATENTS)
+        check_choice(self.mapping, "mapping", MAPPINGS)
+        check_choice(self.likelihood, "likelihood", LIKELIHOODS)
+        check_positive_int(self.latent_dim, "latent_dim")
+        check_positive_int(self.num_components, "num_components")
+        check_positive_int(self.num_categories, "num_categories", minimum=2)
+        if (self.latent == "discrete") != (self.mapping == "index"):
+            raise ConfigError(
+                f"mapping {self.mapping!r} does not fit latent {self.latent!r}: use mapping 'index' with a discrete "
+                "latent, and 'linear' or 'mlp' with a gaussian one"
+            )
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.Softplus())
+    return nn.Sequential(*layers)
+
+
+class Likelihood(PyroModule):
+    """Turns raw parameters ``η`` of shape ``(..., D * P)`` into a distribution over ``x`` with event shape ``(D,)``."""
+
+    def __init__(self, family: str, num_features: int, num_categories: int = 2):
+        super().__init__()
+        self.family, self.num_features, self.num_categories = family, num_features, num_categories
+        if family == "normal":
+            self.log_scale = nn.Parameter(torch.zeros(num_features))
+
+    @property
+    def params_per_feature(self) -> int:
+        return self.num_categories if self.family == "categorical" else 1
+
+    def forward(self, eta: torch.Tensor) -> dist.Distribution:
+        if self.family == "bernoulli":
+            return dist.Bernoulli(logits=eta).to_event(1)
+        if self.family == "poisson":
+            return dist.Poisson(eta.clamp(max=30.0).exp()).to_event(1)
+        if self.family == "normal":
+            return dist.Normal(eta, self.log_scale.exp()).to_event(1)
+        logits = eta.reshape(*eta.shape[:-1], self.num_features, self.num_categories)
+        return dist.Categorical(logits=logits).to_event(1)
+
+
+class ComposedModel(PyroModule):
+    """``p(x, latent) = p(latent) p(x | mapping(latent))`` from a :class:`ComposedConfig`."""
+
+    def __init__(self, config: ComposedConfig, num_features: int):
+        super().__init__()
+        self.config = config
+        self.likelihood = Likelihood(config.likelihood, num_features, config.num_categories)
+        out = num_features * self.likelihood.params_per_feature
+        if config.latent == "discrete":
+            k = config.num_components
+            self.weights = PyroParam(torch.full((k,), 1.0 / k), constraint=constraints.simplex)
+            self.component_params = nn.Parameter(0.1 * torch.randn(k, out))
+        elif config.mapping == "linear":
+            self.decoder = nn.Linear(config.latent_dim, out)
+        else:
+            self.decoder = mlp([config.latent_dim, *config.hidden_dims, out])
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None):
+        batch = x.shape[0]
+        if self.config.latent == "discrete":
+            k = self.config.num_components
+            # MAP prior on the weights: a factor log Dirichlet(π | α), outside the data plate.
+            prior = dist.Dirichlet(torch.full((k,), self.config.weight_concentration, device=x.device))
+            pyro.factor("weights_prior", prior.log_prob(self.weights))
+            with pyro.plate("data", num_data or batch, subsample_size=batch):
+                z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
+                pyro.sample("x", self.likelihood(self.component_params[z]), obs=x)
+        else:
+            q = self.config.latent_dim
+            with pyro.plate("data", num_data or batch, subsample_size=batch):
+                t = pyro.sample("t", dist.Normal(x.new_zeros(q), 1.0).to_event(1))
+                pyro.sample("x", self.likelihood(self.decoder(t)), obs=x)
+
+
+class AmortisedNormalGuide(PyroModule):
+    """q(t | x) = Normal(g_μ(x), diag g_σ(x)^2) with an MLP encoder; reparameterised sampling."""
+
+    def __init__(self, num_features: int, latent_dim: int, hidden_dims: tuple[int, ...], site: str = "t"):
+        super().__init__()
+        self.site = site
+        self.encoder = mlp([num_features, *hidden_dims, 2 * latent_dim])
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None):
+        loc, raw_scale = self.encoder(x.float()).chunk(2, dim=-1)
+        with pyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+            pyro.sample(self.site, dist.Normal(loc, nn.functional.softplus(raw_scale) + 1e-5).to_event(1))
+
+
+class EmptyGuide(PyroModule):
+    """The guide of a model whose only latent is enumerated and whose globals are module parameters (MAP)."""
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None):
+        return None
+
+
+@register_model("composed", config=ComposedConfig, methods=("svi",), elbo="enum", max_plate_nesting=1,
+                description="declarative latent-variable model: latent + mapping + likelihood")
+def build_composed(config: ComposedConfig, data_info: DataInfo):
+    num_features = data_info.event_shape[-1]
+    model = ComposedModel(config, num_features)
+    if config.latent == "discrete":
+        return model, EmptyGuide()
+    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims)
