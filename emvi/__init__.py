@@ -8,7 +8,7 @@ import pyro as _pyro
 
 from .data import ArrayDataset, load_dataset, train_valid_split
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
-from .inference import EMResult, TrainConfig, TrainResult, fit_em, make_elbo, train
+from .inference import EMResult, TrainConfig, TrainResult, fit_em, fit_svi, make_elbo, train
 from .registry import DataInfo, available_models, get_model, register_model
 
 # Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
@@ -31,6 +31,7 @@ __all__ = [
     "TrainResult",
     "available_models",
     "fit_em",
+    "fit_svi",
     "get_model",
     "load_dataset",
     "make_elbo",

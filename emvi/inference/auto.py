@@ -1,0 +1,126 @@
+"""Accept a plain hand-written Pyro model: infer its enumeration, plate nesting and, when none is given, its guide.
+
+A user may write::
+
+    def model(x):
+        weights = pyro.sample("weights", dist.Dirichlet(torch.ones(3)))
+        rates = pyro.sample("rates", dist.Gamma(2.0, 0.5).expand([3]).to_event(1))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Categorical(weights))
+            pyro.sample("x", dist.Poisson(rates[z]), obs=x)
+
+    result = emvi.fit_svi(model, counts, config=TrainConfig(epochs=200))
+
+:func:`prepare_model` traces the model once on a batch and finds
+
+* ``max_plate_nesting``: the deepest stack of vectorised plates;
+* the discrete latent sites (enumerable, not reparameterisable): they are marked for parallel enumeration, so
+  ``TraceEnum_ELBO`` sums them out exactly as EM's E-step does;
+* a guide when none is given: ``AutoNormal`` (or ``AutoDelta`` for MAP) over the remaining continuous latents.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import config_enumerate
+from pyro.infer.autoguide import AutoDelta, AutoNormal
+from pyro.poutine.util import site_is_subsample
+
+from .._validation import check_choice
+from ..errors import ConfigError
+
+
+@dataclass
+class PreparedModel:
+    model: Callable
+    guide: Callable
+    elbo: str
+    max_plate_nesting: int
+    discrete_sites: tuple[str, ...]
+    continuous_sites: tuple[str, ...]
+
+
+def accepts_num_data(fn: Callable) -> bool:
+    try:
+        params = inspect.signature(fn.forward if isinstance(fn, torch.nn.Module) else fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "num_data" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _drop_num_data(fn: Callable) -> Callable:
+    if accepts_num_data(fn):
+        return fn
+
+    def wrapped(*args, num_data=None, **kwargs):
+        return fn(*args, **kwargs)
+
+    wrapped.__name__ = getattr(fn, "__name__", "model")
+    wrapped.__wrapped__ = fn
+    return wrapped
+
+
+class _EmptyGuide(torch.nn.Module):
+    def forward(self, *args, **kwargs):
+        return None
+
+
+def prepare_model(model: Callable, example_batch: tuple[torch.Tensor, ...], guide: Callable | None = None,
+                  *, auto_guide: str = "normal") -> PreparedModel:
+    """Inspect ``model`` on ``example_batch`` and return what the runner needs (see the module docstring).
+
+    A model without a ``num_data`` keyword receives none: its data plate then has the batch's size, so fit it with
+    ``batch_size`` at least the data size (the full-data ELBO) or add ``num_data`` to its plate.
+    """
+    check_choice(auto_guide, "auto_guide", ("normal", "delta"))
+    model = _drop_num_data(model)
+    try:
+        with pyro.validation_enabled(True):  # shape errors surface here, once, with the model's own message
+            trace = poutine.trace(poutine.block(model, hide_types=["param"])).get_trace(*example_batch)
+            trace.compute_log_prob()
+    except Exception as exc:  # noqa: BLE001 - a user's model can fail in any way; say where
+        raise ConfigError(f"the model failed on a batch of the data ({type(exc).__name__}: {exc}); check its shapes") from None
+    discrete, continuous, nesting = [], [], 0
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        nesting = max(nesting, sum(1 for frame in site["cond_indep_stack"] if frame.vectorized))
+        if site["is_observed"]:
+            continue
+        fn = site["fn"]
+        if getattr(fn, "has_enumerate_support", False) and not fn.has_rsample:
+            discrete.append(name)
+        else:
+            continuous.append(name)
+    if discrete:
+        model = config_enumerate(model, default="parallel")
+    if guide is None:
+        if continuous:
+            hidden = poutine.block(model, hide=discrete) if discrete else model
+            guide = (AutoNormal if auto_guide == "normal" else AutoDelta)(hidden)
+        else:
+            guide = _EmptyGuide()
+    else:
+        guide = _drop_num_data(guide)
+    return PreparedModel(model, guide, "enum" if discrete else "trace", nesting, tuple(discrete), tuple(continuous))
+
+
+def fit_svi(model: Callable, data, *, guide: Callable | None = None, config=None, auto_guide: str = "normal", **train_kwargs):
+    """Fit a hand-written Pyro model (and optional guide) with the runner; returns ``(TrainResult, PreparedModel)``."""
+    from .runner import TrainConfig, _as_tensors, train
+
+    config = config or TrainConfig()
+    tensors, _ = _as_tensors(data, "data", torch.device("cpu"))
+    prepared = prepare_model(model, tuple(t[: config.batch_size] for t in tensors), guide, auto_guide=auto_guide)
+    if config.elbo not in ("enum",) and prepared.discrete_sites:
+        config = replace(config, elbo="enum")
+    if config.max_plate_nesting is None and prepared.elbo == "enum":
+        config = replace(config, max_plate_nesting=prepared.max_plate_nesting)
+    result = train(prepared.model, prepared.guide, data, config=config, **train_kwargs)
+    return result, prepared
