@@ -90,3 +90,19 @@ def test_categorical_likelihood_shapes():
     trace = pyro.poutine.trace(model).get_trace(x)
     assert trace.nodes["x"]["fn"].event_shape == (3,)
     assert math.isfinite(trace.log_prob_sum().item())
+
+
+def test_pointwise_log_likelihood_sums_out_the_enumerated_site():
+    from emvi.inference.pointwise import pointwise_log_likelihood, posterior_predictive
+
+    torch.manual_seed(0)
+    x = torch.poisson(torch.full((12, 3), 4.0))
+    config = ComposedConfig(latent="discrete", mapping="index", likelihood="poisson", num_components=3)
+    model, _ = get_model("composed").build(config, DataInfo(num_data=12, event_shape=(3,)))
+    pointwise = pointwise_log_likelihood(model, x)
+    with torch.no_grad():
+        log_joint = model.weights.log() + dist.Poisson(model.component_params.exp()).log_prob(x.unsqueeze(1)).sum(-1)
+    assert pointwise.shape == (12,)
+    assert torch.allclose(pointwise, torch.logsumexp(log_joint, dim=1), atol=1e-5)
+    replicated = posterior_predictive(model, x)
+    assert replicated.shape == x.shape and not torch.equal(replicated, x)
