@@ -79,6 +79,15 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", help="where to write the samples (.npy; default RUN_DIR/samples.npy and samples.png)")
 
+    analyze = commands.add_parser(
+        "analyze", help="posterior analysis with ArviZ (InferenceData, summary, plots, comparison)",
+        description="Write inference_data.nc, posterior_summary.csv and PNG plots into each run directory; with "
+                    "several runs of the same data, also a comparison table (LOO, or held-out log-likelihood for point fits).")
+    analyze.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    analyze.add_argument("--num-samples", type=int, default=200, help="posterior draws for SVI guides (default: 200)")
+    analyze.add_argument("--compare-out", help="folder for comparison.csv/png (default: the first run's parent)")
+    analyze.add_argument("--data-root", help="override the data root recorded in the runs")
+
     commands.add_parser("models", help="list the registered models", description="List the registered models.")
     return parser
 
@@ -105,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         if args.command == "fit" and args.model is None:
             raise ConfigError("emvi fit: name a model; see 'emvi models' or 'emvi fit --help'")
-        handler = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "models": _cmd_models}[args.command]
+        handler = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "models": _cmd_models,
+                   "analyze": _cmd_analyze}[args.command]
         return handler(args) or 0
     except EmviError as exc:
         if os.environ.get("EMVI_DEBUG"):
@@ -212,6 +222,41 @@ def _cmd_sample(args) -> int:
 
         png = plot_image_grid(samples.detach().cpu(), dataset.image_shape, output.with_suffix(".png"), title="samples")
         print(f"picture: {png}")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from .analysis.report import compare_fits, is_point_fit, plot_comparison, write_analysis
+    from .data import train_valid_split
+    from .runs import load_run
+
+    fits, held_out = {}, {}
+    for run_dir in args.run_dirs:
+        entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root)
+        if entry.inference_data is None:
+            raise ConfigError(f"model {entry.name!r} has no ArviZ export; analyze supports models with global latents "
+                              "(mixture, hmm, composed discrete)")
+        method = resolved.get("method", "svi")
+        fraction = resolved["data"].get("valid_fraction") or 0.0
+        train_part, valid_part = (dataset, None) if not fraction else train_valid_split(dataset, fraction, seed=resolved["train"]["seed"])
+        print(f"{run_dir}: building InferenceData ({method})", flush=True)
+        idata = entry.inference_data(model, guide, train_part, method=method, num_samples=args.num_samples, run_dir=Path(run_dir))
+        for kind, path in write_analysis(idata, run_dir).items():
+            print(f"  {kind}: {path}")
+        fits[Path(run_dir).name] = idata
+        if is_point_fit(idata):
+            if valid_part is None:
+                raise ConfigError(f"{run_dir} is a point fit with no held-out data to compare on; refit with --valid-fraction > 0")
+            held = entry.inference_data(model, guide, valid_part, method=method, num_samples=1, run_dir=Path(run_dir))
+            held_out[Path(run_dir).name] = float(held.log_likelihood.to_array().sum())
+    if len(fits) > 1:
+        table = compare_fits(fits, held_out=held_out if held_out else None)
+        out = Path(args.compare_out) if args.compare_out else Path(args.run_dirs[0]).parent
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "comparison.csv")
+        plot_comparison(table, out / "comparison.png")
+        print(table.to_string())
+        print(f"comparison written to {out / 'comparison.csv'}")
     return 0
 
 

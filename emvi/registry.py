@@ -45,6 +45,8 @@ class ModelEntry:
     * ``evaluate(model, guide, data, *, num_samples) -> dict`` held-out metrics (default: the negative ELBO).
     * ``sample(model, guide, num_samples) -> Tensor`` draws new observations.
     * ``plots(model, guide, data, history, run_dir) -> list[Path]`` writes PNG files.
+    * ``inference_data(model, guide, data, *, method, num_samples, run_dir) -> arviz.InferenceData`` for
+      ``emvi analyze`` (see :mod:`emvi.analysis.report`).
     """
 
     name: str
@@ -57,6 +59,7 @@ class ModelEntry:
     evaluate: Callable | None = None
     sample: Callable | None = None
     plots: Callable | None = None
+    inference_data: Callable | None = None
     elbo: str = "trace"
     """The ELBO the model trains with by default ("enum" for models with enumerated discrete sites)."""
     max_plate_nesting: int | None = None
@@ -76,7 +79,7 @@ def register_model(
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
-    ``elbo``, ``max_plate_nesting``.
+    ``inference_data``, ``elbo``, ``max_plate_nesting``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")
@@ -93,6 +96,12 @@ def register_model(
     return decorator
 
 
+def attach_hooks(name: str, **hooks) -> None:
+    """Add hooks to an already registered model (used by layers above the models, e.g. analysis)."""
+    entry = _MODELS[name]
+    _MODELS[name] = dataclasses.replace(entry, **hooks)
+
+
 def get_model(name: str) -> ModelEntry:
     _load_builtin_models()
     try:
@@ -107,5 +116,7 @@ def available_models() -> dict[str, ModelEntry]:
 
 
 def _load_builtin_models() -> None:
-    # Importing emvi.models runs the built-in @register_model decorators.
+    # Importing emvi.models runs the built-in @register_model decorators; emvi.analysis.hooks then attaches the
+    # analysis hooks, which models may not import themselves (layers point one way).
+    import emvi.analysis.hooks  # noqa: F401
     import emvi.models  # noqa: F401

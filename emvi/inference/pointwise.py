@@ -16,7 +16,7 @@ with chains of discrete sites (HMMs) provide their own forward algorithm.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro.poutine as poutine
 import torch

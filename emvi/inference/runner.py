@@ -315,7 +315,8 @@ def evaluate_loss(elbo, model, guide, tensors, *, batch_size: int = 1024, transf
         batch = tuple(t[start : start + batch_size] for t in tensors)
         if transform is not None:
             batch = transform(batch)
-        total += _loss(elbo, model, guide, batch, num_data, 1.0).item() * batch[0].shape[0]
+        # ``loss`` (a float) rather than ``differentiable_loss``: TraceEnum_ELBO refuses the latter under no_grad.
+        total += float(elbo.loss(model, guide, *batch, num_data=num_data)) * batch[0].shape[0]
     return total / num_data / num_data
 
 
