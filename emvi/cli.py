@@ -34,6 +34,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-root", help="folder holding MNIST/ or FashionMNIST/ (default: $EMVI_DATA)")
     group.add_argument("--download", action="store_true", help="download mnist/fashion-mnist into the data root if missing")
     group.add_argument("--binarize", choices=["static", "dynamic"], help="binarise images (static threshold or dynamic sampling)")
+    group.add_argument("--raw-counts", action="store_true", help="keep built-in images as integer counts (for count likelihoods)")
     group.add_argument("--limit", type=int, help="use only the first N training samples")
     group.add_argument("--valid-fraction", type=float, default=None, help="hold out this fraction for validation (default: 0.1)")
     group.add_argument("--label-column", help="name of a label column in a .csv file")
@@ -173,6 +174,7 @@ def _cmd_fit(args) -> int:
         dataset=args.data or args.dataset or "digits",
         data_root=args.data_root,
         binarize=args.binarize,
+        raw_counts=args.raw_counts,
         download=args.download,
         limit=args.limit,
         label_column=args.label_column,

@@ -32,6 +32,7 @@ def load_data(data_cfg: dict, *, split: str = "train", root_override: str | None
         download=bool(data_cfg.get("download", False)) and split == "train",
         limit=data_cfg.get("limit") if split == "train" else None,
         label_column=data_cfg.get("label_column"),
+        raw_counts=bool(data_cfg.get("raw_counts", False)),
     )
 
 

@@ -45,6 +45,8 @@ class DataSpec:
     """Folder holding MNIST/ or FashionMNIST/ (default: $EMVI_DATA)."""
     binarize: str | None = None
     """None, static or dynamic."""
+    raw_counts: bool = False
+    """Keep built-in images as integer counts (digits 0..16, MNIST 0..255) instead of scaling to [0, 1]."""
     download: bool = False
     limit: int | None = None
     """Use only the first N training samples."""

@@ -110,3 +110,11 @@ def test_held_out_split_is_a_seeded_partition():
     assert torch.equal(again.x, train.x)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         train_valid_split(data, 1.5)
+
+
+def test_raw_counts_keep_integer_intensities():
+    counts = load_dataset("digits", raw_counts=True)
+    assert torch.equal(counts.x, torch.round(load_dataset("digits").x * 16))
+    assert counts.x.max() == 16 and torch.equal(counts.x, counts.x.round())
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_dataset("digits", raw_counts=True, binarize="static")

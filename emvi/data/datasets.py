@@ -95,8 +95,13 @@ def load_dataset(
     label_column: str | None = None,
     static_mode: str = "threshold",
     seed: int = 0,
+    raw_counts: bool = False,
 ) -> ArrayDataset:
-    """Load a dataset by name or path; see the module docstring for names, layout and transforms."""
+    """Load a dataset by name or path; see the module docstring for names, layout and transforms.
+
+    ``raw_counts=True`` keeps image intensities as the original integer counts (digits 0..16, MNIST 0..255) for
+    count likelihoods such as Poisson, instead of scaling them to [0, 1].
+    """
     if binarize not in BINARIZE_CHOICES:
         raise ConfigError(f"binarize must be one of None, 'static', 'dynamic', got {binarize!r}")
     if split not in ("train", "test"):
@@ -116,6 +121,12 @@ def load_dataset(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         dataset = dataset.subset(torch.arange(min(limit, len(dataset))))
+    if raw_counts:
+        if key not in IMAGE_DATASETS and key != "digits":
+            raise ConfigError("raw_counts applies to the built-in image datasets; a file's values are used as they are")
+        if binarize is not None:
+            raise ConfigError("raw_counts and binarize exclude each other; choose one")
+        dataset = replace(dataset, x=torch.round(dataset.x * (16.0 if key == "digits" else 255.0)))
     if binarize == "static":
         dataset = replace(dataset, x=_binarize_static(dataset.x, static_mode, seed), binarize="static")
     elif binarize == "dynamic":
