@@ -176,14 +176,7 @@ def train(
     store = pyro.get_param_store()
     with store.scope() as scope, pyro.validation_enabled(config.validate):
         seed_everything(config.seed)
-        elbo = make_elbo(
-            config.elbo,
-            num_particles=config.num_particles,
-            max_plate_nesting=config.max_plate_nesting,
-            renyi_alpha=config.renyi_alpha,
-            vectorize_particles=config.vectorize_particles,
-            jit=config.jit,
-        )
+        elbo = _elbo_for(config, jit=config.jit)
         # One pass creates lazily initialised parameters (autoguides, pyro.param) before the optimizer sees them.
         first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
         elbo = _warm_up(elbo, config, model, guide, first_batch, num_data)
@@ -327,6 +320,17 @@ def _loss(elbo, model, guide, batch, num_data, kl_weight):
     return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
 
 
+def _elbo_for(config: TrainConfig, *, jit: bool):
+    return make_elbo(
+        config.elbo,
+        num_particles=config.num_particles,
+        max_plate_nesting=config.max_plate_nesting,
+        renyi_alpha=config.renyi_alpha,
+        vectorize_particles=config.vectorize_particles,
+        jit=jit,
+    )
+
+
 def _warm_up(elbo, config, model, guide, first_batch, num_data):
     """Run one loss evaluation; with ``jit=True`` fall back to the eager ELBO if tracing fails."""
     try:
@@ -336,13 +340,7 @@ def _warm_up(elbo, config, model, guide, first_batch, num_data):
         if not config.jit:
             raise
         warnings.warn(f"JIT ELBO failed ({type(exc).__name__}: {str(exc)[:120]}); falling back to the eager ELBO", stacklevel=3)
-        eager = make_elbo(
-            config.elbo,
-            num_particles=config.num_particles,
-            max_plate_nesting=config.max_plate_nesting,
-            renyi_alpha=config.renyi_alpha,
-            vectorize_particles=config.vectorize_particles,
-        )
+        eager = _elbo_for(config, jit=False)
         _loss(eager, model, guide, first_batch, num_data, 1.0)
         return eager
 
