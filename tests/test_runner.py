@@ -253,3 +253,17 @@ def test_buffers_travel_in_checkpoints(tmp_path):
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["model"]["calls"].item() == model.calls.item() > 0
     assert math.isfinite(state["history"][-1]["train_loss"])
+
+
+def test_jit_option_falls_back_to_eager_with_identical_results():
+    import warnings
+
+    data = linear_gaussian_data(100)
+    losses = []
+    for jit in (False, True):
+        model, guide = build_pair(seed=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the JIT path may warn that it fell back
+            result = train(model, guide, data, config=TrainConfig(epochs=2, jit=jit, **FAST))
+        losses.append([h["train_loss"] for h in result.history])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)

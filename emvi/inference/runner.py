@@ -341,6 +341,7 @@ def _warm_up(elbo, config, model, guide, first_batch, num_data):
             raise
         warnings.warn(f"JIT ELBO failed ({type(exc).__name__}: {str(exc)[:120]}); falling back to the eager ELBO", stacklevel=3)
         eager = _elbo_for(config, jit=False)
+        seed_everything(config.seed)  # the failed attempt drew random numbers; start the stream as an eager run does
         _loss(eager, model, guide, first_batch, num_data, 1.0)
         return eager
 
