@@ -9,8 +9,9 @@ import torch
 
 from emvi import TrainConfig, train
 from emvi.errors import ConfigError
+from emvi.guides.amortised import AmortisedNormalGuide
 from emvi.inference.elbo import make_elbo
-from emvi.models.composed import AmortisedNormalGuide, ComposedConfig, ComposedModel
+from emvi.models.composed import ComposedConfig, ComposedModel
 from emvi.registry import DataInfo, get_model
 
 

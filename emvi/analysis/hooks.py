@@ -59,3 +59,5 @@ def composed_inference_data(model, guide, data, *, method, num_samples, run_dir=
 
 
 attach_hooks("composed", inference_data=composed_inference_data)
+
+from . import vae as _vae_hooks  # noqa: E402, F401  (attaches the VAE's plots/evaluate/sample hooks)

@@ -28,12 +28,15 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 from torch.distributions import constraints
 
+from .._plates import data_plate
 from .._validation import check_choice, check_positive_int
 from ..errors import ConfigError
+from ..guides.amortised import AmortisedNormalGuide
+from ..nn import make_decoder
 from ..registry import DataInfo, register_model
 
 LATENTS = ("gaussian", "discrete")
-MAPPINGS = ("index", "linear", "mlp")
+MAPPINGS = ("index", "linear", "mlp", "conv")
 LIKELIHOODS = ("bernoulli", "normal", "poisson", "categorical")
 
 
@@ -48,9 +51,10 @@ class ComposedConfig:
     num_components: int = 3
     """Number of values K of a discrete latent."""
     mapping: str = "mlp"
-    """index (a parameter table per component; discrete latents), linear or mlp (gaussian latents)."""
+    """index (a parameter table per component; discrete latents), linear, mlp or conv (gaussian latents; conv needs
+    images with sides divisible by 4)."""
     hidden_dims: tuple[int, ...] = (64,)
-    """Hidden layer sizes of mlp mappings and of the amortised encoder."""
+    """Hidden layer sizes of the amortised MLP encoder; the mlp decoder mirrors them."""
     likelihood: str = "bernoulli"
     """bernoulli, normal, poisson or categorical."""
     num_categories: int = 2
@@ -68,17 +72,8 @@ class ComposedConfig:
         if (self.latent == "discrete") != (self.mapping == "index"):
             raise ConfigError(
                 f"mapping {self.mapping!r} does not fit latent {self.latent!r}: use mapping 'index' with a discrete "
-                "latent, and 'linear' or 'mlp' with a gaussian one"
+                "latent, and 'linear', 'mlp' or 'conv' with a gaussian one"
             )
-
-
-def mlp(sizes: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
-            layers.append(nn.Softplus())
-    return nn.Sequential(*layers)
 
 
 class Likelihood(PyroModule):
@@ -108,7 +103,7 @@ class Likelihood(PyroModule):
 class ComposedModel(PyroModule):
     """``p(x, latent) = p(latent) p(x | mapping(latent))`` from a :class:`ComposedConfig`."""
 
-    def __init__(self, config: ComposedConfig, num_features: int):
+    def __init__(self, config: ComposedConfig, num_features: int, image_shape: tuple[int, int, int] | None = None):
         super().__init__()
         self.config = config
         self.likelihood = Likelihood(config.likelihood, num_features, config.num_categories)
@@ -120,37 +115,28 @@ class ComposedModel(PyroModule):
         elif config.mapping == "linear":
             self.decoder = nn.Linear(config.latent_dim, out)
         else:
-            self.decoder = mlp([config.latent_dim, *config.hidden_dims, out])
+            if config.mapping == "conv" and self.likelihood.params_per_feature != 1:
+                raise ConfigError("the conv mapping needs one parameter per pixel; use mapping 'mlp' with a categorical likelihood")
+            self.decoder = make_decoder(config.mapping, config.latent_dim, out, config.hidden_dims, image_shape)
+
+    def observation_distribution(self, t: torch.Tensor) -> dist.Distribution:
+        """p(x | t) for latents ``t`` of shape ``(..., q)``: event shape ``(D,)``, batch shape ``(...)``."""
+        return self.likelihood(self.decoder(t))
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
-        batch = x.shape[0]
         if self.config.latent == "discrete":
             k = self.config.num_components
             # MAP prior on the weights: a factor log Dirichlet(π | α), outside the data plate.
             prior = dist.Dirichlet(torch.full((k,), self.config.weight_concentration, device=x.device))
             pyro.factor("weights_prior", prior.log_prob(self.weights))
-            with pyro.plate("data", num_data or batch, subsample_size=batch):
+            with data_plate(x, num_data):
                 z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
                 pyro.sample("x", self.likelihood(self.component_params[z]), obs=x)
         else:
             q = self.config.latent_dim
-            with pyro.plate("data", num_data or batch, subsample_size=batch):
+            with data_plate(x, num_data):
                 t = pyro.sample("t", dist.Normal(x.new_zeros(q), 1.0).to_event(1))
-                pyro.sample("x", self.likelihood(self.decoder(t)), obs=x)
-
-
-class AmortisedNormalGuide(PyroModule):
-    """q(t | x) = Normal(g_μ(x), diag g_σ(x)^2) with an MLP encoder; reparameterised sampling."""
-
-    def __init__(self, num_features: int, latent_dim: int, hidden_dims: tuple[int, ...], site: str = "t"):
-        super().__init__()
-        self.site = site
-        self.encoder = mlp([num_features, *hidden_dims, 2 * latent_dim])
-
-    def forward(self, x: torch.Tensor, num_data: int | None = None):
-        loc, raw_scale = self.encoder(x.float()).chunk(2, dim=-1)
-        with pyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
-            pyro.sample(self.site, dist.Normal(loc, nn.functional.softplus(raw_scale) + 1e-5).to_event(1))
+                pyro.sample("x", self.observation_distribution(t), obs=x)
 
 
 class EmptyGuide(PyroModule):
@@ -164,7 +150,9 @@ class EmptyGuide(PyroModule):
                 description="declarative latent-variable model: latent + mapping + likelihood")
 def build_composed(config: ComposedConfig, data_info: DataInfo):
     num_features = data_info.event_shape[-1]
-    model = ComposedModel(config, num_features)
+    model = ComposedModel(config, num_features, data_info.image_shape)
     if config.latent == "discrete":
         return model, EmptyGuide()
-    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims)
+    architecture = "conv" if config.mapping == "conv" else "mlp"
+    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims,
+                                       architecture=architecture, image_shape=data_info.image_shape)

@@ -1,0 +1,53 @@
+"""The amortised Gaussian guide of Auto-Encoding Variational Bayes.
+
+    q(t_n | x_n, φ) = Normal(t_n | g_μ(x_n | φ), diag g_σ(x_n | φ)²),      t_n = g_μ(x_n) + g_σ(x_n) ⊙ ε,  ε ~ Normal(0, I)
+
+One encoder network ``g`` maps a flat observation ``(batch, D)`` to ``(batch, 2 q)``: the mean and an unconstrained
+scale (softplus keeps σ positive). Sampling is reparameterised (Pyro's Normal uses ``rsample``), so Trace_ELBO's
+gradient flows through ``t`` into φ — the reparameterisation trick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from .._plates import data_plate
+from ..nn import make_encoder
+
+MIN_SCALE = 1e-5
+"""Floor on g_σ so log q stays finite however confident the encoder becomes."""
+
+
+class AmortisedNormalGuide(PyroModule):
+    """q(t | x) = Normal(g_μ(x), diag g_σ(x)²) over the site ``site`` (batch shape ``(batch,)``, event ``(q,)``).
+
+    Args:
+        num_features: D, the size of a flat observation.
+        latent_dim: q.
+        hidden_dims: hidden sizes of an MLP encoder.
+        architecture: "mlp" or "conv" (images; needs ``image_shape``).
+        image_shape: ``(C, H, W)`` of image data.
+    """
+
+    def __init__(self, num_features: int, latent_dim: int, hidden_dims: Sequence[int] = (400,), *,
+                 architecture: str = "mlp", image_shape: tuple[int, int, int] | None = None, site: str = "t"):
+        super().__init__()
+        self.site = site
+        self.latent_dim = latent_dim
+        self.encoder = make_encoder(architecture, num_features, 2 * latent_dim, tuple(hidden_dims), image_shape)
+
+    def distribution(self, x: torch.Tensor) -> dist.Normal:
+        """q(t | x) for a batch ``x`` ``(batch, D)``: a Normal with batch shape ``(batch, q)`` (not yet ``to_event``)."""
+        loc, raw_scale = self.encoder(x if x.is_floating_point() else x.float()).chunk(2, dim=-1)
+        return dist.Normal(loc, nn.functional.softplus(raw_scale) + MIN_SCALE)
+
+    def forward(self, x: torch.Tensor, *rest, num_data: int | None = None):
+        posterior = self.distribution(x)
+        with data_plate(x, num_data):
+            return pyro.sample(self.site, posterior.to_event(1))

@@ -1,0 +1,148 @@
+"""Monte-Carlo estimates of the marginal log-likelihood log p(x) of models with per-item continuous latents.
+
+For a data item x and K samples, with log weights ``log w_k``:
+
+* ELBO (guide):      ``(1/K) Σ_k log w_k``,        t_k ~ q(t | x),  w_k = p(x, t_k) / q(t_k | x)   — a lower bound;
+* importance (guide): ``log (1/K) Σ_k w_k``,        same samples — also a lower bound in expectation (Jensen), tighter
+  as K grows, and equal to log p(x) as K → ∞ (the IWAE bound of Burda et al.);
+* naive prior MC:    ``log (1/K) Σ_k p(x | t_k)``, t_k ~ p(t) — unbiased for p(x) but of enormous variance in high
+  dimensions, because almost no prior sample explains a given image: the seed's reason to sample from q instead.
+
+The estimators are generic over Pyro model/guide pairs whose latent sites all sit inside the data plate (batch shape
+``(batch,)``): a plate of K samples is placed outside the model's plates so everything runs vectorised; K is split into
+chunks whose log weights are combined by a streaming log-sum-exp, so memory stays bounded for K in the thousands.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro import poutine
+
+from ..errors import ConfigError
+
+SAMPLE_PLATE = "importance_samples"
+DEFAULT_CHUNK_ELEMENTS = 2**23
+"""Upper bound on ``chunk * batch * D`` so one chunk's decoder output stays around 32 MB of float32."""
+
+
+@dataclass(frozen=True)
+class LogLikelihoodEstimates:
+    """Per-item estimates (nats), each a tensor ``(N,)``; ``num_samples`` is K."""
+
+    elbo: torch.Tensor
+    importance: torch.Tensor
+    prior: torch.Tensor | None
+    num_samples: int
+    num_features: int
+
+    def summary(self) -> dict:
+        """Means over items in nats per item and bits per dimension (``-log p / (D log 2)``)."""
+        out = {"num_samples": self.num_samples}
+        for name, values in (("elbo", self.elbo), ("is_loglik", self.importance), ("prior_mc_loglik", self.prior)):
+            if values is None:
+                continue
+            mean = float(values.mean())
+            out[f"{name}_nats"] = mean
+            out[f"{name}_bits_per_dim"] = -mean / (self.num_features * math.log(2))
+        return out
+
+
+def _per_item(log_prob: torch.Tensor, num_samples: int, batch: int, name: str) -> torch.Tensor:
+    if log_prob.dim() < 1 or log_prob.shape[-1] != batch:
+        raise ConfigError(
+            f"site {name!r} is not a per-item latent (log-density shape {tuple(log_prob.shape)}); importance "
+            "estimates of log p(x) need every latent inside the data plate"
+        )
+    return log_prob.reshape(-1, batch).expand(num_samples, batch) if log_prob.dim() > 1 else log_prob.expand(num_samples, batch)
+
+
+def _site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None) -> torch.Tensor:
+    """Σ over sample sites of ``log p(value)`` per (sample, item), unscaled by plates; ``observed`` filters sites."""
+    total = torch.zeros(())
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        if observed is not None and site["is_observed"] != observed:
+            continue
+        if site["infer"].get("enumerate"):
+            raise ConfigError(f"site {name!r} is enumerated; use emvi.inference.pointwise for exact marginals of discrete latents")
+        total = total + _per_item(site["fn"].log_prob(site["value"]), num_samples, batch, name)
+    return total
+
+
+def log_importance_weights(model, guide, x: torch.Tensor, num_samples: int, *, from_prior: bool = False,
+                           max_plate_nesting: int = 1, **kwargs) -> torch.Tensor:
+    """``(K, batch)`` log weights: ``log p(x, t) - log q(t | x)`` with t ~ q, or ``log p(x | t)`` with t ~ p(t)."""
+    batch = x.shape[0]
+    with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
+        if from_prior:
+            model_trace = poutine.trace(model).get_trace(x, **kwargs)
+            return _site_log_probs(model_trace, num_samples, batch, observed=True)
+        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+    log_joint = _site_log_probs(model_trace, num_samples, batch, observed=None)
+    return log_joint - _site_log_probs(guide_trace, num_samples, batch, observed=None)
+
+
+@torch.no_grad()
+def estimate_log_likelihood(model, guide, x: torch.Tensor, *, num_samples: int = 1000, prior: bool = True,
+                            batch_size: int = 100, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                            max_plate_nesting: int = 1) -> LogLikelihoodEstimates:
+    """The three estimates of :mod:`this module <emvi.inference.likelihood>` for every item of ``x`` ``(N, D)``.
+
+    The guide-based ELBO and importance estimates share the same K samples; the prior estimate (if ``prior``) draws
+    its own K. Items are processed ``batch_size`` at a time, samples in chunks of at most
+    ``chunk_elements / (batch * D)``.
+    """
+    if num_samples < 1:
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise ConfigError(f"need a non-empty batch of items (N, D), got shape {tuple(x.shape)}")
+    num_features = math.prod(x.shape[1:])
+    elbos, importance, priors = [], [], []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        chunk = max(1, min(num_samples, chunk_elements // (xb.shape[0] * num_features)))
+        sums = _StreamingLogMeanExp(xb.shape[0], xb.device)
+        prior_sums = _StreamingLogMeanExp(xb.shape[0], xb.device)
+        for done in range(0, num_samples, chunk):
+            k = min(chunk, num_samples - done)
+            sums.add(log_importance_weights(model, guide, xb, k, max_plate_nesting=max_plate_nesting))
+            if prior:
+                prior_sums.add(log_importance_weights(model, guide, xb, k, from_prior=True, max_plate_nesting=max_plate_nesting))
+        elbos.append(sums.mean())
+        importance.append(sums.log_mean_exp())
+        if prior:
+            priors.append(prior_sums.log_mean_exp())
+    return LogLikelihoodEstimates(
+        elbo=torch.cat(elbos).cpu(),
+        importance=torch.cat(importance).cpu(),
+        prior=torch.cat(priors).cpu() if prior else None,
+        num_samples=num_samples,
+        num_features=num_features,
+    )
+
+
+class _StreamingLogMeanExp:
+    """Accumulates log-weights chunk by chunk: running max-shifted Σ exp and plain Σ, per item, in float64."""
+
+    def __init__(self, batch: int, device):
+        self.count = 0
+        self.total = torch.zeros(batch, dtype=torch.float64, device=device)
+        self.log_sum = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
+
+    def add(self, log_w: torch.Tensor) -> None:
+        log_w = log_w.double()
+        self.count += log_w.shape[0]
+        self.total += log_w.sum(0)
+        self.log_sum = torch.logaddexp(self.log_sum, torch.logsumexp(log_w, 0))
+
+    def mean(self) -> torch.Tensor:
+        return self.total / self.count
+
+    def log_mean_exp(self) -> torch.Tensor:
+        return self.log_sum - math.log(self.count)
