@@ -8,7 +8,7 @@ import pyro as _pyro
 
 from .data import ArrayDataset, load_dataset, train_valid_split
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
-from .inference import EMResult, TrainConfig, TrainResult, fit_em, fit_svi, make_elbo, train
+from .inference import EMResult, TrainConfig, TrainResult, fit_em, fit_svi, make_elbo, seed_everything, train
 from .registry import DataInfo, available_models, get_model, register_model
 
 # Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
@@ -36,6 +36,7 @@ __all__ = [
     "load_dataset",
     "make_elbo",
     "register_model",
+    "seed_everything",
     "train",
     "train_valid_split",
 ]

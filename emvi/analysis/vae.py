@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from .. import models as _builtin_models  # noqa: F401  (registers the "vae" entry the hooks attach to)
 from ..inference.likelihood import estimate_log_likelihood
 from ..registry import attach_hooks
 from .curves import _pyplot, plot_image_grid
