@@ -251,3 +251,23 @@ def test_estimator_rejects_bad_input(trained_digits_vae):
         estimate_log_likelihood(model, guide, data.x[:3], num_samples=0)
     with pytest.raises(ConfigError, match="non-empty"):
         estimate_log_likelihood(model, guide, data.x[:0], num_samples=3)
+
+
+def test_cli_fit_evaluate_sample_round_trip(tmp_path):
+    from emvi.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["fit", "vae", "--dataset", "digits", "--binarize", "dynamic", "--latent-dim", "2", "--hidden-dims", "16",
+                 "--epochs", "2", "--elbo", "renyi", "--num-particles", "3", "--run-dir", str(run_dir),
+                 "--progress", "false"]) == 0
+    for name in ("checkpoint.pt", "metrics.jsonl", "config.json", "loss_curve.png", "reconstructions.png",
+                 "prior_samples.png", "latent_space.png", "manifold.png"):
+        assert (run_dir / name).is_file(), name
+    assert main(["evaluate", str(run_dir), "--num-samples", "20", "--limit", "30"]) == 0
+    import json
+
+    metrics = json.loads((run_dir / "evaluation_test.json").read_text())
+    assert metrics["num_items"] == 30 and metrics["num_samples"] == 20
+    assert metrics["is_loglik_nats"] >= metrics["elbo_nats"]  # log-mean-exp >= mean for every item, so also on average
+    assert main(["sample", str(run_dir), "--num-samples", "8"]) == 0
+    assert (run_dir / "samples.npy").is_file() and (run_dir / "samples.png").is_file()

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
 from .._plates import data_plate
@@ -24,7 +23,7 @@ MIN_SCALE = 1e-5
 """Floor on g_σ so log q stays finite however confident the encoder becomes."""
 
 
-class AmortisedNormalGuide(PyroModule):
+class AmortisedNormalGuide(nn.Module):
     """q(t | x) = Normal(g_μ(x), diag g_σ(x)²) over the site ``site`` (batch shape ``(batch,)``, event ``(q,)``).
 
     Args:
@@ -33,6 +32,9 @@ class AmortisedNormalGuide(PyroModule):
         hidden_dims: hidden sizes of an MLP encoder.
         architecture: "mlp" or "conv" (images; needs ``image_shape``).
         image_shape: ``(C, H, W)`` of image data.
+
+    A plain ``nn.Module`` (the runner optimises ``parameters()`` directly), which keeps Pyro's per-call module
+    bookkeeping out of every step.
     """
 
     def __init__(self, num_features: int, latent_dim: int, hidden_dims: Sequence[int] = (400,), *,

@@ -24,9 +24,7 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, PyroParam
 from torch import nn
-from torch.distributions import constraints
 
 from .._plates import data_plate
 from .._validation import check_choice, check_positive_int
@@ -76,7 +74,7 @@ class ComposedConfig:
             )
 
 
-class Likelihood(PyroModule):
+class Likelihood(nn.Module):
     """Turns raw parameters ``η`` of shape ``(..., D * P)`` into a distribution over ``x`` with event shape ``(D,)``."""
 
     def __init__(self, family: str, num_features: int, num_categories: int = 2):
@@ -100,8 +98,13 @@ class Likelihood(PyroModule):
         return dist.Categorical(logits=logits).to_event(1)
 
 
-class ComposedModel(PyroModule):
-    """``p(x, latent) = p(latent) p(x | mapping(latent))`` from a :class:`ComposedConfig`."""
+class ComposedModel(nn.Module):
+    """``p(x, latent) = p(latent) p(x | mapping(latent))`` from a :class:`ComposedConfig`.
+
+    A plain ``nn.Module`` calling Pyro primitives: its parameters are ordinary module parameters (the weights as
+    softmax logits), which the runner's optimiser steps directly. ``PyroModule`` would add per-call parameter
+    bookkeeping that module-local parameters make useless — a measurable share of a VAE step's overhead.
+    """
 
     def __init__(self, config: ComposedConfig, num_features: int, image_shape: tuple[int, int, int] | None = None):
         super().__init__()
@@ -110,7 +113,7 @@ class ComposedModel(PyroModule):
         out = num_features * self.likelihood.params_per_feature
         if config.latent == "discrete":
             k = config.num_components
-            self.weights = PyroParam(torch.full((k,), 1.0 / k), constraint=constraints.simplex)
+            self.weight_logits = nn.Parameter(torch.zeros(k))
             self.component_params = nn.Parameter(0.1 * torch.randn(k, out))
         elif config.mapping == "linear":
             self.decoder = nn.Linear(config.latent_dim, out)
@@ -118,6 +121,11 @@ class ComposedModel(PyroModule):
             if config.mapping == "conv" and self.likelihood.params_per_feature != 1:
                 raise ConfigError("the conv mapping needs one parameter per pixel; use mapping 'mlp' with a categorical likelihood")
             self.decoder = make_decoder(config.mapping, config.latent_dim, out, config.hidden_dims, image_shape)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """Mixture weights π ``(K,)`` of a discrete latent."""
+        return torch.softmax(self.weight_logits, -1)
 
     def observation_distribution(self, t: torch.Tensor) -> dist.Distribution:
         """p(x | t) for latents ``t`` of shape ``(..., q)``: event shape ``(D,)``, batch shape ``(...)``."""
@@ -128,9 +136,10 @@ class ComposedModel(PyroModule):
             k = self.config.num_components
             # MAP prior on the weights: a factor log Dirichlet(π | α), outside the data plate.
             prior = dist.Dirichlet(torch.full((k,), self.config.weight_concentration, device=x.device))
-            pyro.factor("weights_prior", prior.log_prob(self.weights))
+            weights = self.weights
+            pyro.factor("weights_prior", prior.log_prob(weights))
             with data_plate(x, num_data):
-                z = pyro.sample("z", dist.Categorical(self.weights), infer={"enumerate": "parallel"})
+                z = pyro.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
                 pyro.sample("x", self.likelihood(self.component_params[z]), obs=x)
         else:
             q = self.config.latent_dim
@@ -139,7 +148,7 @@ class ComposedModel(PyroModule):
                 pyro.sample("x", self.observation_distribution(t), obs=x)
 
 
-class EmptyGuide(PyroModule):
+class EmptyGuide(nn.Module):
     """The guide of a model whose only latent is enumerated and whose globals are module parameters (MAP)."""
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
