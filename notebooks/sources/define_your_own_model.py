@@ -1,8 +1,10 @@
+"""Builds notebooks/define_your_own_model.ipynb (run from the repository root)."""
 import nbformat as nbf
+
 nb = nbf.v4.new_notebook()
 cells = []
-md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))
-code = lambda s: cells.append(nbf.v4.new_code_cell(s))
+md = lambda s: cells.append(nbf.v4.new_markdown_cell(s))  # noqa: E731
+code = lambda s: cells.append(nbf.v4.new_code_cell(s))  # noqa: E731
 md("""# Define your own model
 
 emvi models are a latent, a mapping from the latent to the observation's parameters, and a likelihood. This notebook
