@@ -60,4 +60,8 @@ def composed_inference_data(model, guide, data, *, method, num_samples, run_dir=
 
 attach_hooks("composed", inference_data=composed_inference_data)
 
+from . import hmm as _hmm_hooks  # noqa: E402, F401  (HMM fit, load, evaluate, sample)
+from . import lda as _lda_hooks  # noqa: E402, F401  (LDA / prodLDA evaluate and InferenceData)
+from . import mixture as _mixture_hooks  # noqa: E402, F401  (the mixture's InferenceData hook)
+from . import ppca as _ppca_hooks  # noqa: E402, F401  (PPCA / factor analysis fit, load, evaluate, sample)
 from . import vae as _vae_hooks  # noqa: E402, F401  (attaches the VAE's plots/evaluate/sample hooks)

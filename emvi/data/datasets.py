@@ -6,7 +6,8 @@
   ``EMVI_DATA`` environment variable; nothing is downloaded unless ``download=True``, and with the files present it
   works offline;
 * ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images), needing no download;
-* a path to the user's own ``.npy``, ``.npz`` (arrays ``x`` and optionally ``y``, or the first array) or ``.csv``
+* a path to the user's own ``.npy``, ``.npz`` (arrays ``x`` and optionally ``y`` and, for padded sequences
+  ``(N, T, D)``, ``lengths``; or the first array) or ``.csv``
   (numbers only, an optional header; ``label_column=`` names the label column).
 
 Images come out flattened to ``(N, C*H*W)`` float32 in [0, 1] with ``image_shape = (C, H, W)``; tables as
@@ -33,29 +34,38 @@ ENV_DATA_ROOT = "EMVI_DATA"
 IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 BUILTIN_DATASETS = tuple(IMAGE_DATASETS) + ("digits",)
 BINARIZE_CHOICES = (None, "static", "dynamic")
+TEXT_DATASETS = ("sotu",)
+"""Text corpora by name (see :mod:`emvi.data.text`); kept here so naming a corpus does not import the loader."""
 
 
 @dataclass(frozen=True)
 class ArrayDataset:
-    """In-memory data: ``x`` of shape ``(N, D)`` (float32), optional integer labels ``y`` of shape ``(N,)``."""
+    """In-memory data: ``x`` of shape ``(N, D)`` (float32), optional integer labels ``y`` of shape ``(N,)``.
+
+    Sequences are ``x`` of shape ``(N, T, D)`` padded, with ``lengths`` ``(N,)``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
     image_shape: tuple[int, ...] | None = None
     name: str = "array"
     binarize: str | None = None
+    lengths: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.y is not None and self.y.shape[0] != self.x.shape[0]:
             raise DataError(f"labels have {self.y.shape[0]} rows but data has {self.x.shape[0]}; pass one label per row")
+        if self.lengths is not None and (self.x.dim() != 3 or self.lengths.shape != (self.x.shape[0],)):
+            raise DataError(f"lengths must give one length per sequence of x (N, T, D); got lengths of shape "
+                            f"{tuple(self.lengths.shape)} for x of shape {tuple(self.x.shape)}")
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """What the model receives: the observations only (labels are for analysis, not training)."""
-        return (self.x,)
+        """What the model receives: the observations (and sequence lengths); labels are for analysis only."""
+        return (self.x,) if self.lengths is None else (self.x, self.lengths)
 
     def info(self) -> DataInfo:
         return DataInfo(
@@ -73,7 +83,8 @@ class ArrayDataset:
 
     def subset(self, indices) -> ArrayDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices])
+        return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices],
+                       lengths=None if self.lengths is None else self.lengths[indices])
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path | None:
@@ -111,6 +122,10 @@ def load_dataset(
         dataset = _load_torchvision(key, root, split, download)
     elif key == "digits":
         dataset = _load_digits(split)
+    elif key in TEXT_DATASETS:  # bag-of-words corpora; the loader applies ``limit`` before its own split
+        from .text import load_text_dataset
+
+        return load_text_dataset(key, split=split, limit=limit)
     elif Path(name).suffix.lower() in (".npy", ".npz", ".csv"):
         dataset = load_array_file(name, label_column=label_column)
     else:
@@ -200,7 +215,7 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; check the path")
     suffix = path.suffix.lower()
-    y = None
+    y = lengths = None
     try:
         if suffix == ".npy":
             x = np.load(path, allow_pickle=False)
@@ -211,6 +226,7 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
                     raise DataError(f"{str(path)!r} holds no arrays; save one with np.savez(path, x=...)")
                 x = archive["x"] if "x" in keys else archive[keys[0]]
                 y = archive["y"] if "y" in keys else None
+                lengths = archive["lengths"] if "lengths" in keys else None
         else:
             x, y = _read_csv(path, label_column)
     except (ValueError, OSError) as exc:
@@ -219,7 +235,8 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
         x = x[:, None]
     tensor = as_float_tensor(x, f"data in {path.name}", ndim=(2, 3))
     labels = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
-    return ArrayDataset(x=tensor, y=labels, name=path.stem)
+    lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+    return ArrayDataset(x=tensor, y=labels, name=path.stem, lengths=lengths)
 
 
 def _read_csv(path: Path, label_column: str | None):

@@ -1,1 +1,5 @@
-"""scikit-learn-style estimators that pair a model with its fitting procedures."""
+"""scikit-learn-style estimators over emvi's models: fit / predict / score / sample with fitted attributes ending in ``_``."""
+
+from .mixture import Mixture
+
+__all__ = ["Mixture"]

@@ -25,6 +25,9 @@ from typing import Protocol
 
 import torch
 
+from .._validation import check_positive_int
+from ..errors import ConfigError, NonFiniteLossError
+
 
 class ConvergenceWarning(UserWarning):
     """EM stopped at ``max_iter`` before the change in the objective fell below ``tol``."""
@@ -72,8 +75,13 @@ def fit_em(
 ) -> EMResult:
     """Run EM until the per-item objective changes by less than ``tol`` or ``max_iter`` M-steps were taken.
 
-    The final E-step is always evaluated so ``log_likelihood`` belongs to the returned parameters.
+    The final E-step is always evaluated so ``log_likelihood`` belongs to the returned parameters. ``callback`` is
+    called with ``(iteration, objective)`` after every E-step. Raises :class:`emvi.errors.NonFiniteLossError` when
+    the objective stops being finite and :class:`emvi.errors.ConfigError` for a negative ``max_iter`` or ``tol``.
     """
+    check_positive_int(max_iter, "max_iter", minimum=0)
+    if not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
     num_data = num_data if num_data is not None else int(data[0].shape[0])
     result = EMResult(num_data=num_data)
     start = time.perf_counter()
@@ -87,7 +95,7 @@ def fit_em(
             if callback is not None:
                 callback(iteration, objective)
             if not math.isfinite(objective):
-                raise FloatingPointError(
+                raise NonFiniteLossError(
                     f"EM objective became {objective} at iteration {iteration}; check the data scale or raise the "
                     "variance floor / prior strength"
                 )

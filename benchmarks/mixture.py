@@ -1,0 +1,181 @@
+"""emvi's mixture (EM and SVI on one Pyro model) against scikit-learn's GaussianMixture, side by side in one run.
+
+All three start from the same point: k-means++ means (``emvi.inference.initialization.kmeans_plusplus``, seeded),
+with weights and diagonal variances from one M-step on the nearest-centre assignments; scikit-learn receives them as
+``weights_init``/``means_init``/``precisions_init`` (so its own k-means never runs) and the same ``reg_covar`` floor.
+
+* sklearn: ``GaussianMixture(covariance_type="diag", tol=1e-3)``; its wall-clock fit time is the reference.
+* em: :func:`emvi.inference.fit_em` on :class:`emvi.models.mixture.MixtureModel` (E-step read off the enumerated
+  Pyro trace, closed-form M-step), float64, ``tol=1e-4``.
+* svi: :func:`emvi.estimators.mixture.natural_gradient_svi`: gradients of TraceEnum_ELBO (full batch, the exact
+  marginal, float64) turned into natural-gradient steps of size 1 on the mean parameters, which retrace EM.
+* svi-adam (for reference): ``emvi.inference.train`` with TraceEnum_ELBO, full batch, float64, Adam lr 0.3.
+
+Reported per case: final log-likelihoods (nats per item) and the time each method needs to reach scikit-learn's final
+log-likelihood (reaching it exactly: EM repeats scikit-learn's iterations, so the ratio is the cost per iteration), as a ratio
+to scikit-learn's fit time. Cases:
+synthetic N=100,000, D=10, K=8 (overlapping components) and MNIST train images projected on 50 principal
+components, K=10 (MNIST from $EMVI_DATA, default ../shared/data; skipped with a note when absent). The last line is
+one JSON object whose top-level ``em_time_ratio``/``svi_time_ratio``/``em_loglik``/``sklearn_loglik`` are the
+synthetic case's.
+
+    python benchmarks/mixture.py            # full sizes
+    python benchmarks/mixture.py --quick    # N=20,000 synthetic and 4,000 MNIST images, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.mixture import GaussianMixture
+
+import emvi  # noqa: F401  (module-local Pyro params before the models are built)
+from emvi.estimators.mixture import initialise_mixture, natural_gradient_svi
+from emvi.inference import TrainConfig, fit_em, train
+from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
+
+REACH_TOL = 0.0
+
+
+def synthetic(n: int, d: int = 10, k: int = 8, seed: int = 0) -> np.ndarray:
+    """Draws from a diagonal mixture whose components overlap (means ~ N(0, 1.5²), sd in [0.5, 2])."""
+    rng = np.random.default_rng(seed)
+    means, sds = rng.normal(0, 1.5, (k, d)), rng.uniform(0.5, 2.0, (k, d))
+    z = rng.choice(k, n, p=rng.dirichlet(np.full(k, 5.0)))
+    return means[z] + sds[z] * rng.normal(size=(n, d))
+
+
+def mnist_pca(limit: int | None, dims: int = 50) -> np.ndarray | None:
+    root = Path(os.environ.get("EMVI_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if not (root / "MNIST" / "raw").is_dir():
+        return None
+    import torchvision
+
+    images = torchvision.datasets.MNIST(str(root), train=True, download=False).data
+    x = images[:limit].reshape(-1, 784).double() / 255.0
+    x = x - x.mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    return (x @ v[:dims].T).numpy()
+
+
+def first_reach(seconds: list[float], logliks: list[float], target: float) -> float:
+    return next((s for s, ll in zip(seconds, logliks, strict=True) if ll >= target), math.inf)
+
+
+def run_case(name: str, x: np.ndarray, k: int, *, svi_epochs: int, repeats: int = 3, seed: int = 0) -> dict:
+    n, d = x.shape
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    start = MixtureModel(MixtureConfig(num_components=k, floor=1e-6), d, dtype=torch.float64)
+    initialise_mixture(start, xt, "kmeans++", torch.Generator().manual_seed(seed))
+    weights, means = start.weights.detach().numpy(), start.means.detach().numpy()
+    precisions = 1 / start.variances.detach().numpy()
+
+    sk = GaussianMixture(k, covariance_type="diag", reg_covar=1e-6, tol=1e-3, max_iter=1000, weights_init=weights,
+                         means_init=means, precisions_init=precisions, init_params="random_from_data",
+                         random_state=seed)
+    # The 2 cores are shared, so scikit-learn and EM (both cheap) alternate `repeats` times and keep their fastest run.
+    sklearn_seconds, em_seconds, em_reach = math.inf, math.inf, math.inf
+    for _ in range(repeats):
+        began = time.perf_counter()
+        sk.fit(x)
+        sklearn_seconds = min(sklearn_seconds, time.perf_counter() - began)
+        sklearn_loglik = float(sk.score(x))
+        target = sklearn_loglik - REACH_TOL
+
+        em_model = copy.deepcopy(start)
+        began = time.perf_counter()
+        em = fit_em(em_model, xt, max_iter=1000, tol=1e-4, warn=False)
+        em_seconds = min(em_seconds, time.perf_counter() - began)
+        em_loglik = float(em_model.log_likelihood(xt).mean())
+        em_reach = min(em_reach, first_reach(em.seconds_history, [ll / n for ll in em.log_likelihood_history], target))
+
+    ng_model = copy.deepcopy(start)
+    # Natural steps retrace EM, so twice scikit-learn's iteration count (plus slack) is ample.
+    ng = natural_gradient_svi(ng_model, xt, epochs=2 * int(sk.n_iter_) + 10)
+    with torch.no_grad():
+        ng_loglik = float(ng_model.log_likelihood(xt).mean())
+    # record["log_likelihood"] is the objective before the epoch's step, reached at the previous record's time.
+    ng_times = [0.0] + [h["seconds"] for h in ng[:-1]]
+    ng_reach = first_reach(ng_times, [h["log_likelihood"] for h in ng], target)
+    ng_seconds = ng[-1]["seconds"]
+
+    svi_model = copy.deepcopy(start)
+    seconds, logliks = [], []
+    config = TrainConfig(epochs=svi_epochs, batch_size=n, learning_rate=0.3, elbo="enum", max_plate_nesting=1,
+                         seed=seed, progress=False)
+    began = time.perf_counter()
+    # train_loss of an epoch is the loss at the parameters before its (single, full-batch) step, which were
+    # reached when the previous epoch ended.
+    train(svi_model, MixtureGuide(), xt, config=config,
+          callbacks=(lambda m: (logliks.append(-m["train_loss"]), seconds.append(time.perf_counter() - began)),))
+    seconds = [0.0] + seconds[:-1]
+    svi_seconds = time.perf_counter() - began
+    with torch.no_grad():
+        svi_loglik = float(svi_model.log_likelihood(xt).mean())
+    svi_reach = first_reach(seconds, logliks, target)
+
+    row = {
+        "case": name, "n": n, "d": d, "k": k,
+        "sklearn_seconds": sklearn_seconds, "sklearn_iterations": int(sk.n_iter_), "sklearn_loglik": sklearn_loglik,
+        "em_seconds": em_seconds, "em_iterations": em.n_iter, "em_loglik": em_loglik, "em_reach_seconds": em_reach,
+        "svi_seconds": ng_seconds, "svi_steps": len(ng), "svi_loglik": ng_loglik, "svi_reach_seconds": ng_reach,
+        "svi_adam_seconds": svi_seconds, "svi_adam_epochs": len(logliks), "svi_adam_loglik": svi_loglik,
+        "svi_adam_reach_seconds": svi_reach,
+        "em_time_ratio": em_reach / sklearn_seconds, "svi_time_ratio": ng_reach / sklearn_seconds,
+        "svi_adam_time_ratio": svi_reach / sklearn_seconds,
+    }
+    print(f"[{name}] N={n} D={d} K={k}")
+    print(f"  sklearn  {sklearn_seconds:7.2f} s  {sk.n_iter_:4d} it  loglik {sklearn_loglik:.6f}")
+    print(f"  em       {em_seconds:7.2f} s  {em.n_iter:4d} it  loglik {em_loglik:.6f}  reaches sklearn in "
+          f"{em_reach:.2f} s  ratio {row['em_time_ratio']:.3f}")
+    print(f"  svi      {ng_seconds:7.2f} s  {len(ng):4d} st  loglik {ng_loglik:.6f}  reaches sklearn in "
+          f"{ng_reach:.2f} s  ratio {row['svi_time_ratio']:.3f}   (natural-gradient steps)")
+    print(f"  svi-adam {svi_seconds:7.2f} s  {len(logliks):4d} ep  loglik {svi_loglik:.6f}  reaches sklearn in "
+          f"{svi_reach:.2f} s  ratio {row['svi_adam_time_ratio']:.3f}   (runner, Adam lr 0.3)")
+    return row
+
+
+def finite_or_none(value):
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite_or_none(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (scikit-learn uses numpy's BLAS)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of sklearn and em per case; the fastest counts")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    n_synth, mnist_limit, svi_epochs = (20_000, 4_000, 100) if args.quick else (100_000, None, 300)
+    rows = [run_case("synthetic", synthetic(n_synth), 8, svi_epochs=svi_epochs, repeats=args.repeats)]
+    images = mnist_pca(mnist_limit)
+    if images is None:
+        print("[mnist-pca50] skipped: no MNIST under $EMVI_DATA or ../shared/data")
+    else:
+        rows.append(run_case("mnist-pca50", images, 10, svi_epochs=svi_epochs, repeats=args.repeats))
+    synth = rows[0]
+    summary = {key: synth[key] for key in ("em_time_ratio", "svi_time_ratio", "em_loglik", "sklearn_loglik",
+                                           "svi_loglik", "svi_adam_time_ratio")}
+    summary.update(quick=args.quick, cases=rows)
+    # "never reached" is infinite time; JSON has no infinity, so it is written as null.
+    print(json.dumps(finite_or_none(summary)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

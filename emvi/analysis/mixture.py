@@ -1,0 +1,122 @@
+"""ArviZ InferenceData for a fitted :class:`emvi.models.mixture.MixtureModel` (EM, SVI or NUTS).
+
+Groups: ``posterior`` (the parameters: one draw for the point fits em/svi, the NUTS draws for mcmc, relabelled),
+``log_likelihood`` (``x``: log p(x_n | θ) per item and draw, the assignment z_n summed out exactly),
+``posterior_predictive`` (``x``: one replicated data set per draw; the plug-in predictive for point fits),
+``observed_data`` and, for mcmc, ``sample_stats`` (``diverging``). Dims: ``component``, ``feature``, ``category``
+(categorical family), ``obs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..estimators.mixture import registry_evaluate, registry_fit, registry_load, registry_sample
+from ..models.mixture import MixtureModel
+from ..registry import attach_hooks
+from .arviz_io import relabel_components, to_inference_data
+
+MAX_REPLICATIONS = 100
+"""Replicated data sets of a point fit's posterior predictive (each is a full data set)."""
+
+
+def _tensor(data) -> torch.Tensor:
+    if hasattr(data, "tensors"):
+        return data.tensors[0]
+    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
+
+
+def _mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    from ..inference.checkpoint import load_checkpoint
+
+    path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    if path is None or not path.is_file():
+        raise CheckpointError(f"no MCMC draws: {path} is missing; fit with --method mcmc or pass samples=")
+    state = load_checkpoint(path)
+    if "mcmc_samples" not in state:
+        raise CheckpointError(f"{path} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
+    diverging = state.get("mcmc_diverging")
+    return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)
+
+
+def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num_samples: int = 100, run_dir=None,
+                           samples: dict[str, torch.Tensor] | None = None, diverging: torch.Tensor | None = None):
+    """``arviz.InferenceData`` of a fitted mixture on ``data`` ``(N, D)``.
+
+    For ``method="mcmc"`` the draws ``{name: (chain, draw, *shape)}`` come from ``samples`` (e.g.
+    ``Mixture(...).mcmc_.samples``) or from ``run_dir/checkpoint.pt``; they are relabelled to the first draw by the
+    Hungarian assignment on the component parameters (label switching), which ``attrs["relabelled"]`` records.
+    Point fits (em, svi: MAP globals, empty guide) give one draw; ``num_samples`` replicated data sets (at most
+    100) form their plug-in posterior predictive.
+    """
+    _check_method(method)
+    x = _tensor(data)
+    dtype = next(model.parameters()).dtype
+    x = x.to(dtype)
+    names = model.parameter_names()
+    key = names[1]  # means / rates / probs: the components' location, used to match labels across draws
+    attrs = {"model": "mixture", "method": method, "config": dataclasses.asdict(model.config),
+             "log_likelihood": "marginal over the enumerated assignment z: log sum_k pi_k F(x_n | theta_k)"}
+    if method == "mcmc":
+        if samples is None:
+            samples, diverging = _mcmc_draws(run_dir)
+        draws, _ = relabel_components({n: samples[n].to(dtype) for n in names}, key=key,
+                                      component_axes={n: (0,) for n in names})
+        attrs["relabelled"] = f"components permuted per draw to match the first draw (Hungarian assignment on {key})"
+    else:
+        if model.config.family == "gaussian-full":
+            names = ("weights", "means", "scale_tril")
+        draws = {n: getattr(model, n).detach()[None, None] for n in names}
+        attrs["note"] = "point fit: one draw of the MAP parameters; LOO/WAIC are not meaningful, use held-out log-likelihood"
+    chains, num_draws = draws["weights"].shape[:2]
+
+    # Evaluate every draw with a scratch copy of the same model: the pointwise likelihood is the model's own.
+    scratch = copy.deepcopy(model)
+    log_lik = torch.empty(chains, num_draws, x.shape[0], dtype=dtype)
+    replications = num_draws if method == "mcmc" else max(1, min(num_samples, MAX_REPLICATIONS))
+    replicated = torch.empty(chains, replications, *x.shape, dtype=dtype)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for c in range(chains):
+            for d in range(num_draws):
+                for n in names:
+                    scratch.set_parameter(n, draws[n][c, d])
+                log_lik[c, d] = scratch.log_likelihood(x)
+                if method == "mcmc":
+                    replicated[c, d] = scratch.sample(x.shape[0], generator)[0]
+            if method != "mcmc":
+                for r in range(replications):
+                    replicated[c, r] = scratch.sample(x.shape[0], generator)[0]
+    k, num_features = model.config.num_components, x.shape[1]
+    coords = {"component": list(range(k)), "feature": list(range(num_features)), "obs": list(range(x.shape[0]))}
+    dims = {"weights": ["component"], "x": ["obs", "feature"]}
+    for n in names[1:]:
+        extra = draws[n].dim() - 4  # beyond (chain, draw, component, feature)
+        dims[n] = ["component", "feature"] + (["category"] if model.config.family == "categorical" and extra else
+                                              ["feature_col"] if extra else [])
+    if model.config.family == "categorical":
+        coords["category"] = list(range(model.config.num_categories))
+    if model.config.family == "gaussian-full":
+        coords["feature_col"] = list(range(num_features))
+    sample_stats = None
+    if method == "mcmc" and diverging is not None:
+        sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()}
+    return to_inference_data(posterior=draws, log_likelihood={"x": log_lik}, observed_data={"x": x},
+                             posterior_predictive={"x": replicated}, sample_stats=sample_stats, coords=coords,
+                             dims=dims, attrs=attrs)
+
+
+def _check_method(method: str) -> None:
+    if method not in ("em", "svi", "mcmc"):
+        raise ConfigError(f"method must be em, svi or mcmc, got {method!r}")
+
+
+# The fitting hooks (em/mcmc fits, run loading, exact evaluation, sampling) live in the estimator facade; they are
+# attached here because models may not import fitting code and this module is loaded with the registry.
+attach_hooks("mixture", inference_data=mixture_inference_data, fit=registry_fit, load=registry_load,
+             evaluate=registry_evaluate, sample=registry_sample)

@@ -1,0 +1,163 @@
+"""Reading fitted topic models: topic-word matrices, top words, held-out perplexity.
+
+Two perplexity estimators, each named in the returned dict's ``"estimator"``:
+
+* ``"ELBO bound"`` (:func:`elbo_perplexity`): ``exp(-ELBO(w) / #tokens)`` with the full-data ELBO of the documents —
+  the global KL of the topics included once, the word-topic assignments summed out exactly for LDA. Since
+  ELBO <= log p(w), it is an upper bound on the true perplexity; this is the quantity scikit-learn's
+  ``LatentDirichletAllocation.perplexity`` reports (for its own, z-uncollapsed, bound). For prodLDA the
+  multinomial coefficient ``log(L_d! / Π_v c_dv!)`` is removed, so both models score the same word sequences.
+* ``"document completion"`` (:func:`completion_perplexity`, Wallach et al. 2009): each held-out document's tokens are
+  split at random in two; ``q(θ_d)`` is inferred from the first part and the second part is scored by
+  ``log p(w_test | w_obs) ≈ log (1/S) Σ_s Π_n p(w_n | θ^s_d)`` with ``θ^s ~ q(θ_d | w_obs)``, where
+  ``p(w | θ) = Σ_k θ_k β̄_k,w`` with the posterior mean topics ``β̄`` for LDA and ``softmax(BN(W θ))_w`` for prodLDA; perplexity ``exp(-Σ log p / #test tokens)``. It is a Monte Carlo estimate, not a bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+
+from ..errors import ConfigError
+from ..guides.lda import LDAGuide, ProdLDAGuide, as_documents, bag_of_words, check_counts
+from ..inference.elbo import make_elbo
+from ..models.lda import LDA
+from ..models.prodlda import ProdLDA
+
+
+def topic_word_matrix(model, guide) -> torch.Tensor:
+    """The fitted topics ``(K, V)``, rows summing to one: E_q[β] = λ/Σλ for LDA, softmax of the decoder for prodLDA."""
+    with torch.no_grad():
+        if isinstance(model, LDA):
+            lam = guide.topic_concentration
+            return lam / lam.sum(-1, keepdim=True)
+        if isinstance(model, ProdLDA):
+            return model.topics()
+    raise ConfigError(f"topic_word_matrix needs an LDA or ProdLDA model, got {type(model).__name__}")
+
+
+def top_words(topics: torch.Tensor, vocabulary, num_words: int = 10) -> list[list[str]]:
+    """The ``num_words`` most probable words of each topic row of ``topics`` ``(K, V)``."""
+    if topics.shape[-1] != len(vocabulary):
+        raise ConfigError(f"topics have {topics.shape[-1]} columns but the vocabulary has {len(vocabulary)} words")
+    index = topics.topk(min(num_words, topics.shape[-1]), dim=-1).indices
+    return [[vocabulary[j] for j in row.tolist()] for row in index]
+
+
+def log_multinomial_coefficient(counts: torch.Tensor) -> torch.Tensor:
+    """``log(L_d! / Π_v c_dv!)`` ``(N,)`` of counts ``(N, V)``: what separates a bag's from a sequence's probability."""
+    return torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)
+
+
+def elbo_perplexity(model, guide, counts: torch.Tensor, *, num_particles: int = 10, batch_size: int = 512,
+                    seed: int = 0) -> dict:
+    """The ELBO-bound perplexity of documents ``counts`` ``(N, V)`` (see the module docstring).
+
+    Returns ``{"estimator": "ELBO bound", "perplexity", "elbo" (nats, whole corpus), "elbo_per_word", "num_words",
+    "num_docs", "num_particles", "topics_kl", "perplexity_without_topics_kl"}`` (see :func:`topics_kl_divergence`). Modules are put in eval mode (dropout off, batch-norm running statistics).
+    """
+    counts = check_counts(counts, counts.shape[-1])
+    is_lda = isinstance(model, LDA)
+    elbo = make_elbo("enum" if is_lda else "trace", num_particles=num_particles,
+                     max_plate_nesting=2 if is_lda else 1)
+    n = counts.shape[0]
+    was_training = (model.training, guide.training)
+    model.eval()
+    guide.eval()
+    total = 0.0
+    try:
+        with torch.no_grad(), pyro.poutine.seed(rng_seed=seed):
+            for start in range(0, n, batch_size):
+                batch = counts[start:start + batch_size]
+                # loss() scales the batch by N / |B| (the data plate), so weight by |B| / N to sum to the full ELBO.
+                total += -float(elbo.loss(model, guide, batch, num_data=n)) * batch.shape[0] / n
+                if not is_lda:
+                    total -= float(log_multinomial_coefficient(batch).sum())
+    finally:
+        model.train(was_training[0])
+        guide.train(was_training[1])
+    num_words = float(counts.sum())
+    topics_kl = topics_kl_divergence(model, guide)
+    return {"estimator": "ELBO bound", "perplexity": math.exp(-total / num_words), "elbo": total,
+            "elbo_per_word": total / num_words, "num_words": num_words, "num_docs": n, "num_particles": num_particles,
+            "topics_kl": topics_kl, "perplexity_without_topics_kl": math.exp(-(total + topics_kl) / num_words)}
+
+
+def topics_kl_divergence(model, guide) -> float:
+    """KL(q(β) || p(β)) in nats, summed over topics (0 for prodLDA, whose topics are point parameters).
+
+    The ELBO bound of a held-out set pays this once however few its words, so on small held-out sets it dominates;
+    ``perplexity_without_topics_kl`` in :func:`elbo_perplexity` removes it (still an upper bound given the topics'
+    posterior, no longer one on the marginal perplexity).
+    """
+    if not isinstance(model, LDA):
+        return 0.0
+    with torch.no_grad():
+        lam = guide.topic_concentration
+        prior = torch.distributions.Dirichlet(model.eta.expand_as(lam))
+        return float(torch.distributions.kl_divergence(torch.distributions.Dirichlet(lam), prior).sum())
+
+
+def _theta_samples(model, guide, counts: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """θ draws ``(S, N, K)`` from the guide's posterior given word counts ``(N, V)``."""
+    if isinstance(guide, LDAGuide):
+        words, mask = as_documents((counts,), guide.vocab_size)
+        gamma = guide.doc_concentration(words, mask)
+        return torch.distributions.Dirichlet(gamma).sample((num_samples,))
+    if isinstance(guide, ProdLDAGuide):
+        loc, scale = guide.posterior(counts)
+        return torch.softmax(torch.distributions.Normal(loc, scale).sample((num_samples,)), -1)
+    raise ConfigError(f"completion_perplexity needs an LDAGuide or ProdLDAGuide, got {type(guide).__name__}")
+
+
+def _word_log_probs(model, guide, theta: torch.Tensor) -> torch.Tensor:
+    """log p(w | θ, topics) ``(..., V)`` for θ ``(..., K)``: the mixture Σ_k θ_k β̄_k (LDA, β̄ = E_q[β]) or
+    prodLDA's softmax(BN(W θ))."""
+    if isinstance(model, ProdLDA):
+        shape = theta.shape
+        logits = model.word_logits(theta.reshape(-1, shape[-1]))
+        return torch.log_softmax(logits, -1).reshape(*shape[:-1], -1)
+    return (theta @ topic_word_matrix(model, guide)).clamp(min=1e-30).log()
+
+
+def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fraction: float = 0.5,
+                          num_samples: int = 100, seed: int = 0) -> dict:
+    """Document-completion perplexity of held-out documents ``counts`` ``(N, V)`` (see the module docstring).
+
+    Documents with fewer than two tokens cannot be split and are skipped. Returns ``{"estimator": "document
+    completion", "perplexity", "log_likelihood" (test part, nats), "num_words" (test tokens), "num_docs",
+    "observed_fraction", "num_samples"}``.
+    """
+    if not 0 < observed_fraction < 1:
+        raise ConfigError(f"observed_fraction must lie in (0, 1), got {observed_fraction!r}")
+    counts = check_counts(counts, counts.shape[-1])
+    gen = torch.Generator(device=counts.device).manual_seed(seed)
+    words, mask = as_documents((counts,), counts.shape[-1])
+    keys = torch.rand(words.shape, generator=gen, device=counts.device).masked_fill(~mask, 2.0)
+    rank = keys.argsort(-1).argsort(-1)
+    n_obs = (mask.sum(-1, keepdim=True) * observed_fraction).round().clamp(min=1)
+    observed = mask & (rank < n_obs)
+    test = mask & ~observed
+    keep = observed.any(-1) & test.any(-1)
+    vocab_size = counts.shape[-1]
+    obs_counts = bag_of_words(words, observed, vocab_size)[keep]
+    test_counts = bag_of_words(words, test, vocab_size)[keep]
+    was_training = (model.training, guide.training)
+    model.eval()
+    guide.eval()
+    try:
+        with torch.no_grad():
+            torch.manual_seed(seed)
+            theta = _theta_samples(model, guide, obs_counts, num_samples)                # (S, N, K)
+            log_word = _word_log_probs(model, guide, theta)                               # (S, N, V)
+            per_sample = (log_word * test_counts).sum(-1)                                 # (S, N)
+            log_lik = torch.logsumexp(per_sample, 0) - math.log(num_samples)              # (N,)
+    finally:
+        model.train(was_training[0])
+        guide.train(was_training[1])
+    total, num_words = float(log_lik.sum()), float(test_counts.sum())
+    return {"estimator": "document completion", "perplexity": math.exp(-total / num_words), "log_likelihood": total,
+            "num_words": num_words, "num_docs": int(keep.sum()), "observed_fraction": observed_fraction,
+            "num_samples": num_samples}

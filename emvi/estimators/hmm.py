@@ -1,0 +1,230 @@
+"""``HMM``: an hmmlearn-style estimator over :class:`emvi.models.hmm.HMMModel`, fit by Baum-Welch EM or SVI.
+
+    model = HMM(num_states=3, emission="gaussian", seed=0).fit(x, lengths)     # x (N, T, D) padded, lengths (N,)
+    model.score(x, lengths), model.decode(x, lengths), model.predict_proba(x, lengths), model.sample(5, 100)
+
+A single sequence may be given as ``(T, D)``; a list of ``(T_i, D)`` arrays is padded for you.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import torch
+
+from .._validation import check_choice, check_positive_int, resolve_device
+from ..errors import ConfigError, DataError
+from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.initialization import initial_centres
+from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
+
+
+def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
+    """A list of ``(T_i, D)`` arrays -> padded ``(N, max T, D)`` and lengths ``(N,)``."""
+    tensors = [torch.as_tensor(s) for s in sequences]
+    if not tensors:
+        raise DataError("no sequences given; pass at least one (T, D) array")
+    tensors = [t[:, None] if t.dim() == 1 else t for t in tensors]
+    lengths = torch.tensor([t.shape[0] for t in tensors])
+    padded = torch.zeros(len(tensors), int(lengths.max()), tensors[0].shape[1], dtype=torch.float64)
+    for i, t in enumerate(tensors):
+        padded[i, : t.shape[0]] = t
+    return padded, lengths
+
+
+def initialise_hmm(model: HMMModel, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> None:
+    """Uniform start and near-uniform transitions (a little mass on staying), emissions from k-means++ centres of
+    the observations, as hmmlearn's default initialisation."""
+    cfg = model.config
+    k = cfg.num_states
+    valid = torch.arange(x.shape[1]) < lengths[:, None]
+    observations = x[valid]
+    model.set_parameter("initial_probs", torch.full((k,), 1.0 / k, dtype=x.dtype))
+    model.set_parameter("transition", torch.full((k, k), 0.5 / k, dtype=x.dtype) + 0.5 * torch.eye(k, dtype=x.dtype))
+    if cfg.emission == "categorical":
+        probs = torch.rand(k, x.shape[-1], cfg.num_categories, generator=generator, dtype=x.dtype) + 1.0
+        model.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
+        return
+    centres = initial_centres(observations, k, "kmeans++", generator)
+    if cfg.emission == "gaussian":
+        model.set_parameter("means", centres)
+        model.set_parameter("variances", (observations.var(0, unbiased=False) + cfg.floor).expand(k, -1).clone())
+    else:
+        model.set_parameter("rates", centres.clamp_min(cfg.floor))
+
+
+class HMM:
+    """Hidden Markov model with K states (see :class:`emvi.models.hmm.HMMConfig`), fit by ``em`` or ``svi``."""
+
+    def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = "em",
+                 initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
+                 tol: float = 1e-4, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
+                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float64):
+        self.config = HMMConfig(num_states=num_states, emission=emission, num_categories=num_categories,
+                                initial=initial, floor=floor)
+        self.method = check_choice(method, "method", ("em", "svi"))
+        self.max_iter = check_positive_int(max_iter, "max_iter")
+        if not tol >= 0:
+            raise ConfigError(f"tol must be >= 0, got {tol}")
+        self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
+        self.seed, self.device, self.dtype = seed, resolve_device(device), dtype
+
+    def _data(self, x, lengths):
+        if isinstance(x, (list, tuple)):
+            if lengths is not None:
+                raise DataError("pass either a list of sequences or a padded array with lengths, not both")
+            x, lengths = pad_sequences(x)
+        x, lengths = check_sequences(x, lengths, self.config)
+        if hasattr(self, "model_") and x.shape[-1] != self.model_.num_features:
+            raise DataError(f"data has {x.shape[-1]} features but the HMM was fit on {self.model_.num_features}")
+        return x.to(device=self.device, dtype=self.dtype), lengths.to(self.device)
+
+    def fit(self, x, lengths=None) -> HMM:
+        """Fit to padded sequences ``x`` ``(N, T, D)`` with ``lengths`` ``(N,)`` (or one ``(T, D)`` sequence)."""
+        x, lengths = self._data(x, lengths)
+        if int(lengths.sum()) < self.config.num_states:
+            raise DataError(f"num_states={self.config.num_states} exceeds the {int(lengths.sum())} observations")
+        model = HMMModel(self.config, x.shape[-1], dtype=self.dtype).to(self.device)
+        initialise_hmm(model, x, lengths, torch.Generator().manual_seed(self.seed))
+        start = time.perf_counter()
+        if self.method == "em":
+            result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
+            self.history_ = list(result.log_likelihood_history)
+            self.converged_, self.n_iter_ = result.converged, result.n_iter
+            if not self.converged_:
+                warnings.warn(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol})",
+                              ConvergenceWarning, stacklevel=2)
+        else:
+            from ..inference.runner import TrainConfig, train
+
+            result = train(model, HMMGuide(), (x, lengths), config=TrainConfig(
+                epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, elbo="enum",
+                max_plate_nesting=1, seed=self.seed, device=str(self.device), progress=False))
+            self.history_ = [-h["train_loss"] * x.shape[0] for h in result.history]
+            self.converged_, self.n_iter_ = True, result.epochs_run
+        self.fit_seconds_ = time.perf_counter() - start
+        self.model_ = model
+        with torch.no_grad():
+            self.log_likelihood_ = float(model.log_likelihood(x, lengths).sum())
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise ConfigError("this HMM is not fitted yet; call fit(x, lengths) first")
+
+    @torch.no_grad()
+    def score_samples(self, x, lengths=None) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n) per sequence."""
+        self._check_fitted()
+        return self.model_.log_likelihood(*self._data(x, lengths)).cpu()
+
+    def score(self, x, lengths=None) -> float:
+        """Total log-likelihood of all sequences (hmmlearn's ``score``)."""
+        return float(self.score_samples(x, lengths).sum())
+
+    @torch.no_grad()
+    def decode(self, x, lengths=None) -> tuple[float, torch.Tensor]:
+        """``(log p(x, z*), z*)``: the Viterbi path ``(N, T)`` (-1 at padding) and its total log joint."""
+        self._check_fitted()
+        path, log_prob = self.model_.viterbi(*self._data(x, lengths))
+        return float(log_prob.sum()), path.cpu()
+
+    def predict(self, x, lengths=None) -> torch.Tensor:
+        return self.decode(x, lengths)[1]
+
+    @torch.no_grad()
+    def predict_proba(self, x, lengths=None) -> torch.Tensor:
+        """``(N, T, K)`` posterior state marginals p(z_nt = k | x_n)."""
+        self._check_fitted()
+        return self.model_.forward_backward(*self._data(x, lengths))[1].cpu()
+
+    def sample(self, num_sequences: int = 1, length: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_fitted()
+        return tuple(t.cpu() for t in self.model_.sample(num_sequences, length))
+
+    def bic(self, x, lengths=None) -> float:
+        x, lengths = self._data(x, lengths) if not isinstance(x, (list, tuple)) else pad_sequences(x)
+        return -2 * self.score(x, lengths) + self.model_.num_parameters() * math.log(int(lengths.sum()))
+
+    def aic(self, x, lengths=None) -> float:
+        return -2 * self.score(x, lengths) + 2 * self.model_.num_parameters()
+
+    @property
+    def transmat_(self) -> torch.Tensor:
+        self._check_fitted()
+        return self.model_.transition.detach().cpu()
+
+    @property
+    def startprob_(self) -> torch.Tensor:
+        self._check_fitted()
+        return self.model_.start_probs().detach().cpu()
+
+    @property
+    def params_(self) -> dict[str, torch.Tensor]:
+        self._check_fitted()
+        return {name: getattr(self.model_, name).detach().cpu() for name in self.model_.parameter_names()}
+
+
+# -- registry hooks: what `emvi fit|evaluate|sample hmm` call (attached in emvi.analysis.hmm) --------------------------
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _sequences(data):
+    x = data.x if hasattr(data, "x") else torch.as_tensor(data)
+    return x, getattr(data, "lengths", None)
+
+
+def registry_fit(model: HMMModel, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
+                 extra_config=None) -> dict:
+    """Baum-Welch (``epochs`` = max_iter) on the data's sequences (one ``(T, D)`` table is one sequence)."""
+    import json
+    from pathlib import Path
+
+    from ..inference.checkpoint import save_checkpoint
+
+    cfg = model.config
+    estimator = HMM(cfg.num_states, cfg.emission, initial=cfg.initial, num_categories=cfg.num_categories,
+                    floor=cfg.floor, max_iter=max(train_config.epochs, 1), seed=train_config.seed)
+    x, lengths = _sequences(train_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(x, lengths)
+    model.to(dtype=torch.float64)
+    model.load_state_dict(estimator.model_.state_dict())
+    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
+               "log_likelihood": estimator.log_likelihood_, "bic": estimator.bic(x, lengths),
+               "seconds": estimator.fit_seconds_}
+    if valid_data is not None:
+        summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
+    if run_dir is not None:
+        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
+                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / CHECKPOINT)
+    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
+    return summary
+
+
+def registry_load(model: HMMModel, guide, run_dir, device) -> None:
+    from pathlib import Path
+
+    from ..inference.checkpoint import load_checkpoint
+
+    model.to(device=device, dtype=torch.float64)
+    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=device)["model"])
+
+
+def registry_evaluate(model: HMMModel, guide, data, *, num_samples: int = 0) -> dict:
+    """Exact log-likelihood of the held-out sequences (the forward algorithm needs no samples)."""
+    x, lengths = check_sequences(*_sequences(data), model.config)
+    x = x.to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        log_likelihood = model.log_likelihood(x, lengths)
+    return {"log_likelihood": float(log_likelihood.sum()), "log_likelihood_per_step": float(log_likelihood.sum() / lengths.sum()),
+            "num_sequences": int(x.shape[0])}
+
+
+def registry_sample(model: HMMModel, guide, num_samples: int) -> torch.Tensor:
+    """``num_samples`` sequences of 100 steps ``(num_samples, 100, D)``."""
+    return model.sample(num_samples, 100)[0].float()

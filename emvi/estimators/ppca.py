@@ -1,0 +1,208 @@
+"""``PPCA`` and ``FactorAnalysis``: scikit-learn-style estimators over :class:`emvi.models.ppca.LinearGaussianModel`.
+
+    fa = FactorAnalysis(latent_dim=3).fit(x)          # closed-form EM to convergence
+    fa.score(x), fa.transform(x), fa.components_, fa.noise_variance_, fa.bic(x), fa.sample(10)
+
+``method="svi"`` fits the same model by the shared runner with an amortised Gaussian guide instead, and reports the
+gap between its ELBO and the exact log-likelihood (``elbo_gap_``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from .._validation import check_choice, check_positive_int, resolve_device
+from ..errors import ConfigError, DataError
+from ..inference.em import ConvergenceWarning, fit_em
+from ..models.ppca import (
+    FactorAnalysisConfig,
+    LinearGaussianConfig,
+    LinearGaussianModel,
+    PPCAConfig,
+    check_linear_gaussian_data,
+)
+
+
+class _LinearGaussianEstimator:
+    config_class: type[LinearGaussianConfig] = LinearGaussianConfig
+
+    def __init__(self, latent_dim: int = 2, *, method: str = "em", max_iter: int = 1000, tol: float = 1e-8,
+                 epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, hidden_dims=(64,),
+                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float64):
+        self.config = self.config_class(latent_dim=latent_dim, hidden_dims=tuple(hidden_dims))
+        self.method = check_choice(method, "method", ("em", "svi"))
+        self.max_iter = check_positive_int(max_iter, "max_iter")
+        if not tol >= 0:
+            raise ConfigError(f"tol must be >= 0, got {tol}")
+        self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
+        self.seed, self.device, self.dtype = seed, resolve_device(device), dtype
+
+    def _data(self, x) -> torch.Tensor:
+        x = check_linear_gaussian_data(x, self.config.latent_dim)
+        if hasattr(self, "model_") and x.shape[1] != self.model_.mean.shape[0]:
+            raise DataError(f"data has {x.shape[1]} features but the model was fit on {self.model_.mean.shape[0]}")
+        return x.to(device=self.device, dtype=self.dtype)
+
+    def fit(self, x, y=None):
+        """Fit to ``x`` ``(N, D)`` by EM (exact) or SVI (amortised guide). Returns self."""
+        x = self._data(x)
+        generator = torch.Generator().manual_seed(self.seed)
+        model = LinearGaussianModel(self.config, x.shape[1], dtype=self.dtype).to(self.device)
+        model.initialise(x, generator)
+        if self.method == "em":
+            result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
+            self.converged_, self.n_iter_ = result.converged, result.n_iter
+            self.history_ = [ll / x.shape[0] for ll in result.log_likelihood_history]
+            if not self.converged_:
+                warnings.warn(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
+                              ConvergenceWarning, stacklevel=2)
+        else:
+            from ..guides.amortised import AmortisedNormalGuide
+            from ..inference.likelihood import estimate_log_likelihood
+            from ..inference.runner import TrainConfig, train
+
+            guide = AmortisedNormalGuide(x.shape[1], self.config.latent_dim, self.config.hidden_dims, site="z")
+            guide = guide.to(device=self.device, dtype=self.dtype)
+            result = train(model, guide, x, config=TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
+                                                                learning_rate=self.learning_rate, seed=self.seed,
+                                                                device=str(self.device), progress=False))
+            self.guide_ = guide
+            self.history_ = [-h["train_loss"] for h in result.history]
+            self.converged_, self.n_iter_ = True, result.epochs_run
+            estimates = estimate_log_likelihood(model, guide, x, num_samples=64, prior=False)
+            self.elbo_ = float(estimates.elbo.mean())
+        self.model_ = model
+        with torch.no_grad():
+            self.lower_bound_ = float(model.log_likelihood(x).mean())
+        if self.method == "svi":
+            self.elbo_gap_ = self.lower_bound_ - self.elbo_
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+
+    @torch.no_grad()
+    def score_samples(self, x) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n)."""
+        self._check_fitted()
+        return self.model_.log_likelihood(self._data(x)).cpu()
+
+    def score(self, x) -> float:
+        """Average exact log-likelihood per item (scikit-learn's ``score``)."""
+        return float(self.score_samples(x).mean())
+
+    @torch.no_grad()
+    def transform(self, x) -> torch.Tensor:
+        """``(N, q)`` posterior means E[z | x]."""
+        self._check_fitted()
+        return self.model_.posterior(self._data(x)).loc.cpu()
+
+    def sample(self, num_samples: int = 1) -> torch.Tensor:
+        self._check_fitted()
+        return self.model_.sample(num_samples).cpu()
+
+    def bic(self, x) -> float:
+        n = len(x)
+        return -2 * self.score(x) * n + self.model_.num_parameters() * math.log(n)
+
+    def aic(self, x) -> float:
+        return -2 * self.score(x) * len(x) + 2 * self.model_.num_parameters()
+
+    @property
+    def components_(self) -> torch.Tensor:
+        """``(q, D)`` loadings Wᵀ (scikit-learn's layout)."""
+        self._check_fitted()
+        return self.model_.weight.detach().T.cpu()
+
+    @property
+    def noise_variance_(self) -> torch.Tensor:
+        self._check_fitted()
+        noise = self.model_.noise_variance.detach().cpu()
+        return noise[0] if self.config.noise == "isotropic" else noise
+
+    @property
+    def mean_(self) -> torch.Tensor:
+        self._check_fitted()
+        return self.model_.mean.detach().cpu()
+
+
+class PPCA(_LinearGaussianEstimator):
+    """Probabilistic PCA (isotropic noise σ² I), fit by EM or SVI."""
+
+    config_class = PPCAConfig
+
+
+class FactorAnalysis(_LinearGaussianEstimator):
+    """Factor analysis (diagonal noise), fit by EM or SVI."""
+
+    config_class = FactorAnalysisConfig
+
+
+# -- registry hooks: what `emvi fit|evaluate|sample ppca|fa` call (attached in emvi.analysis.ppca) ---------------------
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _tensor(data) -> torch.Tensor:
+    return data.x if hasattr(data, "x") else torch.as_tensor(data)
+
+
+def registry_fit(model: LinearGaussianModel, guide, train_data, *, method: str, train_config, valid_data=None,
+                 run_dir=None, extra_config=None) -> dict:
+    """EM to convergence (``epochs`` = max_iter); saves the parameters to ``run_dir/checkpoint.pt``."""
+    import json
+    from pathlib import Path
+
+    from ..inference.checkpoint import save_checkpoint
+
+    x = _tensor(train_data).double()
+    estimator_class = PPCA if model.config.noise == "isotropic" else FactorAnalysis
+    estimator = estimator_class(model.config.latent_dim, max_iter=max(train_config.epochs, 1), seed=train_config.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvergenceWarning)
+        estimator.fit(x)
+    model.to(dtype=torch.float64)
+    model.load_state_dict(estimator.model_.state_dict())
+    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
+               "log_likelihood_per_item": estimator.score(x), "bic": estimator.bic(x)}
+    if valid_data is not None:
+        summary["valid_log_likelihood_per_item"] = estimator.score(_tensor(valid_data).double())
+    if run_dir is not None:
+        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
+                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / CHECKPOINT)
+    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
+    return summary
+
+
+def registry_load(model: LinearGaussianModel, guide, run_dir, device) -> None:
+    from pathlib import Path
+
+    from ..inference.checkpoint import load_checkpoint
+
+    model.to(device=device, dtype=torch.float64)
+    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=device)["model"])
+
+
+def registry_evaluate(model: LinearGaussianModel, guide, data, *, num_samples: int = 1000) -> dict:
+    """Exact held-out log-likelihood per item; for an SVI fit also the guide's ELBO and the gap between them."""
+    from ..inference.likelihood import estimate_log_likelihood
+
+    dtype = model.mean.dtype
+    x = check_linear_gaussian_data(_tensor(data), model.config.latent_dim).to(dtype)
+    model.eval()
+    with torch.no_grad():
+        exact = float(model.log_likelihood(x).mean())
+        metrics = {"log_likelihood_per_item": exact}
+        if guide is not None and any(True for _ in guide.parameters()) and next(guide.parameters()).dtype == dtype:
+            estimates = estimate_log_likelihood(model, guide, x, num_samples=min(num_samples, 100), prior=False)
+            metrics["elbo_nats_per_item"] = float(estimates.elbo.mean())
+            metrics["elbo_gap_nats"] = exact - metrics["elbo_nats_per_item"]
+    return metrics
+
+
+def registry_sample(model: LinearGaussianModel, guide, num_samples: int) -> torch.Tensor:
+    return model.sample(num_samples).float()

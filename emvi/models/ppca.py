@@ -1,0 +1,207 @@
+"""Probabilistic PCA and factor analysis: a continuous latent and a linear Gaussian decoder.
+
+Generative story, for each data item n (plate ``"data"``)::
+
+    z_n ~ Normal(0, I_q)
+    x_n | z_n ~ Normal(W z_n + μ, Ψ)          Ψ = σ² I_D (PPCA, Tipping & Bishop) or diag(ψ) (factor analysis)
+
+Shapes: ``x`` ``(batch, D)``, ``z`` ``(batch, q)``, ``W`` ``(D, q)``, ``μ`` and ``ψ`` ``(D,)``.
+
+Everything is Gaussian, so the model is solvable in closed form — the seed's step from discrete to continuous
+latents without giving up exactness:
+
+* marginal ``x_n ~ Normal(μ, C)``, ``C = W Wᵀ + Ψ``;
+* posterior ``z_n | x_n ~ Normal(M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ), M⁻¹)`` with ``M = I_q + Wᵀ Ψ⁻¹ W``;
+* EM (Tipping & Bishop 1999; Rubin & Thayer 1982) with ``E[z_n]`` and ``E[z_n z_nᵀ]`` from that posterior:
+  ``W ← [Σ (x_n - μ) E[z_n]ᵀ] [Σ E[z_n z_nᵀ]]⁻¹``, ``ψ ← diag(S - W (1/N) Σ E[z_n] (x_n - μ)ᵀ)`` (FA) or
+  ``σ² ← tr(S - W (1/N) Σ E[z_n] (x_n - μ)ᵀ) / D`` (PPCA), S the sample covariance; μ is the data mean.
+
+The same model is also fit approximately by SVI with an amortised Gaussian guide, which leaves a gap
+KL(q(z | x) ‖ p(z | x)) between its ELBO and the exact log-likelihood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .._plates import data_plate
+from .._validation import check_choice, check_positive_int
+from ..errors import DataError
+from ..guides.amortised import AmortisedNormalGuide
+from ..registry import DataInfo, register_model
+
+NOISE_MODELS = ("isotropic", "diagonal")
+MIN_VARIANCE = 1e-8
+
+
+@dataclass(frozen=True)
+class LinearGaussianConfig:
+    """Latent size and noise model of probabilistic PCA (isotropic) or factor analysis (diagonal)."""
+
+    latent_dim: int = 2
+    """Size q of the latent z (must be below the number of features D)."""
+    noise: str = "isotropic"
+    """isotropic (σ² I: probabilistic PCA) or diagonal (diag ψ: factor analysis)."""
+    hidden_dims: tuple[int, ...] = (64,)
+    """Hidden sizes of the amortised encoder used by SVI."""
+
+    def __post_init__(self):
+        check_positive_int(self.latent_dim, "latent_dim")
+        check_choice(self.noise, "noise", NOISE_MODELS)
+
+
+@dataclass(frozen=True)
+class PPCAConfig(LinearGaussianConfig):
+    noise: str = "isotropic"
+
+
+@dataclass(frozen=True)
+class FactorAnalysisConfig(LinearGaussianConfig):
+    noise: str = "diagonal"
+
+
+def check_linear_gaussian_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
+    """Validate ``x`` ``(N, D)``: finite, non-empty, more features than latent dimensions."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if x.dim() != 2:
+        raise DataError(f"PPCA/FA data must be a 2-D array (items, features), got shape {tuple(x.shape)}")
+    if x.shape[0] < 2 or x.shape[1] == 0:
+        raise DataError(f"PPCA/FA needs at least 2 items and 1 feature, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise DataError("PPCA/FA data contains NaN or infinite values; drop or impute them first")
+    if latent_dim >= x.shape[1]:
+        raise DataError(f"latent_dim={latent_dim} must be below the number of features D={x.shape[1]}; lower --latent-dim")
+    return x if x.is_floating_point() else x.double()
+
+
+class LinearGaussianModel(nn.Module):
+    """``p(x, z) = Normal(z | 0, I) Normal(x | W z + μ, Ψ)`` with its closed forms and the EM protocol."""
+
+    def __init__(self, config: LinearGaussianConfig, num_features: int, *, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.config = config
+        q, d = config.latent_dim, num_features
+        self.weight = nn.Parameter(0.1 * torch.randn(d, q, dtype=dtype))
+        self.mean = nn.Parameter(torch.zeros(d, dtype=dtype))
+        self.log_noise = nn.Parameter(torch.zeros(1 if config.noise == "isotropic" else d, dtype=dtype))
+
+    @property
+    def noise_variance(self) -> torch.Tensor:
+        """Ψ's diagonal ``(D,)``."""
+        return self.log_noise.exp().expand(self.mean.shape[0])
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None):
+        q = self.config.latent_dim
+        with data_plate(x, num_data):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(q), 1.0).to_event(1))
+            pyro.sample("x", self.observation_distribution(z), obs=x)
+
+    def observation_distribution(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x | z) for ``z`` ``(..., q)``: event shape ``(D,)``."""
+        return dist.Normal(z @ self.weight.T + self.mean, self.noise_variance.sqrt()).to_event(1)
+
+    # -- closed forms --------------------------------------------------------------------------------------------
+
+    def covariance(self) -> torch.Tensor:
+        """``C = W Wᵀ + Ψ`` ``(D, D)``."""
+        return self.weight @ self.weight.T + torch.diag(self.noise_variance)
+
+    def marginal(self) -> dist.MultivariateNormal:
+        return dist.MultivariateNormal(self.mean, covariance_matrix=self.covariance())
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n)."""
+        return self.marginal().log_prob(x)
+
+    def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(N, q)`` and the shared covariance ``(q, q)`` of p(z | x)."""
+        scaled = self.weight / self.noise_variance[:, None]  # Ψ⁻¹ W  (D, q)
+        precision = torch.eye(self.config.latent_dim, dtype=x.dtype, device=x.device) + self.weight.T @ scaled
+        covariance = torch.linalg.inv(precision)
+        covariance = 0.5 * (covariance + covariance.T)
+        return (x - self.mean) @ scaled @ covariance, covariance
+
+    def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
+        """Exact p(z | x) for ``x`` ``(N, D)``: batch ``(N,)``, event ``(q,)``."""
+        loc, covariance = self.posterior_moments(x)
+        return dist.MultivariateNormal(loc, covariance_matrix=covariance)
+
+    # -- EM ------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """μ = data mean (its ML value, fixed by EM), small random W, Ψ = the data variances."""
+        self.mean.copy_(x.mean(0))
+        self.weight.copy_(torch.randn(self.weight.shape, generator=generator, dtype=x.dtype) * x.std(0).mean() * 0.1)
+        variance = x.var(0, unbiased=False).clamp_min(MIN_VARIANCE)
+        self.log_noise.copy_(variance.log() if self.config.noise == "diagonal" else variance.mean().log().reshape(1))
+
+    @torch.no_grad()
+    def e_step(self, x: torch.Tensor):
+        expected_z, covariance = self.posterior_moments(x)  # (N, q), (q, q)
+        centred = x - self.mean
+        stats = {
+            "xz": centred.T @ expected_z,  # Σ (x_n - μ) E[z_n]ᵀ   (D, q)
+            "zz": x.shape[0] * covariance + expected_z.T @ expected_z,  # Σ E[z zᵀ]   (q, q)
+            "xx_diag": (centred * centred).sum(0),  # diag Σ (x_n - μ)(x_n - μ)ᵀ   (D,)
+        }
+        return stats, self.log_likelihood(x).sum()
+
+    @torch.no_grad()
+    def m_step(self, stats, x: torch.Tensor) -> None:
+        n = x.shape[0]
+        weight = torch.linalg.solve(stats["zz"], stats["xz"].T).T  # Σxz (Σzz)⁻¹, Σzz symmetric
+        residual = (stats["xx_diag"] - (weight * stats["xz"]).sum(1)) / n  # diag(S - W (1/N) Σ E[z](x-μ)ᵀ)
+        residual = residual.clamp_min(MIN_VARIANCE)
+        self.weight.copy_(weight)
+        self.log_noise.copy_(residual.log() if self.config.noise == "diagonal" else residual.mean().log().reshape(1))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> torch.Tensor:
+        z = torch.randn(num_samples, self.config.latent_dim, dtype=self.mean.dtype, device=self.mean.device)
+        return self.observation_distribution(z).sample()
+
+    def num_parameters(self) -> int:
+        """Free parameters for BIC/AIC: W up to rotation (D q - q (q - 1) / 2), μ, and the noise."""
+        d, q = self.mean.shape[0], self.config.latent_dim
+        return d * q - q * (q - 1) // 2 + d + (1 if self.config.noise == "isotropic" else d)
+
+
+class ExactPosteriorGuide(nn.Module):
+    """q(z | x) = p(z | x) computed from the model's current parameters: the E-step as a guide (no parameters of
+    its own), for which the ELBO equals log p(x) exactly."""
+
+    def __init__(self, model: LinearGaussianModel):
+        super().__init__()
+        self.model = [model]  # a list, so the model's parameters are not registered twice
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None):
+        with data_plate(x, num_data):
+            pyro.sample("z", self.model[0].posterior(x))
+
+
+def _build(config: LinearGaussianConfig, data_info: DataInfo):
+    num_features = data_info.event_shape[-1]
+    if config.latent_dim >= num_features:
+        raise DataError(f"latent_dim={config.latent_dim} must be below the number of features D={num_features}")
+    model = LinearGaussianModel(config, num_features)
+    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims, site="z")
+
+
+@register_model("ppca", config=PPCAConfig, methods=("em", "svi"), elbo="trace", max_plate_nesting=1,
+                description="probabilistic PCA: Normal latent, linear Gaussian decoder with isotropic noise")
+def build_ppca(config: PPCAConfig, data_info: DataInfo):
+    return _build(config, data_info)
+
+
+@register_model("fa", config=FactorAnalysisConfig, methods=("em", "svi"), elbo="trace", max_plate_nesting=1,
+                description="factor analysis: Normal latent, linear Gaussian decoder with diagonal noise")
+def build_factor_analysis(config: FactorAnalysisConfig, data_info: DataInfo):
+    return _build(config, data_info)
+

@@ -1,0 +1,160 @@
+"""HMMs: the exact forward recursion against a hand-written numpy forward algorithm and hmmlearn, Viterbi against
+hmmlearn, the enumerated Pyro model against both, Baum-Welch against hmmlearn's EM, masking, recovery, SVI."""
+
+import numpy as np
+import pytest
+import torch
+from hmmlearn import hmm as hmmlearn
+from pyro.infer import TraceEnum_ELBO
+from scipy.special import logsumexp
+
+import emvi  # noqa: F401
+from emvi.errors import DataError
+from emvi.estimators.hmm import HMM
+from emvi.inference.em import fit_em
+from emvi.models.hmm import HMMConfig, HMMGuide, HMMModel
+
+K = 3
+
+
+def numpy_forward(log_start, log_trans, log_emission):
+    """The textbook forward algorithm in log space; ``log_emission`` is (T, K)."""
+    alpha = log_start + log_emission[0]
+    for t in range(1, len(log_emission)):
+        alpha = logsumexp(alpha[:, None] + log_trans, axis=0) + log_emission[t]
+    return logsumexp(alpha)
+
+
+def _reference(emission, seed=0):
+    rng = np.random.default_rng(seed)
+    start, trans = rng.dirichlet(np.ones(K) * 2), rng.dirichlet(np.ones(K) * 2, size=K)
+    if emission == "gaussian":
+        ref = hmmlearn.GaussianHMM(K, covariance_type="diag", init_params="")
+        ref.means_, ref.covars_ = rng.normal(size=(K, 2)) * 3, rng.uniform(0.5, 2.0, size=(K, 2))
+        params = {"means": ref.means_, "variances": ref._covars_}
+    elif emission == "poisson":
+        ref = hmmlearn.PoissonHMM(K, init_params="")
+        ref.lambdas_ = rng.uniform(1, 15, size=(K, 2))
+        params = {"rates": ref.lambdas_}
+    else:
+        ref = hmmlearn.CategoricalHMM(K, init_params="")
+        ref.emissionprob_ = rng.dirichlet(np.ones(4), size=K)
+        params = {"probs": ref.emissionprob_[:, None, :]}
+    ref.startprob_, ref.transmat_ = start, trans
+    x, _ = ref.sample(60, random_state=seed)
+    model = HMMModel(HMMConfig(K, emission, num_categories=4), x.shape[1], dtype=torch.float64)
+    for name, value in {"initial_probs": start, "transition": trans, **params}.items():
+        model.set_parameter(name, torch.as_tensor(value))
+    return ref, model, x
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "poisson", "categorical"])
+def test_forward_equals_numpy_forward_and_hmmlearn(emission):
+    ref, model, x = _reference(emission)
+    xt = torch.as_tensor(x, dtype=torch.float64)[None]
+    ours = float(model.log_likelihood(xt, torch.tensor([len(x)])).detach())
+    log_emission = model.emission_log_prob(xt, torch.tensor([len(x)]))[0].detach().numpy()
+    by_hand = numpy_forward(np.log(ref.startprob_), np.log(ref.transmat_), log_emission)
+    assert ours == pytest.approx(by_hand, rel=1e-10)
+    assert ours == pytest.approx(ref.score(x), rel=1e-6)
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "poisson", "categorical"])
+def test_viterbi_equals_hmmlearn_decode(emission):
+    ref, model, x = _reference(emission, seed=1)
+    path, log_prob = model.viterbi(torch.as_tensor(x, dtype=torch.float64)[None], torch.tensor([len(x)]))
+    ref_log_prob, ref_path = ref.decode(x, algorithm="viterbi")
+    np.testing.assert_array_equal(path[0].numpy(), ref_path)
+    assert float(log_prob) == pytest.approx(ref_log_prob, rel=1e-8)
+
+
+def test_enumerated_pyro_model_gives_the_exact_marginal_with_masking():
+    _, model, x = _reference("gaussian", seed=2)
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    padded = torch.zeros(2, len(x), 2, dtype=torch.float64)
+    padded[0], padded[1, :25] = xt, xt[:25]
+    lengths = torch.tensor([len(x), 25])
+    exact = model.log_likelihood(padded, lengths).detach()
+    separately = torch.stack([model.log_likelihood(xt[None], torch.tensor([len(x)]))[0],
+                              model.log_likelihood(xt[None, :25], torch.tensor([25]))[0]]).detach()
+    torch.testing.assert_close(exact, separately, rtol=1e-12, atol=1e-12)
+    pyro_marginal = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, HMMGuide(), padded, lengths)
+    assert pyro_marginal == pytest.approx(float(exact.sum()), rel=1e-10)
+
+
+def test_baum_welch_matches_hmmlearn_em_and_never_decreases():
+    ref, model, x = _reference("gaussian", seed=3)
+    sequences = [ref.sample(80, random_state=s)[0] for s in range(4)]
+    data = np.concatenate(sequences)
+    lengths = [len(s) for s in sequences]
+    learner = hmmlearn.GaussianHMM(K, covariance_type="diag", init_params="", n_iter=15, tol=0.0, min_covar=1e-6,
+                                   covars_prior=0.0, means_prior=0.0, means_weight=0.0)
+    learner.startprob_, learner.transmat_ = ref.startprob_, ref.transmat_
+    learner.means_, learner.covars_ = ref.means_ + 0.5, ref._covars_
+    learner.fit(data, lengths)
+    ours = HMMModel(HMMConfig(K, "gaussian"), 2, dtype=torch.float64)
+    for name, value in {"initial_probs": ref.startprob_, "transition": ref.transmat_, "means": ref.means_ + 0.5,
+                        "variances": ref._covars_}.items():
+        ours.set_parameter(name, torch.as_tensor(value))
+    x = torch.as_tensor(np.stack(sequences))
+    result = fit_em(ours, x, torch.tensor(lengths), max_iter=15, tol=0.0, warn=False)
+    history = np.array(result.log_likelihood_history)
+    assert (np.diff(history) >= -1e-8 * np.abs(history[1:])).all()
+    assert result.log_likelihood == pytest.approx(learner.score(data, lengths), rel=1e-6)
+
+
+def test_parameter_recovery_from_a_simulated_poisson_hmm():
+    ref = hmmlearn.PoissonHMM(2, init_params="")
+    ref.startprob_ = np.array([0.5, 0.5])
+    ref.transmat_ = np.array([[0.9, 0.1], [0.2, 0.8]])
+    ref.lambdas_ = np.array([[2.0], [12.0]])
+    sequences = [ref.sample(200, random_state=s)[0] for s in range(10)]
+    estimator = HMM(2, "poisson", max_iter=200, tol=1e-8, seed=0).fit(sequences)
+    order = torch.argsort(estimator.params_["rates"][:, 0])
+    rates = estimator.params_["rates"][order, 0].numpy()
+    transition = estimator.transmat_[order][:, order].numpy()
+    # ~1000 visits per state: rate standard errors ~ sqrt(λ/1000) (0.05, 0.11); transition rows ~ sqrt(p q / 1000).
+    assert (np.abs(rates - [2.0, 12.0]) < 4 * np.sqrt(np.array([2.0, 12.0]) / 600)).all(), rates
+    assert (np.abs(transition - ref.transmat_) < 4 * np.sqrt(0.9 * 0.1 / 600) + 0.01).all(), transition
+
+
+def test_svi_through_the_runner_approaches_baum_welch():
+    ref, _, _ = _reference("gaussian", seed=4)
+    sequences = [ref.sample(40, random_state=s)[0] for s in range(16)]
+    em = HMM(K, "gaussian", max_iter=100, seed=0).fit(sequences)
+    svi = HMM(K, "gaussian", method="svi", epochs=60, batch_size=8, learning_rate=0.05, seed=0).fit(sequences)
+    assert svi.history_[-1] > svi.history_[0]
+    assert svi.score(sequences) <= em.score(sequences) + 1e-6 * abs(em.score(sequences)) + 1.0
+    assert svi.score(sequences) > em.score(sequences) - 0.05 * abs(em.score(sequences))
+
+
+def test_stationary_initial_distribution_is_stationary():
+    ref, _, _ = _reference("poisson", seed=5)
+    estimator = HMM(K, "poisson", initial="stationary", max_iter=30, tol=1e-2, seed=0).fit([ref.sample(300, random_state=0)[0]])
+    start, transition = estimator.startprob_, estimator.transmat_
+    torch.testing.assert_close(start @ transition, start, rtol=1e-6, atol=1e-8)
+
+
+def test_estimator_surface():
+    ref, _, _ = _reference("categorical", seed=6)
+    sequences = [ref.sample(30, random_state=s)[0] for s in range(3)]
+    est = HMM(K, "categorical", num_categories=4, max_iter=20, tol=1e-1).fit(sequences)
+    assert est.predict_proba(sequences).shape == (3, 30, K)
+    torch.testing.assert_close(est.predict_proba(sequences).sum(-1), torch.ones(3, 30, dtype=torch.float64))
+    assert est.predict(sequences).shape == (3, 30)
+    x, z = est.sample(2, 15)
+    assert x.shape == (2, 15, 1) and z.shape == (2, 15)
+    assert est.bic(sequences) > est.aic(sequences)
+
+
+@pytest.mark.parametrize("bad,lengths,message", [
+    (np.full((2, 5, 1), np.nan), None, "NaN"),
+    (np.zeros((0, 5, 1)), None, "empty"),
+    (np.zeros((2, 5, 1)), [5, 7], "lengths"),
+    (-np.ones((1, 5, 1)), None, "non-negative integer"),
+    (np.zeros(5), None, "sequences, time, features"),
+])
+def test_bad_input(bad, lengths, message):
+    emission = "poisson" if message == "non-negative integer" else "gaussian"
+    with pytest.raises(DataError, match=message):
+        HMM(2, emission).fit(bad, lengths)
