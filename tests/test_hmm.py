@@ -158,3 +158,28 @@ def test_bad_input(bad, lengths, message):
     emission = "poisson" if message == "non-negative integer" else "gaussian"
     with pytest.raises(DataError, match=message):
         HMM(2, emission).fit(bad, lengths)
+
+
+def test_inference_data_round_trip_and_per_sequence_likelihood(tmp_path):
+    import arviz as az
+
+    from emvi.analysis.hmm import hmm_inference_data
+    from emvi.estimators.hmm import pad_sequences
+
+    ref, _, _ = _reference("poisson", seed=7)
+    sequences = [ref.sample(n, random_state=i)[0] for i, n in enumerate((30, 20, 25))]
+    est = HMM(K, "poisson", max_iter=30, tol=1e-2).fit(sequences)
+    x, lengths = pad_sequences(sequences)
+
+    class Data:
+        pass
+
+    data = Data()
+    data.x, data.lengths = x, lengths
+    idata = hmm_inference_data(est.model_, None, data, method="em", num_samples=5)
+    assert float(idata.log_likelihood["x"].sum()) == pytest.approx(est.score(sequences), rel=1e-10)
+    path = tmp_path / "hmm.nc"
+    idata.to_netcdf(path)
+    loaded = az.from_netcdf(path)
+    np.testing.assert_allclose(loaded.posterior["transition"].values, idata.posterior["transition"].values)
+    assert loaded.posterior_predictive["x"].shape == (1, 5, 3, 30, 2)

@@ -1,11 +1,88 @@
-"""Registry hooks of probabilistic PCA and factor analysis (fitting lives in the estimator facade; models may not
-import it, so the hooks are attached here, where the registry loads the analysis layer)."""
+"""ArviZ InferenceData for a fitted probabilistic PCA / factor analysis model, and the registry hooks of both.
+
+Groups (point fits, em or svi: the parameters as one draw):
+
+* ``posterior``: ``loadings`` W ``(feature, latent)``, ``mean`` μ ``(feature,)``, ``noise_variance`` diag Ψ
+  ``(feature,)`` and ``z_mean`` E[z_n | x_n] ``(obs, latent)`` from the exact posterior;
+* ``log_likelihood``: ``x``, log p(x_n | θ) = log Normal(x_n | μ, W Wᵀ + Ψ) per item — the latent z_n integrated
+  out in closed form, the marginal pointwise likelihood that LOO/WAIC need;
+* ``posterior_predictive``: ``x``, replicated data sets drawn from the fitted model (the plug-in predictive);
+* ``observed_data``: ``x``.
+
+No ``sample_stats`` group: neither EM nor SVI produce per-draw diagnostics. The attrs hold the config, the method,
+the exact log-likelihood per item and, for SVI fits, the guide's closed-form ELBO and the gap between them. Loadings
+are identified only up to a rotation of the latent space; no relabelling is needed because there are no MCMC draws.
+"""
 
 from __future__ import annotations
 
-from .. import models as _builtin_models  # noqa: F401  (registers "ppca" and "fa")
-from ..estimators.ppca import registry_evaluate, registry_fit, registry_load, registry_sample
-from ..registry import attach_hooks
+import dataclasses
 
+import torch
+
+from .. import models as _builtin_models  # noqa: F401  (registers "ppca" and "fa")
+from ..errors import ConfigError
+from ..estimators.ppca import registry_evaluate, registry_fit, registry_load, registry_sample
+from ..models.ppca import LinearGaussianModel, check_linear_gaussian_data, closed_form_elbo
+from ..registry import attach_hooks
+from .arviz_io import to_inference_data
+
+MAX_REPLICATIONS = 100
+"""Replicated data sets in the plug-in posterior predictive (each is a full data set)."""
+
+
+def _tensor(data) -> torch.Tensor:
+    if hasattr(data, "tensors"):
+        return data.tensors[0]
+    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
+
+
+def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str, num_samples: int = 100,
+                        run_dir=None):
+    """``arviz.InferenceData`` of a fitted PPCA/FA ``model`` on ``data`` ``(N, D)`` (see the module docstring).
+
+    ``num_samples`` replicated data sets (at most 100) form the posterior predictive. ``run_dir`` is unused: the
+    fitted parameters are the model's own.
+    """
+    if method not in ("em", "svi"):
+        raise ConfigError(f"PPCA/FA are fit by em or svi, got method {method!r}; refit with --method em")
+    dtype = model.mean.dtype
+    x = check_linear_gaussian_data(_tensor(data), model.config.latent_dim).to(dtype)
+    replications = max(1, min(int(num_samples), MAX_REPLICATIONS))
+    with torch.no_grad():
+        log_lik = model.log_likelihood(x)
+        posterior = {
+            "loadings": model.weight.detach()[None, None],
+            "mean": model.mean.detach()[None, None],
+            "noise_variance": model.noise_variance.detach()[None, None],
+            "z_mean": model.posterior_moments(x)[0][None, None],
+        }
+        replicated = torch.stack([model.sample(x.shape[0]) for _ in range(replications)])
+        attrs = {"model": "ppca" if model.config.noise == "isotropic" else "fa", "method": method,
+                 "config": dataclasses.asdict(model.config), "noise": model.config.noise,
+                 "log_likelihood": "marginal over the latent z: log Normal(x_n | mu, W W^T + Psi), closed form",
+                 "log_likelihood_per_item": float(log_lik.mean()),
+                 "note": "point fit: one draw of the ML parameters; posterior_predictive is the plug-in predictive; "
+                         "LOO/WAIC are not meaningful, use held-out log-likelihood",
+                 "relabelled": "no (no MCMC draws; W is identified up to a rotation of z)"}
+        if method == "svi" and guide is not None and getattr(model, "fitted_by", "svi") == "svi":
+            elbo = float(closed_form_elbo(model, guide, x).mean())
+            attrs.update({"elbo_per_item": elbo, "elbo_gap_nats": attrs["log_likelihood_per_item"] - elbo})
+    d, q = x.shape[1], model.config.latent_dim
+    return to_inference_data(
+        posterior=posterior,
+        log_likelihood={"x": log_lik[None, None]},
+        observed_data={"x": x},
+        posterior_predictive={"x": replicated[None]},
+        coords={"feature": list(range(d)), "latent": list(range(q)), "obs": list(range(x.shape[0]))},
+        dims={"loadings": ["feature", "latent"], "mean": ["feature"], "noise_variance": ["feature"],
+              "z_mean": ["obs", "latent"], "x": ["obs", "feature"]},
+        attrs=attrs,
+    )
+
+
+# The fitting hooks (EM fits, run loading, exact evaluation, sampling) live in the estimator facade; they are
+# attached here because models may not import fitting code and this module is loaded with the registry.
 for _name in ("ppca", "fa"):
-    attach_hooks(_name, fit=registry_fit, load=registry_load, evaluate=registry_evaluate, sample=registry_sample)
+    attach_hooks(_name, inference_data=ppca_inference_data, fit=registry_fit, load=registry_load,
+                 evaluate=registry_evaluate, sample=registry_sample)

@@ -22,7 +22,9 @@ KL(q(z | x) ‖ p(z | x)) between its ELBO and the exact log-likelihood.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -31,38 +33,52 @@ from torch import nn
 
 from .._plates import data_plate
 from .._validation import check_choice, check_positive_int
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
+from ..guides.linear_gaussian import ExactPosteriorGuide, LinearGaussianGuide
 from ..registry import DataInfo, register_model
 
 NOISE_MODELS = ("isotropic", "diagonal")
+GUIDES = ("mlp", "linear", "linear-full", "exact")
 MIN_VARIANCE = 1e-8
 
 
 @dataclass(frozen=True)
 class LinearGaussianConfig:
-    """Latent size and noise model of probabilistic PCA (isotropic) or factor analysis (diagonal)."""
+    """Latent size and SVI guide of a linear Gaussian model; the noise model is fixed by the subclass."""
+
+    noise: ClassVar[str] = "isotropic"
+    """isotropic (σ² I: probabilistic PCA) or diagonal (diag ψ: factor analysis)."""
 
     latent_dim: int = 2
     """Size q of the latent z (must be below the number of features D)."""
-    noise: str = "isotropic"
-    """isotropic (σ² I: probabilistic PCA) or diagonal (diag ψ: factor analysis)."""
+    guide: str = "mlp"
+    """Guide used by SVI: mlp (amortised MLP encoder, diagonal Normal), linear (linear encoder, diagonal Normal:
+    the mean-field gap remains), linear-full (linear encoder, full shared covariance: contains the exact
+    posterior) or exact (the closed-form posterior: ELBO = log-likelihood)."""
     hidden_dims: tuple[int, ...] = (64,)
-    """Hidden sizes of the amortised encoder used by SVI."""
+    """Hidden sizes of the mlp guide's encoder."""
 
     def __post_init__(self):
         check_positive_int(self.latent_dim, "latent_dim")
+        check_choice(self.guide, "guide", GUIDES)
         check_choice(self.noise, "noise", NOISE_MODELS)
 
 
 @dataclass(frozen=True)
 class PPCAConfig(LinearGaussianConfig):
-    noise: str = "isotropic"
+    """Probabilistic PCA: x ~ Normal(W z + μ, σ² I)."""
+
+    cli_aliases: ClassVar[dict] = {"latent_dim": ("-q",)}
+    noise: ClassVar[str] = "isotropic"
 
 
 @dataclass(frozen=True)
 class FactorAnalysisConfig(LinearGaussianConfig):
-    noise: str = "diagonal"
+    """Factor analysis: x ~ Normal(W z + μ, diag ψ)."""
+
+    cli_aliases: ClassVar[dict] = {"latent_dim": ("-q",)}
+    noise: ClassVar[str] = "diagonal"
 
 
 def check_linear_gaussian_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
@@ -132,6 +148,29 @@ class LinearGaussianModel(nn.Module):
         loc, covariance = self.posterior_moments(x)
         return dist.MultivariateNormal(loc, covariance_matrix=covariance)
 
+    def gaussian_elbo(self, x: torch.Tensor, loc: torch.Tensor, covariance: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` ELBO of a Gaussian q(z_n) = Normal(loc_n, covariance), in closed form.
+
+        ``loc`` ``(N, q)``, ``covariance`` ``(q, q)`` or ``(N, q, q)``. With r_n = x_n - μ - W m_n::
+
+            E_q[log p(x_n | z_n)] = -½ [D log 2π + Σ log ψ + r_nᵀ Ψ⁻¹ r_n + tr(Wᵀ Ψ⁻¹ W S)]
+            E_q[log p(z_n)]       = -½ [q log 2π + m_nᵀ m_n + tr S]
+            H[q]                  =  ½ [q log 2πe + log det S]
+
+        It equals log p(x_n) - KL(q ‖ p(z_n | x_n)), and log p(x_n) exactly at q = p(z_n | x_n).
+        """
+        psi = self.noise_variance
+        d, q = psi.shape[0], loc.shape[-1]
+        residual = x - self.mean - loc @ self.weight.T
+        gram = self.weight.T @ (self.weight / psi[:, None])  # Wᵀ Ψ⁻¹ W  (q, q)
+        trace_gram = (gram * covariance).sum((-2, -1))  # tr(Wᵀ Ψ⁻¹ W S), S symmetric
+        trace = torch.diagonal(covariance, dim1=-2, dim2=-1).sum(-1)
+        log_2pi = math.log(2 * math.pi)
+        expected_lik = -0.5 * (d * log_2pi + psi.log().sum() + (residual ** 2 / psi).sum(-1) + trace_gram)
+        expected_prior = -0.5 * (q * log_2pi + (loc ** 2).sum(-1) + trace)
+        entropy = 0.5 * (q * (log_2pi + 1) + torch.logdet(covariance))
+        return expected_lik + expected_prior + entropy
+
     # -- EM ------------------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -173,25 +212,45 @@ class LinearGaussianModel(nn.Module):
         return d * q - q * (q - 1) // 2 + d + (1 if self.config.noise == "isotropic" else d)
 
 
-class ExactPosteriorGuide(nn.Module):
-    """q(z | x) = p(z | x) computed from the model's current parameters: the E-step as a guide (no parameters of
-    its own), for which the ELBO equals log p(x) exactly."""
+def guide_moments(guide: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(N, q)`` and covariance (``(q, q)`` or ``(N, q, q)``) of any of the SVI guides' q(z | x)."""
+    if isinstance(guide, ExactPosteriorGuide):
+        return guide._model[0].posterior_moments(x)
+    if isinstance(guide, LinearGaussianGuide):
+        return guide.moments(x)
+    if isinstance(guide, AmortisedNormalGuide):
+        q = guide.distribution(x.to(next(guide.parameters()).dtype))
+        return q.loc, torch.diag_embed(q.scale ** 2)
+    raise ConfigError(f"no closed-form moments for a {type(guide).__name__}; use an emvi linear Gaussian or amortised guide")
 
-    def __init__(self, model: LinearGaussianModel):
-        super().__init__()
-        self.model = [model]  # a list, so the model's parameters are not registered twice
 
-    def forward(self, x: torch.Tensor, num_data: int | None = None):
-        with data_plate(x, num_data):
-            pyro.sample("z", self.model[0].posterior(x))
+@torch.no_grad()
+def closed_form_elbo(model: LinearGaussianModel, guide: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` exact ELBO of ``guide`` (no Monte Carlo noise): log p(x_n) - KL(q(z_n | x_n) ‖ p(z_n | x_n))."""
+    loc, covariance = guide_moments(guide, x)
+    dtype = model.mean.dtype
+    return model.gaussian_elbo(x.to(dtype), loc.to(dtype), covariance.to(dtype))
+
+
+def make_guide(config: LinearGaussianConfig, model: LinearGaussianModel, num_features: int) -> nn.Module:
+    """The SVI guide named by ``config.guide`` (see :class:`LinearGaussianConfig`)."""
+    if config.guide == "exact":
+        return ExactPosteriorGuide(model)
+    if config.guide in ("linear", "linear-full"):
+        return LinearGaussianGuide(num_features, config.latent_dim, full_covariance=config.guide == "linear-full")
+    return AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims, site="z")
 
 
 def _build(config: LinearGaussianConfig, data_info: DataInfo):
     num_features = data_info.event_shape[-1]
+    if len(data_info.event_shape) != 1:
+        raise DataError(f"PPCA/FA needs flat observations (items, features), got event shape {data_info.event_shape}; "
+                        "flatten the data first")
     if config.latent_dim >= num_features:
-        raise DataError(f"latent_dim={config.latent_dim} must be below the number of features D={num_features}")
+        raise DataError(f"latent_dim={config.latent_dim} must be below the number of features D={num_features}; "
+                        "lower --latent-dim")
     model = LinearGaussianModel(config, num_features)
-    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims, site="z")
+    return model, make_guide(config, model, num_features)
 
 
 @register_model("ppca", config=PPCAConfig, methods=("em", "svi"), elbo="trace", max_plate_nesting=1,
