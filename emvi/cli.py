@@ -229,8 +229,7 @@ def _cmd_sample(args) -> int:
 
 def _cmd_analyze(args) -> int:
     from .analysis.report import compare_fits, is_point_fit, plot_comparison, write_analysis
-    from .data import train_valid_split
-    from .runs import load_run
+    from .runs import held_out_split, load_run
 
     fits, held_out = {}, {}
     for run_dir in args.run_dirs:
@@ -239,8 +238,8 @@ def _cmd_analyze(args) -> int:
             raise ConfigError(f"model {entry.name!r} has no ArviZ export; analyze supports models with global latents "
                               "(mixture, hmm, composed discrete)")
         method = resolved.get("method", "svi")
-        fraction = resolved["data"].get("valid_fraction") or 0.0
-        train_part, valid_part = (dataset, None) if not fraction else train_valid_split(dataset, fraction, seed=resolved["train"]["seed"])
+        train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),
+                                                seed=resolved["train"]["seed"])
         print(f"{run_dir}: building InferenceData ({method})", flush=True)
         idata = entry.inference_data(model, guide, train_part, method=method, num_samples=args.num_samples, run_dir=Path(run_dir))
         for kind, path in write_analysis(idata, run_dir).items():

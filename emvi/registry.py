@@ -63,6 +63,8 @@ class ModelEntry:
     elbo: str = "trace"
     """The ELBO the model trains with by default ("enum" for models with enumerated discrete sites)."""
     max_plate_nesting: int | None = None
+    sequential: bool = False
+    """The data are sequences: a 2-D array is one sequence ``(T, D)``, and held-out splits take whole sequences."""
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -79,7 +81,7 @@ def register_model(
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
-    ``inference_data``, ``elbo``, ``max_plate_nesting``.
+    ``inference_data``, ``elbo``, ``max_plate_nesting``, ``sequential``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")

@@ -36,6 +36,22 @@ def load_data(data_cfg: dict, *, split: str = "train", root_override: str | None
     )
 
 
+def held_out_split(entry, dataset, valid_fraction, *, seed: int, announce: bool = False):
+    """``(train, valid or None)``: a random held-out split of the samples, or of whole sequences for a sequential
+    model. One sequence (a 2-D array, or a single padded row) is never split: shuffling its time steps into two sets
+    would break the chain the model describes, so it is all training data."""
+    from .data import train_valid_split
+
+    if not valid_fraction:
+        return dataset, None
+    if entry.sequential and (dataset.x.dim() == 2 or len(dataset) == 1):
+        if announce:
+            print("one sequence: nothing held out (give several sequences, e.g. an .npz with x (N, T, D) and lengths, "
+                  "to hold some out)", flush=True)
+        return dataset, None
+    return train_valid_split(dataset, valid_fraction, seed=seed)
+
+
 def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
             resume: bool = False, plots: bool = True, spec: dict | None = None) -> Path:
     """Fit ``entry``'s model as configured and fill a run directory; returns its path.
@@ -44,7 +60,6 @@ def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = 
     ``config.json`` and in every checkpoint.
     """
     from .config import config_to_dict
-    from .data import train_valid_split
     from .inference.runner import train
     from .inference.seeding import seed_everything
 
@@ -53,9 +68,8 @@ def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = 
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     dataset = load_data(data_cfg)
-    train_data, valid_data = dataset, None
-    if data_cfg.get("valid_fraction"):
-        train_data, valid_data = train_valid_split(dataset, data_cfg["valid_fraction"], seed=train_config.seed)
+    train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=train_config.seed,
+                                            announce=True)
     run_dir = Path(run_dir) if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         raise ConfigError(f"run directory {run_dir} is not empty; pick another --run-dir or pass --resume")

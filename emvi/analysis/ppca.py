@@ -2,8 +2,8 @@
 
 Groups (point fits, em or svi: the parameters as one draw):
 
-* ``posterior``: ``loadings`` W ``(feature, latent)``, ``mean`` μ ``(feature,)``, ``noise_variance`` diag Ψ
-  ``(feature,)`` and ``z_mean`` E[z_n | x_n] ``(obs, latent)`` from the exact posterior;
+* ``posterior``: ``loadings`` W ``(feature, latent)``, ``mean`` μ ``(feature,)`` and ``noise_variance`` diag Ψ
+  ``(feature,)`` (the per-item latents are not stored: p(z_n | x_n) is a closed form of these);
 * ``log_likelihood``: ``x``, log p(x_n | θ) = log Normal(x_n | μ, W Wᵀ + Ψ) per item — the latent z_n integrated
   out in closed form, the marginal pointwise likelihood that LOO/WAIC need;
 * ``posterior_predictive``: ``x``, replicated data sets drawn from the fitted model (the plug-in predictive);
@@ -55,13 +55,12 @@ def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str,
             "loadings": model.weight.detach()[None, None],
             "mean": model.mean.detach()[None, None],
             "noise_variance": model.noise_variance.detach()[None, None],
-            "z_mean": model.posterior_moments(x)[0][None, None],
         }
         replicated = torch.stack([model.sample(x.shape[0]) for _ in range(replications)])
         attrs = {"model": "ppca" if model.config.noise == "isotropic" else "fa", "method": method,
                  "config": dataclasses.asdict(model.config), "noise": model.config.noise,
                  "log_likelihood": "marginal over the latent z: log Normal(x_n | mu, W W^T + Psi), closed form",
-                 "log_likelihood_per_item": float(log_lik.mean()),
+                 "log_likelihood_per_item": float(log_lik.mean()), "num_parameters": model.num_parameters(),
                  "note": "point fit: one draw of the ML parameters; posterior_predictive is the plug-in predictive; "
                          "LOO/WAIC are not meaningful, use held-out log-likelihood",
                  "relabelled": "no (no MCMC draws; W is identified up to a rotation of z)"}
@@ -76,7 +75,7 @@ def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str,
         posterior_predictive={"x": replicated[None]},
         coords={"feature": list(range(d)), "latent": list(range(q)), "obs": list(range(x.shape[0]))},
         dims={"loadings": ["feature", "latent"], "mean": ["feature"], "noise_variance": ["feature"],
-              "z_mean": ["obs", "latent"], "x": ["obs", "feature"]},
+              "x": ["obs", "feature"]},
         attrs=attrs,
     )
 

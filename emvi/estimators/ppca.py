@@ -3,8 +3,11 @@
     fa = FactorAnalysis(latent_dim=3).fit(x)          # closed-form EM to convergence
     fa.score(x), fa.transform(x), fa.components_, fa.noise_variance_, fa.bic(x), fa.sample(10)
 
-``method="svi"`` fits the same model by the shared runner with an amortised Gaussian guide instead, and reports the
-gap between its ELBO and the exact log-likelihood (``elbo_gap_``).
+``method="svi"`` fits the same model by the shared runner with a guide (``guide="mlp" | "linear" | "linear-full" |
+"exact"``) instead, and reports the gap between its ELBO and the exact log-likelihood (``elbo_gap_``, nats per item).
+``fit_guide`` fits only a guide to the fitted parameters; ``elbo`` gives any guide's closed-form ELBO per item and
+``mean_field_gap`` the smallest gap a diagonal-covariance guide can reach. Outputs are numpy arrays, as in
+scikit-learn; ``model_`` is the underlying :class:`~emvi.models.ppca.LinearGaussianModel`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 from .._validation import check_choice, check_positive_int, resolve_device
@@ -26,6 +30,10 @@ from ..models.ppca import (
     closed_form_elbo,
     make_guide,
 )
+
+
+def _numpy(value: torch.Tensor) -> np.ndarray:
+    return value.detach().cpu().numpy()
 
 
 class _LinearGaussianEstimator:
@@ -43,7 +51,7 @@ class _LinearGaussianEstimator:
         self.seed, self.device, self.dtype = seed, resolve_device(device), dtype
 
     def _data(self, x) -> torch.Tensor:
-        x = check_linear_gaussian_data(x, self.config.latent_dim)
+        x = check_linear_gaussian_data(x, self.config.latent_dim, dtype=self.dtype)
         if hasattr(self, "model_") and x.shape[1] != self.model_.mean.shape[0]:
             raise DataError(f"data has {x.shape[1]} features but the model was fit on {self.model_.mean.shape[0]}")
         return x.to(device=self.device, dtype=self.dtype)
@@ -85,49 +93,101 @@ class _LinearGaussianEstimator:
         if not hasattr(self, "model_"):
             raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
 
-    @torch.no_grad()
-    def score_samples(self, x) -> torch.Tensor:
-        """``(N,)`` exact log p(x_n)."""
+    def fit_guide(self, x, guide: str = "linear", *, epochs: int | None = None, learning_rate: float | None = None,
+                  num_particles: int = 1):
+        """Fit only a guide q(z | x) by SVI to this fitted model, whose parameters stay fixed; returns the guide.
+
+        The runner steps the guide alone (the model's parameters are frozen for the fit), with a cosine learning-rate
+        schedule so the final guide is not dominated by gradient noise. Measure it with :meth:`elbo`.
+        """
+        from ..inference.runner import TrainConfig, train
+
         self._check_fitted()
-        return self.model_.log_likelihood(self._data(x)).cpu()
+        x = self._data(x)
+        config = self.config_class(latent_dim=self.config.latent_dim, guide=guide, hidden_dims=self.config.hidden_dims)
+        q = make_guide(config, self.model_, x.shape[1]).to(device=self.device, dtype=self.dtype)
+        frozen = [p for p in self.model_.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            train(self.model_, q, x, config=TrainConfig(
+                epochs=epochs or self.epochs, batch_size=self.batch_size, learning_rate=learning_rate or self.learning_rate,
+                lr_schedule="cosine", num_particles=num_particles, seed=self.seed, device=str(self.device), progress=False))
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return q
+
+    def elbo(self, x, guide=None) -> np.ndarray:
+        """``(N,)`` closed-form ELBO of ``guide`` (default: the SVI fit's own) at the fitted parameters; it equals
+        ``score_samples(x) - KL(q(z | x) ‖ p(z | x))``."""
+        self._check_fitted()
+        guide = guide if guide is not None else getattr(self, "guide_", None)
+        if guide is None:
+            raise ConfigError("an EM fit has no guide of its own (its E-step is exact); pass guide= from fit_guide()")
+        return _numpy(closed_form_elbo(self.model_, guide, self._data(x)))
+
+    def mean_field_gap(self) -> float:
+        """½ (Σ_i log M_ii - log det M), M = I + Wᵀ Ψ⁻¹ W: the smallest gap of any diagonal-covariance guide, per item."""
+        self._check_fitted()
+        with torch.no_grad():
+            _, covariance = self.model_.posterior_moments(self.model_.mean[None])
+            precision = torch.linalg.inv(covariance)
+            return float(0.5 * (torch.diagonal(precision).log().sum() - torch.logdet(precision)))
+
+    @torch.no_grad()
+    def score_samples(self, x) -> np.ndarray:
+        """``(N,)`` exact log p(x_n) = log Normal(x_n | μ, W Wᵀ + Ψ)."""
+        self._check_fitted()
+        return _numpy(self.model_.log_likelihood(self._data(x)))
 
     def score(self, x) -> float:
         """Average exact log-likelihood per item (scikit-learn's ``score``)."""
         return float(self.score_samples(x).mean())
 
     @torch.no_grad()
-    def transform(self, x) -> torch.Tensor:
-        """``(N, q)`` posterior means E[z | x]."""
+    def transform(self, x) -> np.ndarray:
+        """``(N, q)`` posterior means E[z_n | x_n] = M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ)."""
         self._check_fitted()
-        return self.model_.posterior(self._data(x)).loc.cpu()
+        return _numpy(self.model_.posterior_moments(self._data(x))[0])
 
-    def sample(self, num_samples: int = 1) -> torch.Tensor:
+    def sample(self, num_samples: int = 1) -> np.ndarray:
+        """``(num_samples, D)`` draws from the fitted model."""
         self._check_fitted()
-        return self.model_.sample(num_samples).cpu()
+        return _numpy(self.model_.sample(num_samples))
+
+    def get_covariance(self) -> np.ndarray:
+        """``(D, D)`` model covariance W Wᵀ + Ψ (rotation-invariant, unlike ``components_``)."""
+        self._check_fitted()
+        return _numpy(self.model_.covariance())
 
     def bic(self, x) -> float:
+        """-2 log p(x) + k log N, k free parameters (W counted up to rotation)."""
         n = len(x)
         return -2 * self.score(x) * n + self.model_.num_parameters() * math.log(n)
 
     def aic(self, x) -> float:
+        """-2 log p(x) + 2 k."""
         return -2 * self.score(x) * len(x) + 2 * self.model_.num_parameters()
 
     @property
-    def components_(self) -> torch.Tensor:
-        """``(q, D)`` loadings Wᵀ (scikit-learn's layout)."""
+    def components_(self) -> np.ndarray:
+        """``(q, D)`` loadings Wᵀ (scikit-learn's layout); identified up to a rotation of z."""
         self._check_fitted()
-        return self.model_.weight.detach().T.cpu()
+        return _numpy(self.model_.weight.T)
 
     @property
-    def noise_variance_(self) -> torch.Tensor:
+    def noise_variance_(self) -> float | np.ndarray:
+        """σ² (PPCA, a float) or ψ ``(D,)`` (factor analysis)."""
         self._check_fitted()
-        noise = self.model_.noise_variance.detach().cpu()
-        return noise[0] if self.config.noise == "isotropic" else noise
+        noise = _numpy(self.model_.noise_variance)
+        return float(noise[0]) if self.config.noise == "isotropic" else noise
 
     @property
-    def mean_(self) -> torch.Tensor:
+    def mean_(self) -> np.ndarray:
+        """``(D,)`` μ, the data mean for EM fits."""
         self._check_fitted()
-        return self.model_.mean.detach().cpu()
+        return _numpy(self.model_.mean)
 
 
 class PPCA(_LinearGaussianEstimator):

@@ -41,8 +41,13 @@ class ExactPosteriorGuide(nn.Module):
         self._model = [model]
         self.site = site
 
+    @property
+    def model(self) -> nn.Module:
+        """The model whose posterior this guide is."""
+        return self._model[0]
+
     def forward(self, x: torch.Tensor, *rest, num_data: int | None = None):
-        posterior = self._model[0].posterior(x)
+        posterior = self.model.posterior(x)
         with data_plate(x, num_data):
             return pyro.sample(self.site, posterior)
 

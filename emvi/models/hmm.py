@@ -18,6 +18,7 @@ marginals), the per-sequence log-likelihood, and with max in place of sum, the V
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pyro
@@ -61,7 +62,12 @@ class HMMConfig:
 
 def check_sequences(x, lengths, config: HMMConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate padded sequences ``x`` ``(N, T, D)`` (or one ``(T, D)`` sequence) and ``lengths`` ``(N,)``."""
-    x = torch.as_tensor(x)
+    try:
+        x = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(f"HMM data must be an array of numbers ({exc}); pass a numpy array of floats") from None
+    if x.dtype == torch.bool or x.is_complex():
+        raise DataError(f"HMM data must hold real numbers, got dtype {x.dtype}; convert it with np.asarray(x, dtype=float)")
     if x.dim() == 2:
         x = x.unsqueeze(0)
     if x.dim() != 3:
@@ -82,6 +88,33 @@ def check_sequences(x, lengths, config: HMMConfig) -> tuple[torch.Tensor, torch.
     if config.emission == "categorical" and (observed >= config.num_categories).any():
         raise DataError(f"categorical codes must be < num_categories={config.num_categories}; raise --num-categories")
     return torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype)), lengths.long()
+
+
+SMALL_STEP_ELEMENTS = 1 << 16
+"""Below this many elements per step (N K²), the step-by-step recursions run on one CPU thread."""
+
+
+def _one_thread_for_small_steps(method):
+    """Run a step-by-step recursion on one intra-op thread when its per-step tensors are small and on the CPU.
+
+    Each step is a handful of operations on (N, K) tensors; splitting them across threads gains nothing, and when the
+    cores are shared the thread pool's hand-offs dominate: measured 7 µs per step on one thread against 9-740 µs
+    on two on a loaded 2-core machine (benchmarks/hmm.py: 0.18 s against 2.6 s for the same fit).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, x, lengths, *args, **kwargs):
+        threads = torch.get_num_threads()
+        small = not x.is_cuda and x.shape[0] * self.config.num_states ** 2 < SMALL_STEP_ELEMENTS
+        if not small or threads == 1:
+            return method(self, x, lengths, *args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return method(self, x, lengths, *args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper
 
 
 class HMMModel(PyroModule):
@@ -149,6 +182,48 @@ class HMMModel(PyroModule):
         return log_prob * valid[..., None]
 
     def forward_backward(self, x: torch.Tensor, lengths: torch.Tensor):
+        """Exact posterior marginals: ``(log_likelihood (N,), gamma (N, T, K), xi_sum (N, K, K))`` as
+        :meth:`forward_backward_sequential` returns them. On CUDA, or on the CPU for few long sequences
+        (T >= 1024 N), by :meth:`forward_backward_scan` (about 2 log2 T batched operations instead of 2 T dependent
+        steps; measured 1.6x faster for one sequence of 10^4 steps on 2 CPU threads, but 2-4x slower than the loop for
+        batches of shorter sequences), falling back to the sequential recursion if the scan under- or overflows.
+        """
+        if x.shape[1] > 1 and (x.is_cuda or x.shape[1] >= 1024 * x.shape[0]):
+            result = self.forward_backward_scan(x, lengths)
+            if torch.isfinite(result[0]).all() and torch.isfinite(result[1]).all():
+                return result
+        return self.forward_backward_sequential(x, lengths)
+
+    def forward_backward_scan(self, x: torch.Tensor, lengths: torch.Tensor):
+        """The forward-backward recursion as prefix and suffix products of the step matrices, in log space.
+
+        With M_t(i, j) = log A_ij + log F(x_t | θ_j) for t >= 1 (the log-space identity on padded steps),
+        log α_t = log(π ∘ F(x_0)) ⊕ M_1 ⊕ ... ⊕ M_t and log β_t = M_{t+1} ⊕ ... ⊕ M_{T-1} ⊕ 0, where ⊕ is the
+        (log-sum-exp, +) matrix product. That product is associative, so all prefixes (suffixes) come from a
+        Hillis-Steele scan: ⌈log2 T⌉ rounds of batched K x K products over all steps at once (O(N T K³ log T) work,
+        vectorised, instead of T dependent steps). Then γ_t ∝ α_t β_t and ξ_t(i, j) ∝ α_{t-1}(i) exp M_t(i, j) β_t(j),
+        each normalised per step: the same outputs as the sequential form.
+        """
+        n, steps, k = x.shape[0], x.shape[1], self.config.num_states
+        log_b = self.emission_log_prob(x, lengths)  # (N, T, K)
+        valid = torch.arange(steps, device=x.device) < lengths[:, None]  # (N, T)
+        log_a = self.transition.log()
+        identity = torch.full((k, k), -torch.inf, dtype=log_b.dtype, device=x.device)
+        identity.diagonal().zero_()
+        steps_matrix = torch.where(valid[:, 1:, None, None], log_a + log_b[:, 1:, None, :], identity)  # (N, T-1, K, K)
+        prefix = _log_scan(steps_matrix, reverse=False)  # M_1 ⊕ ... ⊕ M_t
+        suffix = _log_scan(steps_matrix, reverse=True)  # M_t ⊕ ... ⊕ M_{T-1}
+        log_alpha0 = self.start_probs().log() + log_b[:, 0]  # (N, K)
+        log_alpha = torch.cat([log_alpha0[:, None], torch.logsumexp(log_alpha0[:, None, :, None] + prefix, 2)], 1)
+        log_beta = torch.cat([torch.logsumexp(suffix, -1), log_b.new_zeros(n, 1, k)], 1)  # (N, T, K)
+        log_likelihood = torch.logsumexp(log_alpha[:, -1], -1)
+        gamma = torch.softmax(log_alpha + log_beta, -1) * valid[..., None]
+        pair = log_alpha[:, :-1, :, None] + steps_matrix + log_beta[:, 1:, None, :]  # (N, T-1, K, K)
+        pair = torch.softmax(pair.flatten(-2), -1).reshape(pair.shape) * valid[:, 1:, None, None]
+        return log_likelihood, gamma, pair.sum(1)
+
+    @_one_thread_for_small_steps
+    def forward_backward_sequential(self, x: torch.Tensor, lengths: torch.Tensor):
         """Exact posterior marginals by the scaled forward-backward recursion (Rabiner 1989).
 
         Each step normalises the forward vector (scale c_t) after shifting the emission log-densities by their
@@ -161,33 +236,39 @@ class HMMModel(PyroModule):
         steps = x.shape[1]
         log_b = self.emission_log_prob(x, lengths)
         shift = log_b.max(-1, keepdim=True).values
-        b = (log_b - shift).exp()  # (N, T, K), max 1 per step
+        # Time-major and contiguous, so each step reads one block; the loops run few ops per step because their
+        # Python overhead, not arithmetic, is the cost for small K. Padded steps run through the forward loop
+        # unmasked (the recursion never looks back, so steps t < L_n are unaffected) and are masked afterwards.
+        b = (log_b - shift).exp().transpose(0, 1).contiguous()  # (T, N, K), max 1 per step
+        valid = (torch.arange(steps, device=x.device) < lengths[:, None]).T.contiguous()[..., None]  # (T, N, 1)
         transition = self.transition
-        valid = (torch.arange(steps, device=x.device) < lengths[:, None])[..., None]  # (N, T, 1)
-        alpha = torch.empty_like(b)
-        scale = torch.ones_like(shift)  # (N, T, 1)
-        current = self.start_probs() * b[:, 0]
-        scale[:, 0] = current.sum(-1, keepdim=True)
-        alpha[:, 0] = current / scale[:, 0]
+        transition_t = transition.T.contiguous()
+        current = self.start_probs() * b[0]
+        scales = [current.sum(-1, keepdim=True)]
+        alphas = [current / scales[0]]
         for t in range(1, steps):
-            current = (alpha[:, t - 1] @ transition) * b[:, t]
-            total = current.sum(-1, keepdim=True)
-            scale[:, t] = torch.where(valid[:, t], total, torch.ones_like(total))
-            alpha[:, t] = torch.where(valid[:, t], current / scale[:, t], alpha[:, t - 1])  # padding carries alpha
-        log_likelihood = ((scale.log() + shift) * valid).sum((1, 2))
-        beta = torch.ones_like(b)
+            current = torch.mm(alphas[-1], transition).mul_(b[t])
+            scales.append(current.sum(-1, keepdim=True))
+            alphas.append(current.div_(scales[-1]))
+        alpha, scale = torch.stack(alphas), torch.stack(scales)  # (T, N, K), (T, N, 1)
+        scale = torch.where(valid, scale, torch.ones((), dtype=scale.dtype, device=scale.device))
+        log_likelihood = torch.where(valid, scale.log() + shift.transpose(0, 1), 0.0).sum((0, 2))
+        weighted = torch.where(valid, b / scale, 0.0)  # e_t / c_t, zero on padding
+        ones = torch.ones_like(b[0])
+        betas = [ones]
         for t in range(steps - 2, -1, -1):
-            current = ((b[:, t + 1] * beta[:, t + 1]) @ transition.T) / scale[:, t + 1]
-            beta[:, t] = torch.where(valid[:, t + 1], current, beta[:, t + 1])
-        gamma = alpha * beta * valid
-        weighted_next = b[:, 1:] * beta[:, 1:] / scale[:, 1:] * valid[:, 1:]  # (N, T-1, K)
-        xi_sum = torch.einsum("nti,ntj->nij", alpha[:, :-1], weighted_next) * transition
+            # β_t = 1 wherever step t+1 is padding, so each sequence's backward pass starts at its own last step.
+            betas.append(torch.where(valid[t + 1], torch.mm(weighted[t + 1] * betas[-1], transition_t), ones))
+        beta = torch.stack(betas[::-1])  # (T, N, K)
+        gamma = torch.where(valid, alpha * beta, 0.0).transpose(0, 1)
+        xi_sum = torch.einsum("tni,tnj->nij", alpha[:-1], weighted[1:] * beta[1:]) * transition
         return log_likelihood, gamma, xi_sum
 
     def log_likelihood(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(N,)`` exact log p(x_n) per sequence."""
         return self.forward_backward(x, lengths)[0]
 
+    @_one_thread_for_small_steps
     def viterbi(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MAP state paths ``(N, T)`` (-1 at padded steps) and their log joint probabilities ``(N,)``."""
         n, steps = x.shape[:2]
@@ -221,6 +302,8 @@ class HMMModel(PyroModule):
         cfg = self.config
         transition = xi_sum.sum(0)
         transition = transition / transition.sum(-1, keepdim=True).clamp_min(1e-300)
+        if cfg.initial == "stationary":
+            transition = self._stationary_transition_step(transition, xi_sum.sum(0), gamma[:, 0].sum(0))
         self.set_parameter("transition", transition.clamp_min(1e-300))
         if cfg.initial == "free":
             self.set_parameter("initial_probs", gamma[:, 0].mean(0).clamp_min(1e-300))
@@ -239,6 +322,23 @@ class HMMModel(PyroModule):
             probs = torch.einsum("nk,ndc->kdc", weights, one_hot) / totals[:, :, None]
             probs = probs.clamp_min(cfg.floor)
             self.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
+
+    def _stationary_transition_step(self, proposal, xi, start):
+        """With π = stationary(A) the expected complete log-likelihood Q(A) = Σ ξ_ij log A_ij + Σ_k γ_1k log π(A)_k
+        has no closed-form maximiser. The ξ-only maximiser ``proposal`` is tried, then points halfway back towards
+        the current A; the first that does not lower Q is kept (else the current A): a generalised EM step, so the
+        log-likelihood still never decreases."""
+        current = self.transition.detach()
+
+        def expected_complete(matrix):
+            return (xi * matrix.clamp_min(1e-300).log()).sum() + (start * stationary_distribution(matrix).log()).sum()
+
+        baseline = expected_complete(current)
+        for step in (1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125):
+            candidate = current + step * (proposal - current)
+            if expected_complete(candidate) >= baseline:
+                return candidate
+        return current
 
     @torch.no_grad()
     def set_parameter(self, name: str, value: torch.Tensor) -> None:
@@ -262,6 +362,28 @@ class HMMModel(PyroModule):
         return (k - 1 if self.config.initial == "free" else 0) + k * (k - 1) + emission[self.config.emission]
 
 
+def _log_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """``log(exp(left) @ exp(right))`` for ``(..., K, K)`` log-matrices: rows of ``left`` and columns of ``right`` are
+    shifted to a maximum of 0 so one ordinary matrix product does the sum (−inf entries allowed)."""
+    left_shift = left.amax(-1, keepdim=True)
+    right_shift = right.amax(-2, keepdim=True)
+    left_shift = torch.where(torch.isfinite(left_shift), left_shift, torch.zeros_like(left_shift))
+    right_shift = torch.where(torch.isfinite(right_shift), right_shift, torch.zeros_like(right_shift))
+    product = torch.matmul((left - left_shift).exp(), (right - right_shift).exp())
+    return product.log() + left_shift + right_shift
+
+
+def _log_scan(matrices: torch.Tensor, *, reverse: bool) -> torch.Tensor:
+    """Inclusive prefix (M_1 ⊕ ... ⊕ M_t) or, with ``reverse``, suffix (M_t ⊕ ... ⊕ M_S) products along dim 1 of
+    ``(N, S, K, K)`` log-matrices, by the Hillis-Steele doubling scan (⌈log2 S⌉ batched products)."""
+    out, length, offset = matrices, matrices.shape[1], 1
+    while offset < length:
+        combined = _log_matmul(out[:, :-offset], out[:, offset:])
+        out = torch.cat([combined, out[:, length - offset:]] if reverse else [out[:, :offset], combined], 1)
+        offset *= 2
+    return out
+
+
 def stationary_distribution(transition: torch.Tensor) -> torch.Tensor:
     """π with π A = π: the solution of (Aᵀ - I) π = 0, Σ π = 1 (least squares, differentiable)."""
     k = transition.shape[0]
@@ -283,7 +405,7 @@ class HMMGuide(PyroModule):
         return None
 
 
-@register_model("hmm", config=HMMConfig, methods=("em", "svi"), elbo="enum", max_plate_nesting=1,
+@register_model("hmm", config=HMMConfig, methods=("em", "svi"), elbo="enum", max_plate_nesting=1, sequential=True,
                 description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated")
 def build_hmm(config: HMMConfig, data_info: DataInfo):
     return HMMModel(config, data_info.event_shape[-1]), HMMGuide()

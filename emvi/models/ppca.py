@@ -16,8 +16,13 @@ latents without giving up exactness:
   ``W ← [Σ (x_n - μ) E[z_n]ᵀ] [Σ E[z_n z_nᵀ]]⁻¹``, ``ψ ← diag(S - W (1/N) Σ E[z_n] (x_n - μ)ᵀ)`` (FA) or
   ``σ² ← tr(S - W (1/N) Σ E[z_n] (x_n - μ)ᵀ) / D`` (PPCA), S the sample covariance; μ is the data mean.
 
-The same model is also fit approximately by SVI with an amortised Gaussian guide, which leaves a gap
-KL(q(z | x) ‖ p(z | x)) between its ELBO and the exact log-likelihood.
+The same model is also fit by SVI through the shared runner with a guide q(z | x) (``LinearGaussianConfig.guide``:
+amortised MLP, linear mean-field, linear full-covariance, or the exact posterior, see
+:mod:`emvi.guides.linear_gaussian`). Every such q is Gaussian, so its ELBO is a closed form too
+(:meth:`LinearGaussianModel.gaussian_elbo`), and the gap log p(x) - ELBO = KL(q(z | x) ‖ p(z | x)) is reported exactly.
+
+Registered as ``"ppca"`` and ``"fa"`` (methods ``em`` and ``svi``); the EM fit, evaluate, load and sample hooks live
+in :mod:`emvi.estimators.ppca` and are attached by :mod:`emvi.analysis.ppca`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from torch import nn
 
 from .._plates import data_plate
-from .._validation import check_choice, check_positive_int
+from .._validation import as_float_tensor, check_choice, check_positive_int
 from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
 from ..guides.linear_gaussian import ExactPosteriorGuide, LinearGaussianGuide
@@ -81,19 +86,19 @@ class FactorAnalysisConfig(LinearGaussianConfig):
     noise: ClassVar[str] = "diagonal"
 
 
-def check_linear_gaussian_data(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
-    """Validate ``x`` ``(N, D)``: finite, non-empty, more features than latent dimensions."""
-    if not isinstance(x, torch.Tensor):
-        x = torch.as_tensor(x)
-    if x.dim() != 2:
-        raise DataError(f"PPCA/FA data must be a 2-D array (items, features), got shape {tuple(x.shape)}")
-    if x.shape[0] < 2 or x.shape[1] == 0:
-        raise DataError(f"PPCA/FA needs at least 2 items and 1 feature, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise DataError("PPCA/FA data contains NaN or infinite values; drop or impute them first")
+def check_linear_gaussian_data(x, latent_dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Validate ``x`` ``(N, D)``: numbers, finite, at least 2 items, more features than latent dimensions.
+
+    Returns a floating tensor (``dtype`` if given; else float tensors keep theirs and the rest become float64).
+    """
+    keep = dtype or (x.dtype if isinstance(x, torch.Tensor) and x.is_floating_point() else torch.float64)
+    x = as_float_tensor(x, "PPCA/FA data", ndim=2, dtype=keep)
+    if x.shape[0] < 2:
+        raise DataError(f"PPCA/FA needs at least 2 items to estimate a covariance, got shape {tuple(x.shape)}")
     if latent_dim >= x.shape[1]:
-        raise DataError(f"latent_dim={latent_dim} must be below the number of features D={x.shape[1]}; lower --latent-dim")
-    return x if x.is_floating_point() else x.double()
+        raise DataError(f"latent_dim={latent_dim} must be below the number of features D={x.shape[1]}; "
+                        "lower --latent-dim")
+    return x
 
 
 class LinearGaussianModel(nn.Module):
@@ -128,20 +133,40 @@ class LinearGaussianModel(nn.Module):
         """``C = W Wᵀ + Ψ`` ``(D, D)``."""
         return self.weight @ self.weight.T + torch.diag(self.noise_variance)
 
-    def marginal(self) -> dist.MultivariateNormal:
-        return dist.MultivariateNormal(self.mean, covariance_matrix=self.covariance())
+    def marginal(self) -> dist.LowRankMultivariateNormal:
+        """p(x) = Normal(μ, W Wᵀ + Ψ): batch ``()``, event ``(D,)``. The low-rank-plus-diagonal form evaluates
+        log-densities through the q x q capacitance matrix (Woodbury), O(D q²) instead of a D x D Cholesky."""
+        return dist.LowRankMultivariateNormal(self.mean, cov_factor=self.weight, cov_diag=self.noise_variance)
 
-    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` exact log p(x_n)."""
-        return self.marginal().log_prob(x)
-
-    def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean ``(N, q)`` and the shared covariance ``(q, q)`` of p(z | x)."""
+    def _woodbury(self, x: torch.Tensor):
+        """The pieces every closed form shares: ``x - μ`` ``(N, D)``, ``u = (x - μ) Ψ⁻¹ W`` ``(N, q)`` and the
+        Cholesky factor ``L`` ``(q, q)`` of the posterior precision ``M = I + Wᵀ Ψ⁻¹ W``."""
+        centred = x - self.mean
         scaled = self.weight / self.noise_variance[:, None]  # Ψ⁻¹ W  (D, q)
         precision = torch.eye(self.config.latent_dim, dtype=x.dtype, device=x.device) + self.weight.T @ scaled
-        covariance = torch.linalg.inv(precision)
-        covariance = 0.5 * (covariance + covariance.T)
-        return (x - self.mean) @ scaled @ covariance, covariance
+        return centred, centred @ scaled, torch.linalg.cholesky(precision)
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n) = log Normal(x_n | μ, C), through the Woodbury identities
+
+            C⁻¹ = Ψ⁻¹ - Ψ⁻¹ W M⁻¹ Wᵀ Ψ⁻¹,        log det C = log det M + Σ_d log ψ_d,
+
+        so the cost is O(N D q) with no D x D matrix (MNIST: D = 784).
+        """
+        centred, u, chol = self._woodbury(x)
+        return self._log_likelihood(centred * centred, u, chol)
+
+    def _log_likelihood(self, squared, u, chol) -> torch.Tensor:
+        psi = self.noise_variance
+        v = torch.linalg.solve_triangular(chol, u.T, upper=False)  # L⁻¹ uᵀ  (q, N): uᵀ M⁻¹ u = |v|²
+        mahalanobis = squared @ (1 / psi) - (v * v).sum(0)
+        log_det = 2 * torch.diagonal(chol).log().sum() + psi.log().sum()
+        return -0.5 * (psi.shape[0] * math.log(2 * math.pi) + log_det + mahalanobis)
+
+    def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``(N, q)`` and the shared covariance ``(q, q)`` of p(z | x): M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ) and M⁻¹."""
+        _, u, chol = self._woodbury(x)
+        return torch.cholesky_solve(u.T, chol).T, torch.cholesky_inverse(chol)
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """Exact p(z | x) for ``x`` ``(N, D)``: batch ``(N,)``, event ``(q,)``."""
@@ -177,20 +202,23 @@ class LinearGaussianModel(nn.Module):
     def initialise(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """μ = data mean (its ML value, fixed by EM), small random W, Ψ = the data variances."""
         self.mean.copy_(x.mean(0))
-        self.weight.copy_(torch.randn(self.weight.shape, generator=generator, dtype=x.dtype) * x.std(0).mean() * 0.1)
+        # drawn on the CPU so a seeded CPU generator serves any device
+        noise = torch.randn(self.weight.shape, generator=generator, dtype=x.dtype).to(x.device)
+        self.weight.copy_(noise * x.std(0).mean() * 0.1)
         variance = x.var(0, unbiased=False).clamp_min(MIN_VARIANCE)
         self.log_noise.copy_(variance.log() if self.config.noise == "diagonal" else variance.mean().log().reshape(1))
 
     @torch.no_grad()
     def e_step(self, x: torch.Tensor):
-        expected_z, covariance = self.posterior_moments(x)  # (N, q), (q, q)
-        centred = x - self.mean
+        centred, u, chol = self._woodbury(x)  # shared by the posterior moments and the log-likelihood
+        expected_z, covariance = torch.cholesky_solve(u.T, chol).T, torch.cholesky_inverse(chol)  # (N, q), (q, q)
+        squared = centred * centred
         stats = {
             "xz": centred.T @ expected_z,  # Σ (x_n - μ) E[z_n]ᵀ   (D, q)
             "zz": x.shape[0] * covariance + expected_z.T @ expected_z,  # Σ E[z zᵀ]   (q, q)
-            "xx_diag": (centred * centred).sum(0),  # diag Σ (x_n - μ)(x_n - μ)ᵀ   (D,)
+            "xx_diag": squared.sum(0),  # diag Σ (x_n - μ)(x_n - μ)ᵀ   (D,)
         }
-        return stats, self.log_likelihood(x).sum()
+        return stats, self._log_likelihood(squared, u, chol).sum()
 
     @torch.no_grad()
     def m_step(self, stats, x: torch.Tensor) -> None:
@@ -215,7 +243,7 @@ class LinearGaussianModel(nn.Module):
 def guide_moments(guide: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(N, q)`` and covariance (``(q, q)`` or ``(N, q, q)``) of any of the SVI guides' q(z | x)."""
     if isinstance(guide, ExactPosteriorGuide):
-        return guide._model[0].posterior_moments(x)
+        return guide.model.posterior_moments(x)
     if isinstance(guide, LinearGaussianGuide):
         return guide.moments(x)
     if isinstance(guide, AmortisedNormalGuide):
