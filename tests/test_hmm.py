@@ -272,3 +272,130 @@ def test_cli_fits_one_csv_sequence_in_order_without_splitting_its_steps(tmp_path
     summary = json.loads((run_dir / "summary.json").read_text())
     direct = HMM(K, "gaussian", max_iter=5, seed=0).fit(x.astype(np.float32))
     assert summary["log_likelihood"] == pytest.approx(direct.log_likelihood_, rel=1e-4)
+
+
+@pytest.mark.parametrize("emission,initial", [("gaussian", "free"), ("poisson", "stationary"), ("categorical", "free")])
+def test_summing_states_by_recursion_equals_enumeration_in_value_and_gradient(emission, initial):
+    """The factor NUTS samples is the enumerated model's marginal: same loss and same gradients, padding included."""
+    import pyro
+    from pyro.infer import Trace_ELBO
+
+    torch.manual_seed(3)
+    model = HMMModel(HMMConfig(3, emission, initial=initial, num_categories=4), 2, dtype=torch.float64)
+    x, _ = model.sample(5, 9, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([9, 4, 1, 7, 9])
+    x = torch.where((torch.arange(9) < lengths[:, None])[..., None], x, torch.zeros(()).to(x))
+
+    def loss_and_grads(elbo, **kwargs):
+        model.zero_grad()
+        loss = elbo.differentiable_loss(lambda *a: model(*a, **kwargs), HMMGuide(), x, lengths)
+        loss.backward()
+        return loss.detach(), [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+
+    with pyro.validation_enabled(True):
+        enumerated = loss_and_grads(TraceEnum_ELBO(max_plate_nesting=1))
+        recursion = loss_and_grads(Trace_ELBO(), sum_states_by="recursion")
+    torch.testing.assert_close(recursion[0], enumerated[0], rtol=1e-10, atol=1e-10)
+    assert sum(g is not None for g in recursion[1]) >= 2
+    for ours, reference in zip(recursion[1], enumerated[1], strict=True):
+        assert (ours is None) == (reference is None)
+        if ours is not None:
+            torch.testing.assert_close(ours, reference, rtol=1e-8, atol=1e-10)
+
+
+def test_relabelling_undoes_a_permutation_of_the_states_in_every_draw():
+    from emvi.analysis.arviz_io import relabel_components
+    from emvi.estimators.hmm import relabel_hmm_draws
+
+    reference = HMMModel(HMMConfig(4, "poisson"), 2, dtype=torch.float64)
+    reference.set_parameter("rates", torch.tensor([[1.0, 2.0], [5.0, 5.0], [9.0, 1.0], [20.0, 20.0]]))
+    generator = torch.Generator().manual_seed(0)
+    chains, draws = 2, 6
+    truth = {"initial_probs": torch.distributions.Dirichlet(torch.ones(4)).sample((chains, draws)).double(),
+             "transition": torch.distributions.Dirichlet(torch.ones(4, 4)).sample((chains, draws)).double(),
+             "rates": reference.rates.detach() + 0.1 * torch.rand(chains, draws, 4, 2, generator=generator,
+                                                                 dtype=torch.float64)}
+    permuted = {name: value.clone() for name, value in truth.items()}
+    for c in range(chains):
+        for d in range(draws):
+            sigma = torch.randperm(4, generator=generator)
+            permuted["initial_probs"][c, d] = truth["initial_probs"][c, d][sigma]
+            permuted["rates"][c, d] = truth["rates"][c, d][sigma]
+            permuted["transition"][c, d] = truth["transition"][c, d][sigma][:, sigma]
+    recovered = relabel_hmm_draws(permuted, reference, relabel_components)
+    for name in truth:
+        torch.testing.assert_close(recovered[name], truth[name], rtol=0, atol=0)
+
+
+def _two_state_poisson_data():
+    truth = HMMModel(HMMConfig(2, "poisson"), 1, dtype=torch.float64)
+    truth.set_parameter("initial_probs", torch.tensor([0.6, 0.4]))
+    truth.set_parameter("transition", torch.tensor([[0.9, 0.1], [0.15, 0.85]]))
+    truth.set_parameter("rates", torch.tensor([[2.0], [12.0]]))
+    x, _ = truth.sample(16, 20, generator=torch.Generator().manual_seed(1))
+    lengths = torch.full((16,), 20)
+    lengths[::4] = 11
+    return truth, x, lengths
+
+
+def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
+    import warnings
+
+    import arviz as az
+    import matplotlib.pyplot as plt
+
+    from emvi.analysis.hmm import hmm_inference_data
+    from emvi.analysis.report import compare_fits
+    from emvi.data.datasets import ArrayDataset
+
+    truth, x, lengths = _two_state_poisson_data()
+    data = ArrayDataset(x=x, lengths=lengths)
+    fits = {}
+    for k in (1, 2):
+        est = HMM(k, "poisson", method="mcmc", num_samples=100, warmup_steps=100, seed=0).fit(x, lengths)
+        assert est.mcmc_.samples["transition"].shape == (1, 100, k, k)
+        fits[f"K={k}"] = idata = hmm_inference_data(est.model_, None, data, method="mcmc",
+                                                    samples=est.mcmc_.samples)
+        assert "Hungarian" in idata.posterior.attrs["relabelled"]
+        # each draw's pointwise values are that draw's exact per-sequence log-likelihood
+        scratch = HMMModel(HMMConfig(k, "poisson"), 1, dtype=torch.float64)
+        for name in scratch.parameter_names():
+            value = idata.posterior["start_probs" if name == "initial_probs" else name].values[0, 7]
+            scratch.set_parameter(name, torch.as_tensor(value))
+        with torch.no_grad():
+            exact = scratch.log_likelihood(x.double(), lengths).numpy()
+        np.testing.assert_allclose(idata.log_likelihood["x"].values[0, 7], exact, rtol=1e-10)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*group.*")  # no complaint about missing groups
+            az.plot_ppc(idata, var_names=["x"], num_pp_samples=5)
+        plt.close("all")
+    rates = fits["K=2"].posterior["rates"].values[0, :, :, 0]  # (draw, state), relabelled to the EM order
+    order = np.argsort(rates.mean(0))
+    # posterior mean within 4 posterior sd (plus the Monte Carlo error of 100 correlated draws) of the truth
+    spread = 4 * rates.std(0)[order] * (1 + 1 / np.sqrt(100 / 5))
+    assert (np.abs(rates.mean(0)[order] - np.array([2.0, 12.0])) < spread).all(), (rates.mean(0), spread)
+    table = compare_fits(fits)
+    assert table.index[0] == "K=2" and table["criterion"].iloc[0] == "elpd_loo"
+    assert table.loc["K=1", "elpd_diff"] > 2 * table.loc["K=1", "dse"]
+
+
+def test_cli_fit_by_nuts_then_analyze_writes_the_relabelled_draws(tmp_path):
+    import json
+
+    import arviz as az
+
+    from emvi.cli import main
+
+    _, x, lengths = _two_state_poisson_data()
+    path = tmp_path / "counts.npz"
+    np.savez(path, x=x.numpy(), lengths=lengths.numpy())
+    run_dir = tmp_path / "nuts"
+    assert main(["fit", "hmm", str(path), "--emission", "poisson", "-k", "2", "--method", "mcmc", "--epochs", "30",
+                 "--valid-fraction", "0", "--run-dir", str(run_dir), "--no-plots"]) == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["method"] == "mcmc" and summary["num_divergent"] >= 0
+    assert main(["analyze", str(run_dir)]) == 0
+    idata = az.from_netcdf(str(run_dir / "inference_data.nc"))
+    assert idata.posterior.sizes["draw"] == 30 and "diverging" in idata.sample_stats
+    assert idata.log_likelihood["x"].shape == (1, 30, 16)
+    assert (run_dir / "posterior_summary.csv").is_file()

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import ConfigError
 from ..estimators.mixture import registry_evaluate, registry_fit, registry_load, registry_sample
+from ..inference.mcmc import load_mcmc_draws
 from ..models.mixture import MixtureModel
 from ..registry import attach_hooks
 from .arviz_io import relabel_components, to_inference_data
@@ -29,19 +29,6 @@ def _tensor(data) -> torch.Tensor:
     if hasattr(data, "tensors"):
         return data.tensors[0]
     return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
-
-
-def _mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    from ..inference.checkpoint import load_checkpoint
-
-    path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
-    if path is None or not path.is_file():
-        raise CheckpointError(f"no MCMC draws: {path} is missing; fit with --method mcmc or pass samples=")
-    state = load_checkpoint(path)
-    if "mcmc_samples" not in state:
-        raise CheckpointError(f"{path} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
-    diverging = state.get("mcmc_diverging")
-    return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)
 
 
 def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num_samples: int = 100, run_dir=None,
@@ -64,7 +51,7 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
              "log_likelihood": "marginal over the enumerated assignment z: log sum_k pi_k F(x_n | theta_k)"}
     if method == "mcmc":
         if samples is None:
-            samples, diverging = _mcmc_draws(run_dir)
+            samples, diverging = load_mcmc_draws(run_dir)
         draws, _ = relabel_components({n: samples[n].to(dtype) for n in names}, key=key,
                                       component_axes={n: (0,) for n in names})
         attrs["relabelled"] = f"components permuted per draw to match the first draw (Hungarian assignment on {key})"

@@ -58,7 +58,10 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(axes).ravel()[0].figure
         outputs["estimates"] = _save(fig, run_dir / "estimates.png", plt)
     if "posterior_predictive" in idata.groups():
-        ax = az.plot_ppc(idata, num_pp_samples=min(50, idata.posterior_predictive.sizes.get("draw", 1)))
+        # only the observed variables that have replicas (an HMM's observed ``lengths`` is data layout, not a draw)
+        replicated = [name for name in idata.posterior_predictive.data_vars if name in idata.observed_data]
+        ax = az.plot_ppc(idata, var_names=replicated,
+                         num_pp_samples=min(50, idata.posterior_predictive.sizes.get("draw", 1)))
         fig = np.asarray(ax).ravel()[0].figure
         outputs["ppc"] = _save(fig, run_dir / "posterior_predictive.png", plt)
     return outputs

@@ -1,4 +1,4 @@
-"""``HMM``: an hmmlearn-style estimator over :class:`emvi.models.hmm.HMMModel`, fit by Baum-Welch EM or SVI.
+"""``HMM``: an hmmlearn-style estimator over :class:`emvi.models.hmm.HMMModel`, fit by Baum-Welch EM, SVI or NUTS.
 
     model = HMM(num_states=3, emission="gaussian", seed=0).fit(x, lengths)     # x (N, T, D) padded, lengths (N,)
     model.score(x, lengths), model.decode(x, lengths), model.predict_proba(x, lengths), model.sample(5, 100)
@@ -55,21 +55,35 @@ def initialise_hmm(model: HMMModel, x: torch.Tensor, lengths: torch.Tensor, gene
         model.set_parameter("rates", centres.clamp_min(cfg.floor))
 
 
+METHODS = ("em", "svi", "mcmc")
+
+
 class HMM:
-    """Hidden Markov model with K states (see :class:`emvi.models.hmm.HMMConfig`), fit by ``em`` or ``svi``."""
+    """Hidden Markov model with K states (see :class:`emvi.models.hmm.HMMConfig`).
+
+    ``method``: ``em`` (Baum-Welch, ``max_iter``/``tol``), ``svi`` (gradient ascent on the enumerated marginal,
+    ``epochs``/``batch_size``/``learning_rate``) or ``mcmc`` (NUTS on the Bayesian HMM of
+    :meth:`HMMModel.bayesian` with the states summed out, started from the EM fit: ``num_samples`` draws after
+    ``warmup_steps`` per chain; the draws are relabelled to the EM fit's state order, the fitted parameters are their
+    mean, and ``mcmc_`` holds them for :func:`emvi.analysis.hmm.hmm_inference_data` and LOO).
+    """
 
     def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = "em",
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
                  tol: float = 1e-4, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
-                 seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float64):
+                 num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
+                 device: str = "cpu", dtype: torch.dtype = torch.float64, verbose: bool = False):
         self.config = HMMConfig(num_states=num_states, emission=emission, num_categories=num_categories,
                                 initial=initial, floor=floor)
-        self.method = check_choice(method, "method", ("em", "svi"))
+        self.method = check_choice(method, "method", METHODS)
         self.max_iter = check_positive_int(max_iter, "max_iter")
         if not tol >= 0:
             raise ConfigError(f"tol must be >= 0, got {tol}")
         self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
-        self.seed, self.device, self.dtype = seed, resolve_device(device), dtype
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
+        self.num_chains = check_positive_int(num_chains, "num_chains")
+        self.seed, self.device, self.dtype, self.verbose = seed, resolve_device(device), dtype, verbose
 
     def _data(self, x, lengths):
         if isinstance(x, (list, tuple)):
@@ -89,7 +103,11 @@ class HMM:
         model = HMMModel(self.config, x.shape[-1], dtype=self.dtype).to(self.device)
         initialise_hmm(model, x, lengths, torch.Generator().manual_seed(self.seed))
         start = time.perf_counter()
-        if self.method == "em":
+        self.mcmc_ = None
+        if self.method == "mcmc":
+            self.mcmc_ = self._fit_mcmc(model, x, lengths)
+            self.history_, self.converged_, self.n_iter_ = [], True, self.num_samples
+        elif self.method == "em":
             result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
             self.history_ = list(result.log_likelihood_history)
             self.converged_, self.n_iter_ = result.converged, result.n_iter
@@ -109,6 +127,26 @@ class HMM:
         with torch.no_grad():
             self.log_likelihood_ = float(model.log_likelihood(x, lengths).sum())
         return self
+
+    def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):
+        from ..analysis.arviz_io import relabel_components
+        from ..inference.mcmc import fit_mcmc
+
+        # The chain samples a Bayesian copy of the same model, started from the EM fit to shorten warm-up.
+        fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
+        bayesian = HMMModel(self.config, x.shape[-1], dtype=self.dtype).to(self.device)
+        valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+        observed = x[valid]  # (sum of lengths, D)
+        bayesian.bayesian(observed.mean(0), observed.var(0, unbiased=False))
+        names = bayesian.sampled_names()
+        start = {name: getattr(model, name).detach().clone() for name in names}
+        result = fit_mcmc(bayesian, x, lengths, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
+                          num_chains=self.num_chains, seed=self.seed, init_values=start, max_plate_nesting=1,
+                          progress=self.verbose, sum_states_by="recursion")
+        result.samples = relabel_hmm_draws(result.samples, model, relabel_components)
+        for name in names:
+            model.set_parameter(name, result.samples[name].flatten(0, 1).mean(0))
+        return result
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):
@@ -167,6 +205,17 @@ class HMM:
         return {name: getattr(self.model_, name).detach().cpu() for name in self.model_.parameter_names()}
 
 
+def relabel_hmm_draws(samples: dict[str, torch.Tensor], reference: HMMModel, relabel) -> dict[str, torch.Tensor]:
+    """Undo label switching in HMM draws ``{site: (chain, draw, ...)}``: per draw, the state permutation that best
+    matches ``reference``'s emission parameters (Hungarian assignment by ``relabel``, see
+    :func:`emvi.analysis.arviz_io.relabel_components`) is applied to the states of every site: π's one axis,
+    both axes of A, the emission parameters' first axis."""
+    key = reference.parameter_names()[2]  # means / rates / probs
+    axes = {name: (0, 1) if name == "transition" else (0,) for name in samples}
+    relabelled, _ = relabel(samples, key=key, reference=getattr(reference, key).detach(), component_axes=axes)
+    return relabelled
+
+
 # -- registry hooks: what `emvi fit|evaluate|sample hmm` call (attached in emvi.analysis.hmm) --------------------------
 
 CHECKPOINT = "checkpoint.pt"
@@ -179,15 +228,19 @@ def _sequences(data):
 
 def registry_fit(model: HMMModel, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
                  extra_config=None) -> dict:
-    """Baum-Welch (``epochs`` = max_iter) on the data's sequences (one ``(T, D)`` table is one sequence)."""
+    """Baum-Welch (``epochs`` = max_iter) or NUTS (``epochs`` draws after as many warm-up steps, started from
+    Baum-Welch) on the data's sequences (one ``(T, D)`` table is one sequence); the state (and the MCMC draws) go to
+    ``run_dir/checkpoint.pt``."""
     import json
     from pathlib import Path
 
     from ..inference.checkpoint import save_checkpoint
 
     cfg = model.config
-    estimator = HMM(cfg.num_states, cfg.emission, initial=cfg.initial, num_categories=cfg.num_categories,
-                    floor=cfg.floor, max_iter=max(train_config.epochs, 1), seed=train_config.seed)
+    steps = max(train_config.epochs, 1)
+    estimator = HMM(cfg.num_states, cfg.emission, method=method, initial=cfg.initial,
+                    num_categories=cfg.num_categories, floor=cfg.floor, max_iter=100 if method == "mcmc" else steps,
+                    num_samples=steps, warmup_steps=steps, seed=train_config.seed, verbose=train_config.progress)
     x, lengths = _sequences(train_data)
     with warnings.catch_warnings():
         warnings.simplefilter("always", ConvergenceWarning)
@@ -199,9 +252,13 @@ def registry_fit(model: HMMModel, guide, train_data, *, method: str, train_confi
                "seconds": estimator.fit_seconds_}
     if valid_data is not None:
         summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
+    state = {"model": model.state_dict(), "summary": dict(summary), "config": json.dumps(extra_config or {}, default=str)}
+    if estimator.mcmc_ is not None:
+        state["mcmc_samples"] = estimator.mcmc_.samples
+        state["mcmc_diverging"] = estimator.mcmc_.extra_fields.get("diverging", torch.zeros(0))
+        summary["num_divergent"] = estimator.mcmc_.num_divergent
     if run_dir is not None:
-        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
-                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / CHECKPOINT)
+        save_checkpoint(state, Path(run_dir) / CHECKPOINT)
     summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
     return summary
 

@@ -72,3 +72,21 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         diverging[chain, list(indices)] = True
     extra = {"diverging": diverging}
     return MCMCResult(samples, diagnostics, num_divergent, seconds, extra)
+
+
+def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """The draws ``{site: (chain, draw, ...)}`` and the divergence flags ``(chain, draw)`` (or None) that an
+    ``--method mcmc`` fit saved in ``run_dir/checkpoint.pt``."""
+    from pathlib import Path
+
+    from ..errors import CheckpointError
+    from .checkpoint import load_checkpoint
+
+    path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
+    if path is None or not path.is_file():
+        raise CheckpointError(f"no MCMC draws: {path} is missing; fit with --method mcmc or pass samples=")
+    state = load_checkpoint(path)
+    if "mcmc_samples" not in state:
+        raise CheckpointError(f"{path} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
+    diverging = state.get("mcmc_diverging")
+    return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)

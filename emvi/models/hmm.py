@@ -10,6 +10,10 @@ Shapes: ``x`` ``(batch, T, D)`` padded to the longest sequence (categorical: int
 ``(batch,)``; steps t >= L_n are masked out. ``π`` ``(K,)``, ``A`` ``(K, K)`` (rows sum to one), emission parameters
 ``(K, D)`` (``(K, D, C)`` for categorical).
 
+For NUTS (:meth:`HMMModel.bayesian`) the globals become sample sites with proper priors::
+
+    π ~ Dirichlet(1),  A_k ~ Dirichlet(1),  θ_k ~ p(θ)       (see :meth:`HMMModel.bayesian`)
+
 The Pyro model enumerates the chain, so ``TraceEnum_ELBO`` gives the exact marginal log p(x). The same distributions
 (:meth:`HMMModel.emissions`, ``π``, ``A``) feed an exact forward-backward recursion in log space
 (:meth:`HMMModel.forward_backward`): the E-step of Baum-Welch (posterior state marginals and pairwise
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroModule, PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
 from .._plates import data_plate
@@ -125,6 +129,7 @@ class HMMModel(PyroModule):
         self.config = config
         k, d = config.num_states, num_features
         self.num_features = num_features
+        self.is_bayesian = False
         self.initial_probs = PyroParam(torch.full((k,), 1.0 / k, dtype=dtype), constraint=constraints.simplex)
         self.transition = PyroParam(torch.full((k, k), 1.0 / k, dtype=dtype), constraint=constraints.simplex)
         if config.emission == "gaussian":
@@ -135,6 +140,36 @@ class HMMModel(PyroModule):
         else:
             c = config.num_categories
             self.probs = PyroParam(torch.full((k, d, c), 1.0 / c, dtype=dtype), constraint=constraints.simplex)
+
+    def bayesian(self, data_mean: torch.Tensor, data_variance: torch.Tensor) -> HMMModel:
+        """Replace the point-estimated globals by sample sites with proper priors, for NUTS:
+
+        π ~ Dirichlet(1) (free initial distribution only), each row A_k ~ Dirichlet(1); Gaussian means ~ Normal(m, 2 sd)
+        and variances ~ InverseGamma(2, v); Poisson rates ~ Gamma(1 + m, 1); categorical probabilities ~ Dirichlet(1);
+        m, v ``(D,)`` the data's mean and variance over the observed steps (weak priors centred on the data, as for
+        mixtures). The story is unchanged; NUTS samples ``forward(x, lengths, sum_states_by="recursion")``.
+        """
+        cfg = self.config
+        k, d = cfg.num_states, self.num_features
+        m, v = data_mean, data_variance.clamp_min(cfg.floor)
+        ones = torch.ones((), dtype=m.dtype, device=m.device)
+        if cfg.initial == "free":
+            self.initial_probs = PyroSample(dist.Dirichlet(ones.expand(k)))
+        self.transition = PyroSample(dist.Dirichlet(ones.expand(k, k)).to_event(1))
+        if cfg.emission == "gaussian":
+            self.means = PyroSample(dist.Normal(m, 2 * v.sqrt()).expand([k, d]).to_event(2))
+            self.variances = PyroSample(dist.InverseGamma(2 * ones, v).expand([k, d]).to_event(2))
+        elif cfg.emission == "poisson":
+            self.rates = PyroSample(dist.Gamma(1 + m, ones).expand([k, d]).to_event(2))
+        else:
+            self.probs = PyroSample(dist.Dirichlet(ones.expand(cfg.num_categories)).expand([k, d]).to_event(2))
+        self.is_bayesian = True
+        return self
+
+    def sampled_names(self) -> tuple[str, ...]:
+        """The global sites a Bayesian HMM samples (no ``initial_probs`` when π is the stationary distribution)."""
+        names = self.parameter_names()
+        return names if self.config.initial == "free" else tuple(n for n in names if n != "initial_probs")
 
     # -- the distributions -----------------------------------------------------------------------------------------
 
@@ -160,10 +195,23 @@ class HMMModel(PyroModule):
             return dist.Poisson(pick(self.rates)).to_event(1)
         return dist.Categorical(probs=pick(self.probs)).to_event(1)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, num_data: int | None = None):
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, num_data: int | None = None, *,
+                sum_states_by: str = "enumeration"):
+        """The story above for ``x`` ``(batch, T, D)``. ``sum_states_by="enumeration"``: each z_t is a sample site
+        enumerated by ``TraceEnum_ELBO``; ``"recursion"``: one factor log p(x_n | π, A, θ) per sequence from the
+        forward recursion, the same marginal (tested equal) without Pyro's per-step enumeration bookkeeping, which is
+        what NUTS wants since it evaluates the potential and its gradient thousands of times."""
+        check_choice(sum_states_by, "sum_states_by", ("enumeration", "recursion"))
         if lengths is None or x.dim() != 3:
-            raise DataError("HMM training by SVI needs sequences: x of shape (N, T, D) and lengths (N,), e.g. an .npz "
+            raise DataError("HMM training by SVI or MCMC needs sequences: x of shape (N, T, D) and lengths (N,), e.g. an .npz "
                             "file with arrays x and lengths; a single (T, D) sequence can be fit by --method em")
+        if self.is_bayesian:  # draw the globals outside the data plate
+            for name in self.sampled_names():
+                getattr(self, name)
+        if sum_states_by == "recursion":
+            with data_plate(x, num_data):
+                pyro.factor("x", self.log_likelihood(x, lengths))
+            return
         start, transition = self.start_probs(), self.transition
         with data_plate(x, num_data):
             z = None
@@ -265,8 +313,29 @@ class HMMModel(PyroModule):
         return log_likelihood, gamma, xi_sum
 
     def log_likelihood(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` exact log p(x_n) per sequence."""
-        return self.forward_backward(x, lengths)[0]
+        """``(N,)`` exact log p(x_n) per sequence: the forward half of :meth:`forward_backward` (differentiable)."""
+        if x.shape[1] > 1 and (x.is_cuda or x.shape[1] >= 1024 * x.shape[0]):
+            return self.forward_backward(x, lengths)[0]
+        return self._forward_log_likelihood(x, lengths)
+
+    @_one_thread_for_small_steps
+    def _forward_log_likelihood(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The scaled forward recursion alone: log p(x_n) = Σ_t log c_nt + shift_nt (see :meth:`forward_backward`).
+        Padded steps have unit emissions, so their scales are 1 and they add nothing."""
+        log_b = self.emission_log_prob(x, lengths)
+        shift = log_b.max(-1, keepdim=True).values
+        b = (log_b - shift).exp().transpose(0, 1)  # (T, N, K)
+        transition = self.transition
+        current = self.start_probs() * b[0]
+        scale = current.sum(-1, keepdim=True)
+        log_scales = [scale.log()]
+        alpha = current / scale
+        for t in range(1, x.shape[1]):
+            current = (alpha @ transition) * b[t]
+            scale = current.sum(-1, keepdim=True)
+            log_scales.append(scale.log())
+            alpha = current / scale
+        return torch.stack(log_scales).sum((0, 2)) + shift.sum((1, 2))
 
     @_one_thread_for_small_steps
     def viterbi(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -405,7 +474,7 @@ class HMMGuide(PyroModule):
         return None
 
 
-@register_model("hmm", config=HMMConfig, methods=("em", "svi"), elbo="enum", max_plate_nesting=1, sequential=True,
+@register_model("hmm", config=HMMConfig, methods=("em", "svi", "mcmc"), elbo="enum", max_plate_nesting=1, sequential=True,
                 description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated")
 def build_hmm(config: HMMConfig, data_info: DataInfo):
     return HMMModel(config, data_info.event_shape[-1]), HMMGuide()

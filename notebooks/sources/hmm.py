@@ -10,11 +10,14 @@ md("""# Hidden Markov models: mixtures for non-iid data
 An HMM is a mixture whose assignments form a Markov chain: z_t | z_{t-1} ~ Categorical(A[z_{t-1}]). The chain is
 still summed out exactly — Pyro enumerates each z_t under `pyro.markov`, and the same distributions feed the
 forward-backward recursion that is Baum-Welch's E-step. This notebook fits a Poisson HMM to count sequences of
-different lengths by EM and by SVI, checks the likelihood against hmmlearn, and decodes the states.""")
+different lengths by EM, by SVI and by NUTS, checks the likelihood against hmmlearn, decodes the states, and chooses
+the number of states by leave-one-sequence-out cross-validation (PSIS-LOO in ArviZ).""")
 code("""# Parameters
 NUM_SEQUENCES = 8
 LENGTH = 80
 SVI_EPOCHS = 15
+NUTS_DRAWS = 60  # per fit, after as many warm-up steps; 500 or more for real use
+CANDIDATE_STATES = (2, 3)
 SEED = 0""")
 code("""import matplotlib.pyplot as plt
 import numpy as np
@@ -68,6 +71,34 @@ axes[1].step(range(first), relabel[paths[0, :first]].numpy(), label="Viterbi", w
 axes[1].legend(); axes[1].set_xlabel("t")
 accuracy = np.mean(np.concatenate([relabel[paths[i, :len(s)]].numpy() == states[i] for i, s in enumerate(sequences)]))
 print(f"Viterbi recovers {accuracy:.1%} of the true states")""")
+md("""## How many states? NUTS draws, LOO over sequences, next to BIC
+
+`method="mcmc"` samples the Bayesian HMM (Dirichlet priors on π and A, weak Gamma priors on the rates) with NUTS, the
+states summed out by the forward recursion, starting from the EM fit. The draws are relabelled to the EM fit's state
+order (label switching), and the pointwise log-likelihood is per sequence, so LOO leaves out whole sequences. With few
+sequences LOO is coarse; BIC of the EM fits is printed beside it.""")
+code("""import warnings
+
+import arviz as az
+
+from emvi.analysis.hmm import hmm_inference_data
+from emvi.analysis.report import compare_fits
+from emvi.data import ArrayDataset
+
+data = ArrayDataset(x=x, lengths=lens)
+fits, bic = {}, {}
+for k in CANDIDATE_STATES:
+    nuts = HMM(k, "poisson", method="mcmc", num_samples=NUTS_DRAWS, warmup_steps=NUTS_DRAWS, seed=SEED).fit(sequences)
+    fits[f"K={k}"] = hmm_inference_data(nuts.model_, None, data, method="mcmc", samples=nuts.mcmc_.samples)
+    bic[f"K={k}"] = HMM(k, "poisson", max_iter=200, seed=SEED).fit(sequences).bic(sequences)
+    print(f"K={k}: {nuts.mcmc_.num_divergent} divergent transitions, {nuts.mcmc_.seconds:.1f} s")
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", UserWarning)  # Pareto k warnings: expected with few sequences and few draws
+    table = compare_fits(fits)
+table["bic"] = [bic[name] for name in table.index]
+print(table[["rank", "elpd_loo", "se", "elpd_diff", "dse", "bic"]])
+print(fits["K=3"].posterior.attrs["relabelled"])
+az.plot_posterior(fits["K=3"], var_names=["rates"]);""")
 nb["cells"] = cells
 nb["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
 nbf.write(nb, "notebooks/hmm.ipynb")
