@@ -228,15 +228,15 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_analyze(args) -> int:
-    from .analysis.report import compare_fits, is_point_fit, plot_comparison, write_analysis
+    from .analysis.local_latents import held_out_log_likelihood
+    from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
     from .runs import held_out_split, load_run
 
     fits, held_out = {}, {}
     for run_dir in args.run_dirs:
         entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root)
         if entry.inference_data is None:
-            raise ConfigError(f"model {entry.name!r} has no ArviZ export; analyze supports models with global latents "
-                              "(mixture, hmm, composed discrete)")
+            raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models analyze supports")
         method = resolved.get("method", "svi")
         train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),
                                                 seed=resolved["train"]["seed"])
@@ -245,11 +245,14 @@ def _cmd_analyze(args) -> int:
         for kind, path in write_analysis(idata, run_dir).items():
             print(f"  {kind}: {path}")
         fits[Path(run_dir).name] = idata
-        if is_point_fit(idata):
+        if len(args.run_dirs) > 1 and not loo_applies(idata):
             if valid_part is None:
-                raise ConfigError(f"{run_dir} is a point fit with no held-out data to compare on; refit with --valid-fraction > 0")
-            held = entry.inference_data(model, guide, valid_part, method=method, num_samples=1, run_dir=Path(run_dir))
-            held_out[Path(run_dir).name] = float(held.log_likelihood.to_array().sum())
+                raise ConfigError(f"{run_dir} cannot be compared by LOO (a point fit, or a posterior over per-item "
+                                  "latents) and has no held-out data; refit with --valid-fraction > 0")
+            draws = 1 if is_point_fit(idata) else args.num_samples  # importance samples of per-item latents
+            held = entry.inference_data(model, guide, valid_part, method=method, num_samples=draws,
+                                        run_dir=Path(run_dir))
+            held_out[Path(run_dir).name] = held_out_log_likelihood(held)
     if len(fits) > 1:
         table = compare_fits(fits, held_out=held_out if held_out else None)
         out = Path(args.compare_out) if args.compare_out else Path(args.run_dirs[0]).parent

@@ -60,8 +60,25 @@ def test_analyze_writes_netcdf_summary_plots_and_compares_k(counts_file, tmp_pat
     assert (tmp_path / "comparison.png").is_file()
 
 
-def test_analyze_refuses_models_without_global_latents(tmp_path):
+def test_analyze_exports_per_item_latents_of_a_gaussian_composed_model(tmp_path):
+    import arviz as az
+
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((40, 4)).round())
     assert main(["fit", "composed", str(tmp_path / "x.npy"), "--epochs", "1", "--run-dir", str(tmp_path / "r"),
                  "--progress", "false", "--no-plots"]) == 0
+    assert main(["analyze", str(tmp_path / "r"), "--num-samples", "6"]) == 0
+    idata = az.from_netcdf(str(tmp_path / "r" / "inference_data.nc"))
+    assert idata.posterior.attrs["latent_posterior"] == "local"
+    assert idata.posterior["t"].sizes["draw"] == 6 and idata.posterior["t"].sizes["obs"] == 36  # 10% held out
+    from emvi.analysis.report import from_run
+
+    again = from_run(tmp_path / "r", num_samples=3)
+    np.testing.assert_array_equal(again.observed_data["x"].values, idata.observed_data["x"].values)
+
+
+def test_analyze_refuses_a_model_without_an_export(tmp_path):
+    counts = np.random.default_rng(0).poisson(2.0, size=(30, 6)) + 1
+    np.save(tmp_path / "counts.npy", counts.astype(float))
+    assert main(["fit", "prodlda", str(tmp_path / "counts.npy"), "--num-topics", "2", "--epochs", "1",
+                 "--run-dir", str(tmp_path / "r"), "--progress", "false", "--no-plots"]) == 0
     assert main(["analyze", str(tmp_path / "r")]) == 2

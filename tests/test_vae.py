@@ -271,3 +271,47 @@ def test_cli_fit_evaluate_sample_round_trip(tmp_path):
     assert metrics["is_loglik_nats"] >= metrics["elbo_nats"]  # log-mean-exp >= mean for every item, so also on average
     assert main(["sample", str(run_dir), "--num-samples", "8"]) == 0
     assert (run_dir / "samples.npy").is_file() and (run_dir / "samples.png").is_file()
+
+
+def test_arviz_export_draws_latents_from_the_guide_and_its_weights_are_the_models_densities(trained_digits_vae):
+    """Recompute every exported number by hand: log p(x | t) from the decoder, log p(t) from Normal(0, I) and
+    log q(t | x) from the guide's distribution at the exported draws."""
+    from emvi.analysis.local_latents import held_out_log_likelihood, local_latent_inference_data
+    from emvi.analysis.report import loo_applies
+
+    model, guide, data, _ = trained_digits_vae
+    idata = local_latent_inference_data(model, guide, data, num_samples=7, max_items=40, model_name="vae")
+    t = torch.as_tensor(idata.posterior["t"].values[0]).float()  # (S, N, q)
+    x = data.x[:40]
+    assert t.shape == (7, 40, 4) and idata.posterior["t"].dims == ("chain", "draw", "obs", "t_dim")
+    with torch.no_grad():
+        conditional = model.observation_distribution(t).log_prob(x)  # (S, N)
+        prior = torch.distributions.Normal(0.0, 1.0).log_prob(t).sum(-1)
+        guide_density = guide.distribution(x).log_prob(t).sum(-1)
+    torch.testing.assert_close(torch.as_tensor(idata.log_likelihood["x"].values[0]).float(), conditional,
+                               rtol=1e-5, atol=1e-4)
+    weights = torch.as_tensor(idata.sample_stats["log_importance_weight"].values[0]).float()
+    torch.testing.assert_close(weights, conditional + prior - guide_density, rtol=1e-5, atol=1e-4)
+    assert idata.posterior_predictive["x"].shape == (1, 7, 40, 64)
+    # per item, log-mean-exp of the weights (importance) is at least their mean (the ELBO): Jensen, draw by draw
+    importance = torch.logsumexp(weights, 0) - math.log(7)
+    assert (importance >= weights.mean(0) - 1e-6).all()
+    assert held_out_log_likelihood(idata) == pytest.approx(float(importance.sum()), rel=1e-6)
+    assert not loo_applies(idata) and idata.posterior.attrs["latent_posterior"] == "local"
+
+
+def test_cli_analyze_compares_vae_runs_by_held_out_likelihood_not_loo(tmp_path):
+    import pandas as pd
+
+    from emvi.cli import main
+
+    for name, latent in (("q2", "2"), ("q4", "4")):
+        assert main(["fit", "vae", "--dataset", "digits", "--binarize", "static", "--latent-dim", latent,
+                     "--hidden-dims", "16", "--epochs", "1", "--limit", "300", "--run-dir", str(tmp_path / name),
+                     "--no-plots", "--progress", "false"]) == 0
+    assert main(["analyze", str(tmp_path / "q2"), str(tmp_path / "q4"), "--num-samples", "5",
+                 "--compare-out", str(tmp_path)]) == 0
+    for name in ("inference_data.nc", "posterior_summary.csv", "bounds.png", "posterior_predictive.png"):
+        assert (tmp_path / "q2" / name).is_file(), name
+    table = pd.read_csv(tmp_path / "comparison.csv", index_col=0)
+    assert set(table.index) == {"q2", "q4"} and "held-out" in table["criterion"].iloc[0]

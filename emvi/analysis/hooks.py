@@ -12,19 +12,20 @@ from .. import models as _builtin_models  # noqa: F401  (registers the entries t
 from ..inference.pointwise import pointwise_log_likelihood, posterior_predictive
 from ..registry import attach_hooks
 from .arviz_io import to_inference_data
+from .local_latents import local_latent_inference_data
 
 NUM_REPLICATIONS = 100
 """Replicated data sets drawn for the posterior predictive group of a point fit (plug-in predictive)."""
 
 
 def composed_inference_data(model, guide, data, *, method, num_samples, run_dir=None):
-    """InferenceData for a composed model with a discrete latent (a mixture): its MAP parameters as one draw."""
-    from ..errors import ConfigError
-
+    """InferenceData for a composed model. With a discrete latent (a mixture): its MAP parameters as one draw; with a
+    Gaussian latent (per item, amortised guide): guide draws of each item's latent, see
+    :func:`emvi.analysis.local_latents.local_latent_inference_data`."""
     config = model.config
     if config.latent != "discrete":
-        raise ConfigError("ArviZ export of a composed model needs a discrete latent (global mixture parameters); "
-                          "a gaussian latent has only network weights")
+        return local_latent_inference_data(model, guide, data, method=method, num_samples=num_samples,
+                                           model_name="composed")
     x = data.tensors[0]
     with torch.no_grad():
         params = model.component_params.detach()
@@ -58,7 +59,17 @@ def composed_inference_data(model, guide, data, *, method, num_samples, run_dir=
     )
 
 
+def _named_local_export(name: str):
+    def export(model, guide, data, *, method, num_samples, run_dir=None):
+        return local_latent_inference_data(model, guide, data, method=method, num_samples=num_samples, model_name=name)
+
+    export.__name__ = f"{name}_inference_data"
+    export.__doc__ = f"InferenceData of a {name} fit: guide draws of each item's latent (see emvi.analysis.local_latents)."
+    return export
+
+
 attach_hooks("composed", inference_data=composed_inference_data)
+attach_hooks("vae", inference_data=_named_local_export("vae"))
 
 from . import hmm as _hmm_hooks  # noqa: E402, F401  (HMM fit, load, evaluate, sample)
 from . import lda as _lda_hooks  # noqa: E402, F401  (LDA / prodLDA evaluate and InferenceData)

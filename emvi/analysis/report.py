@@ -3,7 +3,8 @@
 A model takes part through its registry hook ``inference_data(model, guide, data, *, method, num_samples, run_dir)``,
 which returns an ``arviz.InferenceData`` with groups ``posterior``, ``log_likelihood`` (pointwise and marginal over
 enumerated sites), ``posterior_predictive``, ``observed_data`` and, for MCMC, ``sample_stats``. Point fits (EM, MAP)
-have a posterior of one draw; for them LOO and WAIC are meaningless, so comparison uses the held-out
+have a posterior of one draw, and exports of per-item latents (the VAE, :mod:`emvi.analysis.local_latents`) have a
+posterior over local latents only; for both LOO and WAIC are meaningless, so comparison uses the held-out
 log-likelihood instead, and the table says which criterion it used.
 """
 
@@ -26,6 +27,12 @@ def is_point_fit(idata) -> bool:
     return posterior.sizes.get("chain", 1) * posterior.sizes.get("draw", 1) == 1
 
 
+def loo_applies(idata) -> bool:
+    """LOO/WAIC estimate predictive accuracy only from draws of the global parameters: not for a point fit, and not
+    for an export whose posterior is over per-item latents (``attrs["latent_posterior"] == "local"``)."""
+    return not is_point_fit(idata) and idata.posterior.attrs.get("latent_posterior") != "local"
+
+
 def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, Path]:
     """Write ``inference_data.nc``, ``posterior_summary.csv`` and PNG plots into ``run_dir``."""
     az = _arviz()
@@ -40,7 +47,10 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
     idata.to_netcdf(str(outputs["netcdf"]))
 
     point = is_point_fit(idata)
-    if point:  # one draw: the estimate itself; spreads, HDIs, ESS and R-hat are undefined
+    local = idata.posterior.attrs.get("latent_posterior") == "local"
+    if local:  # independent guide draws of many items' latents: spreads and HDIs; ESS and R-hat say nothing here
+        summary = az.summary(idata, kind="stats", hdi_prob=0.94)
+    elif point:  # one draw: the estimate itself; spreads, HDIs, ESS and R-hat are undefined
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             summary = az.summary(idata, kind="stats")[["mean"]].rename(columns={"mean": "estimate"})
@@ -49,7 +59,9 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
     outputs["summary"] = run_dir / "posterior_summary.csv"
     summary.to_csv(outputs["summary"])
 
-    if not point:
+    if local:
+        outputs["bounds"] = _plot_bounds(idata, run_dir / "bounds.png", plt)
+    elif not point:
         axes = az.plot_trace(idata, compact=True)
         fig = np.asarray(axes).ravel()[0].figure
         outputs["trace"] = _save(fig, run_dir / "trace.png", plt)
@@ -65,6 +77,22 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(ax).ravel()[0].figure
         outputs["ppc"] = _save(fig, run_dir / "posterior_predictive.png", plt)
     return outputs
+
+
+def _plot_bounds(idata, path: Path, plt) -> Path:
+    """Per item: the ELBO (mean log weight over the guide draws) against the importance-sampled log p(x_n)."""
+    weights = np.asarray(idata.sample_stats["log_importance_weight"].values).reshape(-1, idata.posterior.sizes["obs"])
+    elbo = weights.mean(0)
+    peak = weights.max(0)
+    importance = peak + np.log(np.exp(weights - peak).mean(0))
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(importance, elbo, s=6)
+    lims = [min(elbo.min(), importance.min()), max(elbo.max(), importance.max())]
+    ax.plot(lims, lims, "k--", lw=1, label="ELBO = log p(x)")
+    ax.set_xlabel(f"importance-sampled log p(x_n), S = {weights.shape[0]}")
+    ax.set_ylabel("ELBO of item n")
+    ax.legend()
+    return _save(fig, path, plt)
 
 
 def _save(fig, path: Path, plt) -> Path:
@@ -84,12 +112,13 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, float] | None =
     import pandas as pd
 
     az = _arviz()
-    if all(not is_point_fit(idata) for idata in fits.values()):
+    if all(loo_applies(idata) for idata in fits.values()):
         table = az.compare(dict(fits), ic="loo")
         table["criterion"] = "elpd_loo"
         return table
     if held_out is None or set(held_out) != set(fits):
-        raise ConfigError("some fits are point estimates (EM/MAP) where LOO is meaningless; pass held-out log-likelihoods for every fit")
+        raise ConfigError("some fits are point estimates (EM/MAP) or posteriors over per-item latents, where LOO is "
+                          "meaningless; pass held-out log-likelihoods for every fit")
     rows = []
     for name, value in held_out.items():
         idata = fits[name]
@@ -97,7 +126,7 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, float] | None =
         rows.append({"model": name, "held_out_log_likelihood": value, "num_parameters": num_params})
     table = pd.DataFrame(rows).set_index("model").sort_values("held_out_log_likelihood", ascending=False)
     table["rank"] = range(len(table))
-    table["criterion"] = "held-out log-likelihood (point fits: LOO is not defined)"
+    table["criterion"] = "held-out log-likelihood (LOO is not defined for point fits or per-item latents)"
     return table
 
 
@@ -121,3 +150,16 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return json.loads(json.dumps(value, default=str))
+
+
+def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
+    """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
+    out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
+    from ..runs import held_out_split, load_run
+
+    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
+    if entry.inference_data is None:
+        raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
+    train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=resolved["train"]["seed"])
+    return entry.inference_data(model, guide, train_part, method=resolved.get("method", "svi"), num_samples=num_samples,
+                                run_dir=Path(run_dir))

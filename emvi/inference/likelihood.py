@@ -74,16 +74,31 @@ def _site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | Non
     return total
 
 
+def importance_traces(model, guide, x: torch.Tensor, num_samples: int, *, max_plate_nesting: int = 1, **kwargs):
+    """``(guide_trace, model_trace)``: K = ``num_samples`` draws t ~ q(t | x) per item, vectorised by a plate of K
+    outside the model's plates (every latent value has shape ``(K, batch, ...)``), and the model replayed at them."""
+    with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
+        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+    return guide_trace, model_trace
+
+
+def site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None = None) -> torch.Tensor:
+    """``(K, batch)``: Σ over the sample sites of ``trace`` (only observed ones, only latent ones, or all for
+    ``observed=None``) of log p(value), per draw and item, unscaled by plates."""
+    return _site_log_probs(trace, num_samples, batch, observed=observed)
+
+
 def log_importance_weights(model, guide, x: torch.Tensor, num_samples: int, *, from_prior: bool = False,
                            max_plate_nesting: int = 1, **kwargs) -> torch.Tensor:
     """``(K, batch)`` log weights: ``log p(x, t) - log q(t | x)`` with t ~ q, or ``log p(x | t)`` with t ~ p(t)."""
     batch = x.shape[0]
-    with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
-        if from_prior:
+    if from_prior:
+        with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
             model_trace = poutine.trace(model).get_trace(x, **kwargs)
-            return _site_log_probs(model_trace, num_samples, batch, observed=True)
-        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+        return _site_log_probs(model_trace, num_samples, batch, observed=True)
+    guide_trace, model_trace = importance_traces(model, guide, x, num_samples, max_plate_nesting=max_plate_nesting,
+                                                 **kwargs)
     log_joint = _site_log_probs(model_trace, num_samples, batch, observed=None)
     return log_joint - _site_log_probs(guide_trace, num_samples, batch, observed=None)
 
