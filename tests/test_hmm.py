@@ -82,6 +82,34 @@ def test_enumerated_pyro_model_gives_the_exact_marginal_with_masking():
     assert pyro_marginal == pytest.approx(float(exact.sum()), rel=1e-10)
 
 
+def test_posterior_marginals_and_viterbi_equal_pyros_exact_enumeration():
+    """Baum-Welch's E-step (γ) equals TraceEnum_ELBO.compute_marginals on the enumerated Pyro model, and the Viterbi
+    path equals infer_discrete's MAP assignment (temperature 0), padded sequences included."""
+    from pyro.infer import infer_discrete
+
+    _, model, x = _reference("poisson", seed=4)
+    xt = torch.as_tensor(x[:30], dtype=torch.float64)
+    padded = torch.zeros(2, 30, xt.shape[1], dtype=torch.float64)
+    padded[0], padded[1, :17] = xt, xt[:17]
+    lengths = torch.tensor([30, 17])
+    with torch.no_grad():
+        _, gamma, _ = model.forward_backward(padded, lengths)
+        path, _ = model.viterbi(padded, lengths)
+        marginals = TraceEnum_ELBO(max_plate_nesting=1).compute_marginals(model, HMMGuide(), padded, lengths)
+        decoded = poutine_trace_of(infer_discrete(model, first_available_dim=-2, temperature=0), padded, lengths)
+    for t in range(30):
+        probs = marginals[f"z_{t}"].probs if hasattr(marginals[f"z_{t}"], "probs") else marginals[f"z_{t}"].logits.softmax(-1)
+        valid = t < lengths
+        torch.testing.assert_close(probs.reshape(2, -1)[valid], gamma[valid, t], rtol=1e-9, atol=1e-12)
+        np.testing.assert_array_equal(decoded[f"z_{t}"]["value"].reshape(-1)[valid].numpy(), path[valid, t].numpy())
+
+
+def poutine_trace_of(model, *args):
+    from pyro import poutine
+
+    return poutine.trace(model).get_trace(*args).nodes
+
+
 def test_baum_welch_matches_hmmlearn_em_and_never_decreases():
     ref, model, x = _reference("gaussian", seed=3)
     sequences = [ref.sample(80, random_state=s)[0] for s in range(4)]
