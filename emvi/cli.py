@@ -227,6 +227,17 @@ def _cmd_sample(args) -> int:
     return 0
 
 
+def _summary_value(run_dir, key: str):
+    """``key`` from a run's ``summary.json`` (None if the run has no such summary or value)."""
+    import json
+
+    path = Path(run_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text()).get(key) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
 def _cmd_analyze(args) -> int:
     from .analysis.local_latents import held_out_log_likelihood
     from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
@@ -255,6 +266,9 @@ def _cmd_analyze(args) -> int:
             held_out[Path(run_dir).name] = held_out_log_likelihood(held)
     if len(fits) > 1:
         table = compare_fits(fits, held_out=held_out if held_out else None)
+        bic = {Path(d).name: _summary_value(d, "bic") for d in args.run_dirs}
+        if any(value is not None for value in bic.values()):  # BIC of the fitted parameters, beside LOO or held-out
+            table["bic"] = [bic.get(name) for name in table.index]
         out = Path(args.compare_out) if args.compare_out else Path(args.run_dirs[0]).parent
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "comparison.csv")

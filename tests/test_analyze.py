@@ -76,9 +76,16 @@ def test_analyze_exports_per_item_latents_of_a_gaussian_composed_model(tmp_path)
     np.testing.assert_array_equal(again.observed_data["x"].values, idata.observed_data["x"].values)
 
 
-def test_analyze_refuses_a_model_without_an_export(tmp_path):
+def test_prodlda_export_replicates_each_document_with_its_own_length(tmp_path):
+    import arviz as az
+
     counts = np.random.default_rng(0).poisson(2.0, size=(30, 6)) + 1
     np.save(tmp_path / "counts.npy", counts.astype(float))
     assert main(["fit", "prodlda", str(tmp_path / "counts.npy"), "--num-topics", "2", "--epochs", "1",
-                 "--run-dir", str(tmp_path / "r"), "--progress", "false", "--no-plots"]) == 0
-    assert main(["analyze", str(tmp_path / "r")]) == 2
+                 "--valid-fraction", "0", "--run-dir", str(tmp_path / "r"), "--progress", "false", "--no-plots"]) == 0
+    assert main(["analyze", str(tmp_path / "r"), "--num-samples", "4"]) == 0
+    idata = az.from_netcdf(str(tmp_path / "r" / "inference_data.nc"))
+    assert idata.posterior["h"].shape == (1, 4, 30, 2)
+    replicated = idata.posterior_predictive["x"].values  # (1, 4, docs, vocabulary)
+    np.testing.assert_array_equal(replicated.sum(-1), np.broadcast_to(counts.sum(-1), (1, 4, 30)))
+    assert np.isfinite(idata.log_likelihood["x"].values).all()

@@ -418,11 +418,17 @@ def test_cli_fit_by_nuts_then_analyze_writes_the_relabelled_draws(tmp_path):
     path = tmp_path / "counts.npz"
     np.savez(path, x=x.numpy(), lengths=lengths.numpy())
     run_dir = tmp_path / "nuts"
-    assert main(["fit", "hmm", str(path), "--emission", "poisson", "-k", "2", "--method", "mcmc", "--epochs", "30",
-                 "--valid-fraction", "0", "--run-dir", str(run_dir), "--no-plots"]) == 0
+    for k, directory in (("2", run_dir), ("1", tmp_path / "one")):
+        assert main(["fit", "hmm", str(path), "--emission", "poisson", "-k", k, "--method", "mcmc", "--epochs", "30",
+                     "--valid-fraction", "0", "--run-dir", str(directory), "--no-plots"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == "mcmc" and summary["num_divergent"] >= 0
-    assert main(["analyze", str(run_dir)]) == 0
+    assert main(["analyze", str(run_dir), str(tmp_path / "one"), "--compare-out", str(tmp_path)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "comparison.csv", index_col=0)
+    assert list(table.index) == ["nuts", "one"] and (table["criterion"] == "elpd_loo").all()
+    assert table.loc["nuts", "bic"] < table.loc["one", "bic"]  # BIC agrees with LOO on two states
     idata = az.from_netcdf(str(run_dir / "inference_data.nc"))
     assert idata.posterior.sizes["draw"] == 30 and "diverging" in idata.sample_stats
     assert idata.log_likelihood["x"].shape == (1, 30, 16)

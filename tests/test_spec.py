@@ -169,3 +169,13 @@ def test_cli_errors_are_one_line(spec_file, tmp_path, monkeypatch, capsys, args,
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("emvi: error:") and message in err[0]
+
+
+def test_analyze_refuses_a_user_model_without_an_export(spec_file, tmp_path, capsys):
+    run_dir = tmp_path / "toy-run"
+    assert main(["fit", str(spec_file), "--set", f"outputs.run_dir={run_dir.as_posix()}", "--set",
+                 "outputs.plots=false"]) == 0
+    capsys.readouterr()
+    assert main(["analyze", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "has no ArviZ export" in err

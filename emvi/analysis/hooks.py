@@ -70,6 +70,7 @@ def _named_local_export(name: str):
 
 attach_hooks("composed", inference_data=composed_inference_data)
 attach_hooks("vae", inference_data=_named_local_export("vae"))
+attach_hooks("prodlda", inference_data=_named_local_export("prodlda"))
 
 from . import hmm as _hmm_hooks  # noqa: E402, F401  (HMM fit, load, evaluate, sample)
 from . import lda as _lda_hooks  # noqa: E402, F401  (LDA / prodLDA evaluate and InferenceData)

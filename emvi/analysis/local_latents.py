@@ -1,10 +1,10 @@
 """ArviZ InferenceData for models whose only latents are per item and continuous, fit by SVI with an amortised guide:
-the VAE and composed models with a Gaussian latent. (prodLDA is not served: its batch norm and its per-document
-word totals do not vectorise over draws as written.)
+the VAE, prodLDA, and composed models with a Gaussian latent.
 
 Their global parameters are network weights, point estimates with no posterior; what a guide gives is a posterior over
-each item's latent, q(t_n | x_n). So the export draws S latents per item from the guide (Pyro's vectorised replay,
-as :mod:`emvi.inference.likelihood` does for log p(x)) and records, for the first ``max_items`` items:
+each item's latent, q(t_n | x_n). So the export draws S latents per item from the guide (one guide pass and one
+replayed model pass per draw, so batch-normalised networks see the ``(N, D)`` batches they were trained on) and
+records, for the first ``max_items`` items:
 
 * ``posterior``: each latent site ``(chain=1, draw=S, obs, <site>_dim)``, t_{n,s} ~ q(t | x_n);
 * ``log_likelihood`` ``x`` ``(1, S, obs)``: log p(x_n | t_{n,s}), conditional on each draw (what Pyro's Predictive
@@ -14,7 +14,8 @@ as :mod:`emvi.inference.likelihood` does for log p(x)) and records, for the firs
   draws is the ELBO of item n, its log-mean-exp the importance-sampled log p(x_n) (a tighter bound), and their
   difference shrinks with S: the lower bound at work, per item;
 * ``posterior_predictive`` ``x`` ``(1, R, obs, feature)``: x ~ p(x | t_{n,s}) for the first R = min(S, 20) draws
-  (replicated data sets are as large as the data);
+  (replicated data sets are as large as the data); a multinomial observation (a document's word counts) is
+  replicated with that document's own length;
 * ``observed_data`` ``x``.
 """
 
@@ -63,27 +64,32 @@ def local_latent_inference_data(model, guide, data, *, method: str = "svi", num_
     x = x.to(device)
     was_training = model.training, guide.training
     model.eval(), guide.eval()  # batch norm and dropout as at test time
+    batch, replicas = x.shape[0], min(num_samples, MAX_REPLICATED_DRAWS)
+    draws: dict[str, list[torch.Tensor]] = {}
+    conditional, log_weight, replicated = [], [], []
     try:
-        guide_trace, model_trace = importance_traces(model, guide, x, num_samples)
+        for s in range(num_samples):
+            guide_trace, model_trace = importance_traces(model, guide, x, None)
+            conditional.append(site_log_probs(model_trace, 1, batch, observed=True)[0])  # (N,)
+            log_weight.append((site_log_probs(model_trace, 1, batch) - site_log_probs(guide_trace, 1, batch))[0])
+            for name, site in guide_trace.nodes.items():
+                if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample":
+                    draws.setdefault(name, []).append(site["value"].reshape(batch, -1))  # (N, latent size)
+            if s < replicas:
+                observed = next(site for site in model_trace.nodes.values()
+                                if site["type"] == "sample" and site["is_observed"])
+                replicated.append(_replicate(observed["fn"], observed["value"]).reshape(batch, -1))
     finally:
         model.train(was_training[0]), guide.train(was_training[1])
-    batch = x.shape[0]
-    conditional = site_log_probs(model_trace, num_samples, batch, observed=True)  # (S, N)
-    log_weight = site_log_probs(model_trace, num_samples, batch) - site_log_probs(guide_trace, num_samples, batch)
+    if not draws:
+        raise ConfigError("the guide draws no latent site; nothing to export")
+    conditional, log_weight, replicated = torch.stack(conditional), torch.stack(log_weight), torch.stack(replicated)
     posterior, coords = {}, {"obs": list(range(batch))}
     dims = {"x": ["obs", "feature"], "log_importance_weight": ["obs"]}
-    for name, site in guide_trace.nodes.items():
-        if site["type"] != "sample" or site["is_observed"] or type(site["fn"]).__name__ == "_Subsample":
-            continue
-        value = site["value"].reshape(num_samples, batch, -1)  # (S, N, latent size)
-        posterior[name] = value[None]
+    for name, values in draws.items():
+        posterior[name] = torch.stack(values)[None]  # (1, S, N, latent size)
         dims[name] = ["obs", f"{name}_dim"]
-        coords[f"{name}_dim"] = list(range(value.shape[-1]))
-    if not posterior:
-        raise ConfigError("the guide draws no latent site; nothing to export")
-    observed_sites = [site for site in model_trace.nodes.values() if site["type"] == "sample" and site["is_observed"]]
-    replicas = min(num_samples, MAX_REPLICATED_DRAWS)
-    replicated = observed_sites[0]["fn"].sample().reshape(num_samples, batch, -1)[:replicas]
+        coords[f"{name}_dim"] = list(range(values[0].shape[-1]))
     coords["feature"] = list(range(replicated.shape[-1]))
     elbo = log_weight.mean(0)
     importance = torch.logsumexp(log_weight, 0) - math.log(num_samples)
@@ -107,6 +113,20 @@ def local_latent_inference_data(model, guide, data, *, method: str = "svi", num_
                "note": "network weights are point estimates; the posterior holds draws of each item's latent from "
                        "the amortised guide q(t | x)"},
     )
+
+
+def _replicate(fn, observed: torch.Tensor) -> torch.Tensor:
+    """A draw from the observation distribution ``fn`` (batch ``(1, N)`` or ``(N,)``). A multinomial's
+    ``total_count`` is only an upper bound on the counts in emvi's topic models (its log-density uses each row's own
+    total), so it is replicated with each row's observed total instead: that many categorical draws per row."""
+    base = fn.base_dist if isinstance(fn, torch.distributions.Independent) else fn
+    if not isinstance(base, torch.distributions.Multinomial):
+        return fn.sample()
+    logits = base.logits.reshape(-1, base.logits.shape[-1])  # (N, V)
+    totals = observed.reshape(logits.shape).sum(-1).round().long()  # (N,)
+    words = torch.distributions.Categorical(logits=logits).sample((int(totals.max().item()),))  # (L, N)
+    keep = (torch.arange(words.shape[0], device=words.device)[:, None] < totals).to(logits.dtype)
+    return torch.zeros_like(logits).scatter_add_(1, words.T, keep.T)
 
 
 def held_out_log_likelihood(idata) -> float:

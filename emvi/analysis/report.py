@@ -3,7 +3,7 @@
 A model takes part through its registry hook ``inference_data(model, guide, data, *, method, num_samples, run_dir)``,
 which returns an ``arviz.InferenceData`` with groups ``posterior``, ``log_likelihood`` (pointwise and marginal over
 enumerated sites), ``posterior_predictive``, ``observed_data`` and, for MCMC, ``sample_stats``. Point fits (EM, MAP)
-have a posterior of one draw, and exports of per-item latents (the VAE, :mod:`emvi.analysis.local_latents`) have a
+have a posterior of one draw, and exports of per-item latents (VAE, prodLDA: :mod:`emvi.analysis.local_latents`) have a
 posterior over local latents only; for both LOO and WAIC are meaningless, so comparison uses the held-out
 log-likelihood instead, and the table says which criterion it used.
 """

@@ -15,6 +15,7 @@ chunks whose log weights are combined by a streaming log-sum-exp, so memory stay
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -74,10 +75,14 @@ def _site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | Non
     return total
 
 
-def importance_traces(model, guide, x: torch.Tensor, num_samples: int, *, max_plate_nesting: int = 1, **kwargs):
+def importance_traces(model, guide, x: torch.Tensor, num_samples: int | None, *, max_plate_nesting: int = 1,
+                      **kwargs):
     """``(guide_trace, model_trace)``: K = ``num_samples`` draws t ~ q(t | x) per item, vectorised by a plate of K
-    outside the model's plates (every latent value has shape ``(K, batch, ...)``), and the model replayed at them."""
-    with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
+    outside the model's plates (every latent value has shape ``(K, batch, ...)``), and the model replayed at them.
+    ``num_samples=None`` draws once without that plate (values ``(batch, ...)``, what the networks saw in training)."""
+    with poutine.block(), contextlib.ExitStack() as stack:
+        if num_samples is not None:
+            stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)))
         guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
     return guide_trace, model_trace

@@ -217,9 +217,10 @@ def train(
                 batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
                 warmup = _kl_weight(config, epoch + step / steps_per_epoch)
                 loss = _loss(elbo, model, guide, batch, num_data, warmup)
-                if not torch.isfinite(loss):
+                value = loss.item()
+                if not math.isfinite(value):
                     raise NonFiniteLossError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+                        f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
                         f"kept{'' if run_dir is None else ' in ' + str(run_dir)}; lower --learning-rate or set --clip-grad-norm"
                     )
                 optimizer.zero_grad(set_to_none=True)
@@ -227,7 +228,6 @@ def train(
                 if config.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 optimizer.step()
-                value = loss.item()
                 total += value * index.shape[0]
                 seen += index.shape[0]
                 if bar is not None:

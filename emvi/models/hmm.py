@@ -337,6 +337,7 @@ class HMMModel(PyroModule):
             alpha = current / scale
         return torch.stack(log_scales).sum((0, 2)) + shift.sum((1, 2))
 
+    @torch.no_grad()
     @_one_thread_for_small_steps
     def viterbi(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MAP state paths ``(N, T)`` (-1 at padded steps) and their log joint probabilities ``(N,)``."""
