@@ -330,9 +330,13 @@ class MixtureModel(PyroModule):
     @torch.no_grad()
     def e_step(self, x: torch.Tensor):
         joint = self._enumerated_joint(x)  # (K, N)
-        log_norm = torch.logsumexp(joint, dim=0, keepdim=True)
+        # log-sum-exp over k fused with the normalisation: one exp pass over (K, N) instead of two
+        peak = joint.amax(0, keepdim=True)  # (1, N)
+        resp = joint.sub_(peak).exp_()
+        total = resp.sum(0, keepdim=True)  # Σ_k exp(joint - peak) >= 1
+        log_norm = peak + total.log()  # log p(x_n)
         # (N, K) responsibilities as a transposed view: the M-step's resp.T @ T(x) then reads contiguous memory.
-        return joint.sub_(log_norm).exp_().T, log_norm.sum() + self.log_prior()
+        return resp.div_(total).T, log_norm.sum() + self.log_prior()
 
     @torch.no_grad()
     def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:
