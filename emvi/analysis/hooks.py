@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .. import models as _builtin_models  # noqa: F401  (registers the entries the hooks attach to)
+from ..inference.em import registry_fit_em, registry_load_em
 from ..inference.pointwise import pointwise_log_likelihood, posterior_predictive
 from ..registry import attach_hooks
 from .arviz_io import to_inference_data
@@ -68,7 +69,7 @@ def _named_local_export(name: str):
     return export
 
 
-attach_hooks("composed", inference_data=composed_inference_data)
+attach_hooks("composed", inference_data=composed_inference_data, fit=registry_fit_em, load=registry_load_em)
 attach_hooks("vae", inference_data=_named_local_export("vae"))
 attach_hooks("prodlda", inference_data=_named_local_export("prodlda"))
 

@@ -116,3 +116,69 @@ def fit_em(
             stacklevel=2,
         )
     return result
+
+
+# -- registry hooks: ``emvi fit MODEL --method em`` for models that implement the EM protocol ------------------------
+
+EM_CHECKPOINT = "checkpoint.pt"
+
+
+def _observations(data) -> torch.Tensor:
+    if hasattr(data, "tensors"):
+        return data.tensors[0]
+    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
+
+
+def registry_fit_em(model, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
+                    extra_config=None) -> dict:
+    """The ``fit`` hook of a model with the EM protocol whose ``m_step(resp, x)`` takes responsibilities ``(N, K)``.
+
+    Starts as scikit-learn's ``init_params="kmeans"`` does: hard assignments to k-means++ centres (seeded by
+    ``train_config.seed``) and one M-step; then :func:`fit_em` for at most ``train_config.epochs`` iterations, in
+    float64. The fitted parameters are stored in the model's own dtype in ``run_dir/checkpoint.pt``.
+    """
+    import json
+    from pathlib import Path
+
+    from .checkpoint import save_checkpoint
+    from .initialization import hard_assignments, kmeans_plusplus
+
+    if method != "em":
+        raise ConfigError(f"this hook fits by em, got method {method!r}")
+    dtype = next(model.parameters()).dtype
+    x = _observations(train_data).to(torch.float64)
+    num_components = model.config.num_components
+    if num_components > x.shape[0]:
+        raise ConfigError(f"num_components={num_components} exceeds the {x.shape[0]} items; lower it")
+    model.to(torch.float64)
+    with torch.no_grad():
+        centres = kmeans_plusplus(x, num_components, torch.Generator().manual_seed(int(train_config.seed)))
+        model.m_step(hard_assignments(x, centres), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ConvergenceWarning)
+        result = fit_em(model, x, max_iter=max(int(train_config.epochs), 1), tol=1e-6)
+    summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
+               "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
+    with torch.no_grad():
+        if hasattr(model, "log_likelihood"):
+            summary["log_likelihood_per_item"] = float(model.log_likelihood(x).mean())
+            if valid_data is not None:
+                held_out = _observations(valid_data).to(torch.float64)
+                summary["valid_log_likelihood_per_item"] = float(model.log_likelihood(held_out).mean())
+    model.to(dtype)
+    if run_dir is not None:
+        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
+                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / EM_CHECKPOINT)
+    summary["history"] = [{"epoch": i, "train_loss": -value / result.num_data}
+                          for i, value in enumerate(result.log_likelihood_history)]
+    return summary
+
+
+def registry_load_em(model, guide, run_dir, device) -> None:
+    """Restore what :func:`registry_fit_em` saved."""
+    from pathlib import Path
+
+    from .checkpoint import load_checkpoint
+
+    model.load_state_dict(load_checkpoint(Path(run_dir) / EM_CHECKPOINT, map_location=device)["model"])
+    model.to(device)

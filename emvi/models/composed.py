@@ -15,6 +15,10 @@ Normal means plus a learned per-feature log-scale, ``num_categories`` logits for
 
 The seed's VAE is ``latent="gaussian", mapping="mlp", likelihood="bernoulli"``; a Poisson mixture is
 ``latent="discrete", mapping="index", likelihood="poisson"``; probabilistic PCA is ``gaussian/linear/normal``.
+
+A discrete latent with the index mapping also fits by EM (:meth:`ComposedModel.e_step` / :meth:`ComposedModel.m_step`,
+the protocol of :func:`emvi.inference.em.fit_em`): the E-step reads p(z_n = k | x_n) off a trace of :meth:`forward`
+with ``z`` enumerated, and every likelihood has a closed-form M-step.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import torch
 from torch import nn
 
@@ -147,6 +152,67 @@ class ComposedModel(nn.Module):
                 t = pyro.sample("t", dist.Normal(x.new_zeros(q), 1.0).to_event(1))
                 pyro.sample("x", self.observation_distribution(t), obs=x)
 
+    # -- EM for a discrete latent with the index mapping -------------------------------------------------------------
+
+    FLOOR = 1e-6
+    """Lower bound on Bernoulli/categorical probabilities, Poisson rates and Normal variances set by the M-step."""
+
+    def _check_em(self) -> None:
+        if self.config.latent != "discrete":
+            raise ConfigError("EM needs a discrete latent (latent='discrete', mapping='index'); fit a gaussian latent "
+                              "by svi")
+
+    def component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
+        """``(K, N)`` log π_k + log p(x_n | θ_k), read off a trace of :meth:`forward` with ``z`` enumerated."""
+        self._check_em()
+        trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(x)
+        z, obs = trace.nodes["z"], trace.nodes["x"]
+        return obs["fn"].log_prob(obs["value"]) + z["fn"].log_prob(z["value"])  # (K, N) + (K, 1 or N)
+
+    def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n) = log Σ_k π_k p(x_n | θ_k) of a discrete latent."""
+        return torch.logsumexp(self.component_log_joint(x), 0)
+
+    @torch.no_grad()
+    def e_step(self, x: torch.Tensor):
+        """Responsibilities r ``(N, K)`` = p(z_n = k | x_n) and the objective Σ_n log p(x_n) + log Dirichlet(π | α)."""
+        joint = self.component_log_joint(x)
+        log_norm = torch.logsumexp(joint, 0)  # (N,)
+        alpha = self.config.weight_concentration
+        prior = dist.Dirichlet(torch.full_like(self.weight_logits, alpha)).log_prob(self.weights)
+        return (joint - log_norm).exp().T, log_norm.sum() + prior
+
+    @torch.no_grad()
+    def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:
+        """Closed-form maximiser of E_r[log p(x, z | θ)] + log p(π): π_k ∝ n_k + α - 1 and, with n_k = Σ_n r_nk,
+        the responsibility-weighted averages x̄_k = Σ_n r_nk x_n / n_k: Bernoulli probabilities x̄_k, Poisson rates
+        x̄_k, categorical probabilities (one-hot averages), Normal means x̄_k with the per-feature variance shared by
+        the components, σ_d² = (1/N) Σ_nk r_nk (x_nd - x̄_kd)². Raw parameters are written back as logits,
+        log-rates, log-scales."""
+        self._check_em()
+        cfg, n = self.config, x.shape[0]
+        counts = resp.sum(0)  # (K,)
+        alpha = cfg.weight_concentration
+        weights = (counts + alpha - 1) / (n + cfg.num_components * (alpha - 1))
+        self.weight_logits.copy_(weights.clamp_min(1e-300).log())
+        safe = counts.clamp_min(torch.finfo(resp.dtype).tiny)[:, None]
+        if cfg.likelihood == "categorical":
+            onehot = torch.nn.functional.one_hot(x.long(), cfg.num_categories).to(resp.dtype).flatten(1)  # (N, D C)
+            probs = (resp.T @ onehot / safe).reshape(cfg.num_components, -1, cfg.num_categories).clamp_min(self.FLOOR)
+            self.component_params.copy_((probs / probs.sum(-1, keepdim=True)).log().flatten(1))
+            return
+        means = resp.T @ x.to(resp.dtype) / safe  # (K, D)
+        if cfg.likelihood == "bernoulli":
+            probs = means.clamp(self.FLOOR, 1 - self.FLOOR)
+            self.component_params.copy_(probs.log() - (-probs).log1p())
+        elif cfg.likelihood == "poisson":
+            self.component_params.copy_(means.clamp_min(self.FLOOR).log())
+        else:
+            self.component_params.copy_(means)
+            squares = resp.T @ (x * x).to(resp.dtype)  # Σ_n r_nk x_n²  (K, D)
+            variance = (squares - counts[:, None] * means * means).sum(0) / n  # Σ_k Σ_n r_nk (x_n - x̄_k)² / N
+            self.likelihood.log_scale.copy_(0.5 * variance.clamp_min(self.FLOOR).log())
+
 
 class EmptyGuide(nn.Module):
     """The guide of a model whose only latent is enumerated and whose globals are module parameters (MAP)."""
@@ -155,7 +221,7 @@ class EmptyGuide(nn.Module):
         return None
 
 
-@register_model("composed", config=ComposedConfig, methods=("svi",), elbo="enum", max_plate_nesting=1,
+@register_model("composed", config=ComposedConfig, methods=("svi", "em"), elbo="enum", max_plate_nesting=1,
                 description="declarative latent-variable model: latent + mapping + likelihood")
 def build_composed(config: ComposedConfig, data_info: DataInfo):
     num_features = data_info.event_shape[-1]
