@@ -1,7 +1,8 @@
-"""The one place that talks to ArviZ: building InferenceData, relabelling components, comparing models.
+"""Building InferenceData, relabelling components, comparing models: the ArviZ data layer.
 
-Everything ArviZ-specific (arviz 0.23's ``from_dict``, ``loo``, ``compare``) lives here so that a port to arviz 1.x
-touches one file. Inputs are tensors or arrays shaped ``(chain, draw, *site_shape)``.
+ArviZ is called from two files only: this one (arviz 0.23's ``from_dict``, ``loo``, ``compare``; every model's
+export goes through :func:`to_inference_data`) and :mod:`emvi.analysis.report` (``summary`` and the trace, forest,
+posterior-predictive plots), so a port to arviz 1.x touches those two. Inputs are tensors or arrays shaped ``(chain, draw, *site_shape)``.
 
 Why emvi builds InferenceData itself: ``az.from_pyro`` accepts only MCMC objects, and for enumerated models it
 records the log-likelihood conditional on assignments drawn from the prior. emvi records the *marginal* pointwise
