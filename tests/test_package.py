@@ -43,10 +43,11 @@ def _imports(path: Path) -> set[str]:
 
 # What each layer may import from emvi (ARCHITECTURE.md).
 ALLOWED = {
-    "guides": {"emvi.guides", "emvi._plates", "emvi.nn", "emvi.errors", "emvi._validation"},
-    "models": {"emvi.models", "emvi.guides", "emvi._plates", "emvi.nn", "emvi.errors", "emvi._validation", "emvi.registry"},
+    "guides": {"emvi.guides", "emvi._plates", "emvi.distributions", "emvi.nn", "emvi.errors", "emvi._validation"},
+    "models": {"emvi.models", "emvi.guides", "emvi._plates", "emvi.distributions", "emvi.nn", "emvi.errors",
+               "emvi._validation", "emvi.registry"},
     "data": {"emvi.data", "emvi.errors", "emvi._validation", "emvi.registry"},
-    "inference": {"emvi.inference", "emvi._plates", "emvi.models", "emvi.guides", "emvi.nn", "emvi.errors", "emvi._validation",
+    "inference": {"emvi.inference", "emvi._plates", "emvi.distributions", "emvi.models", "emvi.guides", "emvi.nn", "emvi.errors", "emvi._validation",
                   "emvi.registry", "emvi.config"},
 }
 

@@ -3,8 +3,9 @@
     q(t_n | x_n, φ) = Normal(t_n | g_μ(x_n | φ), diag g_σ(x_n | φ)²),      t_n = g_μ(x_n) + g_σ(x_n) ⊙ ε,  ε ~ Normal(0, I)
 
 One encoder network ``g`` maps a flat observation ``(batch, D)`` to ``(batch, 2 q)``: the mean and an unconstrained
-scale (softplus keeps σ positive). Sampling is reparameterised (Pyro's Normal uses ``rsample``), so Trace_ELBO's
-gradient flows through ``t`` into φ — the reparameterisation trick.
+scale (softplus keeps σ positive). Sampling is reparameterised (``rsample`` of
+:class:`emvi.distributions.DiagonalNormal`), so Trace_ELBO's gradient flows through ``t`` into φ — the
+reparameterisation trick.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .._plates import data_plate
+from ..distributions import DiagonalNormal
 from ..nn import make_encoder
 
 MIN_SCALE = 1e-5
@@ -44,12 +46,16 @@ class AmortisedNormalGuide(nn.Module):
         self.latent_dim = latent_dim
         self.encoder = make_encoder(architecture, num_features, 2 * latent_dim, tuple(hidden_dims), image_shape)
 
+    def loc_scale(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """g_μ(x) and g_σ(x), each ``(batch, q)``, for a batch ``x`` ``(batch, D)``."""
+        loc, raw_scale = self.encoder(x if x.is_floating_point() else x.float()).chunk(2, dim=-1)
+        return loc, nn.functional.softplus(raw_scale) + MIN_SCALE
+
     def distribution(self, x: torch.Tensor) -> dist.Normal:
         """q(t | x) for a batch ``x`` ``(batch, D)``: a Normal with batch shape ``(batch, q)`` (not yet ``to_event``)."""
-        loc, raw_scale = self.encoder(x if x.is_floating_point() else x.float()).chunk(2, dim=-1)
-        return dist.Normal(loc, nn.functional.softplus(raw_scale) + MIN_SCALE)
+        return dist.Normal(*self.loc_scale(x))
 
     def forward(self, x: torch.Tensor, *rest, num_data: int | None = None):
-        posterior = self.distribution(x)
+        loc, scale = self.loc_scale(x)
         with data_plate(x, num_data):
-            return pyro.sample(self.site, posterior.to_event(1))
+            return pyro.sample(self.site, DiagonalNormal(loc, scale))

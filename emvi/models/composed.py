@@ -33,6 +33,7 @@ from torch import nn
 
 from .._plates import data_plate
 from .._validation import check_choice, check_positive_int
+from ..distributions import BernoulliLogits, StandardNormal
 from ..errors import ConfigError
 from ..guides.amortised import AmortisedNormalGuide
 from ..nn import make_decoder
@@ -94,7 +95,7 @@ class Likelihood(nn.Module):
 
     def forward(self, eta: torch.Tensor) -> dist.Distribution:
         if self.family == "bernoulli":
-            return dist.Bernoulli(logits=eta).to_event(1)
+            return BernoulliLogits(eta)
         if self.family == "poisson":
             return dist.Poisson(eta.clamp(max=30.0).exp()).to_event(1)
         if self.family == "normal":
@@ -149,7 +150,8 @@ class ComposedModel(nn.Module):
         else:
             q = self.config.latent_dim
             with data_plate(x, num_data):
-                t = pyro.sample("t", dist.Normal(x.new_zeros(q), 1.0).to_event(1))
+                dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+                t = pyro.sample("t", StandardNormal(q, dtype=dtype, device=x.device))
                 pyro.sample("x", self.observation_distribution(t), obs=x)
 
     # -- EM for a discrete latent with the index mapping -------------------------------------------------------------
