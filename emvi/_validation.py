@@ -90,3 +90,11 @@ def resolve_device(device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
     return dev
+
+
+def first_tensor(data) -> torch.Tensor:
+    """The observations of what fitting hooks receive: a dataset's first tensor (``data.tensors[0]``), the first
+    element of a tuple or list, or ``data`` itself as a tensor."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0]
+    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)

@@ -332,7 +332,6 @@ def test_summing_states_by_recursion_equals_enumeration_in_value_and_gradient(em
 
 
 def test_relabelling_undoes_a_permutation_of_the_states_in_every_draw():
-    from emvi.analysis.arviz_io import relabel_components
     from emvi.estimators.hmm import relabel_hmm_draws
 
     reference = HMMModel(HMMConfig(4, "poisson"), 2, dtype=torch.float64)
@@ -350,7 +349,7 @@ def test_relabelling_undoes_a_permutation_of_the_states_in_every_draw():
             permuted["initial_probs"][c, d] = truth["initial_probs"][c, d][sigma]
             permuted["rates"][c, d] = truth["rates"][c, d][sigma]
             permuted["transition"][c, d] = truth["transition"][c, d][sigma][:, sigma]
-    recovered = relabel_hmm_draws(permuted, reference, relabel_components)
+    recovered = relabel_hmm_draws(permuted, reference)
     for name in truth:
         torch.testing.assert_close(recovered[name], truth[name], rtol=0, atol=0)
 

@@ -23,7 +23,7 @@ from ..estimators.hmm import registry_evaluate, registry_fit, registry_load, reg
 from ..inference.mcmc import load_mcmc_draws
 from ..models.hmm import check_sequences
 from ..registry import attach_hooks
-from .arviz_io import relabel_components, to_inference_data
+from .arviz_io import to_inference_data
 
 NUM_REPLICATIONS = 20
 """Replicated data sets drawn for the posterior predictive group of a point fit (plug-in predictive)."""
@@ -54,8 +54,7 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
     if method == "mcmc":
         if samples is None:
             samples, diverging = load_mcmc_draws(run_dir)
-        draws = relabel_hmm_draws({n: v.to(device=device, dtype=dtype) for n, v in samples.items()}, model,
-                                  relabel_components)
+        draws = relabel_hmm_draws({n: v.to(device=device, dtype=dtype) for n, v in samples.items()}, model)
         attrs["relabelled"] = (f"states permuted per draw to match the fitted model's (Hungarian assignment on "
                                f"{emission_names[0]})")
         attrs["note"] = "padded steps are NaN"

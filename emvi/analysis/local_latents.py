@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from .._validation import first_tensor
 from ..errors import ConfigError
 from ..inference.likelihood import importance_traces, site_log_probs
 from .arviz_io import to_inference_data
@@ -35,12 +36,6 @@ MAX_ITEMS = 256
 MAX_REPLICATED_DRAWS = 20
 LOCAL_LATENTS = "local"
 """``attrs["latent_posterior"]`` of such an export (see :func:`emvi.analysis.report.loo_applies`)."""
-
-
-def _observations(data) -> torch.Tensor:
-    if hasattr(data, "tensors"):
-        return data.tensors[0]
-    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
 
 
 @torch.no_grad()
@@ -53,7 +48,7 @@ def local_latent_inference_data(model, guide, data, *, method: str = "svi", num_
         raise ConfigError(f"models with per-item latents are fit by svi, got method {method!r}")
     if num_samples < 1 or max_items < 1:
         raise ConfigError(f"num_samples and max_items must be >= 1, got {num_samples} and {max_items}")
-    x = _observations(data)
+    x = first_tensor(data)
     total = x.shape[0]
     if total == 0:
         raise ConfigError("no items to analyse: the data set is empty")
@@ -129,10 +124,16 @@ def _replicate(fn, observed: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(logits).scatter_add_(1, words.T, keep.T)
 
 
+def item_bounds(idata) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per item of a local-latent export, ``(ELBO (N,), importance-sampled log p(x_n) (N,))``: the mean and the
+    log-mean-exp of ``sample_stats.log_importance_weight`` over the S draws."""
+    weights = torch.as_tensor(idata.sample_stats["log_importance_weight"].values).flatten(0, 1)  # (S, N)
+    return weights.mean(0), torch.logsumexp(weights, 0) - math.log(weights.shape[0])
+
+
 def held_out_log_likelihood(idata) -> float:
     """Total held-out log-likelihood (nats) of an export: the importance-sampled log p(x_n) summed over items for
     a local-latent export, else the pointwise log-likelihood of a point fit's single draw."""
     if "sample_stats" in idata.groups() and "log_importance_weight" in idata.sample_stats:
-        weights = torch.as_tensor(idata.sample_stats["log_importance_weight"].values).flatten(0, 1)  # (S, N)
-        return float((torch.logsumexp(weights, 0) - math.log(weights.shape[0])).sum())
+        return float(item_bounds(idata)[1].sum())
     return float(idata.log_likelihood.to_array().sum())

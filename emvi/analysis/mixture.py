@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 
+from .._validation import first_tensor
 from ..errors import ConfigError
 from ..estimators.mixture import registry_evaluate, registry_fit, registry_load, registry_sample
 from ..inference.mcmc import load_mcmc_draws
@@ -23,12 +24,6 @@ from .arviz_io import relabel_components, to_inference_data
 
 MAX_REPLICATIONS = 100
 """Replicated data sets of a point fit's posterior predictive (each is a full data set)."""
-
-
-def _tensor(data) -> torch.Tensor:
-    if hasattr(data, "tensors"):
-        return data.tensors[0]
-    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
 
 
 def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num_samples: int = 100, run_dir=None,
@@ -42,7 +37,7 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
     100) form their plug-in posterior predictive.
     """
     _check_method(method)
-    x = _tensor(data)
+    x = first_tensor(data)
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
     names = model.parameter_names()

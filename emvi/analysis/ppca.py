@@ -21,6 +21,7 @@ import dataclasses
 import torch
 
 from .. import models as _builtin_models  # noqa: F401  (registers "ppca" and "fa")
+from .._validation import first_tensor
 from ..errors import ConfigError
 from ..estimators.ppca import registry_evaluate, registry_fit, registry_load, registry_sample
 from ..models.ppca import LinearGaussianModel, check_linear_gaussian_data, closed_form_elbo
@@ -29,12 +30,6 @@ from .arviz_io import to_inference_data
 
 MAX_REPLICATIONS = 100
 """Replicated data sets in the plug-in posterior predictive (each is a full data set)."""
-
-
-def _tensor(data) -> torch.Tensor:
-    if hasattr(data, "tensors"):
-        return data.tensors[0]
-    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
 
 
 def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str, num_samples: int = 100,
@@ -47,7 +42,7 @@ def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str,
     if method not in ("em", "svi"):
         raise ConfigError(f"PPCA/FA are fit by em or svi, got method {method!r}; refit with --method em")
     dtype = model.mean.dtype
-    x = check_linear_gaussian_data(_tensor(data), model.config.latent_dim).to(dtype)
+    x = check_linear_gaussian_data(first_tensor(data), model.config.latent_dim).to(dtype)
     replications = max(1, min(int(num_samples), MAX_REPLICATIONS))
     with torch.no_grad():
         log_lik = model.log_likelihood(x)

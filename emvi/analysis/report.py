@@ -81,15 +81,15 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
 
 def _plot_bounds(idata, path: Path, plt) -> Path:
     """Per item: the ELBO (mean log weight over the guide draws) against the importance-sampled log p(x_n)."""
-    weights = np.asarray(idata.sample_stats["log_importance_weight"].values).reshape(-1, idata.posterior.sizes["obs"])
-    elbo = weights.mean(0)
-    peak = weights.max(0)
-    importance = peak + np.log(np.exp(weights - peak).mean(0))
+    from .local_latents import item_bounds
+
+    elbo, importance = (value.numpy() for value in item_bounds(idata))
+    num_draws = idata.sample_stats["log_importance_weight"].sizes["draw"]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(importance, elbo, s=6)
     lims = [min(elbo.min(), importance.min()), max(elbo.max(), importance.max())]
     ax.plot(lims, lims, "k--", lw=1, label="ELBO = log p(x)")
-    ax.set_xlabel(f"importance-sampled log p(x_n), S = {weights.shape[0]}")
+    ax.set_xlabel(f"importance-sampled log p(x_n), S = {num_draws}")
     ax.set_ylabel("ELBO of item n")
     ax.legend()
     return _save(fig, path, plt)

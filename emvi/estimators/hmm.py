@@ -129,7 +129,6 @@ class HMM:
         return self
 
     def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):
-        from ..analysis.arviz_io import relabel_components
         from ..inference.mcmc import fit_mcmc
 
         # The chain samples a Bayesian copy of the same model, started from the EM fit to shorten warm-up.
@@ -143,7 +142,7 @@ class HMM:
         result = fit_mcmc(bayesian, x, lengths, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
                           num_chains=self.num_chains, seed=self.seed, init_values=start, max_plate_nesting=1,
                           progress=self.verbose, sum_states_by="recursion")
-        result.samples = relabel_hmm_draws(result.samples, model, relabel_components)
+        result.samples = relabel_hmm_draws(result.samples, model)
         for name in names:
             model.set_parameter(name, result.samples[name].flatten(0, 1).mean(0))
         return result
@@ -205,14 +204,16 @@ class HMM:
         return {name: getattr(self.model_, name).detach().cpu() for name in self.model_.parameter_names()}
 
 
-def relabel_hmm_draws(samples: dict[str, torch.Tensor], reference: HMMModel, relabel) -> dict[str, torch.Tensor]:
+def relabel_hmm_draws(samples: dict[str, torch.Tensor], reference: HMMModel) -> dict[str, torch.Tensor]:
     """Undo label switching in HMM draws ``{site: (chain, draw, ...)}``: per draw, the state permutation that best
-    matches ``reference``'s emission parameters (Hungarian assignment by ``relabel``, see
+    matches ``reference``'s emission parameters (Hungarian assignment,
     :func:`emvi.analysis.arviz_io.relabel_components`) is applied to the states of every site: π's one axis,
     both axes of A, the emission parameters' first axis."""
+    from ..analysis.arviz_io import relabel_components
+
     key = reference.parameter_names()[2]  # means / rates / probs
     axes = {name: (0, 1) if name == "transition" else (0,) for name in samples}
-    relabelled, _ = relabel(samples, key=key, reference=getattr(reference, key).detach(), component_axes=axes)
+    relabelled, _ = relabel_components(samples, key=key, reference=getattr(reference, key).detach(), component_axes=axes)
     return relabelled
 
 

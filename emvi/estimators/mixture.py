@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.distributions import transform_to
 
-from .._validation import check_choice, check_positive_int, resolve_device
+from .._validation import check_choice, check_positive_int, first_tensor, resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import INITS, hard_assignments, initial_centres
@@ -371,14 +371,6 @@ class Mixture:
 CHECKPOINT = "checkpoint.pt"
 
 
-def _tensor(data) -> torch.Tensor:
-    if hasattr(data, "tensors"):
-        return data.tensors[0]
-    if isinstance(data, (tuple, list)):
-        return data[0]
-    return torch.as_tensor(data)
-
-
 def registry_fit(model: MixtureModel, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
                  extra_config=None) -> dict:
     """Fit the CLI's model by ``em`` (``epochs`` = max_iter) or ``mcmc`` (``epochs`` draws after as many warm-up
@@ -386,7 +378,7 @@ def registry_fit(model: MixtureModel, guide, train_data, *, method: str, train_c
     from ..inference.checkpoint import save_checkpoint
 
     cfg = model.config
-    x = _tensor(train_data)
+    x = first_tensor(train_data)
     est = Mixture(cfg.num_components, cfg.family, method=method, init=cfg.init, n_init=cfg.n_init,
                   max_iter=max(train_config.epochs, 1), tol=cfg.tol, num_categories=cfg.num_categories,
                   weight_concentration=cfg.weight_concentration, prior_strength=cfg.prior_strength, floor=cfg.floor,
@@ -401,7 +393,7 @@ def registry_fit(model: MixtureModel, guide, train_data, *, method: str, train_c
                "log_likelihood_per_item": est.score(x), "bic": est.bic(x), "aic": est.aic(x),
                "seconds": est.fit_seconds_}
     if valid_data is not None:
-        summary["valid_log_likelihood_per_item"] = est.score(_tensor(valid_data))
+        summary["valid_log_likelihood_per_item"] = est.score(first_tensor(valid_data))
     state = {"model": model.state_dict(), "dtype": str(est.dtype), "summary": dict(summary),
              "config": json.dumps(extra_config or {}, default=str)}
     if est.mcmc_ is not None:
@@ -425,7 +417,7 @@ def registry_load(model: MixtureModel, guide, run_dir, device) -> None:
 
 def registry_evaluate(model: MixtureModel, guide, data, *, num_samples: int = 0) -> dict:
     """Exact held-out log-likelihood per item (the enumerated marginal needs no importance samples)."""
-    x = check_mixture_data(_tensor(data), model.config, fitting=False)
+    x = check_mixture_data(first_tensor(data), model.config, fitting=False)
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         log_lik = float(model.log_likelihood(x.to(dtype)).mean())

@@ -25,7 +25,7 @@ from typing import Protocol
 
 import torch
 
-from .._validation import check_positive_int
+from .._validation import check_positive_int, first_tensor
 from ..errors import ConfigError, NonFiniteLossError
 
 
@@ -123,12 +123,6 @@ def fit_em(
 EM_CHECKPOINT = "checkpoint.pt"
 
 
-def _observations(data) -> torch.Tensor:
-    if hasattr(data, "tensors"):
-        return data.tensors[0]
-    return data[0] if isinstance(data, (tuple, list)) else torch.as_tensor(data)
-
-
 def registry_fit_em(model, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
                     extra_config=None) -> dict:
     """The ``fit`` hook of a model with the EM protocol whose ``m_step(resp, x)`` takes responsibilities ``(N, K)``.
@@ -146,7 +140,7 @@ def registry_fit_em(model, guide, train_data, *, method: str, train_config, vali
     if method != "em":
         raise ConfigError(f"this hook fits by em, got method {method!r}")
     dtype = next(model.parameters()).dtype
-    x = _observations(train_data).to(torch.float64)
+    x = first_tensor(train_data).to(torch.float64)
     num_components = model.config.num_components
     if num_components > x.shape[0]:
         raise ConfigError(f"num_components={num_components} exceeds the {x.shape[0]} items; lower it")
@@ -163,7 +157,7 @@ def registry_fit_em(model, guide, train_data, *, method: str, train_config, vali
         if hasattr(model, "log_likelihood"):
             summary["log_likelihood_per_item"] = float(model.log_likelihood(x).mean())
             if valid_data is not None:
-                held_out = _observations(valid_data).to(torch.float64)
+                held_out = first_tensor(valid_data).to(torch.float64)
                 summary["valid_log_likelihood_per_item"] = float(model.log_likelihood(held_out).mean())
     model.to(dtype)
     if run_dir is not None:

@@ -61,8 +61,9 @@ def _per_item(log_prob: torch.Tensor, num_samples: int, batch: int, name: str) -
     return log_prob.reshape(-1, batch).expand(num_samples, batch) if log_prob.dim() > 1 else log_prob.expand(num_samples, batch)
 
 
-def _site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None) -> torch.Tensor:
-    """Σ over sample sites of ``log p(value)`` per (sample, item), unscaled by plates; ``observed`` filters sites."""
+def site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None = None) -> torch.Tensor:
+    """``(K, batch)``: Σ over the sample sites of ``trace`` (only observed ones, only latent ones, or all for
+    ``observed=None``) of log p(value), per draw and item, unscaled by plates."""
     total = torch.zeros(())
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
@@ -88,12 +89,6 @@ def importance_traces(model, guide, x: torch.Tensor, num_samples: int | None, *,
     return guide_trace, model_trace
 
 
-def site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None = None) -> torch.Tensor:
-    """``(K, batch)``: Σ over the sample sites of ``trace`` (only observed ones, only latent ones, or all for
-    ``observed=None``) of log p(value), per draw and item, unscaled by plates."""
-    return _site_log_probs(trace, num_samples, batch, observed=observed)
-
-
 def log_importance_weights(model, guide, x: torch.Tensor, num_samples: int, *, from_prior: bool = False,
                            max_plate_nesting: int = 1, **kwargs) -> torch.Tensor:
     """``(K, batch)`` log weights: ``log p(x, t) - log q(t | x)`` with t ~ q, or ``log p(x | t)`` with t ~ p(t)."""
@@ -101,11 +96,11 @@ def log_importance_weights(model, guide, x: torch.Tensor, num_samples: int, *, f
     if from_prior:
         with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
             model_trace = poutine.trace(model).get_trace(x, **kwargs)
-        return _site_log_probs(model_trace, num_samples, batch, observed=True)
+        return site_log_probs(model_trace, num_samples, batch, observed=True)
     guide_trace, model_trace = importance_traces(model, guide, x, num_samples, max_plate_nesting=max_plate_nesting,
                                                  **kwargs)
-    log_joint = _site_log_probs(model_trace, num_samples, batch, observed=None)
-    return log_joint - _site_log_probs(guide_trace, num_samples, batch, observed=None)
+    log_joint = site_log_probs(model_trace, num_samples, batch, observed=None)
+    return log_joint - site_log_probs(guide_trace, num_samples, batch, observed=None)
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from torch import nn
 
@@ -38,6 +37,7 @@ from ..errors import ConfigError
 from ..guides.amortised import AmortisedNormalGuide
 from ..nn import make_decoder
 from ..registry import DataInfo, register_model
+from ._enumeration import enumerated_log_joint, normalise_log_joint
 
 LATENTS = ("gaussian", "discrete")
 MAPPINGS = ("index", "linear", "mlp", "conv")
@@ -167,9 +167,7 @@ class ComposedModel(nn.Module):
     def component_log_joint(self, x: torch.Tensor) -> torch.Tensor:
         """``(K, N)`` log π_k + log p(x_n | θ_k), read off a trace of :meth:`forward` with ``z`` enumerated."""
         self._check_em()
-        trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(x)
-        z, obs = trace.nodes["z"], trace.nodes["x"]
-        return obs["fn"].log_prob(obs["value"]) + z["fn"].log_prob(z["value"])  # (K, N) + (K, 1 or N)
+        return enumerated_log_joint(self, x)
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``(N,)`` exact log p(x_n) = log Σ_k π_k p(x_n | θ_k) of a discrete latent."""
@@ -178,11 +176,10 @@ class ComposedModel(nn.Module):
     @torch.no_grad()
     def e_step(self, x: torch.Tensor):
         """Responsibilities r ``(N, K)`` = p(z_n = k | x_n) and the objective Σ_n log p(x_n) + log Dirichlet(π | α)."""
-        joint = self.component_log_joint(x)
-        log_norm = torch.logsumexp(joint, 0)  # (N,)
+        resp, log_norm = normalise_log_joint(self.component_log_joint(x))
         alpha = self.config.weight_concentration
         prior = dist.Dirichlet(torch.full_like(self.weight_logits, alpha)).log_prob(self.weights)
-        return (joint - log_norm).exp().T, log_norm.sum() + prior
+        return resp, log_norm.sum() + prior
 
     @torch.no_grad()
     def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:

@@ -236,7 +236,7 @@ class HMMModel(PyroModule):
         steps; measured 1.6x faster for one sequence of 10^4 steps on 2 CPU threads, but 2-4x slower than the loop for
         batches of shorter sequences), falling back to the sequential recursion if the scan under- or overflows.
         """
-        if x.shape[1] > 1 and (x.is_cuda or x.shape[1] >= 1024 * x.shape[0]):
+        if _prefers_scan(x):
             result = self.forward_backward_scan(x, lengths)
             if torch.isfinite(result[0]).all() and torch.isfinite(result[1]).all():
                 return result
@@ -314,7 +314,7 @@ class HMMModel(PyroModule):
 
     def log_likelihood(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(N,)`` exact log p(x_n) per sequence: the forward half of :meth:`forward_backward` (differentiable)."""
-        if x.shape[1] > 1 and (x.is_cuda or x.shape[1] >= 1024 * x.shape[0]):
+        if _prefers_scan(x):
             return self.forward_backward(x, lengths)[0]
         return self._forward_log_likelihood(x, lengths)
 
@@ -430,6 +430,12 @@ class HMMModel(PyroModule):
         k, d = self.config.num_states, self.num_features
         emission = {"gaussian": 2 * k * d, "poisson": k * d, "categorical": k * d * (self.config.num_categories - 1)}
         return (k - 1 if self.config.initial == "free" else 0) + k * (k - 1) + emission[self.config.emission]
+
+
+def _prefers_scan(x: torch.Tensor) -> bool:
+    """Whether the parallel scan beats the step-by-step recursion for padded sequences ``x`` ``(N, T, D)``: on CUDA,
+    or on the CPU for few long sequences (T >= 1024 N); see :meth:`HMMModel.forward_backward`."""
+    return x.shape[1] > 1 and (x.is_cuda or x.shape[1] >= 1024 * x.shape[0])
 
 
 def _log_matmul(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:

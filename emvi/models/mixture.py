@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule, PyroParam, PyroSample
@@ -35,6 +34,7 @@ from .._plates import data_plate
 from .._validation import check_choice, check_positive_int
 from ..errors import ConfigError, DataError
 from ..registry import DataInfo, register_model
+from ._enumeration import enumerated_log_joint, normalise_log_joint
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
 
@@ -311,32 +311,20 @@ class MixtureModel(PyroModule):
     def component_log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, K)`` log p(x_n, z_n = k | θ) = log π_k + log F(x_n | θ_k), read off a trace of :meth:`forward` with
         ``z`` enumerated in parallel: the E-step evaluates the model's own sample statements, not a second density."""
-        return self._enumerated_joint(x).T
-
-    def _enumerated_joint(self, x: torch.Tensor) -> torch.Tensor:
-        """``(K, N)``: the layout enumeration produces (component dimension first), kept for the E-step's speed."""
-        trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(x)
-        z, obs = trace.nodes["z"], trace.nodes["x"]
-        return obs["fn"].log_prob(obs["value"]) + z["fn"].log_prob(z["value"])  # (K, N) + (K, 1)
+        return enumerated_log_joint(self, x).T
 
     def log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
         """``(N,)`` log p(x_n | θ) = log Σ_k π_k F(x_n | θ_k)."""
-        return torch.logsumexp(self._enumerated_joint(x), dim=0)
+        return torch.logsumexp(enumerated_log_joint(self, x), dim=0)
 
     def responsibilities(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, K)`` r_nk = p(z_n = k | x_n, θ)."""
-        return torch.softmax(self._enumerated_joint(x), dim=0).T
+        return torch.softmax(enumerated_log_joint(self, x), dim=0).T
 
     @torch.no_grad()
     def e_step(self, x: torch.Tensor):
-        joint = self._enumerated_joint(x)  # (K, N)
-        # log-sum-exp over k fused with the normalisation: one exp pass over (K, N) instead of two
-        peak = joint.amax(0, keepdim=True)  # (1, N)
-        resp = joint.sub_(peak).exp_()
-        total = resp.sum(0, keepdim=True)  # Σ_k exp(joint - peak) >= 1
-        log_norm = peak + total.log()  # log p(x_n)
-        # (N, K) responsibilities as a transposed view: the M-step's resp.T @ T(x) then reads contiguous memory.
-        return resp.div_(total).T, log_norm.sum() + self.log_prior()
+        resp, log_norm = normalise_log_joint(enumerated_log_joint(self, x))
+        return resp, log_norm.sum() + self.log_prior()
 
     @torch.no_grad()
     def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:
