@@ -166,7 +166,7 @@ class LinearGaussianModel(nn.Module):
     def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean ``(N, q)`` and the shared covariance ``(q, q)`` of p(z | x): M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ) and M⁻¹."""
         _, u, chol = self._woodbury(x)
-        return torch.cholesky_solve(u.T, chol).T, torch.cholesky_inverse(chol)
+        return _posterior_from(u, chol)
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """Exact p(z | x) for ``x`` ``(N, D)``: batch ``(N,)``, event ``(q,)``."""
@@ -211,7 +211,7 @@ class LinearGaussianModel(nn.Module):
     @torch.no_grad()
     def e_step(self, x: torch.Tensor):
         centred, u, chol = self._woodbury(x)  # shared by the posterior moments and the log-likelihood
-        expected_z, covariance = torch.cholesky_solve(u.T, chol).T, torch.cholesky_inverse(chol)  # (N, q), (q, q)
+        expected_z, covariance = _posterior_from(u, chol)  # (N, q), (q, q)
         squared = centred * centred
         stats = {
             "xz": centred.T @ expected_z,  # Σ (x_n - μ) E[z_n]ᵀ   (D, q)
@@ -238,6 +238,12 @@ class LinearGaussianModel(nn.Module):
         """Free parameters for BIC/AIC: W up to rotation (D q - q (q - 1) / 2), μ, and the noise."""
         d, q = self.mean.shape[0], self.config.latent_dim
         return d * q - q * (q - 1) // 2 + d + (1 if self.config.noise == "isotropic" else d)
+
+
+def _posterior_from(u: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """p(z | x)'s means M⁻¹ uᵀ ``(N, q)`` and covariance M⁻¹ ``(q, q)`` from :meth:`LinearGaussianModel._woodbury`'s
+    ``u`` and Cholesky factor of M."""
+    return torch.cholesky_solve(u.T, chol).T, torch.cholesky_inverse(chol)
 
 
 def guide_moments(guide: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
