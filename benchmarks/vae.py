@@ -1,19 +1,25 @@
 """emvi's VAE against a hand-written PyTorch loop with the Keras-style loss, side by side in one run.
 
-Both train the same architecture (784-400-20 MLP encoder and decoder, ReLU) from the same initial weights on the same
+All train the same architecture (784-400-20 MLP encoder and decoder, ReLU) from the same initial weights on the same
 mini-batches (same order, same static binarisation) with Adam, for the same number of epochs:
 
-* torch: ``loss = mean_batch[ BCE(x, f(t)) summed over pixels + KL(q(t|x) || N(0, I)) ]`` with t = μ + σ ε;
+* torch: ``loss = mean_batch[ BCE(x, f(t)) summed over pixels + KL(q(t|x) || N(0, I)) ]`` with t = μ + σ ε and
+  torch's default Adam, as a hand-written loop usually is;
+* torch_fused: the same loop with ``Adam(fused=True)``, the optimizer emvi's runner uses;
 * emvi:  ``emvi.inference.train`` with the default Trace_ELBO on the Pyro model/guide pair (``--elbo meanfield``:
   TraceMeanField_ELBO, the analytic KL, i.e. exactly the torch loop's objective).
 
-Reported: training throughput (images per second per epoch; epochs of the two loops alternate so machine load hits
-both alike) and the median per-epoch ratio emvi/torch; then on held-out
-images the ELBO and the importance-sampled log-likelihood (K samples from q), both networks evaluated by the same
-estimator (:func:`emvi.inference.likelihood.estimate_log_likelihood`). The last line is one JSON object.
+Reported: training throughput (images per second per epoch; epochs of the loops alternate so machine load hits all
+alike) and the median per-epoch ratios emvi/torch (``throughput_ratio``: what switching from the hand-written loop to
+emvi gains or costs) and emvi/torch_fused (``throughput_ratio_same_optimizer``: emvi's own overhead, from Pyro's
+sample statements and the model/guide structure); then on held-out images the ELBO and the importance-sampled
+log-likelihood (K samples from q) of emvi's and torch's networks, both evaluated by the same estimator
+(:func:`emvi.inference.likelihood.estimate_log_likelihood`). With several ``--seeds`` the test numbers are averaged
+and the paired differences emvi - torch get standard errors. The last line is one JSON object.
 
     python benchmarks/vae.py                 # MNIST from $EMVI_DATA (default ../shared/data), 10 epochs
     python benchmarks/vae.py --quick         # digits, a few epochs, under a minute
+    python benchmarks/vae.py --seeds 0 1 2   # the test comparison over three seeds
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ from emvi.inference import TrainConfig, seed_everything, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig, build_vae_pair
 
+TORCH_LOOPS = {"torch": {}, "torch_fused": {"fused": True}}
+"""The hand-written loop as people write it (torch's default Adam, a Python loop over parameters on CPU) and the same
+loop with the fused Adam that emvi's runner uses: the first ratio is what a user gains or loses by switching to emvi,
+the second isolates emvi's own overhead."""
+
 
 def torch_epoch(encoder: nn.Module, decoder: nn.Module, optimizer, x: torch.Tensor, order: torch.Tensor,
                 batch_size: int) -> float:
@@ -57,6 +68,58 @@ def torch_epoch(encoder: nn.Module, decoder: nn.Module, optimizer, x: torch.Tens
     return x.shape[0] / (time.perf_counter() - start)
 
 
+def train_one_seed(args, train_data, test_data, seed: int) -> dict:
+    """Train emvi and the two torch loops from the same weights on the same batches; evaluate emvi and torch."""
+    x = train_data.x
+    seed_everything(seed)
+    config = VAEConfig()
+    model, guide = build_vae_pair(config, x.shape[1], train_data.image_shape)
+    loops = {name: (copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)) for name in TORCH_LOOPS}
+    optimizers = {name: torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=args.learning_rate,
+                                         **TORCH_LOOPS[name])
+                  for name, (encoder, decoder) in loops.items()}
+    # The runner's shuffling: epoch e uses randperm under the seed (seed * 1_000_003 + e); reuse it for the torch loops.
+    orders = [torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed * 1_000_003 + e))
+              for e in range(args.epochs)]
+
+    # Epochs alternate between the loops so that a change in machine load hits all alike; emvi continues from its
+    # checkpoint (exact resume), whose writing is outside the timed loop. Each loop keeps its own noise stream.
+    noise = {name: torch.Generator().manual_seed(seed) for name in loops}
+    speeds = {name: [] for name in (*loops, "emvi")}
+    with tempfile.TemporaryDirectory() as run_dir:
+        for epoch in range(args.epochs):
+            emvi_rng = torch.get_rng_state()
+            for name, (encoder, decoder) in loops.items():
+                torch.set_rng_state(noise[name].get_state())
+                speeds[name].append(torch_epoch(encoder, decoder, optimizers[name], x, orders[epoch], args.batch_size))
+                noise[name].set_state(torch.get_rng_state())
+            torch.set_rng_state(emvi_rng)
+            result = train(model, guide, train_data, run_dir=run_dir, resume=epoch > 0, config=TrainConfig(
+                epochs=epoch + 1, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=seed,
+                elbo=args.elbo, progress=False))
+            speeds["emvi"].append(result.history[-1]["items_per_second"])
+            print(f"seed {seed}, epoch {epoch + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in speeds.items())
+                  + " images/s", flush=True)
+
+    # Evaluate both networks with one estimator: the torch-trained nets go into an emvi model/guide pair.
+    torch_model, torch_guide = build_vae_pair(config, x.shape[1], train_data.image_shape)
+    torch_model.decoder.load_state_dict(loops["torch"][1].state_dict())
+    torch_guide.encoder.load_state_dict(loops["torch"][0].state_dict())
+    x_test = test_data.x[: args.num_test]
+    outcome = {"seed": seed, "images_per_second": {k: statistics.median(v) for k, v in speeds.items()},
+               "throughput_ratio": statistics.median(e / t for e, t in zip(speeds["emvi"], speeds["torch"], strict=True)),
+               "throughput_ratio_same_optimizer": statistics.median(
+                   e / t for e, t in zip(speeds["emvi"], speeds["torch_fused"], strict=True))}
+    for name, (m, g) in {"emvi": (model, guide), "torch": (torch_model, torch_guide)}.items():
+        seed_everything(seed + 1)
+        start = time.perf_counter()
+        estimate = estimate_log_likelihood(m, g, x_test, num_samples=args.num_samples, prior=False).summary()
+        outcome[f"test_elbo_{name}"], outcome[f"is_loglik_{name}"] = estimate["elbo_nats"], estimate["is_loglik_nats"]
+        print(f"seed {seed}, {name}: test ELBO {estimate['elbo_nats']:.2f}, IS log-likelihood (K={args.num_samples}) "
+              f"{estimate['is_loglik_nats']:.2f} nats/image ({time.perf_counter() - start:.1f} s)", flush=True)
+    return outcome
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits, 3 epochs, K=100 on 200 test images")
@@ -67,7 +130,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-test", type=int, default=1000, help="held-out images evaluated")
     parser.add_argument("--data-root", default=os.environ.get("EMVI_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds (initial weights, batch order, noise); test numbers are averaged over them")
     parser.add_argument("--elbo", default="trace", choices=("trace", "meanfield"),
                         help="emvi's estimator: trace (the default, Monte-Carlo KL) or meanfield (analytic KL)")
     args = parser.parse_args(argv)
@@ -78,49 +142,10 @@ def main(argv=None) -> dict:
     dataset_name = "digits" if args.quick else "mnist"
     train_data = load_dataset(dataset_name, root=args.data_root, binarize="static")
     test_data = load_dataset(dataset_name, root=args.data_root, split="test", binarize="static")
-    x = train_data.x
-    print(f"data: {dataset_name}, {x.shape[0]} training images of {x.shape[1]} pixels; {args.epochs} epochs, "
-          f"batch {args.batch_size}; emvi ELBO {args.elbo}; torch {torch.__version__}, emvi {emvi.__version__}, {args.threads} threads", flush=True)
-
-    seed_everything(args.seed)
-    config = VAEConfig()
-    model, guide = build_vae_pair(config, x.shape[1], train_data.image_shape)
-    torch_encoder, torch_decoder = copy.deepcopy(guide.encoder), copy.deepcopy(model.decoder)
-    # The runner's shuffling: epoch e uses randperm under the seed (seed * 1_000_003 + e); reuse it for the torch loop.
-    orders = [torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed * 1_000_003 + e))
-              for e in range(args.epochs)]
-
-    # Epochs alternate between the two loops so that a change in machine load hits both alike; emvi continues
-    # from its checkpoint (exact resume), whose writing is outside the timed loop.
-    optimizer = torch.optim.Adam(list(torch_encoder.parameters()) + list(torch_decoder.parameters()), lr=args.learning_rate)
-    torch_rng = torch.Generator().manual_seed(args.seed)
-    torch_speeds, emvi_speeds = [], []
-    with tempfile.TemporaryDirectory() as run_dir:
-        for epoch in range(args.epochs):
-            emvi_rng = torch.get_rng_state()
-            torch.set_rng_state(torch_rng.get_state())
-            torch_speeds.append(torch_epoch(torch_encoder, torch_decoder, optimizer, x, orders[epoch], args.batch_size))
-            torch_rng.set_state(torch.get_rng_state())
-            torch.set_rng_state(emvi_rng)
-            result = train(model, guide, train_data, run_dir=run_dir, resume=epoch > 0, config=TrainConfig(
-                epochs=epoch + 1, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
-                elbo=args.elbo, progress=False))
-            emvi_speeds.append(result.history[-1]["items_per_second"])
-            print(f"epoch {epoch + 1}: torch {torch_speeds[-1]:.0f}, emvi {emvi_speeds[-1]:.0f} images/s", flush=True)
-    ratios = [e / t for e, t in zip(emvi_speeds, torch_speeds, strict=True)]
-
-    # Evaluate both networks with one estimator: the torch-trained nets go into an emvi model/guide pair.
-    torch_model, torch_guide = build_vae_pair(config, x.shape[1], train_data.image_shape)
-    torch_model.decoder.load_state_dict(torch_decoder.state_dict())
-    torch_guide.encoder.load_state_dict(torch_encoder.state_dict())
-    x_test = test_data.x[: args.num_test]
-    estimates = {}
-    for name, (m, g) in {"emvi": (model, guide), "torch": (torch_model, torch_guide)}.items():
-        seed_everything(args.seed + 1)
-        start = time.perf_counter()
-        estimates[name] = estimate_log_likelihood(m, g, x_test, num_samples=args.num_samples, prior=False).summary()
-        print(f"{name}: test ELBO {estimates[name]['elbo_nats']:.2f}, IS log-likelihood (K={args.num_samples}) "
-              f"{estimates[name]['is_loglik_nats']:.2f} nats/image ({time.perf_counter() - start:.1f} s)", flush=True)
+    print(f"data: {dataset_name}, {len(train_data)} training images of {train_data.x.shape[1]} pixels; {args.epochs} "
+          f"epochs, batch {args.batch_size}; emvi ELBO {args.elbo}; torch {torch.__version__}, emvi {emvi.__version__}, "
+          f"{args.threads} threads", flush=True)
+    outcomes = [train_one_seed(args, train_data, test_data, seed) for seed in args.seeds]
 
     summary = {
         "dataset": dataset_name,
@@ -128,16 +153,23 @@ def main(argv=None) -> dict:
         "batch_size": args.batch_size,
         "threads": args.threads,
         "elbo_emvi": args.elbo,
-        "images_per_second_torch": statistics.median(torch_speeds),
-        "images_per_second_emvi": statistics.median(emvi_speeds),
-        "throughput_ratio": statistics.median(ratios),
-        "test_elbo_emvi": estimates["emvi"]["elbo_nats"],
-        "test_elbo_torch": estimates["torch"]["elbo_nats"],
-        "is_loglik_emvi": estimates["emvi"]["is_loglik_nats"],
-        "is_loglik_torch": estimates["torch"]["is_loglik_nats"],
-        "num_samples": args.num_samples,
-        "num_test": int(x_test.shape[0]),
+        "seeds": args.seeds,
+        **{f"images_per_second_{name}": statistics.median(o["images_per_second"][name] for o in outcomes)
+           for name in ("torch", "torch_fused", "emvi")},
+        "throughput_ratio": statistics.median(o["throughput_ratio"] for o in outcomes),
+        "throughput_ratio_same_optimizer": statistics.median(o["throughput_ratio_same_optimizer"] for o in outcomes),
     }
+    for key in ("test_elbo_emvi", "test_elbo_torch", "is_loglik_emvi", "is_loglik_torch"):
+        summary[key] = statistics.fmean(o[key] for o in outcomes)
+    if len(outcomes) > 1:
+        # Paired by seed (same initial weights and batches): the mean difference and its standard error.
+        for quantity in ("test_elbo", "is_loglik"):
+            differences = [o[f"{quantity}_emvi"] - o[f"{quantity}_torch"] for o in outcomes]
+            summary[f"{quantity}_difference"] = statistics.fmean(differences)
+            summary[f"{quantity}_difference_se"] = statistics.stdev(differences) / len(differences) ** 0.5
+        summary["per_seed"] = [{k: o[k] for k in ("seed", "test_elbo_emvi", "test_elbo_torch", "is_loglik_emvi",
+                                                   "is_loglik_torch")} for o in outcomes]
+    summary.update(num_samples=args.num_samples, num_test=min(args.num_test, len(test_data)))
     print(json.dumps(summary))
     return summary
 

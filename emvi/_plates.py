@@ -15,4 +15,5 @@ def data_plate(batch: torch.Tensor, num_data: int | None = None, *, name: str = 
     consume random numbers the runner's reproducibility accounts for.
     """
     size = batch.shape[0]
-    return pyro.plate(name, num_data or size, subsample=torch.arange(size, device=batch.device), dim=dim)
+    return pyro.plate(name, num_data or size, subsample=torch.arange(size, device=batch.device), dim=dim,
+                      device=batch.device)

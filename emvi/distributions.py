@@ -40,6 +40,8 @@ class DiagonalNormal(TorchDistribution):
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) == self.batch_shape:
+            return self  # Pyro's plates expand every site; an unchanged shape needs no copy
         shape = torch.Size(batch_shape) + self.event_shape
         return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape), validate_args=False)
 
@@ -83,6 +85,8 @@ class StandardNormal(TorchDistribution):
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) == self.batch_shape:
+            return self
         return StandardNormal(self.event_shape[0], batch_shape, dtype=self.dtype, device=self.device, validate_args=False)
 
     @property
@@ -100,6 +104,8 @@ class StandardNormal(TorchDistribution):
         if self._validate_args:
             self._validate_sample(value)
         log_prob = -0.5 * value.pow(2).sum(-1) - self.event_shape[0] * HALF_LOG_2PI
+        if log_prob.shape == self.batch_shape:
+            return log_prob
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
 
@@ -115,6 +121,8 @@ class BernoulliLogits(TorchDistribution):
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) == self.batch_shape:
+            return self
         return BernoulliLogits(self.logits.expand(torch.Size(batch_shape) + self.event_shape), validate_args=False)
 
     @property

@@ -103,6 +103,30 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     assert torch.allclose(resumed, straight, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("name, reference", [
+    ("adam", lambda p: torch.optim.Adam(p, lr=0.1, weight_decay=0.01, foreach=False)),
+    ("adamw", lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.01, foreach=False)),
+    ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01, foreach=False)),
+])
+def test_runner_optimizers_are_torch_fused_kernels_with_the_same_steps(name, reference):
+    from emvi.inference.runner import _make_optimizer
+
+    start = torch.randn(5, 4, dtype=torch.float64)
+    trajectories = []
+    for make in (lambda p: _make_optimizer(TrainConfig(optimizer=name, learning_rate=0.1, weight_decay=0.01,
+                                                       momentum=0.9), p), reference):
+        weight = torch.nn.Parameter(start.clone())
+        optimizer = make([weight])
+        for step in range(5):
+            optimizer.zero_grad()
+            ((weight - step) ** 2).sum().backward()
+            optimizer.step()
+        trajectories.append((optimizer, weight.detach()))
+    (fused, fused_weight), (_, reference_weight) = trajectories
+    assert fused.defaults["fused"] is True
+    torch.testing.assert_close(fused_weight, reference_weight, rtol=1e-12, atol=1e-12)
+
+
 def test_two_models_in_one_process_do_not_share_parameters():
     data = linear_gaussian_data(100)
     first_model, first_guide = build_pair(seed=0)

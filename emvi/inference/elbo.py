@@ -152,13 +152,37 @@ class LeanTrace_ELBO(infer.Trace_ELBO):
         model_sites = _SampleSites(values)
         with model_sites:
             model(*args, **kwargs)
-        elbo = 0.0
         for msg in model_sites.sites.values():
             if msg["infer"].get("enumerate"):
                 return None
-            elbo = elbo + scale_and_mask(msg["fn"].log_prob(msg["value"]), msg["scale"], msg["mask"]).sum()
-        for msg in guide_sites.sites.values():
-            elbo = elbo - scale_and_mask(msg["fn"].log_prob(msg["value"]), msg["scale"], msg["mask"]).sum()
-        loss = -elbo
-        warn_if_nan(loss, "loss")
-        return loss
+        # loss = Σ_guide scale · log q - Σ_model scale · log p, guide first so that the sum starts with a plus sign.
+        return _scaled_log_density_sum([(1.0, msg) for msg in guide_sites.sites.values()]
+                                       + [(-1.0, msg) for msg in model_sites.sites.values()])
+
+
+def _scaled_log_density_sum(signed_sites) -> torch.Tensor:
+    """Σ sign · scale · mask · log p(value) over ``(sign, sample message)`` pairs.
+
+    Per-item log-densities of the same shape under the same numeric plate scale (a VAE's three sites) are added
+    before one sum and one multiplication: fewer autograd nodes per step than a sum and a product per site.
+    """
+    by_scale: dict[tuple, torch.Tensor] = {}
+    total = None
+    for sign, msg in signed_sites:
+        log_prob = msg["fn"].log_prob(msg["value"])
+        scale, mask = msg["scale"], msg["mask"]
+        if mask is None and isinstance(scale, (int, float)):
+            key = (scale, log_prob.shape)
+            partial = by_scale.get(key)
+            if partial is None:
+                by_scale[key] = log_prob if sign > 0 else -log_prob
+            else:
+                by_scale[key] = partial + log_prob if sign > 0 else partial - log_prob
+            continue
+        term = scale_and_mask(log_prob, scale, mask).sum()
+        total = (term if sign > 0 else -term) if total is None else (total + term if sign > 0 else total - term)
+    for (scale, _), partial in by_scale.items():
+        term = partial.sum() if scale == 1.0 else partial.sum() * scale
+        total = term if total is None else total + term
+    # No NaN check here: the runner reads every loss with ``.item()`` and stops on a non-finite one.
+    return total

@@ -390,13 +390,23 @@ def _collect_parameters(model, guide, store) -> list[torch.Tensor]:
 
 def _make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
     lr, wd = config.learning_rate, config.weight_decay
+    # torch's fused kernels update all parameters in one pass; on CPU its default is a Python loop over parameters,
+    # which costs about 0.85 ms of a 7 ms VAE step on MNIST with 2 threads (benchmarks/vae.py).
+    fused = {"fused": True} if _fused_kernels_apply(params) else {}
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+        return torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=wd, **fused)
     return torch.optim.RMSprop(params, lr=lr, momentum=config.momentum, weight_decay=wd)
+
+
+def _fused_kernels_apply(params) -> bool:
+    """torch's fused optimizers need dense floating-point parameters, all on one CPU or CUDA device type."""
+    device_types = {p.device.type for p in params}
+    return len(device_types) == 1 and device_types <= {"cpu", "cuda"} and all(
+        p.is_floating_point() and not p.is_sparse for p in params)
 
 
 def _make_scheduler(config: TrainConfig, optimizer):
