@@ -3,7 +3,7 @@
 | name        | objective                                                           |
 | ----------- | ------------------------------------------------------------------- |
 | "trace"     | ``Trace_ELBO``: E_q[log p(x, z) - log q(z)], score-function terms for non-reparameterisable sites (emvi's :class:`LeanTrace_ELBO`, the same estimator with less overhead) |
-| "meanfield" | ``TraceMeanField_ELBO``: the same with analytic KL(q || p) where known (the seed's Keras loss)   |
+| "meanfield" | ``TraceMeanField_ELBO``: the same with analytic KL(q || p) where known (the seed's Keras loss; emvi's :class:`LeanTraceMeanField_ELBO`) |
 | "renyi"     | ``RenyiELBO(alpha)``; alpha=0 with K particles is the importance weighted bound (IWAE)          |
 | "enum"      | ``TraceEnum_ELBO``: discrete sites marked for enumeration are summed out exactly                |
 
@@ -22,6 +22,7 @@ from pyro.infer.util import is_identically_zero, torch_sum
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import warn_if_nan
+from torch.distributions import kl_divergence
 
 from .._validation import check_choice, check_positive_int
 from ..errors import ConfigError
@@ -46,7 +47,7 @@ def make_elbo(
     if name == "trace":
         cls = infer.JitTrace_ELBO if jit else LeanTrace_ELBO
     elif name == "meanfield":
-        cls = infer.JitTraceMeanField_ELBO if jit else infer.TraceMeanField_ELBO
+        cls = infer.JitTraceMeanField_ELBO if jit else LeanTraceMeanField_ELBO
     elif name == "enum":
         cls = infer.JitTraceEnum_ELBO if jit else infer.TraceEnum_ELBO
     else:
@@ -115,17 +116,14 @@ class _SampleSites(Messenger):
             self.sites[msg["name"]] = msg
 
 
-class LeanTrace_ELBO(infer.Trace_ELBO):
-    """``Trace_ELBO`` whose common case skips Pyro's trace bookkeeping; the estimator and its value are the same.
+class _LeanELBO:
+    """The lean single-particle path shared by :class:`LeanTrace_ELBO` and :class:`LeanTraceMeanField_ELBO`.
 
-    When every guide site is reparameterisable and nothing is enumerated, the single-particle surrogate of
-    ``Trace_ELBO`` is the ELBO estimate itself,
-
-        ELBO = Σ_model sites scale · log p(value) - Σ_guide sites scale · log q(value),
-
-    so it is computed directly from the sample messages. Any other case (score-function sites, enumeration,
-    several particles, validation on) goes to ``Trace_ELBO`` unchanged. Profiling the VAE showed Pyro's trace
-    graph, replay and ``compute_log_prob`` passes as the bulk of its overhead over a hand-written loss.
+    It applies when every guide site is reparameterisable and nothing is enumerated: then the estimator's surrogate is
+    the ELBO estimate itself, computed straight from the sample messages of one guide run and one model run with the
+    guide's values. Anything else (score-function sites, enumeration, auxiliary guide sites, several particles,
+    validation on) goes to the Pyro class unchanged. Profiling the VAE showed Pyro's trace graph, replay and
+    ``compute_log_prob`` passes as the bulk of its overhead over a hand-written loss.
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs):
@@ -155,31 +153,73 @@ class LeanTrace_ELBO(infer.Trace_ELBO):
         for msg in model_sites.sites.values():
             if msg["infer"].get("enumerate"):
                 return None
-        # loss = Σ_guide scale · log q - Σ_model scale · log p, guide first so that the sum starts with a plus sign.
-        return _scaled_log_density_sum([(1.0, msg) for msg in guide_sites.sites.values()]
-                                       + [(-1.0, msg) for msg in model_sites.sites.values()])
+        terms = self._loss_terms(guide_sites.sites, model_sites.sites)
+        return None if terms is None else _scaled_sum(terms)
+
+    def _loss_terms(self, guide_sites: dict, model_sites: dict) -> list[tuple] | None:
+        """``(sign, per-item tensor, scale, mask)`` terms whose scaled sum is the loss (None: use Pyro's path)."""
+        raise NotImplementedError
 
 
-def _scaled_log_density_sum(signed_sites) -> torch.Tensor:
-    """Σ sign · scale · mask · log p(value) over ``(sign, sample message)`` pairs.
+class LeanTrace_ELBO(_LeanELBO, infer.Trace_ELBO):
+    """``Trace_ELBO`` whose common case skips Pyro's trace bookkeeping; the estimator and its value are the same:
 
-    Per-item log-densities of the same shape under the same numeric plate scale (a VAE's three sites) are added
-    before one sum and one multiplication: fewer autograd nodes per step than a sum and a product per site.
+        loss = Σ_guide sites scale · log q(value) - Σ_model sites scale · log p(value).
+    """
+
+    def _loss_terms(self, guide_sites, model_sites):
+        # Guide first so that the sum starts with a plus sign.
+        return [(1.0, *_scored(msg)) for msg in guide_sites.values()] + [(-1.0, *_scored(msg))
+                                                                           for msg in model_sites.values()]
+
+
+class LeanTraceMeanField_ELBO(_LeanELBO, infer.TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` on the lean path: a latent whose KL(q || p) has a closed form contributes
+    ``scale · KL(q || p)`` (the guide site's scale and mask, as in Pyro), any other latent ``scale · (log q - log p)``
+    at the guide's draw, and observations ``-scale · log p(x)``. The same value and gradient as Pyro's estimator.
+    """
+
+    def _loss_terms(self, guide_sites, model_sites):
+        if any(name not in model_sites for name in guide_sites):
+            return None  # Pyro's estimator decides what a guide-only site means
+        terms = []
+        for name, model_msg in model_sites.items():
+            guide_msg = guide_sites.get(name)
+            if guide_msg is not None:
+                try:
+                    kl = kl_divergence(guide_msg["fn"], model_msg["fn"])
+                except NotImplementedError:
+                    terms.append((1.0, *_scored(guide_msg)))
+                else:
+                    terms.append((1.0, kl, guide_msg["scale"], guide_msg["mask"]))
+                    continue
+            terms.append((-1.0, *_scored(model_msg)))
+        return terms
+
+
+def _scored(msg) -> tuple:
+    """``(log p(value), scale, mask)`` of one sample message."""
+    return msg["fn"].log_prob(msg["value"]), msg["scale"], msg["mask"]
+
+
+def _scaled_sum(terms) -> torch.Tensor:
+    """Σ sign · scale · mask · tensor over ``(sign, per-item tensor, scale, mask)`` terms.
+
+    Per-item tensors of the same shape under the same numeric plate scale (a VAE's three sites) are added before one
+    sum and one multiplication: fewer autograd nodes per step than a sum and a product per site.
     """
     by_scale: dict[tuple, torch.Tensor] = {}
     total = None
-    for sign, msg in signed_sites:
-        log_prob = msg["fn"].log_prob(msg["value"])
-        scale, mask = msg["scale"], msg["mask"]
+    for sign, value, scale, mask in terms:
         if mask is None and isinstance(scale, (int, float)):
-            key = (scale, log_prob.shape)
+            key = (scale, value.shape)
             partial = by_scale.get(key)
             if partial is None:
-                by_scale[key] = log_prob if sign > 0 else -log_prob
+                by_scale[key] = value if sign > 0 else -value
             else:
-                by_scale[key] = partial + log_prob if sign > 0 else partial - log_prob
+                by_scale[key] = partial + value if sign > 0 else partial - value
             continue
-        term = scale_and_mask(log_prob, scale, mask).sum()
+        term = scale_and_mask(value, scale, mask).sum()
         total = (term if sign > 0 else -term) if total is None else (total + term if sign > 0 else total - term)
     for (scale, _), partial in by_scale.items():
         term = partial.sum() if scale == 1.0 else partial.sum() * scale
