@@ -49,19 +49,22 @@ loop with the fused Adam that emvi's runner uses: the first ratio is what a user
 the second isolates emvi's own overhead."""
 
 
+def keras_loss(encoder: nn.Module, decoder: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """mean_batch[ BCE(x, f(t)) summed over pixels + KL(q(t|x) || N(0, I)) ] at t = μ + σ ε, as the Keras example."""
+    loc, raw_scale = encoder(batch).chunk(2, dim=-1)
+    scale = nn.functional.softplus(raw_scale) + 1e-5
+    t = loc + scale * torch.randn_like(loc)
+    reconstruction = nn.functional.binary_cross_entropy_with_logits(decoder(t), batch, reduction="none").sum(-1)
+    kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0 - 2.0 * scale.log()).sum(-1)
+    return (reconstruction + kl).mean()
+
+
 def torch_epoch(encoder: nn.Module, decoder: nn.Module, optimizer, x: torch.Tensor, order: torch.Tensor,
                 batch_size: int) -> float:
     """One epoch of the Keras-style loop; returns images per second."""
     start = time.perf_counter()
     for begin in range(0, x.shape[0], batch_size):
-        batch = x.index_select(0, order[begin : begin + batch_size])
-        loc, raw_scale = encoder(batch).chunk(2, dim=-1)
-        scale = nn.functional.softplus(raw_scale) + 1e-5
-        t = loc + scale * torch.randn_like(loc)
-        logits = decoder(t)
-        reconstruction = nn.functional.binary_cross_entropy_with_logits(logits, batch, reduction="none").sum(-1)
-        kl = 0.5 * (loc.pow(2) + scale.pow(2) - 1.0 - 2.0 * scale.log()).sum(-1)
-        loss = (reconstruction + kl).mean()
+        loss = keras_loss(encoder, decoder, x.index_select(0, order[begin : begin + batch_size]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

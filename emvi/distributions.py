@@ -27,7 +27,19 @@ from torch.nn import functional
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class DiagonalNormal(TorchDistribution):
+class _VectorDistribution(TorchDistribution):
+    """Shared by the classes below: ``expand`` to an unchanged batch shape returns the distribution itself (Pyro's
+    plates expand every site), any other shape goes to the class's :meth:`_expand_to`."""
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return self if batch_shape == self.batch_shape else self._expand_to(batch_shape)
+
+    def _expand_to(self, batch_shape: torch.Size) -> TorchDistribution:
+        raise NotImplementedError
+
+
+class DiagonalNormal(_VectorDistribution):
     """N(loc, diag scale²) with event shape ``loc.shape[-1:]``; ``loc`` and ``scale`` ``(..., D)``."""
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
@@ -39,10 +51,8 @@ class DiagonalNormal(TorchDistribution):
         self._last_draw: tuple[torch.Tensor, torch.Tensor] | None = None  # (value, noise) of the latest rsample
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) == self.batch_shape:
-            return self  # Pyro's plates expand every site; an unchanged shape needs no copy
-        shape = torch.Size(batch_shape) + self.event_shape
+    def _expand_to(self, batch_shape):
+        shape = batch_shape + self.event_shape
         return DiagonalNormal(self.loc.expand(shape), self.scale.expand(shape), validate_args=False)
 
     @property
@@ -73,7 +83,7 @@ class DiagonalNormal(TorchDistribution):
         return self.scale.log().sum(-1) + self.event_shape[0] * (0.5 + HALF_LOG_2PI)
 
 
-class StandardNormal(TorchDistribution):
+class StandardNormal(_VectorDistribution):
     """N(0, I) over vectors of size ``dim``, with the given batch shape, dtype and device."""
 
     arg_constraints = {}
@@ -84,9 +94,7 @@ class StandardNormal(TorchDistribution):
         self.dtype, self.device = dtype or torch.get_default_dtype(), device
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) == self.batch_shape:
-            return self
+    def _expand_to(self, batch_shape):
         return StandardNormal(self.event_shape[0], batch_shape, dtype=self.dtype, device=self.device, validate_args=False)
 
     @property
@@ -109,7 +117,7 @@ class StandardNormal(TorchDistribution):
         return log_prob.expand(torch.broadcast_shapes(log_prob.shape, self.batch_shape))
 
 
-class BernoulliLogits(TorchDistribution):
+class BernoulliLogits(_VectorDistribution):
     """Independent Bernoulli(sigmoid(logits_d)) over vectors; ``logits`` ``(..., D)``, event shape ``(D,)``."""
 
     arg_constraints = {"logits": constraints.real}
@@ -120,10 +128,8 @@ class BernoulliLogits(TorchDistribution):
         self.logits = logits
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
-        if torch.Size(batch_shape) == self.batch_shape:
-            return self
-        return BernoulliLogits(self.logits.expand(torch.Size(batch_shape) + self.event_shape), validate_args=False)
+    def _expand_to(self, batch_shape):
+        return BernoulliLogits(self.logits.expand(batch_shape + self.event_shape), validate_args=False)
 
     @property
     def probs(self) -> torch.Tensor:

@@ -213,16 +213,17 @@ def _scaled_sum(terms) -> torch.Tensor:
     for sign, value, scale, mask in terms:
         if mask is None and isinstance(scale, (int, float)):
             key = (scale, value.shape)
-            partial = by_scale.get(key)
-            if partial is None:
-                by_scale[key] = value if sign > 0 else -value
-            else:
-                by_scale[key] = partial + value if sign > 0 else partial - value
-            continue
-        term = scale_and_mask(value, scale, mask).sum()
-        total = (term if sign > 0 else -term) if total is None else (total + term if sign > 0 else total - term)
+            by_scale[key] = _signed_add(by_scale.get(key), value, sign)
+        else:
+            total = _signed_add(total, scale_and_mask(value, scale, mask).sum(), sign)
     for (scale, _), partial in by_scale.items():
-        term = partial.sum() if scale == 1.0 else partial.sum() * scale
-        total = term if total is None else total + term
+        total = _signed_add(total, partial.sum() if scale == 1.0 else partial.sum() * scale, 1.0)
     # No NaN check here: the runner reads every loss with ``.item()`` and stops on a non-finite one.
     return total
+
+
+def _signed_add(total: torch.Tensor | None, value: torch.Tensor, sign: float) -> torch.Tensor:
+    """``total ± value``, starting from ``±value`` when there is no total yet (at most one autograd node)."""
+    if total is None:
+        return value if sign > 0 else -value
+    return total + value if sign > 0 else total - value
