@@ -7,7 +7,7 @@ with weights and diagonal variances from one M-step on the nearest-centre assign
 * sklearn: ``GaussianMixture(covariance_type="diag", tol=1e-3)``; its wall-clock fit time is the reference.
 * em: :func:`emvi.inference.fit_em` on :class:`emvi.models.mixture.MixtureModel` (E-step read off the enumerated
   Pyro trace, closed-form M-step), float64, ``tol=1e-4``.
-* svi: :func:`emvi.estimators.mixture.natural_gradient_svi`: gradients of TraceEnum_ELBO (full batch, the exact
+* svi: :func:`emvi.inference.natural_gradient.natural_gradient_svi`: gradients of TraceEnum_ELBO (full batch, the exact
   marginal, float64) turned into natural-gradient steps of size 1 on the mean parameters, which retrace EM.
 * svi-adam (for reference): ``emvi.inference.train`` with TraceEnum_ELBO, full batch, float64, Adam lr 0.3.
 
@@ -40,7 +40,8 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import emvi  # noqa: F401  (module-local Pyro params before the models are built)
-from emvi.estimators.mixture import initialise_mixture, natural_gradient_svi
+from emvi.inference.initialization import initialise_mixture
+from emvi.inference.natural_gradient import natural_gradient_svi
 from emvi.inference import TrainConfig, fit_em, train
 from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
 

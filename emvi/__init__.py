@@ -8,7 +8,18 @@ import pyro as _pyro
 
 from .data import ArrayDataset, load_dataset, train_valid_split
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
-from .inference import EMResult, TrainConfig, TrainResult, fit_em, fit_svi, make_elbo, seed_everything, train
+from .inference import (
+    EMConfig,
+    EMResult,
+    MCMCConfig,
+    TrainConfig,
+    TrainResult,
+    fit_em,
+    fit_svi,
+    make_elbo,
+    seed_everything,
+    train,
+)
 from .registry import DataInfo, available_models, get_model, register_model
 
 # Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
@@ -18,13 +29,17 @@ _pyro.settings.set(module_local_params=True)
 
 __version__ = "0.1.0"
 
+from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
+
 __all__ = [
     "ArrayDataset",
     "CheckpointError",
     "ConfigError",
     "DataError",
     "DataInfo",
+    "EMConfig",
     "EMResult",
+    "MCMCConfig",
     "EmviError",
     "NonFiniteLossError",
     "TrainConfig",

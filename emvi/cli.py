@@ -12,6 +12,7 @@ status 2; nothing prints a traceback unless ``EMVI_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,14 +37,15 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--binarize", choices=["static", "dynamic"], help="binarise images (static threshold or dynamic sampling)")
     group.add_argument("--raw-counts", action="store_true", help="keep built-in images as integer counts (for count likelihoods)")
     group.add_argument("--limit", type=int, help="use only the first N training samples")
-    group.add_argument("--valid-fraction", type=float, default=None, help="hold out this fraction for validation (default: 0.1)")
+    group.add_argument("--valid-fraction", type=float, default=None,
+                       help="hold out this fraction of the items for validation (default: 0, every item is fit)")
     group.add_argument("--label-column", help="name of a label column in a .csv file")
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
-    from .inference.runner import TrainConfig
     from .registry import available_models
+    from .runs import method_config_class
 
     parser = _Parser(prog="emvi", description="Latent-variable models as Pyro model/guide pairs, from EM to VAEs.")
     parser.add_argument("--version", action="version", version=f"emvi {_version()}")
@@ -64,7 +66,11 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
         aliases = getattr(entry.config_class, "cli_aliases", {})
         add_config_arguments(sub, entry.config_class, group_title=f"{name} model", aliases=aliases)
-        add_config_arguments(sub, TrainConfig, group_title="training")
+        seen: set[str] = set()
+        for method in entry.methods:  # each method's own options; seed, device and progress are shared
+            cls = method_config_class(method)
+            add_config_arguments(sub, cls, group_title=f"--method {method} ({cls.__name__})", skip=seen)
+            seen |= {f.name for f in dataclasses.fields(cls)}
 
     evaluate = commands.add_parser("evaluate", help="held-out metrics of a fitted run", description="Evaluate a run directory on held-out data.")
     evaluate.add_argument("run_dir")
@@ -158,16 +164,20 @@ def _cmd_models(args) -> int:
 
 def _cmd_fit(args) -> int:
     from .config import config_from_args
-    from .inference.runner import TrainConfig
     from .registry import get_model
-    from .spec import DataSpec, OutputSpec, Spec, run_spec
+    from .runs import method_config_class
+    from .spec import DataSpec, OutputSpec, Spec, method_defaults, run_spec
 
     entry = get_model(args.model)
     model_config = config_from_args(entry.config_class, args)
-    defaults = {"elbo": entry.elbo}
-    if entry.max_plate_nesting is not None:
-        defaults["max_plate_nesting"] = entry.max_plate_nesting
-    train_config = config_from_args(TrainConfig, args, base=defaults)
+    chosen = method_config_class(args.method)
+    chosen_fields = {f.name for f in dataclasses.fields(chosen)}
+    for other in entry.methods:
+        for f in dataclasses.fields(method_config_class(other)):
+            if f.name not in chosen_fields and getattr(args, f.name, None) is not None:
+                raise ConfigError(f"--{f.name.replace('_', '-')} is an option of --method {other}, not of "
+                                  f"--method {args.method}; see 'emvi fit {entry.name} --help'")
+    method_config = config_from_args(chosen, args, base=method_defaults(entry, args.method))
     if args.data and args.dataset:
         raise ConfigError("give either a data file or --dataset, not both")
     data = DataSpec(
@@ -178,10 +188,10 @@ def _cmd_fit(args) -> int:
         download=args.download,
         limit=args.limit,
         label_column=args.label_column,
-        valid_fraction=0.1 if args.valid_fraction is None else args.valid_fraction,
+        valid_fraction=0.0 if args.valid_fraction is None else args.valid_fraction,
     )
     outputs = OutputSpec(out=args.out, run_dir=args.run_dir, plots=not args.no_plots)
-    spec = Spec(model=entry.name, model_config=model_config, method=args.method, train_config=train_config,
+    spec = Spec(model=entry.name, model_config=model_config, method=args.method, method_config=method_config,
                 data=data, outputs=outputs)
     run_spec(spec, resume=args.resume)
     return 0
@@ -241,7 +251,7 @@ def _summary_value(run_dir, key: str):
 def _cmd_analyze(args) -> int:
     from .analysis.local_latents import held_out_log_likelihood
     from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
-    from .runs import held_out_split, load_run
+    from .runs import held_out_split, load_run, run_seed
 
     fits, held_out = {}, {}
     for run_dir in args.run_dirs:
@@ -250,7 +260,7 @@ def _cmd_analyze(args) -> int:
             raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models analyze supports")
         method = resolved.get("method", "svi")
         train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),
-                                                seed=resolved["train"]["seed"])
+                                                seed=run_seed(resolved))
         print(f"{run_dir}: building InferenceData ({method})", flush=True)
         idata = entry.inference_data(model, guide, train_part, method=method, num_samples=args.num_samples, run_dir=Path(run_dir))
         for kind, path in write_analysis(idata, run_dir).items():

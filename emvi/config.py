@@ -116,12 +116,16 @@ def config_to_dict(config) -> dict:
     return out
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls, *, group_title: str | None = None, aliases=None) -> None:
-    """Add ``--field-name`` for every field of ``cls``; defaults stay None so only given options override."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls, *, group_title: str | None = None, aliases=None,
+                         skip: set[str] | frozenset[str] = frozenset()) -> None:
+    """Add ``--field-name`` for every field of ``cls`` but those in ``skip``; defaults stay None so only given options
+    override."""
     aliases = aliases or {}
     docs = field_docs(cls)
     target = parser.add_argument_group(group_title) if group_title else parser
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         tp, _ = _unwrap_optional(_field_type(cls, f))
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]

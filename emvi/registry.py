@@ -1,6 +1,7 @@
-"""Model names -> how to build them, so the CLI, spec files and user code share one mechanism.
+"""Model names -> how to build, fit, load, evaluate, sample and analyse them: a plain table.
 
-A model registers itself with :func:`register_model`; user code does the same for its own models::
+The built-in families fill it from :mod:`emvi.catalog` (one file per family, imported by ``import emvi``); user code
+adds its own models with :func:`register_model`::
 
     @register_model("poisson-regression-mixture", config=MyConfig)
     def build(config: MyConfig, data_info: DataInfo):
@@ -39,9 +40,11 @@ class DataInfo:
 class ModelEntry:
     """A registered model and the optional hooks the CLI uses beyond the generic SVI path.
 
-    * ``fit(model, guide, train_data, *, method, train_config, valid_data, run_dir) -> dict`` fits by a method other
-      than ``"svi"`` (EM, MCMC) and returns summary metrics; it saves what it needs in ``run_dir``.
-    * ``load(model, guide, run_dir, device)`` restores a fitted model from ``run_dir`` when ``fit`` saved it its own way.
+    * ``fit(model, guide, train_data, *, method, config, valid_data, run) -> dict`` fits by a method other than
+      ``"svi"``: ``config`` is that method's :class:`~emvi.inference.em.EMConfig` or
+      :class:`~emvi.inference.mcmc.MCMCConfig`, ``run`` the :class:`~emvi.rundir.RunDirectory` (or None) whose
+      checkpoint it writes; it returns summary metrics (``converged``, ``n_iter``, ``history``...).
+    * ``load(model, guide, run, device)`` restores what ``fit`` saved in the :class:`~emvi.rundir.RunDirectory`.
     * ``evaluate(model, guide, data, *, num_samples) -> dict`` held-out metrics (default: the negative ELBO).
     * ``sample(model, guide, num_samples) -> Tensor`` draws new observations.
     * ``plots(model, guide, data, history, run_dir) -> list[Path]`` writes PNG files.
@@ -92,20 +95,19 @@ def register_model(
 
     def decorator(build):
         doc = description or (build.__doc__ or "").strip().split("\n")[0]
-        _MODELS[name] = ModelEntry(name, config, build, tuple(methods), doc, **hooks)
+        add_entry(ModelEntry(name, config, build, tuple(methods), doc, **hooks))
         return build
 
     return decorator
 
 
-def attach_hooks(name: str, **hooks) -> None:
-    """Add hooks to an already registered model (used by layers above the models, e.g. analysis)."""
-    entry = _MODELS[name]
-    _MODELS[name] = dataclasses.replace(entry, **hooks)
+def add_entry(entry: ModelEntry) -> ModelEntry:
+    """Put ``entry`` in the table under ``entry.name`` (replacing an entry of that name)."""
+    _MODELS[entry.name] = entry
+    return entry
 
 
 def get_model(name: str) -> ModelEntry:
-    _load_builtin_models()
     try:
         return _MODELS[name]
     except KeyError:
@@ -113,12 +115,4 @@ def get_model(name: str) -> ModelEntry:
 
 
 def available_models() -> dict[str, ModelEntry]:
-    _load_builtin_models()
     return dict(sorted(_MODELS.items()))
-
-
-def _load_builtin_models() -> None:
-    # Importing emvi.models runs the built-in @register_model decorators; emvi.analysis.hooks then attaches the
-    # analysis hooks, which models may not import themselves (layers point one way).
-    import emvi.analysis.hooks  # noqa: F401
-    import emvi.models  # noqa: F401

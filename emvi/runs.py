@@ -1,14 +1,13 @@
 """Run directories: fit a registered model as configured and write everything a later command needs.
 
-A run directory holds ``config.json`` and ``spec.toml`` (the resolved configuration), ``checkpoint.pt`` (and
-``best.pt``), ``metrics.jsonl``, ``summary.json`` and PNG plots. :func:`load_run` rebuilds model, guide and data from
-it, so ``emvi evaluate|sample RUN_DIR`` need nothing else. The CLI and spec files both go through :func:`run_fit`.
+What a run directory holds, and every read and write of it, is :mod:`emvi.rundir`'s. :func:`run_fit` is the one
+place a fit becomes a run directory (the CLI and spec files both go through it); :func:`load_run` rebuilds model,
+guide and data from one, so ``emvi evaluate|sample|analyze RUN_DIR`` need nothing else.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -52,31 +51,52 @@ def held_out_split(entry, dataset, valid_fraction, *, seed: int, announce: bool 
     return train_valid_split(dataset, valid_fraction, seed=seed)
 
 
-def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
+def method_config_class(method: str) -> type:
+    """The configuration dataclass of a fitting method: ``TrainConfig`` (svi), ``EMConfig`` (em), ``MCMCConfig``
+    (mcmc)."""
+    from .inference.em import EMConfig
+    from .inference.mcmc import MCMCConfig
+    from .inference.runner import TrainConfig
+
+    classes = {"svi": TrainConfig, "em": EMConfig, "mcmc": MCMCConfig}
+    if method not in classes:
+        raise ConfigError(f"unknown method {method!r}; use one of {', '.join(classes)}")
+    return classes[method]
+
+
+def run_seed(resolved: dict) -> int:
+    """The seed a run directory's fit used (whatever its method)."""
+    return int((resolved.get("train") or resolved.get("method_config") or {}).get("seed", 0))
+
+
+def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
             resume: bool = False, plots: bool = True, spec: dict | None = None) -> Path:
     """Fit ``entry``'s model as configured and fill a run directory; returns its path.
 
+    ``method_config`` is the method's configuration (:func:`method_config_class`). Everything is validated (data
+    loaded, model built, a resumed run's configuration compared) before the run directory is created or changed.
     ``spec`` is the resolved spec (see :mod:`emvi.spec`); it is written to ``spec.toml`` and stored in
     ``config.json`` and in every checkpoint.
     """
     from .config import config_to_dict
     from .inference.runner import train
     from .inference.seeding import seed_everything
+    from .rundir import RunDirectory
 
     if method not in entry.methods:
         raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}; use one of {', '.join(entry.methods)}")
+    if not isinstance(method_config, method_config_class(method)):
+        raise ConfigError(f"method {method!r} takes a {method_config_class(method).__name__}, "
+                          f"got {type(method_config).__name__}")
+    if method != "svi" and entry.fit is None:
+        raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     dataset = load_data(data_cfg)
-    train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=train_config.seed,
+    train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
                                             announce=True)
-    run_dir = Path(run_dir) if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and not resume and any(run_dir.iterdir()):
-        raise ConfigError(f"run directory {run_dir} is not empty; pick another --run-dir or pass --resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"run directory: {run_dir}", flush=True)
-
-    seed_everything(train_config.seed)
+    run = RunDirectory(run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    seed_everything(method_config.seed)
     data_info = train_data.info()
     model, guide = entry.build(model_config, data_info)
     resolved = {
@@ -88,42 +108,71 @@ def run_fit(entry, model_config, train_config, data_cfg: dict, *, method: str = 
         "spec": spec,
         "emvi_version": _version(),
     }
+    if resume:
+        _check_resume(run, resolved)
+    elif run.path.exists() and not run.path.is_dir():
+        raise ConfigError(f"run directory {run.path} is a file; pick another --run-dir")
+    elif not run.is_empty():
+        raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
+    run.create()
+    print(f"run directory: {run.path}", flush=True)
     if spec is not None:
-        _write_spec_toml(spec, run_dir / "spec.toml")
-    summary: dict = {}
+        run.write_spec(spec)
+    summary: dict = {"num_train_items": len(train_data),
+                     "num_held_out_items": 0 if valid_data is None else len(valid_data)}
     history: list[dict] = []
     if method == "svi":
-        result = train(model, guide, train_data, config=train_config, valid_data=valid_data, run_dir=run_dir,
+        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run_dir=run.path,
                        resume=resume, extra_config=resolved)
         history = result.history
-        summary = {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                   "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
+        summary |= {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
+                    "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
     else:
-        if entry.fit is None:
-            raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
-        (run_dir / "config.json").write_text(json.dumps({"train": train_config.to_dict(), **resolved}, indent=2, default=str) + "\n")
-        summary = entry.fit(model, guide, train_data, method=method, train_config=train_config,
-                            valid_data=valid_data, run_dir=run_dir, extra_config=resolved) or {}
+        run.write_config({"method_config": method_config.to_dict(), **resolved})
+        summary |= entry.fit(model, guide, train_data, method=method, config=method_config, valid_data=valid_data,
+                             run=run) or {}
         history = summary.pop("history", [])
+        run.write_metrics(history)
     if plots:
-        summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run_dir)]
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
+    run.write_summary(summary)
     for key, value in summary.items():
         if key != "plots":
             print(f"{key}: {value}")
-    print(f"outputs written to {run_dir}")
-    return run_dir
+    note = convergence_note(method, method_config, summary)
+    if note:
+        print(note)
+    print(f"outputs written to {run.path}")
+    return run.path
 
 
-def _write_spec_toml(spec: dict, path: Path) -> None:
-    import tomli_w
+def convergence_note(method: str, method_config, summary: dict) -> str | None:
+    """One line when a fit did not converge, naming the option to change."""
+    if method == "em" and summary.get("converged") is False:
+        return (f"note: EM did not converge in max_iter={method_config.max_iter} iterations "
+                f"(tol={method_config.tol}); raise --max-iter or --tol (inference.max_iter / inference.tol in a spec)")
+    if method == "mcmc":
+        r_hat = summary.get("max_r_hat")
+        if r_hat is not None and r_hat == r_hat and r_hat > 1.01:
+            return (f"note: NUTS chains disagree (max R-hat {r_hat:.3f} > 1.01); raise --num-samples and "
+                    "--warmup-steps or --num-chains")
+    return None
 
-    def drop_none(value):  # TOML has no null; an absent key means the default
-        if isinstance(value, dict):
-            return {k: drop_none(v) for k, v in value.items() if v is not None}
-        return value
 
-    path.write_text(tomli_w.dumps(drop_none(spec)))
+def _check_resume(run, resolved: dict) -> None:
+    """Refuse to resume a run directory that holds another model, method or model configuration."""
+    from .errors import CheckpointError
+
+    if not run.path.is_dir():
+        raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
+    saved = run.read_config()
+    for key in ("model", "method", "model_config", "data"):
+        if saved.get(key) != resolved.get(key):
+            raise CheckpointError(f"cannot resume {run.path}: its {key} is {saved.get(key)!r}, this fit's is "
+                                  f"{resolved.get(key)!r}; resume with the run's own options or pick another --run-dir")
+    if resolved["method"] != "svi":
+        raise CheckpointError(f"cannot resume a {resolved['method']} fit: only svi fits resume from a checkpoint; "
+                              "refit into a new --run-dir (EM and NUTS fits restart from scratch)")
 
 
 def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[Path]:
@@ -140,22 +189,17 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
 def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
     """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint."""
     from .config import config_from_dict
-    from .inference.checkpoint import load_checkpoint
     from .inference.runner import load_run_modules
     from .registry import DataInfo, get_model
+    from .rundir import RunDirectory
 
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if config_path.is_file():
-        text = config_path.read_text()
-    elif (run_dir / "checkpoint.pt").is_file():  # the checkpoint carries its own copy of the configuration
-        text = load_checkpoint(run_dir / "checkpoint.pt")["config"]
-    else:
-        raise ConfigError(f"{run_dir} is not an emvi run directory (no config.json); pass the folder 'emvi fit' printed")
-    try:
-        resolved = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{config_path} is not valid JSON ({exc}); restore it from the checkpoint's copy") from None
+    run = RunDirectory(run_dir)
+    if not run.path.is_dir():
+        raise ConfigError(f"{run.path} is not an emvi run directory (no such folder); pass the folder 'emvi fit' printed")
+    resolved = run.read_config()
+    if "model" not in resolved or "data" not in resolved:
+        raise ConfigError(f"{run.path} was not written by 'emvi fit' (its config lacks the model or data); "
+                          "evaluate it from Python with the model you trained")
     entry = get_model(resolved["model"])
     model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
     dataset = load_data(resolved["data"], split=split, root_override=root_override)
@@ -165,9 +209,9 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
             info[key] = tuple(info[key])
     model, guide = entry.build(model_config, DataInfo(**info))
     if entry.load is not None and resolved.get("method", "svi") != "svi":
-        entry.load(model, guide, run_dir, device)
+        entry.load(model, guide, run, device)
     else:
-        load_run_modules(run_dir, model, guide, device=device)
+        load_run_modules(run.path, model, guide, device=device)
     return entry, model, guide, dataset, resolved
 
 
@@ -175,7 +219,7 @@ def default_evaluate(model, guide, dataset, resolved) -> dict:
     from .inference.elbo import make_elbo
     from .inference.runner import evaluate_loss
 
-    train_cfg = resolved.get("train", {})
+    train_cfg = resolved.get("train") or {}
     elbo = make_elbo(train_cfg.get("elbo", "trace"), max_plate_nesting=train_cfg.get("max_plate_nesting"), num_particles=10,
                      vectorize_particles=False)
     loss = evaluate_loss(elbo, model, guide, dataset.tensors, transform=dataset.transform_batch)

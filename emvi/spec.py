@@ -7,13 +7,13 @@ A spec has five tables; only ``model.name`` is required::
     family = "poisson"
     num_components = 3
 
-    [inference]             # method plus the runner's options (TrainConfig fields)
-    method = "em"           # svi | em | mcmc, as the model allows
-    epochs = 50
+    [inference]             # the method and its own options
+    method = "em"           # svi (TrainConfig fields: epochs, ...) | em (EMConfig: max_iter, tol, n_init, init)
+    max_iter = 500          # | mcmc (MCMCConfig: num_samples, warmup_steps, num_chains), as the model allows
 
     [data]                  # where the observations come from
     dataset = "counts.csv"  # mnist | fashion-mnist | digits | a .npy/.npz/.csv path (relative to the spec file)
-    valid_fraction = 0.1
+    valid_fraction = 0.1    # held out for validation (default 0: every item is fit)
 
     [outputs]
     out = "runs"            # parent folder of the run directory
@@ -51,8 +51,8 @@ class DataSpec:
     limit: int | None = None
     """Use only the first N training samples."""
     label_column: str | None = None
-    valid_fraction: float = 0.1
-    """Held-out fraction for validation; 0 for none."""
+    valid_fraction: float = 0.0
+    """Fraction of the items held out for validation; 0 (the default) fits every item."""
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,12 @@ class OutputSpec:
 
 @dataclass(frozen=True)
 class Spec:
-    """A validated spec: the model entry's name and config, the method, the training config, data and outputs."""
+    """A validated spec: the model entry's name and config, the method and its config, data and outputs."""
 
     model: str
     model_config: Any
     method: str
-    train_config: Any
+    method_config: Any
     data: DataSpec = field(default_factory=DataSpec)
     outputs: OutputSpec = field(default_factory=OutputSpec)
 
@@ -79,7 +79,7 @@ class Spec:
         """The resolved spec as plain data (every default filled in), in the file layout."""
         return {
             "model": {"name": self.model, **config_to_dict(self.model_config)},
-            "inference": {"method": self.method, **config_to_dict(self.train_config)},
+            "inference": {"method": self.method, **config_to_dict(self.method_config)},
             "data": config_to_dict(self.data),
             "outputs": config_to_dict(self.outputs),
         }
@@ -122,8 +122,8 @@ def read_spec_file(path: str | Path) -> dict:
 
 def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     """Validate a spec mapping against the registry and the config dataclasses."""
-    from .inference.runner import TrainConfig
     from .registry import get_model
+    from .runs import method_config_class
 
     unknown = sorted(set(raw) - set(TABLES))
     if unknown:
@@ -142,10 +142,8 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     method = inference.pop("method", entry.methods[0])
     if method not in entry.methods:
         raise ConfigError(f"inference.method must be one of {', '.join(entry.methods)} for model {name!r}, got {method!r}")
-    inference.setdefault("elbo", entry.elbo)
-    if entry.max_plate_nesting is not None:
-        inference.setdefault("max_plate_nesting", entry.max_plate_nesting)
-    train_config = config_from_dict(TrainConfig, inference, where="inference.")
+    method_config = config_from_dict(method_config_class(method), method_defaults(entry, method) | inference,
+                                     where="inference.")
 
     data = config_from_dict(DataSpec, raw.get("data") or {}, where="data.")
     if data.binarize not in (None, "static", "dynamic"):
@@ -157,7 +155,18 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
         if not Path(data.dataset).is_absolute() and resolved.exists():
             data = dataclasses.replace(data, dataset=str(resolved))
     outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.")
-    return Spec(model=name, model_config=model_config, method=method, train_config=train_config, data=data, outputs=outputs)
+    return Spec(model=name, model_config=model_config, method=method, method_config=method_config, data=data,
+                outputs=outputs)
+
+
+def method_defaults(entry, method: str) -> dict:
+    """The model's own defaults for its method's options: its ELBO and plate nesting for SVI."""
+    if method != "svi":
+        return {}
+    defaults = {"elbo": entry.elbo}
+    if entry.max_plate_nesting is not None:
+        defaults["max_plate_nesting"] = entry.max_plate_nesting
+    return defaults
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -196,7 +205,7 @@ def run_spec(spec: Spec, *, resume: bool = False) -> Path:
     return run_fit(
         get_model(spec.model),
         spec.model_config,
-        spec.train_config,
+        spec.method_config,
         data_cfg,
         method=spec.method,
         out=spec.outputs.out,

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from emvi.analysis.arviz_io import loo, relabel_components, to_inference_data
+from emvi.analysis.arviz_io import loo, to_inference_data
+from emvi.inference.relabel import relabel_components
 
 
 def test_relabelling_recovers_a_permuted_ground_truth():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from emvi.errors import CheckpointError
-from emvi.inference import checkpoint as ckpt
+from emvi import rundir as ckpt
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path):

@@ -332,7 +332,7 @@ def test_summing_states_by_recursion_equals_enumeration_in_value_and_gradient(em
 
 
 def test_relabelling_undoes_a_permutation_of_the_states_in_every_draw():
-    from emvi.estimators.hmm import relabel_hmm_draws
+    from emvi.inference.relabel import relabel_hmm_draws
 
     reference = HMMModel(HMMConfig(4, "poisson"), 2, dtype=torch.float64)
     reference.set_parameter("rates", torch.tensor([[1.0, 2.0], [5.0, 5.0], [9.0, 1.0], [20.0, 20.0]]))

@@ -11,12 +11,13 @@ from pyro import poutine
 from scipy.optimize import linear_sum_assignment
 
 import emvi  # noqa: F401  (sets module-local params before PyroModules are built)
+from emvi.catalog.topics import build_lda
 from emvi.data.text import counts_to_padded, document_completion_split, padded_to_counts
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.guides.lda import LDAGuide
 from emvi.inference import TrainConfig, train
 from emvi.inference.elbo import make_elbo
-from emvi.models.lda import LDA, LDAConfig, build_lda
+from emvi.models.lda import LDA, LDAConfig
 from emvi.registry import DataInfo
 
 
@@ -229,7 +230,8 @@ def test_logistic_normal_prior_closed_form():
 
 
 def test_prodlda_elbo_equals_hand_computed_elbo():
-    from emvi.models.prodlda import ProdLDAConfig, build_prodlda
+    from emvi.catalog.topics import build_prodlda
+    from emvi.models.prodlda import ProdLDAConfig
 
     counts, _ = planted_corpus(num_docs=5, vocab_size=9, doc_len=6)
     torch.manual_seed(0)
@@ -253,7 +255,8 @@ def test_prodlda_elbo_equals_hand_computed_elbo():
 
 def test_prodlda_trains_and_finds_the_planted_blocks():
     from emvi.analysis.topics import completion_perplexity, elbo_perplexity, topic_word_matrix
-    from emvi.models.prodlda import ProdLDAConfig, build_prodlda
+    from emvi.catalog.topics import build_prodlda
+    from emvi.models.prodlda import ProdLDAConfig
 
     counts, _ = planted_corpus(num_docs=300, seed=0)
     test, _ = planted_corpus(num_docs=100, seed=1)
@@ -275,7 +278,8 @@ def test_prodlda_trains_and_finds_the_planted_blocks():
     (torch.tensor([[1.0, 1.0]]), r"\(num_docs, 3\)"),
 ])
 def test_prodlda_bad_counts_raise(counts, problem):
-    from emvi.models.prodlda import ProdLDAConfig, build_prodlda
+    from emvi.catalog.topics import build_prodlda
+    from emvi.models.prodlda import ProdLDAConfig
 
     model, guide = build_prodlda(ProdLDAConfig(num_topics=2, hidden_dims=(3,)), DataInfo(num_data=2, event_shape=(3,)))
     with pytest.raises(DataError, match=problem):
@@ -423,7 +427,6 @@ def test_seeded_topic_initialisation_sits_at_the_scale_of_the_counts():
 
 
 def test_registry_entries_and_evaluate_hook(fitted_lda):
-    import emvi.analysis.lda  # noqa: F401  (attaches the hooks; the lead imports it from emvi.analysis.hooks)
     from emvi.registry import get_model
 
     model, guide, _, test, _, _, _ = fitted_lda

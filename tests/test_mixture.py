@@ -14,12 +14,12 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 
 import emvi  # noqa: F401  (module-local params before building PyroModules)
-from emvi._plates import data_plate
 from emvi.errors import ConfigError, DataError, EmviError
-from emvi.estimators.mixture import Mixture, initialise_mixture
+from emvi.estimators.mixture import Mixture
 from emvi.inference.em import fit_em
-from emvi.inference.initialization import kmeans_plusplus
+from emvi.inference.initialization import initialise_mixture, kmeans_plusplus
 from emvi.models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel
+from emvi.plates import data_plate
 
 
 def gaussian_blobs(n=600, seed=0):

@@ -7,12 +7,13 @@ import pytest
 import torch
 
 import emvi  # noqa: F401
-from emvi.estimators.mixture import Mixture, registry_evaluate, registry_fit, registry_load, registry_sample
-from emvi.inference import TrainConfig
-from emvi.inference.em import ConvergenceWarning
+from emvi.catalog.mixture import build_mixture, evaluate_mixture, fit_mixture, load_mixture, sample_mixture
+from emvi.estimators.mixture import Mixture
+from emvi.inference.em import ConvergenceWarning, EMConfig
 from emvi.inference.mcmc import fit_mcmc
-from emvi.models.mixture import MixtureConfig, build_mixture
+from emvi.models.mixture import MixtureConfig
 from emvi.registry import DataInfo, get_model
+from emvi.rundir import RunDirectory
 
 
 def counts(n=240, seed=0):
@@ -100,17 +101,18 @@ def test_fit_mcmc_rejects_bad_settings():
 def test_registry_entry_and_hooks_round_trip(tmp_path):
     entry = get_model("mixture")
     assert entry.methods == ("em", "svi", "mcmc") and entry.elbo == "enum" and entry.max_plate_nesting == 1
-    assert entry.fit is registry_fit and entry.load is registry_load and entry.inference_data is not None
+    assert entry.fit is fit_mixture and entry.load is load_mixture and entry.inference_data is not None
     assert entry.config_class.cli_aliases == {"num_components": ("-k",)}
     x = torch.as_tensor(counts(), dtype=torch.float32)
-    config = MixtureConfig(num_components=2, family="poisson", n_init=2)
+    config = MixtureConfig(num_components=2, family="poisson")
     model, guide = entry.build(config, DataInfo(len(x), (2,)))
-    summary = registry_fit(model, guide, x, method="em", train_config=TrainConfig(epochs=100, progress=False),
-                           run_dir=tmp_path)
+    run = RunDirectory(tmp_path)
+    summary = fit_mixture(model, guide, x, method="em", config=EMConfig(max_iter=100, tol=1e-3, n_init=2,
+                                                                        progress=False), run=run)
     assert summary["converged"] and summary["history"][0]["epoch"] == 0 and "train_loss" in summary["history"][0]
     again, guide = entry.build(config, DataInfo(len(x), (2,)))
-    registry_load(again, guide, tmp_path, "cpu")
-    metrics = registry_evaluate(again, guide, x)
+    load_mixture(again, guide, run, "cpu")
+    metrics = evaluate_mixture(again, guide, x)
     assert metrics["log_likelihood_per_item"] == pytest.approx(summary["log_likelihood_per_item"], rel=1e-12)
-    samples = registry_sample(again, guide, 7)
+    samples = sample_mixture(again, guide, 7)
     assert samples.shape == (7, 2) and (samples >= 0).all() and (samples == samples.round()).all()

@@ -41,25 +41,93 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-# What each layer may import from emvi (ARCHITECTURE.md).
+# What each layer may import from emvi (ARCHITECTURE.md's layer table): every package, and the top-level modules.
+BASE = {"emvi.errors", "emvi.validation", "emvi.plates", "emvi.nn", "emvi.distributions"}
+NUMERICS = BASE | {"emvi.guides", "emvi.models"}
 ALLOWED = {
-    "guides": {"emvi.guides", "emvi._plates", "emvi.distributions", "emvi.nn", "emvi.errors", "emvi._validation"},
-    "models": {"emvi.models", "emvi.guides", "emvi._plates", "emvi.distributions", "emvi.nn", "emvi.errors",
-               "emvi._validation", "emvi.registry"},
-    "data": {"emvi.data", "emvi.errors", "emvi._validation", "emvi.registry"},
-    "inference": {"emvi.inference", "emvi._plates", "emvi.distributions", "emvi.models", "emvi.guides", "emvi.nn", "emvi.errors", "emvi._validation",
-                  "emvi.registry", "emvi.config"},
+    "errors": set(),
+    "validation": {"emvi.errors"},
+    "plates": set(),
+    "nn": {"emvi.errors", "emvi.validation"},
+    "distributions": set(),
+    "rundir": {"emvi.errors"},
+    "registry": {"emvi.errors"},
+    "config": {"emvi.errors"},
+    "guides": BASE | {"emvi.guides"},
+    "models": NUMERICS,
+    "data": BASE | {"emvi.data", "emvi.registry"},
+    "inference": NUMERICS | {"emvi.inference", "emvi.rundir", "emvi.config"},
+    "analysis": NUMERICS | {"emvi.analysis", "emvi.inference", "emvi.data", "emvi.rundir", "emvi.runs"},
+    "estimators": NUMERICS | {"emvi.estimators", "emvi.inference", "emvi.rundir"},
+    "catalog": NUMERICS | {"emvi.catalog", "emvi.inference", "emvi.analysis", "emvi.estimators", "emvi.registry",
+                           "emvi.rundir", "emvi.data"},
+    "runs": {"emvi", "emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.registry", "emvi.rundir",
+             "emvi.analysis"},
+    "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
 }
+
+
+def _layer_files(layer: str) -> list[Path]:
+    folder = PACKAGE / layer
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [PACKAGE / f"{layer}.py"]
+
+
+def test_every_module_has_a_layer():
+    layers = {p.relative_to(PACKAGE).parts[0].removesuffix(".py") for p in PACKAGE.rglob("*.py")}
+    assert layers - set(ALLOWED) <= {"__init__", "__main__", "cli"}
 
 
 @pytest.mark.parametrize("layer", sorted(ALLOWED))
 def test_layers_import_one_way(layer):
     offenders = []
-    for path in sorted((PACKAGE / layer).rglob("*.py")):
+    for path in _layer_files(layer):
         for name in _imports(path):
             if name == "emvi" or name.startswith("emvi."):
-                if name == "emvi" or not any(name == a or name.startswith(a + ".") for a in ALLOWED[layer]):
+                if not any(name == a or name.startswith(a + ".") for a in ALLOWED[layer] | {f"emvi.{layer}"}):
                     offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, offenders
+
+
+def test_no_import_cycle():
+    """Strongly connected components of the module graph (lazy imports count too): none larger than one module."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name and not name.startswith(imported + "."):
+                targets.add(imported)
+        graph[name] = targets
+
+    def reachable(start):
+        seen, stack = set(), [start]
+        while stack:
+            for nxt in graph[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    cycles = sorted(name for name in graph if name in reachable(name))
+    assert not cycles, f"modules on an import cycle: {cycles}"
+
+
+def test_no_private_imports_across_packages():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        package = ".".join(path.relative_to(ROOT).parts[:-1])
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                parts = list(path.relative_to(ROOT).with_suffix("").parts)[: -node.level]
+                source = ".".join(parts + ([node.module] if node.module else []))
+                private = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+                if node.module and any(p.startswith("_") for p in node.module.split(".")):
+                    private.append(node.module)
+                if private and source.rpartition(".")[0] != package and source != package:
+                    offenders.append(f"{path.relative_to(ROOT)}: {private} from {source}")
     assert not offenders, offenders
 
 

@@ -17,7 +17,7 @@ from toy_models import build_pair, flat_parameters, linear_gaussian_data
 
 from emvi import NonFiniteLossError, TrainConfig, train
 from emvi.errors import CheckpointError, ConfigError, DataError
-from emvi.inference.checkpoint import load_checkpoint
+from emvi.rundir import load_checkpoint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FAST = dict(batch_size=50, learning_rate=0.02, progress=False)

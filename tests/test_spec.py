@@ -11,7 +11,7 @@ from toy_models import AmortisedGaussianGuide, LinearGaussianModel, linear_gauss
 from emvi import register_model
 from emvi.cli import main
 from emvi.errors import ConfigError
-from emvi.inference.checkpoint import load_checkpoint
+from emvi.rundir import load_checkpoint
 from emvi.spec import apply_overrides, load_spec, parse_spec, read_spec_file
 
 

@@ -17,12 +17,10 @@ import dataclasses
 
 import torch
 
-from .. import models as _builtin_models  # noqa: F401  (registers "hmm")
 from ..errors import ConfigError
-from ..estimators.hmm import registry_evaluate, registry_fit, registry_load, registry_sample, relabel_hmm_draws
 from ..inference.mcmc import load_mcmc_draws
+from ..inference.relabel import relabel_hmm_draws
 from ..models.hmm import check_sequences
-from ..registry import attach_hooks
 from .arviz_io import to_inference_data
 
 NUM_REPLICATIONS = 20
@@ -111,5 +109,3 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
     )
 
 
-attach_hooks("hmm", fit=registry_fit, load=registry_load, evaluate=registry_evaluate, sample=registry_sample,
-             inference_data=hmm_inference_data)

@@ -22,10 +22,9 @@ import torch
 
 from ..errors import ConfigError
 from ..guides.lda import as_documents, check_counts
-from ..models import prodlda as _prodlda  # noqa: F401  (registers the entry the evaluate hook attaches to)
+from ..inference.relabel import relabel_components
 from ..models.lda import LDA
-from ..registry import attach_hooks
-from .arviz_io import relabel_components, to_inference_data
+from .arviz_io import to_inference_data
 from .topics import completion_perplexity, elbo_perplexity
 
 
@@ -114,6 +113,3 @@ def evaluate_topic_model(model, guide, data, *, num_samples: int = 100) -> dict:
             "perplexity_document_completion": completion["perplexity"], "elbo_per_word": bound["elbo_per_word"],
             "num_words": bound["num_words"], "num_docs": bound["num_docs"]}
 
-
-attach_hooks("lda", inference_data=lda_inference_data, evaluate=evaluate_topic_model)
-attach_hooks("prodlda", evaluate=evaluate_topic_model)

@@ -26,9 +26,9 @@ import math
 
 import torch
 
-from .._validation import first_tensor
 from ..errors import ConfigError
 from ..inference.likelihood import importance_traces, site_log_probs
+from ..validation import first_tensor
 from .arviz_io import to_inference_data
 
 MAX_ITEMS = 256

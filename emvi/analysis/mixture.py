@@ -14,13 +14,12 @@ import dataclasses
 
 import torch
 
-from .._validation import first_tensor
 from ..errors import ConfigError
-from ..estimators.mixture import registry_evaluate, registry_fit, registry_load, registry_sample
 from ..inference.mcmc import load_mcmc_draws
+from ..inference.relabel import relabel_components
 from ..models.mixture import MixtureModel
-from ..registry import attach_hooks
-from .arviz_io import relabel_components, to_inference_data
+from ..validation import first_tensor
+from .arviz_io import to_inference_data
 
 MAX_REPLICATIONS = 100
 """Replicated data sets of a point fit's posterior predictive (each is a full data set)."""
@@ -96,9 +95,3 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
 def _check_method(method: str) -> None:
     if method not in ("em", "svi", "mcmc"):
         raise ConfigError(f"method must be em, svi or mcmc, got {method!r}")
-
-
-# The fitting hooks (em/mcmc fits, run loading, exact evaluation, sampling) live in the estimator facade; they are
-# attached here because models may not import fitting code and this module is loaded with the registry.
-attach_hooks("mixture", inference_data=mixture_inference_data, fit=registry_fit, load=registry_load,
-             evaluate=registry_evaluate, sample=registry_sample)

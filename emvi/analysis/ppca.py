@@ -20,12 +20,9 @@ import dataclasses
 
 import torch
 
-from .. import models as _builtin_models  # noqa: F401  (registers "ppca" and "fa")
-from .._validation import first_tensor
 from ..errors import ConfigError
-from ..estimators.ppca import registry_evaluate, registry_fit, registry_load, registry_sample
 from ..models.ppca import LinearGaussianModel, check_linear_gaussian_data, closed_form_elbo
-from ..registry import attach_hooks
+from ..validation import first_tensor
 from .arviz_io import to_inference_data
 
 MAX_REPLICATIONS = 100
@@ -73,10 +70,3 @@ def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str,
               "x": ["obs", "feature"]},
         attrs=attrs,
     )
-
-
-# The fitting hooks (EM fits, run loading, exact evaluation, sampling) live in the estimator facade; they are
-# attached here because models may not import fitting code and this module is loaded with the registry.
-for _name in ("ppca", "fa"):
-    attach_hooks(_name, inference_data=ppca_inference_data, fit=registry_fit, load=registry_load,
-                 evaluate=registry_evaluate, sample=registry_sample)

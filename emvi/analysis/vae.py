@@ -14,9 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .. import models as _builtin_models  # noqa: F401  (registers the "vae" entry the hooks attach to)
 from ..inference.likelihood import estimate_log_likelihood
-from ..registry import attach_hooks
 from .curves import _pyplot, plot_image_grid
 
 MAX_LATENT_POINTS = 2000
@@ -114,5 +112,3 @@ def evaluate_vae(model, guide, data, *, num_samples: int = 1000) -> dict:
 def sample_vae(model, guide, num_samples: int) -> torch.Tensor:
     return sample_images(model, num_samples)
 
-
-attach_hooks("vae", plots=vae_plots, evaluate=evaluate_vae, sample=sample_vae)

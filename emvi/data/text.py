@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .datasets import ArrayDataset
+from .arrays import ArrayDataset
 
 TEXT_DATASETS = ("sotu",)
 UNITS = ("paragraph", "speech")

@@ -14,11 +14,13 @@ import warnings
 
 import torch
 
-from .._validation import check_choice, check_positive_int, resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import initial_centres
+from ..inference.relabel import relabel_hmm_draws
+from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
+from ..validation import check_choice, check_positive_int, resolve_device
 
 
 def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +72,7 @@ class HMM:
 
     def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = "em",
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
-                 tol: float = 1e-4, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
+                 tol: float = 1e-4, n_init: int = 1, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
                  num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
                  device: str = "cpu", dtype: torch.dtype = torch.float64, verbose: bool = False):
         self.config = HMMConfig(num_states=num_states, emission=emission, num_categories=num_categories,
@@ -80,6 +82,7 @@ class HMM:
         if not tol >= 0:
             raise ConfigError(f"tol must be >= 0, got {tol}")
         self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
+        self.n_init = check_positive_int(n_init, "n_init")
         self.num_samples = check_positive_int(num_samples, "num_samples")
         self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
         self.num_chains = check_positive_int(num_chains, "num_chains")
@@ -96,36 +99,43 @@ class HMM:
         return x.to(device=self.device, dtype=self.dtype), lengths.to(self.device)
 
     def fit(self, x, lengths=None) -> HMM:
-        """Fit to padded sequences ``x`` ``(N, T, D)`` with ``lengths`` ``(N,)`` (or one ``(T, D)`` sequence)."""
+        """Fit to padded sequences ``x`` ``(N, T, D)`` with ``lengths`` ``(N,)`` (or one ``(T, D)`` sequence); keeps
+        the best of ``n_init`` starts (highest final log-likelihood). Returns self."""
         x, lengths = self._data(x, lengths)
         if int(lengths.sum()) < self.config.num_states:
             raise DataError(f"num_states={self.config.num_states} exceeds the {int(lengths.sum())} observations")
-        model = HMMModel(self.config, x.shape[-1], dtype=self.dtype).to(self.device)
-        initialise_hmm(model, x, lengths, torch.Generator().manual_seed(self.seed))
-        start = time.perf_counter()
-        self.mcmc_ = None
-        if self.method == "mcmc":
-            self.mcmc_ = self._fit_mcmc(model, x, lengths)
-            self.history_, self.converged_, self.n_iter_ = [], True, self.num_samples
-        elif self.method == "em":
-            result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
-            self.history_ = list(result.log_likelihood_history)
-            self.converged_, self.n_iter_ = result.converged, result.n_iter
-            if not self.converged_:
-                warnings.warn(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol})",
-                              ConvergenceWarning, stacklevel=2)
-        else:
-            from ..inference.runner import TrainConfig, train
 
-            result = train(model, HMMGuide(), (x, lengths), config=TrainConfig(
-                epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, elbo="enum",
-                max_plate_nesting=1, seed=self.seed, device=str(self.device), progress=False))
-            self.history_ = [-h["train_loss"] * x.shape[0] for h in result.history]
-            self.converged_, self.n_iter_ = True, result.epochs_run
-        self.fit_seconds_ = time.perf_counter() - start
-        self.model_ = model
-        with torch.no_grad():
-            self.log_likelihood_ = float(model.log_likelihood(x, lengths).sum())
+        def fit_once(generator: torch.Generator) -> dict:
+            model = HMMModel(self.config, x.shape[-1], dtype=self.dtype).to(self.device)
+            initialise_hmm(model, x, lengths, generator)
+            start = time.perf_counter()
+            outcome = {"model": model, "mcmc": None}
+            if self.method == "mcmc":
+                outcome.update(mcmc=self._fit_mcmc(model, x, lengths), history=[], converged=True,
+                               n_iter=self.num_samples)
+            elif self.method == "em":
+                result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
+                outcome.update(history=list(result.log_likelihood_history), converged=result.converged,
+                               n_iter=result.n_iter)
+            else:
+                from ..inference.runner import TrainConfig, train
+
+                result = train(model, HMMGuide(), (x, lengths), config=TrainConfig(
+                    epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate, elbo="enum",
+                    max_plate_nesting=1, seed=self.seed, device=str(self.device), progress=False))
+                outcome.update(history=[-h["train_loss"] * x.shape[0] for h in result.history], converged=True,
+                               n_iter=result.epochs_run)
+            with torch.no_grad():
+                outcome["log_likelihood"] = float(model.log_likelihood(x, lengths).sum())
+            return outcome | {"seconds": time.perf_counter() - start}
+
+        best = best_of_restarts(fit_once, self.n_init, seed=self.seed, objective=lambda o: o["log_likelihood"])
+        self.model_, self.mcmc_, self.history_ = best["model"], best["mcmc"], best["history"]
+        self.converged_, self.n_iter_, self.fit_seconds_ = best["converged"], best["n_iter"], best["seconds"]
+        self.log_likelihood_ = best["log_likelihood"]
+        if self.method == "em" and not self.converged_:
+            warnings.warn(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol}); raise "
+                          "max_iter or tol", ConvergenceWarning, stacklevel=2)
         return self
 
     def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):
@@ -202,87 +212,3 @@ class HMM:
     def params_(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {name: getattr(self.model_, name).detach().cpu() for name in self.model_.parameter_names()}
-
-
-def relabel_hmm_draws(samples: dict[str, torch.Tensor], reference: HMMModel) -> dict[str, torch.Tensor]:
-    """Undo label switching in HMM draws ``{site: (chain, draw, ...)}``: per draw, the state permutation that best
-    matches ``reference``'s emission parameters (Hungarian assignment,
-    :func:`emvi.analysis.arviz_io.relabel_components`) is applied to the states of every site: π's one axis,
-    both axes of A, the emission parameters' first axis."""
-    from ..analysis.arviz_io import relabel_components
-
-    key = reference.parameter_names()[2]  # means / rates / probs
-    axes = {name: (0, 1) if name == "transition" else (0,) for name in samples}
-    relabelled, _ = relabel_components(samples, key=key, reference=getattr(reference, key).detach(), component_axes=axes)
-    return relabelled
-
-
-# -- registry hooks: what `emvi fit|evaluate|sample hmm` call (attached in emvi.analysis.hmm) --------------------------
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def _sequences(data):
-    x = data.x if hasattr(data, "x") else torch.as_tensor(data)
-    return x, getattr(data, "lengths", None)
-
-
-def registry_fit(model: HMMModel, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
-                 extra_config=None) -> dict:
-    """Baum-Welch (``epochs`` = max_iter) or NUTS (``epochs`` draws after as many warm-up steps, started from
-    Baum-Welch) on the data's sequences (one ``(T, D)`` table is one sequence); the state (and the MCMC draws) go to
-    ``run_dir/checkpoint.pt``."""
-    import json
-    from pathlib import Path
-
-    from ..inference.checkpoint import save_checkpoint
-
-    cfg = model.config
-    steps = max(train_config.epochs, 1)
-    estimator = HMM(cfg.num_states, cfg.emission, method=method, initial=cfg.initial,
-                    num_categories=cfg.num_categories, floor=cfg.floor, max_iter=100 if method == "mcmc" else steps,
-                    num_samples=steps, warmup_steps=steps, seed=train_config.seed, verbose=train_config.progress)
-    x, lengths = _sequences(train_data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ConvergenceWarning)
-        estimator.fit(x, lengths)
-    model.to(dtype=torch.float64)
-    model.load_state_dict(estimator.model_.state_dict())
-    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
-               "log_likelihood": estimator.log_likelihood_, "bic": estimator.bic(x, lengths),
-               "seconds": estimator.fit_seconds_}
-    if valid_data is not None:
-        summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
-    state = {"model": model.state_dict(), "summary": dict(summary), "config": json.dumps(extra_config or {}, default=str)}
-    if estimator.mcmc_ is not None:
-        state["mcmc_samples"] = estimator.mcmc_.samples
-        state["mcmc_diverging"] = estimator.mcmc_.extra_fields.get("diverging", torch.zeros(0))
-        summary["num_divergent"] = estimator.mcmc_.num_divergent
-    if run_dir is not None:
-        save_checkpoint(state, Path(run_dir) / CHECKPOINT)
-    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
-    return summary
-
-
-def registry_load(model: HMMModel, guide, run_dir, device) -> None:
-    from pathlib import Path
-
-    from ..inference.checkpoint import load_checkpoint
-
-    model.to(device=device, dtype=torch.float64)
-    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=device)["model"])
-
-
-def registry_evaluate(model: HMMModel, guide, data, *, num_samples: int = 0) -> dict:
-    """Exact log-likelihood of the held-out sequences (the forward algorithm needs no samples)."""
-    x, lengths = check_sequences(*_sequences(data), model.config)
-    x = x.to(next(model.parameters()).dtype)
-    with torch.no_grad():
-        log_likelihood = model.log_likelihood(x, lengths)
-    return {"log_likelihood": float(log_likelihood.sum()), "log_likelihood_per_step": float(log_likelihood.sum() / lengths.sum()),
-            "num_sequences": int(x.shape[0])}
-
-
-def registry_sample(model: HMMModel, guide, num_samples: int) -> torch.Tensor:
-    """``num_samples`` sequences of 100 steps ``(num_samples, 100, D)``."""
-    return model.sample(num_samples, 100)[0].float()

@@ -11,165 +11,22 @@ Fitted attributes end in ``_``: ``weights_`` ``(K,)``, ``means_`` ``(K, D)`` (E[
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
-from torch.distributions import transform_to
 
-from .._validation import check_choice, check_positive_int, first_tensor, resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
-from ..inference.initialization import INITS, hard_assignments, initial_centres
+from ..inference.initialization import INITS, initialise_mixture
+from ..inference.natural_gradient import natural_gradient_svi
+from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
+from ..validation import check_choice, check_positive_int, resolve_device
 
 METHODS = ("em", "svi", "mcmc")
-
-
-def initialise_mixture(model: MixtureModel, x: torch.Tensor, init: str, generator: torch.Generator,
-                       means_init: torch.Tensor | None = None) -> None:
-    """Set ``model``'s parameters from k-means++ or random-subsample centres (or ``means_init`` ``(K, D)``).
-
-    Each item is assigned to its nearest centre and one M-step turns the assignments into parameters; Gaussian
-    means are then set to the centres themselves (scikit-learn's ``means_init`` convention). The discrete families
-    soften the assignments (90 % nearest centre, 10 % uniform) so no rate or probability starts at the floor.
-    """
-    k = model.config.num_components
-    with torch.no_grad():
-        model.data_mean.copy_(x.mean(0).to(model.data_mean))
-        if means_init is not None:
-            centres = torch.as_tensor(means_init).to(x)
-            if centres.shape != (k, x.shape[1]):
-                raise DataError(f"means_init must have shape (K, D) = {(k, x.shape[1])}, got {tuple(centres.shape)}")
-        else:
-            centres = initial_centres(x, k, init, generator)
-        resp = hard_assignments(x, centres)
-        if not model.config.family.startswith("gaussian"):
-            resp = 0.9 * resp + 0.1 / k
-        model.m_step(resp, x)
-        if model.config.family.startswith("gaussian"):
-            model.set_parameter("means", centres)
-
-
-def natural_gradient_svi(model: MixtureModel, x: torch.Tensor, *, epochs: int, batch_size: int | None = None,
-                         step_size: float = 1.0, decay: float | None = None, seed: int = 0,
-                         callback=None) -> list[dict]:
-    """SVI with natural-gradient steps on the Pyro ELBO (TraceEnum_ELBO, z enumerated, MAP globals).
-
-    Each step differentiates the mixture's exact marginal (mini-batch scaled by the data plate) with respect to the
-    components' natural parameters η_k and the log-weights a_k, then moves the *mean* parameters E_k[T(x)]::
-
-        N̂_k = ∂ℓ/∂a_k + π_k (N + K(α - 1)) - (α - 1)                 (expected count: ∂ℓ/∂a_k = N_k - N π_k + prior)
-        E_k[T] ← E_k[T] + ρ_t (∂ℓ/∂η_k) / (N̂_k + s)                  π ← π + ρ_t (∂ℓ/∂a) / (N + K(α - 1))
-
-    For an exponential family ∂ℓ/∂η_k = N_k (T̄_k - E_k[T]) (+ the conjugate prior's pseudo-counts s), so with
-    ρ_t = 1 on the full batch a step lands exactly on the EM update: this is the natural gradient (Fisher metric of
-    the complete-data model; Hoffman et al. 2013) and converges in EM's number of steps, whereas Adam on the same
-    loss needs many more. On mini-batches ρ_t = step_size (1 + t)^(-decay) (Robbins-Monro; decay defaults to 0.6,
-    or 0 for full batches). Families: gaussian-diag, poisson, bernoulli, categorical.
-
-    Returns one dict per epoch: ``epoch``, ``log_likelihood`` (the average over the epoch's batches of the estimated
-    objective per item, at the parameters before each step), ``train_loss`` (its negative) and ``seconds``.
-    """
-    from torch.func import functional_call
-
-    from ..inference.elbo import make_elbo
-
-    cfg, family = model.config, model.config.family
-    if family == "gaussian-full":
-        raise ConfigError("natural-gradient SVI supports gaussian-diag, poisson, bernoulli and categorical; use "
-                          "svi_steps='adam' for gaussian-full")
-    n, k = x.shape[0], cfg.num_components
-    batch_size = min(batch_size or n, n)
-    decay = (0.0 if batch_size == n else 0.6) if decay is None else decay
-    # Conjugate pseudo-counts enter the update's denominator; the Gaussian families carry no component prior.
-    alpha, s = cfg.weight_concentration, (0.0 if family == "gaussian-diag" else cfg.prior_strength)
-    constraints = {name: transform_to(model._pyro_params[name][0]) for name in model.parameter_names()}
-    elbo = make_elbo("enum", max_plate_nesting=1)
-    guide = MixtureGuide()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # the mean parameters, the state the steps move
-        weights = model.weights.detach().clone()
-        if family == "gaussian-diag":
-            mean, second = model.means.detach().clone(), (model.variances + model.means**2).detach().clone()
-        else:
-            mean = getattr(model, model.parameter_names()[1]).detach().clone()
-
-    def natural_leaves():
-        if family == "gaussian-diag":
-            variance = second - mean**2
-            return [mean / variance, -0.5 / variance]
-        if family == "poisson":
-            return [mean.log()]
-        if family == "bernoulli":
-            return [mean.log() - (-mean).log1p()]
-        return [mean.log()]
-
-    def overrides(log_weights, leaves):
-        values = {"weights": torch.softmax(log_weights, 0)}
-        if family == "gaussian-diag":
-            variance = -0.5 / leaves[1]
-            values.update(means=leaves[0] * variance, variances=variance)
-        elif family == "poisson":
-            values["rates"] = leaves[0].exp()
-        elif family == "bernoulli":
-            values["probs"] = torch.sigmoid(leaves[0])
-        else:
-            values["probs"] = torch.softmax(leaves[0], -1)
-        return {f"{name}_unconstrained": constraints[name].inv(value) for name, value in values.items()}
-
-    def functional_model(*args, **kwargs):
-        return functional_call(model, params, args, kwargs)
-
-    history, step, start = [], 0, time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).to(x.device) if batch_size < n else None
-        total = 0.0
-        for begin in range(0, n, batch_size):
-            batch = x if order is None else x[order[begin:begin + batch_size]]
-            log_weights = weights.log().requires_grad_(True)
-            leaves = [leaf.detach().requires_grad_(True) for leaf in natural_leaves()]
-            params = overrides(log_weights, leaves)
-            objective = -elbo.differentiable_loss(functional_model, guide, batch, num_data=n)
-            grads = torch.autograd.grad(objective, [log_weights, *leaves])
-            total += float(objective.detach()) * batch.shape[0]
-            rho = step_size * (1.0 + step) ** (-decay)
-            with torch.no_grad():
-                counts = (grads[0] + weights * (n + k * (alpha - 1)) - (alpha - 1)).clamp_min(1e-10)[:, None]
-                weights = (weights + rho * grads[0] / (n + k * (alpha - 1))).clamp_min(1e-12)
-                weights = weights / weights.sum()
-                if family == "categorical":
-                    counts = counts[:, :, None]
-                if family == "gaussian-diag":
-                    mean = mean + rho * grads[1] / (counts + s)
-                    # the floor is added to the variance, as EM's M-step does (scikit-learn's reg_covar)
-                    second_moment = second + rho * grads[2] / (counts + s)
-                    second = mean**2 + (second_moment - mean**2).clamp_min(0) + cfg.floor
-                elif family == "poisson":
-                    mean = (mean + rho * grads[1] / (counts + s)).clamp_min(cfg.floor)
-                elif family == "bernoulli":
-                    mean = (mean + rho * grads[1] / (counts + s)).clamp(cfg.floor, 1 - cfg.floor)
-                else:
-                    mean = (mean + rho * grads[1] / (counts + s)).clamp_min(cfg.floor)
-                    mean = mean / mean.sum(-1, keepdim=True)
-            step += 1
-        record = {"epoch": epoch + 1, "log_likelihood": total / n / n, "train_loss": -total / n / n,
-                  "seconds": time.perf_counter() - start}
-        history.append(record)
-        if callback is not None:
-            callback(record)
-    with torch.no_grad():
-        model.set_parameter("weights", weights)
-        if family == "gaussian-diag":
-            model.set_parameter("means", mean)
-            model.set_parameter("variances", second - mean**2)
-        else:
-            model.set_parameter(model.parameter_names()[1], mean)
-    return history
 
 
 class Mixture:
@@ -190,7 +47,7 @@ class Mixture:
                  dtype: torch.dtype = torch.float64, device="cpu", seed: int = 0, verbose: bool = False):
         self.config = MixtureConfig(num_components=num_components, family=family, num_categories=num_categories,
                                     weight_concentration=weight_concentration, prior_strength=prior_strength,
-                                    floor=floor, init=init, n_init=n_init, tol=tol)
+                                    floor=floor)
         self.method = check_choice(method, "method", METHODS)
         self.init = check_choice(init, "init", INITS)
         self.n_init = check_positive_int(n_init, "n_init")
@@ -218,16 +75,15 @@ class Mixture:
     def fit(self, x, y=None) -> Mixture:
         """Fit to ``x`` ``(N, D)``; keeps the best of ``n_init`` starts (highest final objective). Returns self."""
         x = self._data(x, fitting=True)
-        generator = torch.Generator().manual_seed(self.seed)
-        best = None
-        for _ in range(self.n_init):
+
+        def fit_once(generator: torch.Generator) -> dict:
             model = MixtureModel(self.config, x.shape[1], dtype=self.dtype).to(self.device)
             initialise_mixture(model, x, self.init, generator, self.means_init)
             start = time.perf_counter()
             outcome = getattr(self, f"_fit_{self.method}")(model, x)
-            outcome["seconds"] = time.perf_counter() - start
-            if best is None or outcome["objective"] > best["objective"]:
-                best = outcome
+            return outcome | {"seconds": time.perf_counter() - start}
+
+        best = best_of_restarts(fit_once, self.n_init, seed=self.seed, objective=lambda outcome: outcome["objective"])
         self.model_, self.guide_ = best["model"], MixtureGuide()
         self.converged_, self.n_iter_, self.history_ = best["converged"], best["n_iter"], best["history"]
         self.lower_bound_ = best["objective"] / x.shape[0]
@@ -366,67 +222,4 @@ class Mixture:
         return "\n".join(lines)
 
 
-# -- registry hooks: ``emvi fit mixture --method em|mcmc`` and the run-directory commands ------------------------------
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def registry_fit(model: MixtureModel, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
-                 extra_config=None) -> dict:
-    """Fit the CLI's model by ``em`` (``epochs`` = max_iter) or ``mcmc`` (``epochs`` draws after as many warm-up
-    steps) with the config's init/n_init/tol; save the state (and MCMC draws) to ``run_dir/checkpoint.pt``."""
-    from ..inference.checkpoint import save_checkpoint
-
-    cfg = model.config
-    x = first_tensor(train_data)
-    est = Mixture(cfg.num_components, cfg.family, method=method, init=cfg.init, n_init=cfg.n_init,
-                  max_iter=max(train_config.epochs, 1), tol=cfg.tol, num_categories=cfg.num_categories,
-                  weight_concentration=cfg.weight_concentration, prior_strength=cfg.prior_strength, floor=cfg.floor,
-                  num_samples=max(train_config.epochs, 1), warmup_steps=max(train_config.epochs, 1),
-                  seed=train_config.seed, device=train_config.device, verbose=train_config.progress)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ConvergenceWarning)
-        est.fit(x)
-    model.to(dtype=est.dtype)
-    model.load_state_dict(est.model_.state_dict())
-    summary = {"method": method, "converged": est.converged_, "n_iter": est.n_iter_,
-               "log_likelihood_per_item": est.score(x), "bic": est.bic(x), "aic": est.aic(x),
-               "seconds": est.fit_seconds_}
-    if valid_data is not None:
-        summary["valid_log_likelihood_per_item"] = est.score(first_tensor(valid_data))
-    state = {"model": model.state_dict(), "dtype": str(est.dtype), "summary": dict(summary),
-             "config": json.dumps(extra_config or {}, default=str)}
-    if est.mcmc_ is not None:
-        state["mcmc_samples"] = est.mcmc_.samples
-        state["mcmc_diverging"] = est.mcmc_.extra_fields.get("diverging", torch.zeros(0))
-        summary["num_divergent"] = est.mcmc_.num_divergent
-    if run_dir is not None:
-        save_checkpoint(state, Path(run_dir) / CHECKPOINT)
-    summary["history"] = est.history_
-    return summary
-
-
-def registry_load(model: MixtureModel, guide, run_dir, device) -> None:
-    """Restore the parameters :func:`registry_fit` saved (float64)."""
-    from ..inference.checkpoint import load_checkpoint
-
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=device)
-    model.to(device=device, dtype=getattr(torch, state.get("dtype", "torch.float64").split(".")[-1]))
-    model.load_state_dict(state["model"])
-
-
-def registry_evaluate(model: MixtureModel, guide, data, *, num_samples: int = 0) -> dict:
-    """Exact held-out log-likelihood per item (the enumerated marginal needs no importance samples)."""
-    x = check_mixture_data(first_tensor(data), model.config, fitting=False)
-    dtype = next(model.parameters()).dtype
-    with torch.no_grad():
-        log_lik = float(model.log_likelihood(x.to(dtype)).mean())
-    return {"log_likelihood_per_item": log_lik, "elbo_nats_per_item": log_lik}
-
-
-def registry_sample(model: MixtureModel, guide, num_samples: int) -> torch.Tensor:
-    """``(num_samples, D)`` new observations."""
-    return model.sample(num_samples)[0].float()
-
-
-__all__ = ["FAMILIES", "METHODS", "Mixture", "initialise_mixture", "natural_gradient_svi"]
+__all__ = ["FAMILIES", "METHODS", "Mixture"]

@@ -18,7 +18,6 @@ import warnings
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive_int, resolve_device
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
 from ..models.ppca import (
@@ -30,6 +29,7 @@ from ..models.ppca import (
     closed_form_elbo,
     make_guide,
 )
+from ..validation import check_choice, check_positive_int, resolve_device
 
 
 def _numpy(value: torch.Tensor) -> np.ndarray:
@@ -200,69 +200,3 @@ class FactorAnalysis(_LinearGaussianEstimator):
     """Factor analysis (diagonal noise), fit by EM or SVI."""
 
     config_class = FactorAnalysisConfig
-
-
-# -- registry hooks: what `emvi fit|evaluate|sample ppca|fa` call (attached in emvi.analysis.ppca) ---------------------
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def _tensor(data) -> torch.Tensor:
-    return data.x if hasattr(data, "x") else torch.as_tensor(data)
-
-
-def registry_fit(model: LinearGaussianModel, guide, train_data, *, method: str, train_config, valid_data=None,
-                 run_dir=None, extra_config=None) -> dict:
-    """EM to convergence (``epochs`` = max_iter); saves the parameters to ``run_dir/checkpoint.pt``."""
-    import json
-    from pathlib import Path
-
-    from ..inference.checkpoint import save_checkpoint
-
-    x = _tensor(train_data).double()
-    estimator_class = PPCA if model.config.noise == "isotropic" else FactorAnalysis
-    estimator = estimator_class(model.config.latent_dim, max_iter=max(train_config.epochs, 1), seed=train_config.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ConvergenceWarning)
-        estimator.fit(x)
-    model.to(dtype=torch.float64)
-    model.load_state_dict(estimator.model_.state_dict())
-    model.fitted_by = "em"
-    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
-               "log_likelihood_per_item": estimator.score(x), "bic": estimator.bic(x)}
-    if valid_data is not None:
-        summary["valid_log_likelihood_per_item"] = estimator.score(_tensor(valid_data).double())
-    if run_dir is not None:
-        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
-                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / CHECKPOINT)
-    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
-    return summary
-
-
-def registry_load(model: LinearGaussianModel, guide, run_dir, device) -> None:
-    from pathlib import Path
-
-    from ..inference.checkpoint import load_checkpoint
-
-    model.to(device=device, dtype=torch.float64)
-    model.load_state_dict(load_checkpoint(Path(run_dir) / CHECKPOINT, map_location=device)["model"])
-    model.fitted_by = "em"
-
-
-def registry_evaluate(model: LinearGaussianModel, guide, data, *, num_samples: int = 1000) -> dict:
-    """Exact held-out log-likelihood per item; for an SVI fit also its guide's ELBO (closed form) and the gap."""
-    dtype = model.mean.dtype
-    x = check_linear_gaussian_data(_tensor(data), model.config.latent_dim).to(dtype)
-    model.eval()
-    with torch.no_grad():
-        exact = float(model.log_likelihood(x).mean())
-        metrics = {"num_items": int(x.shape[0]), "log_likelihood_per_item": exact}
-        # An EM fit's guide is the exact posterior (the E-step), whatever module the builder paired it with.
-        if guide is not None and getattr(model, "fitted_by", "svi") == "svi":
-            elbo = float(closed_form_elbo(model, guide, x).mean())
-            metrics.update({"elbo_nats_per_item": elbo, "elbo_gap_nats": exact - elbo})
-    return metrics
-
-
-def registry_sample(model: LinearGaussianModel, guide, num_samples: int) -> torch.Tensor:
-    return model.sample(num_samples).float()

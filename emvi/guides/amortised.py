@@ -17,9 +17,9 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._plates import data_plate
 from ..distributions import DiagonalNormal
 from ..nn import make_encoder
+from ..plates import data_plate
 
 MIN_SCALE = 1e-5
 """Floor on g_σ so log q stays finite however confident the encoder becomes."""

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._plates import data_plate
 from ..errors import DataError
 from ..nn import mlp
+from ..plates import data_plate
 
 MIN_CONCENTRATION = 1e-3
 """Floor on the Dirichlet concentrations so log q and the implicit gradient stay finite."""

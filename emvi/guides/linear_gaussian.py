@@ -23,7 +23,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._plates import data_plate
+from ..plates import data_plate
 
 MIN_SCALE = 1e-5
 """Floor on the guide's standard deviations, so log q stays finite."""

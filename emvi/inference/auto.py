@@ -32,8 +32,8 @@ from pyro.infer import config_enumerate
 from pyro.infer.autoguide import AutoDelta, AutoNormal
 from pyro.poutine.util import site_is_subsample
 
-from .._validation import check_choice
 from ..errors import ConfigError
+from ..validation import check_choice
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pyro.poutine.subsample_messenger import _Subsample
 from pyro.util import warn_if_nan
 from torch.distributions import kl_divergence
 
-from .._validation import check_choice, check_positive_int
 from ..errors import ConfigError
+from ..validation import check_choice, check_positive_int
 
 ELBO_NAMES = ("trace", "meanfield", "renyi", "enum")
 

@@ -16,6 +16,7 @@ the M-step, which is what makes monotonicity checkable.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -25,8 +26,39 @@ from typing import Protocol
 
 import torch
 
-from .._validation import check_positive_int, first_tensor
 from ..errors import ConfigError, NonFiniteLossError
+from ..validation import check_choice, check_positive_int
+from .initialization import INITS, hard_assignments, initial_centres
+from .restarts import best_of_restarts
+
+
+@dataclass(frozen=True)
+class EMConfig:
+    """What controls an EM fit (the model's own hyper-parameters live in its config)."""
+
+    max_iter: int = 1000
+    """M-steps at most; EM stops earlier once the objective per item changes by less than tol."""
+    tol: float = 1e-6
+    """Convergence threshold on the change of the objective per item (nats)."""
+    n_init: int = 1
+    """Restarts from different starting points; the fit with the highest objective is kept."""
+    init: str = "kmeans++"
+    """Starting points: kmeans++ (greedy k-means++ centres) or random (distinct data points)."""
+    seed: int = 0
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto."""
+    progress: bool = True
+    """Report progress (only on a terminal)."""
+
+    def __post_init__(self):
+        check_positive_int(self.max_iter, "max_iter", minimum=0)
+        check_positive_int(self.n_init, "n_init")
+        check_choice(self.init, "init", INITS)
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0 and math.isfinite(self.tol)):
+            raise ConfigError(f"tol must be a finite number >= 0, got {self.tol!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 class ConvergenceWarning(UserWarning):
@@ -118,61 +150,28 @@ def fit_em(
     return result
 
 
-# -- registry hooks: ``emvi fit MODEL --method em`` for models that implement the EM protocol ------------------------
+def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
+    """EM on ``x`` ``(N, D)`` for a model whose ``m_step(responsibilities (N, K), x)`` takes responsibilities, from
+    ``config.n_init`` starts; ``model`` ends with the parameters of the start that reached the highest objective.
 
-EM_CHECKPOINT = "checkpoint.pt"
-
-
-def registry_fit_em(model, guide, train_data, *, method: str, train_config, valid_data=None, run_dir=None,
-                    extra_config=None) -> dict:
-    """The ``fit`` hook of a model with the EM protocol whose ``m_step(resp, x)`` takes responsibilities ``(N, K)``.
-
-    Starts as scikit-learn's ``init_params="kmeans"`` does: hard assignments to k-means++ centres (seeded by
-    ``train_config.seed``) and one M-step; then :func:`fit_em` for at most ``train_config.epochs`` iterations, in
-    float64. The fitted parameters are stored in the model's own dtype in ``run_dir/checkpoint.pt``.
+    Each start is scikit-learn's ``init_params="kmeans"``: hard assignments to k-means++ (or random) centres and
+    one M-step, then :func:`fit_em` for at most ``config.max_iter`` iterations.
     """
-    import json
-    from pathlib import Path
+    import copy
 
-    from .checkpoint import save_checkpoint
-    from .initialization import hard_assignments, kmeans_plusplus
-
-    if method != "em":
-        raise ConfigError(f"this hook fits by em, got method {method!r}")
-    dtype = next(model.parameters()).dtype
-    x = first_tensor(train_data).to(torch.float64)
     num_components = model.config.num_components
     if num_components > x.shape[0]:
         raise ConfigError(f"num_components={num_components} exceeds the {x.shape[0]} items; lower it")
-    model.to(torch.float64)
-    with torch.no_grad():
-        centres = kmeans_plusplus(x, num_components, torch.Generator().manual_seed(int(train_config.seed)))
-        model.m_step(hard_assignments(x, centres), x)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", ConvergenceWarning)
-        result = fit_em(model, x, max_iter=max(int(train_config.epochs), 1), tol=1e-6)
-    summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
-               "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
-    with torch.no_grad():
-        if hasattr(model, "log_likelihood"):
-            summary["log_likelihood_per_item"] = float(model.log_likelihood(x).mean())
-            if valid_data is not None:
-                held_out = first_tensor(valid_data).to(torch.float64)
-                summary["valid_log_likelihood_per_item"] = float(model.log_likelihood(held_out).mean())
-    model.to(dtype)
-    if run_dir is not None:
-        save_checkpoint({"model": model.state_dict(), "summary": dict(summary),
-                         "config": json.dumps(extra_config or {}, default=str)}, Path(run_dir) / EM_CHECKPOINT)
-    summary["history"] = [{"epoch": i, "train_loss": -value / result.num_data}
-                          for i, value in enumerate(result.log_likelihood_history)]
-    return summary
+    initial_state = copy.deepcopy(model.state_dict())
 
+    def fit_once(generator: torch.Generator):
+        model.load_state_dict(initial_state)
+        with torch.no_grad():
+            model.m_step(hard_assignments(x, initial_centres(x, num_components, config.init, generator)), x)
+        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False)
+        return result, copy.deepcopy(model.state_dict())
 
-def registry_load_em(model, guide, run_dir, device) -> None:
-    """Restore what :func:`registry_fit_em` saved."""
-    from pathlib import Path
-
-    from .checkpoint import load_checkpoint
-
-    model.load_state_dict(load_checkpoint(Path(run_dir) / EM_CHECKPOINT, map_location=device)["model"])
-    model.to(device)
+    result, state = best_of_restarts(fit_once, config.n_init, seed=config.seed,
+                                     objective=lambda outcome: outcome[0].log_likelihood)
+    model.load_state_dict(state)
+    return result

@@ -1,10 +1,11 @@
-"""Starting points for EM: k-means++ seeding and random subsamples, reproducible through a torch Generator."""
+"""Starting points for EM: k-means++ seeding and random subsamples, reproducible through a torch Generator, and a
+mixture's parameters set from them."""
 
 from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 
 INITS = ("kmeans++", "random")
 
@@ -55,3 +56,28 @@ def hard_assignments(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """``(N, K)`` one-hot responsibilities of the nearest centre."""
     nearest = torch.cdist(x, centres).argmin(-1)
     return torch.nn.functional.one_hot(nearest, centres.shape[0]).to(x.dtype)
+
+
+def initialise_mixture(model, x: torch.Tensor, init: str, generator: torch.Generator,
+                       means_init: torch.Tensor | None = None) -> None:
+    """Set ``model``'s parameters from k-means++ or random-subsample centres (or ``means_init`` ``(K, D)``).
+
+    Each item is assigned to its nearest centre and one M-step turns the assignments into parameters; Gaussian
+    means are then set to the centres themselves (scikit-learn's ``means_init`` convention). The discrete families
+    soften the assignments (90 % nearest centre, 10 % uniform) so no rate or probability starts at the floor.
+    """
+    k = model.config.num_components
+    with torch.no_grad():
+        model.data_mean.copy_(x.mean(0).to(model.data_mean))
+        if means_init is not None:
+            centres = torch.as_tensor(means_init).to(x)
+            if centres.shape != (k, x.shape[1]):
+                raise DataError(f"means_init must have shape (K, D) = {(k, x.shape[1])}, got {tuple(centres.shape)}")
+        else:
+            centres = initial_centres(x, k, init, generator)
+        resp = hard_assignments(x, centres)
+        if not model.config.family.startswith("gaussian"):
+            resp = 0.9 * resp + 0.1 / k
+        model.m_step(resp, x)
+        if model.config.family.startswith("gaussian"):
+            model.set_parameter("means", centres)

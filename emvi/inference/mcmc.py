@@ -6,16 +6,43 @@ assignments never enter the chain; ``max_plate_nesting`` tells it where the enum
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
 import pyro
 import torch
 
-from .._validation import check_positive_int
+from ..validation import check_positive_int
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
+
+
+@dataclass(frozen=True)
+class MCMCConfig:
+    """What controls a NUTS fit: draws kept and discarded per chain, and chains."""
+
+    num_samples: int = 500
+    """Draws kept per chain."""
+    warmup_steps: int = 300
+    """Adaptation steps per chain, discarded."""
+    num_chains: int = 2
+    """Chains, run in parallel processes; two or more give R-hat."""
+    seed: int = 0
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto."""
+    progress: bool = True
+    """Show the sampler's progress bar (only on a terminal)."""
+
+    def __post_init__(self):
+        check_positive_int(self.num_samples, "num_samples")
+        check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        check_positive_int(self.num_chains, "num_chains")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -29,6 +56,18 @@ class MCMCResult:
     seconds: float = 0.0
     extra_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-draw sampler statistics ``(num_chains, num_samples)``; Pyro's MCMC exposes "diverging"."""
+
+    def summary(self) -> dict:
+        """What a NUTS fit reports instead of convergence: divergences, the worst R-hat and the smallest effective
+        sample size over all parameters (R-hat is NaN with a single chain)."""
+        r_hat, ess = [], []
+        for stats in self.diagnostics.values():
+            if isinstance(stats, dict) and "r_hat" in stats:
+                r_hat.append(float(torch.as_tensor(stats["r_hat"]).max()))
+                ess.append(float(torch.as_tensor(stats["n_eff"]).min()))
+        finite = [v for v in r_hat if math.isfinite(v)]
+        return {"num_divergent": self.num_divergent, "num_chains": int(next(iter(self.samples.values())).shape[0]),
+                "max_r_hat": max(finite) if finite else float("nan"), "min_ess": min(ess) if ess else float("nan")}
 
 
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
@@ -77,16 +116,14 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
 def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The draws ``{site: (chain, draw, ...)}`` and the divergence flags ``(chain, draw)`` (or None) that an
     ``--method mcmc`` fit saved in ``run_dir/checkpoint.pt``."""
-    from pathlib import Path
-
     from ..errors import CheckpointError
-    from .checkpoint import load_checkpoint
+    from ..rundir import RunDirectory
 
-    path = Path(run_dir) / "checkpoint.pt" if run_dir is not None else None
-    if path is None or not path.is_file():
-        raise CheckpointError(f"no MCMC draws: {path} is missing; fit with --method mcmc or pass samples=")
-    state = load_checkpoint(path)
+    run = RunDirectory(run_dir) if run_dir is not None else None
+    if run is None or not run.has_checkpoint():
+        raise CheckpointError(f"no MCMC draws: no checkpoint in {run_dir}; fit with --method mcmc or pass samples=")
+    state = run.load_checkpoint()
     if "mcmc_samples" not in state:
-        raise CheckpointError(f"{path} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
+        raise CheckpointError(f"{run_dir} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
     diverging = state.get("mcmc_diverging")
     return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)

@@ -32,15 +32,12 @@ import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 
-from .._validation import check_choice, check_positive_int, resolve_device
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..rundir import RunDirectory
+from ..validation import check_choice, check_positive_int, resolve_device
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
 
-CHECKPOINT_NAME = "checkpoint.pt"
-BEST_NAME = "best.pt"
-METRICS_NAME = "metrics.jsonl"
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
 
@@ -163,9 +160,10 @@ def train(
     valid_tensors, valid_transform = (None, None) if valid_data is None else _as_tensors(valid_data, "validation data", device)
     if config.early_stopping_patience is not None and valid_tensors is None:
         raise ConfigError("early_stopping_patience needs validation data; pass valid_data or a --valid-fraction")
-    run_dir = Path(run_dir) if run_dir is not None else None
-    if resume and (run_dir is None or not (run_dir / CHECKPOINT_NAME).is_file()):
-        raise CheckpointError(f"nothing to resume: no {CHECKPOINT_NAME} in {run_dir}; drop --resume to start afresh")
+    run = RunDirectory(run_dir) if run_dir is not None else None
+    run_dir = run.path if run is not None else None
+    if resume and (run is None or not run.has_checkpoint()):
+        raise CheckpointError(f"nothing to resume: no checkpoint in {run_dir}; drop --resume to start afresh")
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
             module.to(device)
@@ -189,7 +187,7 @@ def train(
         result = TrainResult(run_dir=run_dir)
         start_epoch, best_valid, epochs_without_improvement = 0, math.inf, 0
         if resume:
-            state = load_checkpoint(run_dir / CHECKPOINT_NAME, map_location=device)
+            state = run.load_checkpoint(map_location=device)
             _check_resumable(state, config)
             _load_modules(state, model, guide, store)
             optimizer.load_state_dict(state["optimizer"])
@@ -200,10 +198,10 @@ def train(
             result.history = [dict(h) for h in state["history"]]
             best_valid = float(state.get("best_valid", math.inf))
             epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.json").write_text(json.dumps(resolved, indent=2, default=str) + "\n")
-            _rewrite_metrics(run_dir, result.history)
+        if run is not None:
+            run.create().write_config(resolved)
+            # Lines of an epoch interrupted after its metrics line but before its checkpoint are dropped.
+            run.write_metrics(result.history)
 
         steps_per_epoch = math.ceil(num_data / batch_size)
         for epoch in range(start_epoch, config.epochs):
@@ -266,9 +264,8 @@ def train(
                 epochs_without_improvement += 1
             result.history.append(metrics)
             stop = config.early_stopping_patience is not None and epochs_without_improvement >= config.early_stopping_patience
-            if run_dir is not None:
-                with open(run_dir / METRICS_NAME, "a") as handle:
-                    handle.write(json.dumps(metrics) + "\n")
+            if run is not None:
+                run.append_metrics(metrics)
                 state = {
                     "model": _state_dict(model),
                     "guide": _state_dict(guide),
@@ -283,8 +280,9 @@ def train(
                     "config": json.dumps(resolved, default=str),
                 }
                 if improved:
-                    save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")}, run_dir / BEST_NAME)
-                save_checkpoint(state, run_dir / CHECKPOINT_NAME)
+                    run.save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")},
+                                        best=True)
+                run.save_checkpoint(state)
             for callback in callbacks:
                 callback(metrics)
             if stop:
@@ -292,8 +290,8 @@ def train(
                 break
         result.epochs_run = len(result.history)
         result.best_valid_loss = best_valid if math.isfinite(best_valid) else None
-        if result.stopped_early and run_dir is not None and (run_dir / BEST_NAME).is_file():
-            _load_modules(load_checkpoint(run_dir / BEST_NAME, map_location=device), model, guide, store)
+        if result.stopped_early and run is not None and run.has_checkpoint(best=True):
+            _load_modules(run.load_checkpoint(map_location=device, best=True), model, guide, store)
         result.param_store_state = {k: v.detach().clone() for k, v in _param_store_values(store).items()}
     del scope
     return result
@@ -466,17 +464,9 @@ def _check_resumable(state: dict, config: TrainConfig) -> None:
         )
 
 
-def _rewrite_metrics(run_dir: Path, history: list[dict]) -> None:
-    # Lines of an epoch that was interrupted after its metrics line but before its checkpoint are dropped.
-    with open(run_dir / METRICS_NAME, "w") as handle:
-        for metrics in history:
-            handle.write(json.dumps(metrics) + "\n")
-
-
 def load_run_modules(run_dir: str | Path, model, guide, *, which: str = "checkpoint", device="cpu") -> dict[str, Any]:
     """Load the parameters saved in ``run_dir`` into freshly built ``model`` and ``guide``; returns the checkpoint."""
-    name = CHECKPOINT_NAME if which == "checkpoint" else BEST_NAME
-    state = load_checkpoint(Path(run_dir) / name, map_location=device)
+    state = RunDirectory(run_dir).load_checkpoint(map_location=device, best=which == "best")
     for key, module in (("model", model), ("guide", guide)):
         if isinstance(module, torch.nn.Module):
             module.to(device)

@@ -1,11 +1,11 @@
-"""Generative stories, one per file. Importing this package registers the built-in models."""
+"""Generative stories, one per file: each model reads like its equations and knows nothing of how it is fit, wired or analysed."""
 
 from .composed import ComposedConfig, ComposedModel
 from .hmm import HMMConfig, HMMModel
-from .lda import LDA, LDAConfig, build_lda
+from .lda import LDA, LDAConfig
 from .mixture import MixtureConfig, MixtureModel
 from .ppca import FactorAnalysisConfig, LinearGaussianModel, PPCAConfig
-from .prodlda import ProdLDA, ProdLDAConfig, build_prodlda
+from .prodlda import ProdLDA, ProdLDAConfig
 from .vae import VAEConfig, build_vae_pair
 
 __all__ = [
@@ -23,7 +23,5 @@ __all__ = [
     "ProdLDA",
     "ProdLDAConfig",
     "VAEConfig",
-    "build_lda",
-    "build_prodlda",
     "build_vae_pair",
 ]

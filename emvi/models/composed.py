@@ -30,13 +30,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._plates import data_plate
-from .._validation import check_choice, check_positive_int
 from ..distributions import BernoulliLogits, StandardNormal
 from ..errors import ConfigError
-from ..guides.amortised import AmortisedNormalGuide
 from ..nn import make_decoder
-from ..registry import DataInfo, register_model
+from ..plates import data_plate
+from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
 
 LATENTS = ("gaussian", "discrete")
@@ -218,15 +216,3 @@ class EmptyGuide(nn.Module):
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
         return None
-
-
-@register_model("composed", config=ComposedConfig, methods=("svi", "em"), elbo="enum", max_plate_nesting=1,
-                description="declarative latent-variable model: latent + mapping + likelihood")
-def build_composed(config: ComposedConfig, data_info: DataInfo):
-    num_features = data_info.event_shape[-1]
-    model = ComposedModel(config, num_features, data_info.image_shape)
-    if config.latent == "discrete":
-        return model, EmptyGuide()
-    architecture = "conv" if config.mapping == "conv" else "mlp"
-    return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims,
-                                       architecture=architecture, image_shape=data_info.image_shape)

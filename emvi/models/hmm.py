@@ -31,10 +31,9 @@ import torch
 from pyro.nn import PyroModule, PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
-from .._plates import data_plate
-from .._validation import check_choice, check_positive_int
 from ..errors import DataError
-from ..registry import DataInfo, register_model
+from ..plates import data_plate
+from ..validation import check_choice, check_positive_int
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
 INITIAL = ("free", "stationary")
@@ -479,9 +478,3 @@ class HMMGuide(PyroModule):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, num_data: int | None = None):
         return None
-
-
-@register_model("hmm", config=HMMConfig, methods=("em", "svi", "mcmc"), elbo="enum", max_plate_nesting=1, sequential=True,
-                description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated")
-def build_hmm(config: HMMConfig, data_info: DataInfo):
-    return HMMModel(config, data_info.event_shape[-1]), HMMGuide()

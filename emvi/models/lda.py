@@ -29,11 +29,10 @@ from pyro import poutine
 from pyro.ops.indexing import Vindex
 from torch import nn
 
-from .._plates import data_plate
-from .._validation import check_positive_int
 from ..errors import ConfigError
 from ..guides.lda import LDAGuide, as_documents, check_counts, check_documents  # noqa: F401 (re-exported)
-from ..registry import DataInfo, register_model
+from ..plates import data_plate
+from ..validation import check_positive_int
 
 
 @dataclass(frozen=True)
@@ -97,15 +96,3 @@ class LDA(nn.Module):
                 with poutine.mask(mask=mask):
                     pyro.factor("w", Vindex(log_beta_w)[..., z])
         return beta, theta
-
-
-@register_model("lda", config=LDAConfig, methods=("svi",), elbo="enum", max_plate_nesting=2,
-                description="latent Dirichlet allocation: enumerated word topics, mean-field Dirichlet guide")
-def build_lda(config: LDAConfig, data_info: DataInfo):
-    # Counts (N, V) carry the vocabulary size in their shape; (words, mask) data must say it in DataInfo.vocab_size.
-    vocab_size = data_info.vocab_size or (data_info.event_shape[-1] if len(data_info.event_shape) == 1 else None)
-    if vocab_size is None:
-        raise ConfigError("lda needs the vocabulary size: pass word counts (N, V) or set DataInfo.vocab_size for "
-                          "(words, mask) data")
-    model = LDA(config, vocab_size)
-    return model, LDAGuide(config.num_topics, vocab_size, config.hidden_dims)

@@ -30,10 +30,9 @@ from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule, PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
-from .._plates import data_plate
-from .._validation import check_choice, check_positive_int
 from ..errors import ConfigError, DataError
-from ..registry import DataInfo, register_model
+from ..plates import data_plate
+from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
@@ -133,12 +132,6 @@ class MixtureConfig:
     categorical probabilities), centred on the data mean; 0 = maximum likelihood."""
     floor: float = 1e-6
     """Added to every Gaussian variance (scikit-learn's reg_covar); minimum Poisson rate; probability clip."""
-    init: str = "kmeans++"
-    """Starting point of em/svi/mcmc fits: kmeans++ or random (a random subsample of the data as centres)."""
-    n_init: int = 1
-    """Number of starts of an em fit; the one with the highest final objective is kept."""
-    tol: float = 1e-3
-    """EM stops when the objective per item changes by less than this (nats)."""
 
     cli_aliases = {"num_components": ("-k",)}
 
@@ -150,10 +143,6 @@ class MixtureConfig:
             raise ConfigError(f"weight_concentration must be >= 1 (a MAP prior with a mode), got {self.weight_concentration}")
         if not self.prior_strength >= 0.0:
             raise ConfigError(f"prior_strength must be >= 0, got {self.prior_strength}")
-        check_choice(self.init, "init", ("kmeans++", "random"))
-        check_positive_int(self.n_init, "n_init")
-        if not self.tol >= 0.0:
-            raise ConfigError(f"tol must be >= 0, got {self.tol}")
         if not self.floor > 0.0:
             raise ConfigError(f"floor must be > 0, got {self.floor}")
 
@@ -410,11 +399,3 @@ class MixtureGuide(PyroModule):
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
         return None
-
-
-@register_model("mixture", config=MixtureConfig, methods=("em", "svi", "mcmc"), elbo="enum", max_plate_nesting=1,
-                description="finite mixture (gaussian, poisson, bernoulli, categorical) with the assignment enumerated")
-def build_mixture(config: MixtureConfig, data_info: DataInfo):
-    model = MixtureModel(config, data_info.event_shape[-1])
-    model.break_symmetry()
-    return model, MixtureGuide()

@@ -36,12 +36,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._plates import data_plate
-from .._validation import as_float_tensor, check_choice, check_positive_int
 from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
 from ..guides.linear_gaussian import ExactPosteriorGuide, LinearGaussianGuide
-from ..registry import DataInfo, register_model
+from ..plates import data_plate
+from ..validation import as_float_tensor, check_choice, check_positive_int
 
 NOISE_MODELS = ("isotropic", "diagonal")
 GUIDES = ("mlp", "linear", "linear-full", "exact")
@@ -273,28 +272,3 @@ def make_guide(config: LinearGaussianConfig, model: LinearGaussianModel, num_fea
     if config.guide in ("linear", "linear-full"):
         return LinearGaussianGuide(num_features, config.latent_dim, full_covariance=config.guide == "linear-full")
     return AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims, site="z")
-
-
-def _build(config: LinearGaussianConfig, data_info: DataInfo):
-    num_features = data_info.event_shape[-1]
-    if len(data_info.event_shape) != 1:
-        raise DataError(f"PPCA/FA needs flat observations (items, features), got event shape {data_info.event_shape}; "
-                        "flatten the data first")
-    if config.latent_dim >= num_features:
-        raise DataError(f"latent_dim={config.latent_dim} must be below the number of features D={num_features}; "
-                        "lower --latent-dim")
-    model = LinearGaussianModel(config, num_features)
-    return model, make_guide(config, model, num_features)
-
-
-@register_model("ppca", config=PPCAConfig, methods=("em", "svi"), elbo="trace", max_plate_nesting=1,
-                description="probabilistic PCA: Normal latent, linear Gaussian decoder with isotropic noise")
-def build_ppca(config: PPCAConfig, data_info: DataInfo):
-    return _build(config, data_info)
-
-
-@register_model("fa", config=FactorAnalysisConfig, methods=("em", "svi"), elbo="trace", max_plate_nesting=1,
-                description="factor analysis: Normal latent, linear Gaussian decoder with diagonal noise")
-def build_factor_analysis(config: FactorAnalysisConfig, data_info: DataInfo):
-    return _build(config, data_info)
-

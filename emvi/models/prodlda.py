@@ -25,11 +25,10 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._plates import data_plate
-from .._validation import check_positive_int
 from ..errors import ConfigError
-from ..guides.lda import ProdLDAGuide, as_counts
-from ..registry import DataInfo, register_model
+from ..guides.lda import as_counts
+from ..plates import data_plate
+from ..validation import check_positive_int
 
 
 @dataclass(frozen=True)
@@ -99,14 +98,3 @@ class ProdLDA(nn.Module):
             total = int(counts.sum(-1).max().item())
             pyro.sample("x", dist.Multinomial(total, logits=self.word_logits(theta)), obs=counts)
         return theta
-
-
-@register_model("prodlda", config=ProdLDAConfig, methods=("svi",), elbo="trace", max_plate_nesting=1,
-                description="prodLDA: logistic-normal topic proportions, product-of-experts words, amortised guide")
-def build_prodlda(config: ProdLDAConfig, data_info: DataInfo):
-    vocab_size = data_info.vocab_size or (data_info.event_shape[-1] if len(data_info.event_shape) == 1 else None)
-    if vocab_size is None:
-        raise ConfigError("prodlda needs the vocabulary size: pass word counts (N, V) or set DataInfo.vocab_size")
-    model = ProdLDA(config, vocab_size)
-    guide = ProdLDAGuide(vocab_size, config.num_topics, config.hidden_dims, config.dropout, config.batch_norm)
-    return model, guide

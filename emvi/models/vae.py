@@ -18,10 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._validation import check_choice, check_positive_int
 from ..guides.amortised import AmortisedNormalGuide
 from ..nn import ARCHITECTURES
-from ..registry import DataInfo, register_model
+from ..validation import check_choice, check_positive_int
 from .composed import ComposedConfig, ComposedModel
 
 
@@ -54,9 +53,3 @@ def build_vae_pair(config: VAEConfig, num_features: int, image_shape: tuple[int,
     guide = AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims,
                                  architecture=config.architecture, image_shape=image_shape)
     return model, guide
-
-
-@register_model("vae", config=VAEConfig, methods=("svi",), elbo="trace", max_plate_nesting=1,
-                description="variational autoencoder: Normal prior, Bernoulli decoder, amortised Normal guide")
-def build_vae(config: VAEConfig, data_info: DataInfo):
-    return build_vae_pair(config, data_info.event_shape[-1], data_info.image_shape)

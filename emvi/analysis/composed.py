@@ -1,17 +1,11 @@
-"""ArviZ export hooks for the built-in models, attached to their registry entries.
-
-Models may not import analysis code (layers point one way), so the hooks are attached here, when the registry
-loads the built-in models.
-"""
+"""ArviZ InferenceData for a fitted composed model: a discrete latent's MAP parameters as one draw, or guide draws of
+a Gaussian latent per item (see :mod:`emvi.analysis.local_latents`)."""
 
 from __future__ import annotations
 
 import torch
 
-from .. import models as _builtin_models  # noqa: F401  (registers the entries the hooks attach to)
-from ..inference.em import registry_fit_em, registry_load_em
 from ..inference.pointwise import pointwise_log_likelihood, posterior_predictive
-from ..registry import attach_hooks
 from .arviz_io import to_inference_data
 from .local_latents import local_latent_inference_data
 
@@ -58,23 +52,3 @@ def composed_inference_data(model, guide, data, *, method, num_samples, run_dir=
                "num_parameters": int(sum(v.numel() for v in posterior.values())),
                "note": "point fit: one draw of the MAP parameters; posterior_predictive is the plug-in predictive"},
     )
-
-
-def _named_local_export(name: str):
-    def export(model, guide, data, *, method, num_samples, run_dir=None):
-        return local_latent_inference_data(model, guide, data, method=method, num_samples=num_samples, model_name=name)
-
-    export.__name__ = f"{name}_inference_data"
-    export.__doc__ = f"InferenceData of a {name} fit: guide draws of each item's latent (see emvi.analysis.local_latents)."
-    return export
-
-
-attach_hooks("composed", inference_data=composed_inference_data, fit=registry_fit_em, load=registry_load_em)
-attach_hooks("vae", inference_data=_named_local_export("vae"))
-attach_hooks("prodlda", inference_data=_named_local_export("prodlda"))
-
-from . import hmm as _hmm_hooks  # noqa: E402, F401  (HMM fit, load, evaluate, sample)
-from . import lda as _lda_hooks  # noqa: E402, F401  (LDA / prodLDA evaluate and InferenceData)
-from . import mixture as _mixture_hooks  # noqa: E402, F401  (the mixture's InferenceData hook)
-from . import ppca as _ppca_hooks  # noqa: E402, F401  (PPCA / factor analysis fit, load, evaluate, sample)
-from . import vae as _vae_hooks  # noqa: E402, F401  (attaches the VAE's plots/evaluate/sample hooks)

@@ -1,0 +1,16 @@
+"""The built-in model families, each wired in one file: its builder and its fit/load/evaluate/sample/plots/
+inference_data hooks, as :class:`emvi.registry.ModelEntry` values. Importing this package (``import emvi`` does)
+puts them in the registry.
+
+To add a family: write its generative story in ``emvi/models/``, its guide in ``emvi/guides/`` if it needs one, its
+ArviZ export in ``emvi/analysis/``, and one file here whose ``ENTRIES`` pairs them; then list the file below.
+"""
+
+from ..registry import add_entry
+from . import composed, hmm, linear_gaussian, mixture, topics, vae
+
+FAMILIES = (composed, hmm, linear_gaussian, mixture, topics, vae)
+
+for _family in FAMILIES:
+    for _entry in _family.ENTRIES:
+        add_entry(_entry)

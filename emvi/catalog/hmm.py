@@ -1,0 +1,90 @@
+"""The hidden Markov model, wired: builder, Baum-Welch/NUTS fits into a run directory, exact evaluation, sampling,
+ArviZ."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from ..analysis.hmm import hmm_inference_data
+from ..estimators.hmm import HMM
+from ..inference.em import ConvergenceWarning
+from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
+from ..registry import DataInfo, ModelEntry
+
+SAMPLED_LENGTH = 100
+"""Steps of each sequence ``emvi sample`` draws."""
+
+
+def build_hmm(config: HMMConfig, data_info: DataInfo):
+    return HMMModel(config, data_info.event_shape[-1]), HMMGuide()
+
+
+def _sequences(data):
+    x = data.x if hasattr(data, "x") else torch.as_tensor(data)
+    return x, getattr(data, "lengths", None)
+
+
+def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
+    """Baum-Welch (:class:`emvi.inference.em.EMConfig`) or NUTS (:class:`emvi.inference.mcmc.MCMCConfig`, started
+    from Baum-Welch) on the data's sequences (one ``(T, D)`` table is one sequence), through the
+    :class:`~emvi.estimators.HMM` facade; the state (and the draws) go to ``run``'s checkpoint."""
+    cfg = model.config
+    options = dict(method=method, initial=cfg.initial, num_categories=cfg.num_categories, floor=cfg.floor,
+                   seed=config.seed, device=config.device, verbose=config.progress)
+    if method == "em":
+        options.update(max_iter=config.max_iter, tol=config.tol, n_init=config.n_init)
+    else:
+        options.update(num_samples=config.num_samples, warmup_steps=config.warmup_steps, num_chains=config.num_chains)
+    estimator = HMM(cfg.num_states, cfg.emission, **options)
+    x, lengths = _sequences(train_data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
+        estimator.fit(x, lengths)
+    model.to(dtype=torch.float64)
+    model.load_state_dict(estimator.model_.state_dict())
+    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
+               "log_likelihood": estimator.log_likelihood_, "bic": estimator.bic(x, lengths),
+               "seconds": estimator.fit_seconds_}
+    if valid_data is not None:
+        summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
+    state = {"model": model.state_dict(), "summary": dict(summary)}
+    if estimator.mcmc_ is not None:
+        state["mcmc_samples"] = estimator.mcmc_.samples
+        state["mcmc_diverging"] = estimator.mcmc_.extra_fields.get("diverging", torch.zeros(0))
+        summary.update(estimator.mcmc_.summary())
+    if run is not None:
+        run.save_checkpoint(state)
+    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
+    return summary
+
+
+def load_hmm(model: HMMModel, guide, run, device) -> None:
+    model.to(device=device, dtype=torch.float64)
+    model.load_state_dict(run.load_checkpoint(map_location=device)["model"])
+
+
+def evaluate_hmm(model: HMMModel, guide, data, *, num_samples: int = 0) -> dict:
+    """Exact log-likelihood of the held-out sequences (the forward algorithm needs no samples)."""
+    x, lengths = check_sequences(*_sequences(data), model.config)
+    x = x.to(next(model.parameters()).dtype)
+    with torch.no_grad():
+        log_likelihood = model.log_likelihood(x, lengths)
+    return {"log_likelihood": float(log_likelihood.sum()),
+            "log_likelihood_per_step": float(log_likelihood.sum() / lengths.sum()), "num_sequences": int(x.shape[0])}
+
+
+def sample_hmm(model: HMMModel, guide, num_samples: int) -> torch.Tensor:
+    """``num_samples`` sequences of :data:`SAMPLED_LENGTH` steps ``(num_samples, T, D)``."""
+    return model.sample(num_samples, SAMPLED_LENGTH)[0].float()
+
+
+ENTRIES = (
+    ModelEntry(
+        "hmm", HMMConfig, build_hmm, methods=("em", "svi", "mcmc"),
+        description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated",
+        fit=fit_hmm, load=load_hmm, evaluate=evaluate_hmm, sample=sample_hmm, inference_data=hmm_inference_data,
+        elbo="enum", max_plate_nesting=1, sequential=True,
+    ),
+)

@@ -1,0 +1,60 @@
+"""The in-memory data set every loader returns: aligned tensors, an optional per-batch transform, and what a model
+builder may know about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..errors import DataError
+from ..registry import DataInfo
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """In-memory data: ``x`` of shape ``(N, D)`` (float32), optional integer labels ``y`` of shape ``(N,)``.
+
+    Sequences are ``x`` of shape ``(N, T, D)`` padded, with ``lengths`` ``(N,)``.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+    image_shape: tuple[int, ...] | None = None
+    name: str = "array"
+    binarize: str | None = None
+    lengths: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.y is not None and self.y.shape[0] != self.x.shape[0]:
+            raise DataError(f"labels have {self.y.shape[0]} rows but data has {self.x.shape[0]}; pass one label per row")
+        if self.lengths is not None and (self.x.dim() != 3 or self.lengths.shape != (self.x.shape[0],)):
+            raise DataError(f"lengths must give one length per sequence of x (N, T, D); got lengths of shape "
+                            f"{tuple(self.lengths.shape)} for x of shape {tuple(self.x.shape)}")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """What the model receives: the observations (and sequence lengths); labels are for analysis only."""
+        return (self.x,) if self.lengths is None else (self.x, self.lengths)
+
+    def info(self) -> DataInfo:
+        return DataInfo(
+            num_data=len(self),
+            event_shape=tuple(self.x.shape[1:]),
+            image_shape=self.image_shape,
+            num_classes=int(self.y.max().item()) + 1 if self.y is not None and len(self.y) else None,
+        )
+
+    def transform_batch(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """Per-batch transform applied by the runner; dynamic binarisation draws from torch's global generator."""
+        if self.binarize == "dynamic":
+            return (torch.bernoulli(batch[0]),) + tuple(batch[1:])
+        return batch
+
+    def subset(self, indices) -> ArrayDataset:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices],
+                       lengths=None if self.lengths is None else self.lengths[indices])

@@ -1,0 +1,206 @@
+"""The run directory: the one module that names its files and reads and writes them.
+
+A run directory holds
+
+* ``config.json`` — the resolved configuration (model, method, data, training options), written atomically;
+* ``spec.toml`` — the same as a spec file that ``emvi fit`` can run again;
+* ``checkpoint.pt`` (and ``best.pt`` for SVI) — the fitted state, written atomically (temporary file in the same
+  folder, fsync, rename), loaded with ``torch.load(..., weights_only=True)``: tensors and plain containers only;
+* ``metrics.jsonl`` — one JSON object per epoch (SVI) or iteration (EM);
+* ``summary.json`` — the final metrics; PNG plots.
+
+A run killed at any moment leaves either the previous file or the new one, never a torn one. The SVI runner, EM,
+NUTS, the estimators' registry hooks and the CLI all go through :class:`RunDirectory`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, ConfigError
+
+CHECKPOINT_FORMAT = "emvi-checkpoint-v1"
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+SPEC = "spec.toml"
+
+
+def _atomic_write(path: Path, write) -> Path:
+    """Call ``write(binary_handle)`` on a temporary file beside ``path``, fsync it and rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
+    """Write ``state`` (tensors, numbers, strings, lists and dicts of them) atomically to ``path``."""
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    return _atomic_write(Path(path), lambda handle: torch.save(payload, handle))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, refusing anything that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train first with 'emvi fit' or check the path")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupt or not an emvi checkpoint ({first_line[:160]}); "
+            "delete it and train again, or resume from another run"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{str(path)!r} is not an emvi checkpoint (format {found!r}); expected {CHECKPOINT_FORMAT!r}")
+    return state
+
+
+class RunDirectory:
+    """One run directory: its file names and every read and write of them.
+
+    ``RunDirectory(path)`` creates nothing; :meth:`create` makes the folder. Writers are atomic; readers raise
+    :class:`emvi.errors.CheckpointError` / :class:`emvi.errors.ConfigError` with one-line messages.
+    """
+
+    def __init__(self, path: str | os.PathLike, resolved_config: dict | None = None):
+        self.path = Path(path)
+        self.resolved_config = resolved_config
+        """The run's resolved configuration; every checkpoint written through this object carries a copy."""
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def create(self) -> RunDirectory:
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run directory {self.path} is a file; pick another --run-dir")
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def is_empty(self) -> bool:
+        return not self.path.exists() or not any(self.path.iterdir())
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+
+    def has_checkpoint(self, *, best: bool = False) -> bool:
+        return self.file(BEST if best else CHECKPOINT).is_file()
+
+    def save_checkpoint(self, state: dict, *, best: bool = False) -> Path:
+        if "config" not in state and self.resolved_config is not None:
+            state = {**state, "config": json.dumps(self.resolved_config, default=str)}
+        return save_checkpoint(state, self.file(BEST if best else CHECKPOINT))
+
+    def load_checkpoint(self, map_location="cpu", *, best: bool = False) -> dict:
+        return load_checkpoint(self.file(BEST if best else CHECKPOINT), map_location=map_location)
+
+    # -- configuration -------------------------------------------------------------------------------------------
+
+    def write_config(self, resolved: dict) -> Path:
+        self.resolved_config = resolved
+        return atomic_write_text(self.file(CONFIG), json.dumps(resolved, indent=2, default=str) + "\n")
+
+    def read_config(self) -> dict:
+        """The resolved configuration: ``config.json``, or the copy every checkpoint carries when it is missing."""
+        path = self.file(CONFIG)
+        if path.is_file():
+            text, where = path.read_text(encoding="utf-8", errors="replace"), path
+        elif self.has_checkpoint():
+            text, where = self.load_checkpoint()["config"], self.file(CHECKPOINT)
+        else:
+            raise ConfigError(f"{self.path} is not an emvi run directory (no {CONFIG}); pass the folder 'emvi fit' printed")
+        try:
+            resolved = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where} holds invalid JSON ({exc}); restore it from the checkpoint's copy") from None
+        if not isinstance(resolved, dict):
+            raise ConfigError(f"{where} does not hold a configuration object; restore it from the checkpoint's copy")
+        return resolved
+
+    def write_spec(self, spec: dict) -> Path:
+        import tomli_w
+
+        def drop_none(value):  # TOML has no null; an absent key means the default
+            if isinstance(value, dict):
+                return {k: drop_none(v) for k, v in value.items() if v is not None}
+            return value
+
+        return atomic_write_text(self.file(SPEC), tomli_w.dumps(drop_none(spec)))
+
+    # -- metrics and summary -------------------------------------------------------------------------------------
+
+    def write_metrics(self, records: Iterable[dict]) -> Path:
+        """Replace ``metrics.jsonl`` by ``records`` (one JSON object a line)."""
+        return atomic_write_text(self.file(METRICS), "".join(json.dumps(r, default=str) + "\n" for r in records))
+
+    def append_metrics(self, record: dict) -> None:
+        with open(self.file(METRICS), "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        path = self.file(METRICS)
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def write_summary(self, summary: dict) -> Path:
+        return atomic_write_text(self.file(SUMMARY), json.dumps(summary, indent=2, default=str) + "\n")
+
+    def read_summary(self) -> dict:
+        path = self.file(SUMMARY)
+        try:
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not supported on every platform (e.g. Windows), where it is skipped.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+__all__ = ["RunDirectory", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG",
+           "METRICS", "SUMMARY", "SPEC"]
