@@ -30,6 +30,8 @@ _pyro.settings.set(module_local_params=True)
 __version__ = "0.1.0"
 
 from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
+from .catalog.declared import register_declaration  # noqa: E402
+from .declaration import declare  # noqa: E402
 
 __all__ = [
     "ArrayDataset",
@@ -45,12 +47,14 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "available_models",
+    "declare",
     "fit_em",
     "fit_svi",
     "get_model",
     "load_dataset",
     "make_elbo",
     "register_model",
+    "register_declaration",
     "seed_everything",
     "train",
     "train_valid_split",

@@ -48,6 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
     from .runs import method_config_class
 
     parser = _Parser(prog="emvi", description="Latent-variable models as Pyro model/guide pairs, from EM to VAEs.")
+    parser.add_argument("--import", dest="import_module", metavar="MODULE",
+                        help="import MODULE first (user code that registers models); may be repeated")
     parser.add_argument("--version", action="version", version=f"emvi {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -105,9 +107,35 @@ def _version() -> str:
     return __version__
 
 
+_IMPORTED: list[str] = []
+
+
+def _import_modules(argv: list[str]) -> list[str]:
+    """Import every ``--import MODULE`` (user code registering models) before the parser lists the models; returns
+    the arguments without them."""
+    from .registry import import_user_module
+
+    rest, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--import" and i + 1 < len(argv):
+            module = argv[i + 1]
+            i += 2
+        elif argv[i].startswith("--import="):
+            module = argv[i][len("--import="):]
+            i += 1
+        else:
+            rest.append(argv[i])
+            i += 1
+            continue
+        import_user_module(module)
+        _IMPORTED.append(module)
+    return rest
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        argv = _import_modules(argv)
         parser = _build_parser()
         spec_path, overrides = _spec_invocation(argv)
         if spec_path is not None:
@@ -177,7 +205,7 @@ def _cmd_fit(args) -> int:
             if f.name not in chosen_fields and getattr(args, f.name, None) is not None:
                 raise ConfigError(f"--{f.name.replace('_', '-')} is an option of --method {other}, not of "
                                   f"--method {args.method}; see 'emvi fit {entry.name} --help'")
-    method_config = config_from_args(chosen, args, base=method_defaults(entry, args.method))
+    method_config = config_from_args(chosen, args, base=method_defaults(entry, args.method, model_config))
     if args.data and args.dataset:
         raise ConfigError("give either a data file or --dataset, not both")
     data = DataSpec(
@@ -192,7 +220,7 @@ def _cmd_fit(args) -> int:
     )
     outputs = OutputSpec(out=args.out, run_dir=args.run_dir, plots=not args.no_plots)
     spec = Spec(model=entry.name, model_config=model_config, method=args.method, method_config=method_config,
-                data=data, outputs=outputs)
+                data=data, outputs=outputs, module=_IMPORTED[-1] if _IMPORTED else None)
     run_spec(spec, resume=args.resume)
     return 0
 

@@ -114,3 +114,20 @@ def make_decoder(architecture: str, latent_dim: int, num_features: int, hidden_d
             raise ConfigError("the conv architecture needs image data (a known image shape); use --architecture mlp")
         return ConvDecoder(latent_dim, image_shape)
     return FlatMLP([latent_dim, *reversed(tuple(hidden_dims)), num_features])
+
+
+def as_features(value: torch.Tensor, num_values: int | None, vector: bool, dtype) -> torch.Tensor:
+    """``(..., width)`` network input from a site's value: one-hot of ``num_values`` for a discrete scalar, the
+    value itself for a vector (``vector``), a trailing dimension of 1 for a continuous scalar."""
+    if num_values is not None:
+        return nn.functional.one_hot(value.long().clamp_min(0), num_values).to(dtype)
+    value = value.to(dtype)
+    return value if vector else value.unsqueeze(-1)
+
+
+def concat_features(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate along the last dimension after broadcasting the leading (batch, enumeration) dimensions."""
+    if len(parts) == 1:
+        return parts[0]
+    batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
+    return torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], -1)

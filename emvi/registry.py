@@ -34,6 +34,8 @@ class DataInfo:
     image_shape: tuple[int, ...] | None = None
     num_classes: int | None = None
     vocab_size: int | None = None
+    arrays: dict[str, list[int]] | None = None
+    """Per-item shape of each named data array (``x``, ``y``, an .npz's other arrays), for models reading several."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,14 @@ class ModelEntry:
     sample: Callable | None = None
     plots: Callable | None = None
     inference_data: Callable | None = None
-    elbo: str = "trace"
-    """The ELBO the model trains with by default ("enum" for models with enumerated discrete sites)."""
+    elbo: str | Callable[[Any], str] = "trace"
+    """The ELBO the model trains with by default ("enum" for models with enumerated discrete sites), or a function
+    of the model's config returning it."""
     max_plate_nesting: int | None = None
     sequential: bool = False
     """The data are sequences: a 2-D array is one sequence ``(T, D)``, and held-out splits take whole sequences."""
+    inputs: Callable[[Any], tuple[str, ...]] | None = None
+    """``inputs(config) -> names`` of the data arrays the model takes, in order (default: the data set's tensors)."""
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -84,7 +89,7 @@ def register_model(
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
-    ``inference_data``, ``elbo``, ``max_plate_nesting``, ``sequential``.
+    ``inference_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")
@@ -107,6 +112,11 @@ def add_entry(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+def default_elbo(entry: ModelEntry, config) -> str:
+    """The entry's default ELBO name for ``config``."""
+    return entry.elbo(config) if callable(entry.elbo) else entry.elbo
+
+
 def get_model(name: str) -> ModelEntry:
     try:
         return _MODELS[name]
@@ -116,3 +126,21 @@ def get_model(name: str) -> ModelEntry:
 
 def available_models() -> dict[str, ModelEntry]:
     return dict(sorted(_MODELS.items()))
+
+
+def import_user_module(module: str, base_dir=None, *, where: str = "--import") -> None:
+    """Import the user's module (which registers models); the spec's folder and the working directory are searched
+    first. An import failure is one line naming ``where``."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    if not isinstance(module, str) or not module:
+        raise ConfigError(f"{where} must be a module name like 'my_models', got {module!r}")
+    for folder in (str(Path(base_dir).resolve()) if base_dir is not None else None, str(Path.cwd())):
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"{where}: cannot import {module!r} ({exc}); put it on PYTHONPATH or beside the spec") from None

@@ -93,6 +93,8 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     dataset = load_data(data_cfg)
+    if entry.inputs is not None:  # a model reading several named arrays (declared models)
+        dataset = dataset.with_inputs(entry.inputs(model_config))
     train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
                                             announce=True)
     run = RunDirectory(run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -200,9 +202,16 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
     if "model" not in resolved or "data" not in resolved:
         raise ConfigError(f"{run.path} was not written by 'emvi fit' (its config lacks the model or data); "
                           "evaluate it from Python with the model you trained")
+    module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
+    if module:  # the user's module that registered the model
+        from .registry import import_user_module
+
+        import_user_module(module, where=f"{run.path}'s model.module")
     entry = get_model(resolved["model"])
     model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
     dataset = load_data(resolved["data"], split=split, root_override=root_override)
+    if entry.inputs is not None:
+        dataset = dataset.with_inputs(entry.inputs(model_config))
     info = dict(resolved["data_info"])
     for key in ("event_shape", "image_shape"):
         if info.get(key) is not None:

@@ -74,11 +74,14 @@ class Spec:
     method_config: Any
     data: DataSpec = field(default_factory=DataSpec)
     outputs: OutputSpec = field(default_factory=OutputSpec)
+    module: str | None = None
+    """A Python module imported before the model is looked up (it registers the model: ``[model] module``)."""
 
     def to_dict(self) -> dict:
         """The resolved spec as plain data (every default filled in), in the file layout."""
+        model = {"name": self.model, **({"module": self.module} if self.module else {})}
         return {
-            "model": {"name": self.model, **config_to_dict(self.model_config)},
+            "model": {**model, **config_to_dict(self.model_config)},
             "inference": {"method": self.method, **config_to_dict(self.method_config)},
             "data": config_to_dict(self.data),
             "outputs": config_to_dict(self.outputs),
@@ -135,6 +138,11 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     if "name" not in model_table:
         raise ConfigError("spec is missing model.name; set it to a registered model (see 'emvi models')")
     name = model_table.pop("name")
+    module = model_table.pop("module", None)
+    if module is not None:
+        from .registry import import_user_module
+
+        import_user_module(module, base_dir, where="model.module")
     entry = get_model(name)
     model_config = config_from_dict(entry.config_class, model_table, where="model.")
 
@@ -142,7 +150,7 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     method = inference.pop("method", entry.methods[0])
     if method not in entry.methods:
         raise ConfigError(f"inference.method must be one of {', '.join(entry.methods)} for model {name!r}, got {method!r}")
-    method_config = config_from_dict(method_config_class(method), method_defaults(entry, method) | inference,
+    method_config = config_from_dict(method_config_class(method), method_defaults(entry, method, model_config) | inference,
                                      where="inference.")
 
     data = config_from_dict(DataSpec, raw.get("data") or {}, where="data.")
@@ -156,14 +164,16 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
             data = dataclasses.replace(data, dataset=str(resolved))
     outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.")
     return Spec(model=name, model_config=model_config, method=method, method_config=method_config, data=data,
-                outputs=outputs)
+                outputs=outputs, module=module)
 
 
-def method_defaults(entry, method: str) -> dict:
+def method_defaults(entry, method: str, model_config=None) -> dict:
     """The model's own defaults for its method's options: its ELBO and plate nesting for SVI."""
+    from .registry import default_elbo
+
     if method != "svi":
         return {}
-    defaults = {"elbo": entry.elbo}
+    defaults = {"elbo": default_elbo(entry, model_config)}
     if entry.max_plate_nesting is not None:
         defaults["max_plate_nesting"] = entry.max_plate_nesting
     return defaults
@@ -193,7 +203,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     """Read, override and validate a spec file."""
     raw = apply_overrides(read_spec_file(path), overrides or [])
-    return parse_spec(raw, base_dir=Path(path).parent)
+    try:
+        return parse_spec(raw, base_dir=Path(path).parent)
+    except ConfigError as exc:
+        if str(Path(path).name) in str(exc):
+            raise
+        raise type(exc)(f"{Path(path).name}: {exc}") from None
 
 
 def run_spec(spec: Spec, *, resume: bool = False) -> Path:

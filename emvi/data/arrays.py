@@ -15,7 +15,9 @@ from ..registry import DataInfo
 class ArrayDataset:
     """In-memory data: ``x`` of shape ``(N, D)`` (float32), optional integer labels ``y`` of shape ``(N,)``.
 
-    Sequences are ``x`` of shape ``(N, T, D)`` padded, with ``lengths`` ``(N,)``.
+    Sequences are ``x`` of shape ``(N, T, D)`` padded, with ``lengths`` ``(N,)``. ``arrays`` holds further named
+    arrays aligned with ``x`` (an .npz's covariates, label masks...); ``inputs`` names the arrays a model receives,
+    in order (``"x"``, ``"y"`` or a key of ``arrays``), for models that take several (declared models).
     """
 
     x: torch.Tensor
@@ -24,8 +26,13 @@ class ArrayDataset:
     name: str = "array"
     binarize: str | None = None
     lengths: torch.Tensor | None = None
+    arrays: dict[str, torch.Tensor] | None = None
+    inputs: tuple[str, ...] | None = None
 
     def __post_init__(self):
+        for name, value in (self.arrays or {}).items():
+            if value.shape[0] != self.x.shape[0]:
+                raise DataError(f"array {name!r} has {value.shape[0]} rows but x has {self.x.shape[0]}; align them")
         if self.y is not None and self.y.shape[0] != self.x.shape[0]:
             raise DataError(f"labels have {self.y.shape[0]} rows but data has {self.x.shape[0]}; pass one label per row")
         if self.lengths is not None and (self.x.dim() != 3 or self.lengths.shape != (self.x.shape[0],)):
@@ -38,7 +45,27 @@ class ArrayDataset:
     @property
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """What the model receives: the observations (and sequence lengths); labels are for analysis only."""
+        if self.inputs is not None:
+            return tuple(self.array(name) for name in self.inputs)
         return (self.x,) if self.lengths is None else (self.x, self.lengths)
+
+    def array(self, name: str) -> torch.Tensor:
+        """The named array: ``"x"``, ``"y"`` (labels) or one of :attr:`arrays`."""
+        if self.arrays and name in self.arrays:
+            return self.arrays[name]
+        if name == "x":
+            return self.x
+        if name == "y" and self.y is not None:
+            return self.y
+        present = ["x"] + (["y"] if self.y is not None else []) + list(self.arrays or {})
+        raise DataError(f"the data has no array {name!r} (arrays: {', '.join(present)}); save it in the .npz under "
+                        f"{name!r}")
+
+    def with_inputs(self, names) -> ArrayDataset:
+        """The same data, giving a model the named arrays (checked now) as its tensors."""
+        for name in names:
+            self.array(name)
+        return replace(self, inputs=tuple(names))
 
     def info(self) -> DataInfo:
         return DataInfo(
@@ -46,7 +73,16 @@ class ArrayDataset:
             event_shape=tuple(self.x.shape[1:]),
             image_shape=self.image_shape,
             num_classes=int(self.y.max().item()) + 1 if self.y is not None and len(self.y) else None,
+            arrays=self.array_shapes(),
         )
+
+    def array_shapes(self) -> dict[str, list[int]]:
+        """Per-item shape of every named array (``x``, ``y`` and :attr:`arrays`)."""
+        shapes = {"x": list(self.x.shape[1:])}
+        if self.y is not None:
+            shapes["y"] = list(self.y.shape[1:])
+        shapes.update({name: list(value.shape[1:]) for name, value in (self.arrays or {}).items()})
+        return shapes
 
     def transform_batch(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """Per-batch transform applied by the runner; dynamic binarisation draws from torch's global generator."""
@@ -57,4 +93,5 @@ class ArrayDataset:
     def subset(self, indices) -> ArrayDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)
         return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices],
-                       lengths=None if self.lengths is None else self.lengths[indices])
+                       lengths=None if self.lengths is None else self.lengths[indices],
+                       arrays=None if self.arrays is None else {k: v[indices] for k, v in self.arrays.items()})

@@ -7,7 +7,7 @@
   works offline;
 * ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images), needing no download;
 * a path to the user's own ``.npy``, ``.npz`` (arrays ``x`` and optionally ``y`` and, for padded sequences
-  ``(N, T, D)``, ``lengths``; or the first array) or ``.csv``
+  ``(N, T, D)``, ``lengths``; or the first array; any further arrays are kept by name for declared models) or ``.csv``
   (numbers only, an optional header; ``label_column=`` names the label column).
 
 Images come out flattened to ``(N, C*H*W)`` float32 in [0, 1] with ``image_shape = (C, H, W)``; tables as
@@ -167,6 +167,7 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
         raise DataError(f"data file {str(path)!r} does not exist; check the path")
     suffix = path.suffix.lower()
     y = lengths = None
+    extra: dict = {}
     try:
         if suffix == ".npy":
             x = np.load(path, allow_pickle=False)
@@ -178,6 +179,8 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
                 x = archive["x"] if "x" in keys else archive[keys[0]]
                 y = archive["y"] if "y" in keys else None
                 lengths = archive["lengths"] if "lengths" in keys else None
+                first = "x" if "x" in keys else keys[0]
+                extra = {k: archive[k] for k in keys if k not in (first, "y", "lengths")}
         else:
             x, y = _read_csv(path, label_column)
     except (ValueError, OSError) as exc:
@@ -187,7 +190,21 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
     tensor = as_float_tensor(x, f"data in {path.name}", ndim=(2, 3))
     labels = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
     lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
-    return ArrayDataset(x=tensor, y=labels, name=path.stem, lengths=lengths)
+    arrays = {name: _named_array(value, name, path, tensor.shape[0]) for name, value in extra.items()}
+    return ArrayDataset(x=tensor, y=labels, name=path.stem, lengths=lengths, arrays=arrays or None)
+
+
+def _named_array(value: np.ndarray, name: str, path: Path, rows: int) -> torch.Tensor:
+    """An .npz's further array as a tensor: booleans stay booleans (masks), integers become int64, the rest float32."""
+    value = np.asarray(value)
+    if value.ndim == 0 or value.shape[0] != rows:
+        raise DataError(f"array {name!r} in {path.name} has shape {value.shape}, not one row per item ({rows}); "
+                        "align it with x")
+    if value.dtype == np.bool_:
+        return torch.as_tensor(value)
+    if np.issubdtype(value.dtype, np.integer):
+        return torch.as_tensor(value, dtype=torch.long)
+    return as_float_tensor(value, f"array {name!r} in {path.name}", ndim=(1, 2, 3))
 
 
 def _read_csv(path: Path, label_column: str | None):

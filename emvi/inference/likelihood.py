@@ -11,6 +11,9 @@ For a data item x and K samples, with log weights ``log w_k``:
 The estimators are generic over Pyro model/guide pairs whose latent sites all sit inside the data plate (batch shape
 ``(batch,)``): a plate of K samples is placed outside the model's plates so everything runs vectorised; K is split into
 chunks whose log weights are combined by a streaming log-sum-exp, so memory stays bounded for K in the thousands.
+Sites the model marks for enumeration are summed out exactly inside each weight: the model is replayed under
+parallel enumeration and ``log w_k = log Σ_z p(x, z, t_k) - log q(t_k | x)`` (:func:`enumerated_log_joint`). ``x``
+may be a tuple of aligned tensors (a model taking several data arrays).
 """
 
 from __future__ import annotations
@@ -61,50 +64,95 @@ def _per_item(log_prob: torch.Tensor, num_samples: int, batch: int, name: str) -
     return log_prob.reshape(-1, batch).expand(num_samples, batch) if log_prob.dim() > 1 else log_prob.expand(num_samples, batch)
 
 
-def site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None = None) -> torch.Tensor:
+def site_log_probs(trace, num_samples: int, batch: int, *, observed: bool | None = None,
+                   local_only: bool = False) -> torch.Tensor:
     """``(K, batch)``: Σ over the sample sites of ``trace`` (only observed ones, only latent ones, or all for
-    ``observed=None``) of log p(value), per draw and item, unscaled by plates."""
+    ``observed=None``) of log p(value), per draw and item, unscaled by plates; ``local_only`` skips sites outside the
+    data plate (a guide's global draws)."""
     total = torch.zeros(())
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
             continue
+        if local_only and not any(frame.name == "data" for frame in site["cond_indep_stack"]):
+            continue
         if observed is not None and site["is_observed"] != observed:
             continue
-        if site["infer"].get("enumerate"):
+        if site["infer"].get("_enumerate_dim") is not None:
             raise ConfigError(f"site {name!r} is enumerated; use emvi.inference.pointwise for exact marginals of discrete latents")
         total = total + _per_item(site["fn"].log_prob(site["value"]), num_samples, batch, name)
     return total
 
 
-def importance_traces(model, guide, x: torch.Tensor, num_samples: int | None, *, max_plate_nesting: int = 1,
-                      **kwargs):
+def _as_tuple(x) -> tuple[torch.Tensor, ...]:
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data") -> torch.Tensor:
+    """``(K, batch)`` (or ``(batch,)``): Σ over the sample sites in the data plate of log p (masks applied), with the
+    dimensions of enumerated sites (left of the sample plate) summed out by log-sum-exp. Sites outside the data plate
+    (priors of globals) are left out."""
+    from pyro.distributions.util import scale_and_mask
+
+    total = torch.zeros(())
+    for site in trace.nodes.values():
+        if site["type"] != "sample" or type(site["fn"]).__name__ == "_Subsample":
+            continue
+        if not any(frame.name == plate_name for frame in site["cond_indep_stack"]):
+            continue
+        total = total + scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+    enumerated = [site["infer"]["_enumerate_dim"] for site in trace.nodes.values()
+                  if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
+    if enumerated:
+        dims = sorted({d if d >= 0 else total.dim() + d for d in enumerated if -total.dim() <= d})
+        if dims:
+            total = torch.logsumexp(total, dim=dims)
+    return total
+
+
+def importance_traces(model, guide, x, num_samples: int | None, *, max_plate_nesting: int = 1,
+                      enumerate_model: bool = False, **kwargs):
     """``(guide_trace, model_trace)``: K = ``num_samples`` draws t ~ q(t | x) per item, vectorised by a plate of K
     outside the model's plates (every latent value has shape ``(K, batch, ...)``), and the model replayed at them.
-    ``num_samples=None`` draws once without that plate (values ``(batch, ...)``, what the networks saw in training)."""
+    ``num_samples=None`` draws once without that plate (values ``(batch, ...)``, what the networks saw in training).
+    ``enumerate_model`` replays the model under parallel enumeration (dimensions left of the sample plate).
+    ``x`` is a tensor or a tuple of tensors (the model's positional data)."""
+    data = _as_tuple(x)
     with poutine.block(), contextlib.ExitStack() as stack:
         if num_samples is not None:
             stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)))
-        guide_trace = poutine.trace(guide).get_trace(x, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, **kwargs)
+        guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
+        replayed = poutine.replay(model, trace=guide_trace)
+        if enumerate_model:
+            replayed = poutine.enum(replayed, first_available_dim=-(max_plate_nesting + 2))
+        model_trace = poutine.trace(replayed).get_trace(*data, **kwargs)
     return guide_trace, model_trace
 
 
-def log_importance_weights(model, guide, x: torch.Tensor, num_samples: int, *, from_prior: bool = False,
+def log_importance_weights(model, guide, x, num_samples: int, *, from_prior: bool = False,
                            max_plate_nesting: int = 1, **kwargs) -> torch.Tensor:
-    """``(K, batch)`` log weights: ``log p(x, t) - log q(t | x)`` with t ~ q, or ``log p(x | t)`` with t ~ p(t)."""
-    batch = x.shape[0]
+    """``(K, batch)`` log weights: ``log p(x, t) - log q(t | x)`` with t ~ q, or ``log p(x | t)`` with t ~ p(t).
+    With sites marked for enumeration in the model, they are summed out inside each weight."""
+    data = _as_tuple(x)
+    batch = data[0].shape[0]
     if from_prior:
         with poutine.block(), pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)):
-            model_trace = poutine.trace(model).get_trace(x, **kwargs)
+            model_trace = poutine.trace(model).get_trace(*data, **kwargs)
         return site_log_probs(model_trace, num_samples, batch, observed=True)
-    guide_trace, model_trace = importance_traces(model, guide, x, num_samples, max_plate_nesting=max_plate_nesting,
+    if _enumerates(model):
+        guide_trace, model_trace = importance_traces(model, guide, data, num_samples, enumerate_model=True,
+                                                     max_plate_nesting=max_plate_nesting, **kwargs)
+        log_joint = enumerated_log_joint(model_trace, batch)
+        log_joint = log_joint.reshape(-1, batch).expand(num_samples, batch) if log_joint.dim() > 1 else \
+            log_joint.expand(num_samples, batch)
+        return log_joint - site_log_probs(guide_trace, num_samples, batch, observed=None, local_only=True)
+    guide_trace, model_trace = importance_traces(model, guide, data, num_samples, max_plate_nesting=max_plate_nesting,
                                                  **kwargs)
     log_joint = site_log_probs(model_trace, num_samples, batch, observed=None)
     return log_joint - site_log_probs(guide_trace, num_samples, batch, observed=None)
 
 
 @torch.no_grad()
-def estimate_log_likelihood(model, guide, x: torch.Tensor, *, num_samples: int = 1000, prior: bool = True,
+def estimate_log_likelihood(model, guide, x, *, num_samples: int = 1000, prior: bool = True,
                             batch_size: int = 100, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
                             max_plate_nesting: int = 1) -> LogLikelihoodEstimates:
     """The three estimates of :mod:`this module <emvi.inference.likelihood>` for every item of ``x`` ``(N, D)``.
@@ -115,20 +163,25 @@ def estimate_log_likelihood(model, guide, x: torch.Tensor, *, num_samples: int =
     """
     if num_samples < 1:
         raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+    data = _as_tuple(x)
+    x = data[0]
     if x.dim() < 2 or x.shape[0] == 0:
         raise ConfigError(f"need a non-empty batch of items (N, D), got shape {tuple(x.shape)}")
     num_features = math.prod(x.shape[1:])
     elbos, importance, priors = [], [], []
     for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
+        batch_data = tuple(t[start : start + batch_size] for t in data)
+        xb = batch_data[0]
+        xb_in = batch_data if len(data) > 1 else xb
         chunk = max(1, min(num_samples, chunk_elements // (xb.shape[0] * num_features)))
         sums = _StreamingLogMeanExp(xb.shape[0], xb.device)
         prior_sums = _StreamingLogMeanExp(xb.shape[0], xb.device)
         for done in range(0, num_samples, chunk):
             k = min(chunk, num_samples - done)
-            sums.add(log_importance_weights(model, guide, xb, k, max_plate_nesting=max_plate_nesting))
+            sums.add(log_importance_weights(model, guide, xb_in, k, max_plate_nesting=max_plate_nesting))
             if prior:
-                prior_sums.add(log_importance_weights(model, guide, xb, k, from_prior=True, max_plate_nesting=max_plate_nesting))
+                prior_sums.add(log_importance_weights(model, guide, xb_in, k, from_prior=True,
+                                                      max_plate_nesting=max_plate_nesting))
         elbos.append(sums.mean())
         importance.append(sums.log_mean_exp())
         if prior:
@@ -140,6 +193,12 @@ def estimate_log_likelihood(model, guide, x: torch.Tensor, *, num_samples: int =
         num_samples=num_samples,
         num_features=num_features,
     )
+
+
+def _enumerates(model) -> bool:
+    """Whether ``model`` declares sites enumerated in the model (a declared model says so)."""
+    declaration = getattr(model, "declaration", None)
+    return bool(getattr(declaration, "has_enumeration", False))
 
 
 class _StreamingLogMeanExp:

@@ -1,0 +1,136 @@
+"""ArviZ InferenceData for a declared model (:mod:`emvi.models.declared`), for the first ``max_items`` items:
+
+* ``posterior``: per-item continuous latents ``(1, S, obs, <site>_dim)`` drawn from the guide; for every enumerated
+  discrete site its posterior p(z_n = k | x_n, t_{n,s}) as ``<site>_responsibility`` ``(1, S, obs, <site>_value)``
+  (exact in the model: read off the enumerated trace; from q(z | x) for a site enumerated in the guide); the globals
+  (point estimates, repeated over the S draws; a mean-field global's own draws);
+* ``log_likelihood`` ``<first observed site>`` and ``sample_stats`` ``log_importance_weight`` ``(1, S, obs)``:
+  log p(x_n, t_{n,s}) - log q(t_{n,s} | x_n) with every enumerated site summed out; with no continuous latent it is
+  the exact log p(x_n) (S = 1, a point fit). Its log-mean-exp over draws is the importance-sampled log p(x_n);
+* ``observed_data``: every observed site.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import ConfigError
+from ..inference.likelihood import enumerated_log_joint, importance_traces, site_log_probs
+from .arviz_io import to_inference_data
+from .local_latents import LOCAL_LATENTS
+
+MAX_ITEMS = 100
+
+
+@torch.no_grad()
+def declared_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 100, run_dir=None,
+                            max_items: int = MAX_ITEMS):
+    decl = model.declaration
+    tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
+    total = tensors[0].shape[0]
+    if total == 0:
+        raise ConfigError("no items to analyse: the data set is empty")
+    dtype = next(model.parameters()).dtype
+    tensors = tuple((t.to(dtype) if t.is_floating_point() else t)[:max_items] for t in tensors)
+    batch = tensors[0].shape[0]
+    continuous = [s for s in decl.sites if s.role == "latent" and not s.is_discrete]
+    draws = num_samples if continuous or any(s.guide == "meanfield" for s in decl.sites) else 1
+    enumerated = [s for s in decl.sites if s.enumerated]
+    latent_draws: dict[str, list] = {}
+    responsibilities: dict[str, list] = {}
+    global_draws: dict[str, list] = {}
+    log_weights = []
+    was_training = model.training, guide.training
+    model.eval(), guide.eval()
+    try:
+        for _ in range(draws):
+            guide_trace, model_trace = importance_traces(model, guide, tensors, None,
+                                                         enumerate_model=decl.has_enumeration)
+            joint = enumerated_log_joint(model_trace, batch)
+            log_weights.append(joint - site_log_probs(guide_trace, 1, batch, local_only=True)[0])
+            for site in continuous:
+                latent_draws.setdefault(site.name, []).append(guide_trace.nodes[site.name]["value"].reshape(batch, -1))
+            for site in enumerated:
+                name = f"{site.name}_missing" if site.mask else site.name
+                responsibilities.setdefault(site.name, []).append(
+                    _posterior(model_trace, guide_trace, name, site.num_values, batch))
+            for site in decl.sites:
+                if site.role == "param":
+                    value = (guide_trace.nodes[site.name]["value"] if site.guide == "meanfield"
+                             else model.global_value(site.name))
+                    global_draws.setdefault(site.name, []).append(value)
+    finally:
+        model.train(was_training[0]), guide.train(was_training[1])
+    posterior, dims, coords = {}, {}, {"obs": list(range(batch))}
+    for name, values in latent_draws.items():
+        posterior[name] = torch.stack(values)[None]
+        dims[name] = ["obs", f"{name}_dim"]
+        coords[f"{name}_dim"] = list(range(values[0].shape[-1]))
+    for name, values in responsibilities.items():
+        key = f"{name}_responsibility"
+        posterior[key] = torch.stack(values)[None]
+        dims[key] = ["obs", f"{name}_value"]
+        coords[f"{name}_value"] = list(range(values[0].shape[-1]))
+    for name, values in global_draws.items():
+        stacked = torch.stack(values)[None]
+        posterior[name] = stacked
+        dims[name] = [f"{name}_dim_{i}" for i in range(stacked.dim() - 2)]
+        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(stacked.shape[2:])})
+    log_weight = torch.stack(log_weights)  # (S, N)
+    observed = {s.name: t for s, t in zip((decl.by_name.get(n) for n in decl.data_names), tensors, strict=True)
+                if s is not None and s.role == "observed"}
+    for name, value in observed.items():
+        if value.dim() > 1:
+            dims[name] = ["obs", f"{name}_feature"]
+            coords[f"{name}_feature"] = list(range(value.shape[-1]))
+        else:
+            dims[name] = ["obs"]
+    first = next(iter(observed))
+    dims["log_importance_weight"] = ["obs"]
+    importance = torch.logsumexp(log_weight, 0) - math.log(draws)
+    attrs = {"model": decl.name, "method": method, "declaration": decl.to_dict(), "story": decl.story(model.shapes),
+             "items": f"the first {batch} of {total}", "importance_log_likelihood_per_item": float(importance.mean()),
+             "elbo_per_item": float(log_weight.mean()),
+             "log_likelihood": "log p(x_n, t_n,s) - log q(t_n,s | x_n) with enumerated sites summed out; with no "
+                               "continuous latent, the exact log p(x_n)"}
+    if continuous:
+        attrs["latent_posterior"] = LOCAL_LATENTS
+    return to_inference_data(
+        posterior=posterior,
+        log_likelihood={first: log_weight[None]},
+        sample_stats={"log_importance_weight": log_weight[None]},
+        observed_data=observed,
+        coords=coords,
+        dims=dims,
+        attrs=attrs,
+    )
+
+
+def _posterior(model_trace, guide_trace, name: str, num_values: int, batch: int) -> torch.Tensor:
+    """``(N, K)`` p(site = k | x_n, draws): from the enumerated model trace (normalised over the site's enumeration
+    dimension, other enumerated sites summed out), or q(site | x) for a site the guide enumerates."""
+    node = model_trace.nodes[name]
+    dim = node["infer"].get("_enumerate_dim")
+    if dim is None:  # enumerated in the guide: its q(z | x)
+        fn = guide_trace.nodes[name]["fn"]
+        probs = fn.probs if hasattr(fn, "logits") and fn.probs.shape[-1] == num_values else None
+        if probs is None:  # Bernoulli: P(1)
+            p1 = fn.probs.reshape(batch)
+            probs = torch.stack([1 - p1, p1], -1)
+        return probs.reshape(batch, num_values)
+    from pyro.distributions.util import scale_and_mask
+
+    total = torch.zeros(())
+    for site in model_trace.nodes.values():
+        if site["type"] == "sample" and any(f.name == "data" for f in site["cond_indep_stack"]) \
+                and type(site["fn"]).__name__ != "_Subsample":
+            total = total + scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+    total = total.expand(*total.shape[:-1], batch)
+    own = total.dim() + dim
+    others = [d for d in range(total.dim() - 1) if d != own]
+    if others:
+        total = torch.logsumexp(total, dim=others, keepdim=True)
+    total = total.reshape(num_values, batch)
+    return torch.softmax(total, 0).T

@@ -1,0 +1,183 @@
+"""Declared models, wired: a :class:`emvi.declaration.Declaration` becomes a registry entry with every hook.
+
+``register_declaration(decl)`` (``emvi.register_declaration``) registers it under ``decl.name``: builder (the
+:class:`~emvi.models.declared.DeclaredModel` and the derived :class:`~emvi.guides.declared.DeclaredGuide`), its ELBO
+(TraceEnum_ELBO when a discrete local is latent), the data arrays it reads, held-out ELBO and importance-sampled
+log p(x) (enumerated sites summed inside each weight), sampling, the ArviZ export, and EM when every latent is
+discrete with closed-form M-steps. The entry ``declared`` takes the declaration from the spec file itself
+(``[model.sites.NAME] ...``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+
+from ..analysis.declared import declared_inference_data
+from ..declaration import Declaration
+from ..errors import ConfigError
+from ..guides.declared import DeclaredGuide
+from ..inference.elbo import make_elbo
+from ..inference.em import ConvergenceWarning, fit_em_with_restarts
+from ..inference.likelihood import estimate_log_likelihood
+from ..inference.runner import evaluate_loss
+from ..models.declared import DeclaredModel
+from ..registry import DataInfo, ModelEntry, add_entry
+
+
+@dataclass(frozen=True)
+class DeclaredConfig:
+    """A declared model's options (the declaration itself is the model's structure)."""
+
+    sites: dict | None = None
+    """The declaration's sites as plain data (spec files: [model.sites.NAME] tables); None: the registered one."""
+    description: str = ""
+    guide_hidden_dims: tuple[int, ...] = (64,)
+    """Hidden sizes of the derived guide's encoders."""
+
+    def __post_init__(self):
+        if self.sites is not None and not isinstance(self.sites, dict):
+            raise ConfigError(f"model.sites must be a table of sites, got {self.sites!r}")
+
+
+def declaration_of(config: DeclaredConfig, default: Declaration | None, name: str) -> Declaration:
+    if config.sites is not None:
+        return Declaration.from_dict(name, {"sites": config.sites, "description": config.description})
+    if default is None:
+        raise ConfigError("model 'declared' needs its sites: add [model.sites.NAME] tables (role, family, "
+                          "parameters) to the spec")
+    return default
+
+
+def build_declared(declaration: Declaration, config: DeclaredConfig, data_info: DataInfo, *, parts=None):
+    """``(model, guide)`` for the data described by ``data_info`` (its named arrays give the observed shapes)."""
+    arrays = {k: tuple(v) for k, v in (data_info.arrays or {"x": list(data_info.event_shape)}).items()}
+    model = DeclaredModel(declaration, arrays, data_info.image_shape, config=config)
+    guide = DeclaredGuide(declaration, arrays, hidden_dims=config.guide_hidden_dims, parts=parts)
+    return model, guide
+
+
+# -- hooks ------------------------------------------------------------------------------------------------------------
+
+
+def evaluate_declared(model, guide, data, *, num_samples: int = 100) -> dict:
+    """Held-out ELBO (the model's own estimator) and the importance-sampled log p(x) with K = ``num_samples``."""
+    tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
+    decl = model.declaration
+    elbo = make_elbo(decl.elbo, max_plate_nesting=1, num_particles=10 if decl.elbo == "trace" else 1)
+    out = {"elbo_nats_per_item": -evaluate_loss(elbo, model, guide, tensors)}
+    estimates = estimate_log_likelihood(model, guide, tensors, num_samples=max(1, num_samples), prior=False)
+    out["is_loglik_nats"] = float(estimates.importance.mean())
+    if decl.em_ready() is None:
+        with torch.no_grad():
+            dtype = next(model.parameters()).dtype
+            out["log_likelihood_per_item"] = float(model.log_likelihood(*(_cast(t, dtype) for t in tensors)).mean())
+    return out
+
+
+def sample_declared(model, guide, num_samples: int) -> torch.Tensor:
+    """New items: the first observed site's values ``(num_samples, ...)``."""
+    first = next(s.name for s in model.declaration.sites if s.role == "observed")
+    return model.sample(num_samples)[first].float()
+
+
+def _cast(t: torch.Tensor, dtype):
+    return t.to(dtype) if t.is_floating_point() else t
+
+
+def fit_declared_em(model, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
+    """EM for a declaration whose only latent is categorical: :func:`fit_em_with_restarts` in float64 on the data
+    arrays, the E-step read off the enumerated trace, closed-form M-steps."""
+    if method != "em":
+        raise ConfigError(f"this hook fits by em, got method {method!r}")
+    z = model._em_latent()
+    dtype = next(model.parameters()).dtype
+    model.to(torch.float64)
+    data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
+    view = _EMView(model, data, z.num_values)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        x = data[0].to(torch.float64).reshape(data[0].shape[0], -1)
+        result = fit_em_with_restarts(view, x, config)
+    summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
+               "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
+    with torch.no_grad():
+        summary["log_likelihood_per_item"] = float(model.log_likelihood(*data).mean())
+        if valid_data is not None:
+            held = tuple(_cast(t, torch.float64) for t in valid_data.tensors)
+            summary["valid_log_likelihood_per_item"] = float(model.log_likelihood(*held).mean())
+    model.to(dtype)
+    if run is not None:
+        run.save_checkpoint({"model": model.state_dict(), "summary": dict(summary)})
+    summary["history"] = [{"epoch": i, "train_loss": -value / result.num_data}
+                          for i, value in enumerate(result.log_likelihood_history)]
+    return summary
+
+
+class _EMView:
+    """The EM protocol of :func:`fit_em_with_restarts` over a declared model's several data arrays."""
+
+    def __init__(self, model, data, num_components):
+        self.model, self.data = model, data
+        self.config = SimpleNamespace(num_components=num_components)
+
+    def e_step(self, x):
+        return self.model.e_step(*self.data)
+
+    def m_step(self, resp, x):
+        self.model.m_step(resp, *self.data)
+
+    def state_dict(self):
+        return self.model.state_dict()
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state)
+
+
+def load_declared_em(model, guide, run, device) -> None:
+    model.load_state_dict(run.load_checkpoint(map_location=device)["model"])
+    model.to(device)
+
+
+# -- entries ----------------------------------------------------------------------------------------------------------
+
+
+def declared_entry(declaration: Declaration | None, name: str | None = None, *, parts=None) -> ModelEntry:
+    """The registry entry of ``declaration`` (None: the spec-declared ``declared`` entry)."""
+    name = name or declaration.name
+
+    def current(config: DeclaredConfig) -> Declaration:
+        return declaration_of(config, declaration, name)
+
+    def build(config: DeclaredConfig, data_info: DataInfo):
+        return build_declared(current(config), config, data_info, parts=parts)
+
+    methods = ("svi", "em") if declaration is None or declaration.em_ready() is None else ("svi",)
+    description = (declaration.description if declaration is not None else "") or (
+        "declared model: sites and parents in; guide, enumeration, EM, CLI and analysis out")
+    return ModelEntry(name, DeclaredConfig, build, methods=methods, description=description,
+                      fit=fit_declared_em, load=load_declared_em, evaluate=evaluate_declared, sample=sample_declared,
+                      inference_data=declared_inference_data, elbo=lambda config: current(config).elbo,
+                      max_plate_nesting=1, inputs=lambda config: current(config).data_names)
+
+
+def register_declaration(declaration: Declaration, *, parts=None) -> ModelEntry:
+    """Register ``declaration`` under its name with every hook; returns the entry. ``parts`` replaces parts of the
+    derived guide (``{"t": my_encoder}``, see :mod:`emvi.guides.declared`)."""
+    if not isinstance(declaration, Declaration):
+        raise ConfigError(f"register_declaration takes a Declaration (emvi.declaration.declare(...)), got "
+                          f"{type(declaration).__name__}")
+    return add_entry(declared_entry(declaration, parts=parts))
+
+
+def build(declaration: Declaration, data_info: DataInfo, config: DeclaredConfig | None = None, *, parts=None):
+    """``(model, guide)`` of a declaration without registering it."""
+    return build_declared(declaration, config or DeclaredConfig(), data_info, parts=parts)
+
+
+ENTRIES = (declared_entry(None, "declared"),)
+
+__all__ = ["DeclaredConfig", "build", "declared_entry", "register_declaration"]

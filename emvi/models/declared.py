@@ -1,0 +1,408 @@
+"""The generative story of a :class:`emvi.declaration.Declaration`, as a Pyro model.
+
+For each site in topological order (globals first, then, inside the data plate ``"data"``, the per-item sites)::
+
+    θ_g        = transform(u_g),  log p(θ_g | parents) added as a factor       global, MAP (default)
+    θ_g        ~ Family(parents)                                                global, guide="meanfield"
+    z_n        ~ Categorical(logits(parents))   enumerated in parallel           discrete latent
+    t_n        ~ Normal(loc(parents), scale(parents))   from the guide           continuous latent
+    x_n        ~ Family(params(parents)),  obs = data["x"]                       observed
+    y_n        ~ Categorical(...), obs where mask_n; enumerated where not         partly observed
+
+Shapes: every per-item site has batch shape ``(batch,)`` (enumeration adds dimensions on the left); a vector site
+(``dim`` or a data array ``(N, D)``) has event shape ``(D,)``; a categorical site's logits are ``(..., C)`` (scalar)
+or ``(..., D, C)`` (a vector of codes). A partly observed site ``y`` is two sites: ``y`` observed under
+``poutine.mask(mask)`` and ``y_missing`` enumerated, whose logits are replaced by a point mass on the given value
+where the mask is true, so the enumerated sum is exact: log p(y_n) + log p(x_n | y_n) for labelled items and
+log Σ_k p(k) p(x_n | k) for the others.
+
+The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
+covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
+also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): the E-step reads
+p(z_n = k | x_n) off the enumerated trace and each family has a closed-form M-step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from torch import nn
+from torch.distributions import biject_to, constraints
+
+from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
+from ..errors import ConfigError, DataError
+from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
+from ..plates import data_plate
+from ._enumeration import normalise_log_joint
+
+IMPOSSIBLE = -1e30
+"""Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
+MAX_LOG = 30.0
+"""Learned log-scale parameters are clamped here before ``exp`` (as the composed model's Poisson rate is)."""
+FLOOR = 1e-6
+"""Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
+SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex": constraints.simplex,
+            "unit": constraints.unit_interval}
+
+
+def import_object(path: str):
+    """``"pkg.mod:attr"`` -> the object."""
+    module_name, _, attr = path.partition(":")
+    if not attr:
+        raise ConfigError(f"module {path!r} must look like 'package.module:attribute'")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {path!r} ({exc}); check the name and that its folder is importable") from None
+
+
+def build_network(e: Expr, in_features: int, out_features: int, image_shape) -> nn.Module:
+    if e.kind == "linear":
+        return nn.Linear(in_features, out_features)
+    if e.kind == "mlp":
+        return FlatMLP([in_features, *e.hidden, out_features])
+    if e.kind == "conv":
+        if image_shape is None:
+            raise ConfigError("the conv mapping needs image data (a known image shape); use mlp")
+        return ConvDecoder(in_features, image_shape)
+    net = import_object(e.module) if isinstance(e.module, str) else e.module
+    if isinstance(net, nn.Module):
+        return net
+    if isinstance(net, type) and issubclass(net, nn.Module) or callable(net):
+        built = net(in_features, out_features)
+        if not isinstance(built, nn.Module):
+            raise ConfigError(f"module factory {e.module!r} must return an nn.Module, got {type(built).__name__}")
+        return built
+    raise ConfigError(f"module {e.module!r} is neither an nn.Module nor a factory f(in_features, out_features)")
+
+
+def family_distribution(site: Site, params: dict[str, torch.Tensor], event_dims: int, data=None):
+    """The site's distribution from its (natural) parameter tensors, with ``event_dims`` trailing dims as event."""
+    family = site.family
+    if family == "normal":
+        d = dist.Normal(params["loc"], params["scale"])
+    elif family == "lognormal":
+        d = dist.LogNormal(params["loc"], params["scale"])
+    elif family == "gamma":
+        d = dist.Gamma(params["concentration"], params["rate"])
+    elif family == "bernoulli":
+        d = dist.Bernoulli(logits=params["logits"])
+    elif family == "categorical":
+        d = dist.Categorical(logits=params["logits"])
+    elif family == "poisson":
+        d = dist.Poisson(params["rate"])
+    elif family == "multinomial":
+        total = int(data.sum(-1).max().item()) if data is not None and data.numel() else 1
+        return dist.Multinomial(total_count=max(total, 1), logits=params["logits"], validate_args=False)
+    elif family == "dirichlet":
+        return dist.Dirichlet(params["concentration"])
+    elif family == "beta":
+        d = dist.Beta(params["concentration1"], params["concentration0"])
+    else:  # pragma: no cover - validated by the declaration
+        raise ConfigError(f"site {site.name!r}: unknown family {family!r}")
+    return d.to_event(event_dims) if event_dims else d
+
+
+def _expand_to(value: torch.Tensor, trailing: tuple[int, ...]) -> torch.Tensor:
+    return value.expand(torch.broadcast_shapes(value.shape, trailing))
+
+
+class DeclaredModel(nn.Module):
+    """The Pyro model of a declaration (see the module docstring); a plain ``nn.Module`` whose parameters are the
+    globals (unconstrained), the tables, the learned tensors and the networks, keyed ``site__param``.
+
+    Args:
+        declaration: the validated declaration.
+        arrays: per-item shape of each data array (:attr:`emvi.registry.DataInfo.arrays`).
+        image_shape: ``(C, H, W)`` for the conv mapping.
+    """
+
+    def __init__(self, declaration: Declaration, arrays: dict[str, tuple[int, ...]], image_shape=None, config=None):
+        super().__init__()
+        self.declaration = declaration
+        self.config = config
+        self.shapes = site_shapes(declaration, arrays)
+        self.order = declaration.order()
+        self.globals_ = nn.ParameterDict()
+        self.learned = nn.ParameterDict()
+        self.networks = nn.ModuleDict()
+        sites = declaration.by_name
+        for site in self.order:
+            if site.role == "param":
+                self.globals_[site.name] = nn.Parameter(self._initial_global(site))
+                continue
+            for p, e in site.params:
+                key = f"{site.name}__{p}"
+                width = math.prod(param_shape(site, p, self.shapes))
+                if e.kind == "table":
+                    rows = sites[e.index].num_values
+                    self.learned[key] = nn.Parameter(0.1 * torch.randn(rows, width))
+                elif e.kind == "learned":
+                    self.learned[key] = nn.Parameter(torch.zeros(width))
+                elif e.kind == "linear" and e.index is not None:  # one affine map per value of the index site
+                    in_features = sum(feature_width(sites[i], self.shapes) for i in e.inputs)
+                    rows = sites[e.index].num_values
+                    bound = 1 / math.sqrt(in_features)
+                    self.learned[key] = nn.Parameter(bound * (2 * torch.rand(rows, in_features * width) - 1))
+                    self.learned[key + "__bias"] = nn.Parameter(bound * (2 * torch.rand(rows, width) - 1))
+                elif e.kind in ("linear", "mlp", "conv", "module"):
+                    in_features = sum(feature_width(sites[i], self.shapes) for i in e.inputs)
+                    self.networks[key] = build_network(e, in_features, width, image_shape)
+
+    # -- globals --------------------------------------------------------------------------------------------------------
+
+    def _support(self, site: Site):
+        if site.family is None:
+            return constraints.positive if site.positive else constraints.real
+        return SUPPORTS[FAMILIES[site.family].support]
+
+    def _initial_global(self, site: Site) -> torch.Tensor:
+        transform = biject_to(self._support(site))
+        shape = transform.inverse_shape(torch.Size(site.shape))
+        if site.family == "normal":  # distinct values, so that components indexed by a discrete site can separate
+            return 0.1 * torch.randn(shape)
+        return torch.zeros(shape)
+
+    def global_value(self, name: str) -> torch.Tensor:
+        """The constrained value of a MAP global."""
+        site = self.declaration.by_name[name]
+        return biject_to(self._support(site))(self.globals_[name])
+
+    def global_values(self) -> dict[str, torch.Tensor]:
+        return {name: self.global_value(name) for name in self.globals_}
+
+    def global_prior(self, site: Site, values: dict) -> dist.Distribution:
+        """The prior of a global with a family, expanded to its shape (event: the whole shape)."""
+        params = {p: self._evaluate(site, p, e, values) for p, e in site.params}
+        shape = torch.Size(site.shape)
+        if site.family == "dirichlet":
+            d = dist.Dirichlet(params["concentration"].expand(shape))
+            return d.to_event(len(shape) - 1) if len(shape) > 1 else d
+        d = family_distribution(site, params, 0)
+        return d.expand(shape).to_event(len(shape)) if shape else d
+
+    # -- expressions ----------------------------------------------------------------------------------------------------
+
+    def _evaluate(self, site: Site, p: str, e: Expr, values: dict) -> torch.Tensor:
+        dtype = values["__dtype__"]
+        if e.kind == "constant":
+            return torch.tensor(e.value, dtype=dtype, device=values["__device__"])
+        if e.kind == "ref":
+            value = values[e.inputs[0]]
+            if e.index is not None:
+                value = value[values[e.index].long().clamp_min(0)]
+            return value.to(dtype) if not value.is_floating_point() else value
+        key = f"{site.name}__{p}"
+        target = param_shape(site, p, self.shapes)
+        if e.kind == "table":
+            out = self.learned[key][values[e.index].long().clamp_min(0)]
+        elif e.kind == "learned":
+            out = self.learned[key]
+        elif e.kind == "linear" and e.index is not None:
+            sites = self.declaration.by_name
+            features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
+                                        for i in e.inputs])
+            index = values[e.index].long().clamp_min(0)
+            weight = self.learned[key][index]
+            weight = weight.reshape(*weight.shape[:-1], features.shape[-1], -1)  # (..., in, out)
+            out = (features.unsqueeze(-2) @ weight).squeeze(-2) + self.learned[key + "__bias"][index]
+        else:
+            sites = self.declaration.by_name
+            features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
+                                        for i in e.inputs])
+            out = self.networks[key](features)
+        out = out.reshape(*out.shape[:-1], *target)
+        if FAMILIES[site.family].constraint(p) == "positive":
+            out = out.clamp(max=MAX_LOG).exp()
+        return out
+
+    def local_distribution(self, site: Site, values: dict, data=None) -> dist.Distribution:
+        """The distribution of a per-item site given the values of its parents."""
+        params = {}
+        for p, e in site.params:
+            params[p] = _expand_to(self._evaluate(site, p, e, values), param_shape(site, p, self.shapes))
+        event_dims = len(self.shapes.get(site.name, ()))
+        if site.family == "multinomial":
+            event_dims = 0
+        return family_distribution(site, params, event_dims, data)
+
+    # -- the model ------------------------------------------------------------------------------------------------------
+
+    def bind(self, data: tuple) -> dict[str, torch.Tensor]:
+        names = self.declaration.data_names
+        if len(data) != len(names):
+            raise DataError(f"model {self.declaration.name!r} takes {len(names)} data arrays ({', '.join(names)}), "
+                            f"got {len(data)}")
+        return dict(zip(names, data, strict=True))
+
+    def forward(self, *data, num_data: int | None = None):
+        arrays = self.bind(data)
+        first = data[0]
+        dtype = next((t.dtype for t in data if t.is_floating_point()), torch.get_default_dtype())
+        if self.globals_:
+            dtype = next(iter(self.globals_.values())).dtype
+        elif len(self.learned):
+            dtype = next(iter(self.learned.values())).dtype
+        values: dict = {"__dtype__": dtype, "__device__": first.device}
+        decl = self.declaration
+        for site in self.order:
+            if site.role != "param":
+                break
+            if site.guide == "meanfield":
+                values[site.name] = pyro.sample(site.name, self.global_prior(site, values))
+            else:
+                values[site.name] = self.global_value(site.name)
+                if site.family is not None:
+                    prior = self.global_prior(site, values)
+                    pyro.factor(f"{site.name}_prior", prior.log_prob(values[site.name]).sum())
+        with data_plate(first, num_data):
+            for site in self.order:
+                if site.role == "param":
+                    continue
+                if site.role == "covariate":
+                    values[site.name] = arrays[site.name]
+                    continue
+                in_model = decl.guide_enumerated(site.name) is False
+                infer = {"enumerate": "parallel"} if site.enumerated and in_model else {}
+                if site.role == "latent":
+                    values[site.name] = pyro.sample(site.name, self.local_distribution(site, values), infer=infer)
+                elif site.mask is not None:
+                    values[site.name] = self._partly_observed(site, values, arrays, infer)
+                else:
+                    obs = arrays[site.name]
+                    d = self.local_distribution(site, values, obs)
+                    obs = obs.to(dtype) if site.family != "categorical" else obs
+                    values[site.name] = pyro.sample(site.name, d, obs=obs)
+        return values
+
+    def _partly_observed(self, site: Site, values: dict, arrays: dict, infer: dict) -> torch.Tensor:
+        """``site`` observed where its mask is true (a masked observe), enumerated elsewhere (``<name>_missing``)."""
+        mask = arrays[site.mask].bool()
+        given = arrays[site.name].long().clamp_min(0)
+        d = self.local_distribution(site, values)
+        obs = given if site.family == "categorical" else given.to(d.logits.dtype)
+        with poutine.mask(mask=mask):
+            pyro.sample(site.name, d, obs=obs)
+        return pyro.sample(f"{site.name}_missing", point_mass_where(d, given, mask), infer=infer)
+
+    # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
+
+    def _em_latent(self) -> Site:
+        reason = self.declaration.em_ready()
+        if reason is not None:
+            raise ConfigError(f"model {self.declaration.name!r} cannot be fit by em: {reason}; fit it by svi")
+        return next(s for s in self.declaration.sites if s.role == "latent")
+
+    def component_log_joint(self, *data) -> torch.Tensor:
+        """``(K, N)`` log p(z_n = k) + Σ_observed log p(x_n | z_n = k), read off the enumerated trace of the model."""
+        z = self._em_latent()
+        trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(*data)
+        total = trace.nodes[z.name]["fn"].log_prob(trace.nodes[z.name]["value"])
+        for site in self.declaration.sites:
+            if site.role == "observed":
+                node = trace.nodes[site.name]
+                total = total + node["fn"].log_prob(node["value"])
+        return total.expand(z.num_values, data[0].shape[0])
+
+    def log_likelihood(self, *data) -> torch.Tensor:
+        """``(N,)`` exact log p(x_n) of an EM-ready model."""
+        return torch.logsumexp(self.component_log_joint(*data), 0)
+
+    @torch.no_grad()
+    def e_step(self, *data):
+        """Responsibilities ``(N, K)`` and Σ_n log p(x_n)."""
+        resp, log_norm = normalise_log_joint(self.component_log_joint(*data))
+        return resp, log_norm.sum()
+
+    @torch.no_grad()
+    def m_step(self, resp: torch.Tensor, *data) -> None:
+        """Closed-form maximiser of E_r[log p(x, z)]: π_k = n_k / N; per observed site, with x̄_k the
+        responsibility-weighted means: Normal loc x̄_k, scale² = weighted variance + floor (per component for a
+        table, pooled for a learned scale); Poisson rate x̄_k; Bernoulli probability x̄_k; categorical one-hot
+        averages. Written back as logits, log-rates and log-scales."""
+        z = self._em_latent()
+        arrays = self.bind(data)
+        n, k = resp.shape
+        counts = resp.sum(0)
+        self.learned[f"{z.name}__logits"].copy_((counts / n).clamp_min(1e-300).log())
+        safe = counts.clamp_min(10 * torch.finfo(resp.dtype).eps)[:, None]
+        for site in self.declaration.sites:
+            if site.role != "observed":
+                continue
+            x = arrays[site.name]
+            x = x.reshape(n, -1)
+            p = site.param_dict
+            table = {name: self.learned[f"{site.name}__{name}"] for name, e in site.params if e.kind != "constant"}
+            if site.family == "categorical":
+                c = site.categories
+                onehot = nn.functional.one_hot(x.long(), c).to(resp.dtype).flatten(1)
+                probs = (resp.T @ onehot / safe).reshape(k, -1, c).clamp_min(FLOOR)
+                table["logits"].copy_((probs / probs.sum(-1, keepdim=True)).log().flatten(1))
+                continue
+            x = x.to(resp.dtype)
+            sums = resp.T @ torch.cat([x, x * x], -1)  # (K, 2D): Σ_n r_nk [x_n, x_n²]
+            d = x.shape[1]
+            means = sums[:, :d] / safe
+            if site.family == "poisson":
+                table["rate"].copy_(means.clamp_min(FLOOR).log())
+            elif site.family == "bernoulli":
+                probs = means.clamp(FLOOR, 1 - FLOOR)
+                table["logits"].copy_(probs.log() - (-probs).log1p())
+            else:  # normal
+                if p["loc"].kind == "table":
+                    table["loc"].copy_(means)
+                    centre = means
+                else:
+                    centre = torch.full_like(means, p["loc"].value)
+                if p["scale"].kind == "table":
+                    variance = sums[:, d:] / safe - 2 * centre * means + centre**2 + FLOOR
+                    table["scale"].copy_(0.5 * variance.clamp_min(FLOOR).log())
+                elif p["scale"].kind == "learned":
+                    pooled = (sums[:, d:] - 2 * centre * sums[:, :d] + counts[:, None] * centre**2).sum(0) / n
+                    table["scale"].copy_(0.5 * (pooled + FLOOR).clamp_min(FLOOR).log())
+
+    # -- sampling and printing ----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
+        """New items from the prior: every local site's values ``(num_samples, ...)``; needs no covariates."""
+        if any(s.role == "covariate" for s in self.declaration.sites):
+            raise ConfigError(f"model {self.declaration.name!r} has covariates; sampling needs them (trace the "
+                              "model with poutine.uncondition and your covariates)")
+        device = next(self.parameters()).device
+        placeholder = []
+        for name in self.declaration.data_names:
+            site = self.declaration.by_name.get(name)
+            if site is None:  # a mask: nothing observed
+                placeholder.append(torch.zeros(num_samples, dtype=torch.bool, device=device))
+            else:
+                placeholder.append(torch.zeros(num_samples, *self.shapes[name], device=device))
+        trace = poutine.trace(poutine.uncondition(self)).get_trace(*placeholder)
+        out = {}
+        for site in self.declaration.sites:
+            if site.role in ("latent", "observed"):
+                node = trace.nodes[f"{site.name}_missing" if site.mask else site.name]
+                out[site.name] = node["value"]
+        return out
+
+    def extra_repr(self) -> str:
+        return self.declaration.story(self.shapes)
+
+    def __repr__(self) -> str:
+        return f"DeclaredModel(\n{self.declaration.story(self.shapes)}\n)"
+
+
+def point_mass_where(d: dist.Distribution, given: torch.Tensor, mask: torch.Tensor) -> dist.Distribution:
+    """``d`` where ``mask`` is false, a point mass on ``given`` (logits 0 / :data:`IMPOSSIBLE`) where it is true."""
+    if isinstance(d, dist.Categorical):
+        logits = d.logits
+        logits = logits.expand(*torch.broadcast_shapes(logits.shape[:-1], given.shape), logits.shape[-1])
+        point = torch.full_like(logits, IMPOSSIBLE).scatter(-1, given.expand(logits.shape[:-1]).unsqueeze(-1), 0.0)
+        return dist.Categorical(logits=torch.where(mask.unsqueeze(-1), point, logits))
+    point = (2 * given.to(d.logits.dtype) - 1) * -IMPOSSIBLE
+    return dist.Bernoulli(logits=torch.where(mask, point, d.logits))
