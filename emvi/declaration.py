@@ -60,8 +60,14 @@ class Family:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.params)
 
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """Parameter names a declaration may give: categorical and bernoulli take ``probs`` instead of ``logits``
+        (a global on the simplex / in (0, 1), e.g. Dirichlet-distributed mixture weights)."""
+        return self.names + (("probs",) if "logits" in self.names else ())
+
     def constraint(self, param: str) -> str:
-        return dict(self.params)[param]
+        return "probability" if param == "probs" else dict(self.params)[param]
 
     @property
     def discrete(self) -> bool:
@@ -80,8 +86,8 @@ FAMILIES: dict[str, Family] = {
     "categorical": Family((("logits", "real"),), "finite", ("latent", "observed")),
     "poisson": Family((("rate", "positive"),), "count", ("latent", "observed")),
     "multinomial": Family((("logits", "real"),), "counts", ("observed",)),
-    "dirichlet": Family((("concentration", "positive"),), "simplex", ("param",)),
-    "beta": Family((("concentration1", "positive"), ("concentration0", "positive")), "unit", ("param",)),
+    "dirichlet": Family((("concentration", "positive"),), "simplex", ("param", "latent")),
+    "beta": Family((("concentration1", "positive"), ("concentration0", "positive")), "unit", ("param", "latent")),
 }
 CONTINUOUS_LATENTS = ("normal", "lognormal", "gamma")
 """Continuous local latents the derived guide can reparameterise (Normal, or LogNormal for positive support)."""
@@ -339,15 +345,16 @@ def _site(name, role, family, params, **kwargs) -> Site:
     fam = FAMILIES.get(family) if family is not None else None
     if family is not None and fam is None:
         raise ConfigError(f"{where}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
-    unknown = sorted(set(params) - set(fam.names if fam else ()))
+    unknown = sorted(set(params) - set(fam.accepted if fam else ()))
     if unknown:
-        allowed = ", ".join(fam.names) if fam else "none (a family-less param)"
+        allowed = ", ".join(fam.accepted) if fam else "none (a family-less param)"
         raise ConfigError(f"{where}: unknown parameter(s) {unknown} of {family}; allowed: {allowed}")
     if role == "latent" and fam is not None:
         params = {**LATENT_DEFAULTS.get(family, {}), **params}
-    if fam is not None and family in ("categorical", "bernoulli") and "logits" not in params and role != "param":
+    if fam is not None and family in ("categorical", "bernoulli") and not {"logits", "probs"} & set(params):
         params = {**params, "logits": learned()}
-    ordered = tuple((p, expr(params[p], f"{where}, parameter {p!r}")) for p in (fam.names if fam else ()) if p in params)
+    ordered = tuple((p, expr(params[p], f"{where}, parameter {p!r}")) for p in (fam.accepted if fam else ())
+                    if p in params)
     return Site(name, role, family, ordered, **kwargs)
 
 
@@ -362,11 +369,11 @@ def site_from_data(name: str, data: dict, where: str) -> Site:
     fam = FAMILIES.get(family) if family else None
     if family is not None and fam is None:
         raise ConfigError(f"{where}.family: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
-    unknown = sorted(set(data) - set(SITE_KEYS) - set(fam.names if fam else ()))
+    unknown = sorted(set(data) - set(SITE_KEYS) - set(fam.accepted if fam else ()))
     if unknown:
-        allowed = list(SITE_KEYS) + list(fam.names if fam else ())
+        allowed = list(SITE_KEYS) + list(fam.accepted if fam else ())
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
-    params = {k: data[k] for k in (fam.names if fam else ()) if k in data}
+    params = {k: data[k] for k in (fam.accepted if fam else ()) if k in data}
     for key in ("dim", "categories"):
         if data.get(key) is not None and (not isinstance(data[key], int) or isinstance(data[key], bool)):
             raise ConfigError(f"{where}.{key} must be an integer, got {data[key]!r}")
@@ -588,7 +595,12 @@ def validate(decl: Declaration) -> None:
         if fam is not None and s.role not in fam.roles:
             _fail(decl, s.name, f"the {s.family} family is for {' or '.join(fam.roles)} sites, not {s.role}")
         if fam is not None:
-            missing = [p for p in fam.names if p not in s.param_dict]
+            missing = [p for p in fam.names if p not in s.param_dict and not (p == "logits" and "probs" in s.param_dict)]
+            if "logits" in s.param_dict and "probs" in s.param_dict:
+                _fail(decl, s.name, "give logits or probs, not both")
+            if "probs" in s.param_dict and s.param_dict["probs"].kind != "ref":
+                _fail(decl, s.name, "probs must name a global on the simplex (e.g. a dirichlet param); learned "
+                                    "probabilities are given as logits")
             if missing:
                 _fail(decl, s.name, f"{s.family} needs parameter(s) {missing}")
         if s.guide not in GLOBAL_GUIDES:
@@ -611,8 +623,9 @@ def validate(decl: Declaration) -> None:
                 _fail(decl, s.name, "a discrete latent is enumerated per item and must be scalar; drop dim")
             if not fam.discrete:
                 if s.family not in CONTINUOUS_LATENTS:
-                    _fail(decl, s.name, f"a continuous latent needs a reparameterisable family "
-                                        f"({', '.join(CONTINUOUS_LATENTS)}), got {s.family}")
+                    _fail(decl, s.name, f"a continuous latent needs a reparameterisable family for the derived guide "
+                                        f"({', '.join(CONTINUOUS_LATENTS)}), got {s.family}; make it a global "
+                                        "(param) or use one of those")
                 if s.dim is None:
                     _fail(decl, s.name, "a continuous latent needs its size, dim = q")
         if s.mask is not None and not (s.role == "observed" and s.is_discrete):

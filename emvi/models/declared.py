@@ -91,9 +91,10 @@ def family_distribution(site: Site, params: dict[str, torch.Tensor], event_dims:
     elif family == "gamma":
         d = dist.Gamma(params["concentration"], params["rate"])
     elif family == "bernoulli":
-        d = dist.Bernoulli(logits=params["logits"])
+        d = dist.Bernoulli(probs=params["probs"]) if "probs" in params else dist.Bernoulli(logits=params["logits"])
     elif family == "categorical":
-        d = dist.Categorical(logits=params["logits"])
+        d = (dist.Categorical(probs=params["probs"]) if "probs" in params
+             else dist.Categorical(logits=params["logits"]))
     elif family == "poisson":
         d = dist.Poisson(params["rate"])
     elif family == "multinomial":
