@@ -49,7 +49,9 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
             guide_trace, model_trace = importance_traces(model, guide, tensors, None,
                                                          enumerate_model=decl.has_enumeration)
             joint = enumerated_log_joint(model_trace, batch)
-            log_weights.append(joint - site_log_probs(guide_trace, 1, batch, local_only=True)[0])
+            log_q = site_log_probs(guide_trace, 1, batch, local_only=True)
+            log_weight = joint - (log_q[0] if log_q.dim() else log_q)
+            log_weights.append(log_weight.expand(*log_weight.shape[:-1], batch).reshape(-1, batch)[0])
             for site in continuous:
                 latent_draws.setdefault(site.name, []).append(guide_trace.nodes[site.name]["value"].reshape(batch, -1))
             for site in enumerated:
@@ -63,6 +65,8 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
                     global_draws.setdefault(site.name, []).append(value)
     finally:
         model.train(was_training[0]), guide.train(was_training[1])
+    for name, value in learned_tables(model).items():
+        global_draws[name] = [value] * draws
     posterior, dims, coords = {}, {}, {"obs": list(range(batch))}
     for name, values in latent_draws.items():
         posterior[name] = torch.stack(values)[None]
@@ -106,6 +110,25 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
         dims=dims,
         attrs=attrs,
     )
+
+
+def learned_tables(model) -> dict[str, torch.Tensor]:
+    """The point estimates of the tables and learned tensors, ``<site>_<param>``, on the parameter's natural scale
+    (``exp`` of a log-scale table): a table is ``(K, *parameter shape)``."""
+    from ..declaration import FAMILIES, param_shape
+
+    out = {}
+    for site in model.declaration.sites:
+        for p, e in site.params:
+            if e.kind not in ("table", "learned"):
+                continue
+            value = model.learned[f"{site.name}__{p}"].detach()
+            shape = param_shape(site, p, model.shapes)
+            value = value.reshape(*value.shape[:-1], *shape) if shape else value.reshape(value.shape[:-1])
+            if FAMILIES[site.family].constraint(p) == "positive":
+                value = value.exp()
+            out[f"{site.name}_{p}"] = value
+    return out
 
 
 def _posterior(model_trace, guide_trace, name: str, num_values: int, batch: int) -> torch.Tensor:

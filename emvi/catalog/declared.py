@@ -34,6 +34,8 @@ class DeclaredConfig:
 
     sites: dict | None = None
     """The declaration's sites as plain data (spec files: [model.sites.NAME] tables); None: the registered one."""
+    title: str = ""
+    """The declaration's name in printouts and errors (spec files; default: the registered name)."""
     description: str = ""
     guide_hidden_dims: tuple[int, ...] = (64,)
     """Hidden sizes of the derived guide's encoders."""
@@ -45,7 +47,8 @@ class DeclaredConfig:
 
 def declaration_of(config: DeclaredConfig, default: Declaration | None, name: str) -> Declaration:
     if config.sites is not None:
-        return Declaration.from_dict(name, {"sites": config.sites, "description": config.description})
+        return Declaration.from_dict(config.title or name, {"sites": config.sites, "description": config.description},
+                                     where="model")
     if default is None:
         raise ConfigError("model 'declared' needs its sites: add [model.sites.NAME] tables (role, family, "
                           "parameters) to the spec")
@@ -79,8 +82,8 @@ def evaluate_declared(model, guide, data, *, num_samples: int = 100) -> dict:
 
 
 def sample_declared(model, guide, num_samples: int) -> torch.Tensor:
-    """New items: the first observed site's values ``(num_samples, ...)``."""
-    first = next(s.name for s in model.declaration.sites if s.role == "observed")
+    """New items: the first data array's site (a fully observed one) ``(num_samples, ...)``."""
+    first = model.declaration.data_names[0]
     return model.sample(num_samples)[first].float()
 
 
