@@ -475,8 +475,11 @@ class Declaration:
         sites = data.get("sites") if isinstance(data, dict) else None
         if not isinstance(sites, dict) or not sites:
             raise ConfigError(f"{where}.sites must be a table of sites ([{where}.sites.NAME] role = ...), got {sites!r}")
-        return cls(name, tuple(site_from_data(n, d, f"{where}.sites.{n}") for n, d in sites.items()),
-                   data.get("description", ""))
+        parsed = tuple(site_from_data(n, d, f"{where}.sites.{n}") for n, d in sites.items())
+        try:
+            return cls(name, parsed, data.get("description", ""))
+        except DeclarationError as exc:
+            raise DeclarationError(f"{where}.sites.{exc.site}: {exc}", exc.site) from None
 
     def story(self, shapes: dict[str, tuple[int, ...]] | None = None) -> str:
         """The generative story: one line per site with its distribution, parents and shape."""
@@ -569,8 +572,16 @@ def feature_width(site: Site, shapes: dict) -> int:
 # -- validation ---------------------------------------------------------------------------------------------------------
 
 
+class DeclarationError(ConfigError):
+    """A declaration's site is malformed; ``site`` names it."""
+
+    def __init__(self, message: str, site: str | None = None):
+        super().__init__(message)
+        self.site = site
+
+
 def _fail(decl: Declaration, site: str, message: str):
-    raise ConfigError(f"model {decl.name!r}, site {site!r}: {message}")
+    raise DeclarationError(f"model {decl.name!r}, site {site!r}: {message}", site)
 
 
 def validate(decl: Declaration) -> None:

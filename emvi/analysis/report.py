@@ -66,7 +66,9 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(axes).ravel()[0].figure
         outputs["trace"] = _save(fig, run_dir / "trace.png", plt)
     else:
-        axes = az.plot_forest(idata, combined=True)
+        # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows
+        names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims]
+        axes = az.plot_forest(idata, combined=True, var_names=names or None)
         fig = np.asarray(axes).ravel()[0].figure
         outputs["estimates"] = _save(fig, run_dir / "estimates.png", plt)
     if "posterior_predictive" in idata.groups():

@@ -43,6 +43,8 @@ class DeclaredConfig:
     def __post_init__(self):
         if self.sites is not None and not isinstance(self.sites, dict):
             raise ConfigError(f"model.sites must be a table of sites, got {self.sites!r}")
+        if self.sites is not None:  # validated where it enters: a spec's errors name the field (and the file)
+            Declaration.from_dict(self.title or "declared", {"sites": self.sites}, where="model")
 
 
 def declaration_of(config: DeclaredConfig, default: Declaration | None, name: str) -> Declaration:
