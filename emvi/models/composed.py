@@ -30,6 +30,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..declaration import Declaration, conv, declare, latent, learned, linear, mlp, observed, param, table
 from ..distributions import BernoulliLogits, StandardNormal
 from ..errors import ConfigError
 from ..nn import make_decoder
@@ -76,6 +77,27 @@ class ComposedConfig:
                 f"mapping {self.mapping!r} does not fit latent {self.latent!r}: use mapping 'index' with a discrete "
                 "latent, and 'linear', 'mlp' or 'conv' with a gaussian one"
             )
+
+
+    def declaration(self, name: str = "composed") -> Declaration:
+        """The same model as a declaration (:mod:`emvi.declaration`): composed is one case of declared models.
+        With the same parameters, :class:`emvi.models.declared.DeclaredModel` built from it gives the same ELBO
+        (tested); parameter names differ (``decoder`` is ``networks["x__<param>"]``, ``component_params`` the
+        table ``learned["x__<param>"]``, ``log_scale`` the learned ``x__scale``, the weights the global ``pi``)."""
+        param_name = {"bernoulli": "logits", "poisson": "rate", "normal": "loc", "categorical": "logits"}[
+            self.likelihood]
+        extra = {"scale": learned()} if self.likelihood == "normal" else {}
+        categories = {"categories": self.num_categories} if self.likelihood == "categorical" else {}
+        if self.latent == "discrete":
+            return declare(
+                name,
+                param("pi", "dirichlet", shape=(self.num_components,), concentration=self.weight_concentration),
+                latent("z", "categorical", categories=self.num_components, probs="pi"),
+                observed("x", self.likelihood, **categories, **{param_name: table("z")}, **extra))
+        mapping = {"linear": linear("t"), "conv": conv("t"),
+                   "mlp": mlp("t", hidden=tuple(reversed(self.hidden_dims)))}[self.mapping]
+        return declare(name, latent("t", "normal", dim=self.latent_dim),
+                       observed("x", self.likelihood, **categories, **{param_name: mapping}, **extra))
 
 
 class Likelihood(nn.Module):
