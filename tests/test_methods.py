@@ -125,3 +125,18 @@ def test_em_restarts_end_at_the_best_single_start():
     assert result.log_likelihood == pytest.approx(max(singles), rel=1e-12)
     with torch.no_grad():  # the model holds the winning start's parameters
         assert float(model.log_likelihood(x).sum()) == pytest.approx(max(singles), rel=1e-9)
+
+
+def test_evaluate_never_passes_training_rows_off_as_a_test_set(tmp_path, capsys):
+    np.savetxt(tmp_path / "x.csv", _two_blob_counts(), delimiter=",")
+    run = tmp_path / "r"
+    assert main(["fit", "mixture", str(tmp_path / "x.csv"), "--family", "poisson", "-k", "2", "--method", "em",
+                 "--valid-fraction", "0.25", "--run-dir", str(run), "--no-plots"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) == 0  # auto: a file has no test split, so the 30 held-out items
+    assert "evaluating: valid split (30 items)" in capsys.readouterr().out
+    summary = json.loads((run / "summary.json").read_text())
+    valid = json.loads((run / "evaluation_valid.json").read_text())
+    assert valid["log_likelihood_per_item"] == pytest.approx(summary["valid_log_likelihood_per_item"], rel=1e-9)
+    assert main(["evaluate", str(run), "--split", "test"]) == 2
+    assert "has no test split" in capsys.readouterr().err
