@@ -359,6 +359,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default="scaling.png", help="PNG path ('' for none)")
     parser.add_argument("--data-root", default=os.environ.get("EMVI_DATA", str(ROOT.parent / "shared" / "data")))
+    parser.add_argument("--mixture-sizes", type=float, nargs="+", help="override the N list (e.g. 1e4 1e5 1e6)")
+    parser.add_argument("--hmm-sizes", type=float, nargs="+", help="override the T list")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", help="override the VAE batch sizes")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -371,6 +374,9 @@ def main(argv=None) -> dict:
     else:
         mixture_sizes, hmm_sizes = [10_000, 100_000, 1_000_000, 10_000_000], [1_000, 10_000, 100_000, 1_000_000]
         batch_sizes = [32, 64, 128, 256, 512, 1024]
+    mixture_sizes = [int(n) for n in args.mixture_sizes] if args.mixture_sizes else mixture_sizes
+    hmm_sizes = [int(n) for n in args.hmm_sizes] if args.hmm_sizes else hmm_sizes
+    batch_sizes = args.batch_sizes or batch_sizes
     began = time.perf_counter()
     sections = {}
     with tempfile.TemporaryDirectory() as tmp:
