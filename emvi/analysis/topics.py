@@ -119,16 +119,14 @@ def _word_log_probs(model, guide, theta: torch.Tensor) -> torch.Tensor:
         shape = theta.shape
         logits = model.word_logits(theta.reshape(-1, shape[-1]))
         return torch.log_softmax(logits, -1).reshape(*shape[:-1], -1)
-    return (theta @ topic_word_matrix(model, guide)).clamp(min=1e-30).log()
+    return mixture_word_log_probs(theta, topic_word_matrix(model, guide))
 
 
-def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fraction: float = 0.5,
-                          num_samples: int = 100, seed: int = 0) -> dict:
-    """Document-completion perplexity of held-out documents ``counts`` ``(N, V)`` (see the module docstring).
+def completion_split(counts: torch.Tensor, observed_fraction: float = 0.5, seed: int = 0):
+    """The one document-completion split every estimator is scored on: each document's tokens are ranked at random
+    (seeded) and the first ``round(observed_fraction · L_d)`` (at least one) are observed, the rest held out.
 
-    Documents with fewer than two tokens cannot be split and are skipped. Returns ``{"estimator": "document
-    completion", "perplexity", "log_likelihood" (test part, nats), "num_words" (test tokens), "num_docs",
-    "observed_fraction", "num_samples"}``.
+    Returns ``(observed, held_out)`` word counts ``(M, V)`` of the ``M`` documents with tokens in both parts.
     """
     if not 0 < observed_fraction < 1:
         raise ConfigError(f"observed_fraction must lie in (0, 1), got {observed_fraction!r}")
@@ -142,8 +140,35 @@ def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fracti
     test = mask & ~observed
     keep = observed.any(-1) & test.any(-1)
     vocab_size = counts.shape[-1]
-    obs_counts = bag_of_words(words, observed, vocab_size)[keep]
-    test_counts = bag_of_words(words, test, vocab_size)[keep]
+    return bag_of_words(words, observed, vocab_size)[keep], bag_of_words(words, test, vocab_size)[keep]
+
+
+def completion_score(log_word: torch.Tensor, held_out: torch.Tensor) -> dict:
+    """Score held-out counts ``(M, V)`` under per-document word log-probabilities ``log_word`` ``(S, M, V)`` — ``S``
+    draws (or one point estimate) of each document's word distribution given its observed part:
+    ``log p(w_test) ≈ log (1/S) Σ_s Π_n p_s(w_n)``. The scoring step shared by every estimator."""
+    per_sample = (log_word * held_out).sum(-1)                                        # (S, M)
+    log_lik = torch.logsumexp(per_sample, 0) - math.log(log_word.shape[0])            # (M,)
+    total, num_words = float(log_lik.sum()), float(held_out.sum())
+    return {"estimator": "document completion", "perplexity": math.exp(-total / num_words), "log_likelihood": total,
+            "num_words": num_words, "num_docs": int(held_out.shape[0]), "num_samples": int(log_word.shape[0])}
+
+
+def mixture_word_log_probs(theta: torch.Tensor, topics: torch.Tensor) -> torch.Tensor:
+    """log Σ_k θ_k β_k,w ``(..., V)`` for topic proportions ``theta`` ``(..., K)`` and topics ``(K, V)`` (rows sum to 1)."""
+    return (theta @ topics).clamp(min=1e-30).log()
+
+
+def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fraction: float = 0.5,
+                          num_samples: int = 100, seed: int = 0) -> dict:
+    """Document-completion perplexity of held-out documents ``counts`` ``(N, V)`` (see the module docstring).
+
+    The split is :func:`completion_split`'s and the scoring :func:`completion_score`'s, as for
+    :func:`sklearn_completion_perplexity`. Documents with fewer than two tokens cannot be split and are skipped.
+    Returns ``{"estimator": "document completion", "perplexity", "log_likelihood" (test part, nats), "num_words"
+    (test tokens), "num_docs", "observed_fraction", "num_samples"}``.
+    """
+    obs_counts, test_counts = completion_split(counts, observed_fraction, seed)
     was_training = (model.training, guide.training)
     model.eval()
     guide.eval()
@@ -151,13 +176,20 @@ def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fracti
         with torch.no_grad():
             torch.manual_seed(seed)
             theta = _theta_samples(model, guide, obs_counts, num_samples)                # (S, N, K)
-            log_word = _word_log_probs(model, guide, theta)                               # (S, N, V)
-            per_sample = (log_word * test_counts).sum(-1)                                 # (S, N)
-            log_lik = torch.logsumexp(per_sample, 0) - math.log(num_samples)              # (N,)
+            result = completion_score(_word_log_probs(model, guide, theta), test_counts)
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
-    total, num_words = float(log_lik.sum()), float(test_counts.sum())
-    return {"estimator": "document completion", "perplexity": math.exp(-total / num_words), "log_likelihood": total,
-            "num_words": num_words, "num_docs": int(keep.sum()), "observed_fraction": observed_fraction,
-            "num_samples": num_samples}
+    return {**result, "observed_fraction": observed_fraction}
+
+
+def sklearn_completion_perplexity(lda, counts: torch.Tensor, *, observed_fraction: float = 0.5, seed: int = 0) -> dict:
+    """Document-completion perplexity of a fitted scikit-learn ``LatentDirichletAllocation`` on the same split as
+    :func:`completion_perplexity`: θ_d is ``lda.transform`` of the observed part (its variational posterior mean,
+    one point estimate) and the topics are ``components_`` normalised (E_q[β]); scored by :func:`completion_score`."""
+    obs_counts, test_counts = completion_split(counts, observed_fraction, seed)
+    theta = torch.as_tensor(lda.transform(obs_counts.cpu().numpy()), dtype=torch.float64)
+    components = torch.as_tensor(lda.components_, dtype=torch.float64)
+    topics = components / components.sum(-1, keepdim=True)
+    result = completion_score(mixture_word_log_probs(theta, topics)[None], test_counts.double().cpu())
+    return {**result, "observed_fraction": observed_fraction}
