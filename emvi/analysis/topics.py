@@ -100,11 +100,15 @@ def topics_kl_divergence(model, guide) -> float:
         return float(torch.distributions.kl_divergence(torch.distributions.Dirichlet(lam), prior).sum())
 
 
-def _theta_samples(model, guide, counts: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """θ draws ``(S, N, K)`` from the guide's posterior given word counts ``(N, V)``."""
+def _theta_samples(model, guide, counts: torch.Tensor, num_samples: int, refine_steps: int = 0) -> torch.Tensor:
+    """θ draws ``(S, N, K)`` from the guide's posterior given word counts ``(N, V)``; for LDA with ``refine_steps``
+    the encoder's q(θ_d) is refined by that many coordinate-ascent sweeps (:meth:`LDAGuide.refined_doc_concentration`)."""
     if isinstance(guide, LDAGuide):
-        words, mask = as_documents((counts,), guide.vocab_size)
-        gamma = guide.doc_concentration(words, mask)
+        if refine_steps:
+            gamma = guide.refined_doc_concentration(counts, model.alpha, max_steps=refine_steps)
+        else:
+            words, mask = as_documents((counts,), guide.vocab_size)
+            gamma = guide.doc_concentration(words, mask)
         return torch.distributions.Dirichlet(gamma).sample((num_samples,))
     if isinstance(guide, ProdLDAGuide):
         loc, scale = guide.posterior(counts)
@@ -143,28 +147,35 @@ def completion_split(counts: torch.Tensor, observed_fraction: float = 0.5, seed:
     return bag_of_words(words, observed, vocab_size)[keep], bag_of_words(words, test, vocab_size)[keep]
 
 
-def completion_score(log_word: torch.Tensor, held_out: torch.Tensor) -> dict:
+def completion_score(log_word: torch.Tensor, held_out: torch.Tensor, per_document: bool = False) -> dict:
     """Score held-out counts ``(M, V)`` under per-document word log-probabilities ``log_word`` ``(S, M, V)`` — ``S``
     draws (or one point estimate) of each document's word distribution given its observed part:
-    ``log p(w_test) ≈ log (1/S) Σ_s Π_n p_s(w_n)``. The scoring step shared by every estimator."""
+    ``log p(w_test) ≈ log (1/S) Σ_s Π_n p_s(w_n)``. The scoring step shared by every estimator.
+    ``per_document=True`` adds ``"document_log_likelihoods"`` (a list of M floats, nats)."""
     per_sample = (log_word * held_out).sum(-1)                                        # (S, M)
     log_lik = torch.logsumexp(per_sample, 0) - math.log(log_word.shape[0])            # (M,)
     total, num_words = float(log_lik.sum()), float(held_out.sum())
-    return {"estimator": "document completion", "perplexity": math.exp(-total / num_words), "log_likelihood": total,
-            "num_words": num_words, "num_docs": int(held_out.shape[0]), "num_samples": int(log_word.shape[0])}
+    result = {"estimator": "document completion", "perplexity": math.exp(-total / num_words), "log_likelihood": total,
+              "num_words": num_words, "num_docs": int(held_out.shape[0]), "num_samples": int(log_word.shape[0])}
+    if per_document:
+        result["document_log_likelihoods"] = log_lik.tolist()
+    return result
 
 
 def mixture_word_log_probs(theta: torch.Tensor, topics: torch.Tensor) -> torch.Tensor:
     """log Σ_k θ_k β_k,w ``(..., V)`` for topic proportions ``theta`` ``(..., K)`` and topics ``(K, V)`` (rows sum to 1)."""
-    return (theta @ topics).clamp(min=1e-30).log()
+    return (theta.to(topics.dtype) @ topics).clamp(min=1e-30).log()
 
 
 def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fraction: float = 0.5,
-                          num_samples: int = 100, seed: int = 0) -> dict:
+                          num_samples: int = 100, seed: int = 0, per_document: bool = False,
+                          refine_steps: int = 100) -> dict:
     """Document-completion perplexity of held-out documents ``counts`` ``(N, V)`` (see the module docstring).
 
     The split is :func:`completion_split`'s and the scoring :func:`completion_score`'s, as for
-    :func:`sklearn_completion_perplexity`. Documents with fewer than two tokens cannot be split and are skipped.
+    :func:`sklearn_completion_perplexity`. For LDA, q(θ_d | observed part) is the encoder's, refined by up to
+    ``refine_steps`` coordinate-ascent sweeps given the topics (0: the encoder's alone) — as scikit-learn's
+    ``transform`` runs its E-step per document. Documents with fewer than two tokens cannot be split and are skipped.
     Returns ``{"estimator": "document completion", "perplexity", "log_likelihood" (test part, nats), "num_words"
     (test tokens), "num_docs", "observed_fraction", "num_samples"}``.
     """
@@ -175,15 +186,16 @@ def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fracti
     try:
         with torch.no_grad():
             torch.manual_seed(seed)
-            theta = _theta_samples(model, guide, obs_counts, num_samples)                # (S, N, K)
-            result = completion_score(_word_log_probs(model, guide, theta), test_counts)
+            theta = _theta_samples(model, guide, obs_counts, num_samples, refine_steps)  # (S, N, K)
+            result = completion_score(_word_log_probs(model, guide, theta), test_counts, per_document)
     finally:
         model.train(was_training[0])
         guide.train(was_training[1])
     return {**result, "observed_fraction": observed_fraction}
 
 
-def sklearn_completion_perplexity(lda, counts: torch.Tensor, *, observed_fraction: float = 0.5, seed: int = 0) -> dict:
+def sklearn_completion_perplexity(lda, counts: torch.Tensor, *, observed_fraction: float = 0.5, seed: int = 0,
+                                  per_document: bool = False) -> dict:
     """Document-completion perplexity of a fitted scikit-learn ``LatentDirichletAllocation`` on the same split as
     :func:`completion_perplexity`: θ_d is ``lda.transform`` of the observed part (its variational posterior mean,
     one point estimate) and the topics are ``components_`` normalised (E_q[β]); scored by :func:`completion_score`."""
@@ -191,5 +203,5 @@ def sklearn_completion_perplexity(lda, counts: torch.Tensor, *, observed_fractio
     theta = torch.as_tensor(lda.transform(obs_counts.cpu().numpy()), dtype=torch.float64)
     components = torch.as_tensor(lda.components_, dtype=torch.float64)
     topics = components / components.sum(-1, keepdim=True)
-    result = completion_score(mixture_word_log_probs(theta, topics)[None], test_counts.double().cpu())
+    result = completion_score(mixture_word_log_probs(theta, topics)[None], test_counts.double().cpu(), per_document)
     return {**result, "observed_fraction": observed_fraction}
