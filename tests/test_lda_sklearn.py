@@ -116,3 +116,19 @@ def test_seeded_fit_predicts_held_out_halves_at_least_as_well_as_sklearn(corpus)
     truth = completion_score(mixture_word_log_probs(torch.as_tensor(sk.transform(observed.numpy())),
                                                     beta.double())[None], held_out.double())
     assert ours["perplexity"] < 1.1 * truth["perplexity"]
+
+
+def test_importance_weighted_bound_tightens_with_samples(corpus):
+    from emvi.analysis.topics import importance_weighted_perplexity
+
+    train_counts, test, _ = corpus
+    torch.manual_seed(0)
+    config = LDAConfig(num_topics=3, doc_topic_prior=0.2, topic_word_prior=0.1, hidden_dims=(20,))
+    model, guide = build_lda(config, DataInfo(num_data=300, event_shape=(test.shape[1],)))
+    guide.init_topics_from_documents(train_counts, seed=0, prior=0.1)
+    one = importance_weighted_perplexity(model, guide, test, num_samples=1, seed=0)
+    many = importance_weighted_perplexity(model, guide, test, num_samples=200, seed=0)
+    assert many["estimator"] == "importance-weighted bound given topics"
+    assert many["perplexity"] < one["perplexity"]  # the IWAE bound tightens in S (one sample: the ELBO)
+    # a bound: no better than the generating topics' held-out perplexity would allow by much (finite and sane)
+    assert 1 < many["perplexity"] < test.shape[1]
