@@ -169,13 +169,15 @@ def mixture_word_log_probs(theta: torch.Tensor, topics: torch.Tensor) -> torch.T
 
 def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fraction: float = 0.5,
                           num_samples: int = 100, seed: int = 0, per_document: bool = False,
-                          refine_steps: int = 100) -> dict:
+                          refine_steps: int = 100, point_estimate: bool = False) -> dict:
     """Document-completion perplexity of held-out documents ``counts`` ``(N, V)`` (see the module docstring).
 
     The split is :func:`completion_split`'s and the scoring :func:`completion_score`'s, as for
     :func:`sklearn_completion_perplexity`. For LDA, q(θ_d | observed part) is the encoder's, refined by up to
     ``refine_steps`` coordinate-ascent sweeps given the topics (0: the encoder's alone) — as scikit-learn's
-    ``transform`` runs its E-step per document. Documents with fewer than two tokens cannot be split and are skipped.
+    ``transform`` runs its E-step per document. ``point_estimate=True`` scores with θ_d's posterior mean alone
+    (estimated from ``num_samples`` draws), as :func:`sklearn_completion_perplexity` does with ``transform``: the
+    sampled estimator's log of a ``num_samples``-draw average is biased low (Jensen), the plug-in is not an average. Documents with fewer than two tokens cannot be split and are skipped.
     Returns ``{"estimator": "document completion", "perplexity", "log_likelihood" (test part, nats), "num_words"
     (test tokens), "num_docs", "observed_fraction", "num_samples"}``.
     """
@@ -187,6 +189,8 @@ def completion_perplexity(model, guide, counts: torch.Tensor, *, observed_fracti
         with torch.no_grad():
             torch.manual_seed(seed)
             theta = _theta_samples(model, guide, obs_counts, num_samples, refine_steps)  # (S, N, K)
+            if point_estimate:
+                theta = theta.mean(0, keepdim=True)
             result = completion_score(_word_log_probs(model, guide, theta), test_counts, per_document)
     finally:
         model.train(was_training[0])

@@ -152,6 +152,27 @@ def bag_of_words(words: torch.Tensor, mask: torch.Tensor, vocab_size: int) -> to
     return counts.scatter_add_(1, words.long(), mask.to(counts.dtype))
 
 
+def expected_log(concentration: torch.Tensor) -> torch.Tensor:
+    """E[log p] under Dirichlet(``concentration``) along the last dim: ψ(c) - ψ(Σ c)."""
+    return torch.digamma(concentration) - torch.digamma(concentration.sum(-1, keepdim=True))
+
+
+def lda_document_sweeps(counts: torch.Tensor, exp_log_beta: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor,
+                        max_steps: int, tol: float) -> torch.Tensor:
+    """Coordinate ascent on each document's ELBO over q(θ_d) = Dir(γ_d) given exp E[log β] ``(K, V)``, from ``gamma``
+    ``(B, K)`` for counts ``(B, V)``: ``γ_dk ← α_k + Σ_w c_dw φ_dwk``, ``φ_dwk ∝ exp(E[log θ_dk]) exp(E[log β_kw])``;
+    stops when the mean change of γ falls below ``tol`` or after ``max_steps`` sweeps."""
+    for _ in range(max_steps):
+        exp_log_theta = expected_log(gamma).exp()                                               # (B, K)
+        normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                          # Σ_k of φ's numerator
+        new = alpha + exp_log_theta * ((counts / normaliser) @ exp_log_beta.T)
+        change = (new - gamma).abs().mean()
+        gamma = new
+        if change < tol:
+            break
+    return gamma
+
+
 class LDAGuide(nn.Module):
     """Mean-field Dirichlet guide over ``"beta"`` ``(K, V)`` and ``"theta"`` ``(B, 1, K)`` for :class:`~emvi.models.lda.LDA`.
 
@@ -213,17 +234,8 @@ class LDAGuide(nn.Module):
         """
         words, mask = as_documents((counts,), self.vocab_size)
         gamma = self.doc_concentration(words, mask).double()
-        lam = self.topic_concentration.double()
-        exp_log_beta = (torch.digamma(lam) - torch.digamma(lam.sum(-1, keepdim=True))).exp()       # (K, V)
-        counts, alpha = counts.double(), alpha.double()
-        for _ in range(max_steps):
-            exp_log_theta = (torch.digamma(gamma) - torch.digamma(gamma.sum(-1, keepdim=True))).exp()  # (B, K)
-            normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                      # Σ_k of φ's numerator
-            new = alpha + exp_log_theta * ((counts / normaliser) @ exp_log_beta.T)
-            change = (new - gamma).abs().mean()
-            gamma = new
-            if change < tol:
-                break
+        exp_log_beta = expected_log(self.topic_concentration.double()).exp()                    # (K, V)
+        gamma = lda_document_sweeps(counts.double(), exp_log_beta, alpha.double(), gamma, max_steps, tol)
         return gamma.to(self.log_topic_concentration.dtype)
 
     def forward(self, *data: torch.Tensor, num_data: int | None = None):
