@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--latent-dims", default="5,10,20")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.quick:
         args.latent_dims, args.repeats = "5,20", 1
