@@ -29,10 +29,11 @@ from emvi.analysis.topics import (
     importance_weighted_perplexity,
     sklearn_completion_perplexity,
 )
+from emvi.catalog.topics import build_lda, build_prodlda
 from emvi.data.text import load_sotu
 from emvi.inference.runner import TrainConfig, train
-from emvi.models.lda import LDAConfig, build_lda
-from emvi.models.prodlda import ProdLDAConfig, build_prodlda
+from emvi.models.lda import LDAConfig
+from emvi.models.prodlda import ProdLDAConfig
 from emvi.registry import DataInfo
 
 

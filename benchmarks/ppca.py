@@ -53,20 +53,20 @@ def main(argv=None) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for q in (int(v) for v in args.latent_dims.split(",")):
-            ours, ours_s = best_time(lambda: FactorAnalysis(q).fit(x), args.repeats)
-            theirs, theirs_s = best_time(lambda: SklearnFactorAnalysis(q, random_state=0).fit(x), args.repeats)
+            ours, ours_s = best_time(lambda q=q: FactorAnalysis(q).fit(x), args.repeats)
+            theirs, theirs_s = best_time(lambda q=q: SklearnFactorAnalysis(q, random_state=0).fit(x), args.repeats)
             case = {"emvi_log_likelihood": ours.score(x), "emvi_n_iter": ours.n_iter_, "emvi_seconds": ours_s,
                     "sklearn_log_likelihood": theirs.score(x), "sklearn_n_iter": theirs.n_iter_,
                     "sklearn_seconds": theirs_s, "time_ratio": ours_s / theirs_s}
             if not args.quick:
-                tight, tight_s = best_time(lambda: SklearnFactorAnalysis(q, tol=1e-4, max_iter=5000,
+                tight, tight_s = best_time(lambda q=q: SklearnFactorAnalysis(q, tol=1e-4, max_iter=5000,
                                                                          svd_method="lapack").fit(x), 1)
                 case.update({"sklearn_tight_log_likelihood": tight.score(x), "sklearn_tight_n_iter": tight.n_iter_,
                              "sklearn_tight_seconds": tight_s})
             results[f"fa_q{q}"] = case
             print(f"FA q={q}: {case}", file=sys.stderr)
-            ours, ours_s = best_time(lambda: PPCA(q).fit(x), args.repeats)
-            theirs, theirs_s = best_time(lambda: PCA(q).fit(x), args.repeats)
+            ours, ours_s = best_time(lambda q=q: PPCA(q).fit(x), args.repeats)
+            theirs, theirs_s = best_time(lambda q=q: PCA(q).fit(x), args.repeats)
             case = {"emvi_log_likelihood": ours.score(x), "emvi_n_iter": ours.n_iter_, "emvi_seconds": ours_s,
                     "sklearn_log_likelihood": theirs.score(x), "sklearn_seconds": theirs_s,
                     "time_ratio": ours_s / theirs_s}

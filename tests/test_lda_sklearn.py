@@ -18,10 +18,11 @@ from emvi.analysis.topics import (
     sklearn_completion_perplexity,
     topic_word_matrix,
 )
+from emvi.catalog.topics import build_lda
 from emvi.data.text import document_completion_split
 from emvi.guides.lda import MIN_CONCENTRATION, LDAGuide, bag_of_words
 from emvi.inference.runner import TrainConfig, train
-from emvi.models.lda import LDA, LDAConfig, build_lda
+from emvi.models.lda import LDA, LDAConfig
 from emvi.registry import DataInfo
 
 
