@@ -45,7 +45,9 @@ DATASETS = {
     "wine": lambda: _standardized(load_wine),
     "breast_cancer": lambda: _standardized(load_breast_cancer),
 }
-CASES = [("digits", 5), ("digits", 20), ("low_rank", 2), ("low_rank", 4), ("low_rank", 8), ("iris", 1), ("iris", 2),
+# digits at q = 20 is left to test_digits_q20_default_fit_beats_sklearn_default_in_comparable_iterations: scikit-learn's
+# tight reference alone takes a minute there (it creeps towards a boundary for thousands of iterations).
+CASES = [("digits", 5), ("low_rank", 2), ("low_rank", 4), ("low_rank", 8), ("iris", 1), ("iris", 2),
          ("wine", 2), ("wine", 5), ("breast_cancer", 3), ("breast_cancer", 10)]
 
 
@@ -90,8 +92,6 @@ def test_fa_reaches_at_least_sklearn_optimum_and_scores_its_parameters_alike(dat
     assert float(from_covariance) == pytest.approx(sklearn_score, rel=1e-6)
     # (2) emvi's optimum is at least scikit-learn's
     with warnings.catch_warnings():
-        # digits at q = 20 creeps towards a boundary (some ψ_d -> 0) for thousands of iterations, as scikit-learn's
-        # own tight fit does; 5000 iterations are enough to pass scikit-learn's tight optimum
         warnings.simplefilter("ignore")
         ours = FactorAnalysis(q, tol=1e-8, max_iter=5000).fit(x)
     assert ours.score(x) >= sklearn_score - 1e-6 * abs(sklearn_score)
