@@ -17,7 +17,8 @@ This notebook walks through the five example declarations of `examples/declared/
 a VAE with a mixture prior, a semi-supervised VAE, a mixture of Poisson regressions, a VAE with a Poisson likelihood,
 and a two-level mixture.""")
 code("""# Parameters (CI runs these small settings; raise them for a real fit)
-EPOCHS = 3
+EPOCHS = 2
+ITEMS = 500   # digits used for training
 SEED = 0""")
 code("""import sys
 import tempfile
@@ -57,8 +58,8 @@ md("""## 2. A VAE with a mixture prior, trained by the one runner
 
 The cluster z is a parent of the continuous latent t, so the guide enumerates it (q(z | x), exactly, in parallel)
 and conditions q(t | x, z) on its value; the ELBO is TraceEnum_ELBO.""")
-code("""digits = load_dataset("digits", binarize="static")
-test = load_dataset("digits", split="test", binarize="static")
+code("""digits = load_dataset("digits", binarize="static", limit=ITEMS)
+test = load_dataset("digits", split="test", binarize="static").subset(range(200))
 pyro.set_rng_seed(SEED)
 model, guide = build(models.mixture_prior_vae, digits.info())
 result = train(model, guide, digits, valid_data=test,
@@ -83,16 +84,17 @@ md("""## 3. Semi-supervised: the label is observed for 100 digits only
 `observed("y", "categorical", categories=10, mask="y_mask")`: where the mask is true y is conditioned on, elsewhere
 it is enumerated — exactly: labelled items contribute log p(y_n) + log p(x_n | y_n, t_n), the others
 log Σ_k p(k) p(x_n | k, t_n). The data is an `.npz` whose arrays are named after the sites.""")
-code("""labelled = load_array_file(EXAMPLES / "data" / "digits_labels.npz").with_inputs(models.semi_supervised_vae.data_names)
+code("""labelled = load_array_file(EXAMPLES / "data" / "digits_labels.npz").subset(range(ITEMS))
+labelled = labelled.with_inputs(models.semi_supervised_vae.data_names)
 print(models.semi_supervised_vae.data_names, int(labelled.array("y_mask").sum()), "labels given of", len(labelled))
 pyro.set_rng_seed(SEED)
 model, guide = build(models.semi_supervised_vae, labelled.info())
 train(model, guide, labelled, config=TrainConfig(epochs=EPOCHS, batch_size=64, learning_rate=3e-3, elbo="enum",
                                                  max_plate_nesting=1, seed=SEED, progress=False))
-idata = declared_inference_data(model, guide, labelled, num_samples=5, max_items=500)
+idata = declared_inference_data(model, guide, labelled, num_samples=3, max_items=ITEMS)
 predicted = idata.posterior["y_responsibility"].mean(("chain", "draw")).values.argmax(-1)
-truth = load_dataset("digits").y[:500].numpy()
-hidden = ~labelled.array("y_mask")[:500].numpy()
+truth = load_dataset("digits").y[:ITEMS].numpy()
+hidden = ~labelled.array("y_mask").numpy()
 print(f"accuracy on the unlabelled items after {EPOCHS} epochs: {(predicted[hidden] == truth[hidden]).mean():.2f}")""")
 md("""## 4. The same models as spec files: `emvi fit SPEC`, `emvi analyze RUN`
 
@@ -104,7 +106,7 @@ code("""from emvi.cli import main
 
 out = Path(tempfile.mkdtemp())
 main(["fit", str(EXAMPLES / "poisson_regression_mixture.yaml"), "--set", f"outputs.run_dir='{out / 'regression'}'",
-      "--set", "inference.epochs=100", "--set", "inference.progress=false", "--set", "outputs.plots=false"])
+      "--set", "inference.epochs=40", "--set", "inference.progress=false", "--set", "outputs.plots=false"])
 main(["analyze", str(out / "regression"), "--num-samples", "1"])
 import arviz as az
 
@@ -141,7 +143,7 @@ trace.""")
 code("""clusters = load_array_file(EXAMPLES / "data" / "clusters.npz")
 pyro.set_rng_seed(SEED)
 model, guide = build(models.hierarchical_mixture, clusters.info())
-train(model, guide, clusters, config=TrainConfig(epochs=100, batch_size=600, learning_rate=0.05, elbo="enum",
+train(model, guide, clusters, config=TrainConfig(epochs=60, batch_size=600, learning_rate=0.05, elbo="enum",
                                                  max_plate_nesting=1, progress=False))
 print("tau =", round(model.global_value("tau").item(), 2), " means:", model.global_value("mu").detach().numpy().round(1))""")
 code("""from emvi.declaration import table
