@@ -414,3 +414,22 @@ def test_user_modules_guide_parts_and_more_families_train():
     from emvi.inference.likelihood import estimate_log_likelihood
 
     assert torch.isfinite(estimate_log_likelihood(model, guide, data, num_samples=4, prior=False).importance).all()
+
+
+def test_a_guide_enumerated_cluster_is_summed_inside_each_importance_weight():
+    """log w_n = log Σ_z p(z) p(t_z | z) p(x_n | t_z) / q(t_z | x_n, z), with one t_z ~ q(t | x_n, z) per value of z."""
+    from emvi.inference.likelihood import enumerated_log_joint, importance_traces
+
+    decl = examples.mixture_prior_vae
+    x = example_data(decl.name)["x"]
+    model, guide = build(decl, info({"x": x}))
+    with torch.no_grad():
+        guide_trace, model_trace = importance_traces(model, guide, x, 1, enumerate_model=True, enumerate_guide=True)
+        weights = enumerated_log_joint(model_trace, N, guide_trace=guide_trace).reshape(N)
+        t = guide_trace.nodes["t"]["value"].reshape(10, N, 2)  # one draw per cluster value
+        q = guide_trace.nodes["t"]["fn"].log_prob(guide_trace.nodes["t"]["value"]).reshape(10, N)
+        L = model.learned
+        log_p = (torch.log_softmax(L["z__logits"], -1)[:, None]
+                 + dist.Normal(L["t__loc"][:, None], L["t__scale"].exp()[:, None]).log_prob(t).sum(-1)
+                 + dist.Bernoulli(logits=model.networks["x__logits"](t)).log_prob(x).sum(-1))
+    assert torch.allclose(weights, torch.logsumexp(log_p - q, 0), rtol=1e-6)

@@ -87,10 +87,7 @@ def _as_tuple(x) -> tuple[torch.Tensor, ...]:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
-def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data") -> torch.Tensor:
-    """``(K, batch)`` (or ``(batch,)``): Σ over the sample sites in the data plate of log p (masks applied), with the
-    dimensions of enumerated sites (left of the sample plate) summed out by log-sum-exp. Sites outside the data plate
-    (priors of globals) are left out."""
+def _local_log_prob(trace, plate_name: str, skip_enumerated: bool = False) -> torch.Tensor:
     from pyro.distributions.util import scale_and_mask
 
     total = torch.zeros(())
@@ -99,8 +96,23 @@ def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data") -> torc
             continue
         if not any(frame.name == plate_name for frame in site["cond_indep_stack"]):
             continue
+        if skip_enumerated and site["infer"].get("_enumerate_dim") is not None:
+            continue
         total = total + scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
-    enumerated = [site["infer"]["_enumerate_dim"] for site in trace.nodes.values()
+    return total
+
+
+def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data", guide_trace=None) -> torch.Tensor:
+    """``(K, batch)`` (or ``(batch,)``): Σ over the sample sites in the data plate of log p (masks applied), minus
+    those of ``guide_trace``'s sampled (not enumerated) local sites, with the dimensions of enumerated sites (left of
+    the sample plate, from either trace) summed out by log-sum-exp: for a site the guide enumerates, the weight is
+    Σ_z p(x, z, t_z) / q(t_z | x, z). Sites outside the data plate (priors of globals) are left out."""
+    total = _local_log_prob(trace, plate_name)
+    traces = [trace]
+    if guide_trace is not None:
+        total = total - _local_log_prob(guide_trace, plate_name, skip_enumerated=True)
+        traces.append(guide_trace)
+    enumerated = [site["infer"]["_enumerate_dim"] for t in traces for site in t.nodes.values()
                   if site["type"] == "sample" and site["infer"].get("_enumerate_dim") is not None]
     if enumerated:
         dims = sorted({d if d >= 0 else total.dim() + d for d in enumerated if -total.dim() <= d})
@@ -110,19 +122,24 @@ def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data") -> torc
 
 
 def importance_traces(model, guide, x, num_samples: int | None, *, max_plate_nesting: int = 1,
-                      enumerate_model: bool = False, **kwargs):
+                      enumerate_model: bool = False, enumerate_guide: bool = False, **kwargs):
     """``(guide_trace, model_trace)``: K = ``num_samples`` draws t ~ q(t | x) per item, vectorised by a plate of K
     outside the model's plates (every latent value has shape ``(K, batch, ...)``), and the model replayed at them.
     ``num_samples=None`` draws once without that plate (values ``(batch, ...)``, what the networks saw in training).
     ``enumerate_model`` replays the model under parallel enumeration (dimensions left of the sample plate).
     ``x`` is a tensor or a tuple of tensors (the model's positional data)."""
+    from pyro.poutine.enum_messenger import EnumMessenger
+
     data = _as_tuple(x)
     with poutine.block(), contextlib.ExitStack() as stack:
         if num_samples is not None:
             stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)))
+        if enumerate_guide:  # as TraceEnum_ELBO: the guide allocates enumeration dims, the model continues after them
+            guide = EnumMessenger(first_available_dim=-(max_plate_nesting + 2))(guide)
+            model = EnumMessenger()(model)
         guide_trace = poutine.trace(guide).get_trace(*data, **kwargs)
         replayed = poutine.replay(model, trace=guide_trace)
-        if enumerate_model:
+        if enumerate_model and not enumerate_guide:
             replayed = poutine.enum(replayed, first_available_dim=-(max_plate_nesting + 2))
         model_trace = poutine.trace(replayed).get_trace(*data, **kwargs)
     return guide_trace, model_trace
@@ -140,11 +157,10 @@ def log_importance_weights(model, guide, x, num_samples: int, *, from_prior: boo
         return site_log_probs(model_trace, num_samples, batch, observed=True)
     if _enumerates(model):
         guide_trace, model_trace = importance_traces(model, guide, data, num_samples, enumerate_model=True,
-                                                     max_plate_nesting=max_plate_nesting, **kwargs)
-        log_joint = enumerated_log_joint(model_trace, batch)
-        log_joint = log_joint.reshape(-1, batch).expand(num_samples, batch) if log_joint.dim() > 1 else \
-            log_joint.expand(num_samples, batch)
-        return log_joint - site_log_probs(guide_trace, num_samples, batch, observed=None, local_only=True)
+                                                     enumerate_guide=True, max_plate_nesting=max_plate_nesting,
+                                                     **kwargs)
+        log_weight = enumerated_log_joint(model_trace, batch, guide_trace=guide_trace)
+        return log_weight.expand(*log_weight.shape[:-1], batch).reshape(-1, batch).expand(num_samples, batch)
     guide_trace, model_trace = importance_traces(model, guide, data, num_samples, max_plate_nesting=max_plate_nesting,
                                                  **kwargs)
     log_joint = site_log_probs(model_trace, num_samples, batch, observed=None)
