@@ -15,6 +15,7 @@ import warnings
 import torch
 
 from ..errors import ConfigError, DataError
+from ..inference.direct import maximise_log_likelihood
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import initial_centres
 from ..inference.relabel import relabel_hmm_draws
@@ -115,8 +116,12 @@ class HMM:
                                n_iter=self.num_samples)
             elif self.method == "em":
                 result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
-                outcome.update(history=list(result.log_likelihood_history), converged=result.converged,
-                               n_iter=result.n_iter)
+                history = list(result.log_likelihood_history)
+                if self.config.initial == "stationary":
+                    # The transition step under π = stationary(A) is a generalised M-step: finish at the
+                    # constrained optimum by climbing the exact likelihood directly.
+                    history.append(maximise_log_likelihood(model, x, lengths)[1])
+                outcome.update(history=history, converged=result.converged, n_iter=result.n_iter)
             else:
                 from ..inference.runner import TrainConfig, train
 
