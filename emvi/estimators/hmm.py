@@ -8,6 +8,7 @@ A single sequence may be given as ``(T, D)``; a list of ``(T_i, D)`` arrays is p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import warnings
@@ -152,7 +153,7 @@ class HMM:
         result = fit_mcmc(bayesian, x, lengths, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
                           num_chains=self.num_chains, seed=self.seed, init_values=start, max_plate_nesting=1,
                           progress=self.verbose, sum_states_by="recursion")
-        result.samples = relabel_hmm_draws(result.samples, model)
+        result = dataclasses.replace(result, samples=relabel_hmm_draws(result.samples, model))
         for name in names:
             model.set_parameter(name, result.samples[name].flatten(0, 1).mean(0))
         return result
