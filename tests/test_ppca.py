@@ -321,15 +321,15 @@ def test_configuration_and_usage_errors(digits):
     with pytest.raises(ConfigError, match="latent_dim"):
         FactorAnalysisConfig(latent_dim=0)
     with pytest.raises(ConfigError, match="method"):
-        PPCA(2, method="mcmc")
+        PPCA(2, method="mcmc").fit(digits)
     with pytest.raises(DataError, match="below the number of features"):
         get_model("fa").build(FactorAnalysisConfig(latent_dim=4), DataInfo(num_data=10, event_shape=(4,)))
     with pytest.raises(DataError, match="flat observations"):
         get_model("ppca").build(PPCAConfig(latent_dim=2), DataInfo(num_data=10, event_shape=(5, 4)))
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(EmviError, match="not fitted"):
         PPCA(2).score(digits)
     fitted = PPCA(2, max_iter=20, tol=1e-3).fit(digits)
-    with pytest.raises(DataError, match="features but the model was fit on"):
+    with pytest.raises(DataError, match="X has 10 features, but PPCA is expecting"):
         fitted.score(digits[:, :10])
     with pytest.raises(ConfigError, match="no guide"):
         fitted.elbo(digits)

@@ -57,15 +57,17 @@ def as_input(x, name: str = "X") -> torch.Tensor:
         raise DataError(f"Complex data not supported: {name} has dtype {array.dtype}; pass real numbers")
     try:
         return torch.as_tensor(array)
-    except TypeError as exc:
-        raise DataError(f"{name} must hold numbers, got dtype {array.dtype} ({exc})") from None
+    except TypeError:
+        raise DataError(f"{name} must be numeric, got dtype {array.dtype}; pass numbers, e.g. np.asarray(x, dtype=float)"
+                        ) from None
 
 
-def check_shape(x: torch.Tensor, ndim: tuple[int, ...] = (2,), name: str = "X") -> torch.Tensor:
+def check_shape(x: torch.Tensor, ndim: tuple[int, ...] = (2,), name: str = "X", layout: str = "(items, features)"
+                ) -> torch.Tensor:
     """``x`` has one of the dimensions ``ndim`` and at least one feature (its last axis); scikit-learn's wording."""
     if x.dim() not in ndim:
-        raise DataError(f"{name} must be {' or '.join(f'{n}-D' for n in ndim)}, got shape {tuple(x.shape)}; Reshape your "
-                        "data: x.reshape(-1, 1) for one feature, x.reshape(1, -1) for one item")
+        raise DataError(f"{name} must be {' or '.join(f'{n}-D' for n in ndim)} {layout}, got shape {tuple(x.shape)}; "
+                        "Reshape your data: x.reshape(-1, 1) for one feature, x.reshape(1, -1) for one item")
     if x.shape[-1] == 0:
         raise DataError(f"{name} has 0 feature(s) (shape={tuple(x.shape)}) while a minimum of 1 is required; pass at "
                         "least one feature")

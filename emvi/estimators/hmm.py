@@ -136,7 +136,7 @@ class HMM(EmviEstimator):
             if lengths is not None:
                 raise DataError("pass either a list of sequences or a padded array with lengths, not both")
             x, lengths = pad_sequences(x)
-        x = check_shape(as_input(x), (2, 3))
+        x = check_shape(as_input(x), (3, 2), layout="(sequences, time, features) or one (time, features) sequence")
         x, lengths = check_sequences(x, None if lengths is None else as_input(lengths, "lengths"), config)
         self._check_num_features(x.shape[-1])
         return x.to(device=self._device, dtype=self._dtype), lengths.to(self._device)
