@@ -133,8 +133,8 @@ def test_estimator_surface(digits):
 @pytest.mark.parametrize("bad,message", [
     (torch.tensor([[1.0, float("nan"), 2.0]] * 5), "NaN"),
     (np.array([[1.0, np.inf, 2.0]] * 5), "NaN or infinite"),
-    (torch.zeros(5), "2 dimensions"),
-    (torch.zeros(5, 3, 2), "2 dimensions"),
+    (torch.zeros(5), "2-D"),
+    (torch.zeros(5, 3, 2), "2-D"),
     (torch.zeros(0, 4), "empty"),
     (torch.zeros(1, 4), "at least 2 items"),
     (torch.zeros(6, 2), "below the number of features"),

@@ -27,6 +27,10 @@ class NotFittedError(EmviError, sklearn.exceptions.NotFittedError):
     """An estimator was used before ``fit``."""
 
 
+class NonNumericDataError(DataError, TypeError):
+    """An object array holds something that is not a number (a ``TypeError`` too, as numpy's own)."""
+
+
 def resolve_dtype(dtype) -> torch.dtype:
     """``"float32"``/``"float64"`` (or the torch dtype itself) -> the torch dtype."""
     if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
@@ -48,9 +52,18 @@ def as_input(x, name: str = "X") -> torch.Tensor:
         return x.detach()
     if scipy.sparse.issparse(x):
         raise DataError(f"{name} is a sparse matrix, and sparse input is not supported; pass x.toarray()")
-    array = np.asarray(x)
+    try:
+        array = np.asarray(x)
+    except ValueError as exc:  # ragged nested lists
+        raise DataError(f"{name} must be an array of numbers ({str(exc).splitlines()[0][:120]}); pass a rectangular "
+                        "array") from None
     if array.dtype == object:
-        array = array.astype(np.float64)
+        try:
+            array = array.astype(np.float64)
+        except TypeError as exc:
+            raise NonNumericDataError(f"{name} must hold numbers ({exc}); pass numbers only") from None
+        except ValueError as exc:
+            raise DataError(f"{name} must hold numbers ({exc}); pass numbers only") from None
     if not array.flags.writeable:
         array = array.copy()
     if np.iscomplexobj(array):
@@ -98,4 +111,4 @@ class EmviEstimator(BaseEstimator):
                             f"{self.n_features_in_} features as input; pass data with the training columns")
 
 
-__all__ = ["DTYPES", "EmviEstimator", "NotFittedError", "as_input", "check_shape", "resolve_dtype", "to_numpy"]
+__all__ = ["DTYPES", "EmviEstimator", "NonNumericDataError", "NotFittedError", "as_input", "check_shape", "resolve_dtype", "to_numpy"]
