@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import emvi  # noqa: F401  (module-local params before building PyroModules)
-from emvi.estimators.mixture import initialise_mixture
 from emvi.inference.em import fit_em
+from emvi.inference.initialization import initialise_mixture
 from emvi.models.mixture import FAMILIES, ExpectedStatistics, MixtureConfig, MixtureModel, sufficient_statistics
 
 

@@ -22,6 +22,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.factor_analysis import fit_factor_analysis
 from ..models.ppca import (
     FactorAnalysisConfig,
     LinearGaussianConfig,
@@ -110,7 +111,10 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         model = LinearGaussianModel(config, x.shape[1], dtype=self._dtype).to(self._device)
         model.initialise(x, generator)
         if self.method == "em":
-            result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
+            if config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
+                result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
+            else:
+                result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
             self.converged_, self.n_iter_ = bool(result.converged), int(result.n_iter)
             self.history_ = [ll / x.shape[0] for ll in result.log_likelihood_history]
         else:
