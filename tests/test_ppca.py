@@ -133,8 +133,8 @@ def test_estimator_surface(digits):
 @pytest.mark.parametrize("bad,message", [
     (torch.tensor([[1.0, float("nan"), 2.0]] * 5), "NaN"),
     (np.array([[1.0, np.inf, 2.0]] * 5), "NaN or infinite"),
-    (torch.zeros(5), "2 dimensions"),
-    (torch.zeros(5, 3, 2), "2 dimensions"),
+    (torch.zeros(5), "2-D"),
+    (torch.zeros(5, 3, 2), "2-D"),
     (torch.zeros(0, 4), "empty"),
     (torch.zeros(1, 4), "at least 2 items"),
     (torch.zeros(6, 2), "below the number of features"),
@@ -321,15 +321,15 @@ def test_configuration_and_usage_errors(digits):
     with pytest.raises(ConfigError, match="latent_dim"):
         FactorAnalysisConfig(latent_dim=0)
     with pytest.raises(ConfigError, match="method"):
-        PPCA(2, method="mcmc")
+        PPCA(2, method="mcmc").fit(digits)
     with pytest.raises(DataError, match="below the number of features"):
         get_model("fa").build(FactorAnalysisConfig(latent_dim=4), DataInfo(num_data=10, event_shape=(4,)))
     with pytest.raises(DataError, match="flat observations"):
         get_model("ppca").build(PPCAConfig(latent_dim=2), DataInfo(num_data=10, event_shape=(5, 4)))
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(EmviError, match="not fitted"):
         PPCA(2).score(digits)
     fitted = PPCA(2, max_iter=20, tol=1e-3).fit(digits)
-    with pytest.raises(DataError, match="features but the model was fit on"):
+    with pytest.raises(DataError, match="X has 10 features, but PPCA is expecting"):
         fitted.score(digits[:, :10])
     with pytest.raises(ConfigError, match="no guide"):
         fitted.elbo(digits)

@@ -23,7 +23,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -73,19 +73,22 @@ class SupportsEM(Protocol):
     def m_step(self, stats, *data) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class EMResult:
-    """Outcome of :func:`fit_em`.
+    """Outcome of :func:`fit_em`, built once at the end of the fit.
 
     ``log_likelihood_history[i]`` is the objective (total, nats) at the parameters after ``i`` M-steps;
-    ``seconds_history[i]`` the wall-clock time when it was computed, from the start of the fit.
+    ``seconds_history[i]`` the wall-clock time when it was computed, from the start of the fit. ``seed`` is the seed
+    of the generator that drew the starting point (None when the caller started EM from its own parameters).
     """
 
-    log_likelihood_history: list[float] = field(default_factory=list)
-    seconds_history: list[float] = field(default_factory=list)
+    log_likelihood_history: tuple[float, ...] = ()
+    seconds_history: tuple[float, ...] = ()
     converged: bool = False
     n_iter: int = 0
     num_data: int = 0
+    seed: int | None = None
+    method: str = "em"
 
     @property
     def log_likelihood(self) -> float:
@@ -106,18 +109,21 @@ def fit_em(
     num_data: int | None = None,
     callback: Callable[[int, float], None] | None = None,
     warn: bool = True,
+    seed: int | None = None,
 ) -> EMResult:
     """Run EM until the per-item objective changes by less than ``tol`` or ``max_iter`` M-steps were taken.
 
     The final E-step is always evaluated so ``log_likelihood`` belongs to the returned parameters. ``callback`` is
-    called with ``(iteration, objective)`` after every E-step. Raises :class:`emvi.errors.NonFiniteLossError` when
+    called with ``(iteration, objective)`` after every E-step. ``seed`` is only recorded in the result (EM itself
+    draws nothing): pass the seed that chose the starting point. Raises :class:`emvi.errors.NonFiniteLossError` when
     the objective stops being finite and :class:`emvi.errors.ConfigError` for a negative ``max_iter`` or ``tol``.
     """
     check_positive_int(max_iter, "max_iter", minimum=0)
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
     num_data = num_data if num_data is not None else int(data[0].shape[0])
-    result = EMResult(num_data=num_data)
+    history, seconds = [], []
+    converged, n_iter = False, 0
     start = time.perf_counter()
     previous = -math.inf
     expectation = getattr(model, "expected_statistics", None) or model.e_step
@@ -125,8 +131,8 @@ def fit_em(
         for iteration in range(max_iter + 1):
             stats, objective = expectation(*data)
             objective = float(objective)
-            result.log_likelihood_history.append(objective)
-            result.seconds_history.append(time.perf_counter() - start)
+            history.append(objective)
+            seconds.append(time.perf_counter() - start)
             if callback is not None:
                 callback(iteration, objective)
             if not math.isfinite(objective):
@@ -135,22 +141,22 @@ def fit_em(
                     "variance floor / prior strength"
                 )
             if abs(objective - previous) / num_data < tol:
-                result.converged = True
+                converged = True
                 break
             if iteration == max_iter:
                 break
             model.m_step(stats, *data)
-            result.n_iter = iteration + 1
+            n_iter = iteration + 1
             previous = objective
-    if not result.converged and warn and len(result.log_likelihood_history) >= 2:
-        last_change = (result.log_likelihood_history[-1] - result.log_likelihood_history[-2]) / num_data
+    if not converged and warn and len(history) >= 2:
+        last_change = (history[-1] - history[-2]) / num_data
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (last change {last_change:.3g} per item > "
             f"tol={tol}); raise max_iter or tol",
             ConvergenceWarning,
             stacklevel=2,
         )
-    return result
+    return EMResult(tuple(history), tuple(seconds), converged, n_iter, num_data, seed=seed)
 
 
 def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
@@ -171,7 +177,7 @@ def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
         model.load_state_dict(initial_state)
         with torch.no_grad():
             model.m_step(hard_assignments(x, initial_centres(x, num_components, config.init, generator)), x)
-        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False)
+        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
         return result, copy.deepcopy(model.state_dict())
 
     result, state = best_of_restarts(fit_once, config.n_init, seed=config.seed,

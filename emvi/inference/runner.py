@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,17 +105,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
-    """What a fit returns. ``history`` holds one dict per epoch; losses are negative ELBOs in nats per data item."""
+    """What a fit returns, built once at its end. ``history`` holds one dict per epoch (a resumed fit's include the
+    epochs before the resumption); losses are negative ELBOs in nats per data item."""
 
-    history: list[dict] = field(default_factory=list)
+    history: tuple[dict, ...] = ()
     epochs_run: int = 0
     stopped_early: bool = False
     best_valid_loss: float | None = None
     run_dir: Path | None = None
     param_store_state: dict | None = None
     """Pyro param-store entries created by hand-written models (``pyro.param``); empty for PyroModules."""
+    seed: int = 0
+    """``TrainConfig.seed`` of the fit."""
+    method: str = "svi"
 
     @property
     def final_train_loss(self) -> float | None:
@@ -189,7 +193,8 @@ def train(
         optimizer = _make_optimizer(config, params)
         scheduler = _make_scheduler(config, optimizer)
 
-        result = TrainResult(run_dir=run_dir)
+        history: list[dict] = []
+        stopped_early = False
         start_epoch, best_valid, epochs_without_improvement = 0, math.inf, 0
         if resume:
             state = run.load_checkpoint(map_location=device)
@@ -200,13 +205,13 @@ def train(
                 scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             start_epoch = int(state["epoch"])
-            result.history = [dict(h) for h in state["history"]]
+            history = [dict(h) for h in state["history"]]
             best_valid = float(state.get("best_valid", math.inf))
             epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
         if run is not None:
             run.create().write_config(resolved)
             # Lines of an epoch interrupted after its metrics line but before its checkpoint are dropped.
-            run.write_metrics(result.history)
+            run.write_metrics(history)
 
         steps_per_epoch = math.ceil(num_data / batch_size)
         for epoch in range(start_epoch, config.epochs):
@@ -267,7 +272,7 @@ def train(
                 best_valid, epochs_without_improvement = metrics["valid_loss"], 0
             elif "valid_loss" in metrics:
                 epochs_without_improvement += 1
-            result.history.append(metrics)
+            history.append(metrics)
             stop = config.early_stopping_patience is not None and epochs_without_improvement >= config.early_stopping_patience
             if run is not None:
                 run.append_metrics(metrics)
@@ -279,7 +284,7 @@ def train(
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": get_rng_state(),
                     "epoch": epoch + 1,
-                    "history": result.history,
+                    "history": history,
                     "best_valid": best_valid,
                     "epochs_without_improvement": epochs_without_improvement,
                     "config": json.dumps(resolved, default=str),
@@ -291,13 +296,15 @@ def train(
             for callback in callbacks:
                 callback(metrics)
             if stop:
-                result.stopped_early = True
+                stopped_early = True
                 break
-        result.epochs_run = len(result.history)
-        result.best_valid_loss = best_valid if math.isfinite(best_valid) else None
-        if result.stopped_early and run is not None and run.has_checkpoint(best=True):
+        if stopped_early and run is not None and run.has_checkpoint(best=True):
             _load_modules(run.load_checkpoint(map_location=device, best=True), model, guide, store)
-        result.param_store_state = {k: v.detach().clone() for k, v in _param_store_values(store).items()}
+        result = TrainResult(
+            history=tuple(history), epochs_run=len(history), stopped_early=stopped_early,
+            best_valid_loss=best_valid if math.isfinite(best_valid) else None, run_dir=run_dir,
+            param_store_state={k: v.detach().clone() for k, v in _param_store_values(store).items()},
+            seed=config.seed, method="svi")
     del scope
     return result
 
