@@ -317,27 +317,48 @@ class MixtureModel(PyroModule):
 
     @torch.no_grad()
     def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:
+        self.m_step_from_statistics(self.expected_statistics(resp, x))
+
+    @torch.no_grad()
+    def expected_statistics(self, resp: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Σ_n of the M-step's statistics, which add over items (EM on several processes sums them over ranks):
+        ``items`` (1,), ``counts`` Σ_n r_nk (K,), ``sums`` Σ_n r_nk T(x_n) (K, S), and for gaussian-full
+        ``first`` Σ_n r_nk (x_n - m) (K, D) and ``second`` Σ_n r_nk (x_n - m)(x_n - m)ᵀ (K, D, D) about the data mean
+        m (shifted, so the covariance is not a difference of large numbers)."""
         cfg = self.config
-        counts = resp.sum(0)  # (K,)
+        stats = {"items": torch.tensor([float(x.shape[0])], dtype=resp.dtype, device=resp.device),
+                 "counts": resp.sum(0)}
+        if cfg.family == "gaussian-full":
+            centred = x.to(resp.dtype) - self.data_mean.to(resp.dtype)
+            weighted = resp.T[:, :, None] * centred  # (K, N, D)
+            stats["first"] = weighted.sum(1)
+            stats["second"] = weighted.transpose(1, 2) @ centred
+        else:  # one matrix product
+            stats["sums"] = resp.T @ sufficient_statistics(x, cfg.family, cfg.num_categories, resp.dtype)[0]
+        return stats
+
+    @torch.no_grad()
+    def m_step_from_statistics(self, stats: dict[str, torch.Tensor]) -> None:
+        """The closed-form MAP update from :meth:`expected_statistics` of all items."""
+        cfg = self.config
+        counts, num_items = stats["counts"], stats["items"][0]
         k = cfg.num_components
         alpha = cfg.weight_concentration
-        self.set_parameter("weights", (counts + alpha - 1) / (x.shape[0] + k * (alpha - 1)))
-        safe = counts.clamp_min(10 * torch.finfo(resp.dtype).eps)[:, None]
+        self.set_parameter("weights", (counts + alpha - 1) / (num_items + k * (alpha - 1)))
+        safe = counts.clamp_min(10 * torch.finfo(counts.dtype).eps)[:, None]
         s, m = cfg.prior_strength, self.data_mean
-        if cfg.family != "gaussian-full":  # expected sufficient statistics Σ_n r_nk T(x_n): one matrix product
-            sums = resp.T @ sufficient_statistics(x, cfg.family, cfg.num_categories, resp.dtype)[0]  # (K, S)
+        sums = stats.get("sums")
         if cfg.family == "gaussian-diag":
-            d = x.shape[1]
+            d = sums.shape[1] // 2
             means = sums[:, :d] / safe
             variances = sums[:, d:] / safe - means**2 + cfg.floor
             self.set_parameter("means", means)
             self.set_parameter("variances", variances.clamp_min(cfg.floor))
         elif cfg.family == "gaussian-full":
-            means = resp.T @ x / safe
-            centred = x.unsqueeze(0) - means.unsqueeze(1)  # (K, N, D)
-            covariances = torch.einsum("nk,kni,knj->kij", resp, centred, centred) / safe[:, :, None]
-            covariances = covariances + cfg.floor * torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
-            self.set_parameter("means", means)
+            shift = stats["first"] / safe  # x̄_k - m
+            covariances = stats["second"] / safe[:, :, None] - shift[:, :, None] * shift[:, None, :]
+            covariances = covariances + cfg.floor * torch.eye(shift.shape[1], dtype=shift.dtype, device=shift.device)
+            self.set_parameter("means", shift + m.to(shift))
             self.set_parameter("scale_tril", torch.linalg.cholesky(covariances))
         elif cfg.family == "poisson":
             self.set_parameter("rates", ((sums + s * m) / (safe + s)).clamp_min(cfg.floor))
@@ -345,7 +366,7 @@ class MixtureModel(PyroModule):
             self.set_parameter("probs", ((sums + s * m) / (safe + s)).clamp(cfg.floor, 1 - cfg.floor))
         else:
             c = cfg.num_categories
-            category_counts = sums.reshape(k, x.shape[1], c)
+            category_counts = sums.reshape(k, -1, c)
             probs = (category_counts + s / c) / (safe[:, :, None] + s)
             probs = probs.clamp_min(cfg.floor)
             self.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
