@@ -44,7 +44,12 @@ def hmm_data(seed: int = 0):
 def em_fits():
     """Mixtures (gaussian-full; poisson with MAP priors, whose prior term must count once), an HMM and PPCA by EM
     at tol=0, so every fit runs its max_iter iterations on any number of processes."""
-    warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0: every fit runs to max_iter on purpose
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0: every fit runs to max_iter on purpose
+        return _em_fits()
+
+
+def _em_fits():
     x = mixture_data()
     out = {}
     full = Mixture(3, "gaussian-full", max_iter=25, tol=0.0).fit(x)
