@@ -122,3 +122,23 @@ def test_killed_rank_ends_the_others_with_one_line_and_the_run_resumes_on_one_pr
     _assert_close(resumed["params"], uninterrupted["params"], rel=1e-9, abs_=1e-12, what="resumed ")
     assert [h["train_loss"] for h in resumed["history"]] == pytest.approx(
         [h["train_loss"] for h in uninterrupted["history"]], rel=1e-10)
+
+
+def test_emvi_fit_nproc_2_starts_torchrun_and_fits_as_one_process(tmp_path):
+    """``emvi fit ... --nproc 2`` runs torchrun's elastic agent; rank 0 alone prints and writes the run directory."""
+    import json
+
+    from emvi.cli import main
+
+    data = str(ROOT / "examples" / "data" / "counts.csv")
+    options = ["fit", "mixture", data, "--family", "poisson", "-k", "3", "--method", "em", "--no-plots"]
+    two = subprocess.run([PYTHON, "-m", "emvi", *options, "--run-dir", str(tmp_path / "two"), "--nproc", "2"],
+                         env=_environment(), cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, (two.stdout + two.stderr)[-3000:]
+    assert two.stdout.count("run directory:") == 1 and two.stdout.count("outputs written to") == 1
+    assert main([*options, "--run-dir", str(tmp_path / "one")]) == 0
+    summary_two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    summary_one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary_two["num_processes"] == 2 and "num_processes" not in summary_one
+    assert summary_two["n_iter"] == summary_one["n_iter"]
+    assert summary_two["log_likelihood_per_item"] == pytest.approx(summary_one["log_likelihood_per_item"], rel=1e-10)
