@@ -73,7 +73,6 @@ def _em_worker(args) -> dict:
 
 
 def _svi_worker(args) -> dict:
-    import torch
 
     from emvi.data import load_dataset
     from emvi.inference import TrainConfig, train

@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         argv, nproc = _take_nproc(argv)
         if nproc is not None:
             return _launch(nproc, argv)
-        if distributed.init_from_environment() and not distributed.is_main_process():
+        if not distributed.init_from_environment():
+            return _main(argv)
+        if argv[:1] != ["fit"]:  # evaluate, sample, analyze, models: one process's work, done by rank 0
+            if not distributed.is_main_process():
+                return 0
+            with distributed.single_process():
+                return _main(argv)
+        if not distributed.is_main_process():
             sys.stdout = open(os.devnull, "w")  # rank 0 prints; errors still reach stderr
         return _main(argv)
     except EmviError as exc:
@@ -159,8 +166,8 @@ def _launch(nproc: int, argv: list[str]) -> int:
         raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
     if nproc == 1:
         return _main(argv)
-    from torch.distributed.run import parse_args, run
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
 
     try:
         run(parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "emvi", *argv]))

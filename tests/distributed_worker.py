@@ -12,11 +12,11 @@ import torch
 
 torch.set_num_threads(1)
 
+import distributed_cases as cases  # noqa: E402
+
 import emvi  # noqa: E402,F401
 from emvi.errors import DistributedError  # noqa: E402
 from emvi.inference import distributed  # noqa: E402
-
-import distributed_cases as cases  # noqa: E402
 
 
 def equivalence(out: str) -> None:

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import distributed_cases as cases
 import pytest
 import torch
 
-import distributed_cases as cases
 from emvi.inference import distributed
 
 TESTS = Path(__file__).resolve().parent
