@@ -40,9 +40,9 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import emvi  # noqa: F401  (module-local Pyro params before the models are built)
+from emvi.inference import TrainConfig, fit_em, train
 from emvi.inference.initialization import initialise_mixture
 from emvi.inference.natural_gradient import natural_gradient_svi
-from emvi.inference import TrainConfig, fit_em, train
 from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
 
 REACH_TOL = 0.0

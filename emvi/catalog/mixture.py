@@ -47,6 +47,9 @@ def fit_mixture(model: MixtureModel, guide, train_data, *, method: str, config, 
     if estimator.mcmc_ is not None:
         state["mcmc_samples"] = estimator.mcmc_.samples
         state["mcmc_diverging"] = estimator.mcmc_.extra_fields.get("diverging", torch.zeros(0))
+        # NUTS has no convergence flag: R-hat across chains and the effective sample size say how far to trust it
+        for key in ("converged", "n_iter"):
+            summary.pop(key)
         summary.update(estimator.mcmc_.summary())
     if run is not None:
         run.save_checkpoint(state)

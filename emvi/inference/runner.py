@@ -46,6 +46,7 @@ from ..validation import check_choice, check_positive_int, resolve_device
 from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
+from .sites import enumerate_discrete, hidden_discrete_sites
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
@@ -71,8 +72,9 @@ class TrainConfig:
     """Multiplicative factor of the exponential (per epoch), step and plateau schedules."""
     lr_step_epochs: int = 10
     """Epochs between decays of the step schedule."""
-    elbo: str = "trace"
-    """trace (Trace_ELBO), meanfield (TraceMeanField_ELBO, analytic KL), renyi (importance weighted), enum (TraceEnum_ELBO)."""
+    elbo: str = "auto"
+    """auto (enum when the model has discrete latents its guide leaves out, else trace), trace (Trace_ELBO), meanfield
+    (TraceMeanField_ELBO, analytic KL), renyi (importance weighted), enum (TraceEnum_ELBO)."""
     num_particles: int = 1
     renyi_alpha: float = 0.0
     vectorize_particles: bool = False
@@ -98,7 +100,7 @@ class TrainConfig:
         check_positive_int(self.num_particles, "num_particles")
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
-        check_choice(self.elbo, "elbo", ELBO_NAMES)
+        check_choice(self.elbo, "elbo", ("auto", *ELBO_NAMES))
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0 and math.isfinite(self.learning_rate)):
             raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.kl_warmup_epochs < 0:
@@ -185,10 +187,13 @@ def train(
     store = pyro.get_param_store()
     with store.scope() as scope, pyro.validation_enabled(config.validate):
         seed_everything(config.seed)
+        first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
+        requested, loss_model = config, model  # checkpoints hold ``model``'s state, whatever wraps it for the loss
+        if config.elbo != "enum":
+            loss_model, config = _follow_discrete_sites(config, model, guide, first_batch, num_data)
         elbo = _elbo_for(config, jit=config.jit)
         # One pass creates lazily initialised parameters (autoguides, pyro.param) before the optimizer sees them.
-        first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
-        elbo = _warm_up(elbo, config, model, guide, first_batch, num_data)
+        elbo = _warm_up(elbo, config, loss_model, guide, first_batch, num_data)
         params = _collect_parameters(model, guide, store)
         if not params:
             raise ConfigError("the model and guide have no trainable parameters; nothing to fit")
@@ -207,7 +212,7 @@ def train(
                 state = run.load_checkpoint(map_location=device)
             else:  # rank 0 reads it (the run directory need not be shared by every node) and sends it to the others
                 state = _to_device(distributed.on_main_process(lambda: run.load_checkpoint(map_location="cpu")), device)
-            _check_resumable(state, config)
+            _check_resumable(state, requested)
             _load_modules(state, model, guide, store)
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
@@ -235,7 +240,7 @@ def train(
                 warmup = _kl_weight(config, epoch + step / steps_per_epoch)
                 if world == 1:
                     batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
-                    loss = _loss(elbo, model, guide, batch, num_data, warmup)
+                    loss = _loss(elbo, loss_model, guide, batch, num_data, warmup)
                     value = loss.item()
                     _check_finite(value, epoch, step, run_dir)
                     optimizer.zero_grad(set_to_none=True)
@@ -248,7 +253,7 @@ def train(
                         index = index[start:stop]
                         batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
                         share = (stop - start) / global_size
-                        loss = _loss(elbo, model, guide, batch, num_data, warmup) * share
+                        loss = _loss(elbo, loss_model, guide, batch, num_data, warmup) * share
                         local = loss.item()
                         loss.backward()
                     value = _all_reduce_gradients(params, local)
@@ -275,7 +280,7 @@ def train(
                 metrics["kl_weight"] = warmup
             if valid_tensors is not None:
                 metrics["valid_loss"] = evaluate_loss(
-                    elbo, model, guide, valid_tensors, batch_size=batch_size, transform=valid_transform
+                    elbo, loss_model, guide, valid_tensors, batch_size=batch_size, transform=valid_transform
                 )
                 if not math.isfinite(metrics["valid_loss"]):
                     raise NonFiniteLossError(
@@ -410,6 +415,23 @@ def _loss(elbo, model, guide, batch, num_data, kl_weight):
         scale = _ScaleLatentSites(kl_weight)
         model, guide = scale(model), scale(guide)
     return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+
+
+def _follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
+    """Resolve ``elbo="auto"``: TraceEnum_ELBO (the sites marked for enumeration) when the model has discrete latents
+    its guide does not sample, else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it
+    would sample those sites from the prior."""
+    hidden, nesting = hidden_discrete_sites(model, guide, *batch, num_data=num_data)
+    seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
+    if config.elbo == "auto":
+        if not hidden:
+            return model, dataclasses.replace(config, elbo="trace")
+        nesting = config.max_plate_nesting if config.max_plate_nesting is not None else nesting
+        return enumerate_discrete(model), dataclasses.replace(config, elbo="enum", max_plate_nesting=nesting)
+    if hidden:
+        warnings.warn(f"elbo={config.elbo!r} samples the discrete site(s) {', '.join(hidden)} from the prior; "
+                      "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=3)
+    return model, config
 
 
 def _elbo_for(config: TrainConfig, *, jit: bool):
