@@ -122,7 +122,8 @@ def single_process():
 
 
 def _failed(exc: BaseException, what: str) -> DistributedError:
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first if len(first) <= 160 else first[:157] + "..."
     return DistributedError(
         f"rank {dist.get_rank()} of {dist.get_world_size()}: {what} failed ({first}); another process of the fit "
         "probably died or hung (torchrun's log names it); rerun with --resume to continue from the last checkpoint")
