@@ -39,6 +39,13 @@ class EmptyGuide(nn.Module):
         pass
 
 
+def normal_means_model(x):
+    """t_n ~ Normal(0, 1), x_n | t_n ~ Normal(t_n, 1): a continuous latent per item."""
+    with pyro.plate("data", x.shape[0]):
+        t = pyro.sample("t", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(t, 1.0), obs=x)
+
+
 def _counts(n=200, seed=0):
     generator = torch.Generator().manual_seed(seed)
     rates = torch.tensor([[1.0, 6.0], [7.0, 1.0]])
@@ -71,13 +78,8 @@ def test_train_follows_the_models_discrete_sites_by_default():
 
 
 def test_pointwise_likelihood_refuses_a_continuous_local_latent():
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            t = pyro.sample("t", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(t, 1.0), obs=x)
-
     with pytest.raises(ConfigError, match="site 't' is a continuous latent inside the 'data' plate"):
-        pointwise_log_likelihood(model, torch.zeros(5))
+        pointwise_log_likelihood(normal_means_model, torch.zeros(5))
     # a discrete local is summed out exactly: log p(x) of a two-component mixture
     mixture = PoissonMixture()
     x = _counts(20)
@@ -85,12 +87,7 @@ def test_pointwise_likelihood_refuses_a_continuous_local_latent():
 
 
 def test_an_automatic_guide_refuses_plated_continuous_latents_with_mini_batches():
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            t = pyro.sample("t", dist.Normal(0.0, 1.0))
-            pyro.sample("x", dist.Normal(t, 1.0), obs=x)
-
     with pytest.raises(ConfigError, match="continuous latents inside a plate"):
-        fit_svi(model, torch.zeros(300), config=TrainConfig(epochs=1, batch_size=128, progress=False))
-    result, _ = fit_svi(model, torch.zeros(30), config=TrainConfig(epochs=2, batch_size=30, progress=False))
+        fit_svi(normal_means_model, torch.zeros(300), config=TrainConfig(epochs=1, batch_size=128, progress=False))
+    result, _ = fit_svi(normal_means_model, torch.zeros(30), config=TrainConfig(epochs=2, batch_size=30, progress=False))
     assert math.isfinite(result.history[-1]["train_loss"])

@@ -11,18 +11,19 @@ so the objective never decreases.  A model takes part through two methods (the *
     model.m_step(stats, *data)               # closed-form update of θ in place
 
 ``objective`` is the total over the data set (a Python float or 0-dim tensor), evaluated at the parameters *before*
-the M-step, which is what makes monotonicity checkable.
+the M-step, which is what makes monotonicity checkable. A model whose M-step reads only expected sufficient statistics
+may also offer ``model.expected_statistics(*data) -> (stats, objective)``, an E-step fused with that reduction (the
+mixture's works in chunks of rows, in memory independent of N); :func:`fit_em` then calls it instead of ``e_step``.
 
 On several processes (a ``torch.distributed`` process group, see :mod:`emvi.inference.distributed`) each rank
 holds a contiguous part of the items, and a model takes part through two more methods that cut the M-step in two::
 
-    statistics = model.expected_statistics(stats, *data)   # tensors (dict, tuple or one) that add over items
+    statistics = model.additive_statistics(stats, *data)   # tensors (dict, tuple or one) that add over items
     model.m_step_from_statistics(statistics)                # the M-step from the statistics of all items
 
 Between them :func:`fit_em` sums the statistics and the objective over the ranks with one all-reduce; a prior term
-of the objective is the model's ``log_prior()`` (counted once, not once per rank). One process calls ``m_step``,
-which is ``m_step_from_statistics(expected_statistics(...))`` for emvi's models, so both fits are the same
-arithmetic up to the order of the sums.
+of the objective is the model's ``log_prior()`` (counted once, not once per rank). emvi's models compute the same
+M-step from the same statistics in one process, so both fits are the same arithmetic up to the order of the sums.
 """
 
 from __future__ import annotations
@@ -138,9 +139,10 @@ def fit_em(
     result = EMResult(num_data=num_data)
     start = time.perf_counter()
     previous = -math.inf
+    expectation = getattr(model, "expected_statistics", None) or model.e_step
     with torch.no_grad():
         for iteration in range(max_iter + 1):
-            stats, objective = model.e_step(*data)
+            stats, objective = expectation(*data)
             objective = float(objective)
             result.log_likelihood_history.append(objective)
             result.seconds_history.append(time.perf_counter() - start)
@@ -176,7 +178,7 @@ def _warn_if_not_converged(result: EMResult, warn: bool, max_iter: int, tol: flo
 
 def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn, local_shard) -> EMResult:
     """:func:`fit_em` on this rank's part of the data, with the statistics and the objective summed over ranks."""
-    for method in ("expected_statistics", "m_step_from_statistics"):
+    for method in ("additive_statistics", "m_step_from_statistics"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"{type(model).__name__} has no {method}() for EM on several processes; fit it in one "
                               "process (without torchrun)")
@@ -189,14 +191,15 @@ def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn,
         num_data = int(count.item())
     distributed.broadcast_module_(model)  # the same start on every rank, whatever each computed
     log_prior = getattr(model, "log_prior", None)
+    expectation = getattr(model, "expected_statistics", None) or model.e_step
     is_main = distributed.is_main_process()
     result = EMResult(num_data=num_data)
     start = time.perf_counter()
     previous = -math.inf
     with torch.no_grad():
         for iteration in range(max_iter + 1):
-            stats, objective = model.e_step(*data)
-            statistics = model.expected_statistics(stats, *data)
+            stats, objective = expectation(*data)
+            statistics = model.additive_statistics(stats, *data)
             tensors = _tensors_of(statistics)
             # The prior term belongs to the parameters, not to the items: rank 0 alone contributes it.
             prior = float(log_prior()) if callable(log_prior) and not is_main else 0.0
@@ -230,7 +233,7 @@ def _tensors_of(statistics) -> list[torch.Tensor]:
     values = statistics.values() if isinstance(statistics, dict) else statistics
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if not tensors:
-        raise ConfigError("expected_statistics() must return tensors (one, or a dict/tuple of them)")
+        raise ConfigError("additive_statistics() must return tensors (one, or a dict/tuple of them)")
     return tensors
 
 

@@ -189,10 +189,10 @@ class ComposedModel(nn.Module):
         x̄_k, categorical probabilities (one-hot averages), Normal means x̄_k with the per-feature variance shared by
         the components, σ_d² = (1/N) Σ_nk r_nk (x_nd - x̄_kd)². Raw parameters are written back as logits,
         log-rates, log-scales."""
-        self.m_step_from_statistics(self.expected_statistics(resp, x))
+        self.m_step_from_statistics(self.additive_statistics(resp, x))
 
     @torch.no_grad()
-    def expected_statistics(self, resp: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def additive_statistics(self, resp: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Σ_n of the M-step's statistics (they add over items, so EM on several processes sums them over ranks):
         ``items`` (1,), ``counts`` Σ_n r_nk (K,), ``sums`` Σ_n r_nk x_n (K, D) or one-hot counts (K, D C), and for
         the normal likelihood ``squares`` Σ_n r_nk x_n² (K, D)."""
@@ -211,7 +211,7 @@ class ComposedModel(nn.Module):
 
     @torch.no_grad()
     def m_step_from_statistics(self, stats: dict[str, torch.Tensor]) -> None:
-        """The closed-form update of :meth:`m_step` from :meth:`expected_statistics` of all items."""
+        """The closed-form update of :meth:`m_step` from :meth:`additive_statistics` of all items."""
         cfg, n, counts = self.config, stats["items"][0], stats["counts"]
         alpha = cfg.weight_concentration
         weights = (counts + alpha - 1) / (n + cfg.num_components * (alpha - 1))
