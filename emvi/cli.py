@@ -310,7 +310,7 @@ def _cmd_evaluate(args) -> int:
     if entry.evaluate is not None:
         metrics = entry.evaluate(model, guide, dataset, num_samples=args.num_samples)
     else:
-        metrics = default_evaluate(model, guide, dataset, resolved)
+        metrics = default_evaluate(entry, model, guide, dataset, resolved)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     (Path(args.run_dir) / f"evaluation_{split}.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -276,12 +276,21 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
     return entry, model, guide, dataset, resolved, split
 
 
-def default_evaluate(model, guide, dataset, resolved) -> dict:
+def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
+    """The held-out negative ELBO per item (10 particles) under the ELBO the model trains with: the run's own for an
+    SVI fit, the model's default otherwise (an EM fit's discrete sites are summed out, never sampled)."""
+    from .config import config_from_dict
     from .inference.elbo import make_elbo
     from .inference.runner import evaluate_loss
+    from .registry import default_elbo
 
     train_cfg = resolved.get("train") or {}
-    elbo = make_elbo(train_cfg.get("elbo", "trace"), max_plate_nesting=train_cfg.get("max_plate_nesting"), num_particles=10,
+    name = train_cfg.get("elbo")
+    if name in (None, "auto"):
+        model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
+        name = default_elbo(entry, model_config)
+    nesting = train_cfg.get("max_plate_nesting") or entry.max_plate_nesting
+    elbo = make_elbo("trace" if name == "auto" else name, max_plate_nesting=nesting, num_particles=10,
                      vectorize_particles=False)
     loss = evaluate_loss(elbo, model, guide, dataset.tensors, transform=dataset.transform_batch)
     return {"elbo_nats_per_item": -loss}

@@ -15,7 +15,7 @@ from torch.nn.functional import one_hot, softplus
 
 import emvi
 from emvi.catalog.declared import build
-from emvi.declaration import (Declaration, covariate, declare, latent, learned, linear, mlp, observed, param, table)
+from emvi.declaration import Declaration, covariate, declare, latent, learned, linear, mlp, observed, param, table
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.inference.elbo import make_elbo
 from emvi.registry import DataInfo, get_model

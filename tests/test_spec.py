@@ -59,7 +59,7 @@ def spec_file(tmp_path):
 def test_spec_round_trips_through_its_resolved_form(spec_file):
     spec = load_spec(spec_file)
     assert spec.model == "toy-linear-gaussian" and spec.model_config.latent_dim == 2
-    assert spec.train_config.epochs == 3 and spec.method == "svi"
+    assert spec.method_config.epochs == 3 and spec.method == "svi"
     assert spec.data.dataset.endswith("toy.npy")
     again = parse_spec(spec.to_dict())
     assert again == spec
