@@ -82,6 +82,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     from .inference.runner import train
     from .inference.seeding import seed_everything
     from .rundir import RunDirectory
+    from .validation import resolve_device
 
     if method not in entry.methods:
         raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}; use one of {', '.join(entry.methods)}")
@@ -92,12 +93,21 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    resolve_device(method_config.device)
+    run = RunDirectory(run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.check_creatable()
+    if resume and not run.path.is_dir():
+        raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
+    if not resume and not run.is_reusable():
+        raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
     dataset = load_data(data_cfg)
+    if entry.check_data is not None:
+        entry.check_data(model_config, dataset, method)
     train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
                                             announce=True)
-    run = RunDirectory(run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    seed_everything(method_config.seed)
     data_info = train_data.info()
+    check_model_size(entry, model_config, data_info)
+    seed_everything(method_config.seed)
     model, guide = entry.build(model_config, data_info)
     resolved = {
         "model": entry.name,
@@ -109,11 +119,9 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "emvi_version": _version(),
     }
     if resume:
-        _check_resume(run, resolved)
-    elif run.path.exists() and not run.path.is_dir():
-        raise ConfigError(f"run directory {run.path} is a file; pick another --run-dir")
-    elif not run.is_empty():
-        raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
+        _check_resume(run, resolved, method_config)
+    else:
+        run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
     run.create()
     print(f"run directory: {run.path}", flush=True)
     if spec is not None:
@@ -159,20 +167,87 @@ def convergence_note(method: str, method_config, summary: dict) -> str | None:
     return None
 
 
-def _check_resume(run, resolved: dict) -> None:
-    """Refuse to resume a run directory that holds another model, method or model configuration."""
+def _check_resume(run, resolved: dict, method_config) -> None:
+    """Refuse to resume a run directory that holds another model, method, model configuration or data, an em/mcmc
+    fit, or no usable checkpoint; changes nothing in it."""
     from .errors import CheckpointError
+    from .inference.runner import check_resumable
 
-    if not run.path.is_dir():
-        raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
     saved = run.read_config()
+    if "model" not in saved:
+        raise CheckpointError(f"cannot resume {run.path}: it was not written by 'emvi fit' (its config names no "
+                              "model); pick another --run-dir")
     for key in ("model", "method", "model_config", "data"):
-        if saved.get(key) != resolved.get(key):
-            raise CheckpointError(f"cannot resume {run.path}: its {key} is {saved.get(key)!r}, this fit's is "
-                                  f"{resolved.get(key)!r}; resume with the run's own options or pick another --run-dir")
+        ours, theirs = resolved.get(key), saved.get(key)
+        if theirs == ours:
+            continue
+        if isinstance(ours, dict) and isinstance(theirs, dict):
+            fields = sorted({k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}, key=str)
+            detail = "; ".join(f"{key}.{k} is {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in fields[:3])
+        else:
+            detail = f"{key} is {theirs!r} there, {ours!r} here"
+        raise CheckpointError(f"cannot resume {run.path}: {detail}; resume with the run's own options or pick "
+                              "another --run-dir")
     if resolved["method"] != "svi":
         raise CheckpointError(f"cannot resume a {resolved['method']} fit: only svi fits resume from a checkpoint; "
                               "refit into a new --run-dir (EM and NUTS fits restart from scratch)")
+    if not run.has_checkpoint():
+        raise CheckpointError(f"nothing to resume: no checkpoint in {run.path}; drop --resume to start afresh "
+                              "(a fit that never wrote one may reuse the folder)")
+    check_resumable(run.load_checkpoint(), method_config)
+
+
+MEMORY_FRACTION = 0.8
+"""Share of the available memory a model's parameters, gradients and optimiser state may take."""
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the process may still use (``MemAvailable`` on Linux, else physical memory), or None if unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(entry, model_config, data_info) -> None:
+    """Refuse a model whose parameters would not fit in memory, before allocating any of them.
+
+    The builder runs once on PyTorch's ``meta`` device (shapes without storage); the parameters and buffers it
+    creates, four copies of each (weights, gradients, two Adam moments) in their dtype, must fit in
+    :data:`MEMORY_FRACTION` of the available memory. A builder that cannot run on the meta device is not checked.
+    """
+    import torch
+
+    from .errors import EmviError
+
+    try:
+        with torch.device("meta"):
+            modules = entry.build(model_config, data_info)
+    except EmviError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that needs real storage (e.g. data-dependent initialisation)
+        return
+    tensors = {}
+    for module in modules if isinstance(modules, tuple) else (modules,):
+        if isinstance(module, torch.nn.Module):
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                tensors[id(tensor)] = tensor
+    count = sum(t.numel() for t in tensors.values())
+    needed = 4 * sum(t.numel() * t.element_size() for t in tensors.values())
+    available = available_memory_bytes()
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise ConfigError(f"model {entry.name!r} would have {count:,} parameters, about {needed / 2**30:,.1f} GiB "
+                          f"with gradients and optimiser state, more than the {available / 2**30:,.1f} GiB of memory "
+                          "available; lower its sizes (e.g. --latent-dim, --hidden-dims)")
 
 
 def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[Path]:

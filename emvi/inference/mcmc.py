@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_seed
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
@@ -40,6 +40,7 @@ class MCMCConfig:
         check_positive_int(self.num_samples, "num_samples")
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
         check_positive_int(self.num_chains, "num_chains")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
