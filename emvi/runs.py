@@ -262,31 +262,66 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
-    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint."""
+    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint.
+
+    Anything wrong with the folder (foreign or hand-edited configuration, a checkpoint that does not match the model
+    or holds NaN weights, data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
+    """
+    import torch
+
     from .config import config_from_dict
+    from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
     from .registry import DataInfo, get_model
     from .rundir import RunDirectory
 
     run = RunDirectory(run_dir)
     if not run.path.is_dir():
-        raise ConfigError(f"{run.path} is not an emvi run directory (no such folder); pass the folder 'emvi fit' printed")
+        what = "a file" if run.path.exists() else "no such folder"
+        raise ConfigError(f"{run.path} is not an emvi run directory ({what}); pass the folder 'emvi fit' printed")
     resolved = run.read_config()
     if "model" not in resolved or "data" not in resolved:
         raise ConfigError(f"{run.path} was not written by 'emvi fit' (its config lacks the model or data); "
                           "evaluate it from Python with the model you trained")
+    if not isinstance(resolved["data"], dict) or not isinstance(resolved.get("data_info"), dict) \
+            or not isinstance(resolved["data"].get("dataset"), str):
+        raise ConfigError(f"{run.path}/config.json is damaged (its data or data_info is not a table); restore it "
+                          "from the checkpoint's copy or refit")
     entry = get_model(resolved["model"])
-    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
+    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.",
+                                    strict=True)
     dataset = load_data(resolved["data"], split=split, root_override=root_override)
     info = dict(resolved["data_info"])
     for key in ("event_shape", "image_shape"):
-        if info.get(key) is not None:
+        if isinstance(info.get(key), list):
             info[key] = tuple(info[key])
-    model, guide = entry.build(model_config, DataInfo(**info))
-    if entry.load is not None and resolved.get("method", "svi") != "svi":
-        entry.load(model, guide, run, device)
-    else:
-        load_run_modules(run.path, model, guide, device=device)
+    try:
+        data_info = DataInfo(**info)
+    except TypeError as exc:
+        raise ConfigError(f"{run.path}/config.json has a damaged data_info ({exc}); refit") from None
+    event_shape = tuple(data_info.event_shape or ())
+    if not event_shape or dataset.x.dim() != len(event_shape) + 1 or dataset.x.shape[-1] != event_shape[-1]:
+        raise DataError(f"the data of {run.path} now has items of shape {tuple(dataset.x.shape[1:])}, but the run was "
+                        f"fit on {event_shape}; restore the run's data ({resolved['data']['dataset']})")
+    check_model_size(entry, model_config, data_info)
+    model, guide = entry.build(model_config, data_info)
+    try:
+        if entry.load is not None and resolved.get("method", "svi") != "svi":
+            entry.load(model, guide, run, device)
+        else:
+            load_run_modules(run.path, model, guide, device=device)
+    except EmviError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"the checkpoint in {run.path} does not match its {entry.name} model ({first}); "
+                              "refit, or restore the run's checkpoint.pt") from None
+    for owner, module in (("model", model), ("guide", guide)):
+        if isinstance(module, torch.nn.Module):
+            for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise CheckpointError(f"the checkpoint in {run.path} holds NaN or infinite weights ({owner} "
+                                          f"{name}); refit, or resume from an earlier copy")
     return entry, model, guide, dataset, resolved
 
 

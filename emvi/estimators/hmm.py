@@ -20,7 +20,7 @@ from ..inference.initialization import initial_centres
 from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
-from ..validation import check_choice, check_positive_int, resolve_device
+from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 
 
 def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,14 +79,15 @@ class HMM:
                                 initial=initial, floor=floor)
         self.method = check_choice(method, "method", METHODS)
         self.max_iter = check_positive_int(max_iter, "max_iter")
-        if not tol >= 0:
-            raise ConfigError(f"tol must be >= 0, got {tol}")
-        self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
+        self.tol = check_number(tol, "tol", minimum=0)
+        self.epochs = check_positive_int(epochs, "epochs")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.learning_rate = check_number(learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
         self.n_init = check_positive_int(n_init, "n_init")
         self.num_samples = check_positive_int(num_samples, "num_samples")
         self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
         self.num_chains = check_positive_int(num_chains, "num_chains")
-        self.seed, self.device, self.dtype, self.verbose = seed, resolve_device(device), dtype, verbose
+        self.seed, self.device, self.dtype, self.verbose = check_seed(seed), resolve_device(device), dtype, verbose
 
     def _data(self, x, lengths):
         if isinstance(x, (list, tuple)):
@@ -188,6 +189,7 @@ class HMM:
         return self.model_.forward_backward(*self._data(x, lengths))[1].cpu()
 
     def sample(self, num_sequences: int = 1, length: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x (num_sequences, length, D), z (num_sequences, length))`` drawn from the fitted HMM."""
         self._check_fitted()
         return tuple(t.cpu() for t in self.model_.sample(num_sequences, length))
 

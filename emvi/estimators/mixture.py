@@ -24,7 +24,7 @@ from ..inference.initialization import INITS, initialise_mixture
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
-from ..validation import check_choice, check_positive_int, resolve_device
+from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 
 METHODS = ("em", "svi", "mcmc")
 
@@ -52,16 +52,20 @@ class Mixture:
         self.init = check_choice(init, "init", INITS)
         self.n_init = check_positive_int(n_init, "n_init")
         self.max_iter = check_positive_int(max_iter, "max_iter")
-        if not tol >= 0:
-            raise ConfigError(f"tol must be >= 0, got {tol}")
-        self.tol, self.means_init = tol, means_init
+        self.tol = check_number(tol, "tol", minimum=0)
+        self.means_init = means_init
         self.svi_steps = check_choice(svi_steps, "svi_steps", ("natural", "adam"))
         if self.svi_steps == "natural" and family == "gaussian-full":
             self.svi_steps = "adam"  # natural steps are written for the diagonal and discrete families
         self.learning_rate = learning_rate if learning_rate is not None else (1.0 if self.svi_steps == "natural" else 0.05)
-        self.epochs, self.batch_size = epochs, batch_size
-        self.num_samples, self.warmup_steps, self.num_chains = num_samples, warmup_steps, num_chains
-        self.dtype, self.device, self.seed, self.verbose = dtype, resolve_device(device), seed, verbose
+        check_number(self.learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
+        # epochs=None means max_iter; an explicit 0 is not "use the default" but an error, as is any size < 1.
+        self.epochs = None if epochs is None else check_positive_int(epochs, "epochs")
+        self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
+        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
+        self.num_chains = check_positive_int(num_chains, "num_chains")
+        self.dtype, self.device, self.seed, self.verbose = dtype, resolve_device(device), check_seed(seed), verbose
 
     # -- fitting -----------------------------------------------------------------------------------------------------
 
@@ -105,7 +109,7 @@ class Mixture:
 
     def _fit_svi(self, model: MixtureModel, x: torch.Tensor) -> dict:
         if self.svi_steps == "natural":
-            history = natural_gradient_svi(model, x, epochs=self.epochs or self.max_iter, batch_size=self.batch_size,
+            history = natural_gradient_svi(model, x, epochs=self.max_iter if self.epochs is None else self.epochs, batch_size=self.batch_size,
                                            step_size=self.learning_rate, seed=self.seed)
             with torch.no_grad():
                 objective = float(model.log_likelihood(x).sum() + model.log_prior())
@@ -114,7 +118,7 @@ class Mixture:
                     "n_iter": len(history), "history": history}
         from ..inference.runner import TrainConfig, train
 
-        config = TrainConfig(epochs=self.epochs or self.max_iter, batch_size=self.batch_size or x.shape[0],
+        config = TrainConfig(epochs=self.max_iter if self.epochs is None else self.epochs, batch_size=self.batch_size or x.shape[0],
                              learning_rate=self.learning_rate, elbo="enum", max_plate_nesting=1, seed=self.seed,
                              device=str(self.device), progress=self.verbose)
         result = train(model, MixtureGuide(), x, config=config)
