@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -17,8 +18,9 @@ from .errors import ConfigError
 _SIMPLE = (int, float, str, bool)
 
 
+@functools.lru_cache(maxsize=None)
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field) as help texts."""
+    """Attribute docstrings (a string literal right after a field) as help texts (parsed once per class)."""
     import ast
     import inspect
     import textwrap
@@ -37,9 +39,13 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)  # evaluates every annotation string: once per class, not per field and call
+
+
 def _field_type(cls, field: dataclasses.Field):
-    hints = typing.get_type_hints(cls)
-    return hints.get(field.name, field.type)
+    return _type_hints(cls).get(field.name, field.type)
 
 
 def _unwrap_optional(tp) -> tuple[Any, bool]:

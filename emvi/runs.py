@@ -247,7 +247,7 @@ def check_model_size(entry, model_config, data_info) -> None:
     if available is not None and needed > MEMORY_FRACTION * available:
         raise ConfigError(f"model {entry.name!r} would have {count:,} parameters, about {needed / 2**30:,.1f} GiB "
                           f"with gradients and optimiser state, more than the {available / 2**30:,.1f} GiB of memory "
-                          "available; lower its sizes (e.g. --latent-dim, --hidden-dims)")
+                          "available; lower its size options (-k, --num-categories, --latent-dim, --hidden-dims...)")
 
 
 def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[Path]:
