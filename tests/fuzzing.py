@@ -48,7 +48,7 @@ SKIPPED_OPTIONS = {"download", "jit", "data_root", "help"}  # network, compilati
 TINY = {  # what keeps a valid fit in milliseconds; fuzzed options come after and override
     "svi": ["--epochs", "1", "--batch-size", "8", "--progress", "false"],
     "em": ["--max-iter", "2", "--progress", "false"],
-    "mcmc": ["--num-samples", "2", "--warmup-steps", "1", "--num-chains", "1", "--progress", "false"],
+    "mcmc": ["--num-samples", "4", "--warmup-steps", "1", "--num-chains", "1", "--progress", "false"],
 }
 MODEL_TINY = {"vae": ["--hidden-dims", "4", "--latent-dim", "2"], "composed": ["--hidden-dims", "4"],
               "lda": ["--hidden-dims", "4", "-k", "2"], "prodlda": ["--hidden-dims", "4", "-k", "2"],
@@ -208,7 +208,7 @@ def spec_cases(draw):
               "outputs": {"run_dir": "run", "plots": False}}
     tables["inference"].update({"svi": {"epochs": 1, "batch_size": 8, "progress": False},
                                 "em": {"max_iter": 2, "progress": False},
-                                "mcmc": {"num_samples": 2, "warmup_steps": 1, "num_chains": 1, "progress": False}}[method])
+                                "mcmc": {"num_samples": 4, "warmup_steps": 1, "num_chains": 1, "progress": False}}[method])
     if entry:
         tables["model"].update({k.lstrip("-").replace("-", "_"): [int(v)] if k == "--hidden-dims" else int(v)
                                 for k, v in zip(MODEL_TINY[model][::2], MODEL_TINY[model][1::2], strict=True)

@@ -17,6 +17,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import initial_centres
+from ..inference.mcmc import MIN_DRAWS
 from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
@@ -84,7 +85,7 @@ class HMM:
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.learning_rate = check_number(learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
         self.n_init = check_positive_int(n_init, "n_init")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.num_samples = check_positive_int(num_samples, "num_samples", minimum=MIN_DRAWS)
         self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
         self.num_chains = check_positive_int(num_chains, "num_chains")
         self.seed, self.device, self.dtype, self.verbose = check_seed(seed), resolve_device(device), dtype, verbose

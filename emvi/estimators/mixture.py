@@ -21,6 +21,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import INITS, initialise_mixture
+from ..inference.mcmc import MIN_DRAWS
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
@@ -62,7 +63,7 @@ class Mixture:
         # epochs=None means max_iter; an explicit 0 is not "use the default" but an error, as is any size < 1.
         self.epochs = None if epochs is None else check_positive_int(epochs, "epochs")
         self.batch_size = None if batch_size is None else check_positive_int(batch_size, "batch_size")
-        self.num_samples = check_positive_int(num_samples, "num_samples")
+        self.num_samples = check_positive_int(num_samples, "num_samples", minimum=MIN_DRAWS)
         self.warmup_steps = check_positive_int(warmup_steps, "warmup_steps", minimum=0)
         self.num_chains = check_positive_int(num_chains, "num_chains")
         self.dtype, self.device, self.seed, self.verbose = dtype, resolve_device(device), check_seed(seed), verbose
