@@ -8,13 +8,27 @@ last line is one JSON object.
 
     python benchmarks/hmm.py            # 200 sequences x 500 steps, K=5, D=4, 50 iterations
     python benchmarks/hmm.py --quick    # under a minute
+    python benchmarks/hmm.py --long     # one sequence of 10^5 and one of 10^6 steps, K=5, D=4, 10 iterations
+                                        # (--long --quick: 10^5 only)
+
+``--long`` times one long Gaussian sequence instead. Each fit runs in a fresh subprocess (the same data and initial
+parameters from a temporary .npz, intra-op threads and BLAS threads both set to ``--threads``), which reports its wall
+time, its CPU time (user + system, steadier than wall time when other processes share the cores), the final
+log-likelihood, and memory as peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): ``peak_rss`` is the
+whole process's peak, ``fit_rss`` that peak minus the peak reached before the fit started (after the imports and
+the data were loaded), i.e. what the fit itself added. Ratios are emvi / hmmlearn; ``loglik_rel_diff`` is
+|emvi - hmmlearn| / |hmmlearn|. The last line is one JSON object with one entry per length.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -38,6 +52,87 @@ def simulate(num_sequences, length, num_states, num_features, seed):
     return np.stack([truth.sample(length, random_state=seed + i)[0] for i in range(num_sequences)])
 
 
+def simulate_long(length, num_states, num_features, seed):
+    """One sequence of ``length`` steps from the same kind of HMM as :func:`simulate` (states drawn in a NumPy loop:
+    hmmlearn's sampler is slow for 10^6 steps)."""
+    rng = np.random.default_rng(seed)
+    start = rng.dirichlet(np.ones(num_states))
+    transition = rng.dirichlet(np.ones(num_states), size=num_states) + 4 * np.eye(num_states)
+    transition /= transition.sum(1, keepdims=True)
+    means = rng.normal(size=(num_states, num_features)) * 3
+    variances = rng.uniform(0.5, 2.0, size=(num_states, num_features))
+    cumulative, uniforms = transition.cumsum(1), rng.uniform(size=length)
+    states = np.empty(length, dtype=np.int64)
+    states[0] = rng.choice(num_states, p=start)
+    for t in range(1, length):
+        states[t] = min(np.searchsorted(cumulative[states[t - 1]], uniforms[t]), num_states - 1)
+    return means[states] + np.sqrt(variances[states]) * rng.normal(size=(length, num_features))
+
+
+def _long_fit(library: str, path: str, iterations: int, threads: int) -> None:
+    """Child process of ``--long``: fit one library to the sequence in ``path``, print one JSON line."""
+    torch.set_num_threads(threads)
+    data = np.load(path)
+    x, init = data["x"], {name: data[name] for name in ("initial_probs", "transition", "means", "variances")}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    wall, cpu = time.perf_counter(), time.process_time()
+    if library == "hmmlearn":
+        model = hmmlearn.GaussianHMM(len(init["means"]), covariance_type="diag", init_params="", n_iter=iterations,
+                                     tol=0.0, min_covar=1e-6, covars_prior=0.0, means_prior=0.0, means_weight=0.0)
+        model.startprob_, model.transmat_ = init["initial_probs"], init["transition"]
+        model.means_, model.covars_ = init["means"], init["variances"]
+        model.fit(x)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        loglik = model.score(x)
+    else:
+        model = HMMModel(HMMConfig(len(init["means"]), "gaussian"), x.shape[1], dtype=torch.float64)
+        for name, value in init.items():
+            model.set_parameter(name, torch.as_tensor(value))
+        xt, lengths = torch.as_tensor(x)[None], torch.tensor([len(x)])
+        result = fit_em(model, xt, lengths, max_iter=iterations, tol=0.0, warn=False)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        loglik = result.log_likelihood
+    print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "loglik": loglik, "peak_rss_mb": peak / 1024,
+                      "fit_rss_mb": (peak - before) / 1024}))
+
+
+def long_sequences(args) -> dict:
+    lengths = [10**5] if args.quick else [10**5, 10**6]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    summary = {"iterations": args.long_iterations, "states": args.states, "features": args.features,
+               "threads": args.threads}
+    for length in lengths:
+        x = simulate_long(length, args.states, args.features, args.seed)
+        model = HMMModel(HMMConfig(args.states, "gaussian"), args.features, dtype=torch.float64)
+        xt = torch.as_tensor(x)[None]
+        initialise_hmm(model, xt, torch.tensor([length]), torch.Generator().manual_seed(args.seed))
+        init = {name: getattr(model, name).detach().numpy().copy() for name in model.parameter_names()}
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "data.npz")
+            np.savez(path, x=x, **init)
+            runs = {}
+            for library in ("hmmlearn", "emvi"):
+                out = subprocess.run([sys.executable, __file__, "--long-child", library, path,
+                                      "--iterations", str(args.long_iterations), "--threads", str(args.threads)],
+                                     env=env, check=True, capture_output=True, text=True)
+                runs[library] = json.loads(out.stdout.strip().splitlines()[-1])
+                r = runs[library]
+                print(f"T={length:.0e} {library:8s}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU, peak RSS "
+                      f"{r['peak_rss_mb']:.0f} MB (fit {r['fit_rss_mb']:.0f} MB), log-likelihood {r['loglik']:.4f}",
+                      flush=True)
+        ours, ref = runs["emvi"], runs["hmmlearn"]
+        summary[f"T={length}"] = {
+            "time_ratio": ours["seconds"] / ref["seconds"], "cpu_time_ratio": ours["cpu_seconds"] / ref["cpu_seconds"],
+            "peak_rss_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
+            "fit_rss_ratio": ours["fit_rss_mb"] / max(ref["fit_rss_mb"], 1e-9),
+            "loglik_rel_diff": abs(ours["loglik"] - ref["loglik"]) / abs(ref["loglik"]), "emvi": ours, "hmmlearn": ref}
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -48,7 +143,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--long", action="store_true", help="one long sequence, T=1e5 and 1e6 (see the docstring)")
+    parser.add_argument("--long-iterations", type=int, default=10)
+    parser.add_argument("--long-child", nargs=2, metavar=("LIBRARY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.long_child:
+        return _long_fit(*args.long_child, args.iterations, args.threads)
+    if args.long:
+        return long_sequences(args)
     if args.quick:
         args.sequences, args.length, args.iterations = 40, 200, 20
     torch.set_num_threads(args.threads)

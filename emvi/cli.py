@@ -75,7 +75,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="held-out metrics of a fitted run", description="Evaluate a run directory on held-out data.")
     evaluate.add_argument("run_dir")
-    evaluate.add_argument("--split", default="test", choices=["train", "test"], help="which split to evaluate (default: test)")
+    evaluate.add_argument("--split", default="auto", choices=["auto", "train", "valid", "test"],
+                          help="items to evaluate: test (a built-in data set's test split), valid (the items the fit "
+                               "held out), train; auto picks test, else valid, else train (default: auto)")
     evaluate.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data item (default: 1000)")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     evaluate.add_argument("--data-root", help="override the data root recorded in the run")
@@ -200,14 +202,16 @@ def _cmd_fit(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .rundir import RunDirectory, atomic_write_text
-    from .runs import default_evaluate, load_run
+    from .runs import default_evaluate, evaluation_data
     from .validation import check_positive_int, resolve_device
 
     check_positive_int(args.num_samples, "--num-samples")
     if args.limit is not None:
         check_positive_int(args.limit, "--limit")
     resolve_device(args.device)
-    entry, model, guide, dataset, resolved = load_run(args.run_dir, device=args.device, root_override=args.data_root, split=args.split)
+    entry, model, guide, dataset, resolved, split = evaluation_data(args.run_dir, args.split, device=args.device,
+                                                                     root_override=args.data_root)
+    print(f"evaluating: {split} split ({len(dataset)} items)")
     if args.limit is not None:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
     if entry.evaluate is not None:
@@ -216,8 +220,7 @@ def _cmd_evaluate(args) -> int:
         metrics = default_evaluate(model, guide, dataset, resolved)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    atomic_write_text(RunDirectory(args.run_dir).file(f"evaluation_{args.split}.json"),
-                      json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(RunDirectory(args.run_dir).file(f"evaluation_{split}.json"), json.dumps(metrics, indent=2) + "\n")
     return 0
 
 

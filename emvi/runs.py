@@ -325,6 +325,34 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
     return entry, model, guide, dataset, resolved
 
 
+def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_override: str | None = None):
+    """``(entry, model, guide, dataset, resolved, split)``: a fitted run and the items to evaluate it on.
+
+    ``split``: ``test`` (a built-in data set's test split; a file has none), ``valid`` (the items the fit held out,
+    recomputed from the run's fraction and seed), ``train`` (the items the fit saw), or ``auto``: test, else valid,
+    else train.
+    """
+    from .data import has_test_split
+
+    entry, model, guide, dataset, resolved = load_run(run_dir, device=device, root_override=root_override)
+    name = resolved["data"]["dataset"]
+    if split == "auto":
+        split = "test" if has_test_split(name) else ("valid" if resolved["data"].get("valid_fraction") else "train")
+    if split == "test":
+        if not has_test_split(name):
+            raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
+                              "items the fit held out) or --split train")
+        dataset = load_data(resolved["data"], split="test", root_override=root_override)
+    elif split == "valid":
+        dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]
+        if dataset is None:
+            raise ConfigError(f"the run in {run_dir} held no items out; refit with --valid-fraction, or use "
+                              "--split train")
+    elif split != "train":
+        raise ConfigError(f"split must be auto, train, valid or test, got {split!r}")
+    return entry, model, guide, dataset, resolved, split
+
+
 def default_evaluate(model, guide, dataset, resolved) -> dict:
     from .inference.elbo import make_elbo
     from .inference.runner import evaluate_loss

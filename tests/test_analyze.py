@@ -64,7 +64,8 @@ def test_analyze_exports_per_item_latents_of_a_gaussian_composed_model(tmp_path)
     import arviz as az
 
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((40, 4)).round())
-    assert main(["fit", "composed", str(tmp_path / "x.npy"), "--epochs", "1", "--run-dir", str(tmp_path / "r"),
+    assert main(["fit", "composed", str(tmp_path / "x.npy"), "--epochs", "1", "--valid-fraction", "0.1",
+                 "--run-dir", str(tmp_path / "r"),
                  "--progress", "false", "--no-plots"]) == 0
     assert main(["analyze", str(tmp_path / "r"), "--num-samples", "6"]) == 0
     idata = az.from_netcdf(str(tmp_path / "r" / "inference_data.nc"))

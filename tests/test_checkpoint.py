@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from emvi.errors import CheckpointError
 from emvi import rundir as ckpt
+from emvi.errors import CheckpointError
 
 
 def test_round_trip_keeps_tensors_and_plain_values(tmp_path):

@@ -179,8 +179,8 @@ def test_cli_fits_a_declarative_poisson_mixture_by_em_then_evaluates_and_analyze
     np.save(tmp_path / "counts.npy", _em_data("poisson").numpy())
     run_dir = tmp_path / "em"
     assert main(["fit", "composed", str(tmp_path / "counts.npy"), "--latent", "discrete", "--mapping", "index",
-                 "--likelihood", "poisson", "--num-components", "2", "--method", "em", "--epochs", "100",
-                 "--run-dir", str(run_dir), "--no-plots"]) == 0
+                 "--likelihood", "poisson", "--num-components", "2", "--method", "em", "--max-iter", "100",
+                 "--valid-fraction", "0.1", "--run-dir", str(run_dir), "--no-plots"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == "em" and summary["converged"] and summary["n_iter"] > 1
     assert summary["valid_log_likelihood_per_item"] < 0

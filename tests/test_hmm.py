@@ -294,7 +294,7 @@ def test_cli_fits_one_csv_sequence_in_order_without_splitting_its_steps(tmp_path
     csv = tmp_path / "sequence.csv"
     np.savetxt(csv, x, delimiter=",")
     run_dir = tmp_path / "run"
-    assert main(["fit", "hmm", str(csv), "--num-states", "3", "--epochs", "5", "--run-dir", str(run_dir),
+    assert main(["fit", "hmm", str(csv), "--num-states", "3", "--max-iter", "5", "--valid-fraction", "0.2", "--run-dir", str(run_dir),
                  "--no-plots"]) == 0
     assert "nothing held out" in capsys.readouterr().out
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -418,8 +418,8 @@ def test_cli_fit_by_nuts_then_analyze_writes_the_relabelled_draws(tmp_path):
     np.savez(path, x=x.numpy(), lengths=lengths.numpy())
     run_dir = tmp_path / "nuts"
     for k, directory in (("2", run_dir), ("1", tmp_path / "one")):
-        assert main(["fit", "hmm", str(path), "--emission", "poisson", "-k", k, "--method", "mcmc", "--epochs", "30",
-                     "--valid-fraction", "0", "--run-dir", str(directory), "--no-plots"]) == 0
+        assert main(["fit", "hmm", str(path), "--emission", "poisson", "-k", k, "--method", "mcmc", "--num-samples", "30",
+                     "--warmup-steps", "30", "--num-chains", "1", "--run-dir", str(directory), "--no-plots"]) == 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["method"] == "mcmc" and summary["num_divergent"] >= 0
     assert main(["analyze", str(run_dir), str(tmp_path / "one"), "--compare-out", str(tmp_path)]) == 0

@@ -260,7 +260,7 @@ def test_cli_fit_evaluate_sample_analyze(digits, tmp_path):
     csv = tmp_path / "data.csv"
     np.savetxt(csv, digits[:200], delimiter=",", header=",".join(f"p{i}" for i in range(digits.shape[1])), comments="")
     em_dir, svi_dir = tmp_path / "em", tmp_path / "svi"
-    assert main(["fit", "fa", str(csv), "--latent-dim", "2", "--epochs", "500", "--run-dir", str(em_dir), "--no-plots"]) == 0
+    assert main(["fit", "fa", str(csv), "--latent-dim", "2", "--max-iter", "500", "--run-dir", str(em_dir), "--no-plots"]) == 0
     assert main(["fit", "ppca", str(csv), "-q", "2", "--method", "svi", "--guide", "linear", "--epochs", "2",
                  "--run-dir", str(svi_dir), "--no-plots", "--progress", "false"]) == 0
     for run in (em_dir, svi_dir):

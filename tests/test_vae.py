@@ -355,7 +355,8 @@ def test_cli_analyze_compares_vae_runs_by_held_out_likelihood_not_loo(tmp_path):
 
     for name, latent in (("q2", "2"), ("q4", "4")):
         assert main(["fit", "vae", "--dataset", "digits", "--binarize", "static", "--latent-dim", latent,
-                     "--hidden-dims", "16", "--epochs", "1", "--limit", "300", "--run-dir", str(tmp_path / name),
+                     "--hidden-dims", "16", "--epochs", "1", "--limit", "300", "--valid-fraction", "0.1",
+                     "--run-dir", str(tmp_path / name),
                      "--no-plots", "--progress", "false"]) == 0
     assert main(["analyze", str(tmp_path / "q2"), str(tmp_path / "q4"), "--num-samples", "5",
                  "--compare-out", str(tmp_path)]) == 0

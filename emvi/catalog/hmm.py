@@ -64,9 +64,8 @@ def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_da
         summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
     state = {"model": model.state_dict(), "summary": dict(summary)}
     if estimator.mcmc_ is not None:
-        state["mcmc_samples"] = estimator.mcmc_.samples
-        state["mcmc_diverging"] = estimator.mcmc_.extra_fields.get("diverging", torch.zeros(0))
-        summary.update(estimator.mcmc_.summary())
+        state |= estimator.mcmc_.checkpoint_entries()
+        summary = {k: v for k, v in summary.items() if k not in ("converged", "n_iter")} | estimator.mcmc_.summary()
     if run is not None:
         run.save_checkpoint(state)
     summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]

@@ -40,6 +40,11 @@ TEXT_DATASETS = ("sotu",)
 """Text corpora by name (see :mod:`emvi.data.text`); kept here so naming a corpus does not import the loader."""
 
 
+def has_test_split(name: str) -> bool:
+    """Whether data set ``name`` has its own test split (the built-in image sets and corpora; files do not)."""
+    return name.lower() in BUILTIN_DATASETS + TEXT_DATASETS
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path | None:
     """The directory holding downloaded datasets: ``root`` if given, else ``$EMVI_DATA``, else None."""
     if root is not None:

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.factor_analysis import fit_factor_analysis
 from ..models.ppca import (
     FactorAnalysisConfig,
     LinearGaussianConfig,
@@ -63,7 +64,10 @@ class _LinearGaussianEstimator:
         model = LinearGaussianModel(self.config, x.shape[1], dtype=self.dtype).to(self.device)
         model.initialise(x, generator)
         if self.method == "em":
-            result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
+            if self.config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
+                result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
+            else:
+                result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
             self.converged_, self.n_iter_ = result.converged, result.n_iter
             self.history_ = [ll / x.shape[0] for ll in result.log_likelihood_history]
             if not self.converged_:

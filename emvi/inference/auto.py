@@ -28,12 +28,12 @@ from dataclasses import dataclass, replace
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import config_enumerate
 from pyro.infer.autoguide import AutoDelta, AutoNormal
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ConfigError
 from ..validation import check_choice
+from .sites import enumerate_discrete
 
 
 @dataclass
@@ -54,9 +54,22 @@ def accepts_num_data(fn: Callable) -> bool:
     return "num_data" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+class _WithoutNumData(torch.nn.Module):
+    """A module whose ``forward`` takes no ``num_data``, made to accept (and drop) it; parameters stay visible."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args, num_data=None, **kwargs):
+        return self.module(*args, **kwargs)
+
+
 def _drop_num_data(fn: Callable) -> Callable:
     if accepts_num_data(fn):
         return fn
+    if isinstance(fn, torch.nn.Module):  # a function wrapper would hide the module's parameters from the optimiser
+        return _WithoutNumData(fn)
 
     def wrapped(*args, num_data=None, **kwargs):
         return fn(*args, **kwargs)
@@ -72,7 +85,7 @@ class _EmptyGuide(torch.nn.Module):
 
 
 def prepare_model(model: Callable, example_batch: tuple[torch.Tensor, ...], guide: Callable | None = None,
-                  *, auto_guide: str = "normal") -> PreparedModel:
+                  *, auto_guide: str = "normal", num_data: int | None = None) -> PreparedModel:
     """Inspect ``model`` on ``example_batch`` and return what the runner needs (see the module docstring).
 
     A model without a ``num_data`` keyword receives none: its data plate then has the batch's size, so fit it with
@@ -99,8 +112,14 @@ def prepare_model(model: Callable, example_batch: tuple[torch.Tensor, ...], guid
         else:
             continuous.append(name)
     if discrete:
-        model = config_enumerate(model, default="parallel")
+        model = enumerate_discrete(model)
     if guide is None:
+        plated = [name for name in continuous if any(frame.vectorized for frame in trace.nodes[name]["cond_indep_stack"])]
+        if plated and num_data is not None and example_batch[0].shape[0] < num_data:
+            raise ConfigError(
+                f"site(s) {', '.join(plated)} are continuous latents inside a plate: an automatic guide would learn "
+                "one free parameter per item of the first batch and cannot follow mini-batches; pass an amortised "
+                "guide (e.g. emvi.guides.amortised.AmortisedNormalGuide) or a batch_size of at least the data size")
         if continuous:
             hidden = poutine.block(model, hide=discrete) if discrete else model
             guide = (AutoNormal if auto_guide == "normal" else AutoDelta)(hidden)
@@ -117,7 +136,8 @@ def fit_svi(model: Callable, data, *, guide: Callable | None = None, config=None
 
     config = config or TrainConfig()
     tensors, _ = _as_tensors(data, "data", torch.device("cpu"))
-    prepared = prepare_model(model, tuple(t[: config.batch_size] for t in tensors), guide, auto_guide=auto_guide)
+    prepared = prepare_model(model, tuple(t[: config.batch_size] for t in tensors), guide, auto_guide=auto_guide,
+                             num_data=int(tensors[0].shape[0]))
     if config.elbo not in ("enum",) and prepared.discrete_sites:
         config = replace(config, elbo="enum")
     if config.max_plate_nesting is None and prepared.elbo == "enum":

@@ -11,7 +11,9 @@ so the objective never decreases.  A model takes part through two methods (the *
     model.m_step(stats, *data)               # closed-form update of θ in place
 
 ``objective`` is the total over the data set (a Python float or 0-dim tensor), evaluated at the parameters *before*
-the M-step, which is what makes monotonicity checkable.
+the M-step, which is what makes monotonicity checkable. A model whose M-step reads only expected sufficient statistics
+may also offer ``model.expected_statistics(*data) -> (stats, objective)``, an E-step fused with that reduction (the
+mixture's works in chunks of rows, in memory independent of N); :func:`fit_em` then calls it instead of ``e_step``.
 """
 
 from __future__ import annotations
@@ -119,9 +121,10 @@ def fit_em(
     result = EMResult(num_data=num_data)
     start = time.perf_counter()
     previous = -math.inf
+    expectation = getattr(model, "expected_statistics", None) or model.e_step
     with torch.no_grad():
         for iteration in range(max_iter + 1):
-            stats, objective = model.e_step(*data)
+            stats, objective = expectation(*data)
             objective = float(objective)
             result.log_likelihood_history.append(objective)
             result.seconds_history.append(time.perf_counter() - start)

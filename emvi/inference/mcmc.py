@@ -63,9 +63,15 @@ class MCMCResult:
     extra_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-draw sampler statistics ``(num_chains, num_samples)``; Pyro's MCMC exposes "diverging"."""
 
+    def checkpoint_entries(self) -> dict[str, torch.Tensor]:
+        """What a run directory's checkpoint keeps of the fit: the draws and the divergence flags (read back by
+        :func:`load_mcmc_draws`)."""
+        return {"mcmc_samples": self.samples, "mcmc_diverging": self.extra_fields.get("diverging", torch.zeros(0))}
+
     def summary(self) -> dict:
         """What a NUTS fit reports instead of convergence: divergences, the worst R-hat and the smallest effective
-        sample size over all parameters (R-hat is NaN with a single chain)."""
+        sample size over all parameters (R-hat is NaN with a single chain). NUTS has no convergence flag: these say
+        how far to trust the draws."""
         r_hat, ess = [], []
         for stats in self.diagnostics.values():
             if isinstance(stats, dict) and "r_hat" in stats:

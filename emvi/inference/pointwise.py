@@ -23,6 +23,9 @@ import torch
 from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
+from ..errors import ConfigError
+from .sites import is_enumerable
+
 
 def pointwise_log_likelihood(
     model: Callable, *data, max_plate_nesting: int = 1, plate_name: str = "data", **kwargs
@@ -33,11 +36,16 @@ def pointwise_log_likelihood(
         trace = poutine.trace(enumerated).get_trace(*data, **kwargs)
         trace.compute_log_prob()
     total = None
-    for site in trace.nodes.values():
+    for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
         if not any(frame.name == plate_name for frame in site["cond_indep_stack"]):
             continue
+        if not site["is_observed"] and not is_enumerable(site):
+            # A continuous local drawn from its prior would make this a one-sample prior Monte Carlo estimate.
+            raise ConfigError(
+                f"site {name!r} is a continuous latent inside the {plate_name!r} plate: the pointwise likelihood "
+                "cannot sum it out; use emvi.inference.likelihood.estimate_log_likelihood with a guide")
         log_prob = site["log_prob"]
         total = log_prob if total is None else total + log_prob
     if total is None:

@@ -37,6 +37,7 @@ from ..rundir import RunDirectory
 from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
+from .sites import enumerate_discrete, hidden_discrete_sites
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
@@ -62,8 +63,9 @@ class TrainConfig:
     """Multiplicative factor of the exponential (per epoch), step and plateau schedules."""
     lr_step_epochs: int = 10
     """Epochs between decays of the step schedule."""
-    elbo: str = "trace"
-    """trace (Trace_ELBO), meanfield (TraceMeanField_ELBO, analytic KL), renyi (importance weighted), enum (TraceEnum_ELBO)."""
+    elbo: str = "auto"
+    """auto (enum when the model has discrete latents its guide leaves out, else trace), trace (Trace_ELBO), meanfield
+    (TraceMeanField_ELBO, analytic KL), renyi (importance weighted), enum (TraceEnum_ELBO)."""
     num_particles: int = 1
     renyi_alpha: float = 0.0
     vectorize_particles: bool = False
@@ -89,7 +91,7 @@ class TrainConfig:
         check_positive_int(self.num_particles, "num_particles")
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
-        check_choice(self.elbo, "elbo", ELBO_NAMES)
+        check_choice(self.elbo, "elbo", ("auto", *ELBO_NAMES))
         check_number(self.learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
         check_number(self.weight_decay, "weight_decay", minimum=0)
         check_number(self.momentum, "momentum", minimum=0)
@@ -182,10 +184,13 @@ def train(
     store = pyro.get_param_store()
     with store.scope() as scope, pyro.validation_enabled(config.validate):
         seed_everything(config.seed)
+        first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
+        requested, loss_model = config, model  # checkpoints hold ``model``'s state, whatever wraps it for the loss
+        if config.elbo != "enum":
+            loss_model, config = _follow_discrete_sites(config, model, guide, first_batch, num_data)
         elbo = _elbo_for(config, jit=config.jit)
         # One pass creates lazily initialised parameters (autoguides, pyro.param) before the optimizer sees them.
-        first_batch = transform(tuple(t[:batch_size] for t in train_tensors))
-        elbo = _warm_up(elbo, config, model, guide, first_batch, num_data)
+        elbo = _warm_up(elbo, config, loss_model, guide, first_batch, num_data)
         params = _collect_parameters(model, guide, store)
         if not params:
             raise ConfigError("the model and guide have no trainable parameters; nothing to fit")
@@ -196,7 +201,7 @@ def train(
         start_epoch, best_valid, epochs_without_improvement = 0, math.inf, 0
         if resume:
             state = run.load_checkpoint(map_location=device)
-            check_resumable(state, config)
+            check_resumable(state, requested)
             _load_modules(state, model, guide, store)
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
@@ -222,7 +227,7 @@ def train(
                 index = order[step * batch_size : (step + 1) * batch_size]
                 batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
                 warmup = _kl_weight(config, epoch + step / steps_per_epoch)
-                loss = _loss(elbo, model, guide, batch, num_data, warmup)
+                loss = _loss(elbo, loss_model, guide, batch, num_data, warmup)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise NonFiniteLossError(
@@ -253,7 +258,7 @@ def train(
                 metrics["kl_weight"] = warmup
             if valid_tensors is not None:
                 metrics["valid_loss"] = evaluate_loss(
-                    elbo, model, guide, valid_tensors, batch_size=batch_size, transform=valid_transform
+                    elbo, loss_model, guide, valid_tensors, batch_size=batch_size, transform=valid_transform
                 )
                 if not math.isfinite(metrics["valid_loss"]):
                     raise NonFiniteLossError(
@@ -324,6 +329,23 @@ def _loss(elbo, model, guide, batch, num_data, kl_weight):
         scale = _ScaleLatentSites(kl_weight)
         model, guide = scale(model), scale(guide)
     return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+
+
+def _follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
+    """Resolve ``elbo="auto"``: TraceEnum_ELBO (the sites marked for enumeration) when the model has discrete latents
+    its guide does not sample, else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it
+    would sample those sites from the prior."""
+    hidden, nesting = hidden_discrete_sites(model, guide, *batch, num_data=num_data)
+    seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
+    if config.elbo == "auto":
+        if not hidden:
+            return model, dataclasses.replace(config, elbo="trace")
+        nesting = config.max_plate_nesting if config.max_plate_nesting is not None else nesting
+        return enumerate_discrete(model), dataclasses.replace(config, elbo="enum", max_plate_nesting=nesting)
+    if hidden:
+        warnings.warn(f"elbo={config.elbo!r} samples the discrete site(s) {', '.join(hidden)} from the prior; "
+                      "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=3)
+    return model, config
 
 
 def _elbo_for(config: TrainConfig, *, jit: bool):

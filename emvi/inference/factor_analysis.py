@@ -1,0 +1,68 @@
+"""Factor analysis fit by profile-likelihood ascent, under :func:`emvi.inference.em.fit_em`'s loop.
+
+Plain EM for factor analysis moves W and Ψ by one conditional-expectation step each iteration and crawls along the
+likelihood's ridge for thousands of iterations (digits, q = 20: 20000 iterations and still 0.05 nats per item short).
+Here each iteration maximises W exactly given Ψ (an eigendecomposition of the Ψ^-½-whitened sample covariance), then
+updates Ψ in closed form (:meth:`emvi.models.ppca.LinearGaussianModel.profile_update`), reaching the optimum in tens
+of iterations. The sample covariance is computed once, so an iteration costs O(D³) whatever N is.
+
+The steps keep the EM protocol (``e_step -> (stats, objective)``, ``m_step(stats, ...)``) through a small adapter,
+so convergence, history and warnings are :func:`fit_em`'s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError
+from ..models.ppca import MIN_VARIANCE
+from .em import EMResult, fit_em
+
+
+class _ProfileSteps:
+    """The EM protocol over a fixed sample covariance: the objective is the exact log-likelihood at the current
+    parameters (from the covariance), the update :meth:`profile_update`."""
+
+    def __init__(self, model, covariance: torch.Tensor, num_data: int):
+        self.model, self.covariance, self.num_data = model, covariance, num_data
+
+    def e_step(self, x):
+        return None, self.model.log_likelihood_from_covariance(self.covariance, self.num_data)
+
+    def m_step(self, stats, x) -> None:
+        self.model.profile_update(self.covariance)
+
+
+def smc_uniquenesses(covariance: torch.Tensor) -> torch.Tensor:
+    """``(D,)`` starting noise variances ψ_d = 1 / (S⁻¹)_dd: the part of x_d's variance that a linear regression on
+    the other features leaves unexplained (one minus the squared multiple correlation, in x_d's units).
+
+    It is the classical start for factor analysis' uniquenesses (Jöreskog 1967 scales it by 1 - q / 2D): an upper
+    bound on ψ_d at a perfect fit and scale-free, unlike a start at 1 (scikit-learn's). Measured on digits (q = 20),
+    wine (q = 5) and breast cancer (q = 3): no worse an optimum than starting at the data variances or at 1, and up
+    to 0.9 nats per item better (the likelihood has several maxima; the start picks one). A small ridge keeps a
+    singular S (N <= D, collinear features) invertible.
+    """
+    ridge = 1e-6 * torch.diagonal(covariance).mean()
+    eye = torch.eye(covariance.shape[0], dtype=covariance.dtype, device=covariance.device)
+    precision = torch.diagonal(torch.cholesky_inverse(torch.linalg.cholesky(covariance + ridge * eye)))
+    return torch.minimum(1 / precision, torch.diagonal(covariance))
+
+
+def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-6, init: str = "smc",
+                        warn: bool = True) -> EMResult:
+    """Fit a diagonal-noise :class:`~emvi.models.ppca.LinearGaussianModel` to ``x`` ``(N, D)``.
+
+    μ is set to the data mean (its maximum-likelihood value); Ψ starts at :func:`smc_uniquenesses` (``init="smc"``)
+    or at the model's current value (``init="model"``); W's start does not matter, the first update replaces it.
+    Stops when the per-item log-likelihood changes by less than ``tol`` (``fit_em``'s rule).
+    """
+    if init not in ("smc", "model"):
+        raise ConfigError(f"init must be 'smc' or 'model', got {init!r}")
+    with torch.no_grad():
+        model.mean.copy_(x.mean(0))
+        centred = x - model.mean
+        covariance = centred.T @ centred / x.shape[0]
+        if init == "smc":
+            model.log_noise.copy_(smc_uniquenesses(covariance).clamp_min(MIN_VARIANCE).log())
+    return fit_em(_ProfileSteps(model, covariance, x.shape[0]), x, max_iter=max_iter, tol=tol, warn=warn)

@@ -1,0 +1,89 @@
+"""One long sequence: the blocked forward-backward recursion (Python loops of about 5√T steps) against the
+sequential one, step for step, and against hmmlearn's score."""
+
+import numpy as np
+import pytest
+import torch
+from hmmlearn import hmm as hmmlearn
+
+import emvi  # noqa: F401
+from emvi.models.hmm import HMMConfig, HMMModel, blocked_forward_backward
+
+
+def _model(emission, num_states=4, seed=7):
+    torch.manual_seed(seed)
+    return HMMModel(HMMConfig(num_states, emission, num_categories=3), 2, dtype=torch.float64)
+
+
+def _assert_relative(ours, reference, rel=1e-9):
+    scale = reference.abs().max().clamp_min(1e-300)
+    assert float((ours - reference).abs().max() / scale) < rel
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "poisson", "categorical"])
+@pytest.mark.parametrize("steps", [1, 2, 3, 50, 101, 400])
+def test_blocked_recursion_equals_the_sequential_one(emission, steps):
+    model = _model(emission)
+    x, _ = model.sample(1, steps, generator=torch.Generator().manual_seed(steps))
+    lengths = torch.tensor([steps])
+    with torch.no_grad():
+        sequential = model.forward_backward_sequential(x, lengths)
+        for size in (None, 1, 3, 7, steps + 5):  # ⌈√T⌉, T blocks, sizes that do not divide T - 1, one block
+            blocked = model.forward_backward_blocked(x, lengths, block_size=size)
+            for ours, reference in zip(blocked, sequential, strict=True):
+                _assert_relative(ours, reference)
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "poisson", "categorical"])
+def test_blocked_recursion_equals_the_sequential_one_on_padded_batches(emission):
+    model = _model(emission)
+    x, _ = model.sample(6, 37, generator=torch.Generator().manual_seed(7))
+    lengths = torch.tensor([37, 1, 2, 36, 17, 8])
+    with torch.no_grad():
+        sequential = model.forward_backward_sequential(x, lengths)
+        for size in (None, 4, 5):
+            blocked = model.forward_backward_blocked(x, lengths, block_size=size)
+            for ours, reference in zip(blocked, sequential, strict=True):
+                _assert_relative(ours, reference)
+    assert (blocked[1][1, 1:] == 0).all()
+
+
+def test_blocked_log_likelihood_alone_is_differentiable_and_equals_the_sequential_gradient():
+    model = _model("poisson", num_states=3)
+    x, _ = model.sample(2, 300, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([300, 211])
+    valid = torch.arange(300) < lengths[:, None]
+    grads = []
+    for blocked in (True, False):
+        model.zero_grad()
+        log_b = model.emission_log_prob(x, lengths)
+        if blocked:
+            value = blocked_forward_backward(model.start_probs(), model.transition, log_b, valid, backward=False)
+        else:
+            value = model._forward_log_likelihood(x, lengths)
+        value.sum().backward()
+        grads.append((value.detach(), model.transition_unconstrained.grad.clone(), model.rates_unconstrained.grad.clone()))
+    for ours, reference in zip(*grads, strict=True):
+        _assert_relative(ours, reference)
+
+
+def test_one_long_sequence_takes_the_blocked_path_and_equals_hmmlearns_score():
+    rng = np.random.default_rng(0)
+    k = 3
+    ref = hmmlearn.GaussianHMM(k, covariance_type="diag", init_params="")
+    ref.startprob_ = rng.dirichlet(np.ones(k))
+    ref.transmat_ = rng.dirichlet(np.ones(k), size=k) + 3 * np.eye(k)
+    ref.transmat_ /= ref.transmat_.sum(1, keepdims=True)
+    ref.means_, ref.covars_ = rng.normal(size=(k, 2)) * 2, rng.uniform(0.5, 2.0, size=(k, 2))
+    x, _ = ref.sample(20000, random_state=0)
+    model = HMMModel(HMMConfig(k, "gaussian"), 2, dtype=torch.float64)
+    for name, value in {"initial_probs": ref.startprob_, "transition": ref.transmat_, "means": ref.means_,
+                        "variances": ref._covars_}.items():
+        model.set_parameter(name, torch.as_tensor(value))
+    xt, lengths = torch.as_tensor(x)[None], torch.tensor([len(x)])
+    with torch.no_grad():
+        log_likelihood, gamma, xi_sum = model.forward_backward(xt, lengths)
+        assert float(model.log_likelihood(xt, lengths)) == pytest.approx(float(log_likelihood), rel=1e-12)
+    assert float(log_likelihood) == pytest.approx(ref.score(x), rel=1e-9)
+    np.testing.assert_allclose(gamma[0].numpy(), ref.predict_proba(x), rtol=1e-6, atol=1e-9)
+    assert float(xi_sum.sum()) == pytest.approx(len(x) - 1, rel=1e-12)
