@@ -290,3 +290,10 @@ def test_directory_named_like_a_file_is_reported_as_a_directory(files, capsys):
     (files / "dir.csv").mkdir()
     rc, err = run_cli(capsys, "fit", "vae", "dir.csv", "--run-dir", "r")
     assert_one_line_error(rc, err, "is a directory")
+
+
+def test_em_for_a_gaussian_composed_latent_is_refused_before_writing(files, capsys):
+    """Found by the fuzzer: the refusal came from the E-step, after spec.toml and config.json were written."""
+    rc, err = run_cli(capsys, "fit", "composed", "unit.csv", "--method", "em", "--run-dir", "r", "--no-plots")
+    assert_one_line_error(rc, err, "discrete latent")
+    assert not (files / "r").exists()

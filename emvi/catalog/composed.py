@@ -33,7 +33,11 @@ def build_composed(config: ComposedConfig, data_info: DataInfo):
 
 
 def check_composed_data(config: ComposedConfig, data, method: str = "svi") -> None:
-    """Flat finite observations in the likelihood's support; a discrete latent has at most N values."""
+    """Flat finite observations in the likelihood's support; a discrete latent has at most N values; EM needs a
+    discrete latent (checked here so that the refusal comes before the run directory is written)."""
+    if method == "em" and config.latent != "discrete":
+        raise ConfigError("EM needs a discrete latent (--latent discrete --mapping index); fit a gaussian latent "
+                          "by --method svi")
     x = first_tensor(data)
     if x.dim() != 2:
         raise DataError(f"the composed model needs flat observations (items, features), got shape {tuple(x.shape)}; "
