@@ -87,7 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train first with 'emvi fit' or check the path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, IndexError,
+            KeyError, TypeError, AttributeError, OverflowError, MemoryError) as exc:  # what random bytes raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not an emvi checkpoint ({first_line[:160]}); "

@@ -119,7 +119,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "emvi_version": _version(),
     }
     if resume:
-        _check_resume(run, resolved, method_config)
+        _check_resume(run, resolved, method_config, model, guide)
     else:
         run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
     run.create()
@@ -167,7 +167,7 @@ def convergence_note(method: str, method_config, summary: dict) -> str | None:
     return None
 
 
-def _check_resume(run, resolved: dict, method_config) -> None:
+def _check_resume(run, resolved: dict, method_config, model=None, guide=None) -> None:
     """Refuse to resume a run directory that holds another model, method, model configuration or data, an em/mcmc
     fit, or no usable checkpoint; changes nothing in it."""
     from .errors import CheckpointError
@@ -194,7 +194,33 @@ def _check_resume(run, resolved: dict, method_config) -> None:
     if not run.has_checkpoint():
         raise CheckpointError(f"nothing to resume: no checkpoint in {run.path}; drop --resume to start afresh "
                               "(a fit that never wrote one may reuse the folder)")
-    check_resumable(run.load_checkpoint(), method_config)
+    state = run.load_checkpoint()
+    check_resumable(state, method_config)
+    _check_state_matches(state, run, model, guide)
+
+
+def _check_state_matches(state: dict, run, model, guide) -> None:
+    """The checkpoint's tensors have the shapes of the freshly built modules and are finite (a resume would otherwise
+    fail, or train on NaN, after the run directory's files were rewritten)."""
+    import torch
+
+    from .errors import CheckpointError
+
+    for key, module in (("model", model), ("guide", guide)):
+        if not isinstance(module, torch.nn.Module):
+            continue
+        saved, expected = state.get(key), module.state_dict()
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds no {key} state; refit")
+        for name, tensor in expected.items():
+            value = saved.get(name)
+            if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise CheckpointError(f"cannot resume {run.path}: its checkpoint's {key} {name} is {found}, the model "
+                                      f"needs {tuple(tensor.shape)}; refit or restore the run's checkpoint.pt")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds NaN or infinite weights "
+                                      f"({key} {name}); refit, or resume from an earlier copy")
 
 
 MEMORY_FRACTION = 0.8

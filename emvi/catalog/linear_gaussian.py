@@ -51,7 +51,11 @@ def fit_linear_gaussian(model: LinearGaussianModel, guide, train_data, *, method
     estimator = estimator_class(model.config.latent_dim, max_iter=config.max_iter, tol=config.tol, seed=config.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        estimator.fit(x)
+        try:
+            estimator.fit(x)
+        except torch.linalg.LinAlgError as exc:
+            raise DataError(f"EM hit a singular covariance ({' '.join(str(exc).split())[:120]}); the data has "
+                            "constant or duplicated features: drop them, or fit by --method svi") from None
     model.to(dtype=torch.float64)
     model.load_state_dict(estimator.model_.state_dict())
     model.fitted_by = "em"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..analysis.lda import evaluate_topic_model, lda_inference_data
 from ..analysis.local_latents import local_latent_inference_data
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..guides.lda import LDAGuide, ProdLDAGuide, as_counts
 from ..models.lda import LDA, LDAConfig
 from ..models.prodlda import ProdLDA, ProdLDAConfig
@@ -37,7 +37,10 @@ def check_topic_data(config, data, method: str = "svi") -> None:
     tensors = tuple(data.tensors) if hasattr(data, "tensors") else (data,)
     first = tensors[0]
     vocab_size = first.shape[-1] if len(tensors) == 1 and first.dim() == 2 else -1
-    as_counts(tensors, vocab_size)
+    counts = as_counts(tensors, vocab_size)
+    if getattr(config, "batch_norm", False) and counts.shape[0] < 2:
+        raise DataError(f"prodLDA's batch normalisation needs at least 2 documents, got {counts.shape[0]}; add "
+                        "documents or set --batch-norm false")
 
 
 def prodlda_inference_data(model, guide, data, *, method, num_samples, run_dir=None):
