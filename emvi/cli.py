@@ -7,6 +7,9 @@
 
 User errors (bad options, missing data, corrupt checkpoints) print one line ``emvi: error: ...`` and exit with
 status 2; nothing prints a traceback unless ``EMVI_DEBUG=1``.
+
+Several processes: ``torchrun --nproc-per-node N -m emvi fit ...`` (or ``emvi fit ... --nproc N``, which starts
+torchrun's elastic agent for you) joins the process group torchrun describes; rank 0 alone prints and writes.
 """
 
 from __future__ import annotations
@@ -65,6 +68,9 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--run-dir", help="exact run directory (default: OUT/MODEL-TIMESTAMP)")
         sub.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
         sub.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+        sub.add_argument("--nproc", type=int, metavar="N",
+                         help="fit on N local processes, started by torchrun's elastic agent (same as "
+                              "'torchrun --standalone --nproc-per-node N -m emvi fit ...')")
         aliases = getattr(entry.config_class, "cli_aliases", {})
         add_config_arguments(sub, entry.config_class, group_title=f"{name} model", aliases=aliases)
         seen: set[str] = set()
@@ -110,6 +116,72 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .inference import distributed
+
+    try:
+        argv, nproc = _take_nproc(argv)
+        if nproc is not None:
+            return _launch(nproc, argv)
+        if not distributed.init_from_environment():
+            return _main(argv)
+        if argv[:1] != ["fit"]:  # evaluate, sample, analyze, models: one process's work, done by rank 0
+            if not distributed.is_main_process():
+                return 0
+            with distributed.single_process():
+                return _main(argv)
+        if not distributed.is_main_process():
+            sys.stdout = open(os.devnull, "w")  # rank 0 prints; errors still reach stderr
+        return _main(argv)
+    except EmviError as exc:
+        if os.environ.get("EMVI_DEBUG"):
+            raise
+        print(f"emvi: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        distributed.shutdown()
+
+
+def _take_nproc(argv: list[str]) -> tuple[list[str], int | None]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N``, and N (None when absent)."""
+    rest, nproc, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--nproc" or arg.startswith("--nproc="):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 1 if "=" in arg else 2
+            try:
+                nproc = int(value)
+            except ValueError:
+                raise ConfigError(f"--nproc takes a number of processes, got {value!r}") from None
+            if nproc < 1:
+                raise ConfigError(f"--nproc must be >= 1, got {nproc}")
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, nproc
+
+
+def _launch(nproc: int, argv: list[str]) -> int:
+    """Run ``emvi ARGV`` on ``nproc`` local processes under torchrun's elastic agent (standalone rendezvous)."""
+    from .inference import distributed
+
+    if distributed.launched_by_torchrun():
+        raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
+    if nproc == 1:
+        return _main(argv)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(["--standalone", "--nproc-per-node", str(nproc), "-m", "emvi", *argv]))
+    except ChildFailedError as exc:
+        failures = ", ".join(f"rank {r} exit code {f.exitcode}" for r, f in sorted(exc.failures.items()))
+        print(f"emvi: error: {nproc} processes were started and {failures}; see the lines above", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _main(argv: list[str]) -> int:
     try:
         parser = _build_parser()
         spec_path, overrides = _spec_invocation(argv)

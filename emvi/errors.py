@@ -22,3 +22,7 @@ class CheckpointError(EmviError):
 
 class NonFiniteLossError(EmviError, ArithmeticError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DistributedError(EmviError, RuntimeError):
+    """A collective operation of a multi-process fit failed or timed out (usually: another process died)."""

@@ -77,8 +77,12 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     loaded, model built, a resumed run's configuration compared) before the run directory is created or changed.
     ``spec`` is the resolved spec (see :mod:`emvi.spec`); it is written to ``spec.toml`` and stored in
     ``config.json`` and in every checkpoint.
+
+    Under torchrun (a process group of several ranks) every rank loads the data and fits its part; rank 0 alone
+    checks and writes the run directory and prints. NUTS (``mcmc``) runs on rank 0 alone; the other ranks return.
     """
     from .config import config_to_dict
+    from .inference import distributed
     from .inference.runner import train
     from .inference.seeding import seed_everything
     from .rundir import RunDirectory
@@ -93,8 +97,17 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
+    if method == "mcmc" and distributed.is_distributed():
+        if not distributed.is_main_process():
+            return Path(run_dir) if run_dir else Path(out)  # NUTS chains run in one process: rank 0's
+        with distributed.single_process():
+            return run_fit(entry, model_config, method_config, data_cfg, method=method, out=out, run_dir=run_dir,
+                           resume=resume, plots=plots, spec=spec)
+    main = distributed.is_main_process()
+    say = print if main else (lambda *args, **kwargs: None)
     resolve_device(method_config.device)
-    run = RunDirectory(run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    run = RunDirectory(distributed.on_main_process(
+        lambda: run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
     run.check_creatable()
     if resume and not run.path.is_dir():
         raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
@@ -104,7 +117,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     if entry.check_data is not None:
         entry.check_data(model_config, dataset, method)
     train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
-                                            announce=True)
+                                            announce=main)
     data_info = train_data.info()
     check_model_size(entry, model_config, data_info)
     seed_everything(method_config.seed)
@@ -118,14 +131,18 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "spec": spec,
         "emvi_version": _version(),
     }
-    if resume:
-        _check_resume(run, resolved, method_config, model, guide)
-    else:
-        run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
-    run.create()
-    print(f"run directory: {run.path}", flush=True)
-    if spec is not None:
-        run.write_spec(spec)
+
+    def check_and_create():
+        if resume:
+            _check_resume(run, resolved, method_config, model, guide)
+        else:
+            run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
+        run.create()
+        if spec is not None:
+            run.write_spec(spec)
+
+    distributed.on_main_process(check_and_create)  # every rank raises rank 0's error, if any
+    say(f"run directory: {run.path}", flush=True)
     summary: dict = {"num_train_items": len(train_data),
                      "num_held_out_items": 0 if valid_data is None else len(valid_data)}
     history: list[dict] = []
@@ -136,11 +153,17 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         summary |= {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                     "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
     else:
-        run.write_config({"method_config": method_config.to_dict(), **resolved})
+        if main:
+            run.write_config({"method_config": method_config.to_dict(), **resolved})
         summary |= entry.fit(model, guide, train_data, method=method, config=method_config, valid_data=valid_data,
-                             run=run) or {}
+                             run=run if main else None) or {}
         history = summary.pop("history", [])
-        run.write_metrics(history)
+        if main:
+            run.write_metrics(history)
+    if distributed.is_distributed():
+        summary["num_processes"] = distributed.world_size()
+    if not main:
+        return run.path
     if plots:
         summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
     run.write_summary(summary)

@@ -138,9 +138,9 @@ def test_parameter_recovery_from_a_simulated_poisson_hmm():
     ref.lambdas_ = np.array([[2.0], [12.0]])
     sequences = [ref.sample(200, random_state=s)[0] for s in range(10)]
     estimator = HMM(2, "poisson", max_iter=200, tol=1e-8, seed=0).fit(sequences)
-    order = torch.argsort(estimator.params_["rates"][:, 0])
-    rates = estimator.params_["rates"][order, 0].numpy()
-    transition = estimator.transmat_[order][:, order].numpy()
+    order = np.argsort(estimator.params_["rates"][:, 0])
+    rates = estimator.params_["rates"][order, 0]
+    transition = estimator.transmat_[order][:, order]
     # ~1000 visits per state: rate standard errors ~ sqrt(λ/1000) (0.05, 0.11); transition rows ~ sqrt(p q / 1000).
     assert (np.abs(rates - [2.0, 12.0]) < 4 * np.sqrt(np.array([2.0, 12.0]) / 600)).all(), rates
     assert (np.abs(transition - ref.transmat_) < 4 * np.sqrt(0.9 * 0.1 / 600) + 0.01).all(), transition
@@ -156,11 +156,12 @@ def test_svi_through_the_runner_approaches_baum_welch():
     assert svi.score(sequences) > em.score(sequences) - 0.05 * abs(em.score(sequences))
 
 
+@pytest.mark.filterwarnings("ignore::emvi.inference.em.ConvergenceWarning")  # 30 iterations: stationarity is the point
 def test_stationary_initial_distribution_is_stationary():
     ref, _, _ = _reference("poisson", seed=5)
     estimator = HMM(K, "poisson", initial="stationary", max_iter=30, tol=1e-2, seed=0).fit([ref.sample(300, random_state=0)[0]])
     start, transition = estimator.startprob_, estimator.transmat_
-    torch.testing.assert_close(start @ transition, start, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(start @ transition, start, rtol=1e-6, atol=1e-8)
 
 
 def test_estimator_surface():
@@ -168,7 +169,7 @@ def test_estimator_surface():
     sequences = [ref.sample(30, random_state=s)[0] for s in range(3)]
     est = HMM(K, "categorical", num_categories=4, max_iter=20, tol=1e-1).fit(sequences)
     assert est.predict_proba(sequences).shape == (3, 30, K)
-    torch.testing.assert_close(est.predict_proba(sequences).sum(-1), torch.ones(3, 30, dtype=torch.float64))
+    np.testing.assert_allclose(est.predict_proba(sequences).sum(-1), np.ones((3, 30)), rtol=1e-12)
     assert est.predict(sequences).shape == (3, 30)
     x, z = est.sample(2, 15)
     assert x.shape == (2, 15, 1) and z.shape == (2, 15)
@@ -365,6 +366,8 @@ def _two_state_poisson_data():
     return truth, x, lengths
 
 
+# arviz warns that PSIS is unreliable for some sequences with only 100 draws; the comparison asserted below holds anyway.
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto distribution:UserWarning")
 def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
     import warnings
 

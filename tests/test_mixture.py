@@ -238,7 +238,7 @@ def test_bad_input_raises_emvi_error(family, data, match):
 )
 def test_bad_configuration_raises_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        Mixture(**{"num_components": 2, **kwargs})
+        Mixture(**{"num_components": 2, **kwargs}).fit(gaussian_blobs(40))  # fit checks, as scikit-learn's
 
 
 def test_fitted_estimator_rejects_wrong_width_and_unfitted_use():

@@ -133,8 +133,8 @@ def test_estimator_surface(digits):
 @pytest.mark.parametrize("bad,message", [
     (torch.tensor([[1.0, float("nan"), 2.0]] * 5), "NaN"),
     (np.array([[1.0, np.inf, 2.0]] * 5), "NaN or infinite"),
-    (torch.zeros(5), "2 dimensions"),
-    (torch.zeros(5, 3, 2), "2 dimensions"),
+    (torch.zeros(5), "2-D"),
+    (torch.zeros(5, 3, 2), "2-D"),
     (torch.zeros(0, 4), "empty"),
     (torch.zeros(1, 4), "at least 2 items"),
     (torch.zeros(6, 2), "below the number of features"),
@@ -260,8 +260,10 @@ def test_cli_fit_evaluate_sample_analyze(digits, tmp_path):
     csv = tmp_path / "data.csv"
     np.savetxt(csv, digits[:200], delimiter=",", header=",".join(f"p{i}" for i in range(digits.shape[1])), comments="")
     em_dir, svi_dir = tmp_path / "em", tmp_path / "svi"
-    assert main(["fit", "fa", str(csv), "--latent-dim", "2", "--max-iter", "500", "--run-dir", str(em_dir), "--no-plots"]) == 0
+    assert main(["fit", "fa", str(csv), "--latent-dim", "2", "--max-iter", "500", "--valid-fraction", "0.1",
+                 "--run-dir", str(em_dir), "--no-plots"]) == 0
     assert main(["fit", "ppca", str(csv), "-q", "2", "--method", "svi", "--guide", "linear", "--epochs", "2",
+                 "--valid-fraction", "0.1",
                  "--run-dir", str(svi_dir), "--no-plots", "--progress", "false"]) == 0
     for run in (em_dir, svi_dir):
         assert main(["evaluate", str(run), "--split", "train"]) == 0
@@ -321,15 +323,15 @@ def test_configuration_and_usage_errors(digits):
     with pytest.raises(ConfigError, match="latent_dim"):
         FactorAnalysisConfig(latent_dim=0)
     with pytest.raises(ConfigError, match="method"):
-        PPCA(2, method="mcmc")
+        PPCA(2, method="mcmc").fit(digits)
     with pytest.raises(DataError, match="below the number of features"):
         get_model("fa").build(FactorAnalysisConfig(latent_dim=4), DataInfo(num_data=10, event_shape=(4,)))
     with pytest.raises(DataError, match="flat observations"):
         get_model("ppca").build(PPCAConfig(latent_dim=2), DataInfo(num_data=10, event_shape=(5, 4)))
-    with pytest.raises(ConfigError, match="not fitted"):
+    with pytest.raises(EmviError, match="not fitted"):
         PPCA(2).score(digits)
     fitted = PPCA(2, max_iter=20, tol=1e-3).fit(digits)
-    with pytest.raises(DataError, match="features but the model was fit on"):
+    with pytest.raises(DataError, match="X has 10 features, but PPCA is expecting"):
         fitted.score(digits[:, :10])
     with pytest.raises(ConfigError, match="no guide"):
         fitted.elbo(digits)

@@ -9,7 +9,6 @@ import torch
 
 from ..analysis.hmm import hmm_inference_data
 from ..errors import DataError
-from ..estimators.hmm import HMM
 from ..inference.em import ConvergenceWarning
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
 from ..registry import DataInfo, ModelEntry
@@ -43,6 +42,8 @@ def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_da
     """Baum-Welch (:class:`emvi.inference.em.EMConfig`) or NUTS (:class:`emvi.inference.mcmc.MCMCConfig`, started
     from Baum-Welch) on the data's sequences (one ``(T, D)`` table is one sequence), through the
     :class:`~emvi.estimators.HMM` facade; the state (and the draws) go to ``run``'s checkpoint."""
+    from ..estimators.hmm import HMM  # scikit-learn loads with the estimators, not with ``import emvi``
+
     cfg = model.config
     options = dict(method=method, initial=cfg.initial, num_categories=cfg.num_categories, floor=cfg.floor,
                    seed=config.seed, device=config.device, verbose=config.progress)

@@ -9,7 +9,6 @@ import torch
 
 from ..analysis.ppca import ppca_inference_data
 from ..errors import DataError
-from ..estimators.ppca import PPCA, FactorAnalysis
 from ..inference.em import ConvergenceWarning
 from ..models.ppca import (
     FactorAnalysisConfig,
@@ -46,6 +45,8 @@ def fit_linear_gaussian(model: LinearGaussianModel, guide, train_data, *, method
                         run=None) -> dict:
     """Closed-form EM (:class:`emvi.inference.em.EMConfig`) through the :class:`~emvi.estimators.PPCA` /
     :class:`~emvi.estimators.FactorAnalysis` facade; the parameters go to ``run``'s checkpoint."""
+    from ..estimators.ppca import PPCA, FactorAnalysis  # scikit-learn loads with the estimators, not ``import emvi``
+
     x = first_tensor(train_data).double()
     estimator_class = PPCA if model.config.noise == "isotropic" else FactorAnalysis
     estimator = estimator_class(model.config.latent_dim, max_iter=config.max_iter, tol=config.tol, seed=config.seed)

@@ -7,7 +7,6 @@ import warnings
 import torch
 
 from ..analysis.mixture import mixture_inference_data
-from ..estimators.mixture import Mixture
 from ..inference.em import ConvergenceWarning
 from ..models.mixture import MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
 from ..registry import DataInfo, ModelEntry
@@ -28,6 +27,8 @@ def check_mixture_fit_data(config: MixtureConfig, data, method: str = "em") -> N
 def fit_mixture(model: MixtureModel, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
     """EM (:class:`emvi.inference.em.EMConfig`) or NUTS (:class:`emvi.inference.mcmc.MCMCConfig`, started from EM)
     through the :class:`~emvi.estimators.Mixture` facade; the state (and the draws) go to ``run``'s checkpoint."""
+    from ..estimators.mixture import Mixture  # scikit-learn loads with the estimators, not with ``import emvi``
+
     cfg = model.config
     x = first_tensor(train_data)
     options = dict(method=method, num_categories=cfg.num_categories, weight_concentration=cfg.weight_concentration,
@@ -41,14 +42,15 @@ def fit_mixture(model: MixtureModel, guide, train_data, *, method: str, config, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
         estimator.fit(x)
-    model.to(dtype=estimator.dtype)
+    dtype = next(estimator.model_.parameters()).dtype
+    model.to(dtype=dtype)
     model.load_state_dict(estimator.model_.state_dict())
     summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
                "log_likelihood_per_item": estimator.score(x), "bic": estimator.bic(x), "aic": estimator.aic(x),
                "seconds": estimator.fit_seconds_}
     if valid_data is not None:
         summary["valid_log_likelihood_per_item"] = estimator.score(first_tensor(valid_data))
-    state = {"model": model.state_dict(), "dtype": str(estimator.dtype), "summary": dict(summary)}
+    state = {"model": model.state_dict(), "dtype": str(dtype), "summary": dict(summary)}
     if estimator.mcmc_ is not None:
         state |= estimator.mcmc_.checkpoint_entries()
         summary = {k: v for k, v in summary.items() if k not in ("converged", "n_iter")} | estimator.mcmc_.summary()

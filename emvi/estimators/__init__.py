@@ -1,7 +1,9 @@
-"""scikit-learn-style estimators over emvi's models: fit / predict / score / sample with fitted attributes ending in ``_``."""
+"""scikit-learn-style estimators over emvi's models: fit / predict / score / sample with fitted attributes ending in
+``_``, numpy in and out, ``get_params``/``set_params``/``clone``, :class:`NotFittedError` before ``fit``."""
 
+from .base import NotFittedError
 from .hmm import HMM
 from .mixture import Mixture
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["HMM", "FactorAnalysis", "Mixture", "PPCA"]
+__all__ = ["HMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]

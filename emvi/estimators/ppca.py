@@ -1,13 +1,14 @@
 """``PPCA`` and ``FactorAnalysis``: scikit-learn-style estimators over :class:`emvi.models.ppca.LinearGaussianModel`.
 
-    fa = FactorAnalysis(latent_dim=3).fit(x)          # closed-form EM to convergence
+    fa = FactorAnalysis(latent_dim=3).fit(x)          # x (N, D); closed-form EM to convergence
     fa.score(x), fa.transform(x), fa.components_, fa.noise_variance_, fa.bic(x), fa.sample(10)
 
 ``method="svi"`` fits the same model by the shared runner with a guide (``guide="mlp" | "linear" | "linear-full" |
 "exact"``) instead, and reports the gap between its ELBO and the exact log-likelihood (``elbo_gap_``, nats per item).
 ``fit_guide`` fits only a guide to the fitted parameters; ``elbo`` gives any guide's closed-form ELBO per item and
-``mean_field_gap`` the smallest gap a diagonal-covariance guide can reach. Outputs are numpy arrays, as in
-scikit-learn; ``model_`` is the underlying :class:`~emvi.models.ppca.LinearGaussianModel`.
+``mean_field_gap`` the smallest gap a diagonal-covariance guide can reach. Inputs are array-likes (numpy, lists,
+torch); outputs are numpy arrays and Python numbers, as in scikit-learn; ``model_`` is the underlying
+:class:`~emvi.models.ppca.LinearGaussianModel`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import warnings
 
 import numpy as np
 import torch
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning, fit_em
@@ -30,72 +32,119 @@ from ..models.ppca import (
     closed_form_elbo,
     make_guide,
 )
-from ..validation import check_choice, check_positive_int, resolve_device
+from ..validation import as_float_tensor, check_choice, check_positive_int, resolve_device
+from .base import EmviEstimator, as_input, check_shape, resolve_dtype, to_numpy
+
+METHODS = ("em", "svi")
 
 
-def _numpy(value: torch.Tensor) -> np.ndarray:
-    return value.detach().cpu().numpy()
+class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, EmviEstimator):
+    """x = W z + μ + ε, z ~ Normal(0, I_q), ε ~ Normal(0, Ψ); Ψ = σ² I (PPCA) or diag ψ (factor analysis).
 
+    Parameters are stored as given and checked by :meth:`fit` (scikit-learn's convention): ``latent_dim`` q (below
+    the number of features D); ``method`` em (closed-form EM, at most ``max_iter`` iterations, ``tol`` on the change
+    of the log-likelihood per item) or svi (the runner: ``epochs``, ``batch_size``, ``learning_rate``, with
+    ``guide`` and ``hidden_dims``); ``seed`` seeds the start, the mini-batches and :meth:`sample`; ``dtype``
+    "float64" or "float32"; ``device`` cpu, cuda or auto.
 
-class _LinearGaussianEstimator:
+    Fitted attributes: ``components_`` ``(q, D)``, ``noise_variance_`` (float σ², or ``(D,)`` ψ), ``mean_`` ``(D,)``,
+    ``n_features_in_`` (D), ``converged_``, ``n_iter_``, ``lower_bound_`` (exact log-likelihood per item),
+    ``history_`` (log-likelihood per item per EM iteration, or the ELBO per epoch), ``model_``; for SVI also
+    ``guide_``, ``elbo_`` and ``elbo_gap_`` (nats per item).
+    """
+
     config_class: type[LinearGaussianConfig] = LinearGaussianConfig
 
     def __init__(self, latent_dim: int = 2, *, method: str = "em", max_iter: int = 1000, tol: float = 1e-6,
                  epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, guide: str = "mlp",
-                 hidden_dims=(64,), seed: int = 0, device: str = "cpu", dtype: torch.dtype = torch.float64):
-        self.config = self.config_class(latent_dim=latent_dim, guide=guide, hidden_dims=tuple(hidden_dims))
-        self.method = check_choice(method, "method", ("em", "svi"))
-        self.max_iter = check_positive_int(max_iter, "max_iter")
-        if not tol >= 0:
-            raise ConfigError(f"tol must be >= 0, got {tol}")
-        self.tol, self.epochs, self.batch_size, self.learning_rate = tol, epochs, batch_size, learning_rate
-        self.seed, self.device, self.dtype = seed, resolve_device(device), dtype
+                 hidden_dims=(64,), seed: int = 0, device: str = "cpu", dtype: str = "float64"):
+        self.latent_dim = latent_dim
+        self.method = method
+        self.max_iter = max_iter
+        self.tol = tol
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.guide = guide
+        self.hidden_dims = hidden_dims
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
 
-    def _data(self, x) -> torch.Tensor:
-        x = check_linear_gaussian_data(x, self.config.latent_dim, dtype=self.dtype)
-        if hasattr(self, "model_") and x.shape[1] != self.model_.mean.shape[0]:
-            raise DataError(f"data has {x.shape[1]} features but the model was fit on {self.model_.mean.shape[0]}")
-        return x.to(device=self.device, dtype=self.dtype)
+    def _config(self) -> LinearGaussianConfig:
+        """Check every parameter (one-line :class:`~emvi.errors.ConfigError`) and build the model's config."""
+        config = self.config_class(latent_dim=self.latent_dim, guide=self.guide, hidden_dims=tuple(self.hidden_dims))
+        check_choice(self.method, "method", METHODS)
+        for name in ("max_iter", "epochs", "batch_size"):
+            check_positive_int(getattr(self, name), name)
+        if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
+            raise ConfigError(f"tol must be a number >= 0, got {self.tol!r}")
+        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+            raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        return config
+
+    def _data(self, x, latent_dim: int, *, fitting: bool = False) -> torch.Tensor:
+        x = check_shape(as_input(x))
+        self._check_num_features(x.shape[1])
+        if not fitting:
+            return as_float_tensor(x, "X", dtype=self._dtype).to(self._device)
+        if x.shape[0] == 1:
+            raise DataError(f"{type(self).__name__} needs at least 2 items to estimate a covariance, got n_samples=1")
+        if x.shape[1] <= latent_dim:
+            raise DataError(f"latent_dim={latent_dim} must be below the number of features, got {x.shape[1]} "
+                            "feature(s); lower latent_dim")
+        return check_linear_gaussian_data(x, latent_dim, dtype=self._dtype).to(self._device)
+
+    def _fitted_data(self, x) -> torch.Tensor:
+        self._check_fitted()
+        return self._data(x, self.model_.config.latent_dim)
 
     def fit(self, x, y=None):
-        """Fit to ``x`` ``(N, D)`` by EM (exact) or SVI (amortised guide). Returns self."""
-        x = self._data(x)
+        """Fit to ``x`` ``(N, D)`` (``y`` is ignored) by EM (exact) or SVI (amortised guide). Warns
+        :class:`~emvi.inference.em.ConvergenceWarning` when EM stops at ``max_iter``. Returns self."""
+        config = self._config()
+        self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
+        for name in ("n_features_in_", "model_", "guide_", "elbo_", "elbo_gap_"):  # a refit starts afresh
+            self.__dict__.pop(name, None)
+        x = self._data(x, config.latent_dim, fitting=True)
         generator = torch.Generator().manual_seed(self.seed)
-        model = LinearGaussianModel(self.config, x.shape[1], dtype=self.dtype).to(self.device)
+        model = LinearGaussianModel(config, x.shape[1], dtype=self._dtype).to(self._device)
         model.initialise(x, generator)
         if self.method == "em":
-            if self.config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
-                result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
+            if config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
+                result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
             else:
-                result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
-            self.converged_, self.n_iter_ = result.converged, result.n_iter
+                result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
+            self.converged_, self.n_iter_ = bool(result.converged), int(result.n_iter)
             self.history_ = [ll / x.shape[0] for ll in result.log_likelihood_history]
-            if not self.converged_:
-                warnings.warn(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
-                              ConvergenceWarning, stacklevel=2)
         else:
             from ..inference.runner import TrainConfig, train
 
-            guide = make_guide(self.config, model, x.shape[1]).to(device=self.device, dtype=self.dtype)
+            guide = make_guide(config, model, x.shape[1]).to(device=self._device, dtype=self._dtype)
             result = train(model, guide, x, config=TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
                                                                 learning_rate=self.learning_rate, seed=self.seed,
-                                                                device=str(self.device), progress=False))
+                                                                device=str(self._device), progress=False))
             self.guide_ = guide
             self.history_ = [-h["train_loss"] for h in result.history]
-            self.converged_, self.n_iter_ = True, result.epochs_run
+            self.converged_, self.n_iter_ = True, int(result.epochs_run)
             # The guide's ELBO in closed form (every guide here is Gaussian), so the gap carries no Monte Carlo noise.
             self.elbo_ = float(closed_form_elbo(model, guide, x).mean())
         model.fitted_by = self.method
         self.model_ = model
+        self.n_features_in_ = int(x.shape[1])
         with torch.no_grad():
             self.lower_bound_ = float(model.log_likelihood(x).mean())
         if self.method == "svi":
             self.elbo_gap_ = self.lower_bound_ - self.elbo_
+        if not self.converged_:
+            warnings.warn(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
+                          ConvergenceWarning, stacklevel=2)
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "model_"):
-            raise ConfigError(f"this {type(self).__name__} is not fitted yet; call fit(x) first")
+    @property
+    def _n_features_out(self) -> int:
+        """q, for ``get_feature_names_out`` (scikit-learn's transformer protocol)."""
+        return self.latent_dim
 
     def fit_guide(self, x, guide: str = "linear", *, epochs: int | None = None, learning_rate: float | None = None,
                   num_particles: int = 1):
@@ -106,17 +155,17 @@ class _LinearGaussianEstimator:
         """
         from ..inference.runner import TrainConfig, train
 
-        self._check_fitted()
-        x = self._data(x)
-        config = self.config_class(latent_dim=self.config.latent_dim, guide=guide, hidden_dims=self.config.hidden_dims)
-        q = make_guide(config, self.model_, x.shape[1]).to(device=self.device, dtype=self.dtype)
+        x = self._fitted_data(x)
+        fitted = self.model_.config
+        config = self.config_class(latent_dim=fitted.latent_dim, guide=guide, hidden_dims=fitted.hidden_dims)
+        q = make_guide(config, self.model_, x.shape[1]).to(device=self._device, dtype=self._dtype)
         frozen = [p for p in self.model_.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
         try:
             train(self.model_, q, x, config=TrainConfig(
                 epochs=epochs or self.epochs, batch_size=self.batch_size, learning_rate=learning_rate or self.learning_rate,
-                lr_schedule="cosine", num_particles=num_particles, seed=self.seed, device=str(self.device), progress=False))
+                lr_schedule="cosine", num_particles=num_particles, seed=self.seed, device=str(self._device), progress=False))
         finally:
             for p in frozen:
                 p.requires_grad_(True)
@@ -125,11 +174,12 @@ class _LinearGaussianEstimator:
     def elbo(self, x, guide=None) -> np.ndarray:
         """``(N,)`` closed-form ELBO of ``guide`` (default: the SVI fit's own) at the fitted parameters; it equals
         ``score_samples(x) - KL(q(z | x) ‖ p(z | x))``."""
-        self._check_fitted()
+        x = self._fitted_data(x)
         guide = guide if guide is not None else getattr(self, "guide_", None)
         if guide is None:
             raise ConfigError("an EM fit has no guide of its own (its E-step is exact); pass guide= from fit_guide()")
-        return _numpy(closed_form_elbo(self.model_, guide, self._data(x)))
+        with torch.no_grad():
+            return to_numpy(closed_form_elbo(self.model_, guide, x))
 
     def mean_field_gap(self) -> float:
         """½ (Σ_i log M_ii - log det M), M = I + Wᵀ Ψ⁻¹ W: the smallest gap of any diagonal-covariance guide, per item."""
@@ -141,57 +191,60 @@ class _LinearGaussianEstimator:
 
     @torch.no_grad()
     def score_samples(self, x) -> np.ndarray:
-        """``(N,)`` exact log p(x_n) = log Normal(x_n | μ, W Wᵀ + Ψ)."""
-        self._check_fitted()
-        return _numpy(self.model_.log_likelihood(self._data(x)))
+        """``(N,)`` exact log p(x_n) = log Normal(x_n | μ, W Wᵀ + Ψ) of ``x`` ``(N, D)``."""
+        data = self._fitted_data(x)
+        return to_numpy(self.model_.log_likelihood(data))
 
-    def score(self, x) -> float:
-        """Average exact log-likelihood per item (scikit-learn's ``score``)."""
+    def score(self, x, y=None) -> float:
+        """Average exact log-likelihood per item of ``x`` ``(N, D)`` (scikit-learn's ``score``)."""
         return float(self.score_samples(x).mean())
 
     @torch.no_grad()
     def transform(self, x) -> np.ndarray:
-        """``(N, q)`` posterior means E[z_n | x_n] = M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ)."""
-        self._check_fitted()
-        return _numpy(self.model_.posterior_moments(self._data(x))[0])
+        """``(N, q)`` posterior means E[z_n | x_n] = M⁻¹ Wᵀ Ψ⁻¹ (x_n - μ) of ``x`` ``(N, D)``."""
+        data = self._fitted_data(x)
+        return to_numpy(self.model_.posterior_moments(data)[0])
 
-    def sample(self, num_samples: int = 1) -> np.ndarray:
-        """``(num_samples, D)`` draws from the fitted model."""
+    def sample(self, n_samples: int = 1, random_state: int | None = None) -> np.ndarray:
+        """``(n_samples, D)`` draws from the fitted model, seeded by ``random_state`` (default: ``seed``)."""
         self._check_fitted()
-        return _numpy(self.model_.sample(num_samples))
+        check_positive_int(n_samples, "n_samples")
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # seeded draws leave the global stream alone
+            torch.manual_seed(self.seed if random_state is None else random_state)
+            return to_numpy(self.model_.sample(n_samples))
 
     def get_covariance(self) -> np.ndarray:
         """``(D, D)`` model covariance W Wᵀ + Ψ (rotation-invariant, unlike ``components_``)."""
         self._check_fitted()
-        return _numpy(self.model_.covariance())
+        return to_numpy(self.model_.covariance())
 
     def bic(self, x) -> float:
-        """-2 log p(x) + k log N, k free parameters (W counted up to rotation)."""
-        n = len(x)
-        return -2 * self.score(x) * n + self.model_.num_parameters() * math.log(n)
+        """-2 log p(x) + k log N of ``x`` ``(N, D)``, k free parameters (W counted up to rotation)."""
+        log_likelihood = self.score_samples(x)
+        return float(-2 * log_likelihood.sum() + self.model_.num_parameters() * math.log(len(log_likelihood)))
 
     def aic(self, x) -> float:
-        """-2 log p(x) + 2 k."""
-        return -2 * self.score(x) * len(x) + 2 * self.model_.num_parameters()
+        """-2 log p(x) + 2 k of ``x`` ``(N, D)``."""
+        return float(-2 * self.score_samples(x).sum() + 2 * self.model_.num_parameters())
 
     @property
     def components_(self) -> np.ndarray:
         """``(q, D)`` loadings Wᵀ (scikit-learn's layout); identified up to a rotation of z."""
         self._check_fitted()
-        return _numpy(self.model_.weight.T)
+        return to_numpy(self.model_.weight.T)
 
     @property
     def noise_variance_(self) -> float | np.ndarray:
         """σ² (PPCA, a float) or ψ ``(D,)`` (factor analysis)."""
         self._check_fitted()
-        noise = _numpy(self.model_.noise_variance)
-        return float(noise[0]) if self.config.noise == "isotropic" else noise
+        noise = to_numpy(self.model_.noise_variance)
+        return float(noise[0]) if self.model_.config.noise == "isotropic" else noise
 
     @property
     def mean_(self) -> np.ndarray:
         """``(D,)`` μ, the data mean for EM fits."""
         self._check_fitted()
-        return _numpy(self.model_.mean)
+        return to_numpy(self.model_.mean)
 
 
 class PPCA(_LinearGaussianEstimator):

@@ -14,6 +14,16 @@ so the objective never decreases.  A model takes part through two methods (the *
 the M-step, which is what makes monotonicity checkable. A model whose M-step reads only expected sufficient statistics
 may also offer ``model.expected_statistics(*data) -> (stats, objective)``, an E-step fused with that reduction (the
 mixture's works in chunks of rows, in memory independent of N); :func:`fit_em` then calls it instead of ``e_step``.
+
+On several processes (a ``torch.distributed`` process group, see :mod:`emvi.inference.distributed`) each rank
+holds a contiguous part of the items, and a model takes part through two more methods that cut the M-step in two::
+
+    statistics = model.additive_statistics(stats, *data)   # tensors (dict, tuple or one) that add over items
+    model.m_step_from_statistics(statistics)                # the M-step from the statistics of all items
+
+Between them :func:`fit_em` sums the statistics and the objective over the ranks with one all-reduce; a prior term
+of the objective is the model's ``log_prior()`` (counted once, not once per rank). emvi's models compute the same
+M-step from the same statistics in one process, so both fits are the same arithmetic up to the order of the sums.
 """
 
 from __future__ import annotations
@@ -23,13 +33,14 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..validation import check_choice, check_positive_int, check_seed
+from . import distributed
 from .initialization import INITS, hard_assignments, initial_centres
 from .restarts import best_of_restarts
 
@@ -74,19 +85,22 @@ class SupportsEM(Protocol):
     def m_step(self, stats, *data) -> None: ...
 
 
-@dataclass
+@dataclass(frozen=True)
 class EMResult:
-    """Outcome of :func:`fit_em`.
+    """Outcome of :func:`fit_em`, built once at the end of the fit.
 
     ``log_likelihood_history[i]`` is the objective (total, nats) at the parameters after ``i`` M-steps;
-    ``seconds_history[i]`` the wall-clock time when it was computed, from the start of the fit.
+    ``seconds_history[i]`` the wall-clock time when it was computed, from the start of the fit. ``seed`` is the seed
+    of the generator that drew the starting point (None when the caller started EM from its own parameters).
     """
 
-    log_likelihood_history: list[float] = field(default_factory=list)
-    seconds_history: list[float] = field(default_factory=list)
+    log_likelihood_history: tuple[float, ...] = ()
+    seconds_history: tuple[float, ...] = ()
     converged: bool = False
     n_iter: int = 0
     num_data: int = 0
+    seed: int | None = None
+    method: str = "em"
 
     @property
     def log_likelihood(self) -> float:
@@ -107,18 +121,29 @@ def fit_em(
     num_data: int | None = None,
     callback: Callable[[int, float], None] | None = None,
     warn: bool = True,
+    seed: int | None = None,
+    local_shard: bool = False,
 ) -> EMResult:
     """Run EM until the per-item objective changes by less than ``tol`` or ``max_iter`` M-steps were taken.
 
     The final E-step is always evaluated so ``log_likelihood`` belongs to the returned parameters. ``callback`` is
-    called with ``(iteration, objective)`` after every E-step. Raises :class:`emvi.errors.NonFiniteLossError` when
+    called with ``(iteration, objective)`` after every E-step. ``seed`` is only recorded in the result (EM itself
+    draws nothing): pass the seed that chose the starting point. Raises :class:`emvi.errors.NonFiniteLossError` when
     the objective stops being finite and :class:`emvi.errors.ConfigError` for a negative ``max_iter`` or ``tol``.
+
+    With a process group of several ranks, ``data`` is the whole data set on every rank and each rank keeps its
+    part (``local_shard=True``: ``data`` is already this rank's part, and ``num_data`` defaults to the total over
+    the ranks); every rank starts from rank 0's parameters and ends with the same ones (see the module docstring).
     """
     check_positive_int(max_iter, "max_iter", minimum=0)
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
+    if distributed.is_distributed():
+        return _fit_em_distributed(model, data, max_iter=max_iter, tol=tol, num_data=num_data, callback=callback,
+                                   warn=warn, local_shard=local_shard, seed=seed)
     num_data = num_data if num_data is not None else int(data[0].shape[0])
-    result = EMResult(num_data=num_data)
+    history, seconds = [], []
+    converged, n_iter = False, 0
     start = time.perf_counter()
     previous = -math.inf
     expectation = getattr(model, "expected_statistics", None) or model.e_step
@@ -126,8 +151,8 @@ def fit_em(
         for iteration in range(max_iter + 1):
             stats, objective = expectation(*data)
             objective = float(objective)
-            result.log_likelihood_history.append(objective)
-            result.seconds_history.append(time.perf_counter() - start)
+            history.append(objective)
+            seconds.append(time.perf_counter() - start)
             if callback is not None:
                 callback(iteration, objective)
             if not math.isfinite(objective):
@@ -136,22 +161,88 @@ def fit_em(
                     "variance floor / prior strength"
                 )
             if abs(objective - previous) / num_data < tol:
-                result.converged = True
+                converged = True
                 break
             if iteration == max_iter:
                 break
             model.m_step(stats, *data)
-            result.n_iter = iteration + 1
+            n_iter = iteration + 1
             previous = objective
-    if not result.converged and warn and len(result.log_likelihood_history) >= 2:
-        last_change = (result.log_likelihood_history[-1] - result.log_likelihood_history[-2]) / num_data
+    _warn_if_not_converged(history, converged, warn, max_iter, tol, num_data)
+    return EMResult(tuple(history), tuple(seconds), converged, n_iter, num_data, seed=seed)
+
+
+def _warn_if_not_converged(history, converged: bool, warn: bool, max_iter: int, tol: float, num_data: int) -> None:
+    if not converged and warn and len(history) >= 2:
+        last_change = (history[-1] - history[-2]) / num_data
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (last change {last_change:.3g} per item > "
             f"tol={tol}); raise max_iter or tol",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return result
+
+
+def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn, local_shard, seed) -> EMResult:
+    """:func:`fit_em` on this rank's part of the data, with the statistics and the objective summed over ranks."""
+    for method in ("additive_statistics", "m_step_from_statistics"):
+        if not callable(getattr(model, method, None)):
+            raise ConfigError(f"{type(model).__name__} has no {method}() for EM on several processes; fit it in one "
+                              "process (without torchrun)")
+    if not local_shard:
+        num_data = num_data if num_data is not None else int(data[0].shape[0])
+        data = distributed.shard(*data)
+    elif num_data is None:
+        count = torch.tensor([float(data[0].shape[0])], dtype=torch.float64)
+        distributed.all_reduce_sum_([count], what="EM's item count")
+        num_data = int(count.item())
+    distributed.broadcast_module_(model)  # the same start on every rank, whatever each computed
+    log_prior = getattr(model, "log_prior", None)
+    expectation = getattr(model, "expected_statistics", None) or model.e_step
+    is_main = distributed.is_main_process()
+    history, seconds = [], []
+    converged, n_iter = False, 0
+    start = time.perf_counter()
+    previous = -math.inf
+    with torch.no_grad():
+        for iteration in range(max_iter + 1):
+            stats, objective = expectation(*data)
+            statistics = model.additive_statistics(stats, *data)
+            tensors = _tensors_of(statistics)
+            # The prior term belongs to the parameters, not to the items: rank 0 alone contributes it.
+            prior = float(log_prior()) if callable(log_prior) and not is_main else 0.0
+            total = torch.tensor([float(objective) - prior], dtype=torch.float64, device=tensors[0].device)
+            distributed.all_reduce_sum_([*tensors, total], what=f"EM iteration {iteration}'s all-reduce")
+            objective = float(total.item())
+            history.append(objective)
+            seconds.append(time.perf_counter() - start)
+            if callback is not None:
+                callback(iteration, objective)
+            if not math.isfinite(objective):
+                raise NonFiniteLossError(
+                    f"EM objective became {objective} at iteration {iteration}; check the data scale or raise the "
+                    "variance floor / prior strength"
+                )
+            if abs(objective - previous) / num_data < tol:
+                converged = True
+                break
+            if iteration == max_iter:
+                break
+            model.m_step_from_statistics(statistics)
+            n_iter = iteration + 1
+            previous = objective
+    _warn_if_not_converged(history, converged, warn, max_iter, tol, num_data)
+    return EMResult(tuple(history), tuple(seconds), converged, n_iter, num_data, seed=seed)
+
+
+def _tensors_of(statistics) -> list[torch.Tensor]:
+    if isinstance(statistics, torch.Tensor):
+        return [statistics]
+    values = statistics.values() if isinstance(statistics, dict) else statistics
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        raise ConfigError("additive_statistics() must return tensors (one, or a dict/tuple of them)")
+    return tensors
 
 
 def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
@@ -172,7 +263,7 @@ def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
         model.load_state_dict(initial_state)
         with torch.no_grad():
             model.m_step(hard_assignments(x, initial_centres(x, num_components, config.init, generator)), x)
-        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False)
+        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
         return result, copy.deepcopy(model.state_dict())
 
     result, state = best_of_restarts(fit_once, config.n_init, seed=config.seed,

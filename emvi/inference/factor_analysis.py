@@ -50,12 +50,12 @@ def smc_uniquenesses(covariance: torch.Tensor) -> torch.Tensor:
 
 
 def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: float = 1e-6, init: str = "smc",
-                        warn: bool = True) -> EMResult:
+                        warn: bool = True, seed: int | None = None) -> EMResult:
     """Fit a diagonal-noise :class:`~emvi.models.ppca.LinearGaussianModel` to ``x`` ``(N, D)``.
 
     μ is set to the data mean (its maximum-likelihood value); Ψ starts at :func:`smc_uniquenesses` (``init="smc"``)
     or at the model's current value (``init="model"``); W's start does not matter, the first update replaces it.
-    Stops when the per-item log-likelihood changes by less than ``tol`` (``fit_em``'s rule).
+    Stops when the per-item log-likelihood changes by less than ``tol`` (``fit_em``'s rule); ``seed`` is only recorded.
     """
     if init not in ("smc", "model"):
         raise ConfigError(f"init must be 'smc' or 'model', got {init!r}")
@@ -65,4 +65,4 @@ def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: fl
         covariance = centred.T @ centred / x.shape[0]
         if init == "smc":
             model.log_noise.copy_(smc_uniquenesses(covariance).clamp_min(MIN_VARIANCE).log())
-    return fit_em(_ProfileSteps(model, covariance, x.shape[0]), x, max_iter=max_iter, tol=tol, warn=warn)
+    return fit_em(_ProfileSteps(model, covariance, x.shape[0]), x, max_iter=max_iter, tol=tol, warn=warn, seed=seed)

@@ -51,10 +51,11 @@ class MCMCConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MCMCResult:
     """Draws ``samples[site]`` of shape ``(num_chains, num_samples, *site_shape)``, sampler diagnostics per site
-    (``diagnostics[site]["n_eff"]``, ``["r_hat"]``), the number of divergent transitions and the wall-clock time."""
+    (``diagnostics[site]["n_eff"]``, ``["r_hat"]``), the number of divergent transitions and the wall-clock time.
+    A value: derive a changed copy with ``dataclasses.replace`` (e.g. relabelled draws)."""
 
     samples: dict[str, torch.Tensor]
     diagnostics: dict = field(default_factory=dict)
@@ -62,6 +63,8 @@ class MCMCResult:
     seconds: float = 0.0
     extra_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-draw sampler statistics ``(num_chains, num_samples)``; Pyro's MCMC exposes "diverging"."""
+    seed: int = 0
+    method: str = "mcmc"
 
     def checkpoint_entries(self) -> dict[str, torch.Tensor]:
         """What a run directory's checkpoint keeps of the fit: the draws and the divergence flags (read back by
@@ -122,7 +125,7 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     for chain, indices in enumerate(divergences.values()):
         diverging[chain, list(indices)] = True
     extra = {"diverging": diverging}
-    return MCMCResult(samples, diagnostics, num_divergent, seconds, extra)
+    return MCMCResult(samples, diagnostics, num_divergent, seconds, extra, seed=seed)
 
 
 def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:

@@ -13,6 +13,14 @@ Per epoch the runner appends a line to ``metrics.jsonl`` and atomically rewrites
 state including buffers, optimizer and scheduler state, RNG states, epoch, history).  Resuming from it replays the
 remaining epochs exactly: the shuffling of epoch ``e`` depends only on ``(seed, e)``, and every other random draw comes
 from the generators whose state the checkpoint restores.
+
+On several processes (torchrun; :mod:`emvi.inference.distributed`) ``batch_size`` is the global batch: rank r of W
+reads the r-th contiguous slice of each global batch of the same permutation, its loss is weighted by its share of
+the batch, and one all-reduce sums the flat gradients (and the loss), so every rank takes the step one process takes
+on the whole batch. ``num_data`` stays the full N. Held-out losses are summed over the ranks' parts of the held-out
+data, early stopping is decided on those shared values, and rank 0 alone writes metrics and checkpoints (which hold
+every rank's RNG state). A checkpoint resumes on any number of processes: the batches are the same; rank 0's random
+stream continues, and so do the others' when the number of processes is unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +43,7 @@ from pyro.poutine.messenger import Messenger
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..rundir import RunDirectory
 from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
+from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
 from .sites import enumerate_discrete, hidden_discrete_sites
@@ -50,7 +59,7 @@ class TrainConfig:
     epochs: int = 10
     """Passes over the training data."""
     batch_size: int = 128
-    """Mini-batch size (capped at the data size)."""
+    """Mini-batch size (capped at the data size); on several processes, the global batch they share."""
     learning_rate: float = 1e-3
     optimizer: str = "adam"
     """One of adam, adamw, sgd, rmsprop."""
@@ -113,17 +122,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
-    """What a fit returns. ``history`` holds one dict per epoch; losses are negative ELBOs in nats per data item."""
+    """What a fit returns, built once at its end. ``history`` holds one dict per epoch (a resumed fit's include the
+    epochs before the resumption); losses are negative ELBOs in nats per data item."""
 
-    history: list[dict] = field(default_factory=list)
+    history: tuple[dict, ...] = ()
     epochs_run: int = 0
     stopped_early: bool = False
     best_valid_loss: float | None = None
     run_dir: Path | None = None
     param_store_state: dict | None = None
     """Pyro param-store entries created by hand-written models (``pyro.param``); empty for PyroModules."""
+    seed: int = 0
+    """``TrainConfig.seed`` of the fit."""
+    method: str = "svi"
 
     @property
     def final_train_loss(self) -> float | None:
@@ -172,7 +185,9 @@ def train(
         raise ConfigError("early_stopping_patience needs validation data; pass valid_data or a --valid-fraction")
     run = RunDirectory(run_dir) if run_dir is not None else None
     run_dir = run.path if run is not None else None
-    if resume and (run is None or not run.has_checkpoint()):
+    world, rank = distributed.world_size(), distributed.rank()
+    writer = run if rank == 0 else None  # rank 0 alone writes the run directory
+    if resume and (run is None or not distributed.on_main_process(run.has_checkpoint)):
         raise CheckpointError(f"nothing to resume: no checkpoint in {run_dir}; drop --resume to start afresh")
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
@@ -194,27 +209,36 @@ def train(
         params = _collect_parameters(model, guide, store)
         if not params:
             raise ConfigError("the model and guide have no trainable parameters; nothing to fit")
+        if world > 1:
+            distributed.broadcast_module_(model, guide)
+            distributed.broadcast_([p for _, p in store.named_parameters()])
+            # Rank 0 keeps one process's random stream; the others draw their own latent samples.
+            seed_everything(_rank_seed(config.seed, rank))
         optimizer = _make_optimizer(config, params)
         scheduler = _make_scheduler(config, optimizer)
 
-        result = TrainResult(run_dir=run_dir)
+        history: list[dict] = []
+        stopped_early = False
         start_epoch, best_valid, epochs_without_improvement = 0, math.inf, 0
         if resume:
-            state = run.load_checkpoint(map_location=device)
+            if world == 1:
+                state = run.load_checkpoint(map_location=device)
+            else:  # rank 0 reads it (the run directory need not be shared by every node) and sends it to the others
+                state = _to_device(distributed.on_main_process(lambda: run.load_checkpoint(map_location="cpu")), device)
             check_resumable(state, requested)
             _load_modules(state, model, guide, store)
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
                 scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
+            _restore_rng(state, config, world, rank)
             start_epoch = int(state["epoch"])
-            result.history = [dict(h) for h in state["history"]]
+            history = [dict(h) for h in state["history"]]
             best_valid = float(state.get("best_valid", math.inf))
             epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
-        if run is not None:
-            run.create().write_config(resolved)
+        if writer is not None:
+            writer.create().write_config(resolved)
             # Lines of an epoch interrupted after its metrics line but before its checkpoint are dropped.
-            run.write_metrics(result.history)
+            writer.write_metrics(history)
 
         steps_per_epoch = math.ceil(num_data / batch_size)
         for epoch in range(start_epoch, config.epochs):
@@ -222,25 +246,36 @@ def train(
             order = torch.randperm(num_data, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
             order = order.to(device)
             total, seen = 0.0, 0
-            bar = _progress(config, steps_per_epoch, epoch)
+            bar = _progress(config, steps_per_epoch, epoch) if rank == 0 else None
             for step in range(steps_per_epoch):
                 index = order[step * batch_size : (step + 1) * batch_size]
-                batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
+                global_size = index.shape[0]
                 warmup = _kl_weight(config, epoch + step / steps_per_epoch)
-                loss = _loss(elbo, loss_model, guide, batch, num_data, warmup)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise NonFiniteLossError(
-                        f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
-                        f"kept{'' if run_dir is None else ' in ' + str(run_dir)}; lower --learning-rate or set --clip-grad-norm"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if world == 1:
+                    batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
+                    loss = _loss(elbo, loss_model, guide, batch, num_data, warmup)
+                    value = loss.item()
+                    _check_finite(value, epoch, step, run_dir)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                else:
+                    start, stop = distributed.shard_bounds(global_size)
+                    optimizer.zero_grad(set_to_none=True)
+                    local = 0.0
+                    if stop > start:
+                        index = index[start:stop]
+                        batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
+                        share = (stop - start) / global_size
+                        loss = _loss(elbo, loss_model, guide, batch, num_data, warmup) * share
+                        local = loss.item()
+                        loss.backward()
+                    value = _all_reduce_gradients(params, local)
+                    _check_finite(value, epoch, step, run_dir)
                 if config.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 optimizer.step()
-                total += value * index.shape[0]
-                seen += index.shape[0]
+                total += value * global_size
+                seen += global_size
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen / num_data:.4g}")
@@ -275,10 +310,14 @@ def train(
                 best_valid, epochs_without_improvement = metrics["valid_loss"], 0
             elif "valid_loss" in metrics:
                 epochs_without_improvement += 1
-            result.history.append(metrics)
+            history.append(metrics)
             stop = config.early_stopping_patience is not None and epochs_without_improvement >= config.early_stopping_patience
-            if run is not None:
-                run.append_metrics(metrics)
+            if world > 1:  # one decision for all ranks (their losses are the same all-reduced values anyway)
+                stop = bool(distributed.broadcast_object(stop, what="the early-stopping decision"))
+            rng_states = distributed.all_gather_object(get_rng_state(), what="gathering the RNG states") \
+                if run is not None and world > 1 else None
+            if writer is not None:
+                writer.append_metrics(metrics)
                 state = {
                     "model": _state_dict(model),
                     "guide": _state_dict(guide),
@@ -287,41 +326,103 @@ def train(
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": get_rng_state(),
                     "epoch": epoch + 1,
-                    "history": result.history,
+                    "history": history,
                     "best_valid": best_valid,
                     "epochs_without_improvement": epochs_without_improvement,
                     "config": json.dumps(resolved, default=str),
+                    "world_size": world,
                 }
+                if rng_states is not None:
+                    state["rng_ranks"] = rng_states
                 if improved:
-                    run.save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")},
-                                        best=True)
-                run.save_checkpoint(state)
+                    writer.save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")},
+                                           best=True)
+                writer.save_checkpoint(state)
             for callback in callbacks:
                 callback(metrics)
             if stop:
-                result.stopped_early = True
+                stopped_early = True
                 break
-        result.epochs_run = len(result.history)
-        result.best_valid_loss = best_valid if math.isfinite(best_valid) else None
-        if result.stopped_early and run is not None and run.has_checkpoint(best=True):
-            _load_modules(run.load_checkpoint(map_location=device, best=True), model, guide, store)
-        result.param_store_state = {k: v.detach().clone() for k, v in _param_store_values(store).items()}
+        if stopped_early and run is not None and distributed.on_main_process(lambda: run.has_checkpoint(best=True)):
+            best_state = distributed.on_main_process(lambda: run.load_checkpoint(map_location="cpu", best=True))
+            _load_modules(_to_device(best_state, device), model, guide, store)
+        result = TrainResult(
+            history=tuple(history), epochs_run=len(history), stopped_early=stopped_early,
+            best_valid_loss=best_valid if math.isfinite(best_valid) else None, run_dir=run_dir,
+            param_store_state={k: v.detach().clone() for k, v in _param_store_values(store).items()},
+            seed=config.seed, method="svi")
     del scope
     return result
 
 
 @torch.no_grad()
 def evaluate_loss(elbo, model, guide, tensors, *, batch_size: int = 1024, transform=None) -> float:
-    """Negative ELBO per data item over ``tensors`` (full-data scaling, averaged over batches)."""
+    """Negative ELBO per data item over ``tensors`` (full-data scaling, averaged over batches).
+
+    With a process group, each rank evaluates its contiguous part of ``tensors`` and the totals are summed."""
     num_data = int(tensors[0].shape[0])
+    first, last = distributed.shard_bounds(num_data)
     total = 0.0
-    for start in range(0, num_data, batch_size):
-        batch = tuple(t[start : start + batch_size] for t in tensors)
+    for start in range(first, last, batch_size):
+        batch = tuple(t[start : min(start + batch_size, last)] for t in tensors)
         if transform is not None:
             batch = transform(batch)
         # ``loss`` (a float) rather than ``differentiable_loss``: TraceEnum_ELBO refuses the latter under no_grad.
         total += float(elbo.loss(model, guide, *batch, num_data=num_data)) * batch[0].shape[0]
+    if distributed.is_distributed():
+        summed = torch.tensor([total], dtype=torch.float64)
+        distributed.all_reduce_sum_([summed], what="the held-out loss's all-reduce")
+        total = float(summed.item())
     return total / num_data / num_data
+
+
+def _check_finite(value: float, epoch: int, step: int, run_dir) -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"loss became {value} at epoch {epoch + 1}, step {step + 1}; the last good checkpoint is "
+            f"kept{'' if run_dir is None else ' in ' + str(run_dir)}; lower --learning-rate or set --clip-grad-norm"
+        )
+
+
+def _all_reduce_gradients(params: list[torch.Tensor], local_loss: float) -> float:
+    """Sum every parameter's gradient and the (share-weighted) loss over the ranks in one all-reduce per dtype;
+    returns the summed loss. A parameter without a gradient on every rank keeps none, as in one process (the
+    optimizer then skips it); one with a gradient on some rank gets the sum (zeros elsewhere)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    has_grad = torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype,
+                            device=params[0].device)
+    loss = torch.tensor([local_loss], dtype=params[0].dtype, device=params[0].device)
+    distributed.all_reduce_sum_([*grads, has_grad, loss], what="the gradients' all-reduce")
+    for p, g, flag in zip(params, grads, has_grad.tolist(), strict=True):
+        p.grad = g if flag > 0 else None
+    return float(loss.item())
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s random stream (rank 0: ``seed`` itself, the stream of one process)."""
+    return (int(seed) + 1_000_003 * rank) % (2**63) if rank else int(seed)
+
+
+def _restore_rng(state: dict, config: TrainConfig, world: int, rank: int) -> None:
+    """Each rank's own RNG state when the checkpoint was written by as many processes; otherwise rank 0 continues
+    rank 0's stream and the others start a fresh one from ``(seed, rank, epoch)``."""
+    per_rank = state.get("rng_ranks")
+    if per_rank is not None and int(state.get("world_size", 1)) == world:
+        set_rng_state(per_rank[rank])
+    elif rank == 0:
+        set_rng_state(state["rng"])
+    else:
+        seed_everything(_rank_seed(config.seed + 7_919 * int(state["epoch"]), rank))
+
+
+def _to_device(state, device):
+    if isinstance(state, torch.Tensor):
+        return state.to(device) if state.is_floating_point() else state
+    if isinstance(state, dict):
+        return {k: (v if k in ("rng", "rng_ranks") else _to_device(v, device)) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_to_device(v, device) for v in state]
+    return state
 
 
 def _loss(elbo, model, guide, batch, num_data, kl_weight):

@@ -175,9 +175,12 @@ class ComposedModel(nn.Module):
     def e_step(self, x: torch.Tensor):
         """Responsibilities r ``(N, K)`` = p(z_n = k | x_n) and the objective Σ_n log p(x_n) + log Dirichlet(π | α)."""
         resp, log_norm = normalise_log_joint(self.component_log_joint(x))
+        return resp, log_norm.sum() + self.log_prior()
+
+    def log_prior(self) -> torch.Tensor:
+        """log Dirichlet(π | α) of a discrete latent's weights."""
         alpha = self.config.weight_concentration
-        prior = dist.Dirichlet(torch.full_like(self.weight_logits, alpha)).log_prob(self.weights)
-        return resp, log_norm.sum() + prior
+        return dist.Dirichlet(torch.full_like(self.weight_logits, alpha)).log_prob(self.weights)
 
     @torch.no_grad()
     def m_step(self, resp: torch.Tensor, x: torch.Tensor) -> None:
@@ -186,19 +189,39 @@ class ComposedModel(nn.Module):
         x̄_k, categorical probabilities (one-hot averages), Normal means x̄_k with the per-feature variance shared by
         the components, σ_d² = (1/N) Σ_nk r_nk (x_nd - x̄_kd)². Raw parameters are written back as logits,
         log-rates, log-scales."""
+        self.m_step_from_statistics(self.additive_statistics(resp, x))
+
+    @torch.no_grad()
+    def additive_statistics(self, resp: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Σ_n of the M-step's statistics (they add over items, so EM on several processes sums them over ranks):
+        ``items`` (1,), ``counts`` Σ_n r_nk (K,), ``sums`` Σ_n r_nk x_n (K, D) or one-hot counts (K, D C), and for
+        the normal likelihood ``squares`` Σ_n r_nk x_n² (K, D)."""
         self._check_em()
-        cfg, n = self.config, x.shape[0]
-        counts = resp.sum(0)  # (K,)
+        cfg = self.config
+        stats = {"items": torch.tensor([float(x.shape[0])], dtype=resp.dtype, device=resp.device),
+                 "counts": resp.sum(0)}
+        if cfg.likelihood == "categorical":
+            onehot = torch.nn.functional.one_hot(x.long(), cfg.num_categories).to(resp.dtype).flatten(1)  # (N, D C)
+            stats["sums"] = resp.T @ onehot
+        else:
+            stats["sums"] = resp.T @ x.to(resp.dtype)
+            if cfg.likelihood not in ("bernoulli", "poisson"):
+                stats["squares"] = resp.T @ (x * x).to(resp.dtype)
+        return stats
+
+    @torch.no_grad()
+    def m_step_from_statistics(self, stats: dict[str, torch.Tensor]) -> None:
+        """The closed-form update of :meth:`m_step` from :meth:`additive_statistics` of all items."""
+        cfg, n, counts = self.config, stats["items"][0], stats["counts"]
         alpha = cfg.weight_concentration
         weights = (counts + alpha - 1) / (n + cfg.num_components * (alpha - 1))
         self.weight_logits.copy_(weights.clamp_min(1e-300).log())
-        safe = counts.clamp_min(torch.finfo(resp.dtype).tiny)[:, None]
+        safe = counts.clamp_min(torch.finfo(counts.dtype).tiny)[:, None]
         if cfg.likelihood == "categorical":
-            onehot = torch.nn.functional.one_hot(x.long(), cfg.num_categories).to(resp.dtype).flatten(1)  # (N, D C)
-            probs = (resp.T @ onehot / safe).reshape(cfg.num_components, -1, cfg.num_categories).clamp_min(self.FLOOR)
+            probs = (stats["sums"] / safe).reshape(cfg.num_components, -1, cfg.num_categories).clamp_min(self.FLOOR)
             self.component_params.copy_((probs / probs.sum(-1, keepdim=True)).log().flatten(1))
             return
-        means = resp.T @ x.to(resp.dtype) / safe  # (K, D)
+        means = stats["sums"] / safe  # (K, D)
         if cfg.likelihood == "bernoulli":
             probs = means.clamp(self.FLOOR, 1 - self.FLOOR)
             self.component_params.copy_(probs.log() - (-probs).log1p())
@@ -206,8 +229,7 @@ class ComposedModel(nn.Module):
             self.component_params.copy_(means.clamp_min(self.FLOOR).log())
         else:
             self.component_params.copy_(means)
-            squares = resp.T @ (x * x).to(resp.dtype)  # Σ_n r_nk x_n²  (K, D)
-            variance = (squares - counts[:, None] * means * means).sum(0) / n  # Σ_k Σ_n r_nk (x_n - x̄_k)² / N
+            variance = (stats["squares"] - counts[:, None] * means * means).sum(0) / n  # Σ_k Σ_n r_nk (x_n - x̄_k)² / N
             self.likelihood.log_scale.copy_(0.5 * variance.clamp_min(self.FLOOR).log())
 
 

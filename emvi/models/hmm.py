@@ -415,28 +415,50 @@ class HMMModel(PyroModule):
 
     @torch.no_grad()
     def m_step(self, stats, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        self.m_step_from_statistics(self.additive_statistics(stats, x, lengths))
+
+    @torch.no_grad()
+    def additive_statistics(self, stats, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The expected counts of :meth:`e_step`'s marginals summed over sequences, which add over sequences (EM on
+        several processes sums them over ranks): ``sequences`` (1,), ``start`` Σ_n γ_n1 (K,), ``transitions``
+        Σ_n Σ_t ξ_nt (K, K), ``occupancy`` Σ_nt γ_nt (K,), and the emissions' Σ_nt γ_nt x_nt and Σ_nt γ_nt x_nt²
+        (K, D) (``sums``, ``squares``), or one-hot counts (K, D, C) (``categories``)."""
         gamma, xi_sum = stats
         cfg = self.config
-        transition = xi_sum.sum(0)
+        weights = gamma.reshape(-1, cfg.num_states)  # (N T, K), zero at padding
+        flat = x.reshape(-1, x.shape[-1]).to(weights.dtype)
+        out = {"sequences": torch.tensor([float(x.shape[0])], dtype=weights.dtype, device=weights.device),
+               "start": gamma[:, 0].sum(0), "transitions": xi_sum.sum(0), "occupancy": weights.sum(0)}
+        if cfg.emission == "categorical":
+            one_hot = torch.nn.functional.one_hot(flat.long(), cfg.num_categories).to(weights.dtype)
+            out["categories"] = torch.einsum("nk,ndc->kdc", weights, one_hot)
+        else:
+            out["sums"] = weights.T @ flat
+            if cfg.emission == "gaussian":
+                out["squares"] = weights.T @ (flat * flat)
+        return out
+
+    @torch.no_grad()
+    def m_step_from_statistics(self, stats: dict[str, torch.Tensor]) -> None:
+        """Baum-Welch's closed-form update from :meth:`additive_statistics` of all sequences."""
+        cfg = self.config
+        transition = stats["transitions"]
         transition = transition / transition.sum(-1, keepdim=True).clamp_min(1e-300)
         if cfg.initial == "stationary":
-            transition = self._stationary_transition_step(transition, xi_sum.sum(0), gamma[:, 0].sum(0))
+            transition = self._stationary_transition_step(transition, stats["transitions"], stats["start"])
         self.set_parameter("transition", transition.clamp_min(1e-300))
         if cfg.initial == "free":
-            self.set_parameter("initial_probs", gamma[:, 0].mean(0).clamp_min(1e-300))
-        weights = gamma.reshape(-1, cfg.num_states)  # (N T, K), zero at padding
-        flat = x.reshape(-1, x.shape[-1])
-        totals = weights.sum(0).clamp_min(1e-300)[:, None]
+            self.set_parameter("initial_probs", (stats["start"] / stats["sequences"][0]).clamp_min(1e-300))
+        totals = stats["occupancy"].clamp_min(1e-300)[:, None]
         if cfg.emission == "gaussian":
-            means = weights.T @ flat / totals
-            variances = weights.T @ (flat * flat) / totals - means**2 + cfg.floor
+            means = stats["sums"] / totals
+            variances = stats["squares"] / totals - means**2 + cfg.floor
             self.set_parameter("means", means)
             self.set_parameter("variances", variances.clamp_min(cfg.floor))
         elif cfg.emission == "poisson":
-            self.set_parameter("rates", (weights.T @ flat / totals).clamp_min(cfg.floor))
+            self.set_parameter("rates", (stats["sums"] / totals).clamp_min(cfg.floor))
         else:
-            one_hot = torch.nn.functional.one_hot(flat.long(), cfg.num_categories).to(weights.dtype)
-            probs = torch.einsum("nk,ndc->kdc", weights, one_hot) / totals[:, :, None]
+            probs = stats["categories"] / totals[:, :, None]
             probs = probs.clamp_min(cfg.floor)
             self.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
 

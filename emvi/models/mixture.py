@@ -495,16 +495,38 @@ class MixtureModel(PyroModule):
         """Closed-form MAP update from :class:`ExpectedStatistics` or from responsibilities ``(N, K)``."""
         if isinstance(stats, torch.Tensor):
             stats = self.statistics_from_responsibilities(stats, x)
+        self._update(stats, x.shape[0])
+
+    @torch.no_grad()
+    def additive_statistics(self, stats: torch.Tensor | ExpectedStatistics, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What EM on several processes sums over ranks: ``items`` (1,), ``counts``, ``sums`` (and ``scatter`` for
+        gaussian-full, about the current means: the shift of :meth:`expected_statistics`, the same on every rank)."""
+        if isinstance(stats, torch.Tensor):
+            stats = self.statistics_from_responsibilities(stats, x)
+        out = {"items": torch.tensor([float(x.shape[0])], dtype=stats.counts.dtype, device=stats.counts.device),
+               "counts": stats.counts, "sums": stats.sums}
+        if stats.scatter is not None:
+            out["scatter"] = stats.scatter
+        return out
+
+    @torch.no_grad()
+    def m_step_from_statistics(self, statistics: dict[str, torch.Tensor]) -> None:
+        """The M-step from :meth:`additive_statistics` summed over every item."""
+        shift = self.means.detach().clone() if "scatter" in statistics else None
+        self._update(ExpectedStatistics(statistics["counts"], statistics["sums"], statistics.get("scatter"), shift),
+                     statistics["items"][0])
+
+    def _update(self, stats: ExpectedStatistics, num_items) -> None:
         cfg = self.config
         counts = stats.counts  # (K,)
         k = cfg.num_components
         alpha = cfg.weight_concentration
-        self.set_parameter("weights", (counts + alpha - 1) / (x.shape[0] + k * (alpha - 1)))
+        self.set_parameter("weights", (counts + alpha - 1) / (num_items + k * (alpha - 1)))
         safe = counts.clamp_min(10 * torch.finfo(counts.dtype).eps)[:, None]
         s, m = cfg.prior_strength, self.data_mean
         sums = stats.sums
         if cfg.family == "gaussian-diag":
-            d = x.shape[1]
+            d = self.num_features
             means = sums[:, :d] / safe
             variances = sums[:, d:] / safe - means**2 + cfg.floor
             self.set_parameter("means", means)
@@ -512,7 +534,7 @@ class MixtureModel(PyroModule):
         elif cfg.family == "gaussian-full":
             offset = sums / safe  # new mean - shift
             covariances = stats.scatter / safe[:, :, None] - offset.unsqueeze(-1) * offset.unsqueeze(-2)
-            covariances = covariances + cfg.floor * torch.eye(x.shape[1], dtype=counts.dtype, device=counts.device)
+            covariances = covariances + cfg.floor * torch.eye(self.num_features, dtype=counts.dtype, device=counts.device)
             self.set_parameter("means", stats.shift + offset)
             self.set_parameter("scale_tril", torch.linalg.cholesky(covariances))
         elif cfg.family == "poisson":
@@ -521,7 +543,7 @@ class MixtureModel(PyroModule):
             self.set_parameter("probs", ((sums + s * m) / (safe + s)).clamp(cfg.floor, 1 - cfg.floor))
         else:
             c = cfg.num_categories
-            category_counts = sums.reshape(k, x.shape[1], c)
+            category_counts = sums.reshape(k, self.num_features, c)
             probs = (category_counts + s / c) / (safe[:, :, None] + s)
             probs = probs.clamp_min(cfg.floor)
             self.set_parameter("probs", probs / probs.sum(-1, keepdim=True))

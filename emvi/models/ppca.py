@@ -221,7 +221,16 @@ class LinearGaussianModel(nn.Module):
 
     @torch.no_grad()
     def m_step(self, stats, x: torch.Tensor) -> None:
-        n = x.shape[0]
+        self.m_step_from_statistics(self.additive_statistics(stats, x))
+
+    @torch.no_grad()
+    def additive_statistics(self, stats, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`e_step`'s sums with the item count ``items`` (1,): all add over items (EM on several processes)."""
+        return {**stats, "items": torch.tensor([float(x.shape[0])], dtype=stats["zz"].dtype, device=stats["zz"].device)}
+
+    @torch.no_grad()
+    def m_step_from_statistics(self, stats: dict[str, torch.Tensor]) -> None:
+        n = stats["items"][0]
         weight = torch.linalg.solve(stats["zz"], stats["xz"].T).T  # Σxz (Σzz)⁻¹, Σzz symmetric
         residual = (stats["xx_diag"] - (weight * stats["xz"]).sum(1)) / n  # diag(S - W (1/N) Σ E[z](x-μ)ᵀ)
         residual = residual.clamp_min(MIN_VARIANCE)

@@ -40,13 +40,13 @@ print([len(s) for s in sequences])""")
 md("## Baum-Welch: monotone, and the same likelihood as hmmlearn and as Pyro's enumeration")
 code("""em = HMM(3, "poisson", max_iter=200, tol=1e-6, seed=SEED).fit(sequences)
 print(em.converged_, em.n_iter_, "iterations")
-order = torch.argsort(em.params_["rates"][:, 0])
-print("rates", em.params_["rates"][order, 0].numpy().round(2), "(true 1, 6, 15)")
-print("transitions\\n", em.transmat_[order][:, order].numpy().round(3))
+order = np.argsort(em.params_["rates"][:, 0])  # the estimator's outputs are numpy arrays
+print("rates", em.params_["rates"][order, 0].round(2), "(true 1, 6, 15)")
+print("transitions\\n", em.transmat_[order][:, order].round(3))
 
 reference = hmmlearn.PoissonHMM(3, init_params="")
-reference.startprob_, reference.transmat_ = em.startprob_.numpy(), em.transmat_.numpy()
-reference.lambdas_ = em.params_["rates"].numpy()
+reference.startprob_, reference.transmat_ = em.startprob_, em.transmat_
+reference.lambdas_ = em.params_["rates"]
 flat, lengths = np.concatenate(sequences), [len(s) for s in sequences]
 from emvi.estimators.hmm import pad_sequences
 x, lens = pad_sequences(sequences)
@@ -62,14 +62,14 @@ plt.xlabel("epoch"); plt.ylabel("log-likelihood"); plt.legend();""")
 md("## Decoding: Viterbi path and posterior state marginals")
 code("""_, paths = em.decode(sequences)
 marginals = em.predict_proba(sequences)
-relabel = torch.empty(3, dtype=torch.long); relabel[order] = torch.arange(3)
+relabel = np.empty(3, dtype=int); relabel[order] = np.arange(3)
 first = len(sequences[0])
 fig, axes = plt.subplots(2, 1, figsize=(9, 4), sharex=True)
 axes[0].plot(sequences[0][:, 0], ".", ms=3, label="counts"); axes[0].legend()
 axes[1].step(range(first), states[0], label="true state", where="mid")
-axes[1].step(range(first), relabel[paths[0, :first]].numpy(), label="Viterbi", where="mid", ls="--")
+axes[1].step(range(first), relabel[paths[0, :first]], label="Viterbi", where="mid", ls="--")
 axes[1].legend(); axes[1].set_xlabel("t")
-accuracy = np.mean(np.concatenate([relabel[paths[i, :len(s)]].numpy() == states[i] for i, s in enumerate(sequences)]))
+accuracy = np.mean(np.concatenate([relabel[paths[i, :len(s)]] == states[i] for i, s in enumerate(sequences)]))
 print(f"Viterbi recovers {accuracy:.1%} of the true states")""")
 md("""## How many states? NUTS draws, LOO over sequences, next to BIC
 
