@@ -180,11 +180,12 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
     y = lengths = None
     try:
         if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            with open(path, "rb") as handle:  # our handle: numpy leaves its own open when the file is corrupt
+                x = np.load(handle, allow_pickle=False)
             if not isinstance(x, np.ndarray):
                 raise ValueError("not a single array")
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 keys = list(archive.keys())
                 if "x" not in keys:
                     found = ", ".join(repr(k) for k in keys[:5]) or "none"
