@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -300,8 +301,14 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    from .rundir import RunDirectory, atomic_write_text
     from .runs import default_evaluate, evaluation_data
+    from .validation import check_positive_int, resolve_device
 
+    check_positive_int(args.num_samples, "--num-samples")
+    if args.limit is not None:
+        check_positive_int(args.limit, "--limit")
+    resolve_device(args.device)
     entry, model, guide, dataset, resolved, split = evaluation_data(args.run_dir, args.split, device=args.device,
                                                                      root_override=args.data_root)
     print(f"evaluating: {split} split ({len(dataset)} items)")
@@ -313,7 +320,7 @@ def _cmd_evaluate(args) -> int:
         metrics = default_evaluate(entry, model, guide, dataset, resolved)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    (Path(args.run_dir) / f"evaluation_{split}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(RunDirectory(args.run_dir).file(f"evaluation_{split}.json"), json.dumps(metrics, indent=2) + "\n")
     return 0
 
 
@@ -322,16 +329,35 @@ def _cmd_sample(args) -> int:
     import torch
 
     from .inference.seeding import seed_everything
-    from .runs import load_run
+    from .rundir import atomic_write_bytes
+    from .runs import available_memory_bytes, load_run
+    from .validation import check_positive_int, check_seed
 
+    check_positive_int(args.num_samples, "--num-samples")
+    check_seed(args.seed, "--seed")
+    output = Path(args.output) if args.output else Path(args.run_dir) / "samples.npy"
+    if output.suffix.lower() != ".npy":
+        raise ConfigError(f"--output {output} must end in .npy (the samples are written as a NumPy array there)")
+    if output.is_dir():
+        raise ConfigError(f"--output {output} is a folder; name a .npy file")
+    if args.output and not output.parent.is_dir():
+        raise ConfigError(f"--output {output}: folder {output.parent} does not exist; create it first")
+    if args.output and not os.access(output.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {output}: cannot write in {output.parent} (permission denied)")
     entry, model, guide, dataset, _ = load_run(args.run_dir)
     if entry.sample is None:
         raise ConfigError(f"model {entry.name!r} does not support sampling")
+    item_size = 8 * int(np.prod(dataset.x.shape[1:])) * (100 if entry.sequential else 1)
+    available = available_memory_bytes()
+    if available is not None and args.num_samples * item_size > 0.5 * available:
+        raise ConfigError(f"--num-samples {args.num_samples} would need about {args.num_samples * item_size / 2**30:,.1f} "
+                          f"GiB, more than the memory available; draw fewer")
     seed_everything(args.seed)
     with torch.no_grad():
         samples = entry.sample(model, guide, args.num_samples)
-    output = Path(args.output) if args.output else Path(args.run_dir) / "samples.npy"
-    np.save(output, samples.detach().cpu().numpy())
+    buffer = io.BytesIO()
+    np.save(buffer, samples.detach().cpu().numpy())
+    atomic_write_bytes(output, buffer.getvalue())
     print(f"samples: {tuple(samples.shape)} written to {output}")
     if dataset.image_shape is not None:
         from .analysis.curves import plot_image_grid
@@ -356,15 +382,23 @@ def _cmd_analyze(args) -> int:
     from .analysis.local_latents import held_out_log_likelihood
     from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
     from .runs import held_out_split, load_run, run_seed
+    from .validation import check_positive_int
 
-    fits, held_out = {}, {}
-    for run_dir in args.run_dirs:
+    check_positive_int(args.num_samples, "--num-samples")
+    if args.compare_out is not None and Path(args.compare_out).exists() and not Path(args.compare_out).is_dir():
+        raise ConfigError(f"--compare-out {args.compare_out} is a file; name a folder")
+    if len(set(map(str, args.run_dirs))) != len(args.run_dirs):
+        raise ConfigError("the same run directory is named twice; name each run once")
+    fits, held_out, loaded = {}, {}, []
+    for run_dir in args.run_dirs:  # every run is loaded and checked before any is written to
         entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root)
         if entry.inference_data is None:
             raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models analyze supports")
-        method = resolved.get("method", "svi")
         train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),
                                                 seed=run_seed(resolved))
+        loaded.append((run_dir, entry, model, guide, resolved, train_part, valid_part))
+    for run_dir, entry, model, guide, resolved, train_part, valid_part in loaded:
+        method = resolved.get("method", "svi")
         print(f"{run_dir}: building InferenceData ({method})", flush=True)
         idata = entry.inference_data(model, guide, train_part, method=method, num_samples=args.num_samples, run_dir=Path(run_dir))
         for kind, path in write_analysis(idata, run_dir).items():

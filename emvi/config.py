@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import types
 import typing
 from typing import Any
@@ -17,8 +18,9 @@ from .errors import ConfigError
 _SIMPLE = (int, float, str, bool)
 
 
+@functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field) as help texts."""
+    """Attribute docstrings (a string literal right after a field) as help texts (parsed once per class)."""
     import ast
     import inspect
     import textwrap
@@ -37,9 +39,13 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def _type_hints(cls) -> dict:
+    return typing.get_type_hints(cls)  # evaluates every annotation string: once per class, not per field and call
+
+
 def _field_type(cls, field: dataclasses.Field):
-    hints = typing.get_type_hints(cls)
-    return hints.get(field.name, field.type)
+    return _type_hints(cls).get(field.name, field.type)
 
 
 def _unwrap_optional(tp) -> tuple[Any, bool]:
@@ -53,8 +59,13 @@ def _unwrap_optional(tp) -> tuple[Any, bool]:
     return tp, False
 
 
-def coerce_value(cls, name: str, value, *, where: str = "") -> Any:
-    """Convert ``value`` to the type of field ``name`` of ``cls``; raise ConfigError naming the field otherwise."""
+def coerce_value(cls, name: str, value, *, where: str = "", strict: bool = False) -> Any:
+    """Convert ``value`` to the type of field ``name`` of ``cls``; raise ConfigError naming the field otherwise.
+
+    ``strict=False`` parses strings (the command line's values are strings); ``strict=True`` is for typed sources
+    (spec files, ``config.json``): a string is not a number nor a bool, a float is not an int, and a number is not a
+    string. Only the spelled-out empty value ``"none"``/``"null"`` of an optional field is read from a string in both.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls)}
     label = f"{where}{name}"
     if name not in fields:
@@ -65,6 +76,8 @@ def coerce_value(cls, name: str, value, *, where: str = "") -> Any:
             return None
         raise ConfigError(f"{label} may not be empty; give a value of type {getattr(tp, '__name__', tp)}")
     origin = typing.get_origin(tp)
+    if strict:
+        _check_strict_type(tp, value, label)
     try:
         if tp is bool:
             if isinstance(value, bool):
@@ -88,9 +101,32 @@ def coerce_value(cls, name: str, value, *, where: str = "") -> Any:
             items = value.split(",") if isinstance(value, str) else list(value)
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else int
             return tuple(inner(str(v).strip()) if inner in (int, float) else inner(v) for v in items if str(v).strip() != "")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {value!r}") from None
     return value
+
+
+def _check_strict_type(tp, value, label: str) -> None:
+    def fits(inner, item) -> bool:
+        if inner is bool:
+            return isinstance(item, bool)
+        if inner is int:
+            return isinstance(item, int) and not isinstance(item, bool)
+        if inner is float:
+            return isinstance(item, (int, float)) and not isinstance(item, bool)
+        if inner is str:
+            return isinstance(item, str)
+        return True
+
+    if typing.get_origin(tp) is tuple:
+        inner = typing.get_args(tp)[0] if typing.get_args(tp) else int
+        ok = isinstance(value, (list, tuple)) and all(fits(inner, item) for item in value)
+    else:
+        ok = fits(tp, value)
+    if not ok:
+        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
+                          "write it without quotes" if isinstance(value, str) else
+                          f"{label} must be of type {_type_name(tp)}, got {value!r} ({type(value).__name__})")
 
 
 def _type_name(tp) -> str:
@@ -99,12 +135,16 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def config_from_dict(cls, values: dict | None, *, where: str = ""):
-    """Build ``cls`` from a mapping; unknown keys and wrong types are errors, missing keys take their defaults."""
+def config_from_dict(cls, values: dict | None, *, where: str = "", strict: bool = False):
+    """Build ``cls`` from a mapping; unknown keys and wrong types are errors, missing keys take their defaults.
+
+    ``strict`` as in :func:`coerce_value` (True for spec files and run directories, False for command-line strings).
+    """
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{where.rstrip('.') or 'config'} must be a table of key = value pairs, got "
+                          f"{type(values).__name__}")
     values = dict(values or {})
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where or 'config'} must be a table of key = value pairs, got {type(values).__name__}")
-    kwargs = {name: coerce_value(cls, name, value, where=where) for name, value in values.items()}
+    kwargs = {str(name): coerce_value(cls, str(name), value, where=where, strict=strict) for name, value in values.items()}
     return cls(**kwargs)
 
 

@@ -118,10 +118,15 @@ class StandardNormal(_VectorDistribution):
 
 
 class BernoulliLogits(_VectorDistribution):
-    """Independent Bernoulli(sigmoid(logits_d)) over vectors; ``logits`` ``(..., D)``, event shape ``(D,)``."""
+    """Independent Bernoulli(sigmoid(logits_d)) over vectors; ``logits`` ``(..., D)``, event shape ``(D,)``.
+
+    ``log_prob`` is the cross-entropy ``x log σ(η) + (1 - x) log(1 - σ(η))``, the Bernoulli log-mass at binary
+    ``x`` and its relaxation at grey levels ``x ∈ [0, 1]`` read as Bernoulli means (the Keras VAE loss). The support
+    is therefore [0, 1], so that validated evaluation accepts exactly what training scores; ``sample`` draws 0/1.
+    """
 
     arg_constraints = {"logits": constraints.real}
-    support = constraints.independent(constraints.boolean, 1)
+    support = constraints.independent(constraints.unit_interval, 1)
     has_rsample = False
 
     def __init__(self, logits: torch.Tensor, validate_args=None):

@@ -52,6 +52,9 @@ class ModelEntry:
     * ``plots(model, guide, data, history, run_dir) -> list[Path]`` writes PNG files.
     * ``inference_data(model, guide, data, *, method, num_samples, run_dir) -> arviz.InferenceData`` for
       ``emvi analyze`` (see :mod:`emvi.analysis.report`).
+    * ``check_data(config, data)`` raises :class:`emvi.errors.DataError` when the training data (an
+      :class:`~emvi.data.ArrayDataset`) does not suit the model as configured (shape, support, sizes); called by
+      :func:`emvi.runs.run_fit` whatever the method, before anything is written.
     """
 
     name: str
@@ -65,6 +68,7 @@ class ModelEntry:
     sample: Callable | None = None
     plots: Callable | None = None
     inference_data: Callable | None = None
+    check_data: Callable | None = None
     elbo: str | Callable[[Any], str] = "trace"
     """The ELBO the model trains with by default ("enum" for models with enumerated discrete sites), or a function
     of the model's config returning it."""
@@ -89,7 +93,7 @@ def register_model(
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
-    ``inference_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``.
+    ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")
@@ -120,7 +124,7 @@ def default_elbo(entry: ModelEntry, config) -> str:
 def get_model(name: str) -> ModelEntry:
     try:
         return _MODELS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name from a spec file
         raise ConfigError(f"unknown model {name!r}; registered models: {', '.join(sorted(_MODELS)) or 'none'}") from None
 
 

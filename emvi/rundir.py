@@ -36,6 +36,10 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 SPEC = "spec.toml"
 
+PARTIAL = (SPEC, CONFIG, METRICS)
+"""What a fit writes before its first checkpoint: a folder holding only these (and leftover temporary files) is a
+run that never finished one, which a new fit may reuse."""
+
 
 def _atomic_write(path: Path, write) -> Path:
     """Call ``write(binary_handle)`` on a temporary file beside ``path``, fsync it and rename it over ``path``."""
@@ -53,6 +57,16 @@ def _atomic_write(path: Path, write) -> Path:
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _is_leftover_tmp(name: str) -> bool:
+    """A temporary file :func:`_atomic_write` leaves when the process dies between creating and renaming it."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (e.g. samples an ``emvi sample --output`` names)."""
+    return _atomic_write(Path(path), lambda handle: handle.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -73,7 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist; train first with 'emvi fit' or check the path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError, IndexError,
+            KeyError, TypeError, AttributeError, OverflowError, MemoryError) as exc:  # what random bytes raise
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupt or not an emvi checkpoint ({first_line[:160]}); "
@@ -106,14 +121,53 @@ class RunDirectory:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def create(self) -> RunDirectory:
+    def check_creatable(self) -> None:
+        """Raise :class:`ConfigError` unless the folder exists or can be made: no file in the way, on the path
+        itself or above it (``--out FILE``), and the nearest existing folder writable."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"run directory {self.path} is a file; pick another --run-dir")
-        self.path.mkdir(parents=True, exist_ok=True)
+        for parent in self.path.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ConfigError(f"cannot create run directory {self.path}: {parent} is a file, not a folder; "
+                                      "pick another --out or --run-dir")
+                break
+        nearest = self.path if self.path.exists() else next(p for p in self.path.absolute().parents if p.exists())
+        if not os.access(nearest, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot write in {nearest} (permission denied); pick another --out or --run-dir")
+
+    def create(self) -> RunDirectory:
+        """Make the folder (and its parents) for writing, removing temporary files a killed write left behind."""
+        self.check_creatable()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {self.path} ({exc.strerror or exc}); pick another "
+                              "--out or --run-dir") from None
+        for leftover in self.path.iterdir():
+            if _is_leftover_tmp(leftover.name) and leftover.is_file():
+                leftover.unlink(missing_ok=True)
         return self
 
     def is_empty(self) -> bool:
         return not self.path.exists() or not any(self.path.iterdir())
+
+    def is_reusable(self) -> bool:
+        """Whether a new fit may write here: the folder is absent or empty, or holds only what a fit writes before
+        its first checkpoint (:data:`PARTIAL`) and temporary files a killed write left behind."""
+        if not self.path.exists():
+            return True
+        if not self.path.is_dir():
+            return False
+        return all(entry.is_file() and (entry.name in PARTIAL or _is_leftover_tmp(entry.name))
+                   for entry in self.path.iterdir())
+
+    def clear_partial(self) -> None:
+        """Remove what :meth:`is_reusable` allows (a fit that never wrote a checkpoint) before a new fit here."""
+        if not self.is_reusable() or not self.path.exists():
+            return
+        for entry in self.path.iterdir():
+            entry.unlink(missing_ok=True)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -138,9 +192,15 @@ class RunDirectory:
         """The resolved configuration: ``config.json``, or the copy every checkpoint carries when it is missing."""
         path = self.file(CONFIG)
         if path.is_file():
-            text, where = path.read_text(encoding="utf-8", errors="replace"), path
+            try:
+                text, where = path.read_text(encoding="utf-8", errors="replace"), path
+            except OSError as exc:
+                raise ConfigError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions") from None
         elif self.has_checkpoint():
-            text, where = self.load_checkpoint()["config"], self.file(CHECKPOINT)
+            text, where = self.load_checkpoint().get("config"), self.file(CHECKPOINT)
+            if not isinstance(text, str):
+                raise CheckpointError(f"{where} carries no configuration and {path} is missing; this is not a run "
+                                      "directory 'emvi fit' wrote")
         else:
             raise ConfigError(f"{self.path} is not an emvi run directory (no {CONFIG}); pass the folder 'emvi fit' printed")
         try:
@@ -202,5 +262,5 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["RunDirectory", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG",
+__all__ = ["RunDirectory", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG",
            "METRICS", "SUMMARY", "SPEC"]

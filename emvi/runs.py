@@ -86,6 +86,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     from .inference.runner import train
     from .inference.seeding import seed_everything
     from .rundir import RunDirectory
+    from .validation import resolve_device
 
     if method not in entry.methods:
         raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}; use one of {', '.join(entry.methods)}")
@@ -104,16 +105,24 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                            resume=resume, plots=plots, spec=spec)
     main = distributed.is_main_process()
     say = print if main else (lambda *args, **kwargs: None)
+    resolve_device(method_config.device)
+    run = RunDirectory(distributed.on_main_process(
+        lambda: run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    run.check_creatable()
+    if resume and not run.path.is_dir():
+        raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
+    if not resume and not run.is_reusable():
+        raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
     dataset = load_data(data_cfg)
     if entry.inputs is not None:  # a model reading several named arrays (declared models)
         dataset = dataset.with_inputs(entry.inputs(model_config))
+    if entry.check_data is not None:
+        entry.check_data(model_config, dataset, method)
     train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
                                             announce=main)
-    # One name for every rank (their clocks may tick between them).
-    run = RunDirectory(distributed.on_main_process(
-        lambda: run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    seed_everything(method_config.seed)
     data_info = train_data.info()
+    check_model_size(entry, model_config, data_info)
+    seed_everything(method_config.seed)
     model, guide = entry.build(model_config, data_info)
     resolved = {
         "model": entry.name,
@@ -127,11 +136,9 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
 
     def check_and_create():
         if resume:
-            _check_resume(run, resolved)
-        elif run.path.exists() and not run.path.is_dir():
-            raise ConfigError(f"run directory {run.path} is a file; pick another --run-dir")
-        elif not run.is_empty():
-            raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
+            _check_resume(run, resolved, method_config, model, guide)
+        else:
+            run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
         run.create()
         if spec is not None:
             run.write_spec(spec)
@@ -185,20 +192,113 @@ def convergence_note(method: str, method_config, summary: dict) -> str | None:
     return None
 
 
-def _check_resume(run, resolved: dict) -> None:
-    """Refuse to resume a run directory that holds another model, method or model configuration."""
+def _check_resume(run, resolved: dict, method_config, model=None, guide=None) -> None:
+    """Refuse to resume a run directory that holds another model, method, model configuration or data, an em/mcmc
+    fit, or no usable checkpoint; changes nothing in it."""
     from .errors import CheckpointError
+    from .inference.runner import check_resumable
 
-    if not run.path.is_dir():
-        raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
     saved = run.read_config()
+    if "model" not in saved:
+        raise CheckpointError(f"cannot resume {run.path}: it was not written by 'emvi fit' (its config names no "
+                              "model); pick another --run-dir")
     for key in ("model", "method", "model_config", "data"):
-        if saved.get(key) != resolved.get(key):
-            raise CheckpointError(f"cannot resume {run.path}: its {key} is {saved.get(key)!r}, this fit's is "
-                                  f"{resolved.get(key)!r}; resume with the run's own options or pick another --run-dir")
+        ours, theirs = resolved.get(key), saved.get(key)
+        if theirs == ours:
+            continue
+        if isinstance(ours, dict) and isinstance(theirs, dict):
+            fields = sorted({k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k)}, key=str)
+            detail = "; ".join(f"{key}.{k} is {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in fields[:3])
+        else:
+            detail = f"{key} is {theirs!r} there, {ours!r} here"
+        raise CheckpointError(f"cannot resume {run.path}: {detail}; resume with the run's own options or pick "
+                              "another --run-dir")
     if resolved["method"] != "svi":
         raise CheckpointError(f"cannot resume a {resolved['method']} fit: only svi fits resume from a checkpoint; "
                               "refit into a new --run-dir (EM and NUTS fits restart from scratch)")
+    if not run.has_checkpoint():
+        raise CheckpointError(f"nothing to resume: no checkpoint in {run.path}; drop --resume to start afresh "
+                              "(a fit that never wrote one may reuse the folder)")
+    state = run.load_checkpoint()
+    check_resumable(state, method_config)
+    _check_state_matches(state, run, model, guide)
+
+
+def _check_state_matches(state: dict, run, model, guide) -> None:
+    """The checkpoint's tensors have the shapes of the freshly built modules and are finite (a resume would otherwise
+    fail, or train on NaN, after the run directory's files were rewritten)."""
+    import torch
+
+    from .errors import CheckpointError
+
+    for key, module in (("model", model), ("guide", guide)):
+        if not isinstance(module, torch.nn.Module):
+            continue
+        saved, expected = state.get(key), module.state_dict()
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds no {key} state; refit")
+        for name, tensor in expected.items():
+            value = saved.get(name)
+            if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+                found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise CheckpointError(f"cannot resume {run.path}: its checkpoint's {key} {name} is {found}, the model "
+                                      f"needs {tuple(tensor.shape)}; refit or restore the run's checkpoint.pt")
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds NaN or infinite weights "
+                                      f"({key} {name}); refit, or resume from an earlier copy")
+
+
+MEMORY_FRACTION = 0.8
+"""Share of the available memory a model's parameters, gradients and optimiser state may take."""
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the process may still use (``MemAvailable`` on Linux, else physical memory), or None if unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(entry, model_config, data_info) -> None:
+    """Refuse a model whose parameters would not fit in memory, before allocating any of them.
+
+    The builder runs once on PyTorch's ``meta`` device (shapes without storage); the parameters and buffers it
+    creates, four copies of each (weights, gradients, two Adam moments) in their dtype, must fit in
+    :data:`MEMORY_FRACTION` of the available memory. A builder that cannot run on the meta device is not checked.
+    """
+    import torch
+
+    from .errors import EmviError
+
+    try:
+        with torch.device("meta"):
+            modules = entry.build(model_config, data_info)
+    except EmviError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that needs real storage (e.g. data-dependent initialisation)
+        return
+    tensors = {}
+    for module in modules if isinstance(modules, tuple) else (modules,):
+        if isinstance(module, torch.nn.Module):
+            for tensor in list(module.parameters()) + list(module.buffers()):
+                tensors[id(tensor)] = tensor
+    count = sum(t.numel() for t in tensors.values())
+    needed = 4 * sum(t.numel() * t.element_size() for t in tensors.values())
+    available = available_memory_bytes()
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise ConfigError(f"model {entry.name!r} would have {count:,} parameters, about {needed / 2**30:,.1f} GiB "
+                          f"with gradients and optimiser state, more than the {available / 2**30:,.1f} GiB of memory "
+                          "available; lower its size options (-k, --num-categories, --latent-dim, --hidden-dims...)")
 
 
 def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[Path]:
@@ -213,38 +313,73 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
-    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint."""
+    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint.
+
+    Anything wrong with the folder (foreign or hand-edited configuration, a checkpoint that does not match the model
+    or holds NaN weights, data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
+    """
+    import torch
+
     from .config import config_from_dict
+    from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
     from .registry import DataInfo, get_model
     from .rundir import RunDirectory
 
     run = RunDirectory(run_dir)
     if not run.path.is_dir():
-        raise ConfigError(f"{run.path} is not an emvi run directory (no such folder); pass the folder 'emvi fit' printed")
+        what = "a file" if run.path.exists() else "no such folder"
+        raise ConfigError(f"{run.path} is not an emvi run directory ({what}); pass the folder 'emvi fit' printed")
     resolved = run.read_config()
     if "model" not in resolved or "data" not in resolved:
         raise ConfigError(f"{run.path} was not written by 'emvi fit' (its config lacks the model or data); "
                           "evaluate it from Python with the model you trained")
+    if not isinstance(resolved["data"], dict) or not isinstance(resolved.get("data_info"), dict) \
+            or not isinstance(resolved["data"].get("dataset"), str):
+        raise ConfigError(f"{run.path}/config.json is damaged (its data or data_info is not a table); restore it "
+                          "from the checkpoint's copy or refit")
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
         from .registry import import_user_module
 
         import_user_module(module, where=f"{run.path}'s model.module")
     entry = get_model(resolved["model"])
-    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
+    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.",
+                                    strict=True)
     dataset = load_data(resolved["data"], split=split, root_override=root_override)
     if entry.inputs is not None:
         dataset = dataset.with_inputs(entry.inputs(model_config))
     info = dict(resolved["data_info"])
     for key in ("event_shape", "image_shape"):
-        if info.get(key) is not None:
+        if isinstance(info.get(key), list):
             info[key] = tuple(info[key])
-    model, guide = entry.build(model_config, DataInfo(**info))
-    if entry.load is not None and resolved.get("method", "svi") != "svi":
-        entry.load(model, guide, run, device)
-    else:
-        load_run_modules(run.path, model, guide, device=device)
+    try:
+        data_info = DataInfo(**info)
+    except TypeError as exc:
+        raise ConfigError(f"{run.path}/config.json has a damaged data_info ({exc}); refit") from None
+    event_shape = tuple(data_info.event_shape or ())
+    if not event_shape or dataset.x.dim() != len(event_shape) + 1 or dataset.x.shape[-1] != event_shape[-1]:
+        raise DataError(f"the data of {run.path} now has items of shape {tuple(dataset.x.shape[1:])}, but the run was "
+                        f"fit on {event_shape}; restore the run's data ({resolved['data']['dataset']})")
+    check_model_size(entry, model_config, data_info)
+    model, guide = entry.build(model_config, data_info)
+    try:
+        if entry.load is not None and resolved.get("method", "svi") != "svi":
+            entry.load(model, guide, run, device)
+        else:
+            load_run_modules(run.path, model, guide, device=device)
+    except EmviError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        first = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"the checkpoint in {run.path} does not match its {entry.name} model ({first}); "
+                              "refit, or restore the run's checkpoint.pt") from None
+    for owner, module in (("model", model), ("guide", guide)):
+        if isinstance(module, torch.nn.Module):
+            for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise CheckpointError(f"the checkpoint in {run.path} holds NaN or infinite weights ({owner} "
+                                          f"{name}); refit, or resume from an earlier copy")
     return entry, model, guide, dataset, resolved
 
 

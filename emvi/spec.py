@@ -94,19 +94,26 @@ TABLES = ("model", "inference", "data", "outputs")
 def read_spec_file(path: str | Path) -> dict:
     """Parse a ``.toml``, ``.yaml`` or ``.yml`` file into a dict (safe parsers only)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"spec file {str(path)!r} is a directory, not a file; pass the spec file inside it")
     if not path.is_file():
         raise ConfigError(f"spec file {str(path)!r} does not exist; check the path")
     suffix = path.suffix.lower()
-    text = path.read_text()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"spec {str(path)!r} must end in .toml, .yaml or .yml")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"spec {path.name} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"spec {str(path)!r} cannot be read ({exc.strerror or exc}); check its permissions") from None
     try:
         if suffix == ".toml":
             raw = tomllib.loads(text)
-        elif suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
-            raw = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"spec {str(path)!r} must end in .toml, .yaml or .yml")
+            raw = yaml.load(text, Loader=_yaml_loader(yaml))  # noqa: S506 - a SafeLoader subclass
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"spec {path.name} is not valid TOML: {exc}") from None
     except ImportError:
@@ -123,12 +130,29 @@ def read_spec_file(path: str | Path) -> dict:
     return raw
 
 
+def _yaml_loader(yaml):
+    """``yaml.SafeLoader`` reading YAML 1.2 floats: PyYAML follows YAML 1.1, where ``1e-3`` (no dot) is a string,
+    which a spec's typed fields would refuse."""
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    import re
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
 def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     """Validate a spec mapping against the registry and the config dataclasses."""
     from .registry import get_model
     from .runs import method_config_class
 
-    unknown = sorted(set(raw) - set(TABLES))
+    unknown = sorted(map(str, set(raw) - set(TABLES)))
     if unknown:
         raise ConfigError(f"unknown spec table(s) {', '.join(unknown)}; allowed tables: {', '.join(TABLES)}")
     for table in TABLES:
@@ -144,16 +168,16 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
 
         import_user_module(module, base_dir, where="model.module")
     entry = get_model(name)
-    model_config = config_from_dict(entry.config_class, model_table, where="model.")
+    model_config = config_from_dict(entry.config_class, model_table, where="model.", strict=True)
 
     inference = dict(raw.get("inference") or {})
     method = inference.pop("method", entry.methods[0])
-    if method not in entry.methods:
+    if not isinstance(method, str) or method not in entry.methods:
         raise ConfigError(f"inference.method must be one of {', '.join(entry.methods)} for model {name!r}, got {method!r}")
     method_config = config_from_dict(method_config_class(method), method_defaults(entry, method, model_config) | inference,
-                                     where="inference.")
+                                     where="inference.", strict=True)
 
-    data = config_from_dict(DataSpec, raw.get("data") or {}, where="data.")
+    data = config_from_dict(DataSpec, raw.get("data") or {}, where="data.", strict=True)
     if data.binarize not in (None, "static", "dynamic"):
         raise ConfigError(f"data.binarize must be one of none, 'static', 'dynamic', got {data.binarize!r}")
     if not 0.0 <= data.valid_fraction < 1.0:
@@ -162,7 +186,7 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
         resolved = Path(base_dir) / data.dataset
         if not Path(data.dataset).is_absolute() and resolved.exists():
             data = dataclasses.replace(data, dataset=str(resolved))
-    outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.")
+    outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.", strict=True)
     return Spec(model=name, model_config=model_config, method=method, method_config=method_config, data=data,
                 outputs=outputs, module=module)
 

@@ -13,6 +13,8 @@ def as_float_tensor(x, name: str = "data", *, ndim: int | tuple[int, ...] = 2, d
     if isinstance(x, np.ndarray):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"{name} must hold numbers, got dtype {x.dtype}; convert it with np.asarray(..., dtype=float)")
+        if x.dtype not in (np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_) or not x.dtype.isnative:
+            x = x.astype(np.float64)  # byte-swapped, float16, unsigned wide ints, timedeltas: what torch may refuse
         x = torch.from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, torch.Tensor):
         try:
@@ -63,6 +65,28 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+SEED_MAX = 2**32 - 1
+"""NumPy's legacy seeding (which Pyro's ``set_rng_seed`` uses) takes seeds in [0, 2**32 - 1]."""
+
+
+def check_seed(value, name: str = "seed") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{name} must be an integer in [0, {SEED_MAX}], got {value!r}")
+    return int(value)
+
+
+def check_number(value, name: str, *, minimum: float | None = None, maximum: float | None = None,
+                 exclusive_minimum: bool = False) -> float:
+    """A finite real number (not a bool) within the bounds; raise ConfigError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not np.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and (value <= minimum if exclusive_minimum else value < minimum):
+        raise ConfigError(f"{name} must be {'>' if exclusive_minimum else '>='} {minimum:g}, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum:g}, got {value!r}")
+    return float(value)
 
 
 def check_choice(value, name: str, choices) -> str:

@@ -35,3 +35,8 @@ def mnist_data_root():
 def _fresh_seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="run tests/test_fuzz.py with a large example budget (CI runs a fixed-seed small one)")

@@ -8,12 +8,18 @@ import warnings
 import torch
 
 from ..analysis.composed import composed_inference_data
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
 from ..models.composed import ComposedConfig, ComposedModel, EmptyGuide
 from ..registry import DataInfo, ModelEntry
-from ..validation import first_tensor
+from ..validation import (
+    as_float_tensor,
+    check_components_vs_samples,
+    check_nonnegative_integers,
+    check_unit_interval,
+    first_tensor,
+)
 
 
 def build_composed(config: ComposedConfig, data_info: DataInfo):
@@ -24,6 +30,28 @@ def build_composed(config: ComposedConfig, data_info: DataInfo):
     architecture = "conv" if config.mapping == "conv" else "mlp"
     return model, AmortisedNormalGuide(num_features, config.latent_dim, config.hidden_dims,
                                        architecture=architecture, image_shape=data_info.image_shape)
+
+
+def check_composed_data(config: ComposedConfig, data, method: str = "svi") -> None:
+    """Flat finite observations in the likelihood's support; a discrete latent has at most N values; EM needs a
+    discrete latent (checked here so that the refusal comes before the run directory is written)."""
+    if method == "em" and config.latent != "discrete":
+        raise ConfigError("EM needs a discrete latent (--latent discrete --mapping index); fit a gaussian latent "
+                          "by --method svi")
+    x = first_tensor(data)
+    if x.dim() != 2:
+        raise DataError(f"the composed model needs flat observations (items, features), got shape {tuple(x.shape)}; "
+                        "flatten each item to one row")
+    x = as_float_tensor(x, "data")
+    if config.likelihood == "bernoulli":
+        check_unit_interval(x)
+    elif config.likelihood in ("poisson", "categorical"):
+        check_nonnegative_integers(x)
+        if config.likelihood == "categorical" and (x >= config.num_categories).any():
+            raise DataError(f"categorical codes must be < num_categories={config.num_categories}, found "
+                            f"{int(x.max())}; raise --num-categories")
+    if config.latent == "discrete":
+        check_components_vs_samples(config.num_components, x.shape[0])
 
 
 def fit_em_entry(model, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
@@ -63,6 +91,7 @@ def load_em_entry(model, guide, run, device) -> None:
 ENTRIES = (
     ModelEntry("composed", ComposedConfig, build_composed, methods=("svi", "em"),
                description="declarative latent-variable model: latent + mapping + likelihood",
-               fit=fit_em_entry, load=load_em_entry, inference_data=composed_inference_data, elbo="enum",
+               fit=fit_em_entry, load=load_em_entry, inference_data=composed_inference_data,
+               check_data=check_composed_data, elbo="enum",
                max_plate_nesting=1),
 )

@@ -8,6 +8,7 @@ import warnings
 import torch
 
 from ..analysis.hmm import hmm_inference_data
+from ..errors import DataError
 from ..inference.em import ConvergenceWarning
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
 from ..registry import DataInfo, ModelEntry
@@ -23,6 +24,18 @@ def build_hmm(config: HMMConfig, data_info: DataInfo):
 def _sequences(data):
     x = data.x if hasattr(data, "x") else torch.as_tensor(data)
     return x, getattr(data, "lengths", None)
+
+
+def check_hmm_data(config: HMMConfig, data, method: str = "em") -> None:
+    """Sequences and lengths (1..T each), the emission's support, K <= the number of observations; SVI needs
+    padded sequences with lengths (Baum-Welch and NUTS also take one ``(T, D)`` sequence)."""
+    x, lengths = _sequences(data)
+    x, lengths = check_sequences(x, lengths, config)
+    if int(lengths.sum()) < config.num_states:
+        raise DataError(f"num_states={config.num_states} exceeds the {int(lengths.sum())} observations; lower -k")
+    if method == "svi" and getattr(data, "lengths", None) is None:
+        raise DataError("HMM training by SVI needs sequences: an .npz file with x of shape (N, T, D) and lengths "
+                        "(N,); a single (T, D) sequence can be fit by --method em")
 
 
 def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
@@ -85,6 +98,7 @@ ENTRIES = (
         "hmm", HMMConfig, build_hmm, methods=("em", "svi", "mcmc"),
         description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated",
         fit=fit_hmm, load=load_hmm, evaluate=evaluate_hmm, sample=sample_hmm, inference_data=hmm_inference_data,
+        check_data=check_hmm_data,
         elbo="enum", max_plate_nesting=1, sequential=True,
     ),
 )

@@ -36,6 +36,11 @@ def build_linear_gaussian(config: LinearGaussianConfig, data_info: DataInfo):
     return model, make_guide(config, model, num_features)
 
 
+def check_linear_gaussian_fit_data(config: LinearGaussianConfig, data, method: str = "em") -> None:
+    """Flat finite observations, at least 2 items, latent_dim below the number of features."""
+    check_linear_gaussian_data(first_tensor(data), config.latent_dim)
+
+
 def fit_linear_gaussian(model: LinearGaussianModel, guide, train_data, *, method: str, config, valid_data=None,
                         run=None) -> dict:
     """Closed-form EM (:class:`emvi.inference.em.EMConfig`) through the :class:`~emvi.estimators.PPCA` /
@@ -47,7 +52,11 @@ def fit_linear_gaussian(model: LinearGaussianModel, guide, train_data, *, method
     estimator = estimator_class(model.config.latent_dim, max_iter=config.max_iter, tol=config.tol, seed=config.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        estimator.fit(x)
+        try:
+            estimator.fit(x)
+        except torch.linalg.LinAlgError as exc:
+            raise DataError(f"EM hit a singular covariance ({' '.join(str(exc).split())[:120]}); the data has "
+                            "constant or duplicated features: drop them, or fit by --method svi") from None
     model.to(dtype=torch.float64)
     model.load_state_dict(estimator.model_.state_dict())
     model.fitted_by = "em"
@@ -87,7 +96,8 @@ def sample_linear_gaussian(model: LinearGaussianModel, guide, num_samples: int) 
 
 
 _HOOKS = dict(fit=fit_linear_gaussian, load=load_linear_gaussian, evaluate=evaluate_linear_gaussian,
-              sample=sample_linear_gaussian, inference_data=ppca_inference_data, elbo="trace", max_plate_nesting=1)
+              sample=sample_linear_gaussian, inference_data=ppca_inference_data,
+              check_data=check_linear_gaussian_fit_data, elbo="trace", max_plate_nesting=1)
 
 ENTRIES = (
     ModelEntry("ppca", PPCAConfig, build_linear_gaussian, methods=("em", "svi"),

@@ -19,6 +19,11 @@ def build_mixture(config: MixtureConfig, data_info: DataInfo):
     return model, MixtureGuide()
 
 
+def check_mixture_fit_data(config: MixtureConfig, data, method: str = "em") -> None:
+    """The family's support and K <= N, whatever the method (the estimator applies the same check for em/mcmc)."""
+    check_mixture_data(first_tensor(data), config, fitting=True)
+
+
 def fit_mixture(model: MixtureModel, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
     """EM (:class:`emvi.inference.em.EMConfig`) or NUTS (:class:`emvi.inference.mcmc.MCMCConfig`, started from EM)
     through the :class:`~emvi.estimators.Mixture` facade; the state (and the draws) go to ``run``'s checkpoint."""
@@ -81,6 +86,6 @@ ENTRIES = (
         "mixture", MixtureConfig, build_mixture, methods=("em", "svi", "mcmc"),
         description="finite mixture (gaussian, poisson, bernoulli, categorical) with the assignment enumerated",
         fit=fit_mixture, load=load_mixture, evaluate=evaluate_mixture, sample=sample_mixture,
-        inference_data=mixture_inference_data, elbo="enum", max_plate_nesting=1,
+        inference_data=mixture_inference_data, check_data=check_mixture_fit_data, elbo="enum", max_plate_nesting=1,
     ),
 )

@@ -6,8 +6,9 @@
   ``EMVI_DATA`` environment variable; nothing is downloaded unless ``download=True``, and with the files present it
   works offline;
 * ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images), needing no download;
-* a path to the user's own ``.npy``, ``.npz`` (arrays ``x`` and optionally ``y`` and, for padded sequences
-  ``(N, T, D)``, ``lengths``; or the first array; any further arrays are kept by name for declared models) or ``.csv``
+* a path to the user's own ``.npy``, ``.npz`` (array ``x`` and optionally ``y`` and, for padded sequences
+  ``(N, T, D)``, ``lengths``; an archive without ``x`` is refused rather than guessed at; any further arrays are kept
+  by name for declared models) or ``.csv``
   (numbers only, an optional header; ``label_column=`` names the label column).
 
 Images come out flattened to ``(N, C*H*W)`` float32 in [0, 1] with ``image_shape = (C, H, W)``; tables as
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import os
+import pickle
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,33 +171,52 @@ def _load_digits(split: str) -> ArrayDataset:
 def load_array_file(path: str | os.PathLike, *, label_column: str | None = None) -> ArrayDataset:
     """Read a user's ``.npy``, ``.npz`` or ``.csv`` file into an :class:`ArrayDataset` (rows are samples)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data file {str(path)!r} is a directory, not a file; pass the .npy, .npz or .csv file itself")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; check the path")
     suffix = path.suffix.lower()
+    if label_column is not None and suffix != ".csv":
+        raise ConfigError(f"label_column applies to .csv files; {path.name} keeps its labels in an array 'y'")
     y = lengths = None
     extra: dict = {}
     try:
         if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            with open(path, "rb") as handle:  # our handle: numpy leaves its own open when the file is corrupt
+                x = np.load(handle, allow_pickle=False)
+            if not isinstance(x, np.ndarray):
+                raise ValueError("not a single array")
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 keys = list(archive.keys())
-                if not keys:
-                    raise DataError(f"{str(path)!r} holds no arrays; save one with np.savez(path, x=...)")
-                x = archive["x"] if "x" in keys else archive[keys[0]]
+                if "x" not in keys:
+                    found = ", ".join(repr(k) for k in keys[:5]) or "none"
+                    raise DataError(f"{str(path)!r} holds no array 'x' (arrays: {found}); save the observations "
+                                    "with np.savez(path, x=...)")
+                x = archive["x"]
                 y = archive["y"] if "y" in keys else None
                 lengths = archive["lengths"] if "lengths" in keys else None
-                first = "x" if "x" in keys else keys[0]
-                extra = {k: archive[k] for k in keys if k not in (first, "y", "lengths")}
+                extra = {k: archive[k] for k in keys if k not in ("x", "y", "lengths")}
         else:
             x, y = _read_csv(path, label_column)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"could not read {str(path)!r} ({str(exc).splitlines()[0]}); save it as numbers only") from None
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, csv.Error, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"could not read {str(path)!r} ({first[:160]}); save it as numbers only "
+                        "(np.save, np.savez(x=...) or a numeric .csv)") from None
     if x.ndim == 1:
         x = x[:, None]
     tensor = as_float_tensor(x, f"data in {path.name}", ndim=(2, 3))
-    labels = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
-    lengths = None if lengths is None else torch.as_tensor(np.asarray(lengths), dtype=torch.long)
+    labels = None if y is None else _integer_array(y, f"labels 'y' in {path.name}", tensor.shape[0])
+    if lengths is not None:
+        if tensor.dim() != 3:
+            raise DataError(f"{path.name} has lengths but x of shape {tuple(tensor.shape)}; lengths go with padded "
+                            "sequences x (N, T, D)")
+        lengths = _integer_array(lengths, f"lengths in {path.name}", tensor.shape[0])
+        if (lengths < 1).any() or (lengths > tensor.shape[1]).any():
+            raise DataError(f"lengths in {path.name} must lie in 1..{tensor.shape[1]} (the padded length), got "
+                            f"range [{int(lengths.min())}, {int(lengths.max())}]")
     arrays = {name: _named_array(value, name, path, tensor.shape[0]) for name, value in extra.items()}
     return ArrayDataset(x=tensor, y=labels, name=path.stem, lengths=lengths, arrays=arrays or None)
 
@@ -212,8 +234,22 @@ def _named_array(value: np.ndarray, name: str, path: Path, rows: int) -> torch.T
     return as_float_tensor(value, f"array {name!r} in {path.name}", ndim=(1, 2, 3))
 
 
+def _integer_array(values, name: str, rows: int) -> torch.Tensor:
+    """A ``(rows,)`` array of whole numbers (labels, lengths) as a long tensor."""
+    values = np.asarray(values)
+    if values.shape != (rows,):
+        raise DataError(f"{name} must have shape ({rows},), one per item, got {values.shape}")
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating) or values.dtype == bool):
+        raise DataError(f"{name} must hold whole numbers, got dtype {values.dtype}")
+    if not np.all(np.isfinite(values)) or np.any(values != np.round(values)):
+        raise DataError(f"{name} must hold whole numbers, found fractional, NaN or infinite values")
+    if np.any(np.abs(values) > 2**62):
+        raise DataError(f"{name} holds values too large for an integer")
+    return torch.as_tensor(values.astype(np.int64))
+
+
 def _read_csv(path: Path, label_column: str | None):
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{str(path)!r} is empty; it needs one sample per row")
@@ -237,6 +273,6 @@ def _read_csv(path: Path, label_column: str | None):
         if header is None or label_column not in header:
             raise DataError(f"label column {label_column!r} not in the header of {str(path)!r} (columns: {header})")
         col = header.index(label_column)
-        labels = values[:, col].astype(np.int64)
+        labels = values[:, col]
         values = np.delete(values, col, axis=1)
     return values, labels

@@ -126,6 +126,9 @@ class HMM(EmviEstimator):
         for name in ("max_iter", "n_init", "epochs", "batch_size", "num_samples", "num_chains"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        from ..inference.mcmc import MIN_DRAWS  # split R-hat needs 4 draws per chain
+
+        check_positive_int(self.num_samples, "num_samples", minimum=MIN_DRAWS)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ConfigError(f"tol must be a number >= 0, got {self.tol!r}")
         if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):

@@ -99,6 +99,9 @@ class Mixture(DensityMixin, EmviEstimator):
         for name in ("n_init", "max_iter", "num_samples", "num_chains"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
+        from ..inference.mcmc import MIN_DRAWS  # split R-hat needs 4 draws per chain
+
+        check_positive_int(self.num_samples, "num_samples", minimum=MIN_DRAWS)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) is not None:
                 check_positive_int(getattr(self, name), name)

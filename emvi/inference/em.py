@@ -39,7 +39,7 @@ from typing import Protocol
 import torch
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..validation import check_choice, check_positive_int
+from ..validation import check_choice, check_positive_int, check_seed
 from . import distributed
 from .initialization import INITS, hard_assignments, initial_centres
 from .restarts import best_of_restarts
@@ -67,6 +67,7 @@ class EMConfig:
         check_positive_int(self.max_iter, "max_iter", minimum=0)
         check_positive_int(self.n_init, "n_init")
         check_choice(self.init, "init", INITS)
+        check_seed(self.seed)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0 and math.isfinite(self.tol)):
             raise ConfigError(f"tol must be a finite number >= 0, got {self.tol!r}")
 

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_seed
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
+
+
+MIN_DRAWS = 4
+"""Fewest draws per chain the diagnostics (split R-hat) accept."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,11 @@ class MCMCConfig:
     """Show the sampler's progress bar (only on a terminal)."""
 
     def __post_init__(self):
-        check_positive_int(self.num_samples, "num_samples")
+        # The split R-hat of the diagnostics halves each chain and needs at least 2 draws per half.
+        check_positive_int(self.num_samples, "num_samples", minimum=MIN_DRAWS)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
         check_positive_int(self.num_chains, "num_chains")
+        check_seed(self.seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -42,7 +42,7 @@ from pyro.poutine.messenger import Messenger
 
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..rundir import RunDirectory
-from ..validation import check_choice, check_positive_int, resolve_device
+from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
@@ -101,12 +101,20 @@ class TrainConfig:
         check_choice(self.optimizer, "optimizer", OPTIMIZERS)
         check_choice(self.lr_schedule, "lr_schedule", LR_SCHEDULES)
         check_choice(self.elbo, "elbo", ("auto", *ELBO_NAMES))
-        if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ConfigError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
-        if self.kl_warmup_epochs < 0:
-            raise ConfigError(f"kl_warmup_epochs must be >= 0, got {self.kl_warmup_epochs}")
+        check_number(self.learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
+        check_number(self.weight_decay, "weight_decay", minimum=0)
+        check_number(self.momentum, "momentum", minimum=0)
+        check_number(self.lr_decay, "lr_decay", minimum=0, exclusive_minimum=True)
+        check_positive_int(self.lr_step_epochs, "lr_step_epochs")
+        check_number(self.kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
+        check_number(self.renyi_alpha, "renyi_alpha")
+        check_seed(self.seed)
+        if self.max_plate_nesting is not None:
+            check_positive_int(self.max_plate_nesting, "max_plate_nesting", minimum=0)
         if self.early_stopping_patience is not None:
             check_positive_int(self.early_stopping_patience, "early_stopping_patience")
+        if self.clip_grad_norm is not None:  # a negative norm would reverse the gradients
+            check_number(self.clip_grad_norm, "clip_grad_norm", minimum=0, exclusive_minimum=True)
         if self.elbo == "renyi" and not self.renyi_alpha < 1:
             raise ConfigError(f"renyi_alpha must be < 1, got {self.renyi_alpha}")
 
@@ -217,7 +225,7 @@ def train(
                 state = run.load_checkpoint(map_location=device)
             else:  # rank 0 reads it (the run directory need not be shared by every node) and sends it to the others
                 state = _to_device(distributed.on_main_process(lambda: run.load_checkpoint(map_location="cpu")), device)
-            _check_resumable(state, requested)
+            check_resumable(state, requested)
             _load_modules(state, model, guide, store)
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state.get("scheduler") is not None:
@@ -576,8 +584,17 @@ def _load_modules(state: dict, model, guide, store) -> None:
             current[name].copy_(value)
 
 
-def _check_resumable(state: dict, config: TrainConfig) -> None:
-    saved = json.loads(state["config"]).get("train", {})
+def check_resumable(state: dict, config: TrainConfig) -> None:
+    """Raise :class:`CheckpointError` unless ``state`` (a checkpoint) was written by an SVI fit with the same training
+    options as ``config`` but for ``epochs`` (and ``progress``)."""
+    try:
+        saved = json.loads(state["config"]).get("train")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        saved = None
+    missing = [k for k in ("model", "optimizer", "rng", "epoch", "history") if k not in state]
+    if not isinstance(saved, dict) or missing:
+        raise CheckpointError("cannot resume: the checkpoint was not written by an SVI fit (no training state); "
+                              "refit into a new --run-dir")
     # Only the number of epochs may change between a run and its resumption.
     differing = [k for k, v in config.to_dict().items() if k not in ("epochs", "progress") and saved.get(k, v) != v]
     if differing:
@@ -603,4 +620,4 @@ def load_run_modules(run_dir: str | Path, model, guide, *, which: str = "checkpo
     return state
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_loss", "load_run_modules"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate_loss", "load_run_modules", "check_resumable"]

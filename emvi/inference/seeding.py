@@ -11,9 +11,12 @@ import numpy as np
 import pyro
 import torch
 
+from ..validation import check_seed
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's, torch's (CPU and CUDA) and Pyro's generators."""
+    check_seed(seed)
     pyro.set_rng_seed(int(seed))  # seeds random, numpy and torch
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(int(seed))

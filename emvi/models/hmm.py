@@ -489,6 +489,8 @@ class HMMModel(PyroModule):
     @torch.no_grad()
     def sample(self, num_sequences: int, length: int, generator: torch.Generator | None = None):
         """``(x, z)``: ``num_sequences`` sequences ``(num_sequences, length, D)`` and their states."""
+        check_positive_int(num_sequences, "num_sequences")
+        check_positive_int(length, "length")
         z = torch.empty(num_sequences, length, dtype=torch.long)
         z[:, 0] = torch.multinomial(self.start_probs(), num_sequences, replacement=True, generator=generator)
         for t in range(1, length):
