@@ -409,6 +409,8 @@ def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
     assert table.loc["K=1", "elpd_diff"] > 2 * table.loc["K=1", "dse"]
 
 
+# 30 draws of one chain: PSIS may flag Pareto k > 0.7 (a diagnostic the LOO table reports, not a failure)
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto distribution:UserWarning")
 def test_cli_fit_by_nuts_then_analyze_writes_the_relabelled_draws(tmp_path):
     import json
 
