@@ -79,8 +79,13 @@ def test_registered_kl_is_the_closed_form():
 
 
 def test_validation_rejects_values_outside_the_support():
+    # the support is the unit interval: grey levels are Bernoulli means (the cross-entropy the VAE trains with)
     with pytest.raises(ValueError):
-        BernoulliLogits(torch.zeros(2, 3), validate_args=True).log_prob(torch.full((2, 3), 0.5))
+        BernoulliLogits(torch.zeros(2, 3), validate_args=True).log_prob(torch.full((2, 3), 1.5))
+    with pytest.raises(ValueError):
+        BernoulliLogits(torch.zeros(2, 3), validate_args=True).log_prob(torch.full((2, 3), -0.5))
+    half = BernoulliLogits(torch.zeros(2, 3), validate_args=True).log_prob(torch.full((2, 3), 0.5))
+    assert torch.allclose(half, torch.full((2,), 3 * math.log(0.5)))
     with pyro.validation_enabled(True):
         with pytest.raises(ValueError):
             DiagonalNormal(torch.zeros(3), -torch.ones(3), validate_args=True)
