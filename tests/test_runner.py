@@ -233,7 +233,7 @@ def test_early_stopping_restores_the_best_parameters(tmp_path):
     [
         ({"epochs": -1}, "epochs must be an integer >= 0"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1"),
-        ({"learning_rate": -0.1}, "learning_rate must be a positive number"),
+        ({"learning_rate": -0.1}, "learning_rate must be > 0, got -0.1"),
         ({"optimizer": "adagrad"}, "optimizer must be one of"),
         ({"elbo": "magic"}, "elbo must be one of"),
         ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
