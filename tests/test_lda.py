@@ -436,3 +436,14 @@ def test_registry_entries_and_evaluate_hook(fitted_lda):
     metrics = entry.evaluate(model, guide, test, num_samples=20)
     assert metrics["perplexity_document_completion"] < metrics["perplexity_elbo_bound"]
     assert math.exp(-metrics["elbo_per_word"]) == pytest.approx(metrics["perplexity_elbo_bound"], rel=1e-6)
+
+
+@pytest.mark.parametrize("value", [1e40, 0.0, -1.0, float("nan"), float("inf")])
+def test_dirichlet_concentrations_outside_the_representable_range_are_refused(value):
+    from emvi.errors import ConfigError
+    from emvi.models.prodlda import ProdLDAConfig
+
+    with pytest.raises(ConfigError, match=r"doc_topic_prior must be a number in \(0, 1e\+06\]"):
+        LDAConfig(doc_topic_prior=value)
+    with pytest.raises(ConfigError, match=r"doc_topic_prior must be a number in \(0, 1e\+06\]"):
+        ProdLDAConfig(doc_topic_prior=value)

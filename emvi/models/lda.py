@@ -53,11 +53,21 @@ class LDAConfig:
     def __post_init__(self):
         check_positive_int(self.num_topics, "num_topics")
         for name in ("doc_topic_prior", "topic_word_prior"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+            check_concentration(getattr(self, name), name)
         for h in self.hidden_dims:
             check_positive_int(h, "hidden_dims entries")
+
+
+MAX_CONCENTRATION = 1e6
+"""Largest Dirichlet concentration accepted: beyond it the prior is a point mass for every purpose, and values near
+float32's range overflow."""
+
+
+def check_concentration(value, name: str) -> float:
+    """A symmetric Dirichlet concentration: a number in (0, MAX_CONCENTRATION]."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= MAX_CONCENTRATION):
+        raise ConfigError(f"{name} must be a number in (0, {MAX_CONCENTRATION:g}], got {value!r}")
+    return value
 
 
 class LDA(nn.Module):

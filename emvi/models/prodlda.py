@@ -29,6 +29,7 @@ from ..errors import ConfigError
 from ..guides.lda import as_counts
 from ..plates import data_plate
 from ..validation import check_positive_int
+from .lda import check_concentration
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,7 @@ class ProdLDAConfig:
 
     def __post_init__(self):
         check_positive_int(self.num_topics, "num_topics", minimum=2)
-        if not (isinstance(self.doc_topic_prior, (int, float)) and self.doc_topic_prior > 0):
-            raise ConfigError(f"doc_topic_prior must be a number > 0, got {self.doc_topic_prior!r}")
+        check_concentration(self.doc_topic_prior, "doc_topic_prior")
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout!r}")
         for h in self.hidden_dims:
