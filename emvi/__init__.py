@@ -32,6 +32,7 @@ __version__ = "0.1.0"
 from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
 from .catalog.declared import register_declaration  # noqa: E402
 from .declaration import declare  # noqa: E402
+from .runs import build_model  # noqa: E402
 
 __all__ = [
     "ArrayDataset",
@@ -47,6 +48,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "available_models",
+    "build_model",
     "declare",
     "fit_em",
     "fit_svi",

@@ -69,6 +69,20 @@ def run_seed(resolved: dict) -> int:
     return int((resolved.get("train") or resolved.get("method_config") or {}).get("seed", 0))
 
 
+def build_model(model, config, data_info, *, seed: int = 0):
+    """``(model, guide)`` of the registered ``model`` (a name or a :class:`~emvi.registry.ModelEntry`) for
+    ``config`` and ``data_info``, with the initial weights drawn from ``seed``: with
+    ``TrainConfig(seed=seed)`` a script is reproducible from its first epoch, as ``emvi fit`` is."""
+    from .inference.seeding import seed_everything
+    from .registry import get_model
+
+    entry = get_model(model) if isinstance(model, str) else model
+    if not isinstance(config, entry.config_class):
+        raise ConfigError(f"model {entry.name!r} takes a {entry.config_class.__name__}, got {type(config).__name__}")
+    seed_everything(seed)
+    return entry.build(config, data_info)
+
+
 def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
             resume: bool = False, plots: bool = True, spec: dict | None = None) -> Path:
     """Fit ``entry``'s model as configured and fill a run directory; returns its path.
@@ -84,7 +98,6 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     from .config import config_to_dict
     from .inference import distributed
     from .inference.runner import train
-    from .inference.seeding import seed_everything
     from .rundir import RunDirectory
     from .validation import resolve_device
 
@@ -122,8 +135,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                                             announce=main)
     data_info = train_data.info()
     check_model_size(entry, model_config, data_info)
-    seed_everything(method_config.seed)
-    model, guide = entry.build(model_config, data_info)
+    model, guide = build_model(entry, model_config, data_info, seed=method_config.seed)
     resolved = {
         "model": entry.name,
         "model_config": config_to_dict(model_config),
