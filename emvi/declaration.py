@@ -465,6 +465,23 @@ class Declaration:
                         return f"site {s.name!r}: EM supports a shared learned value only for a normal scale"
         return None
 
+    def mcmc_ready(self) -> str | None:
+        """None if NUTS applies (``--method mcmc``): some global has a prior (a family), which NUTS samples, and every
+        per-item latent is discrete (summed out exactly); else why not. What has no prior stays at the point fit the
+        chains start from (see :meth:`emvi.models.declared.DeclaredModel.with_random_globals`)."""
+        if not any(s.role == "param" and s.family is not None for s in self.sites):
+            return ("NUTS samples the globals declared with a prior and there is none; declare one, e.g. "
+                    "param('mu', 'normal', shape=(3, 2), loc=0.0, scale=1.0)")
+        for s in self.sites:
+            if s.role == "latent" and not s.is_discrete:
+                return (f"site {s.name!r} is a continuous per-item latent; NUTS here samples the globals with the "
+                        "discrete sites summed out")
+            for p, e in s.params:
+                if e.kind in ("mlp", "conv", "module"):
+                    return (f"site {s.name!r}: parameter {p!r} is a network ({e.kind}); the point fit NUTS starts "
+                            "from is a full-batch L-BFGS MAP, meant for tables and linear maps")
+        return None
+
     # -- conversion and printing --------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:

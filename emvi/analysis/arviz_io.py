@@ -44,6 +44,7 @@ def to_inference_data(
     observed_data: Mapping | None = None,
     posterior_predictive: Mapping | None = None,
     sample_stats: Mapping | None = None,
+    constant_data: Mapping | None = None,
     coords: Mapping | None = None,
     dims: Mapping | None = None,
     attrs: Mapping | None = None,
@@ -56,6 +57,7 @@ def to_inference_data(
         observed_data: observed-site name -> data ``(num_obs, *shape)``.
         posterior_predictive: observed-site name -> replicated data ``(chain, draw, num_obs, *shape)``.
         sample_stats: name -> ``(chain, draw)`` diagnostics (e.g. ``diverging``, ``lp``).
+        constant_data: name -> values held fixed in the fit (point estimates beside sampled parameters).
         coords, dims: ArviZ coordinate names and values, e.g. ``{"component": [0, 1, 2]}`` and
             ``{"means": ["component", "feature"]}``.
         attrs: stored in every group's attributes; non-scalar values are stored as JSON strings so the result
@@ -71,6 +73,7 @@ def to_inference_data(
         observed_data=_group(observed_data),
         posterior_predictive=_group(posterior_predictive),
         sample_stats=_group(sample_stats),
+        constant_data=_group(constant_data),
         coords=dict(coords or {}),
         dims=dict(dims or {}),
         attrs=safe_attrs,

@@ -12,12 +12,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
+import pyro.poutine as poutine
 import torch
 
 from ..errors import ConfigError
 from ..inference.likelihood import enumerated_log_joint, importance_traces, site_log_probs
+from ..inference.mcmc import load_mcmc_draws
 from .arviz_io import to_inference_data
 from .local_latents import LOCAL_LATENTS
 
@@ -26,7 +29,9 @@ MAX_ITEMS = 100
 
 @torch.no_grad()
 def declared_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 100, run_dir=None,
-                            max_items: int = MAX_ITEMS):
+                            max_items: int = MAX_ITEMS, samples: dict | None = None):
+    if method == "mcmc":
+        return declared_mcmc_inference_data(model, data, run_dir=run_dir, max_items=max_items, samples=samples)
     decl = model.declaration
     tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
     total = tensors[0].shape[0]
@@ -110,6 +115,61 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
         dims=dims,
         attrs=attrs,
     )
+
+
+@torch.no_grad()
+def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = MAX_ITEMS, samples=None):
+    """A NUTS fit (``--method mcmc``): ``posterior`` holds the draws ``(chain, draw, ...)`` of every global with a
+    prior; ``constant_data`` the point values of what has none (tables and learned tensors as ``<site>_<param>``,
+    globals without a family by name); ``log_likelihood``
+    ``<first observed site>`` ``(chain, draw, obs)`` is the exact log p(x_n | θ_s) with the discrete sites summed
+    out, so LOO and WAIC apply; ``sample_stats`` ``diverging``. The draws come from ``samples`` or ``run_dir``'s
+    checkpoint."""
+    diverging = None
+    if samples is None:
+        samples, diverging = load_mcmc_draws(run_dir)
+    decl = model.declaration
+    tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
+    if tensors[0].shape[0] == 0:
+        raise ConfigError("no items to analyse: the data set is empty")
+    model = copy.deepcopy(model).to(torch.float64)  # NUTS ran in float64: so do its pointwise log-likelihoods
+    dtype = torch.float64
+    tensors = tuple((t.to(dtype) if t.is_floating_point() else t)[:max_items] for t in tensors)
+    batch = tensors[0].shape[0]
+    samples = {name: value.to(dtype) for name, value in samples.items()}
+    chains, num_draws = next(iter(samples.values())).shape[:2]
+    log_lik = torch.empty(chains, num_draws, batch, dtype=dtype)
+    for c in range(chains):
+        for d in range(num_draws):
+            draw = {name: value[c, d] for name, value in samples.items()}
+            conditioned = poutine.condition(model.with_random_globals, data=draw)
+            trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(*tensors)
+            log_lik[c, d] = enumerated_log_joint(trace, batch)
+    posterior = dict(samples)
+    fixed = learned_tables(model) | {s.name: model.global_value(s.name).detach() for s in decl.sites
+                                     if s.role == "param" and s.family is None}
+    constant = {name: value.to(dtype) for name, value in fixed.items()}
+    dims, coords = {}, {"obs": list(range(batch))}
+    for name, value in posterior.items():
+        dims[name] = [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
+        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(value.shape[2:])})
+    for name, value in constant.items():
+        dims[name] = [f"{name}_dim_{i}" for i in range(value.dim())]
+        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(value.shape)})
+    observed = {s.name: t for s, t in zip((decl.by_name.get(n) for n in decl.data_names), tensors, strict=True)
+                if s is not None and s.role == "observed"}
+    for name, value in observed.items():
+        dims[name] = ["obs", f"{name}_feature"] if value.dim() > 1 else ["obs"]
+        if value.dim() > 1:
+            coords[f"{name}_feature"] = list(range(value.shape[-1]))
+    attrs = {"model": decl.name, "method": "mcmc", "declaration": decl.to_dict(), "story": decl.story(model.shapes),
+             "items": f"the first {batch} of {tensors[0].shape[0]}",
+             "log_likelihood": "log p(x_n | theta_s), the discrete sites summed out exactly",
+             "note": "chains start from one point fit, so components keep their labels; check r_hat if not"}
+    sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()} if diverging is not None else None
+    return to_inference_data(posterior=posterior, log_likelihood={next(iter(observed)): log_lik},
+                             observed_data=observed, sample_stats=sample_stats, constant_data=constant, coords=coords,
+                             dims=dims, attrs=attrs)
 
 
 def learned_tables(model) -> dict[str, torch.Tensor]:

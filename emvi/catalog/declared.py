@@ -23,6 +23,7 @@ from ..guides.declared import DeclaredGuide
 from ..inference.elbo import make_elbo
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
 from ..inference.likelihood import estimate_log_likelihood
+from ..inference.mcmc import fit_mcmc
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
 from ..registry import DataInfo, ModelEntry, add_entry
@@ -93,11 +94,18 @@ def _cast(t: torch.Tensor, dtype):
     return t.to(dtype) if t.is_floating_point() else t
 
 
-def fit_declared_em(model, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
+def fit_declared(model, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
+    """The fit hook: :func:`fit_declared_em` or :func:`fit_declared_mcmc`."""
+    fit = {"em": fit_declared_em, "mcmc": fit_declared_mcmc}.get(method)
+    if fit is None:
+        raise ConfigError(f"this hook fits by em or mcmc, got method {method!r}")
+    return fit(model, guide, train_data, config=config, valid_data=valid_data, run=run)
+
+
+def fit_declared_em(model, guide, train_data, *, config, valid_data=None, run=None) -> dict:
     """EM for a declaration whose only latent is categorical: :func:`fit_em_with_restarts` in float64 on the data
     arrays, the E-step read off the enumerated trace, closed-form M-steps."""
-    if method != "em":
-        raise ConfigError(f"this hook fits by em, got method {method!r}")
+    method = "em"
     z = model._em_latent()
     dtype = next(model.parameters()).dtype
     model.to(torch.float64)
@@ -122,6 +130,59 @@ def fit_declared_em(model, guide, train_data, *, method: str, config, valid_data
     return summary
 
 
+def fit_declared_mcmc(model, guide, train_data, *, config, valid_data=None, run=None) -> dict:
+    """NUTS over the globals declared with a prior, with every per-item latent discrete and summed out exactly, in
+    float64 (:meth:`~emvi.models.declared.DeclaredModel.with_random_globals`). The chains start from the MAP
+    (L-BFGS on the enumerated log joint), which also fixes what has no prior (empirical Bayes). The checkpoint keeps
+    that point fit and the draws."""
+    reason = model.declaration.mcmc_ready()
+    if reason is not None:
+        raise ConfigError(f"model {model.declaration.name!r} cannot be fit by mcmc: {reason}; fit it by svi")
+    dtype = next(model.parameters()).dtype
+    start = {"start_log_joint_per_item": fit_map(model, train_data.tensors)}
+    model.to(torch.float64)
+    data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
+    init = {name: model.global_value(name).detach().clone() for name in model.prior_globals()}
+    result = fit_mcmc(model.with_random_globals, *data, num_samples=config.num_samples,
+                      warmup_steps=config.warmup_steps, num_chains=config.num_chains, seed=config.seed,
+                      init_values=init, max_plate_nesting=1, progress=config.progress)
+    model.to(dtype)
+    summary = {"method": "mcmc", **start, "seconds": result.seconds} | result.summary()
+    if run is not None:
+        run.save_checkpoint({"model": model.state_dict(), "summary": dict(summary)} | result.checkpoint_entries())
+    summary["history"] = []
+    return summary
+
+
+def fit_map(model, tensors, *, max_iter: int = 500) -> float:
+    """Maximise log p(x, θ) (discrete locals summed out, priors of globals included) by L-BFGS over the model's
+    parameters, in float64; returns the final value per item."""
+    from pyro.infer import TraceEnum_ELBO
+
+    dtype = next(model.parameters()).dtype
+    model.to(torch.float64)
+    data = tuple(_cast(t, torch.float64) for t in tensors)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1, strict_enumeration_warning=False)  # a model may have no latent
+
+    def no_guide(*args, **kwargs):  # every latent is enumerated in the model; globals are point values
+        pass
+
+    optimizer = torch.optim.LBFGS(list(model.parameters()), max_iter=max_iter, tolerance_change=1e-12,
+                                  history_size=50, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = elbo.differentiable_loss(model, no_guide, *data)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+        value = -float(elbo.differentiable_loss(model, no_guide, *data).detach()) / data[0].shape[0]
+    model.to(dtype)
+    return value
+
+
 class _EMView:
     """The EM protocol of :func:`fit_em_with_restarts` over a declared model's several data arrays."""
 
@@ -142,7 +203,7 @@ class _EMView:
         self.model.load_state_dict(state)
 
 
-def load_declared_em(model, guide, run, device) -> None:
+def load_declared(model, guide, run, device) -> None:
     model.load_state_dict(run.load_checkpoint(map_location=device)["model"])
     model.to(device)
 
@@ -160,11 +221,15 @@ def declared_entry(declaration: Declaration | None, name: str | None = None, *, 
     def build(config: DeclaredConfig, data_info: DataInfo):
         return build_declared(current(config), config, data_info, parts=parts)
 
-    methods = ("svi", "em") if declaration is None or declaration.em_ready() is None else ("svi",)
+    methods = ("svi",)
+    if declaration is None or declaration.em_ready() is None:
+        methods += ("em",)
+    if declaration is None or declaration.mcmc_ready() is None:
+        methods += ("mcmc",)
     description = (declaration.description if declaration is not None else "") or (
         "declared model: sites and parents in; guide, enumeration, EM, CLI and analysis out")
     return ModelEntry(name, DeclaredConfig, build, methods=methods, description=description,
-                      fit=fit_declared_em, load=load_declared_em, evaluate=evaluate_declared, sample=sample_declared,
+                      fit=fit_declared, load=load_declared, evaluate=evaluate_declared, sample=sample_declared,
                       inference_data=declared_inference_data, elbo=lambda config: current(config).elbo,
                       max_plate_nesting=1, inputs=lambda config: current(config).data_names)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pyro
@@ -102,8 +103,11 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     pyro.set_rng_seed(seed)
     kernel = NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init, target_accept_prob=target_accept_prob,
                   jit_compile=False)
-    mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
-                disable_progbar=not progress)
+    with warnings.catch_warnings():
+        # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
+        warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                    disable_progbar=not progress)
     start = time.perf_counter()
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA

@@ -241,7 +241,9 @@ class DeclaredModel(nn.Module):
                             f"got {len(data)}")
         return dict(zip(names, data, strict=True))
 
-    def forward(self, *data, num_data: int | None = None):
+    def forward(self, *data, num_data: int | None = None, sample_globals: bool = False):
+        """The generative story on the data arrays (:attr:`Declaration.data_names` order); ``sample_globals``: every
+        global with a family is a sample site from its prior (NUTS's target, see :meth:`with_random_parameters`)."""
         arrays = self.bind(data)
         first = data[0]
         dtype = next((t.dtype for t in data if t.is_floating_point()), torch.get_default_dtype())
@@ -254,7 +256,7 @@ class DeclaredModel(nn.Module):
         for site in self.order:
             if site.role != "param":
                 break
-            if site.guide == "meanfield":
+            if site.guide == "meanfield" or (sample_globals and site.family is not None):
                 values[site.name] = pyro.sample(site.name, self.global_prior(site, values))
             else:
                 values[site.name] = self.global_value(site.name)
@@ -290,6 +292,21 @@ class DeclaredModel(nn.Module):
         with poutine.mask(mask=mask):
             pyro.sample(site.name, d, obs=obs)
         return pyro.sample(f"{site.name}_missing", point_mass_where(d, given, mask), infer=infer)
+
+    # -- NUTS: the globals with a prior random ------------------------------------------------------------------------
+
+    def prior_globals(self) -> tuple[str, ...]:
+        """The globals declared with a family: what NUTS samples (see :meth:`with_random_globals`)."""
+        return tuple(s.name for s in self.declaration.sites if s.role == "param" and s.family is not None)
+
+    def with_random_globals(self, *data):
+        """NUTS's target: every global declared with a family is a sample site from its prior; what is declared
+        without a prior (tables, learned tensors, linear maps, hyper-parameters such as a learned prior scale) stays
+        at its point value, as in empirical Bayes; discrete locals are summed out::
+
+            θ_g ~ prior(parents)  for each global g with a family,    z_n, x_n | θ  as in :meth:`forward`
+        """
+        return self(*data, sample_globals=True)
 
     # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
 
