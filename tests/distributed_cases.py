@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-from emvi.estimators import HMM, PPCA, Mixture
+from emvi.estimators import HMM, PPCA, FactorAnalysis, Mixture
 from emvi.inference.em import ConvergenceWarning
 from emvi.inference.runner import TrainConfig, train
 from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
@@ -62,6 +62,13 @@ def _em_fits():
     out["hmm"] = _state(hmm.model_, hmm.history_)
     ppca = PPCA(1, max_iter=20, tol=0.0).fit(x)
     out["ppca"] = _state(ppca.model_, ppca.history_)
+    g = torch.Generator().manual_seed(5)  # factor analysis (profile-likelihood steps over the all-reduced moments)
+    loadings = torch.randn(2, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(301, 2, generator=g, dtype=torch.float64) @ loadings + torch.rand(5, generator=g,
+                                                                                       dtype=torch.float64) * \
+        torch.randn(301, 5, generator=g, dtype=torch.float64) + 10.0
+    fa = FactorAnalysis(2, max_iter=20, tol=0.0).fit(y)
+    out["factor-analysis"] = _state(fa.model_, fa.history_)
     return out
 
 

@@ -90,7 +90,7 @@ def test_svi_on_two_ranks_takes_the_steps_of_one_rank_on_the_same_global_batches
         assert h2["valid_loss"] == pytest.approx(h1["valid_loss"], rel=1e-10)  # held-out loss summed over ranks
 
 
-@pytest.mark.parametrize("fit", ["mixture-full", "mixture-poisson", "hmm", "ppca"])
+@pytest.mark.parametrize("fit", ["mixture-full", "mixture-poisson", "hmm", "ppca", "factor-analysis"])
 def test_em_on_two_ranks_equals_em_on_one(two_process_results, fit):
     one = _one_process_em()[fit]
     _assert_close(two_process_results["em"][fit], one, rel=1e-10, abs_=1e-12, what=f"{fit} ")

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.ppca import MIN_VARIANCE
+from . import distributed
 from .em import EMResult, fit_em
 
 
@@ -60,9 +61,32 @@ def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: fl
     if init not in ("smc", "model"):
         raise ConfigError(f"init must be 'smc' or 'model', got {init!r}")
     with torch.no_grad():
-        model.mean.copy_(x.mean(0))
-        centred = x - model.mean
-        covariance = centred.T @ centred / x.shape[0]
+        mean, covariance, num_data = sample_moments(x)
+        model.mean.copy_(mean)
         if init == "smc":
             model.log_noise.copy_(smc_uniquenesses(covariance).clamp_min(MIN_VARIANCE).log())
-    return fit_em(_ProfileSteps(model, covariance, x.shape[0]), x, max_iter=max_iter, tol=tol, warn=warn, seed=seed)
+    # Every rank holds the same covariance, so the same updates give the same parameters with no further exchange.
+    with distributed.single_process():
+        return fit_em(_ProfileSteps(model, covariance, num_data), x, num_data=num_data, max_iter=max_iter, tol=tol,
+                      warn=warn, seed=seed)
+
+
+def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The mean ``(D,)``, the (biased) covariance ``(D, D)`` and the number of items of ``x`` ``(N, D)``: the whole
+    of factor analysis' sufficient statistics. Under torchrun each rank sums its part of ``x`` (Σ1, Σx, and Σ(x - m)
+    (x - m)ᵀ around a shared shift m, for round-off) and one all-reduce joins them: any sharding gives the same
+    moments up to round-off."""
+    if not distributed.is_distributed():
+        mean = x.mean(0)
+        centred = x - mean
+        return mean, centred.T @ centred / x.shape[0], x.shape[0]
+    (part,) = distributed.shard(x, what="factor analysis' items")
+    shift = x[0].clone()  # the same on every rank: rank 0's first item, any fixed point would do
+    distributed.broadcast_([shift], what="factor analysis' shift")
+    centred = part - shift
+    count = torch.tensor([float(part.shape[0])], dtype=x.dtype, device=x.device)
+    total, outer = centred.sum(0), centred.T @ centred
+    distributed.all_reduce_sum_([count, total, outer], what="factor analysis' moments")
+    num_data = int(count.item())
+    offset = total / num_data
+    return shift + offset, outer / num_data - torch.outer(offset, offset), num_data
