@@ -87,3 +87,41 @@ def test_one_long_sequence_takes_the_blocked_path_and_equals_hmmlearns_score():
     assert float(log_likelihood) == pytest.approx(ref.score(x), rel=1e-9)
     np.testing.assert_allclose(gamma[0].numpy(), ref.predict_proba(x), rtol=1e-6, atol=1e-9)
     assert float(xi_sum.sum()) == pytest.approx(len(x) - 1, rel=1e-12)
+
+
+def _log_space_forward_backward(start, transition, log_b, length):
+    """Reference: the textbook recursions in log space, one step at a time, for one sequence of ``length`` steps."""
+    log_a = transition.log()
+    alpha = [start.log() + log_b[0]]
+    for t in range(1, length):
+        alpha.append(torch.logsumexp(alpha[-1][:, None] + log_a, 0) + log_b[t])
+    beta = [torch.zeros_like(alpha[0])]
+    for t in range(length - 1, 0, -1):
+        beta.append(torch.logsumexp(log_a + (log_b[t] + beta[-1])[None], 1))
+    beta = beta[::-1]
+    log_likelihood = torch.logsumexp(alpha[-1], 0)
+    gamma = torch.stack([(a + b - log_likelihood).exp() for a, b in zip(alpha, beta, strict=True)])
+    return log_likelihood, gamma
+
+
+def test_many_blocks_use_the_scan_and_equal_the_log_space_recursion_with_forbidden_transitions():
+    """More than SCAN_BLOCKS blocks (block size 2 on up to 300 steps): the boundary messages come from the doubling
+    scan over log block products; a left-to-right transition matrix (zeros: -inf logs inside the scan) and padded
+    sequences of several lengths give the log-space recursion's log-likelihoods and posteriors (1e-9 relative)."""
+    from emvi.models.hmm import SCAN_BLOCKS
+
+    g = torch.Generator().manual_seed(0)
+    k, lengths = 4, torch.tensor([300, 173, 2])
+    transition = torch.tensor([[0.90, 0.10, 0.00, 0.00], [0.00, 0.80, 0.20, 0.00],
+                               [0.05, 0.00, 0.90, 0.05], [0.30, 0.00, 0.00, 0.70]], dtype=torch.float64)
+    start = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    valid = torch.arange(300) < lengths[:, None]
+    log_b = torch.where(valid[..., None], -3 * torch.rand(3, 300, k, generator=g, dtype=torch.float64), 0.0)
+    assert (300 - 1) // 2 > SCAN_BLOCKS
+    with torch.no_grad():
+        log_likelihood, gamma, _ = blocked_forward_backward(start, transition, log_b, valid, size=2)
+    for n, length in enumerate(lengths.tolist()):
+        expected_ll, expected_gamma = _log_space_forward_backward(start, transition, log_b[n], length)
+        _assert_relative(log_likelihood[n:n + 1], expected_ll[None])
+        _assert_relative(gamma[n, :length], expected_gamma)
+        assert (gamma[n, length:] == 0).all()

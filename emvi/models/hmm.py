@@ -532,6 +532,11 @@ def _log_scan(matrices: torch.Tensor, *, reverse: bool) -> torch.Tensor:
     return out
 
 
+SCAN_BLOCKS = 64
+"""More blocks than this: the block-boundary messages of the blocked recursion come from a doubling scan (⌈log2 B⌉
+batched products) rather than B dependent steps (see :func:`blocked_forward_backward`)."""
+
+
 def block_size(transitions: int) -> int:
     """Steps per block for the blocked recursions over ``transitions`` steps: ⌈√transitions⌉, which balances the
     within-block loops (one iteration per step of a block) against the between-block loops (one per block)."""
@@ -623,15 +628,24 @@ def blocked_forward_backward(start: torch.Tensor, transition: torch.Tensor, log_
     product = product.reshape(n, num_blocks, k, k)
     log_rows = log_rows.reshape(n, num_blocks, k)
 
-    # 2a. Forward messages at the block starts, α̂_{jL} (N B, K).
-    starts = [alpha0]
-    for j in range(num_blocks - 1):
-        weights = starts[-1].log() + log_rows[:, j]
-        weights = (weights - weights.amax(-1, keepdim=True)).exp()
-        moved = torch.matmul(weights[:, None, :], product[:, j]).squeeze(1)
-        starts.append(moved / moved.sum(-1, keepdim=True))
-    alpha_start = torch.stack(starts, 1).reshape(rows_count, k)
-    del starts
+    # 2a. Forward messages at the block starts, α̂_{jL} (N B, K): B - 1 dependent steps, or, for many blocks and no
+    # gradient, ⌈log2 B⌉ batched steps of a doubling scan over the log block products.
+    log_blocks = None
+    if not differentiable and num_blocks > SCAN_BLOCKS:
+        log_blocks = log_rows[..., None] + product.log()  # log P_j (N, B, K, K); a zero entry is -inf
+        prefix = _log_scan(log_blocks[:, :-1], reverse=False)  # log P_0 ⋯ P_j, j < B - 1
+        reached = torch.logsumexp(alpha0.log()[:, None, :, None] + prefix, -2)  # log α0 P_0 ⋯ P_j (N, B - 1, K)
+        alpha_start = torch.cat([alpha0[:, None], torch.softmax(reached, -1)], 1).reshape(rows_count, k)
+        del prefix, reached
+    else:
+        starts = [alpha0]
+        for j in range(num_blocks - 1):
+            weights = starts[-1].log() + log_rows[:, j]
+            weights = (weights - weights.amax(-1, keepdim=True)).exp()
+            moved = torch.matmul(weights[:, None, :], product[:, j]).squeeze(1)
+            starts.append(moved / moved.sum(-1, keepdim=True))
+        alpha_start = torch.stack(starts, 1).reshape(rows_count, k)
+        del starts
 
     # 3a. Forward inside all blocks at once: alpha[l] = α̂ at steps jL + l (l = 0..L), scale[l] = c at jL + l + 1.
     if differentiable:
@@ -654,13 +668,21 @@ def blocked_forward_backward(start: torch.Tensor, transition: torch.Tensor, log_
         return log_likelihood
 
     # 2b. Backward messages at the block ends, β̃_{(j+1)L} (N B, K), each scaled to a maximum of 1.
-    ends = [log_b.new_ones(n, k)]
-    for j in range(num_blocks - 1, 0, -1):
-        moved = torch.matmul(product[:, j], ends[-1][..., None]).squeeze(-1)
-        weights = moved.log() + log_rows[:, j]
-        ends.append((weights - weights.amax(-1, keepdim=True)).exp())
-    beta_end = torch.stack(ends[::-1], 1).reshape(rows_count, k)
-    del ends, product, log_rows
+    if log_blocks is not None:
+        suffix = _log_scan(log_blocks[:, 1:], reverse=True)  # log P_j ⋯ P_{B-1}, j >= 1
+        weights = torch.logsumexp(suffix, -1)  # log P_{j+1} ⋯ P_{B-1} 1, the end of block j (N, B - 1, K)
+        ends = (weights - weights.amax(-1, keepdim=True)).exp()
+        beta_end = torch.cat([ends, log_b.new_ones(n, 1, k)], 1).reshape(rows_count, k)
+        del suffix, weights, ends, log_blocks
+    else:
+        ends = [log_b.new_ones(n, k)]
+        for j in range(num_blocks - 1, 0, -1):
+            moved = torch.matmul(product[:, j], ends[-1][..., None]).squeeze(-1)
+            weights = moved.log() + log_rows[:, j]
+            ends.append((weights - weights.amax(-1, keepdim=True)).exp())
+        beta_end = torch.stack(ends[::-1], 1).reshape(rows_count, k)
+        del ends
+    del product, log_rows
 
     # 3b. Backward inside all blocks at once: beta[l] = β̃ at steps jL + l, from β̃_{t-1} = (e_t / c_t ∘ β̃_t) Aᵀ.
     weighted = e_blocks.div_(scale)  # e_t / c_t; e_blocks is not used again
