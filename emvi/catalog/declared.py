@@ -10,10 +10,13 @@ discrete with closed-form M-steps. The entry ``declared`` takes the declaration 
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+import pyro
 import torch
 
 from ..analysis.declared import declared_inference_data
@@ -24,6 +27,7 @@ from ..inference.elbo import make_elbo
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
 from ..inference.likelihood import estimate_log_likelihood
 from ..inference.mcmc import fit_mcmc
+from ..inference.restarts import best_of_restarts
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
 from ..registry import DataInfo, ModelEntry, add_entry
@@ -130,16 +134,36 @@ def fit_declared_em(model, guide, train_data, *, config, valid_data=None, run=No
     return summary
 
 
+MAP_STARTS = 4
+"""Starting points of the MAP that NUTS starts from: the model as built, then parameters redrawn from 0.1 N(0, 1)."""
+
+
 def fit_declared_mcmc(model, guide, train_data, *, config, valid_data=None, run=None) -> dict:
     """NUTS over the globals declared with a prior, with every per-item latent discrete and summed out exactly, in
     float64 (:meth:`~emvi.models.declared.DeclaredModel.with_random_globals`). The chains start from the MAP
-    (L-BFGS on the enumerated log joint), which also fixes what has no prior (empirical Bayes). The checkpoint keeps
+    (L-BFGS on the enumerated log joint, best of :data:`MAP_STARTS` starts: a mixture's likelihood has poor local
+    maxima, and a chain started in one stays there), which also fixes what has no prior (empirical Bayes). The checkpoint keeps
     that point fit and the draws."""
     reason = model.declaration.mcmc_ready()
     if reason is not None:
         raise ConfigError(f"model {model.declaration.name!r} cannot be fit by mcmc: {reason}; fit it by svi")
     dtype = next(model.parameters()).dtype
-    start = {"start_log_joint_per_item": fit_map(model, train_data.tensors)}
+    built = copy.deepcopy(model.state_dict())
+
+    def map_once(generator: torch.Generator):
+        if restarts["count"]:  # the first start is the model as built; the others redraw every parameter
+            with torch.no_grad():
+                for value in model.parameters():
+                    value.copy_(0.1 * torch.randn(value.shape, generator=generator, dtype=torch.float64))
+        else:
+            model.load_state_dict(built)
+        restarts["count"] += 1
+        return fit_map(model, train_data.tensors), copy.deepcopy(model.state_dict())
+
+    restarts = {"count": 0}
+    best_value, best_state = best_of_restarts(map_once, MAP_STARTS, seed=config.seed, objective=lambda o: o[0])
+    model.load_state_dict(best_state)
+    start = {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
     model.to(torch.float64)
     data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
     init = {name: model.global_value(name).detach().clone() for name in model.prior_globals()}
@@ -173,12 +197,23 @@ def fit_map(model, tensors, *, max_iter: int = 500) -> float:
     def closure():
         optimizer.zero_grad()
         loss = elbo.differentiable_loss(model, no_guide, *data)
-        loss.backward()
+        if torch.isfinite(loss):
+            loss.backward()
         return loss
 
-    with torch.enable_grad():
+    def objective() -> float:
+        return -float(elbo.differentiable_loss(model, no_guide, *data).detach()) / data[0].shape[0]
+
+    # A line search may probe parameters where a value leaves its support (a rate exp(u) underflowing to 0): that
+    # probe's objective is not finite and the search backs off, rather than a validation error ending the fit.
+    with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # such a probe's loss
+        before, saved = objective(), copy.deepcopy(model.state_dict())
         optimizer.step(closure)
-        value = -float(elbo.differentiable_loss(model, no_guide, *data).detach()) / data[0].shape[0]
+        value = objective()
+        if not (math.isfinite(value) and value >= before):
+            model.load_state_dict(saved)
+            value = before
     model.to(dtype)
     return value
 

@@ -165,7 +165,7 @@ class DeclaredModel(nn.Module):
     def _initial_global(self, site: Site) -> torch.Tensor:
         transform = biject_to(self._support(site))
         shape = transform.inverse_shape(torch.Size(site.shape))
-        if site.family == "normal":  # distinct values, so that components indexed by a discrete site can separate
+        if site.family is not None:  # distinct values, so that components indexed by a discrete site can separate
             return 0.1 * torch.randn(shape)
         return torch.zeros(shape)
 
