@@ -133,3 +133,25 @@ def test_importance_weighted_bound_tightens_with_samples(corpus):
     assert many["perplexity"] < one["perplexity"]  # the IWAE bound tightens in S (one sample: the ELBO)
     # a bound: no better than the generating topics' held-out perplexity would allow by much (finite and sane)
     assert 1 < many["perplexity"] < test.shape[1]
+
+
+def test_batch_variational_bayes_completes_held_out_halves_as_well_as_scikit_learns():
+    """emvi's batch VB (closed-form updates, fresh document sweeps every iteration) against scikit-learn's batch VB,
+    the same priors and 10 iterations each, from each library's own random start: over three seeds emvi's mean
+    completion perplexity is within 1 % of scikit-learn's or better. (Warm-started document sweeps, the previous
+    behaviour, ended 8-10 % worse on State of the Union paragraphs.)"""
+    from emvi.inference.lda_vb import fit_lda_vb
+
+    counts, _ = planted_corpus(400, vocab_size=60, num_topics=4, doc_len=30, alpha=0.3, seed=3)
+    held_out, _ = planted_corpus(150, vocab_size=60, num_topics=4, doc_len=30, alpha=0.3, seed=4)
+    info = DataInfo(num_data=counts.shape[0], event_shape=(counts.shape[1],))
+    ours, theirs = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model, guide = build_lda(LDAConfig(num_topics=4, doc_topic_prior=0.25, topic_word_prior=0.25), info)
+        fit_lda_vb(model, guide, counts, max_iter=10, seed=seed)
+        ours.append(completion_perplexity(model, guide, held_out, seed=0, point_estimate=True)["perplexity"])
+        sk = LatentDirichletAllocation(n_components=4, doc_topic_prior=0.25, topic_word_prior=0.25,
+                                       learning_method="batch", max_iter=10, random_state=seed).fit(counts.numpy())
+        theirs.append(sklearn_completion_perplexity(sk, held_out, seed=0)["perplexity"])
+    assert np.mean(ours) <= 1.01 * np.mean(theirs), (ours, theirs)

@@ -161,14 +161,20 @@ def lda_document_sweeps(counts: torch.Tensor, exp_log_beta: torch.Tensor, alpha:
                         max_steps: int, tol: float) -> torch.Tensor:
     """Coordinate ascent on each document's ELBO over q(θ_d) = Dir(γ_d) given exp E[log β] ``(K, V)``, from ``gamma``
     ``(B, K)`` for counts ``(B, V)``: ``γ_dk ← α_k + Σ_w c_dw φ_dwk``, ``φ_dwk ∝ exp(E[log θ_dk]) exp(E[log β_kw])``;
-    stops when the mean change of γ falls below ``tol`` or after ``max_steps`` sweeps."""
+    each document stops when the mean change of its γ_d falls below ``tol`` (scikit-learn's rule), all after
+    ``max_steps`` sweeps. Per document, not on average over the batch: an average is met while slow documents are
+    still far from their optimum (batch VB on State of the Union, K = 10: completion perplexity 651 against 576
+    for scikit-learn from the same start; per document the fits agree)."""
+    gamma = gamma.clone()
+    active = torch.arange(gamma.shape[0], device=gamma.device)
     for _ in range(max_steps):
-        exp_log_theta = expected_log(gamma).exp()                                               # (B, K)
+        current, words = gamma[active], counts[active]
+        exp_log_theta = expected_log(current).exp()                                             # (B', K)
         normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                          # Σ_k of φ's numerator
-        new = alpha + exp_log_theta * ((counts / normaliser) @ exp_log_beta.T)
-        change = (new - gamma).abs().mean()
-        gamma = new
-        if change < tol:
+        new = alpha + exp_log_theta * ((words / normaliser) @ exp_log_beta.T)
+        gamma[active] = new
+        active = active[(new - current).abs().mean(-1) >= tol]
+        if active.numel() == 0:
             break
     return gamma
 

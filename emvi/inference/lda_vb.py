@@ -19,17 +19,25 @@ from ..guides.lda import MIN_CONCENTRATION, check_counts, expected_log, lda_docu
 
 @torch.no_grad()
 def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_steps: int = 100,
-               doc_tol: float = 1e-3) -> dict:
+               doc_tol: float = 1e-3, seed: int = 0) -> dict:
     """Fit ``guide``'s λ (and the training documents' γ) to word counts ``counts`` ``(N, V)`` by ``max_iter``
-    iterations of batch variational Bayes; returns ``{"n_iter", "seconds", "gamma"}`` (``gamma`` ``(N, K)``)."""
+    iterations of batch variational Bayes; returns ``{"n_iter", "seconds", "gamma"}`` (``gamma`` ``(N, K)``).
+
+    Every iteration's document sweeps start afresh from γ_dk ~ U(0.9, 1.1) (drawn from ``seed``), near 1 as
+    scikit-learn's batch E-step starts, not from the previous iteration's γ: warm starts keep each document in the
+    basin its first, poor topics chose (State of the Union, K = 10, 10 iterations: completion perplexity 634 warm
+    against 576 fresh, scikit-learn's 576 from its own start)."""
     counts = check_counts(counts, guide.vocab_size).double()
     alpha, eta = model.alpha.double(), model.eta.double()
     lam = guide.topic_concentration.double()
     k = lam.shape[0]
+    generator = torch.Generator(device=counts.device).manual_seed(int(seed))
     gamma = alpha + counts.sum(-1, keepdim=True) / k                                            # (N, K)
     start = time.perf_counter()
     for _ in range(max_iter):
         exp_log_beta = expected_log(lam).exp()                                                  # (K, V)
+        gamma = 0.9 + 0.2 * torch.rand(counts.shape[0], k, dtype=torch.float64, generator=generator,
+                                       device=counts.device)
         gamma = lda_document_sweeps(counts, exp_log_beta, alpha, gamma, doc_steps, doc_tol)
         exp_log_theta = expected_log(gamma).exp()                                               # (N, K)
         normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                           # (N, V)
