@@ -1,0 +1,235 @@
+"""VAEs with an enumerated discrete latent, built from declarations (their showcase): ``gmvae`` and ``ssvae``.
+
+* ``gmvae`` — the mixture-prior VAE, unsupervised clustering with a generative model::
+
+      z_n ~ Categorical(π),   t_n | z_n ~ Normal(μ_{z_n}, diag σ²_{z_n}),   x_n | t_n ~ Bernoulli(f(t_n))
+      guide q(z_n | x_n) q(t_n | x_n, z_n), z enumerated exactly in the guide (TraceEnum_ELBO)
+
+  Shapes: x ``(batch, D)``, z ``(batch,)`` (under enumeration ``(K, 1)``), t ``(batch, q)`` (under enumeration
+  ``(K, batch, q)``: one reparameterised draw per cluster), μ and log σ tables ``(K, q)``.
+
+  **Cluster collapse** (all mass in one or two components) is avoided by the fixed uniform π of Dilokthanakul et al.
+  (2016) and Shu's GMVAE: with π learned, a component that loses items loses prior mass, which makes it cheaper
+  still to leave it empty (a rich-get-richer loop that EM on pixels does not have, because there every component's
+  likelihood is fixed by its items, while here one decoder can explain every image from any single component).
+  Uniform π charges every item log K − H(q(z | x)) whatever cluster it picks, so no component becomes cheap to
+  abandon; ``learn_weights=True`` restores the learned π. It needs no labels and no extra fit (restarts chosen by
+  ELBO cost K-fold time; KL warm-up scales the enumerated cluster term too, and pretraining adds a second model).
+  ``tests/test_deep_mixture.py`` checks the claim: after a short fit on the digits every cluster in use.
+
+* ``ssvae`` — the semi-supervised VAE (Kingma et al. 2014, M2)::
+
+      y_n ~ Categorical(1/C),   t_n ~ Normal(0, I),   x_n | y_n, t_n ~ Bernoulli(f(t_n, y_n))
+      guide q(y_n | x_n) q(t_n | x_n, y_n): y observed where the label is given (``y_mask``), enumerated in the
+      guide elsewhere (``guide_given=("y",)``), plus the classification term α · E_labelled[log q(y | x)]
+
+  α = ``alpha`` · N (the paper's 0.1 · N): the declaration's ``classify`` weight per labelled item is
+  α / N_labelled. ``labels_per_class`` keeps a seeded, class-balanced subset of the data set's labels and hides the
+  others (-1): the model never sees them; evaluation hides every test label and scores argmax q(y | x).
+
+Both report, on ``emvi evaluate``, the held-out ELBO and importance-sampled log p(x) (the classification term is no
+part of either), plus clustering accuracy / NMI / effective number of clusters (``gmvae``) or test accuracy
+(``ssvae``); their fits draw conditional samples (one row per cluster or class) and the latent map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from ..analysis.clustering import effective_num_clusters
+from ..analysis.declared import declared_inference_data
+from ..analysis.deep_mixture import cluster_probabilities, clustering_metrics, deep_mixture_plots
+from ..analysis.vae import EVALUATION_BINARIZATION_SEED
+from ..data.labels import balanced_label_mask
+from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
+from ..errors import DataError
+from ..guides.declared import DeclaredGuide
+from ..models.declared import DeclaredModel
+from ..registry import DataInfo, ModelEntry
+from ..validation import check_number, check_positive_int, check_unit_interval
+from .declared import evaluate_declared, sample_declared
+
+
+@dataclass(frozen=True)
+class _EncoderDecoderSizes:
+    latent_dim: int = 10
+    """q, the size of the continuous latent t."""
+    hidden_dims: tuple[int, ...] = (256,)
+    """Hidden sizes of the decoder and of the encoders (q of the discrete site given x, q(t | x, that site))."""
+
+    def _check_sizes(self, values: str) -> None:
+        check_positive_int(getattr(self, values), values, minimum=2)
+        check_positive_int(self.latent_dim, "latent_dim")
+        for h in self.hidden_dims:
+            check_positive_int(h, "hidden_dims")
+
+
+@dataclass(frozen=True)
+class GMVAEConfig(_EncoderDecoderSizes):
+    """The mixture-prior VAE (see :mod:`emvi.catalog.deep_mixture`)."""
+
+    num_components: int = 10
+    """K, the number of clusters (enumerated exactly)."""
+    learn_weights: bool = False
+    """Learn the mixture weights π (default: fixed uniform, against cluster collapse)."""
+
+    cli_aliases = {"num_components": ("-k",)}
+
+    def __post_init__(self):
+        self._check_sizes("num_components")
+
+
+@dataclass(frozen=True)
+class SSVAEConfig(_EncoderDecoderSizes):
+    """The semi-supervised VAE, M2 (see :mod:`emvi.catalog.deep_mixture`)."""
+
+    num_classes: int = 10
+    """C, the number of label values."""
+    alpha: float = 0.1
+    """Weight of the classification term relative to the data size: α = alpha · N (Kingma et al.: 0.1)."""
+    labels_per_class: int | None = 10
+    """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
+    label_seed: int = 0
+    """Seed of the labelled subset."""
+
+    def __post_init__(self):
+        self._check_sizes("num_classes")
+        check_number(self.alpha, "alpha", minimum=0)
+        if self.labels_per_class is not None:
+            check_positive_int(self.labels_per_class, "labels_per_class")
+        check_positive_int(self.label_seed, "label_seed", minimum=0)
+
+
+def gmvae_declaration(config: GMVAEConfig) -> Declaration:
+    weights = learned() if config.learn_weights else 0.0  # logits 0: π = 1/K
+    return declare(
+        "gmvae",
+        latent("z", "categorical", categories=config.num_components, logits=weights),
+        latent("t", "normal", dim=config.latent_dim, loc=table("z"), scale=table("z")),
+        observed("x", "bernoulli", logits=mlp("t", hidden=config.hidden_dims)),
+        description="mixture-prior VAE: cluster z enumerated in the guide, t | z ~ N(mu_z, sigma_z), x | t Bernoulli",
+    )
+
+
+def ssvae_declaration(config: SSVAEConfig, classify: float = 0.0) -> Declaration:
+    return declare(
+        "ssvae",
+        observed("y", "categorical", categories=config.num_classes, mask="y_mask", classify=classify, logits=0.0),
+        latent("t", "normal", dim=config.latent_dim, guide_given=("y",)),
+        observed("x", "bernoulli", logits=mlp("t", "y", hidden=config.hidden_dims)),
+        description="semi-supervised VAE (M2): label y given for a subset, else enumerated in q(y | x) q(t | x, y)",
+    )
+
+
+def classify_weight(config: SSVAEConfig, data_info: DataInfo) -> float:
+    """Per labelled item weight c = α / N_labelled = alpha · N / N_labelled of log q(y_n | x_n)."""
+    if config.labels_per_class is None:
+        return float(config.alpha)
+    return float(config.alpha) * data_info.num_data / (config.labels_per_class * config.num_classes)
+
+
+def _pair(declaration: Declaration, config, data_info: DataInfo):
+    arrays = {k: tuple(v) for k, v in (data_info.arrays or {"x": list(data_info.event_shape)}).items()}
+    model = DeclaredModel(declaration, arrays, data_info.image_shape, config=config)
+    return model, DeclaredGuide(declaration, arrays, hidden_dims=config.hidden_dims)
+
+
+def build_gmvae(config: GMVAEConfig, data_info: DataInfo):
+    return _pair(gmvae_declaration(config), config, data_info)
+
+
+def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
+    return _pair(ssvae_declaration(config, classify_weight(config, data_info)), config, data_info)
+
+
+# -- data -----------------------------------------------------------------------------------------------------------
+
+
+def check_images(config, data, method: str = "svi") -> None:
+    """Flat observations in [0, 1] (Bernoulli means: grey levels or binarised pixels)."""
+    if data.x.dim() != 2:
+        raise DataError(f"the model needs flat observations (items, features), got shape {tuple(data.x.shape)}")
+    check_unit_interval(data.x, "data")
+
+
+def label_view(config: SSVAEConfig, dataset, split: str):
+    """The data as M2 sees it: ``y`` the labels kept (train: ``labels_per_class`` per class, seeded by
+    ``label_seed``; test: none) and -1 elsewhere, ``y_mask`` where they are kept; ``dataset.y`` keeps every true
+    label for scoring."""
+    if dataset.y is None:
+        raise DataError(f"ssvae needs a labelled data set (labels y), and {dataset.name!r} has none; use mnist, "
+                        "fashion-mnist, digits or an .npz with an array 'y'")
+    labels = dataset.y.long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= config.num_classes):
+        raise DataError(f"labels must lie in 0..{config.num_classes - 1} (num_classes = {config.num_classes}), got "
+                        f"{int(labels.min())}..{int(labels.max())}; set --num-classes")
+    if split != "train":
+        mask = torch.zeros_like(labels, dtype=torch.bool)
+    elif config.labels_per_class is None:
+        mask = torch.ones_like(labels, dtype=torch.bool)
+    else:
+        mask = balanced_label_mask(labels, config.labels_per_class, seed=config.label_seed)
+    arrays = dict(dataset.arrays or {}) | {"y": torch.where(mask, labels, -1), "y_mask": mask}
+    return replace(dataset, arrays=arrays)
+
+
+# -- evaluation and plots -----------------------------------------------------------------------------------------
+
+
+def _evaluation_tensors(data) -> tuple[torch.Tensor, ...]:
+    """The model's arrays; dynamically binarised images as one fixed Bernoulli draw (the VAE's protocol)."""
+    tensors = tuple(data.tensors)
+    if getattr(data, "binarize", None) == "dynamic":
+        generator = torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED)
+        tensors = (torch.bernoulli(tensors[0], generator=generator),) + tensors[1:]
+    return tensors
+
+
+def evaluate_gmvae(model, guide, data, *, num_samples: int = 1000) -> dict:
+    """Held-out ELBO, importance-sampled log p(x) (K = ``num_samples``), and with labels the clustering accuracy,
+    NMI and effective number of clusters of argmax q(z | x)."""
+    model.eval(), guide.eval()
+    tensors = _evaluation_tensors(data)
+    out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
+    probs = cluster_probabilities(guide, "z", tensors)
+    if data.y is not None:
+        return out | clustering_metrics(probs, data.y)
+    return out | {"effective_num_clusters": effective_num_clusters(probs.numpy())}
+
+
+def evaluate_ssvae(model, guide, data, *, num_samples: int = 1000) -> dict:
+    """Held-out ELBO and importance-sampled log p(x) with the labels the view hides summed out, and the accuracy of
+    argmax q(y | x) against the true labels."""
+    model.eval(), guide.eval()
+    tensors = _evaluation_tensors(data)
+    out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
+    predicted = cluster_probabilities(guide, "y", tensors).argmax(-1)
+    return out | {"accuracy": float((predicted == data.y.cpu()).float().mean()),
+                  "num_labelled": int(data.array("y_mask").sum())}
+
+
+def plots_gmvae(model, guide, dataset, history, run_dir):
+    return deep_mixture_plots(model, guide, dataset, run_dir, discrete="z", continuous="t", title="cluster")
+
+
+def plots_ssvae(model, guide, dataset, history, run_dir):
+    return deep_mixture_plots(model, guide, dataset, run_dir, discrete="y", continuous="t", title="class")
+
+
+ENTRIES = (
+    ModelEntry("gmvae", GMVAEConfig, build_gmvae, methods=("svi",),
+               description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly in q(z | x)",
+               evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae,
+               inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
+               inputs=lambda config: gmvae_declaration(config).data_names),
+    ModelEntry("ssvae", SSVAEConfig, build_ssvae, methods=("svi",),
+               description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
+               evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae,
+               inference_data=declared_inference_data, check_data=check_images, elbo="enum",
+               max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
+               prepare_data=label_view),
+)
+
+__all__ = ["GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "gmvae_declaration", "ssvae_declaration"]
