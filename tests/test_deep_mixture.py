@@ -185,10 +185,10 @@ def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
     spreads the data over most of the K = 10 clusters (effective number exp H(mean q(z | x)) > K / 2)."""
     from emvi.analysis.clustering import effective_num_clusters
 
-    digits = load_dataset("digits", binarize="static", limit=600)
+    digits = load_dataset("digits", binarize="static", limit=400)
     torch.manual_seed(0)
-    model, guide = build_gmvae(GMVAEConfig(latent_dim=4, hidden_dims=(64,)), digits.info())
-    emvi.train(model, guide, digits, config=emvi.TrainConfig(epochs=15, batch_size=100, learning_rate=3e-3,
+    model, guide = build_gmvae(GMVAEConfig(latent_dim=4, hidden_dims=(32,)), digits.info())
+    emvi.train(model, guide, digits, config=emvi.TrainConfig(epochs=10, batch_size=100, learning_rate=3e-3,
                                                              progress=False))
     with torch.no_grad():
         probs = guide.classifier_probs("z", digits.x)
