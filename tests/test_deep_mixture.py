@@ -68,7 +68,7 @@ def test_gmvae_enumerated_elbo_is_the_q_weighted_sum_over_clusters_plus_the_entr
 
 
 def ssvae_pair(alpha, labels_per_class=None, classes=3):
-    config = SSVAEConfig(num_classes=classes, latent_dim=2, hidden_dims=(8,), alpha=alpha,
+    config = SSVAEConfig(num_classes=classes, latent_dim=2, hidden_dims=(8,), classify_weight=alpha,
                          labels_per_class=labels_per_class)
     g = torch.Generator().manual_seed(1)
     arrays = {"x": binary(), "y": torch.randint(0, classes, (N,), generator=g), "y_mask": torch.ones(N, dtype=bool)}

@@ -21,11 +21,14 @@
 
       y_n ~ Categorical(1/C),   t_n ~ Normal(0, I),   x_n | y_n, t_n ~ Bernoulli(f(t_n, y_n))
       guide q(y_n | x_n) q(t_n | x_n, y_n): y observed where the label is given (``y_mask``), enumerated in the
-      guide elsewhere (``guide_given=("y",)``), plus the classification term α · E_labelled[log q(y | x)]
+      guide elsewhere (``guide_given=("y",)``), plus the classification term c · Σ_labelled log q(y_n | x_n)
 
-  α = ``alpha`` · N (the paper's 0.1 · N): the declaration's ``classify`` weight per labelled item is
-  α / N_labelled. ``labels_per_class`` keeps a seeded, class-balanced subset of the data set's labels and hides the
-  others (-1): the model never sees them; evaluation hides every test label and scores argmax q(y | x).
+  The classification weight c = ``classify_weight`` multiplies log q(y_n | x_n) for each labelled item in the
+  training loss (the ELBO is summed over items, so c is on the per-item scale of log p(x_n)). Kingma et al.'s
+  α = 0.1 · N with N = 50,000 MNIST images and 100 labels is c = α / N_labelled = 50, the default; it does not
+  change with the size of the unlabelled set (α = 0.1 · N on the 1,437 digits would be c = 1.4, too weak to move
+  q(y | x) off chance in a short fit, measured). ``labels_per_class`` keeps a seeded, class-balanced subset of the
+  data set's labels and hides the others (-1): the model never sees them; evaluation hides every test label and scores argmax q(y | x).
 
 Both report, on ``emvi evaluate``, the held-out ELBO and importance-sampled log p(x) (the classification term is no
 part of either), plus clustering accuracy / NMI / effective number of clusters (``gmvae``) or test accuracy
@@ -87,8 +90,9 @@ class SSVAEConfig(_EncoderDecoderSizes):
 
     num_classes: int = 10
     """C, the number of label values."""
-    alpha: float = 0.1
-    """Weight of the classification term relative to the data size: α = alpha · N (Kingma et al.: 0.1)."""
+    classify_weight: float = 50.0
+    """c: weight of log q(y_n | x_n) per labelled item in the training loss (Kingma et al.'s α = c · N_labelled; their
+    α = 0.1 · 50,000 with 100 labels is c = 50)."""
     labels_per_class: int | None = 10
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
@@ -96,7 +100,7 @@ class SSVAEConfig(_EncoderDecoderSizes):
 
     def __post_init__(self):
         self._check_sizes("num_classes")
-        check_number(self.alpha, "alpha", minimum=0)
+        check_number(self.classify_weight, "classify_weight", minimum=0)
         if self.labels_per_class is not None:
             check_positive_int(self.labels_per_class, "labels_per_class")
         check_positive_int(self.label_seed, "label_seed", minimum=0)
@@ -123,13 +127,6 @@ def ssvae_declaration(config: SSVAEConfig, classify: float = 0.0) -> Declaration
     )
 
 
-def classify_weight(config: SSVAEConfig, data_info: DataInfo) -> float:
-    """Per labelled item weight c = α / N_labelled = alpha · N / N_labelled of log q(y_n | x_n)."""
-    if config.labels_per_class is None:
-        return float(config.alpha)
-    return float(config.alpha) * data_info.num_data / (config.labels_per_class * config.num_classes)
-
-
 def _pair(declaration: Declaration, config, data_info: DataInfo):
     arrays = {k: tuple(v) for k, v in (data_info.arrays or {"x": list(data_info.event_shape)}).items()}
     model = DeclaredModel(declaration, arrays, data_info.image_shape, config=config)
@@ -141,7 +138,7 @@ def build_gmvae(config: GMVAEConfig, data_info: DataInfo):
 
 
 def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
-    return _pair(ssvae_declaration(config, classify_weight(config, data_info)), config, data_info)
+    return _pair(ssvae_declaration(config, config.classify_weight), config, data_info)
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
