@@ -257,6 +257,10 @@ class Site:
     """Continuous latents: discrete local sites the guide conditions on besides the site's discrete parents, q(t | data,
     y) for y in ``guide_given``; each such site is enumerated in the guide (q(y | data)). M2's style t is independent
     of the label y a priori, yet its posterior is not."""
+    summed_in: str = "auto"
+    """Discrete latents: where the site is summed out. ``auto``: in the guide (q(z | x)) when z is a parent of a
+    continuous latent, else in the model; ``model``: always in the model, so a child t gets the guide q(t | x) and
+    the model the exact marginal log Σ_z p(z) p(t | z) (the mixture prior's density; p(z | x, t) is exact)."""
     classify: float = 0.0
     """Partly observed discrete sites enumerated in the guide: weight c of the classification term c · log q(y_n |
     data_n) added to the training objective for each labelled item (Kingma et al. 2014's α = c · N_labelled); never
@@ -320,13 +324,16 @@ class Site:
             out["positive"] = True
         if self.guide_given:
             out["guide_given"] = list(self.guide_given)
+        if self.summed_in != "auto":
+            out["summed_in"] = self.summed_in
         if self.classify:
             out["classify"] = self.classify
         out.update({name: e.to_data() for name, e in self.params})
         return out
 
 
-SITE_KEYS = ("role", "family", "dim", "categories", "shape", "mask", "guide", "positive", "guide_given", "classify")
+SITE_KEYS = ("role", "family", "dim", "categories", "shape", "mask", "guide", "positive", "guide_given", "summed_in",
+             "classify")
 
 
 def param(name: str, family: str | None = None, shape=(), *, guide: str = "map", positive: bool = False,
@@ -336,11 +343,13 @@ def param(name: str, family: str | None = None, shape=(), *, guide: str = "map",
 
 
 def latent(name: str, family: str, dim: int | None = None, *, categories: int | None = None,
-           guide_given: tuple[str, ...] | str = (), **params) -> Site:
+           guide_given: tuple[str, ...] | str = (), summed_in: str = "auto", **params) -> Site:
     """A per-item latent site; normal/lognormal/gamma default to a standard prior, categorical/bernoulli to learned
-    logits. ``guide_given=("y",)`` (continuous latents): the guide is q(t | data, y), y enumerated in the guide."""
+    logits. ``guide_given=("y",)`` (continuous latents): the guide is q(t | data, y), y enumerated in the guide;
+    ``summed_in="model"`` (discrete latents): summed out in the model (see :attr:`Site.summed_in`)."""
     given = (guide_given,) if isinstance(guide_given, str) else tuple(guide_given)
-    return _site(name, "latent", family, params, dim=dim, categories=categories, guide_given=given)
+    return _site(name, "latent", family, params, dim=dim, categories=categories, guide_given=given,
+                 summed_in=summed_in)
 
 
 def observed(name: str, family: str, dim: int | None = None, *, categories: int | None = None,
@@ -400,11 +409,13 @@ def site_from_data(name: str, data: dict, where: str) -> Site:
             return covariate(name, data.get("dim"))
         maker = latent if role == "latent" else observed
         extra = {"mask": data.get("mask"), "classify": data.get("classify", 0.0)} if role == "observed" else {}
-        for key, owner in (("mask", "observed"), ("classify", "observed"), ("guide_given", "latent")):
+        for key, owner in (("mask", "observed"), ("classify", "observed"), ("guide_given", "latent"),
+                           ("summed_in", "latent")):
             if data.get(key) is not None and role != owner:
                 raise ConfigError(f"{where}.{key}: only {owner} sites take {key}")
         if role == "latent":
-            extra = {"guide_given": _names(data.get("guide_given", ()), f"{where}.guide_given")}
+            extra = {"guide_given": _names(data.get("guide_given", ()), f"{where}.guide_given"),
+                     "summed_in": data.get("summed_in", "auto")}
         return maker(name, family, data.get("dim"), categories=data.get("categories"), **extra, **params)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -440,8 +451,10 @@ class Declaration:
         in the guide (q(z | x), so that q(t | x, z) can condition on it); other discrete sites are enumerated in the
         model."""
         site = self.by_name[name]
-        return site.enumerated and any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or (
-            site.enumerated and any(name in c.guide_given for c in self.sites))
+        if not site.enumerated or site.summed_in == "model":
+            return False
+        return any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or any(
+            name in c.guide_given for c in self.sites)
 
     def guide_inputs(self, name: str) -> tuple[str, ...]:
         """The discrete sites continuous latent ``name``'s guide conditions on: its guide-enumerated discrete parents,
@@ -551,8 +564,7 @@ class Declaration:
             elif site.role == "observed":
                 detail = f"shape {shape if shape else '(from data)'}; observed"
             else:
-                discrete = [p for p in site.parents if self.by_name[p].is_discrete]
-                given = ", ".join(["data", *dict.fromkeys(discrete + list(site.guide_given))])
+                given = ", ".join(["data", *self.guide_inputs(site.name)])
                 detail = f"shape {shape}; guide q({site.name} | {given})"
             lines.append(f"  {name} ~ {dist}  {detail}")
         return "\n".join(lines)
@@ -702,6 +714,12 @@ def _check_guide_options(decl: Declaration, s: Site) -> None:
         if other is None or not other.is_local or not other.is_discrete:
             _fail(decl, s.name, f"guide_given lists {name!r}; only discrete local sites (a categorical/bernoulli "
                                 "latent or partly observed label) may be listed")
+    if s.summed_in not in ("auto", "model"):
+        _fail(decl, s.name, f"summed_in must be auto or model, got {s.summed_in!r}")
+    if s.summed_in != "auto" and not (s.role == "latent" and s.is_discrete):
+        _fail(decl, s.name, "summed_in is for discrete latents (categorical or bernoulli)")
+    if s.summed_in == "model" and any(s.name in c.guide_given for c in decl.sites):
+        _fail(decl, s.name, "a site summed in the model cannot be in a guide_given; drop one of the two")
     if isinstance(s.classify, bool) or not isinstance(s.classify, (int, float)) or not s.classify >= 0 \
             or not math.isfinite(s.classify):
         _fail(decl, s.name, f"classify must be a finite number >= 0, got {s.classify!r}")

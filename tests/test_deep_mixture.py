@@ -45,8 +45,8 @@ def test_gmvae_enumerated_elbo_is_the_q_weighted_sum_over_clusters_plus_the_entr
     + H(q(z | x_n)), with t_nk ~ q(t | x_n, k): one draw per cluster, the same draws (same seed) on both sides."""
     x = binary()
     torch.manual_seed(0)
-    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True),
-                               info({"x": x}))
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True,
+                                           cluster_posterior="amortised"), info({"x": x}))
     perturbed(model)
     pyro.set_rng_seed(7)
     with torch.no_grad():
@@ -65,6 +65,39 @@ def test_gmvae_enumerated_elbo_is_the_q_weighted_sum_over_clusters_plus_the_entr
         explicit = (q_z.T * (log_p - log_q_t)).sum(0) + entropy
     assert t.shape == (3, N, 2)
     assert elbo == pytest.approx(float(explicit.sum()), rel=1e-6)
+
+
+def test_gmvae_with_z_summed_in_the_model_has_the_mixture_prior_density_and_the_exact_cluster_posterior():
+    """Guide q(t | x): ELBO = Σ_n log p(x_n | t_n) + log Σ_k π_k N(t_n; μ_k, σ_k) - log q(t_n | x_n) at the guide's
+    draw, and the reported cluster posterior is π_k N(m_n; μ_k, σ_k) normalised, at m_n = the mean of q(t | x_n)."""
+    from emvi.analysis.deep_mixture import cluster_probabilities
+
+    x = binary()
+    torch.manual_seed(0)
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True),
+                               info({"x": x}))
+    perturbed(model)
+    assert "z" not in guide.encoders and "t_n ~ Normal(loc=table[z], scale=table[z])  shape (2,); guide q(t | data)" \
+        in model.declaration.story()
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        elbo = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    pyro.set_rng_seed(7)
+    tables = model.learned
+
+    def log_joint_z(t):  # (K, N): log π_k + log N(t_n; μ_k, σ_k)
+        return (log_softmax(tables["z__logits"], -1)[:, None]
+                + dist.Normal(tables["t__loc"][:, None], tables["t__scale"].exp()[:, None]).log_prob(t).sum(-1))
+
+    with torch.no_grad():
+        node = poutine.trace(guide).get_trace(x).nodes["t"]
+        t = node["value"]  # (N, q): one draw, no cluster dimension
+        explicit = (dist.Bernoulli(logits=model.networks["x__logits"](t)).log_prob(x).sum(-1)
+                    + torch.logsumexp(log_joint_z(t), 0) - node["fn"].log_prob(t))
+        posterior = torch.softmax(log_joint_z(guide.continuous_loc("t", x)), 0).T
+    assert t.shape == (N, 2)
+    assert elbo == pytest.approx(float(explicit.sum()), rel=1e-6)
+    assert torch.allclose(cluster_probabilities(model, guide, "z", (x,)), posterior, atol=1e-6)
 
 
 def ssvae_pair(alpha, labels_per_class=None, classes=3):
@@ -127,7 +160,8 @@ def test_enumeration_is_really_used_in_the_guide(which):
     (its value is all K values along an enumeration dim), and t is drawn once per value."""
     if which == "gmvae":
         x = binary()
-        model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,)), info({"x": x}))
+        model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,),
+                                               cluster_posterior="amortised"), info({"x": x}))
         data, name, k = (x,), "z", 4
     else:
         model, guide, arrays = ssvae_pair(0.1, labels_per_class=2, classes=4)
@@ -145,6 +179,22 @@ def test_enumeration_is_really_used_in_the_guide(which):
     assert "enumerate" not in model_trace.nodes[name]["infer"]  # summed by the guide, not again by the model
 
 
+def test_a_cluster_summed_in_the_model_is_enumerated_there_and_absent_from_the_guide():
+    """cluster_posterior="exact": the guide samples only t; under TraceEnum_ELBO the model's z carries an enumeration
+    dimension (all K values) and t's prior log-density one row per cluster."""
+    x = binary()
+    model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,)), info({"x": x}))
+    guide_trace = poutine.trace(guide).get_trace(x)
+    assert [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"] == ["data", "t"]
+    replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
+    model_trace = poutine.trace(replayed).get_trace(x)
+    z, t = model_trace.nodes["z"], model_trace.nodes["t"]
+    assert z["infer"]["enumerate"] == "parallel" and z["infer"]["_enumerate_dim"] == -2
+    assert torch.equal(z["value"].flatten(), torch.arange(4))
+    assert t["fn"].log_prob(t["value"]).shape == (4, N)
+    assert math.isfinite(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x))
+
+
 def test_guide_given_and_classify_are_validated_printed_and_round_trip():
     decl = build_ssvae(SSVAEConfig(num_classes=3, latent_dim=2, hidden_dims=(8,), labels_per_class=None),
                        info(ssvae_pair(0.1)[2]))[0].declaration
@@ -159,6 +209,8 @@ def test_guide_given_and_classify_are_validated_printed_and_round_trip():
     with pytest.raises(ConfigError, match="site 'y': classify needs a classifier q\\(y \\| data\\)"):
         declare("m", observed("y", "categorical", categories=2, mask="m", classify=1.0),
                 latent("t", "normal", dim=2), x)
+    with pytest.raises(ConfigError, match="site 't': summed_in is for discrete latents"):
+        declare("m", latent("t", "normal", dim=2, summed_in="model"), x)
     with pytest.raises(ConfigError, match=r"model.sites.y.guide_given: only latent sites take guide_given"):
         Declaration.from_dict("m", {"sites": {"y": {"role": "observed", "family": "categorical", "categories": 2,
                                                     "guide_given": ["t"]}}})
@@ -184,14 +236,14 @@ def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
     """The collapse-avoidance claim of emvi.catalog.deep_mixture: with π fixed uniform, a short fit on the digits
     spreads the data over most of the K = 10 clusters (effective number exp H(mean q(z | x)) > K / 2)."""
     from emvi.analysis.clustering import effective_num_clusters
+    from emvi.analysis.deep_mixture import cluster_probabilities
 
     digits = load_dataset("digits", binarize="static", limit=400)
     torch.manual_seed(0)
     model, guide = build_gmvae(GMVAEConfig(latent_dim=4, hidden_dims=(32,)), digits.info())
     emvi.train(model, guide, digits, config=emvi.TrainConfig(epochs=10, batch_size=100, learning_rate=3e-3,
                                                              progress=False))
-    with torch.no_grad():
-        probs = guide.classifier_probs("z", digits.x)
+    probs = cluster_probabilities(model, guide, "z", (digits.x,))
     assert effective_num_clusters(probs.numpy()) > 5
 
 

@@ -1,7 +1,8 @@
 """What the VAEs with an enumerated discrete latent (``gmvae``, ``ssvae``) report beyond log p(x).
 
-* :func:`cluster_probabilities` — q(z_n = k | x_n) ``(N, K)`` of a guide-enumerated discrete site, ignoring any given
-  labels (the classifier of M2, the cluster posterior of the mixture-prior VAE);
+* :func:`cluster_probabilities` — ``(N, K)`` q(z_n = k | x_n) of a guide-enumerated discrete site, ignoring any given
+  labels (the classifier of M2, the amortised cluster posterior), or the exact p(z_n = k | x_n, t_n) at the guide's
+  location of t_n for a site summed out in the model;
 * :func:`clustering_metrics` — Hungarian accuracy, NMI and the effective number of clusters of argmax q(z | x)
   against the true labels;
 * :func:`deep_mixture_plots` — conditional samples E[x | t, z = k], t ~ p(t | z = k) (one row per cluster or class)
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyro.poutine as poutine
 import torch
 
 from .clustering import cluster_accuracy, effective_num_clusters, normalized_mutual_information
 from .curves import _pyplot, plot_image_grid
+from .declared import _posterior
 from .vae import two_dimensional_view
 
 MAX_POINTS = 2000
@@ -25,11 +28,27 @@ SAMPLES_PER_ROW = 10
 
 
 @torch.no_grad()
-def cluster_probabilities(guide, name: str, tensors, *, batch_size: int = 1000) -> torch.Tensor:
-    """``(N, K)`` q(name_n = k | data_n) over the items of ``tensors`` (the model's data arrays)."""
+def cluster_probabilities(model, guide, name: str, tensors, *, batch_size: int = 1000) -> torch.Tensor:
+    """``(N, K)`` posterior of discrete site ``name`` over the items of ``tensors`` (the model's data arrays):
+    q(name_n = k | data_n) when the guide enumerates it, else the model's exact p(name_n = k | data_n, t_n) at t_n =
+    the location of q(t_n | data_n) for every continuous latent (VaDE's cluster assignment)."""
     n = tensors[0].shape[0]
-    parts = [guide.classifier_probs(name, *(t[i : i + batch_size] for t in tensors)) for i in range(0, n, batch_size)]
+    parts = []
+    for i in range(0, n, batch_size):
+        batch = tuple(t[i : i + batch_size] for t in tensors)
+        if model.declaration.guide_enumerated(name):
+            parts.append(guide.classifier_probs(name, *batch))
+        else:
+            parts.append(_model_posterior(model, guide, name, batch))
     return torch.cat(parts).cpu()
+
+
+def _model_posterior(model, guide, name: str, batch) -> torch.Tensor:
+    decl = model.declaration
+    locs = {s.name: guide.continuous_loc(s.name, *batch) for s in decl.sites if s.role == "latent" and not s.is_discrete}
+    conditioned = poutine.enum(poutine.condition(model, data=locs), first_available_dim=-2)
+    trace = poutine.trace(conditioned).get_trace(*batch)
+    return _posterior(trace, None, name, decl.by_name[name].num_values, batch[0].shape[0])
 
 
 def clustering_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -43,9 +62,10 @@ def clustering_metrics(probs: torch.Tensor, labels: torch.Tensor) -> dict:
 
 
 @torch.no_grad()
-def latent_map(guide, discrete: str, continuous: str, tensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(codes (N, q), clusters (N,))``: the location of q(t | x, ẑ) at ẑ = argmax q(z | x)."""
-    clusters = cluster_probabilities(guide, discrete, tensors).argmax(-1)
+def latent_map(model, guide, discrete: str, continuous: str, tensors) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes (N, q), clusters (N,))``: the location of q(t | x, ẑ) (or of q(t | x)) at ẑ, the argmax of
+    :func:`cluster_probabilities`."""
+    clusters = cluster_probabilities(model, guide, discrete, tensors).argmax(-1)
     codes = guide.continuous_loc(continuous, *tensors, given={discrete: clusters.to(tensors[0].device)})
     return codes.cpu(), clusters
 
@@ -64,7 +84,7 @@ def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continu
         paths.append(plot_image_grid(means, dataset.image_shape, run_dir / "conditional_samples.png",
                                      title=f"samples given the {title} (one row each)", columns=SAMPLES_PER_ROW))
     tensors = tuple(t[:MAX_POINTS].to(device) for t in dataset.tensors)
-    codes, clusters = latent_map(guide, discrete, continuous, tensors)
+    codes, clusters = latent_map(model, guide, discrete, continuous, tensors)
     view, axis = two_dimensional_view(codes, continuous)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))

