@@ -10,7 +10,7 @@ md("""# Clustering and semi-supervised learning with enumerated VAEs
 Two VAEs with a discrete latent that Pyro *sums out exactly* (TraceEnum_ELBO), EM's E-step inside a VAE:
 
 * `gmvae`, the mixture-prior VAE: z ~ Categorical(1/K), t | z ~ N(μ_z, diag σ_z²), x | t ~ Bernoulli(f(t)), guide
-  q(z | x) q(t | x, z). argmax q(z | x) clusters the images without labels.
+  q(t | x) with z summed out in the model. argmax p(z | x, t) clusters the images without labels.
 * `ssvae`, Kingma et al.'s M2: y ~ Categorical(1/C), t ~ N(0, I), x | y, t ~ Bernoulli(f(t, y)), guide
   q(y | x) q(t | x, y); y is observed for a few labelled images and enumerated for the rest, and the training loss
   adds c · log q(y | x) on the labelled ones.
@@ -47,12 +47,14 @@ Printing the model shows the generative story the declaration states, and where 
 code("""config = GMVAEConfig(num_components=NUM_COMPONENTS, latent_dim=LATENT_DIM, hidden_dims=HIDDEN_DIMS)
 model, guide = build_model("gmvae", config, digits.info(), seed=SEED)
 print(model.declaration.story(model.shapes))""")
-md("""Enumeration is real: under `poutine.enum` the guide's z is not a draw but all K values along a dimension of its
-own, and t gets one reparameterised draw per value of z, so the ELBO is the exact sum
-Σ_k q(k | x) [log p(k) + log p(t_k | k) + log p(x | t_k) − log q(t_k | x, k)] + H(q(z | x))
-(`tests/test_deep_mixture.py` checks it to 1e-6).""")
-code("""trace = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(digits.x[:5])
-{name: tuple(site["value"].shape) for name, site in trace.nodes.items() if site["type"] == "sample"}""")
+md("""Enumeration is real: the guide q(t | x) draws only t, and when the model is replayed at that draw under
+`poutine.enum`, z is not a draw but all K values along a dimension of its own, so t's prior log-density has one row
+per cluster and the ELBO holds the exact mixture density log Σ_k π_k N(t; μ_k, σ_k²)
+(`tests/test_deep_mixture.py` checks it to 1e-6). Each image's cluster is then the exact p(z | x, t).""")
+code("""guide_trace = poutine.trace(guide).get_trace(digits.x[:5])
+replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
+model_trace = poutine.trace(replayed).get_trace(digits.x[:5])
+{name: tuple(site["value"].shape) for name, site in model_trace.nodes.items() if site["type"] == "sample"}""")
 code("""train(model, guide, digits, config=schedule)
 metrics = evaluate_gmvae(model, guide, test, num_samples=NUM_SAMPLES)
 kmeans = KMeans(NUM_COMPONENTS, n_init=3, random_state=SEED).fit(digits.x.numpy())
