@@ -117,7 +117,7 @@ def load_binary(data):
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="digits, 5 epochs, K=50 on 200 test images")
+    parser.add_argument("--quick", action="store_true", help="digits, 10 epochs, K=50 on 200 test images")
     parser.add_argument("--num-train", type=int, default=15604, help="training images (MNIST's first N)")
     parser.add_argument("--num-test", type=int, default=10000, help="test images scored")
     parser.add_argument("--epochs", type=int, default=30)
@@ -133,7 +133,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs, args.num_samples, args.num_test, args.hidden_dims = 5, 50, 200, [64]
+        args.epochs, args.num_samples, args.num_test, args.hidden_dims = 10, 50, 200, [64]
+        args.learning_rate = 3e-3
         args.latent_dim, args.classifier_steps = 4, 200
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
