@@ -186,6 +186,8 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         summary["num_processes"] = distributed.world_size()
     if not main:
         return run.path
+    if entry.summarize is not None:  # the model's own metrics of the fit (e.g. clustering accuracy)
+        summary |= entry.summarize(model, guide, train_data)
     if plots:
         summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
     run.write_summary(summary)

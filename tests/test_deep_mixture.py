@@ -257,6 +257,9 @@ def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, caps
         run = tmp_path / name
         assert main(["fit", name, *common, *extra, "--run-dir", str(run)]) == 0
         assert (run / "conditional_samples.png").is_file() and (run / "latent_map.png").is_file()
+        summary = json.loads((run / "summary.json").read_text())
+        key = "train_cluster_accuracy" if name == "gmvae" else "train_unlabelled_accuracy"
+        assert 0 < summary[key] <= 1
         assert main(["evaluate", str(run), "--num-samples", "5", "--limit", "40"]) == 0
         metrics = json.loads((run / "evaluation_test.json").read_text())
         assert math.isfinite(metrics["is_loglik_nats"]) and metrics["is_loglik_nats"] < 0

@@ -198,27 +198,48 @@ def _evaluation_tensors(data) -> tuple[torch.Tensor, ...]:
     return tensors
 
 
-def evaluate_gmvae(model, guide, data, *, num_samples: int = 1000) -> dict:
-    """Held-out ELBO, importance-sampled log p(x) (K = ``num_samples``), and with labels the clustering accuracy,
-    NMI and effective number of clusters of argmax q(z | x)."""
+def cluster_report(model, guide, data) -> dict:
+    """Effective number of clusters of q(z | x) over ``data``, and with labels (used for nothing else) the clustering
+    accuracy and NMI of its argmax."""
     model.eval(), guide.eval()
-    tensors = _evaluation_tensors(data)
-    out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
-    probs = cluster_probabilities(model, guide, "z", tensors)
+    probs = cluster_probabilities(model, guide, "z", _evaluation_tensors(data))
     if data.y is not None:
-        return out | clustering_metrics(probs, data.y)
-    return out | {"effective_num_clusters": effective_num_clusters(probs.numpy())}
+        return clustering_metrics(probs, data.y)
+    return {"effective_num_clusters": effective_num_clusters(probs.numpy())}
+
+
+def predicted_labels(model, guide, data) -> torch.Tensor:
+    """``(N,)`` argmax q(y | x)."""
+    model.eval(), guide.eval()
+    return cluster_probabilities(model, guide, "y", _evaluation_tensors(data)).argmax(-1)
+
+
+def evaluate_gmvae(model, guide, data, *, num_samples: int = 1000) -> dict:
+    """Held-out ELBO, importance-sampled log p(x) (K = ``num_samples``) and :func:`cluster_report`."""
+    out = evaluate_declared(model.eval(), guide.eval(), _evaluation_tensors(data), num_samples=num_samples)
+    return out | cluster_report(model, guide, data)
 
 
 def evaluate_ssvae(model, guide, data, *, num_samples: int = 1000) -> dict:
     """Held-out ELBO and importance-sampled log p(x) with the labels the view hides summed out, and the accuracy of
     argmax q(y | x) against the true labels."""
-    model.eval(), guide.eval()
-    tensors = _evaluation_tensors(data)
-    out = evaluate_declared(model, guide, tensors, num_samples=num_samples)
-    predicted = cluster_probabilities(model, guide, "y", tensors).argmax(-1)
-    return out | {"accuracy": float((predicted == data.y.cpu()).float().mean()),
-                  "num_labelled": int(data.array("y_mask").sum())}
+    out = evaluate_declared(model.eval(), guide.eval(), _evaluation_tensors(data), num_samples=num_samples)
+    correct = predicted_labels(model, guide, data) == data.y.cpu()
+    return out | {"accuracy": float(correct.float().mean()), "num_labelled": int(data.array("y_mask").sum())}
+
+
+def summarize_gmvae(model, guide, data) -> dict:
+    """:func:`cluster_report` on the training items, each key ``train_...``."""
+    return {f"train_{key}": value for key, value in cluster_report(model, guide, data).items()}
+
+
+def summarize_ssvae(model, guide, data) -> dict:
+    """The accuracy of argmax q(y | x) on the training items whose labels the model did not see."""
+    hidden = ~data.array("y_mask")
+    if not hidden.any():
+        return {}
+    correct = predicted_labels(model, guide, data) == data.y.cpu()
+    return {"train_unlabelled_accuracy": float(correct[hidden].float().mean())}
 
 
 def plots_gmvae(model, guide, dataset, history, run_dir):
@@ -232,12 +253,12 @@ def plots_ssvae(model, guide, dataset, history, run_dir):
 ENTRIES = (
     ModelEntry("gmvae", GMVAEConfig, build_gmvae, methods=("svi",),
                description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly in q(z | x)",
-               evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae,
+               evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae, summarize=summarize_gmvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
                inputs=lambda config: gmvae_declaration(config).data_names),
     ModelEntry("ssvae", SSVAEConfig, build_ssvae, methods=("svi",),
                description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
-               evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae,
+               evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum",
                max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
                prepare_data=label_view),
