@@ -18,13 +18,14 @@
   μ and log σ are tables ``(K, q)``; x is ``(batch, D)``.
 
   **Cluster collapse** (all mass in one or two components) is avoided by the fixed uniform π of Dilokthanakul et al.
-  (2016) and Shu's GMVAE: with π learned, a component that loses items loses prior mass, which makes it cheaper
-  still to leave it empty (a rich-get-richer loop that EM on pixels does not have, because there every component's
-  likelihood is fixed by its items, while here one decoder can explain every image from any single component).
-  Uniform π charges every item log K − H(q(z | x)) whatever cluster it picks, so no component becomes cheap to
-  abandon; ``learn_weights=True`` restores the learned π. It needs no labels and no extra fit (restarts chosen by
-  ELBO cost K-fold time; KL warm-up scales the enumerated cluster term too, and pretraining adds a second model).
-  ``tests/test_deep_mixture.py`` checks the claim: after a short fit on the digits every cluster in use.
+  (2016) and Shu's GMVAE. With π learned, a component that loses items loses prior mass, which makes it cheaper
+  still to leave empty (rich-get-richer), and here nothing pulls it back: one decoder can explain every image from
+  t near any single component, unlike EM on pixels where each component's likelihood is tied to its own items.
+  With π = 1/K no component becomes cheap to abandon: every item pays the same log K for whichever cluster it
+  takes. It needs no labels and no extra fit (restarts chosen by the ELBO cost K-fold time, pretraining adds a
+  second model, and KL warm-up, ``--kl-warmup-epochs``, remains available on top). ``learn_weights=True`` restores
+  the learned π. ``tests/test_deep_mixture.py`` checks the claim on the digits: after a short fit more than half of
+  the K = 10 clusters are in use (effective number exp H(mean_n p(z | x_n, t_n)) > 5).
 
 * ``ssvae`` — the semi-supervised VAE (Kingma et al. 2014, M2)::
 
@@ -34,10 +35,13 @@
 
   The classification weight c = ``classify_weight`` multiplies log q(y_n | x_n) for each labelled item in the
   training loss (the ELBO is summed over items, so c is on the per-item scale of log p(x_n)). Kingma et al.'s
-  α = 0.1 · N with N = 50,000 MNIST images and 100 labels is c = α / N_labelled = 50, the default; it does not
-  change with the size of the unlabelled set (α = 0.1 · N on the 1,437 digits would be c = 1.4, too weak to move
-  q(y | x) off chance in a short fit, measured). ``labels_per_class`` keeps a seeded, class-balanced subset of the
-  data set's labels and hides the others (-1): the model never sees them; evaluation hides every test label and scores argmax q(y | x).
+  α = 0.1 · N is c = α / N_labelled = 50 for 50,000 images and 100 labels, but their minibatches hold labelled
+  images at every step, while emvi's draw items uniformly, so a labelled image is seen N / N_labelled times less
+  often. Measured on MNIST (15,604 images, 100 labels, 5 epochs, q = 10, 500 hidden units), the test accuracy for
+  c = 50, 500, 5,000, 50,000 and 250,000 was 0.14, 0.42, 0.67, 0.77 and 0.78 (the same classifier on the 100 labels
+  alone: 0.72); on the digits (100 labels, 10 epochs) c = 50, 5,000, 50,000 gave 0.66, 0.84, 0.83. The default is
+  50,000. ``labels_per_class`` keeps a seeded, class-balanced subset of the data set's labels and hides the others
+  (-1): the model never sees them; evaluation hides every test label and scores argmax q(y | x).
 
 Both report, on ``emvi evaluate``, the held-out ELBO and importance-sampled log p(x) (the classification term is no
 part of either), plus clustering accuracy / NMI / effective number of clusters (``gmvae``) or test accuracy
@@ -103,9 +107,9 @@ class SSVAEConfig(_EncoderDecoderSizes):
 
     num_classes: int = 10
     """C, the number of label values."""
-    classify_weight: float = 50.0
-    """c: weight of log q(y_n | x_n) per labelled item in the training loss (Kingma et al.'s α = c · N_labelled; their
-    α = 0.1 · 50,000 with 100 labels is c = 50)."""
+    classify_weight: float = 50000.0
+    """c: weight of log q(y_n | x_n) per labelled item in the training loss (Kingma et al.'s α = c · N_labelled); see
+    the module docstring for why it is far above their α = 0.1 · N."""
     labels_per_class: int | None = 10
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
