@@ -14,7 +14,14 @@ from torch.nn.functional import log_softmax
 
 import emvi
 from emvi.catalog.declared import build, evaluate_declared
-from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, build_gmvae, build_ssvae, label_view
+from emvi.catalog.deep_mixture import (
+    GMVAEConfig,
+    SSVAEConfig,
+    build_gmvae,
+    build_ssvae,
+    gmvae_declaration,
+    label_view,
+)
 from emvi.data import load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
 from emvi.errors import ConfigError, DataError
@@ -201,6 +208,9 @@ def test_guide_given_and_classify_are_validated_printed_and_round_trip():
     assert "t_n ~ Normal(loc=0, scale=1)  shape (2,); guide q(t | data, y)" in decl.story()
     assert "else enumerated in the guide q(y | data)" in decl.story()
     assert Declaration.from_dict("ssvae", decl.to_dict()).sites == decl.sites
+    gmvae = gmvae_declaration(GMVAEConfig())
+    assert gmvae.to_dict()["sites"]["z"]["summed_in"] == "model"
+    assert Declaration.from_dict("gmvae", gmvae.to_dict()).sites == gmvae.sites
     x = observed("x", "bernoulli", logits=mlp("t", hidden=(4,)))
     with pytest.raises(ConfigError, match="site 't': guide_given lists 'u'; only discrete local sites"):
         declare("m", latent("u", "normal", dim=2), latent("t", "normal", dim=2, guide_given=("u",)), x)
