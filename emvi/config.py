@@ -20,7 +20,16 @@ _SIMPLE = (int, float, str, bool)
 
 @functools.cache
 def field_docs(cls) -> dict[str, str]:
-    """Attribute docstrings (a string literal right after a field) as help texts (parsed once per class)."""
+    """Attribute docstrings (a string literal right after a field) as help texts (parsed once per class), a base
+    dataclass's included."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object and dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls) -> dict[str, str]:
     import ast
     import inspect
     import textwrap

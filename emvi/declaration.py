@@ -253,6 +253,18 @@ class Site:
     """Global sites: map (point estimate) or meanfield (Normal guide in the unconstrained space)."""
     positive: bool = False
     """A family-less global kept > 0."""
+    guide_given: tuple[str, ...] = ()
+    """Continuous latents: discrete local sites the guide conditions on besides the site's discrete parents, q(t | data,
+    y) for y in ``guide_given``; each such site is enumerated in the guide (q(y | data)). M2's style t is independent
+    of the label y a priori, yet its posterior is not."""
+    summed_in: str = "auto"
+    """Discrete latents: where the site is summed out. ``auto``: in the guide (q(z | x)) when z is a parent of a
+    continuous latent, else in the model; ``model``: always in the model, so a child t gets the guide q(t | x) and
+    the model the exact marginal log Σ_z p(z) p(t | z) (the mixture prior's density; p(z | x, t) is exact)."""
+    classify: float = 0.0
+    """Partly observed discrete sites enumerated in the guide: weight c of the classification term c · log q(y_n |
+    data_n) added to the training objective for each labelled item (Kingma et al. 2014's α = c · N_labelled); never
+    part of the ELBO that evaluation reports."""
 
     @property
     def param_dict(self) -> dict[str, Expr]:
@@ -310,11 +322,18 @@ class Site:
             out["guide"] = self.guide
         if self.positive:
             out["positive"] = True
+        if self.guide_given:
+            out["guide_given"] = list(self.guide_given)
+        if self.summed_in != "auto":
+            out["summed_in"] = self.summed_in
+        if self.classify:
+            out["classify"] = self.classify
         out.update({name: e.to_data() for name, e in self.params})
         return out
 
 
-SITE_KEYS = ("role", "family", "dim", "categories", "shape", "mask", "guide", "positive")
+SITE_KEYS = ("role", "family", "dim", "categories", "shape", "mask", "guide", "positive", "guide_given", "summed_in",
+             "classify")
 
 
 def param(name: str, family: str | None = None, shape=(), *, guide: str = "map", positive: bool = False,
@@ -323,16 +342,21 @@ def param(name: str, family: str | None = None, shape=(), *, guide: str = "map",
     return _site(name, "param", family, params, shape=tuple(shape), guide=guide, positive=positive)
 
 
-def latent(name: str, family: str, dim: int | None = None, *, categories: int | None = None, **params) -> Site:
+def latent(name: str, family: str, dim: int | None = None, *, categories: int | None = None,
+           guide_given: tuple[str, ...] | str = (), summed_in: str = "auto", **params) -> Site:
     """A per-item latent site; normal/lognormal/gamma default to a standard prior, categorical/bernoulli to learned
-    logits."""
-    return _site(name, "latent", family, params, dim=dim, categories=categories)
+    logits. ``guide_given=("y",)`` (continuous latents): the guide is q(t | data, y), y enumerated in the guide;
+    ``summed_in="model"`` (discrete latents): summed out in the model (see :attr:`Site.summed_in`)."""
+    given = (guide_given,) if isinstance(guide_given, str) else tuple(guide_given)
+    return _site(name, "latent", family, params, dim=dim, categories=categories, guide_given=given,
+                 summed_in=summed_in)
 
 
 def observed(name: str, family: str, dim: int | None = None, *, categories: int | None = None,
-             mask: str | None = None, **params) -> Site:
-    """A per-item site read from the data array ``name`` (observed where ``mask`` is true, if given)."""
-    return _site(name, "observed", family, params, dim=dim, categories=categories, mask=mask)
+             mask: str | None = None, classify: float = 0.0, **params) -> Site:
+    """A per-item site read from the data array ``name`` (observed where ``mask`` is true, if given); ``classify=c``
+    adds c · log q(name_n | data_n) per labelled item to the training objective (see :attr:`Site.classify`)."""
+    return _site(name, "observed", family, params, dim=dim, categories=categories, mask=mask, classify=classify)
 
 
 def covariate(name: str, dim: int | None = None) -> Site:
@@ -384,9 +408,14 @@ def site_from_data(name: str, data: dict, where: str) -> Site:
         if role == "covariate":
             return covariate(name, data.get("dim"))
         maker = latent if role == "latent" else observed
-        extra = {"mask": data.get("mask")} if role == "observed" else {}
-        if role == "latent" and data.get("mask") is not None:
-            raise ConfigError(f"{where}.mask: only observed sites take a mask")
+        extra = {"mask": data.get("mask"), "classify": data.get("classify", 0.0)} if role == "observed" else {}
+        for key, owner in (("mask", "observed"), ("classify", "observed"), ("guide_given", "latent"),
+                           ("summed_in", "latent")):
+            if data.get(key) is not None and role != owner:
+                raise ConfigError(f"{where}.{key}: only {owner} sites take {key}")
+        if role == "latent":
+            extra = {"guide_given": _names(data.get("guide_given", ()), f"{where}.guide_given"),
+                     "summed_in": data.get("summed_in", "auto")}
         return maker(name, family, data.get("dim"), categories=data.get("categories"), **extra, **params)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -418,10 +447,20 @@ class Declaration:
         return [s for s in self.sites if name in s.parents]
 
     def guide_enumerated(self, name: str) -> bool:
-        """A discrete site that is a parent of a continuous latent is enumerated in the guide (q(z | x), so that
-        q(t | x, z) can condition on it); other discrete sites are enumerated in the model."""
+        """A discrete site that is a parent of a continuous latent, or listed in one's ``guide_given``, is enumerated
+        in the guide (q(z | x), so that q(t | x, z) can condition on it); other discrete sites are enumerated in the
+        model."""
         site = self.by_name[name]
-        return site.enumerated and any(c.role == "latent" and not c.is_discrete for c in self.children(name))
+        if not site.enumerated or site.summed_in == "model":
+            return False
+        return any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or any(
+            name in c.guide_given for c in self.sites)
+
+    def guide_inputs(self, name: str) -> tuple[str, ...]:
+        """The discrete sites continuous latent ``name``'s guide conditions on: its guide-enumerated discrete parents,
+        then its ``guide_given``."""
+        site = self.by_name[name]
+        return tuple(p for p in dict.fromkeys(site.parents + site.guide_given) if self.guide_enumerated(p))
 
     @property
     def data_names(self) -> tuple[str, ...]:
@@ -525,8 +564,7 @@ class Declaration:
             elif site.role == "observed":
                 detail = f"shape {shape if shape else '(from data)'}; observed"
             else:
-                discrete = [p for p in site.parents if self.by_name[p].is_discrete]
-                given = ", ".join(["data"] + discrete)
+                given = ", ".join(["data", *self.guide_inputs(site.name)])
                 detail = f"shape {shape}; guide q({site.name} | {given})"
             lines.append(f"  {name} ~ {dist}  {detail}")
         return "\n".join(lines)
@@ -660,9 +698,35 @@ def validate(decl: Declaration) -> None:
             _fail(decl, s.name, "a mask (partly observed) is for scalar categorical/bernoulli observed sites")
         if s.mask is not None and s.mask in sites:
             _fail(decl, s.name, f"mask {s.mask!r} names a site; it must name a data array")
+        _check_guide_options(decl, s)
         for p, e in s.params:
             _check_expr(decl, s, p, e)
     _topological(decl)  # raises on a cycle
+
+
+def _check_guide_options(decl: Declaration, s: Site) -> None:
+    """``guide_given`` lists discrete local sites of a continuous latent; ``classify`` needs a q(y | x)."""
+    if s.guide_given and not (s.role == "latent" and s.family in CONTINUOUS_LATENTS):
+        _fail(decl, s.name, "guide_given is for continuous latents (the guide q(t | data, y) of a normal, lognormal "
+                            "or gamma site)")
+    for name in s.guide_given:
+        other = decl.by_name.get(name)
+        if other is None or not other.is_local or not other.is_discrete:
+            _fail(decl, s.name, f"guide_given lists {name!r}; only discrete local sites (a categorical/bernoulli "
+                                "latent or partly observed label) may be listed")
+    if s.summed_in not in ("auto", "model"):
+        _fail(decl, s.name, f"summed_in must be auto or model, got {s.summed_in!r}")
+    if s.summed_in != "auto" and not (s.role == "latent" and s.is_discrete):
+        _fail(decl, s.name, "summed_in is for discrete latents (categorical or bernoulli)")
+    if s.summed_in == "model" and any(s.name in c.guide_given for c in decl.sites):
+        _fail(decl, s.name, "a site summed in the model cannot be in a guide_given; drop one of the two")
+    if isinstance(s.classify, bool) or not isinstance(s.classify, (int, float)) or not s.classify >= 0 \
+            or not math.isfinite(s.classify):
+        _fail(decl, s.name, f"classify must be a finite number >= 0, got {s.classify!r}")
+    if s.classify and not (s.mask is not None and decl.guide_enumerated(s.name)):
+        _fail(decl, s.name, "classify needs a classifier q(y | data) in the guide: give the site a mask and list it "
+                            f"in a continuous latent's guide_given, e.g. latent('t', 'normal', dim=2, "
+                            f"guide_given=('{s.name}',))")
 
 
 def _check_expr(decl: Declaration, s: Site, p: str, e: Expr) -> None:
@@ -713,7 +777,7 @@ def _topological(decl: Declaration) -> list[Site]:
             cycle = path[path.index(name):] + [name]
             _fail(decl, name, f"cycle through sites {' -> '.join(cycle)}; a site cannot depend on its descendants")
         state[name] = 1
-        for parent in sites[name].parents:
+        for parent in sites[name].parents + sites[name].guide_given:  # the guide reads y before q(t | x, y)
             if parent in sites:
                 visit(parent, path + [name])
         state[name] = 2

@@ -77,6 +77,13 @@ class ModelEntry:
     """The data are sequences: a 2-D array is one sequence ``(T, D)``, and held-out splits take whole sequences."""
     inputs: Callable[[Any], tuple[str, ...]] | None = None
     """``inputs(config) -> names`` of the data arrays the model takes, in order (default: the data set's tensors)."""
+    summarize: Callable | None = None
+    """``summarize(model, guide, train_data) -> dict``: metrics of the fitted model on its training items, added to
+    the run's ``summary.json`` (e.g. the clustering accuracy of the mixture-prior VAE)."""
+    prepare_data: Callable | None = None
+    """``prepare_data(config, dataset, split) -> dataset``: the model's view of a loaded split (``"train"`` or
+    ``"test"``) before ``inputs`` picks its arrays, e.g. the semi-supervised VAE hides the labels outside a seeded
+    class-balanced subset; the same config always gives the same view."""
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -93,7 +100,8 @@ def register_model(
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
-    ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``.
+    ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``,
+    ``summarize``, ``prepare_data``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")

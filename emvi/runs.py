@@ -35,6 +35,16 @@ def load_data(data_cfg: dict, *, split: str = "train", root_override: str | None
     )
 
 
+def model_view(entry, model_config, dataset, split: str):
+    """The loaded ``dataset`` as the model sees it: the entry's ``prepare_data`` (e.g. labels hidden outside a
+    labelled subset), then its named ``inputs``."""
+    if entry.prepare_data is not None:
+        dataset = entry.prepare_data(model_config, dataset, split)
+    if entry.inputs is not None:  # a model reading several named arrays (declared models)
+        dataset = dataset.with_inputs(entry.inputs(model_config))
+    return dataset
+
+
 def held_out_split(entry, dataset, valid_fraction, *, seed: int, announce: bool = False):
     """``(train, valid or None)``: a random held-out split of the samples, or of whole sequences for a sequential
     model. One sequence (a 2-D array, or a single padded row) is never split: shuffling its time steps into two sets
@@ -126,9 +136,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
     if not resume and not run.is_reusable():
         raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
-    dataset = load_data(data_cfg)
-    if entry.inputs is not None:  # a model reading several named arrays (declared models)
-        dataset = dataset.with_inputs(entry.inputs(model_config))
+    dataset = model_view(entry, model_config, load_data(data_cfg), "train")
     if entry.check_data is not None:
         entry.check_data(model_config, dataset, method)
     train_data, valid_data = held_out_split(entry, dataset, data_cfg.get("valid_fraction"), seed=method_config.seed,
@@ -178,6 +186,8 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         summary["num_processes"] = distributed.world_size()
     if not main:
         return run.path
+    if entry.summarize is not None:  # the model's own metrics of the fit (e.g. clustering accuracy)
+        summary |= entry.summarize(model, guide, train_data)
     if plots:
         summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
     run.write_summary(summary)
@@ -358,9 +368,8 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
     entry = get_model(resolved["model"])
     model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.",
                                     strict=True)
-    dataset = load_data(resolved["data"], split=split, root_override=root_override)
-    if entry.inputs is not None:
-        dataset = dataset.with_inputs(entry.inputs(model_config))
+    dataset = model_view(entry, model_config, load_data(resolved["data"], split=split, root_override=root_override),
+                         split)
     info = dict(resolved["data_info"])
     for key in ("event_shape", "image_shape"):
         if isinstance(info.get(key), list):
@@ -412,7 +421,11 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
         if not has_test_split(name):
             raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
                               "items the fit held out) or --split train")
-        dataset = load_data(resolved["data"], split="test", root_override=root_override)
+        from .config import config_from_dict
+
+        config = config_from_dict(entry.config_class, resolved.get("model_config", {}), strict=True)
+        dataset = model_view(entry, config, load_data(resolved["data"], split="test", root_override=root_override),
+                             "test")
     elif split == "valid":
         dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]
         if dataset is None:

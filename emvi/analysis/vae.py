@@ -40,11 +40,16 @@ def sample_images(model, num_samples: int, *, mean: bool = True) -> torch.Tensor
 def latent_codes(guide, x: torch.Tensor, *, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Guide means ``(N, q)``, their 2-D view ``(N, 2)`` and a label for the axes."""
     codes = torch.cat([guide.distribution(x[i : i + batch_size]).loc for i in range(0, x.shape[0], batch_size)]).cpu()
+    return (codes, *two_dimensional_view(codes))
+
+
+def two_dimensional_view(codes: torch.Tensor, name: str = "t") -> tuple[torch.Tensor, str]:
+    """``(N, 2)`` view of codes ``(N, q)`` (the first two principal axes when q > 2) and a label for the axes."""
     if codes.shape[1] <= 2:
-        return codes, codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1), "t"
+        return codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1), name
     centred = codes - codes.mean(0)
     _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    return codes, centred @ v[:2].T, "principal axis of E_q[t]"
+    return centred @ v[:2].T, f"principal axis of E_q[{name}]"
 
 
 def plot_latent_space(guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path) -> Path:

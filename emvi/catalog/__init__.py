@@ -7,9 +7,9 @@ ArviZ export in ``emvi/analysis/``, and one file here whose ``ENTRIES`` pairs th
 """
 
 from ..registry import add_entry
-from . import composed, declared, hmm, linear_gaussian, mixture, topics, vae
+from . import composed, declared, deep_mixture, hmm, linear_gaussian, mixture, topics, vae
 
-FAMILIES = (composed, declared, hmm, linear_gaussian, mixture, topics, vae)
+FAMILIES = (composed, declared, deep_mixture, hmm, linear_gaussian, mixture, topics, vae)
 
 for _family in FAMILIES:
     for _entry in _family.ENTRIES:

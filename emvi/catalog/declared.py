@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
 from ..inference.elbo import make_elbo
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
-from ..inference.likelihood import estimate_log_likelihood
+from ..inference.likelihood import estimate_log_likelihood, without_training_terms
 from ..inference.mcmc import fit_mcmc
 from ..inference.restarts import best_of_restarts
 from ..inference.runner import evaluate_loss
@@ -78,7 +78,7 @@ def evaluate_declared(model, guide, data, *, num_samples: int = 100) -> dict:
     tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
     decl = model.declaration
     elbo = make_elbo(decl.elbo, max_plate_nesting=1, num_particles=10 if decl.elbo == "trace" else 1)
-    out = {"elbo_nats_per_item": -evaluate_loss(elbo, model, guide, tensors)}
+    out = {"elbo_nats_per_item": -evaluate_loss(elbo, model, without_training_terms(guide), tensors)}
     estimates = estimate_log_likelihood(model, guide, tensors, num_samples=max(1, num_samples), prior=False)
     out["is_loglik_nats"] = float(estimates.importance.mean())
     if decl.em_ready() is None:

@@ -2,12 +2,18 @@
 
 * Globals: nothing for a MAP global (a module parameter of the model); for ``guide="meanfield"`` a Normal with learned
   location and scale in the unconstrained space, pushed through the support's bijection.
-* A discrete latent that is a parent of a continuous latent: q(z_n | data_n) = Categorical(g_z(data_n)), enumerated in
-  parallel (exact expectation over z), and a point mass on the given value where a mask says it is observed.
-  Other discrete latents are enumerated in the model and have no guide site.
-* A continuous latent t: q(t_n | data_n, discrete parents) = Normal(g_μ, diag g_σ²) (LogNormal for a positive
-  support), reparameterised, from an MLP on the concatenated observations and covariates (categorical codes one-hot)
-  and the one-hot values of t's discrete parents: q(t | x, z).
+* A discrete latent that is a parent of a continuous latent (or listed in its ``guide_given``): q(z_n | data_n) =
+  Categorical(g_z(data_n)), enumerated in parallel (exact expectation over z), and a point mass on the given value
+  where a mask says it is observed. Other discrete latents are enumerated in the model and have no guide site.
+* A continuous latent t: q(t_n | data_n, z_n) = Normal(g_μ, diag g_σ²) (LogNormal for a positive support),
+  reparameterised, from an MLP on the concatenated observations and covariates (categorical codes one-hot) and the
+  one-hot values of the guide-enumerated z of :meth:`~emvi.declaration.Declaration.guide_inputs` (t's discrete
+  parents and ``guide_given``): q(t | x, z). The value of t therefore has shape ``(K, batch, q)`` under
+  enumeration: one draw per value of z.
+* A partly observed site y with ``classify=c`` (M2's classifier): a factor ``-c · mask_n · log q(y_n | data_n)`` in
+  the guide (Kingma et al. 2014, eq. 9: the ELBO's -log q term turns it into +c log q(y | x) on labelled items). It
+  is tagged ``infer={"training_term": True}``; :func:`emvi.inference.likelihood.without_training_terms` hides it,
+  so the ELBO and log p(x) that evaluation reports do not include it.
 
 ``data_n`` is every fully observed site and covariate of item n. Any part is replaceable: ``parts={"t": net}``
 uses the user's ``nn.Module`` ``(..., in_features) -> (..., 2 q)`` (or ``(..., K)`` logits for a discrete site)
@@ -32,6 +38,9 @@ from ..nn import FlatMLP, as_features, concat_features
 from ..plates import data_plate
 
 MIN_SCALE = 1e-5
+TRAINING_TERM = "training_term"
+"""``infer`` key of guide factors that belong to the training objective only (M2's classification term); the same
+key as :data:`emvi.inference.likelihood.TRAINING_TERM` (guides may not import inference)."""
 IMPOSSIBLE = -1e30
 SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex": constraints.simplex,
             "unit": constraints.unit_interval}
@@ -63,7 +72,7 @@ class DeclaredGuide(nn.Module):
                 self.loc[site.name] = nn.Parameter(0.1 * torch.randn(shape))
                 self.raw_scale[site.name] = nn.Parameter(torch.full(shape, -3.0))
             elif self.guided(site):
-                extra = sum(sites[p].num_values for p in site.parents if self._discrete_parent(sites[p]))
+                extra = sum(sites[p].num_values for p in self._given(site))
                 out = site.num_values if site.is_discrete else 2 * site.dim
                 self.encoders[site.name] = parts.pop(site.name, None) or FlatMLP([in_features + extra,
                                                                                   *hidden_dims, out])
@@ -77,8 +86,9 @@ class DeclaredGuide(nn.Module):
             return True
         return site.enumerated and self.declaration.guide_enumerated(site.name)
 
-    def _discrete_parent(self, site: Site) -> bool:
-        return site.enumerated and self.declaration.guide_enumerated(site.name)
+    def _given(self, site: Site) -> tuple[str, ...]:
+        """The guide-enumerated discrete sites q(site | data, ...) conditions on (none for a discrete site)."""
+        return () if site.is_discrete else self.declaration.guide_inputs(site.name)
 
     def _width(self, site: Site) -> int:
         shape = self.shapes.get(site.name, ())
@@ -116,11 +126,12 @@ class DeclaredGuide(nn.Module):
             for site in self.order:
                 if not self.guided(site):
                     continue
-                parents = [as_features(values[p], sites[p].num_values, False, dtype) for p in site.parents
-                           if self._discrete_parent(sites[p])]
+                parents = [as_features(values[p], sites[p].num_values, False, dtype) for p in self._given(site)]
                 raw = self.encoders[site.name](concat_features([x, *parents]) if parents else x)
                 if site.is_discrete:
                     values[site.name] = self._discrete(site, raw, arrays)
+                    if site.classify:
+                        self._classification_term(site, raw, arrays)
                     continue
                 loc, raw_scale = raw.chunk(2, -1)
                 q = DiagonalNormal(loc, nn.functional.softplus(raw_scale) + MIN_SCALE)
@@ -128,6 +139,32 @@ class DeclaredGuide(nn.Module):
                     q = dist.TransformedDistribution(q, [transforms.ExpTransform()])
                 values[site.name] = pyro.sample(site.name, q)
         return values
+
+    def _classification_term(self, site: Site, raw: torch.Tensor, arrays: dict) -> None:
+        """``-c · mask_n · log q(y_n | data_n)`` as a guide factor (so the objective gains ``+c log q``), tagged as a
+        training term that evaluation leaves out."""
+        mask, given = arrays[site.mask].bool(), arrays[site.name].long().clamp_min(0)
+        log_q = torch.log_softmax(raw, -1).gather(-1, given.unsqueeze(-1)).squeeze(-1)  # bernoulli: two logits too
+        term = -site.classify * torch.where(mask, log_q, torch.zeros_like(log_q))
+        unit = dist.Unit(term, has_rsample=True)
+        pyro.sample(f"{site.name}_classification", unit, obs=unit.sample(),
+                    infer={"is_auxiliary": True, TRAINING_TERM: True})
+
+    def classifier_probs(self, name: str, *data) -> torch.Tensor:
+        """``(batch, K)`` q(name_n = k | data_n) of a guide-enumerated discrete site, ignoring any given labels."""
+        arrays = dict(zip(self.declaration.data_names, data, strict=True))
+        logits = self.encoders[name](self.features(arrays, next(self.parameters()).dtype))
+        return torch.softmax(logits, -1)
+
+    def continuous_loc(self, name: str, *data, given: dict | None = None) -> torch.Tensor:
+        """``(batch, q)`` the location of q(name_n | data_n, given) (``given``: values ``(batch,)`` of the
+        guide-enumerated discrete sites it conditions on)."""
+        arrays = dict(zip(self.declaration.data_names, data, strict=True))
+        dtype = next(self.parameters()).dtype
+        sites = self.declaration.by_name
+        parts = [self.features(arrays, dtype)]
+        parts += [as_features(given[p], sites[p].num_values, False, dtype) for p in self._given(sites[name])]
+        return self.encoders[name](concat_features(parts)).chunk(2, -1)[0]
 
     def _discrete(self, site: Site, logits: torch.Tensor, arrays: dict) -> torch.Tensor:
         infer = {"enumerate": "parallel"}

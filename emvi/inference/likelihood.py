@@ -121,6 +121,16 @@ def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data", guide_t
     return total
 
 
+TRAINING_TERM = "training_term"
+"""``infer`` key of guide factors that shape training only (e.g. M2's classification term α log q(y | x)): they are
+no part of p(x) or of the ELBO, so every estimate here hides them."""
+
+
+def without_training_terms(guide):
+    """``guide`` with its training-only factors (``infer[TRAINING_TERM]``) hidden from every trace and ELBO."""
+    return poutine.block(guide, hide_fn=lambda msg: bool(msg["infer"].get(TRAINING_TERM)))
+
+
 def importance_traces(model, guide, x, num_samples: int | None, *, max_plate_nesting: int = 1,
                       enumerate_model: bool = False, enumerate_guide: bool = False, **kwargs):
     """``(guide_trace, model_trace)``: K = ``num_samples`` draws t ~ q(t | x) per item, vectorised by a plate of K
@@ -131,6 +141,7 @@ def importance_traces(model, guide, x, num_samples: int | None, *, max_plate_nes
     from pyro.poutine.enum_messenger import EnumMessenger
 
     data = _as_tuple(x)
+    guide = without_training_terms(guide)
     with poutine.block(), contextlib.ExitStack() as stack:
         if num_samples is not None:
             stack.enter_context(pyro.plate(SAMPLE_PLATE, num_samples, dim=-(max_plate_nesting + 1)))

@@ -387,8 +387,11 @@ class DeclaredModel(nn.Module):
     # -- sampling and printing ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def sample(self, num_samples: int) -> dict[str, torch.Tensor]:
-        """New items from the prior: every local site's values ``(num_samples, ...)``; needs no covariates."""
+    def sample(self, num_samples: int, *, given: dict[str, torch.Tensor] | None = None,
+               mean: bool = False) -> dict[str, torch.Tensor]:
+        """New items from the prior: every local site's values ``(num_samples, ...)``; needs no covariates.
+        ``given`` fixes local latents (``{"z": (num_samples,) values}``: conditional samples p(x | z)); ``mean``
+        returns each observed site's mean E[x | parents] instead of a draw (e.g. Bernoulli probabilities)."""
         if any(s.role == "covariate" for s in self.declaration.sites):
             raise ConfigError(f"model {self.declaration.name!r} has covariates; sampling needs them (trace the "
                               "model with poutine.uncondition and your covariates)")
@@ -400,12 +403,14 @@ class DeclaredModel(nn.Module):
                 placeholder.append(torch.zeros(num_samples, dtype=torch.bool, device=device))
             else:
                 placeholder.append(torch.zeros(num_samples, *self.shapes[name], device=device))
-        trace = poutine.trace(poutine.uncondition(self)).get_trace(*placeholder)
+        renamed = {f"{k}_missing" if self.declaration.by_name[k].mask else k: v for k, v in (given or {}).items()}
+        trace = poutine.trace(poutine.condition(poutine.uncondition(self), data=renamed)).get_trace(*placeholder)
         out = {}
         for site in self.declaration.sites:
             if site.role in ("latent", "observed"):
                 node = trace.nodes[f"{site.name}_missing" if site.mask else site.name]
-                out[site.name] = node["value"]
+                out[site.name] = node["fn"].mean if mean and site.role == "observed" and not site.mask \
+                    else node["value"]
         return out
 
     def extra_repr(self) -> str:

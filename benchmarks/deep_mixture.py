@@ -1,0 +1,164 @@
+"""Clustering and semi-supervised classification with enumerated VAEs against pixel-space baselines, in one run.
+
+On the same training images (MNIST's first 15,604 by default, statically binarised for the VAEs) and scored on the
+test images:
+
+* (a) ``cluster_acc_gmm_pixels``: scikit-learn's ``GaussianMixture`` (diagonal, K = 10) on the grey-level pixels;
+* (b) ``cluster_acc_kmeans``: k-means (K = 10) on the pixels;
+* (c) ``cluster_acc_gmvae``: emvi's ``gmvae`` (K = 10), argmax q(z | x); clustering accuracy is the Hungarian
+  matching of clusters to labels (:func:`emvi.analysis.clustering.cluster_accuracy`);
+* (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x);
+* (e) ``supervised_only_acc_100``: the same classifier network as (d)'s q(y | x), from the same initial weights,
+  trained by cross-entropy on those labelled images alone;
+* ``is_loglik_gmvae`` and ``is_loglik_vae``: the importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and
+  of emvi's plain ``vae`` of the same latent size and hidden layers, trained for the same epochs, on the same test
+  images, by the same estimator.
+
+With several ``--seeds`` every number is the mean over seeds, with ``<key>_std`` its standard deviation and the
+per-seed values under ``per_seed``. The last line is one JSON object.
+
+    python benchmarks/deep_mixture.py                  # MNIST from $EMVI_DATA (default ../shared/data)
+    python benchmarks/deep_mixture.py --quick          # digits, a few epochs, under a minute
+    python benchmarks/deep_mixture.py --seeds 0 1 2    # mean and spread over three seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from emvi.analysis.clustering import cluster_accuracy
+from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, label_view, predicted_labels
+from emvi.data import load_dataset
+from emvi.inference import TrainConfig, train
+from emvi.inference.likelihood import estimate_log_likelihood
+from emvi.models import VAEConfig
+from emvi.runs import build_model
+
+KEYS = ("cluster_acc_gmvae", "cluster_acc_gmm_pixels", "cluster_acc_kmeans", "ssvae_acc_100",
+        "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
+
+
+def pixel_baselines(train_x, test_x, test_y, seed: int, k: int = 10) -> dict:
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    gmm = GaussianMixture(k, covariance_type="diag", reg_covar=1e-3, random_state=seed).fit(train_x)
+    kmeans = KMeans(k, n_init=3, random_state=seed).fit(train_x)
+    return {"cluster_acc_gmm_pixels": cluster_accuracy(gmm.predict(test_x), test_y),
+            "cluster_acc_kmeans": cluster_accuracy(kmeans.predict(test_x), test_y)}
+
+
+def fit(name, config, data, train_config):
+    model, guide = build_model(name, config, data.info(), seed=train_config.seed)
+    train(model, guide, data, config=train_config)
+    return model.eval(), guide.eval()
+
+
+def supervised_only(classifier, labelled_x, labelled_y, test_x, test_y, *, steps: int, seed: int) -> float:
+    """Cross-entropy on the labelled images alone (full batch, Adam), accuracy on the test images."""
+    torch.manual_seed(seed)
+    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(classifier(labelled_x), labelled_y).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((classifier(test_x).argmax(-1) == test_y).float().mean())
+
+
+def one_seed(train_data, test_data, args, seed: int) -> dict:
+    out = pixel_baselines(train_data.x.numpy(), test_data.x.numpy(), test_data.y.numpy(), seed)
+    sizes = {"latent_dim": args.latent_dim, "hidden_dims": tuple(args.hidden_dims)}
+    schedule = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           seed=seed, progress=False)
+    binary_train = load_binary(train_data)
+    binary_test = load_binary(test_data)
+
+    model, guide = fit("gmvae", GMVAEConfig(num_components=10, **sizes), binary_train, schedule)
+    gmvae = evaluate_gmvae(model, guide, binary_test, num_samples=args.num_samples)
+    out |= {"cluster_acc_gmvae": gmvae["cluster_accuracy"], "is_loglik_gmvae": gmvae["is_loglik_nats"],
+            "effective_num_clusters_gmvae": gmvae["effective_num_clusters"], "nmi_gmvae": gmvae["nmi"]}
+
+    vae_model, vae_guide = fit("vae", VAEConfig(**sizes), binary_train, schedule)
+    with torch.no_grad():
+        estimates = estimate_log_likelihood(vae_model, vae_guide, binary_test.x, num_samples=args.num_samples,
+                                            prior=False)
+    out["is_loglik_vae"] = float(estimates.importance.mean())
+
+    config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed, **sizes)
+    inputs = ("x", "y", "y_mask")
+    labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
+    model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
+    classifier = copy.deepcopy(guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
+    train(model, guide, labelled_train, config=schedule)
+    predicted = predicted_labels(model, guide, label_view(config, binary_test, "test").with_inputs(inputs))
+    out["ssvae_acc_100"] = float((predicted == binary_test.y).float().mean())  # M2's log p(x) is not asked for
+    mask = labelled_train.array("y_mask")
+    out["supervised_only_acc_100"] = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask],
+                                                     binary_test.x, binary_test.y, steps=args.classifier_steps,
+                                                     seed=seed)
+    return out
+
+
+def load_binary(data):
+    from dataclasses import replace
+
+    return replace(data, x=(data.x > 0.5).to(data.x.dtype), binarize="static")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="digits, 10 epochs, K=50 on 200 test images")
+    parser.add_argument("--num-train", type=int, default=15604, help="training images (MNIST's first N)")
+    parser.add_argument("--num-test", type=int, default=10000, help="test images scored")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--latent-dim", type=int, default=10)
+    parser.add_argument("--hidden-dims", type=int, nargs="+", default=[500])
+    parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--classifier-steps", type=int, default=500, help="Adam steps of the supervised-only net")
+    parser.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
+    parser.add_argument("--data-root", default=os.environ.get("EMVI_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.num_samples, args.num_test, args.hidden_dims = 10, 50, 200, [64]
+        args.learning_rate = 3e-3
+        args.latent_dim, args.classifier_steps = 4, 200
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    name = "digits" if args.quick else "mnist"
+    train_data = load_dataset(name, root=args.data_root, limit=None if args.quick else args.num_train)
+    test_data = load_dataset(name, root=args.data_root, split="test")
+    test_data = test_data.subset(range(min(args.num_test, len(test_data))))
+    per_seed = []
+    for seed in args.seeds:
+        per_seed.append(one_seed(train_data, test_data, args, seed))
+        print(json.dumps({"seed": seed} | per_seed[-1]), flush=True)
+    summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
+                     "epochs": args.epochs, "num_samples": args.num_samples, "seeds": args.seeds}
+    for key in per_seed[0]:
+        values = [r[key] for r in per_seed]
+        summary[key] = statistics.fmean(values)
+        if len(values) > 1:
+            summary[f"{key}_std"] = statistics.stdev(values)
+    summary["per_seed"] = per_seed
+    summary["seconds"] = time.perf_counter() - started
+    missing = [k for k in KEYS if k not in summary]
+    assert not missing, missing
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

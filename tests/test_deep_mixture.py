@@ -1,0 +1,283 @@
+"""gmvae and ssvae: the enumerated ELBO against explicit sums, M2 as the conditional VAE plus its classification term,
+evaluation free of that term, enumeration really used, labelled subsets, and the CLI from fit to analyze."""
+
+import json
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+from torch.nn.functional import log_softmax
+
+import emvi
+from emvi.catalog.declared import build, evaluate_declared
+from emvi.catalog.deep_mixture import (
+    GMVAEConfig,
+    SSVAEConfig,
+    build_gmvae,
+    build_ssvae,
+    gmvae_declaration,
+    label_view,
+)
+from emvi.data import load_dataset
+from emvi.declaration import Declaration, declare, latent, mlp, observed
+from emvi.errors import ConfigError, DataError
+from emvi.inference.likelihood import without_training_terms
+from emvi.registry import DataInfo
+
+N, D = 12, 6
+
+
+def binary(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.bernoulli(torch.rand(N, D, generator=g), generator=g)
+
+
+def info(arrays):
+    return DataInfo(N, (D,), arrays={k: list(v.shape[1:]) for k, v in arrays.items()})
+
+
+def perturbed(model):
+    with torch.no_grad():  # move the tables off their symmetric starts
+        for p in model.learned.values():
+            p.add_(0.3 * torch.randn(p.shape))
+    return model
+
+
+def test_gmvae_enumerated_elbo_is_the_q_weighted_sum_over_clusters_plus_the_entropy():
+    """ELBO = Σ_n Σ_k q(k | x_n) [log π_k + log N(t_nk; μ_k, σ_k) + log p(x_n | t_nk) - log q(t_nk | x_n, k)]
+    + H(q(z | x_n)), with t_nk ~ q(t | x_n, k): one draw per cluster, the same draws (same seed) on both sides."""
+    x = binary()
+    torch.manual_seed(0)
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True,
+                                           cluster_posterior="amortised"), info({"x": x}))
+    perturbed(model)
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        elbo = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        node = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x).nodes["t"]
+        t = node["value"]  # (K, N, q)
+        log_q_t = node["fn"].log_prob(t)
+        q_z = guide.classifier_probs("z", x)  # (N, K)
+        tables = model.learned
+        log_p = (log_softmax(tables["z__logits"], -1)[:, None]
+                 + dist.Normal(tables["t__loc"][:, None], tables["t__scale"].exp()[:, None]).log_prob(t).sum(-1)
+                 + dist.Bernoulli(logits=model.networks["x__logits"](t)).log_prob(x).sum(-1))
+        entropy = -(q_z * q_z.log()).sum(-1)
+        explicit = (q_z.T * (log_p - log_q_t)).sum(0) + entropy
+    assert t.shape == (3, N, 2)
+    assert elbo == pytest.approx(float(explicit.sum()), rel=1e-6)
+
+
+def test_gmvae_with_z_summed_in_the_model_has_the_mixture_prior_density_and_the_exact_cluster_posterior():
+    """Guide q(t | x): ELBO = Σ_n log p(x_n | t_n) + log Σ_k π_k N(t_n; μ_k, σ_k) - log q(t_n | x_n) at the guide's
+    draw, and the reported cluster posterior is π_k N(m_n; μ_k, σ_k) normalised, at m_n = the mean of q(t | x_n)."""
+    from emvi.analysis.deep_mixture import cluster_probabilities
+
+    x = binary()
+    torch.manual_seed(0)
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True),
+                               info({"x": x}))
+    perturbed(model)
+    assert "z" not in guide.encoders and "t_n ~ Normal(loc=table[z], scale=table[z])  shape (2,); guide q(t | data)" \
+        in model.declaration.story()
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        elbo = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    pyro.set_rng_seed(7)
+    tables = model.learned
+
+    def log_joint_z(t):  # (K, N): log π_k + log N(t_n; μ_k, σ_k)
+        return (log_softmax(tables["z__logits"], -1)[:, None]
+                + dist.Normal(tables["t__loc"][:, None], tables["t__scale"].exp()[:, None]).log_prob(t).sum(-1))
+
+    with torch.no_grad():
+        node = poutine.trace(guide).get_trace(x).nodes["t"]
+        t = node["value"]  # (N, q): one draw, no cluster dimension
+        explicit = (dist.Bernoulli(logits=model.networks["x__logits"](t)).log_prob(x).sum(-1)
+                    + torch.logsumexp(log_joint_z(t), 0) - node["fn"].log_prob(t))
+        posterior = torch.softmax(log_joint_z(guide.continuous_loc("t", x)), 0).T
+    assert t.shape == (N, 2)
+    assert elbo == pytest.approx(float(explicit.sum()), rel=1e-6)
+    assert torch.allclose(cluster_probabilities(model, guide, "z", (x,)), posterior, atol=1e-6)
+
+
+def ssvae_pair(alpha, labels_per_class=None, classes=3):
+    config = SSVAEConfig(num_classes=classes, latent_dim=2, hidden_dims=(8,), classify_weight=alpha,
+                         labels_per_class=labels_per_class)
+    g = torch.Generator().manual_seed(1)
+    arrays = {"x": binary(), "y": torch.randint(0, classes, (N,), generator=g), "y_mask": torch.ones(N, dtype=bool)}
+    torch.manual_seed(0)
+    model, guide = build_ssvae(config, info(arrays))
+    return model, guide, arrays
+
+
+def test_m2_with_every_label_is_the_conditional_vae_plus_the_classification_term():
+    """All labels given: -loss_M2 = ELBO of the supervised conditional VAE (q(t | x, y), p(y) = 1/C) + α Σ log q(y_n |
+    x_n), at the same draw t_n (the M2 guide's draw for the given label)."""
+    alpha = 0.7
+    model, guide, arrays = ssvae_pair(alpha)
+    x, y, mask = arrays["x"], arrays["y"], arrays["y_mask"]
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        m2_loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x, y, mask)
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        m2_elbo_loss = TraceEnum_ELBO(max_plate_nesting=1).loss(model, without_training_terms(guide), x, y, mask)
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        t = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x, y, mask).nodes["t"]["value"]
+    t_given = t[y, torch.arange(N)]  # (N, q): the draw where y_missing takes the given label
+    cvae = declare("cvae", latent("t", "normal", dim=2), observed("x", "bernoulli", logits=mlp("t", "y", hidden=(8,))),
+                   observed("y", "categorical", categories=3, logits=0.0))
+    cvae_model, cvae_guide = build(cvae, info(arrays), emvi.catalog.declared.DeclaredConfig(guide_hidden_dims=(8,)))
+    cvae_model.networks.load_state_dict(model.networks.state_dict())
+    cvae_guide.encoders["t"].load_state_dict(guide.encoders["t"].state_dict())  # the same input [x, one-hot y]
+    with torch.no_grad():
+        log_p, log_q = (poutine.trace(poutine.condition(f, data={"t": t_given})).get_trace(x, y).log_prob_sum()
+                        for f in (cvae_model, cvae_guide))
+        cvae_loss = -float(log_p - log_q)  # Trace_ELBO's single-draw loss, at the draw t_given
+        classification = alpha * guide.classifier_probs("y", x, y, mask)[torch.arange(N), y].log().sum()
+    assert m2_loss == pytest.approx(cvae_loss - float(classification), rel=1e-6)
+    assert m2_elbo_loss == pytest.approx(cvae_loss, rel=1e-6)  # what evaluation sees: the ELBO alone
+
+
+def test_evaluation_and_importance_estimates_do_not_depend_on_alpha():
+    losses, evaluations = [], []
+    for alpha in (0.0, 5.0):
+        model, guide, arrays = ssvae_pair(alpha, labels_per_class=2)
+        arrays["y_mask"] = torch.arange(N) % 2 == 0  # some labels given, some enumerated
+        data = (arrays["x"], arrays["y"], arrays["y_mask"])
+        pyro.set_rng_seed(0)
+        losses.append(float(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, *data)))
+        pyro.set_rng_seed(0)
+        evaluations.append(evaluate_declared(model, guide, data, num_samples=4))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-3)  # the term is in the training loss...
+    assert evaluations[0] == pytest.approx(evaluations[1], rel=1e-9)  # ...and nowhere in the evaluation
+
+
+@pytest.mark.parametrize("which", ["gmvae", "ssvae"])
+def test_enumeration_is_really_used_in_the_guide(which):
+    """The guide never samples the cluster or a missing label: every discrete guide site is enumerated in parallel
+    (its value is all K values along an enumeration dim), and t is drawn once per value."""
+    if which == "gmvae":
+        x = binary()
+        model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,),
+                                               cluster_posterior="amortised"), info({"x": x}))
+        data, name, k = (x,), "z", 4
+    else:
+        model, guide, arrays = ssvae_pair(0.1, labels_per_class=2, classes=4)
+        arrays["y_mask"] = torch.arange(N) % 3 == 0
+        data, name, k = (arrays["x"], arrays["y"], arrays["y_mask"]), "y_missing", 4
+    trace = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(*data)
+    discrete = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["is_observed"]
+                and isinstance(s["fn"], (dist.Categorical, dist.Bernoulli))]
+    assert discrete == [name]
+    node = trace.nodes[name]
+    assert node["infer"]["enumerate"] == "parallel" and node["infer"]["_enumerate_dim"] == -2
+    assert torch.equal(node["value"].flatten(), torch.arange(k))
+    assert trace.nodes["t"]["value"].shape == (k, N, 2)
+    model_trace = poutine.trace(model).get_trace(*data)
+    assert "enumerate" not in model_trace.nodes[name]["infer"]  # summed by the guide, not again by the model
+
+
+def test_a_cluster_summed_in_the_model_is_enumerated_there_and_absent_from_the_guide():
+    """cluster_posterior="exact": the guide samples only t; under TraceEnum_ELBO the model's z carries an enumeration
+    dimension (all K values) and t's prior log-density one row per cluster."""
+    x = binary()
+    model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,)), info({"x": x}))
+    guide_trace = poutine.trace(guide).get_trace(x)
+    assert [n for n, s in guide_trace.nodes.items() if s["type"] == "sample"] == ["data", "t"]
+    replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
+    model_trace = poutine.trace(replayed).get_trace(x)
+    z, t = model_trace.nodes["z"], model_trace.nodes["t"]
+    assert z["infer"]["enumerate"] == "parallel" and z["infer"]["_enumerate_dim"] == -2
+    assert torch.equal(z["value"].flatten(), torch.arange(4))
+    assert t["fn"].log_prob(t["value"]).shape == (4, N)
+    assert math.isfinite(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x))
+
+
+def test_guide_given_and_classify_are_validated_printed_and_round_trip():
+    decl = build_ssvae(SSVAEConfig(num_classes=3, latent_dim=2, hidden_dims=(8,), labels_per_class=None),
+                       info(ssvae_pair(0.1)[2]))[0].declaration
+    assert "t_n ~ Normal(loc=0, scale=1)  shape (2,); guide q(t | data, y)" in decl.story()
+    assert "else enumerated in the guide q(y | data)" in decl.story()
+    assert Declaration.from_dict("ssvae", decl.to_dict()).sites == decl.sites
+    gmvae = gmvae_declaration(GMVAEConfig())
+    assert gmvae.to_dict()["sites"]["z"]["summed_in"] == "model"
+    assert Declaration.from_dict("gmvae", gmvae.to_dict()).sites == gmvae.sites
+    x = observed("x", "bernoulli", logits=mlp("t", hidden=(4,)))
+    with pytest.raises(ConfigError, match="site 't': guide_given lists 'u'; only discrete local sites"):
+        declare("m", latent("u", "normal", dim=2), latent("t", "normal", dim=2, guide_given=("u",)), x)
+    with pytest.raises(ConfigError, match="site 'z': guide_given is for continuous latents"):
+        declare("m", latent("z", "categorical", categories=2, guide_given=("z",)), latent("t", "normal", dim=2), x)
+    with pytest.raises(ConfigError, match="site 'y': classify needs a classifier q\\(y \\| data\\)"):
+        declare("m", observed("y", "categorical", categories=2, mask="m", classify=1.0),
+                latent("t", "normal", dim=2), x)
+    with pytest.raises(ConfigError, match="site 't': summed_in is for discrete latents"):
+        declare("m", latent("t", "normal", dim=2, summed_in="model"), x)
+    with pytest.raises(ConfigError, match=r"model.sites.y.guide_given: only latent sites take guide_given"):
+        Declaration.from_dict("m", {"sites": {"y": {"role": "observed", "family": "categorical", "categories": 2,
+                                                    "guide_given": ["t"]}}})
+
+
+def test_the_label_view_hides_every_label_outside_a_balanced_seeded_subset():
+    digits = load_dataset("digits")
+    config = SSVAEConfig(labels_per_class=3, label_seed=4)
+    view = label_view(config, digits, "train")
+    mask, hidden = view.array("y_mask"), view.array("y")
+    assert torch.equal(torch.bincount(digits.y[mask]), torch.full((10,), 3))
+    assert torch.equal(hidden[mask], digits.y[mask]) and (hidden[~mask] == -1).all()
+    assert torch.equal(view.y, digits.y)  # the true labels stay for scoring
+    assert torch.equal(label_view(config, digits, "train").array("y_mask"), mask)  # same seed, same subset
+    assert not label_view(config, load_dataset("digits", split="test"), "test").array("y_mask").any()
+    with pytest.raises(DataError, match="fewer than the 1000 labels per class"):
+        label_view(SSVAEConfig(labels_per_class=1000), digits, "train")
+    with pytest.raises(DataError, match="ssvae needs a labelled data set"):
+        label_view(config, emvi.data.ArrayDataset(x=digits.x), "train")
+
+
+def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
+    """The collapse-avoidance claim of emvi.catalog.deep_mixture: with π fixed uniform, a short fit on the digits
+    spreads the data over most of the K = 10 clusters (effective number exp H(mean q(z | x)) > K / 2)."""
+    from emvi.analysis.clustering import effective_num_clusters
+    from emvi.analysis.deep_mixture import cluster_probabilities
+
+    digits = load_dataset("digits", binarize="static", limit=400)
+    torch.manual_seed(0)
+    model, guide = build_gmvae(GMVAEConfig(latent_dim=4, hidden_dims=(32,)), digits.info())
+    emvi.train(model, guide, digits, config=emvi.TrainConfig(epochs=10, batch_size=100, learning_rate=3e-3,
+                                                             progress=False))
+    probs = cluster_probabilities(model, guide, "z", (digits.x,))
+    assert effective_num_clusters(probs.numpy()) > 5
+
+
+def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, capsys):
+    from emvi.cli import main
+
+    common = ["--dataset", "digits", "--binarize", "static", "--limit", "300", "--epochs", "2", "--latent-dim", "3",
+              "--hidden-dims", "16", "--progress", "false"]
+    runs = {"gmvae": ["-k", "4"], "ssvae": ["--labels-per-class", "3"]}
+    for name, extra in runs.items():
+        run = tmp_path / name
+        assert main(["fit", name, *common, *extra, "--run-dir", str(run)]) == 0
+        assert (run / "conditional_samples.png").is_file() and (run / "latent_map.png").is_file()
+        summary = json.loads((run / "summary.json").read_text())
+        key = "train_cluster_accuracy" if name == "gmvae" else "train_unlabelled_accuracy"
+        assert 0 < summary[key] <= 1
+        assert main(["evaluate", str(run), "--num-samples", "5", "--limit", "40"]) == 0
+        metrics = json.loads((run / "evaluation_test.json").read_text())
+        assert math.isfinite(metrics["is_loglik_nats"]) and metrics["is_loglik_nats"] < 0
+        if name == "gmvae":
+            assert 0 < metrics["cluster_accuracy"] <= 1 and 1 <= metrics["effective_num_clusters"] <= 4
+        else:
+            assert 0 <= metrics["accuracy"] <= 1 and metrics["num_labelled"] == 0
+        assert main(["analyze", str(run), "--num-samples", "3"]) == 0
+        assert (run / "inference_data.nc").is_file()
+    assert main(["fit", "ssvae", *common, "--labels-per-class", "500", "--run-dir", str(tmp_path / "bad")]) == 2
+    assert "lower --labels-per-class" in capsys.readouterr().err
