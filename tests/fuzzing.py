@@ -55,9 +55,12 @@ TINY = {  # what keeps a valid fit in milliseconds; fuzzed options come after an
 MODEL_TINY = {"vae": ["--hidden-dims", "4", "--latent-dim", "2"], "composed": ["--hidden-dims", "4"],
               "lda": ["--hidden-dims", "4", "-k", "2"], "prodlda": ["--hidden-dims", "4", "-k", "2"],
               "mixture": ["-k", "2"], "hmm": ["-k", "2"], "ppca": ["--latent-dim", "1"], "fa": ["--latent-dim", "1"],
-              "declared": []}  # a declaration's sites come from a spec file; from options it must refuse in one line
+              "declared": [],  # a declaration's sites come from a spec file; from options it must refuse in one line
+              "gmvae": ["--hidden-dims", "4", "--latent-dim", "2", "-k", "2"],
+              "ssvae": ["--hidden-dims", "4", "--latent-dim", "2", "--num-classes", "2"]}
 MODEL_DATA = {"vae": "unit.csv", "composed": "unit.csv", "lda": "counts.csv", "prodlda": "counts.csv",
-              "mixture": "counts.csv", "hmm": "seq.npz", "ppca": "gauss.csv", "fa": "gauss.csv", "declared": "unit.csv"}
+              "mixture": "counts.csv", "hmm": "seq.npz", "ppca": "gauss.csv", "fa": "gauss.csv", "declared": "unit.csv",
+              "gmvae": "unit.csv", "ssvae": "unit.csv"}  # ssvae on data without labels: refused in one line
 
 
 def _options(model: str, method: str) -> list[str]:
