@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
         warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
-                    disable_progbar=not progress)
+                    disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
     start = time.perf_counter()
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
