@@ -1,4 +1,4 @@
-"""The data plate every emvi model and guide puts around its per-item sites."""
+"""The data plate every emvi model and guide puts around its per-item sites, and the tag of training-only sites."""
 
 from __future__ import annotations
 
@@ -17,3 +17,9 @@ def data_plate(batch: torch.Tensor, num_data: int | None = None, *, name: str = 
     size = batch.shape[0]
     return pyro.plate(name, num_data or size, subsample=torch.arange(size, device=batch.device), dim=dim,
                       device=batch.device)
+
+
+TRAINING_TERM = "training_term"
+"""``infer`` key of guide factors that shape training only (e.g. M2's classification term α log q(y | x)): they are
+no part of p(x) or of the ELBO, so :func:`emvi.inference.likelihood.without_training_terms` hides them from every
+estimate."""

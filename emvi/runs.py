@@ -74,6 +74,13 @@ def method_config_class(method: str) -> type:
     return classes[method]
 
 
+def run_model_config(entry, resolved: dict):
+    """The model configuration a run directory's config.json records, as ``entry``'s config dataclass."""
+    from .config import config_from_dict
+
+    return config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.", strict=True)
+
+
 def run_seed(resolved: dict) -> int:
     """The seed a run directory's fit used (whatever its method)."""
     return int((resolved.get("train") or resolved.get("method_config") or {}).get("seed", 0))
@@ -342,7 +349,6 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
     """
     import torch
 
-    from .config import config_from_dict
     from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
     from .registry import DataInfo, get_model
@@ -366,8 +372,7 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
 
         import_user_module(module, where=f"{run.path}'s model.module")
     entry = get_model(resolved["model"])
-    model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.",
-                                    strict=True)
+    model_config = run_model_config(entry, resolved)
     dataset = model_view(entry, model_config, load_data(resolved["data"], split=split, root_override=root_override),
                          split)
     info = dict(resolved["data_info"])
@@ -421,10 +426,7 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
         if not has_test_split(name):
             raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
                               "items the fit held out) or --split train")
-        from .config import config_from_dict
-
-        config = config_from_dict(entry.config_class, resolved.get("model_config", {}), strict=True)
-        dataset = model_view(entry, config, load_data(resolved["data"], split="test", root_override=root_override),
+        dataset = model_view(entry, run_model_config(entry, resolved), load_data(resolved["data"], split="test", root_override=root_override),
                              "test")
     elif split == "valid":
         dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]

@@ -83,19 +83,10 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
         dims[key] = ["obs", f"{name}_value"]
         coords[f"{name}_value"] = list(range(values[0].shape[-1]))
     for name, values in global_draws.items():
-        stacked = torch.stack(values)[None]
-        posterior[name] = stacked
-        dims[name] = [f"{name}_dim_{i}" for i in range(stacked.dim() - 2)]
-        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(stacked.shape[2:])})
+        posterior[name] = torch.stack(values)[None]
+        _indexed_dims(name, posterior[name].shape[2:], dims, coords)
     log_weight = torch.stack(log_weights)  # (S, N)
-    observed = {s.name: t for s, t in zip((decl.by_name.get(n) for n in decl.data_names), tensors, strict=True)
-                if s is not None and s.role == "observed"}
-    for name, value in observed.items():
-        if value.dim() > 1:
-            dims[name] = ["obs", f"{name}_feature"]
-            coords[f"{name}_feature"] = list(range(value.shape[-1]))
-        else:
-            dims[name] = ["obs"]
+    observed = _observed_sites(decl, tensors, dims, coords)
     first = next(iter(observed))
     dims["log_importance_weight"] = ["obs"]
     importance = torch.logsumexp(log_weight, 0) - math.log(draws)
@@ -130,7 +121,8 @@ def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = 
         samples, diverging = load_mcmc_draws(run_dir)
     decl = model.declaration
     tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
-    if tensors[0].shape[0] == 0:
+    total = tensors[0].shape[0]
+    if total == 0:
         raise ConfigError("no items to analyse: the data set is empty")
     model = copy.deepcopy(model).to(torch.float64)  # NUTS ran in float64: so do its pointwise log-likelihoods
     dtype = torch.float64
@@ -151,25 +143,35 @@ def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = 
     constant = {name: value.to(dtype) for name, value in fixed.items()}
     dims, coords = {}, {"obs": list(range(batch))}
     for name, value in posterior.items():
-        dims[name] = [f"{name}_dim_{i}" for i in range(value.dim() - 2)]
-        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(value.shape[2:])})
+        _indexed_dims(name, value.shape[2:], dims, coords)
     for name, value in constant.items():
-        dims[name] = [f"{name}_dim_{i}" for i in range(value.dim())]
-        coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(value.shape)})
-    observed = {s.name: t for s, t in zip((decl.by_name.get(n) for n in decl.data_names), tensors, strict=True)
-                if s is not None and s.role == "observed"}
-    for name, value in observed.items():
-        dims[name] = ["obs", f"{name}_feature"] if value.dim() > 1 else ["obs"]
-        if value.dim() > 1:
-            coords[f"{name}_feature"] = list(range(value.shape[-1]))
+        _indexed_dims(name, value.shape, dims, coords)
+    observed = _observed_sites(decl, tensors, dims, coords)
     attrs = {"model": decl.name, "method": "mcmc", "declaration": decl.to_dict(), "story": decl.story(model.shapes),
-             "items": f"the first {batch} of {tensors[0].shape[0]}",
+             "items": f"the first {batch} of {total}",
              "log_likelihood": "log p(x_n | theta_s), the discrete sites summed out exactly",
              "note": "chains start from one point fit, so components keep their labels; check r_hat if not"}
     sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()} if diverging is not None else None
     return to_inference_data(posterior=posterior, log_likelihood={next(iter(observed)): log_lik},
                              observed_data=observed, sample_stats=sample_stats, constant_data=constant, coords=coords,
                              dims=dims, attrs=attrs)
+
+
+def _indexed_dims(name: str, shape, dims: dict, coords: dict) -> None:
+    """ArviZ dims ``<name>_dim_i`` (with coordinates 0..n-1) for a value of ``shape`` beyond chain and draw."""
+    dims[name] = [f"{name}_dim_{i}" for i in range(len(shape))]
+    coords.update({f"{name}_dim_{i}": list(range(n)) for i, n in enumerate(shape)})
+
+
+def _observed_sites(decl, tensors, dims: dict, coords: dict) -> dict:
+    """``{site: data}`` of the observed sites among the model's data arrays, with their ``obs`` (and feature) dims."""
+    observed = {s.name: t for s, t in zip((decl.by_name.get(n) for n in decl.data_names), tensors, strict=True)
+                if s is not None and s.role == "observed"}
+    for name, value in observed.items():
+        dims[name] = ["obs", f"{name}_feature"] if value.dim() > 1 else ["obs"]
+        if value.dim() > 1:
+            coords[f"{name}_feature"] = list(range(value.shape[-1]))
+    return observed
 
 
 def learned_tables(model) -> dict[str, torch.Tensor]:

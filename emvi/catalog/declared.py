@@ -11,7 +11,7 @@ discrete with closed-form M-steps. The entry ``declared`` takes the declaration 
 from __future__ import annotations
 
 import copy
-import math
+import itertools
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -23,6 +23,7 @@ from ..analysis.declared import declared_inference_data
 from ..declaration import Declaration
 from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
+from ..inference.direct import climb
 from ..inference.elbo import make_elbo
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
@@ -62,11 +63,13 @@ def declaration_of(config: DeclaredConfig, default: Declaration | None, name: st
     return default
 
 
-def build_declared(declaration: Declaration, config: DeclaredConfig, data_info: DataInfo, *, parts=None):
-    """``(model, guide)`` for the data described by ``data_info`` (its named arrays give the observed shapes)."""
+def build_declared(declaration: Declaration, config, data_info: DataInfo, *, parts=None, hidden_dims=None):
+    """``(model, guide)`` for the data described by ``data_info`` (its named arrays give the observed shapes); the
+    guide's encoders have ``hidden_dims`` hidden units (default: ``config.guide_hidden_dims``)."""
     arrays = {k: tuple(v) for k, v in (data_info.arrays or {"x": list(data_info.event_shape)}).items()}
     model = DeclaredModel(declaration, arrays, data_info.image_shape, config=config)
-    guide = DeclaredGuide(declaration, arrays, hidden_dims=config.guide_hidden_dims, parts=parts)
+    hidden_dims = config.guide_hidden_dims if hidden_dims is None else hidden_dims
+    guide = DeclaredGuide(declaration, arrays, hidden_dims=hidden_dims, parts=parts)
     return model, guide
 
 
@@ -148,19 +151,15 @@ def fit_declared_mcmc(model, guide, train_data, *, config, valid_data=None, run=
     if reason is not None:
         raise ConfigError(f"model {model.declaration.name!r} cannot be fit by mcmc: {reason}; fit it by svi")
     dtype = next(model.parameters()).dtype
-    built = copy.deepcopy(model.state_dict())
+    starts = itertools.count()
 
     def map_once(generator: torch.Generator):
-        if restarts["count"]:  # the first start is the model as built; the others redraw every parameter
+        if next(starts):  # the first start is the model as built; the others redraw every parameter
             with torch.no_grad():
                 for value in model.parameters():
                     value.copy_(0.1 * torch.randn(value.shape, generator=generator, dtype=torch.float64))
-        else:
-            model.load_state_dict(built)
-        restarts["count"] += 1
         return fit_map(model, train_data.tensors), copy.deepcopy(model.state_dict())
 
-    restarts = {"count": 0}
     best_value, best_state = best_of_restarts(map_once, MAP_STARTS, seed=config.seed, objective=lambda o: o[0])
     model.load_state_dict(best_state)
     start = {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
@@ -191,31 +190,17 @@ def fit_map(model, tensors, *, max_iter: int = 500) -> float:
     def no_guide(*args, **kwargs):  # every latent is enumerated in the model; globals are point values
         pass
 
-    optimizer = torch.optim.LBFGS(list(model.parameters()), max_iter=max_iter, tolerance_change=1e-12,
-                                  history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = elbo.differentiable_loss(model, no_guide, *data)
-        if torch.isfinite(loss):
-            loss.backward()
-        return loss
-
-    def objective() -> float:
-        return -float(elbo.differentiable_loss(model, no_guide, *data).detach()) / data[0].shape[0]
+    def log_joint():
+        return -elbo.differentiable_loss(model, no_guide, *data)
 
     # A line search may probe parameters where a value leaves its support (a rate exp(u) underflowing to 0): that
     # probe's objective is not finite and the search backs off, rather than a validation error ending the fit.
-    with torch.enable_grad(), pyro.validation_enabled(False), warnings.catch_warnings():
+    with pyro.validation_enabled(False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # such a probe's loss
-        before, saved = objective(), copy.deepcopy(model.state_dict())
-        optimizer.step(closure)
-        value = objective()
-        if not (math.isfinite(value) and value >= before):
-            model.load_state_dict(saved)
-            value = before
+        _, value = climb(log_joint, list(model.parameters()), max_iter=max_iter, tolerance_grad=1e-7,
+                         tolerance_change=1e-12)
     model.to(dtype)
-    return value
+    return value / data[0].shape[0]
 
 
 class _EMView:

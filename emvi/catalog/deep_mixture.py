@@ -63,11 +63,9 @@ from ..analysis.vae import EVALUATION_BINARIZATION_SEED
 from ..data.labels import balanced_label_mask
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
 from ..errors import DataError
-from ..guides.declared import DeclaredGuide
-from ..models.declared import DeclaredModel
 from ..registry import DataInfo, ModelEntry
 from ..validation import check_choice, check_number, check_positive_int, check_unit_interval
-from .declared import evaluate_declared, sample_declared
+from .declared import build_declared, evaluate_declared, sample_declared
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,7 @@ def gmvae_declaration(config: GMVAEConfig) -> Declaration:
                summed_in="model" if config.cluster_posterior == "exact" else "auto"),
         latent("t", "normal", dim=config.latent_dim, loc=table("z"), scale=table("z")),
         observed("x", "bernoulli", logits=mlp("t", hidden=config.hidden_dims)),
-        description="mixture-prior VAE: cluster z enumerated in the guide, t | z ~ N(mu_z, sigma_z), x | t Bernoulli",
+        description="mixture-prior VAE: cluster z enumerated exactly, t | z ~ N(mu_z, sigma_z), x | t Bernoulli",
     )
 
 
@@ -147,18 +145,13 @@ def ssvae_declaration(config: SSVAEConfig, classify: float = 0.0) -> Declaration
     )
 
 
-def _pair(declaration: Declaration, config, data_info: DataInfo):
-    arrays = {k: tuple(v) for k, v in (data_info.arrays or {"x": list(data_info.event_shape)}).items()}
-    model = DeclaredModel(declaration, arrays, data_info.image_shape, config=config)
-    return model, DeclaredGuide(declaration, arrays, hidden_dims=config.hidden_dims)
-
-
 def build_gmvae(config: GMVAEConfig, data_info: DataInfo):
-    return _pair(gmvae_declaration(config), config, data_info)
+    return build_declared(gmvae_declaration(config), config, data_info, hidden_dims=config.hidden_dims)
 
 
 def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
-    return _pair(ssvae_declaration(config, config.classify_weight), config, data_info)
+    return build_declared(ssvae_declaration(config, config.classify_weight), config, data_info,
+                          hidden_dims=config.hidden_dims)
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
@@ -258,7 +251,7 @@ def plots_ssvae(model, guide, dataset, history, run_dir):
 
 ENTRIES = (
     ModelEntry("gmvae", GMVAEConfig, build_gmvae, methods=("svi",),
-               description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly in q(z | x)",
+               description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly",
                evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae, summarize=summarize_gmvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
                inputs=lambda config: gmvae_declaration(config).data_names),

@@ -35,12 +35,9 @@ from ..declaration import FAMILIES, Declaration, Site, site_shapes
 from ..distributions import DiagonalNormal
 from ..errors import ConfigError
 from ..nn import FlatMLP, as_features, concat_features
-from ..plates import data_plate
+from ..plates import TRAINING_TERM, data_plate
 
 MIN_SCALE = 1e-5
-TRAINING_TERM = "training_term"
-"""``infer`` key of guide factors that belong to the training objective only (M2's classification term); the same
-key as :data:`emvi.inference.likelihood.TRAINING_TERM` (guides may not import inference)."""
 IMPOSSIBLE = -1e30
 SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex": constraints.simplex,
             "unit": constraints.unit_interval}

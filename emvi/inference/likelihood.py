@@ -27,6 +27,7 @@ import torch
 from pyro import poutine
 
 from ..errors import ConfigError
+from ..plates import TRAINING_TERM
 
 SAMPLE_PLATE = "importance_samples"
 DEFAULT_CHUNK_ELEMENTS = 2**23
@@ -119,11 +120,6 @@ def enumerated_log_joint(trace, batch: int, *, plate_name: str = "data", guide_t
         if dims:
             total = torch.logsumexp(total, dim=dims)
     return total
-
-
-TRAINING_TERM = "training_term"
-"""``infer`` key of guide factors that shape training only (e.g. M2's classification term α log q(y | x)): they are
-no part of p(x) or of the ELBO, so every estimate here hides them."""
 
 
 def without_training_terms(guide):

@@ -243,7 +243,7 @@ class DeclaredModel(nn.Module):
 
     def forward(self, *data, num_data: int | None = None, sample_globals: bool = False):
         """The generative story on the data arrays (:attr:`Declaration.data_names` order); ``sample_globals``: every
-        global with a family is a sample site from its prior (NUTS's target, see :meth:`with_random_parameters`)."""
+        global with a family is a sample site from its prior (NUTS's target, see :meth:`with_random_globals`)."""
         arrays = self.bind(data)
         first = data[0]
         dtype = next((t.dtype for t in data if t.is_floating_point()), torch.get_default_dtype())
