@@ -16,7 +16,8 @@ parameters from a temporary .npz, intra-op threads and BLAS threads both set to 
 time, its CPU time (user + system, steadier than wall time when other processes share the cores), the final
 log-likelihood, and memory as peak resident set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``): ``peak_rss`` is the
 whole process's peak, ``fit_rss`` that peak minus the peak reached before the fit started (after the imports and
-the data were loaded), i.e. what the fit itself added. Ratios are emvi / hmmlearn; ``loglik_rel_diff`` is
+the data were loaded), i.e. what the fit itself added. After the fit each child also decodes the sequence with its
+fitted parameters (Viterbi; ``decode_time_ratio``, and whether both libraries found the same path). Ratios are emvi / hmmlearn; ``loglik_rel_diff`` is
 |emvi - hmmlearn| / |hmmlearn|. The last line is one JSON object with one entry per length.
 """
 
@@ -69,10 +70,12 @@ def simulate_long(length, num_states, num_features, seed):
     return means[states] + np.sqrt(variances[states]) * rng.normal(size=(length, num_features))
 
 
-def _long_fit(library: str, path: str, iterations: int, threads: int) -> None:
-    """Child process of ``--long``: fit one library to the sequence in ``path``, print one JSON line."""
+def _long_fit(library: str, data_path: str, iterations: int, threads: int) -> None:
+    """Child process of ``--long``: fit one library to the sequence in ``data_path``, then decode it (Viterbi, path
+    saved beside the data), print one JSON line. Peak memory is the fit's: the decode comes after it is read."""
     torch.set_num_threads(threads)
-    data = np.load(path)
+    path_prefix = data_path.removesuffix(".npz")
+    data = np.load(data_path)
     x, init = data["x"], {name: data[name] for name in ("initial_probs", "transition", "means", "variances")}
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     wall, cpu = time.perf_counter(), time.process_time()
@@ -85,6 +88,8 @@ def _long_fit(library: str, path: str, iterations: int, threads: int) -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         loglik = model.score(x)
+        decode = time.perf_counter()
+        decode_log_prob, path = model.decode(x, algorithm="viterbi")
     else:
         model = HMMModel(HMMConfig(len(init["means"]), "gaussian"), x.shape[1], dtype=torch.float64)
         for name, value in init.items():
@@ -94,8 +99,15 @@ def _long_fit(library: str, path: str, iterations: int, threads: int) -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         loglik = result.log_likelihood
+        decode = time.perf_counter()
+        with torch.no_grad():
+            path, decode_log_prob = model.viterbi(xt, lengths)
+        path, decode_log_prob = path[0].numpy(), float(decode_log_prob)
+    decode = time.perf_counter() - decode
+    np.save(path_file := f"{path_prefix}-{library}.npy", path)
     print(json.dumps({"seconds": wall, "cpu_seconds": cpu, "loglik": loglik, "peak_rss_mb": peak / 1024,
-                      "fit_rss_mb": (peak - before) / 1024}))
+                      "fit_rss_mb": (peak - before) / 1024, "decode_seconds": decode,
+                      "decode_log_prob": decode_log_prob, "path_file": path_file}))
 
 
 def long_sequences(args) -> dict:
@@ -123,8 +135,13 @@ def long_sequences(args) -> dict:
                 print(f"T={length:.0e} {library:8s}: {r['seconds']:.2f} s wall, {r['cpu_seconds']:.2f} s CPU, peak RSS "
                       f"{r['peak_rss_mb']:.0f} MB (fit {r['fit_rss_mb']:.0f} MB), log-likelihood {r['loglik']:.4f}",
                       flush=True)
-        ours, ref = runs["emvi"], runs["hmmlearn"]
+            ours, ref = runs["emvi"], runs["hmmlearn"]
+            same_path = bool((np.load(ours["path_file"]) == np.load(ref["path_file"])).all())
+        print(f"T={length:.0e} Viterbi: emvi {ours['decode_seconds']:.2f} s, hmmlearn {ref['decode_seconds']:.2f} s, "
+              f"same path: {same_path}", flush=True)
         summary[f"T={length}"] = {
+            "decode_time_ratio": ours["decode_seconds"] / ref["decode_seconds"], "decode_same_path": same_path,
+            "decode_log_prob_rel_diff": abs(ours["decode_log_prob"] - ref["decode_log_prob"]) / abs(ref["decode_log_prob"]),
             "time_ratio": ours["seconds"] / ref["seconds"], "cpu_time_ratio": ours["cpu_seconds"] / ref["cpu_seconds"],
             "peak_rss_ratio": ours["peak_rss_mb"] / ref["peak_rss_mb"],
             "fit_rss_ratio": ours["fit_rss_mb"] / max(ref["fit_rss_mb"], 1e-9),

@@ -125,3 +125,45 @@ def test_many_blocks_use_the_scan_and_equal_the_log_space_recursion_with_forbidd
         _assert_relative(log_likelihood[n:n + 1], expected_ll[None])
         _assert_relative(gamma[n, :length], expected_gamma)
         assert (gamma[n, length:] == 0).all()
+
+
+@pytest.mark.parametrize("emission", ["gaussian", "categorical"])
+def test_blocked_viterbi_equals_the_sequential_one(emission):
+    """Blocked max-plus Viterbi against the step-by-step recursion: the same paths and log joint probabilities
+    (1e-12 relative) for padded batches of several lengths and block sizes (⌈√T⌉, 1, sizes that do not divide
+    T - 1, one block)."""
+    from emvi.models.hmm import blocked_viterbi
+
+    model = _model(emission)
+    x, _ = model.sample(5, 150, generator=torch.Generator().manual_seed(11))
+    lengths = torch.tensor([150, 1, 2, 97, 149])
+    valid = torch.arange(150) < lengths[:, None]
+    with torch.no_grad():
+        expected_path, expected_log_prob = model.viterbi_sequential(x, lengths)
+        log_b = model.emission_log_prob(x, lengths)
+        for size in (None, 1, 4, 7, 200):
+            path, log_prob = blocked_viterbi(model.start_probs().log(), model.transition.log(), log_b, valid,
+                                             size=size)
+            assert torch.equal(path, expected_path), size
+            _assert_relative(log_prob, expected_log_prob, rel=1e-12)
+
+
+def test_one_long_sequence_decodes_by_blocks_as_hmmlearn_does():
+    """A left-to-right chain with forbidden transitions (-inf logs in the max-plus products), one 30,000-step
+    sequence: the blocked path (taken by ``viterbi``) equals hmmlearn's Viterbi path and log probability."""
+    rng = np.random.default_rng(1)
+    k = 4
+    ref = hmmlearn.GaussianHMM(k, covariance_type="diag", init_params="")
+    ref.startprob_ = np.array([0.4, 0.3, 0.2, 0.1])
+    ref.transmat_ = np.array([[0.90, 0.10, 0.00, 0.00], [0.00, 0.80, 0.20, 0.00],
+                              [0.05, 0.00, 0.90, 0.05], [0.30, 0.00, 0.00, 0.70]])
+    ref.means_, ref.covars_ = rng.normal(size=(k, 2)), rng.uniform(0.5, 2.0, size=(k, 2))
+    x, _ = ref.sample(30000, random_state=1)
+    model = HMMModel(HMMConfig(k, "gaussian"), 2, dtype=torch.float64)
+    for name, value in {"initial_probs": ref.startprob_, "transition": ref.transmat_, "means": ref.means_,
+                        "variances": ref._covars_}.items():
+        model.set_parameter(name, torch.as_tensor(value))
+    path, log_prob = model.viterbi(torch.as_tensor(x)[None], torch.tensor([len(x)]))
+    ref_log_prob, ref_path = ref.decode(x, algorithm="viterbi")
+    assert float(log_prob) == pytest.approx(ref_log_prob, rel=1e-12)
+    np.testing.assert_array_equal(path[0].numpy(), ref_path)

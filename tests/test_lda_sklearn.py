@@ -155,3 +155,67 @@ def test_batch_variational_bayes_completes_held_out_halves_as_well_as_scikit_lea
                                        learning_method="batch", max_iter=10, random_state=seed).fit(counts.numpy())
         theirs.append(sklearn_completion_perplexity(sk, held_out, seed=0)["perplexity"])
     assert np.mean(ours) <= 1.01 * np.mean(theirs), (ours, theirs)
+
+
+def test_document_sweeps_and_topic_statistics_equal_a_per_document_loop():
+    """The sparse batch-VB updates (sums over each document's nonzero counts, stopped documents dropped) equal a
+    hand-written loop over documents on dense counts: γ_d ← α + e^{E log θ_d} ⊙ (c_d / (e^{E log θ_d} e^{E log β})) e^{E log β}ᵀ
+    until the mean change of γ_d is below tol, then Σ_d c_dw φ_dwk (1e-12)."""
+    from scipy.special import digamma
+
+    from emvi.guides.lda import NonzeroCounts, expected_log, lda_document_sweeps, topic_word_statistics
+
+    counts, _ = planted_corpus(60, vocab_size=40, num_topics=4, doc_len=25, alpha=0.3, seed=5)
+    counts = counts.double()
+    counts[7] = 0.0  # an empty document keeps γ = α
+    gen = torch.Generator().manual_seed(0)
+    lam = torch.rand(4, 40, generator=gen, dtype=torch.float64) * 5 + 0.1
+    alpha = torch.full((4,), 0.25, dtype=torch.float64)
+    start = 0.9 + 0.2 * torch.rand(60, 4, generator=gen, dtype=torch.float64)
+    exp_log_beta = expected_log(lam).exp()
+
+    def e_log(c):
+        return digamma(c) - digamma(c.sum(-1, keepdims=True))
+
+    c, b, a = counts.numpy(), exp_log_beta.numpy(), alpha.numpy()
+    expected_gamma, expected_stats = start.numpy().copy(), np.zeros((4, 40))
+    for d in range(60):
+        g = expected_gamma[d]
+        for _ in range(100):
+            theta = np.exp(e_log(g))
+            new = a + theta * ((c[d] / np.maximum(theta @ b, 1e-300)) @ b.T)
+            change, g = np.abs(new - g).mean(), new
+            if change < 1e-3:
+                break
+        expected_gamma[d] = g
+        theta = np.exp(e_log(g))
+        expected_stats += b * np.outer(theta, c[d] / np.maximum(theta @ b, 1e-300))
+
+    entries = NonzeroCounts.of(counts)
+    for given in (counts, entries):
+        gamma = lda_document_sweeps(given, exp_log_beta, alpha, start, 100, 1e-3)
+        np.testing.assert_allclose(gamma.numpy(), expected_gamma, rtol=1e-12)
+    stats = topic_word_statistics(entries, expected_log(gamma).exp(), exp_log_beta)
+    np.testing.assert_allclose(stats.numpy(), expected_stats, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(gamma[7].numpy(), a)
+
+
+def test_after_batch_vb_held_out_documents_get_scikit_learns_e_step():
+    """Batch VB leaves the encoder unfitted, so held-out documents' sweeps start at γ = 1 as scikit-learn's
+    ``transform`` does: with scikit-learn's fitted topics copied into λ, emvi's refined γ equals scikit-learn's
+    unnormalised document-topic distribution (same start, same sweeps, same stopping rule)."""
+    from emvi.inference.lda_vb import fit_lda_vb
+
+    counts, _ = planted_corpus(200, vocab_size=60, num_topics=4, doc_len=30, alpha=0.3, seed=6)
+    held_out, _ = planted_corpus(80, vocab_size=60, num_topics=4, doc_len=30, alpha=0.3, seed=7)
+    info = DataInfo(num_data=counts.shape[0], event_shape=(counts.shape[1],))
+    model, guide = build_lda(LDAConfig(num_topics=4, doc_topic_prior=0.25, topic_word_prior=0.25), info)
+    fit_lda_vb(model, guide, counts, max_iter=2)
+    assert not guide.encoder_fitted
+    sk = LatentDirichletAllocation(n_components=4, doc_topic_prior=0.25, topic_word_prior=0.25,
+                                   learning_method="batch", max_iter=5, random_state=0).fit(counts.double().numpy())
+    with torch.no_grad():
+        guide.log_topic_concentration.copy_(torch.as_tensor(sk.components_ - MIN_CONCENTRATION).log())
+        gamma = guide.refined_doc_concentration(held_out.double(), model.alpha.double())
+    expected = sk._unnormalized_transform(held_out.double().numpy())
+    np.testing.assert_allclose(gamma.double().numpy(), expected, rtol=1e-5)

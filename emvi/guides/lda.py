@@ -15,7 +15,9 @@ prodLDA, amortised logistic normal (Srivastava & Sutton 2017)::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -157,26 +159,78 @@ def expected_log(concentration: torch.Tensor) -> torch.Tensor:
     return torch.digamma(concentration) - torch.digamma(concentration.sum(-1, keepdim=True))
 
 
-def lda_document_sweeps(counts: torch.Tensor, exp_log_beta: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor,
-                        max_steps: int, tol: float) -> torch.Tensor:
+class NonzeroCounts(NamedTuple):
+    """Word counts ``(N, V)`` as a compressed-sparse-row matrix ``matrix``. Documents hold a few dozen distinct words
+    of thousands, so the variational updates cost O(nnz · K) in two fused sparse kernels per sweep, a sampled
+    product at the nonzeros (SDDMM) and a sparse-dense product (SpMM), instead of O(N · V · K) on dense counts
+    (State of the Union, N = 15,788, V = 2,000, K = 20, 449,288 nonzeros: ~50 ms per sweep against ~370 ms for the
+    same sums by gathered ``(nnz, K)`` rows and index_add, which are bound by memory traffic)."""
+
+    matrix: torch.Tensor
+
+    @classmethod
+    def of(cls, counts: torch.Tensor) -> NonzeroCounts:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            return cls(counts.to_sparse_csr())
+
+    def with_values(self, values: torch.Tensor) -> torch.Tensor:
+        """The same sparsity pattern holding ``values`` ``(nnz,)``."""
+        m = self.matrix
+        return torch.sparse_csr_tensor(m.crow_indices(), m.col_indices(), values, m.shape, check_invariants=False)
+
+    def rows(self, keep: torch.Tensor) -> NonzeroCounts:
+        """The documents where ``keep`` ``(N,)`` is true, in order."""
+        m = self.matrix
+        lengths = m.crow_indices().diff()
+        entries = torch.repeat_interleave(keep, lengths)
+        crow = torch.cat([lengths.new_zeros(1), lengths[keep].cumsum(0)])
+        return NonzeroCounts(torch.sparse_csr_tensor(crow, m.col_indices()[entries], m.values()[entries],
+                                                     (int(keep.sum()), m.shape[1]), check_invariants=False))
+
+    def word_ratios(self, exp_log_theta: torch.Tensor, exp_log_beta: torch.Tensor) -> torch.Tensor:
+        """CSR ``(N, V)`` of c_dw / Σ_k exp E[log θ_dk] exp E[log β_kw] at the nonzero counts (φ's normaliser)."""
+        normaliser = torch.sparse.sampled_addmm(self.matrix, exp_log_theta, exp_log_beta, beta=0.0).values()
+        return self.with_values(self.matrix.values() / normaliser.clamp_min(1e-300))
+
+
+def lda_document_sweeps(counts: torch.Tensor | NonzeroCounts, exp_log_beta: torch.Tensor, alpha: torch.Tensor,
+                        gamma: torch.Tensor, max_steps: int, tol: float) -> torch.Tensor:
     """Coordinate ascent on each document's ELBO over q(θ_d) = Dir(γ_d) given exp E[log β] ``(K, V)``, from ``gamma``
-    ``(B, K)`` for counts ``(B, V)``: ``γ_dk ← α_k + Σ_w c_dw φ_dwk``, ``φ_dwk ∝ exp(E[log θ_dk]) exp(E[log β_kw])``;
-    each document stops when the mean change of its γ_d falls below ``tol`` (scikit-learn's rule), all after
-    ``max_steps`` sweeps. Per document, not on average over the batch: an average is met while slow documents are
-    still far from their optimum (batch VB on State of the Union, K = 10: completion perplexity 651 against 576
-    for scikit-learn from the same start; per document the fits agree)."""
+    ``(B, K)`` for counts ``(B, V)`` (dense, or their :class:`NonzeroCounts`): ``γ_dk ← α_k + Σ_w c_dw φ_dwk``,
+    ``φ_dwk ∝ exp(E[log θ_dk]) exp(E[log β_kw])``; each document stops when the mean change of its γ_d falls below
+    ``tol`` (scikit-learn's rule), all after ``max_steps`` sweeps. Per document, not on average over the batch: an
+    average is met while slow documents are still far from their optimum (batch VB on State of the Union, K = 10:
+    completion perplexity 651 against 576 for scikit-learn from the same start; per document the fits agree).
+
+    The sums over w run over the nonzero counts only; the documents that have stopped keep their γ_d and leave the
+    sparse matrix once a tenth of it has stopped (rebuilding it costs about one sweep)."""
+    entries = counts if isinstance(counts, NonzeroCounts) else NonzeroCounts.of(counts)
     gamma = gamma.clone()
-    active = torch.arange(gamma.shape[0], device=gamma.device)
+    rows = torch.arange(gamma.shape[0], device=gamma.device)  # documents in `entries`
+    live = torch.ones_like(rows, dtype=torch.bool)            # those of them still moving
+    beta_t = exp_log_beta.T.contiguous()
     for _ in range(max_steps):
-        current, words = gamma[active], counts[active]
+        current = gamma[rows]
         exp_log_theta = expected_log(current).exp()                                             # (B', K)
-        normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                          # Σ_k of φ's numerator
-        new = alpha + exp_log_theta * ((words / normaliser) @ exp_log_beta.T)
-        gamma[active] = new
-        active = active[(new - current).abs().mean(-1) >= tol]
-        if active.numel() == 0:
+        new = alpha + exp_log_theta * (entries.word_ratios(exp_log_theta, exp_log_beta) @ beta_t)
+        new = torch.where(live[:, None], new, current)
+        gamma[rows] = new
+        live &= (new - current).abs().mean(-1) >= tol
+        if not live.any():
             break
+        if live.sum() < 0.9 * live.numel():
+            entries, rows = entries.rows(live), rows[live]
+            live = torch.ones_like(rows, dtype=torch.bool)
     return gamma
+
+
+def topic_word_statistics(counts: NonzeroCounts, exp_log_theta: torch.Tensor,
+                          exp_log_beta: torch.Tensor) -> torch.Tensor:
+    """``(K, V)`` Σ_d c_dw φ_dwk, the expected topic-word counts of batch VB's λ update (λ = η + these), from
+    exp E[log θ] ``(N, K)`` and exp E[log β] ``(K, V)``, summed over the nonzero counts only."""
+    ratios = counts.word_ratios(exp_log_theta, exp_log_beta)                                   # CSR (N, V)
+    return exp_log_beta * (ratios.t() @ exp_log_theta).T
 
 
 class LDAGuide(nn.Module):
@@ -194,6 +248,8 @@ class LDAGuide(nn.Module):
         # log λ starts near 0 (λ ≈ 1) with a little noise to break the symmetry between topics.
         self.log_topic_concentration = nn.Parameter(0.1 * torch.randn(num_topics, vocab_size))
         self.encoder = mlp([vocab_size, *hidden_dims, num_topics], nn.Softplus)
+        # False after batch VB (emvi.inference.lda_vb), which fits λ and leaves the encoder as initialised.
+        self.encoder_fitted = True
 
     @torch.no_grad()
     def init_topics_from_documents(self, counts: torch.Tensor, docs_per_topic: int = 10, seed: int = 0,
@@ -237,9 +293,17 @@ class LDAGuide(nn.Module):
         document's ELBO, so this closes the amortisation gap of the encoder on documents (or halves of documents)
         unlike those it was trained on; it stops when the mean change of γ falls below ``tol`` or after
         ``max_steps`` sweeps. ``alpha`` ``(K,)`` is the model's doc-topic prior.
+
+        The sweeps start from the encoder's γ, or from γ = 1 (scikit-learn's ``transform``) when the encoder was
+        never fitted (``encoder_fitted`` false, after batch VB): the sweeps stop at the first point where γ moves
+        less than ``tol``, so the start matters, and an untrained encoder's is arbitrary (State of the Union, K = 20,
+        batch VB: completion perplexity 923.6 from it, 903.1 from 1).
         """
         words, mask = as_documents((counts,), self.vocab_size)
-        gamma = self.doc_concentration(words, mask).double()
+        if self.encoder_fitted:
+            gamma = self.doc_concentration(words, mask).double()
+        else:
+            gamma = torch.ones(counts.shape[0], self.num_topics, dtype=torch.float64, device=counts.device)
         exp_log_beta = expected_log(self.topic_concentration.double()).exp()                    # (K, V)
         gamma = lda_document_sweeps(counts.double(), exp_log_beta, alpha.double(), gamma, max_steps, tol)
         return gamma.to(self.log_topic_concentration.dtype)

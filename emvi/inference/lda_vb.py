@@ -4,8 +4,9 @@ posterior q(β) = Π_k Dir(λ_k), q(θ_d) = Dir(γ_d), instead of stochastic gra
 One iteration: every document's γ_d by coordinate ascent given q(β)
 (:meth:`emvi.guides.lda.LDAGuide.refined_doc_concentration`'s sweep), then ``λ_kw = η + Σ_d c_dw φ_dwk`` with
 ``φ_dwk ∝ exp(E[log θ_dk] + E[log β_kw])``. Each step maximises the ELBO in its block, so the ELBO never decreases.
-The fitted λ is written into the guide's ``log_topic_concentration``; its encoder is left as it was (held-out documents
-get their q(θ_d) by the same coordinate ascent, ``refine_steps`` in :mod:`emvi.analysis.topics`).
+The fitted λ is written into the guide's ``log_topic_concentration``; its encoder is left as it was and marked
+unfitted (held-out documents get their q(θ_d) by the same coordinate ascent from γ = 1, ``refine_steps`` in
+:mod:`emvi.analysis.topics`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import time
 
 import torch
 
-from ..guides.lda import MIN_CONCENTRATION, check_counts, expected_log, lda_document_sweeps
+from ..guides.lda import (
+    MIN_CONCENTRATION,
+    NonzeroCounts,
+    check_counts,
+    expected_log,
+    lda_document_sweeps,
+    topic_word_statistics,
+)
 
 
 @torch.no_grad()
@@ -28,6 +36,7 @@ def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_st
     basin its first, poor topics chose (State of the Union, K = 10, 10 iterations: completion perplexity 634 warm
     against 576 fresh, scikit-learn's 576 from its own start)."""
     counts = check_counts(counts, guide.vocab_size).double()
+    entries = NonzeroCounts.of(counts)  # every sum over words runs over the nonzero counts
     alpha, eta = model.alpha.double(), model.eta.double()
     lam = guide.topic_concentration.double()
     k = lam.shape[0]
@@ -38,9 +47,8 @@ def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_st
         exp_log_beta = expected_log(lam).exp()                                                  # (K, V)
         gamma = 0.9 + 0.2 * torch.rand(counts.shape[0], k, dtype=torch.float64, generator=generator,
                                        device=counts.device)
-        gamma = lda_document_sweeps(counts, exp_log_beta, alpha, gamma, doc_steps, doc_tol)
-        exp_log_theta = expected_log(gamma).exp()                                               # (N, K)
-        normaliser = (exp_log_theta @ exp_log_beta).clamp_min(1e-300)                           # (N, V)
-        lam = eta + exp_log_beta * (exp_log_theta.T @ (counts / normaliser))                    # η + Σ_d c_dw φ_dwk
+        gamma = lda_document_sweeps(entries, exp_log_beta, alpha, gamma, doc_steps, doc_tol)
+        lam = eta + topic_word_statistics(entries, expected_log(gamma).exp(), exp_log_beta)     # η + Σ_d c_dw φ_dwk
     guide.log_topic_concentration.copy_((lam - MIN_CONCENTRATION).clamp_min(1e-30).log())
+    guide.encoder_fitted = False  # held-out documents' sweeps start from γ = 1, not from the untouched encoder
     return {"n_iter": max_iter, "seconds": time.perf_counter() - start, "gamma": gamma}

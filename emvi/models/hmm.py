@@ -385,9 +385,21 @@ class HMMModel(PyroModule):
         return torch.stack(log_scales).sum((0, 2)) + shift.sum((1, 2))
 
     @torch.no_grad()
-    @_one_thread_for_small_steps
     def viterbi(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """MAP state paths ``(N, T)`` (-1 at padded steps) and their log joint probabilities ``(N,)``."""
+        """MAP state paths ``(N, T)`` (-1 at padded steps) and their log joint probabilities ``(N,)``; for few long
+        sequences (see :meth:`forward_backward`) and few states by :func:`blocked_viterbi` (about 4√T Python steps
+        instead of 2T), else step by step (:meth:`viterbi_sequential`)."""
+        if _prefers_scan(x) and self.config.num_states <= BLOCKED_VITERBI_MAX_STATES:
+            with _one_thread_if(_small_blocks(x, self.config.num_states)):
+                log_b = self.emission_log_prob(x, lengths)
+                valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+                return blocked_viterbi(self.start_probs().log(), self.transition.log(), log_b, valid)
+        return self.viterbi_sequential(x, lengths)
+
+    @torch.no_grad()
+    @_one_thread_for_small_steps
+    def viterbi_sequential(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`viterbi` by the step-by-step max-product recursion and backtrack (T Python steps each)."""
         n, steps = x.shape[:2]
         log_b = self.emission_log_prob(x, lengths)
         log_a = self.transition.log()
@@ -561,6 +573,88 @@ def _from_blocks(blocks: torch.Tensor, n: int, steps: int) -> torch.Tensor:
     size, rest = blocks.shape[0], blocks.shape[2:]
     values = blocks.reshape(size, n, -1, *rest).permute(1, 2, 0, *range(3, 3 + len(rest)))
     return values.reshape(n, -1, *rest)[:, :steps]
+
+
+BLOCKED_VITERBI_MAX_STATES = 16
+"""More states than this: Viterbi runs step by step, since the blocked form's block transfer products cost O(T K³)
+max-plus operations (no BLAS), against O(T K²) for the steps."""
+
+
+def blocked_viterbi(log_start: torch.Tensor, log_transition: torch.Tensor, log_b: torch.Tensor, valid: torch.Tensor,
+                    *, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Viterbi recursion and backtrack in about 4√T Python steps instead of 2T, by blocks as
+    :func:`blocked_forward_backward` but in the (max, +) semiring.
+
+    With W_t(i, j) = log A_ij + log F(x_t | θ_j) (the max-plus identity at padded steps: 0 on the diagonal, -∞ off
+    it), the best score to reach state j at step t is δ_t(j) = max_i δ_{t-1}(i) + W_t(i, j). The T - 1 transitions
+    are cut into B blocks of L = ``size`` steps (default ⌈√T⌉), and
+
+    1. every block's max-plus product Q_j = W_{jL+1} ⊗ ⋯ ⊗ W_{jL+L}, all blocks at once (L steps);
+    2. the scores at the block boundaries, δ_{(j+1)L} = δ_{jL} ⊗ Q_j (B dependent steps on K-vectors);
+    3. inside all blocks at once, the ordinary recursion from those scores, keeping the back-pointers and, for each
+       state at the block's end, the state at its start that the back-pointers lead to (``origin``, composed as
+       the pointers are made, so the block-level backtrack agrees with the step-level one even on ties);
+    4. the states at the block ends, backwards across blocks through ``origin`` (B steps);
+    5. inside all blocks at once, the backtrack from those states (L steps).
+
+    Shapes: ``log_start`` (K,), ``log_transition`` (K, K), ``log_b`` (N, T, K), ``valid`` (N, T) bool (padding after
+    each sequence's end). Returns ``(paths (N, T) with -1 at padded steps, log joint probabilities (N,))``, the
+    sequential recursion's up to rounding (the sums along a path are grouped by block).
+    """
+    n, steps, k = log_b.shape
+    score0 = log_start + log_b[:, 0]  # δ_0 (N, K)
+    if steps == 1:
+        log_prob, last = score0.max(-1)
+        return torch.where(valid, last[:, None], -1), log_prob
+    transitions = steps - 1
+    size = size or block_size(transitions)
+    num_blocks = -(-transitions // size)
+    rows = n * num_blocks
+    identity = torch.full((k, k), -torch.inf, dtype=log_b.dtype, device=log_b.device)
+    identity.diagonal().zero_()
+    log_b_blocks = _to_blocks(log_b[:, 1:], size, num_blocks, 0.0)  # (L, N B, K)
+    valid_blocks = _to_blocks(valid[:, 1:, None], size, num_blocks, False)  # (L, N B, 1)
+
+    def step_matrix(step: int) -> torch.Tensor:  # W (N B, K, K)
+        return torch.where(valid_blocks[step, :, :, None], log_transition + log_b_blocks[step, :, None, :], identity)
+
+    # 1. Q_j (N B, K, K): Q[s, j] = the best score from state s at the block's start to j at step l.
+    product = identity.expand(rows, k, k)
+    for step in range(size):
+        product = (product[..., :, :, None] + step_matrix(step)[:, None]).amax(-2)
+    product = product.reshape(n, num_blocks, k, k)
+
+    # 2. δ at the block starts (N, B, K).
+    starts = [score0]
+    for j in range(num_blocks - 1):
+        starts.append((starts[-1][..., None] + product[:, j]).amax(-2))
+    score = torch.stack(starts, 1).reshape(rows, k)
+    del starts, product
+
+    # 3. Inside all blocks: pointers[l] (N B, K) the best predecessor at step l; origin the start state reached.
+    pointers = torch.empty(size, rows, k, dtype=torch.long, device=log_b.device)
+    origin = torch.arange(k, device=log_b.device).expand(rows, k)
+    for step in range(size):
+        score, pointers[step] = (score[..., None] + step_matrix(step)).max(-2)
+        origin = origin.gather(1, pointers[step])
+    score = score.reshape(n, num_blocks, k)
+    origin = origin.reshape(n, num_blocks, k)
+    log_prob, last = score[:, -1].max(-1)  # padded steps keep the score, so the last block ends at the last step
+
+    # 4. The state at each block's end (N, B), and at step 0.
+    ends = [last]
+    for j in range(num_blocks - 1, 0, -1):
+        ends.append(origin[:, j].gather(1, ends[-1][:, None]).squeeze(1))
+    first = origin[:, 0].gather(1, ends[-1][:, None]).squeeze(1)
+    state = torch.stack(ends[::-1], 1).reshape(rows)
+
+    # 5. Backtrack inside all blocks: path[l] the state at step jL + l + 1.
+    path = torch.empty(size, rows, dtype=torch.long, device=log_b.device)
+    for step in range(size - 1, -1, -1):
+        path[step] = state
+        state = pointers[step].gather(1, state[:, None]).squeeze(1)
+    paths = torch.cat([first[:, None], _from_blocks(path[..., None], n, transitions).squeeze(-1)], 1)
+    return torch.where(valid, paths, -1), log_prob
 
 
 def blocked_forward_backward(start: torch.Tensor, transition: torch.Tensor, log_b: torch.Tensor,
