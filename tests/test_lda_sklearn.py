@@ -219,3 +219,14 @@ def test_after_batch_vb_held_out_documents_get_scikit_learns_e_step():
         gamma = guide.refined_doc_concentration(held_out.double(), model.alpha.double())
     expected = sk._unnormalized_transform(held_out.double().numpy())
     np.testing.assert_allclose(gamma.double().numpy(), expected, rtol=1e-5)
+
+
+def test_batch_vb_time_budget_stops_between_iterations():
+    """``max_seconds``: a zero budget still runs the first iteration and no other; no budget runs ``max_iter``."""
+    from emvi.inference.lda_vb import fit_lda_vb
+
+    counts, _ = planted_corpus(50, vocab_size=30, num_topics=3, doc_len=20, seed=8)
+    info = DataInfo(num_data=counts.shape[0], event_shape=(counts.shape[1],))
+    model, guide = build_lda(LDAConfig(num_topics=3), info)
+    assert fit_lda_vb(model, guide, counts, max_iter=5, max_seconds=0.0)["n_iter"] == 1
+    assert fit_lda_vb(model, guide, counts, max_iter=5)["n_iter"] == 5

@@ -27,9 +27,11 @@ from ..guides.lda import (
 
 @torch.no_grad()
 def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_steps: int = 100,
-               doc_tol: float = 1e-3, seed: int = 0) -> dict:
+               doc_tol: float = 1e-3, seed: int = 0, max_seconds: float | None = None) -> dict:
     """Fit ``guide``'s λ (and the training documents' γ) to word counts ``counts`` ``(N, V)`` by ``max_iter``
     iterations of batch variational Bayes; returns ``{"n_iter", "seconds", "gamma"}`` (``gamma`` ``(N, K)``).
+    ``max_seconds``: a time budget; no iteration starts that the last one's duration says would end past it (the
+    first always runs).
 
     Every iteration's document sweeps start afresh from γ_dk ~ U(0.9, 1.1) (drawn from ``seed``), near 1 as
     scikit-learn's batch E-step starts, not from the previous iteration's γ: warm starts keep each document in the
@@ -42,8 +44,13 @@ def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_st
     k = lam.shape[0]
     generator = torch.Generator(device=counts.device).manual_seed(int(seed))
     gamma = alpha + counts.sum(-1, keepdim=True) / k                                            # (N, K)
-    start = time.perf_counter()
+    start = last = time.perf_counter()
+    n_iter = 0
     for _ in range(max_iter):
+        now = time.perf_counter()
+        if max_seconds is not None and n_iter and now + (now - last) - start > max_seconds:
+            break
+        last, n_iter = now, n_iter + 1
         exp_log_beta = expected_log(lam).exp()                                                  # (K, V)
         gamma = 0.9 + 0.2 * torch.rand(counts.shape[0], k, dtype=torch.float64, generator=generator,
                                        device=counts.device)
@@ -51,4 +58,4 @@ def fit_lda_vb(model, guide, counts: torch.Tensor, *, max_iter: int = 10, doc_st
         lam = eta + topic_word_statistics(entries, expected_log(gamma).exp(), exp_log_beta)     # η + Σ_d c_dw φ_dwk
     guide.log_topic_concentration.copy_((lam - MIN_CONCENTRATION).clamp_min(1e-30).log())
     guide.encoder_fitted = False  # held-out documents' sweeps start from γ = 1, not from the untouched encoder
-    return {"n_iter": max_iter, "seconds": time.perf_counter() - start, "gamma": gamma}
+    return {"n_iter": n_iter, "seconds": time.perf_counter() - start, "gamma": gamma}
