@@ -52,6 +52,8 @@ part of either), plus clustering accuracy / NMI / effective number of clusters (
 
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass, replace
 
 import torch
@@ -63,9 +65,13 @@ from ..analysis.vae import EVALUATION_BINARIZATION_SEED
 from ..data.labels import balanced_label_mask
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
 from ..errors import DataError
+from ..inference.em import ConvergenceWarning
 from ..registry import DataInfo, ModelEntry
 from ..validation import check_choice, check_number, check_positive_int, check_unit_interval
 from .declared import build_declared, evaluate_declared, sample_declared
+
+PRETRAIN_EPOCHS = 10
+"""gmvae's default autoencoder epochs before SVI (see the module docstring for the measurements behind it)."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,19 @@ class GMVAEConfig(_EncoderDecoderSizes):
     cluster_posterior: str = "exact"
     """exact: z summed out in the model, guide q(t | x), clusters from the exact p(z | x, t); amortised: guide
     q(z | x) q(t | x, z), z enumerated in the guide."""
+    pretrain_epochs: int = PRETRAIN_EPOCHS
+    """Epochs of VaDE's start before SVI (:func:`pretrain_gmvae`): the encoder mean and decoder trained as a
+    deterministic autoencoder, then μ_k, σ_k (and π if learned) from a diagonal GMM on the codes; 0: none."""
+    pretrain_restarts: int = 3
+    """Starts of that GMM (k-means++ seeded by the fit's seed); the highest GMM log-likelihood is kept."""
 
     cli_aliases = {"num_components": ("-k",)}
 
     def __post_init__(self):
         self._check_sizes("num_components")
         check_choice(self.cluster_posterior, "cluster_posterior", ("exact", "amortised"))
+        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
+        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,69 @@ def build_gmvae(config: GMVAEConfig, data_info: DataInfo):
 def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
     return build_declared(ssvae_declaration(config, config.classify_weight), config, data_info,
                           hidden_dims=config.hidden_dims)
+
+
+# -- pretraining ----------------------------------------------------------------------------------------------------
+
+
+def gmvae_autoencoder(model, guide):
+    """``(encode, decode, parameters)``: x ``(B, D)`` -> the location of q(t | x) ``(B, q)`` -> the decoder's logits
+    ``(B, D)``. Under the amortised guide the encoder's cluster input is the uniform vector 1/K (no cluster yet)."""
+    encoder, decoder = guide.encoders["t"], model.networks["x__logits"]
+    k = model.declaration.by_name["z"].num_values
+
+    def encode(x):
+        features = guide.features({"x": x}, x.dtype)
+        if guide.declaration.guide_inputs("t"):  # amortised: q(t | x, z)
+            features = torch.cat([features, features.new_full((x.shape[0], k), 1.0 / k)], -1)
+        return encoder(features).chunk(2, -1)[0]
+
+    return encode, decoder, [*encoder.parameters(), *decoder.parameters()]
+
+
+def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) -> dict:
+    """VaDE's start (Jiang et al. 2017): before SVI, with ``config.pretrain_epochs`` > 0,
+
+    1. the encoder mean m(x) (the location of q(t | x)) and the decoder f are trained as a deterministic autoencoder,
+       min Σ_n BCE(x_n, sigmoid f(m(x_n))) (:func:`emvi.inference.pretraining.pretrain_autoencoder`), with the SVI
+       fit's batch size, learning rate and seed;
+    2. a diagonal Gaussian mixture (K components, ``pretrain_restarts`` k-means++ starts, the best log-likelihood
+       kept: no labels) is fit by EM to the codes m(x_n) ``(N, q)`` of the training items, and the prior's tables
+       take its values: μ_k = its means, log σ_k = ½ log of its variances, and π_k = its weights if π is learned.
+
+    Deterministic given ``train_config.seed``; the global random streams are untouched. Runs on the device of the
+    model's parameters. Returns what goes into the run's summary: the reconstruction nats per item after each
+    epoch, the GMM's log-likelihood per item, and the seconds taken."""
+    from ..estimators import Mixture
+    from ..inference.pretraining import pretrain_autoencoder
+
+    if config.pretrain_epochs == 0:
+        return {}
+    device = next(model.parameters()).device
+    x = (train_data.tensors[0] if hasattr(train_data, "tensors") else train_data).detach()
+    encode, decode, parameters = gmvae_autoencoder(model, guide)
+    model.train(), guide.train()
+    out = pretrain_autoencoder(encode, decode, parameters, x, epochs=config.pretrain_epochs,
+                               batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
+                               seed=train_config.seed, binarize=getattr(train_data, "binarize", None), device=device)
+    started = time.perf_counter()
+    with torch.no_grad():
+        codes = torch.cat([encode(x[i : i + 1000].to(device=device, dtype=parameters[0].dtype))
+                           for i in range(0, x.shape[0], 1000)]).cpu()
+    with warnings.catch_warnings():  # a GMM that stops at max_iter is still a good start
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gmm = Mixture(config.num_components, "gaussian-diag", n_init=config.pretrain_restarts, max_iter=300,
+                      floor=1e-4, seed=train_config.seed).fit(codes.double())
+    tables, dtype = model.learned, parameters[0].dtype
+    with torch.no_grad():
+        tables["t__loc"].copy_(torch.as_tensor(gmm.means_, dtype=dtype))
+        tables["t__scale"].copy_(0.5 * torch.as_tensor(gmm.covariances_, dtype=dtype).log())
+        if "z__logits" in tables:  # learned π
+            tables["z__logits"].copy_(torch.as_tensor(gmm.weights_, dtype=dtype).log())
+    return {"pretrain_epochs": config.pretrain_epochs,
+            "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1],
+            "pretrain_gmm_loglik": gmm.lower_bound_,
+            "pretrain_seconds": out["pretrain_seconds"] + time.perf_counter() - started}
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
@@ -254,7 +330,7 @@ ENTRIES = (
                description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly",
                evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae, summarize=summarize_gmvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
-               inputs=lambda config: gmvae_declaration(config).data_names),
+               inputs=lambda config: gmvae_declaration(config).data_names, pretrain=pretrain_gmvae),
     ModelEntry("ssvae", SSVAEConfig, build_ssvae, methods=("svi",),
                description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
@@ -263,4 +339,5 @@ ENTRIES = (
                prepare_data=label_view),
 )
 
-__all__ = ["GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "gmvae_declaration", "ssvae_declaration"]
+__all__ = ["GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "gmvae_declaration", "pretrain_gmvae",
+           "ssvae_declaration"]
