@@ -84,6 +84,11 @@ class ModelEntry:
     """``prepare_data(config, dataset, split) -> dataset``: the model's view of a loaded split (``"train"`` or
     ``"test"``) before ``inputs`` picks its arrays, e.g. the semi-supervised VAE hides the labels outside a seeded
     class-balanced subset; the same config always gives the same view."""
+    pretrain: Callable | None = None
+    """``pretrain(model, guide, train_data, config, train_config) -> dict``: sets the freshly built model and guide's
+    starting weights before SVI (e.g. ``gmvae``'s autoencoder and mixture fit, VaDE's start), on the device of their
+    parameters, seeded by ``train_config.seed``; it returns metrics for the run's summary. :func:`emvi.runs.run_fit`
+    calls it on a new SVI fit only: a resumed fit's checkpoint already holds the pretrained, then trained, weights."""
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -101,7 +106,7 @@ def register_model(
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
     ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``,
-    ``summarize``, ``prepare_data``.
+    ``summarize``, ``prepare_data``, ``pretrain``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")

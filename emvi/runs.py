@@ -176,6 +176,10 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                      "num_held_out_items": 0 if valid_data is None else len(valid_data)}
     history: list[dict] = []
     if method == "svi":
+        if entry.pretrain is not None and not resume:  # a resumed fit's checkpoint holds the pretrained weights
+            device = resolve_device(method_config.device)
+            model.to(device), guide.to(device)
+            summary |= entry.pretrain(model, guide, train_data, model_config, method_config) or {}
         result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run_dir=run.path,
                        resume=resume, extra_config=resolved)
         history = result.history

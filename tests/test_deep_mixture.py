@@ -281,3 +281,93 @@ def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, caps
         assert (run / "inference_data.nc").is_file()
     assert main(["fit", "ssvae", *common, "--labels-per-class", "500", "--run-dir", str(tmp_path / "bad")]) == 2
     assert "lower --labels-per-class" in capsys.readouterr().err
+
+
+# -- VaDE's start: autoencoder pretraining and the mixture fit to its codes -------------------------------------------
+
+
+def pretrained_gmvae(seed=0, epochs=3, **options):
+    from emvi.catalog.deep_mixture import pretrain_gmvae
+
+    digits = load_dataset("digits", binarize="static", limit=200)
+    config = GMVAEConfig(num_components=4, latent_dim=3, hidden_dims=(16,), pretrain_epochs=epochs,
+                         pretrain_restarts=2, **options)
+    model, guide = emvi.runs.build_model("gmvae", config, digits.info(), seed=seed)
+    train_config = emvi.TrainConfig(batch_size=50, learning_rate=1e-2, seed=seed)
+    streams = torch.get_rng_state()
+    out = pretrain_gmvae(model, guide, digits, config, train_config)
+    assert torch.equal(torch.get_rng_state(), streams)  # SVI then draws what it would have drawn without it
+    return model, guide, digits, out
+
+
+def test_pretraining_lowers_the_reconstruction_error_and_puts_the_prior_on_a_gmm_of_the_codes():
+    """After pretraining, μ_k, σ_k² (and π if learned) are the diagonal GMM that emvi's EM fits to the encoder means
+    m(x_n), a fixed point of EM on those codes; and the autoencoder reconstructs better than the random start."""
+    from emvi.catalog.deep_mixture import gmvae_autoencoder
+    from emvi.estimators import Mixture
+    from emvi.inference.pretraining import reconstruction_nats
+
+    digits = load_dataset("digits", binarize="static", limit=200)
+    model, guide = emvi.runs.build_model("gmvae", GMVAEConfig(num_components=4, latent_dim=3, hidden_dims=(16,)),
+                                         digits.info(), seed=0)
+    before = reconstruction_nats(*gmvae_autoencoder(model, guide)[:2], digits.x)
+    model, guide, _, out = pretrained_gmvae(epochs=10, learn_weights=True)
+    encode, decode, _ = gmvae_autoencoder(model, guide)
+    after = reconstruction_nats(encode, decode, digits.x)
+    assert after < before - 5 and out["pretrain_reconstruction_nats"] == pytest.approx(after, rel=0.1)
+    with torch.no_grad():
+        codes = encode(digits.x)
+    gmm = Mixture(4, "gaussian-diag", n_init=2, max_iter=300, floor=1e-4, seed=0).fit(codes.double())
+    loc, scale, logits = (model.learned[k].detach().double() for k in ("t__loc", "t__scale", "z__logits"))
+    assert torch.allclose(loc, torch.as_tensor(gmm.means_), atol=1e-5)
+    assert torch.allclose((2 * scale).exp(), torch.as_tensor(gmm.covariances_), rtol=1e-4)
+    assert torch.allclose(torch.softmax(logits, -1), torch.as_tensor(gmm.weights_), atol=1e-5)
+    # one more EM step on the codes moves the means by little: they are a GMM fit, not the random start
+    log_joint = torch.log_softmax(logits, -1) + dist.Normal(loc, scale.exp()).log_prob(codes.double()[:, None]).sum(-1)
+    r = torch.softmax(log_joint, -1)  # (N, K)
+    step = (r.T @ codes.double()) / r.sum(0)[:, None]
+    assert (step - loc).abs().max() < 0.05 * codes.std()
+
+
+def test_pretraining_is_seeded_and_leaves_the_global_random_streams_alone():
+    first = pretrained_gmvae(seed=3)[0].state_dict()  # (pretrained_gmvae checks the global streams)
+    second = pretrained_gmvae(seed=3)[0].state_dict()
+    other = pretrained_gmvae(seed=4)[0].state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["learned.t__loc"], other["learned.t__loc"])
+
+
+def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
+    model, guide, digits, out = pretrained_gmvae(epochs=0)
+    assert out == {}
+    model, guide, digits, out = pretrained_gmvae(cluster_posterior="amortised")
+    assert math.isfinite(out["pretrain_gmm_loglik"]) and model.learned["t__loc"].shape == (4, 3)
+    assert math.isfinite(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, digits.x[:20]))
+    with pytest.raises(ConfigError, match="pretrain_epochs"):
+        GMVAEConfig(pretrain_epochs=-1)
+
+
+def test_run_fit_pretrains_a_new_fit_once_and_a_resumed_fit_never(tmp_path, monkeypatch):
+    import dataclasses
+
+    from emvi.cli import main
+    from emvi.registry import _MODELS
+
+    calls = []
+    entry = _MODELS["gmvae"]
+
+    def counting(*args):
+        calls.append(args[3])
+        return entry.pretrain(*args)
+
+    monkeypatch.setitem(_MODELS, "gmvae", dataclasses.replace(entry, pretrain=counting))
+    run = tmp_path / "run"
+    common = ["fit", "gmvae", "--dataset", "digits", "--binarize", "static", "--limit", "200", "-k", "4",
+              "--latent-dim", "3", "--hidden-dims", "16", "--pretrain-epochs", "2", "--progress", "false", "--no-plots",
+              "--run-dir", str(run)]
+    assert main([*common, "--epochs", "1"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["pretrain_epochs"] == 2 and summary["pretrain_reconstruction_nats"] > 0
+    assert main([*common, "--epochs", "2", "--resume"]) == 0
+    assert len(calls) == 1 and calls[0].pretrain_epochs == 2
+    assert "pretrain_epochs" not in json.loads((run / "summary.json").read_text())
