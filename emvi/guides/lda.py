@@ -205,7 +205,7 @@ def lda_document_sweeps(counts: torch.Tensor | NonzeroCounts, exp_log_beta: torc
 
     The sums over w run over the nonzero counts only; the documents that have stopped keep their γ_d and leave the
     sparse matrix once a tenth of it has stopped (rebuilding it costs about one sweep)."""
-    entries = counts if isinstance(counts, NonzeroCounts) else NonzeroCounts.of(counts)
+    entries = counts if isinstance(counts, NonzeroCounts) else NonzeroCounts.of(counts.to(gamma.dtype))
     gamma = gamma.clone()
     rows = torch.arange(gamma.shape[0], device=gamma.device)  # documents in `entries`
     live = torch.ones_like(rows, dtype=torch.bool)            # those of them still moving
