@@ -219,8 +219,8 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
        take its values: μ_k = its means, log σ_k = ½ log of its variances, and π_k = its weights if π is learned.
 
     Deterministic given ``train_config.seed``; the global random streams are untouched. Runs on the device of the
-    model's parameters. Returns what goes into the run's summary: the reconstruction nats per item after each
-    epoch, the GMM's log-likelihood per item, and the seconds taken."""
+    model's parameters. Returns what goes into the run's summary: the epochs, the reconstruction nats per item of
+    the last epoch, the GMM's log-likelihood per item, and the seconds taken."""
     from ..estimators import Mixture
     from ..inference.pretraining import pretrain_autoencoder
 
