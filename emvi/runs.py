@@ -421,24 +421,32 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
     else train.
     """
     from .data import has_test_split
+    from .errors import EmviError
+    from .rundir import RunDirectory
 
-    entry, model, guide, dataset, resolved = load_run(run_dir, device=device, root_override=root_override)
-    name = resolved["data"]["dataset"]
-    if split == "auto":
-        split = "test" if has_test_split(name) else ("valid" if resolved["data"].get("valid_fraction") else "train")
-    if split == "test":
-        if not has_test_split(name):
+    if split not in ("auto", "train", "valid", "test"):
+        raise ConfigError(f"split must be auto, train, valid or test, got {split!r}")
+    try:  # the data set's name decides the split before anything is loaded: only that split is read
+        config = RunDirectory(run_dir).read_config()
+    except EmviError:
+        config = None  # load_run names what is wrong with the folder
+    data = config.get("data") if isinstance(config, dict) else None
+    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
+        name = data["dataset"]
+        if split == "auto":
+            split = "test" if has_test_split(name) else ("valid" if data.get("valid_fraction") else "train")
+        elif split == "test" and not has_test_split(name):
             raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
                               "items the fit held out) or --split train")
-        dataset = model_view(entry, run_model_config(entry, resolved), load_data(resolved["data"], split="test", root_override=root_override),
-                             "test")
-    elif split == "valid":
+    entry, model, guide, dataset, resolved = load_run(run_dir, device=device, root_override=root_override,
+                                                      split="test" if split == "test" else "train")
+    if split == "auto":  # unreachable unless the configuration changed between the two reads
+        split = "train"
+    if split == "valid":
         dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]
         if dataset is None:
             raise ConfigError(f"the run in {run_dir} held no items out; refit with --valid-fraction, or use "
                               "--split train")
-    elif split != "train":
-        raise ConfigError(f"split must be auto, train, valid or test, got {split!r}")
     return entry, model, guide, dataset, resolved, split
 
 

@@ -90,3 +90,26 @@ def test_prodlda_export_replicates_each_document_with_its_own_length(tmp_path):
     replicated = idata.posterior_predictive["x"].values  # (1, 4, docs, vocabulary)
     np.testing.assert_array_equal(replicated.sum(-1), np.broadcast_to(counts.sum(-1), (1, 4, 30)))
     assert np.isfinite(idata.log_likelihood["x"].values).all()
+
+
+def test_evaluation_reads_only_the_split_it_scores(tmp_path, monkeypatch):
+    """``evaluation_data`` decides the split from the run's configuration first: scoring the test split never reads
+    the training images (a full MNIST run would load 60,000 images for nothing), and valid/train read the training
+    split alone."""
+    import emvi.runs
+    from emvi.errors import ConfigError
+
+    run = tmp_path / "vae"
+    assert main(["fit", "vae", "--dataset", "digits", "--limit", "100", "--epochs", "1", "--latent-dim", "2",
+                 "--valid-fraction", "0.2", "--progress", "false", "--run-dir", str(run)]) == 0
+    read = []
+    original = emvi.runs.load_data
+    monkeypatch.setattr(emvi.runs, "load_data", lambda data, split="train", **kw: read.append(split) or
+                        original(data, split=split, **kw))
+    for split, expected_items in (("auto", 360), ("test", 360), ("valid", 20), ("train", 100)):
+        read.clear()
+        *_, dataset, _, chosen = emvi.runs.evaluation_data(run, split)
+        assert chosen == ("test" if split == "auto" else split) and len(dataset) == expected_items
+        assert read == ["test" if chosen == "test" else "train"]
+    with pytest.raises(ConfigError, match="split must be"):
+        emvi.runs.evaluation_data(run, "held-out")

@@ -371,3 +371,62 @@ def test_run_fit_pretrains_a_new_fit_once_and_a_resumed_fit_never(tmp_path, monk
     assert main([*common, "--epochs", "2", "--resume"]) == 0
     assert len(calls) == 1 and calls[0].pretrain_epochs == 2
     assert "pretrain_epochs" not in json.loads((run / "summary.json").read_text())
+
+
+# -- any torchvision image data set: Fashion-MNIST through the same path as MNIST -------------------------------------
+
+
+def write_idx(path, array):
+    """torchvision's raw MNIST format: magic (0x08 = unsigned bytes, then the number of dimensions), sizes, bytes."""
+    import struct
+
+    import numpy as np
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x800 + array.ndim) + struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def fake_fashion_mnist(root, per_class_train=12, per_class_test=4):
+    """FashionMNIST/raw under ``root`` in torchvision's layout: class c lights rows 2c..2c+3 of a 28 x 28 image."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, per_class in (("train", per_class_train), ("t10k", per_class_test)):
+        labels = np.repeat(np.arange(10), per_class)
+        rng.shuffle(labels)
+        images = rng.integers(0, 40, size=(labels.size, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c : 2 * c + 4, 4:24] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return labels
+
+
+def test_fashion_mnist_needs_no_code_change_from_label_subsets_to_the_cli(tmp_path):
+    from emvi.cli import main
+
+    test_labels = fake_fashion_mnist(tmp_path)
+    train = load_dataset("fashion-mnist", root=tmp_path)
+    test = load_dataset("fashion-mnist", root=tmp_path, split="test")
+    assert train.x.shape == (120, 784) and train.image_shape == (1, 28, 28) and train.name == "fashion-mnist"
+    assert torch.equal(test.y, torch.as_tensor(test_labels)) and float(train.x.max()) == 1.0
+    bands = test.x.reshape(-1, 28, 28)[torch.arange(40), 2 * test.y, 4:24]
+    assert (bands == 1.0).all()  # each image's class band, read back as written
+    view = label_view(SSVAEConfig(labels_per_class=3, label_seed=1), train, "train")
+    kept = view.y[view.array("y_mask")]
+    assert torch.equal(torch.bincount(kept, minlength=10), torch.full((10,), 3))
+    assert (view.array("y")[~view.array("y_mask")] == -1).all()
+
+    common = ["--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--binarize", "static", "--epochs", "2",
+              "--latent-dim", "2", "--hidden-dims", "16", "--progress", "false"]
+    for name, extra in {"gmvae": ["-k", "10", "--pretrain-epochs", "2"], "ssvae": ["--labels-per-class", "3"]}.items():
+        run = tmp_path / name
+        assert main(["fit", name, *common, *extra, "--run-dir", str(run)]) == 0
+        assert main(["evaluate", str(run), "--num-samples", "4"]) == 0
+        metrics = json.loads((run / "evaluation_test.json").read_text())
+        assert math.isfinite(metrics["is_loglik_nats"]) and metrics["is_loglik_nats"] < 0
+        key = "cluster_accuracy" if name == "gmvae" else "accuracy"
+        assert key in metrics

@@ -221,6 +221,25 @@ def test_after_batch_vb_held_out_documents_get_scikit_learns_e_step():
     np.testing.assert_allclose(gamma.double().numpy(), expected, rtol=1e-5)
 
 
+def test_the_unfitted_encoder_flag_survives_a_checkpoint_and_older_checkpoints_load():
+    """``encoder_fitted`` is part of the guide's state: a batch-VB guide saved and reloaded still starts held-out
+    sweeps at γ = 1; a state dict from before the flag was saved (an SVI fit) loads strictly, as fitted."""
+    from emvi.inference.lda_vb import fit_lda_vb
+
+    counts, _ = planted_corpus(40, vocab_size=20, num_topics=3, doc_len=15, seed=9)
+    info = DataInfo(num_data=counts.shape[0], event_shape=(counts.shape[1],))
+    model, guide = build_lda(LDAConfig(num_topics=3), info)
+    fit_lda_vb(model, guide, counts, max_iter=1)
+    state = guide.state_dict()
+    _, reloaded = build_lda(LDAConfig(num_topics=3), info)
+    assert reloaded.encoder_fitted
+    reloaded.load_state_dict(state)
+    assert not reloaded.encoder_fitted
+    older = {k: v for k, v in state.items() if k != "_encoder_fitted"}
+    reloaded.load_state_dict(older)  # strict
+    assert reloaded.encoder_fitted
+
+
 def test_batch_vb_time_budget_stops_between_iterations():
     """``max_seconds``: a zero budget still runs the first iteration and no other; no budget runs ``max_iter``."""
     from emvi.inference.lda_vb import fit_lda_vb

@@ -248,8 +248,23 @@ class LDAGuide(nn.Module):
         # log λ starts near 0 (λ ≈ 1) with a little noise to break the symmetry between topics.
         self.log_topic_concentration = nn.Parameter(0.1 * torch.randn(num_topics, vocab_size))
         self.encoder = mlp([vocab_size, *hidden_dims, num_topics], nn.Softplus)
-        # False after batch VB (emvi.inference.lda_vb), which fits λ and leaves the encoder as initialised.
-        self.encoder_fitted = True
+        # False after batch VB (emvi.inference.lda_vb), which fits λ and leaves the encoder as initialised. A buffer,
+        # so checkpoints keep it: a reloaded batch-VB guide must not start held-out sweeps from that encoder.
+        self.register_buffer("_encoder_fitted", torch.tensor(True))
+
+    @property
+    def encoder_fitted(self) -> bool:
+        """Whether the encoder g was trained (SVI) and so gives the held-out sweeps their start."""
+        return bool(self._encoder_fitted)
+
+    @encoder_fitted.setter
+    def encoder_fitted(self, value: bool) -> None:
+        self._encoder_fitted.fill_(bool(value))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before the flag was saved came from SVI fits (batch VB had no CLI): encoder fitted.
+        state_dict.setdefault(prefix + "_encoder_fitted", torch.tensor(True))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def init_topics_from_documents(self, counts: torch.Tensor, docs_per_topic: int = 10, seed: int = 0,
