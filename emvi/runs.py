@@ -346,16 +346,16 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
-    """Rebuild the model, guide and data of a run directory from its ``config.json`` and checkpoint.
+    """Rebuild the model, guide and data (``split``) of a run directory from its ``config.json`` and checkpoint.
 
     Anything wrong with the folder (foreign or hand-edited configuration, a checkpoint that does not match the model
     or holds NaN weights, data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
     """
-    import torch
+    return _rebuild_run(*read_run(run_dir), device=device, root_override=root_override, split=split)
 
-    from .errors import CheckpointError, DataError, EmviError
-    from .inference.runner import load_run_modules
-    from .registry import DataInfo, get_model
+
+def read_run(run_dir: str | Path):
+    """``(run, resolved)``: a run directory and its resolved configuration, checked to be one 'emvi fit' wrote."""
     from .rundir import RunDirectory
 
     run = RunDirectory(run_dir)
@@ -370,6 +370,17 @@ def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | N
             or not isinstance(resolved["data"].get("dataset"), str):
         raise ConfigError(f"{run.path}/config.json is damaged (its data or data_info is not a table); restore it "
                           "from the checkpoint's copy or refit")
+    return run, resolved
+
+
+def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None, split: str):
+    """:func:`load_run` after :func:`read_run`: the model, guide and data of a checked configuration."""
+    import torch
+
+    from .errors import CheckpointError, DataError, EmviError
+    from .inference.runner import load_run_modules
+    from .registry import DataInfo, get_model
+
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
         from .registry import import_user_module
@@ -421,27 +432,18 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
     else train.
     """
     from .data import has_test_split
-    from .errors import EmviError
-    from .rundir import RunDirectory
 
     if split not in ("auto", "train", "valid", "test"):
         raise ConfigError(f"split must be auto, train, valid or test, got {split!r}")
-    try:  # the data set's name decides the split before anything is loaded: only that split is read
-        config = RunDirectory(run_dir).read_config()
-    except EmviError:
-        config = None  # load_run names what is wrong with the folder
-    data = config.get("data") if isinstance(config, dict) else None
-    if isinstance(data, dict) and isinstance(data.get("dataset"), str):
-        name = data["dataset"]
-        if split == "auto":
-            split = "test" if has_test_split(name) else ("valid" if data.get("valid_fraction") else "train")
-        elif split == "test" and not has_test_split(name):
-            raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
-                              "items the fit held out) or --split train")
-    entry, model, guide, dataset, resolved = load_run(run_dir, device=device, root_override=root_override,
-                                                      split="test" if split == "test" else "train")
-    if split == "auto":  # unreachable unless the configuration changed between the two reads
-        split = "train"
+    run, resolved = read_run(run_dir)  # the data set decides the split before any data is read: that split alone
+    name = resolved["data"]["dataset"]
+    if split == "auto":
+        split = "test" if has_test_split(name) else ("valid" if resolved["data"].get("valid_fraction") else "train")
+    elif split == "test" and not has_test_split(name):
+        raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
+                          "items the fit held out) or --split train")
+    entry, model, guide, dataset, resolved = _rebuild_run(run, resolved, device=device, root_override=root_override,
+                                                          split="test" if split == "test" else "train")
     if split == "valid":
         dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]
         if dataset is None:
