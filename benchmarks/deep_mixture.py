@@ -88,7 +88,8 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
     binary_test = load_binary(test_data)
 
     started = time.perf_counter()
-    model, guide = fit("gmvae", GMVAEConfig(num_components=10, pretrain_epochs=args.pretrain_epochs, **sizes),
+    model, guide = fit("gmvae", GMVAEConfig(num_components=10, pretrain_epochs=args.pretrain_epochs,
+                                            pretrain_clusters=args.pretrain_clusters, **sizes),
                        binary_train, schedule)
     out["seconds_gmvae_fit"] = time.perf_counter() - started
     gmvae = evaluate_gmvae(model, guide, binary_test, num_samples=args.num_samples)
@@ -136,6 +137,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=40,
                         help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEConfig.pretrain_epochs)")
+    parser.add_argument("--pretrain-clusters", choices=("spectral", "gmm"), default="spectral",
+                        help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[500])
     parser.add_argument("--labels-per-class", type=int, default=10)
@@ -163,7 +166,8 @@ def main(argv=None) -> dict:
         per_seed.append(one_seed(train_data, test_data, args, seed))
         print(json.dumps({"seed": seed} | per_seed[-1]), flush=True)
     summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
-                     "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "num_samples": args.num_samples, "seeds": args.seeds}
+                     "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
+                     "pretrain_clusters": args.pretrain_clusters, "num_samples": args.num_samples, "seeds": args.seeds}
     for key in per_seed[0]:
         values = [r[key] for r in per_seed]
         summary[key] = statistics.fmean(values)

@@ -28,34 +28,47 @@
   after a short fit more than half of the K = 10 clusters are in use (effective number exp H(mean_n p(z | x_n, t_n))
   > 5).
 
-  **Where the clusters come from: VaDE's start** (``pretrain_epochs``, :func:`pretrain_gmvae`). Uniform π keeps the
-  clusters in use but does not make them digits: from random weights SVI settles on whatever split of t the first
-  epochs give, and the prior's means barely move afterwards. Of the literature's remedies (KL warm-up, fixed π,
-  restarts chosen by the ELBO, pretraining) pretraining is the one that changed the clustering: the encoder mean and
-  the decoder are first trained as a deterministic autoencoder, then μ_k, σ_k (and π if learned) are set from a
-  diagonal GMM fit by EM to the codes of the training items, the best of ``pretrain_restarts`` k-means++ starts by
-  its log-likelihood (Jiang et al. 2017). Nothing in it sees a label. It runs before SVI from ``emvi fit``, spec files
-  and the benchmark (the registry's ``pretrain`` hook, :func:`emvi.runs.run_fit`), never again on ``--resume``.
-  Measured on MNIST (15,604 images, static binarisation, q = 10, scored on the 10,000 test images):
+  **Where the clusters come from: an autoencoder, then the clusters of its codes** (``pretrain_epochs``,
+  :func:`pretrain_gmvae`). Uniform π keeps the clusters in use but does not make them digits: from random weights
+  SVI settles on whatever split of t the first epochs give, and the prior's means barely move afterwards. Of the
+  literature's remedies (KL warm-up, fixed π, restarts chosen by the ELBO, pretraining) pretraining is the one that
+  changed the clustering: the encoder mean and the decoder are first trained as a deterministic autoencoder
+  (VaDE, Jiang et al. 2017), then the prior's μ_k, σ_k (and π if learned) are set from clusters of the codes of the
+  training items. Nothing in it sees a label. It runs before SVI from ``emvi fit``, spec files and the benchmark
+  (the registry's ``pretrain`` hook, :func:`emvi.runs.run_fit`), never again on ``--resume``. Two ways to cluster
+  the codes (``pretrain_clusters``):
 
-  - 500 hidden units, learning rate 1e-3, 10 autoencoder epochs then 10 SVI epochs: clustering accuracy 0.583 at the
-    start (NMI 0.556), 0.596 after SVI (NMI 0.585, 9.4 effective clusters), against 0.39 without pretraining;
+  - ``"spectral"`` (default; N2D's manifold step, McConville et al. 2019): spectral clustering of the codes'
+    10-nearest-neighbour graph (:func:`emvi.inference.pretraining.spectral_clusters`), and each component takes
+    the mean, variance and share of its cluster's codes (:func:`cluster_moments`);
+  - ``"gmm"`` (VaDE's): a diagonal GMM fit by EM to the codes, the best of ``pretrain_restarts`` k-means++ starts
+    by its log-likelihood.
+
+  A GMM on the codes splits them where their density is Gaussian-like, and MNIST's digits are not Gaussian blobs in
+  t: curved, touching, of unequal spread. The neighbour graph follows each digit's manifold instead. Measured on
+  MNIST (15,604 images, static binarisation, q = 10, scored on the 10,000 test images):
+
+  - 500 hidden units, learning rate 1e-3, 10 autoencoder epochs then 10 SVI epochs, GMM start: clustering accuracy
+    0.583 at the start (NMI 0.556), 0.596 after SVI (NMI 0.585, 9.4 effective clusters), against 0.39 without
+    pretraining;
   - the GMM on the codes alone, after 10, 20, 40 autoencoder epochs (learning rate 3e-3): 0.550, 0.597, 0.635 with
     q = 10, 0.485, 0.502, 0.496 with q = 5; with VaDE's 500-500-2000 layers (1e-3) after 5, 10, 20 epochs: 0.519,
     0.576, 0.602, at five times the cost per epoch: a deeper network did not pay for itself in this budget;
-  - 500 hidden units, learning rate 2e-3, 40 autoencoder epochs (73 s) then 30 SVI epochs (116 s): 0.637 at the
-    start, 0.648 after SVI (NMI 0.650, 9.6 effective clusters), training loss 82.5 nats against 94.4 for 10 SVI
-    epochs after a 10-epoch start.
-    Over seeds 0-2 (the benchmark's defaults): 0.640 ± 0.007 after SVI, NMI 0.639 ± 0.011.
+  - 500 hidden units, learning rate 2e-3, 40 autoencoder epochs (73 s) then 30 SVI epochs (116 s), seed 0: with the
+    GMM start 0.637 at the start and 0.648 after SVI (NMI 0.650; over seeds 0-2 0.640 ± 0.007); with the spectral
+    start (16 s more) 0.750 at the start and 0.740 after SVI, in a variant that dropped the graph's first
+    eigenvector (the adopted Ng-Jordan-Weiss form keeps it, as it must for a graph in pieces); on the training
+    codes the two forms' clusters scored 0.796, 0.796, 0.709 and 0.741, 0.741, 0.706 over three clustering seeds;
+  - SVI after the start moves the accuracy by about 0.01: the clusters are those of the start. What remains is
+    mostly 4 against 9 (the spectral clusters split the 4s and 9s about evenly between two clusters) and 3-5-8.
 
-  SVI after the start moves the accuracy by about 0.01: the clusters are the autoencoder's. VaDE's 0.945 comes from a
-  stacked denoising autoencoder trained for hours; on two CPU cores within minutes the codes cluster at about 0.65.
   Tried and not adopted (MNIST, seed 0, scored on the test images): input dropout 0.2 in the autoencoder (DEC's
-  denoising) gave 0.62, 0.73, 0.64 after 20, 40, 60 epochs, no steadier than without; a spectral embedding of a
-  15-nearest-neighbour graph of the pixels' 50 principal components, clustered by k-means, reached 0.80, but it is
-  no generative model and its clusters are not Gaussian in any t.
+  denoising) gave 0.62, 0.73, 0.64 (GMM start) after 20, 40, 60 epochs, no steadier than without; five epochs
+  trained with z observed at the spectral clusters before SVI (to make them Gaussian in t) moved the accuracy by
+  0.005; t-SNE of the codes, clustered by a full-covariance GMM, reached 0.82 on the training codes in 142 s, no
+  better than the graph's clusters in a tenth of the time.
   The default, 10 epochs, costs about 16 s on those images (a tenth of the SVI it precedes at the benchmark's
-  settings) and takes the accuracy from 0.39 to 0.58-0.60; the benchmark uses 40.
+  settings); the benchmark uses 40.
 
 * ``ssvae`` — the semi-supervised VAE (Kingma et al. 2014, M2)::
 
@@ -138,10 +151,16 @@ class GMVAEConfig(_EncoderDecoderSizes):
     """exact: z summed out in the model, guide q(t | x), clusters from the exact p(z | x, t); amortised: guide
     q(z | x) q(t | x, z), z enumerated in the guide."""
     pretrain_epochs: int = PRETRAIN_EPOCHS
-    """Epochs of VaDE's start before SVI (:func:`pretrain_gmvae`): the encoder mean and decoder trained as a
-    deterministic autoencoder, then μ_k, σ_k (and π if learned) from a diagonal GMM on the codes; 0: none."""
+    """Epochs of the autoencoder start before SVI (:func:`pretrain_gmvae`): the encoder mean and decoder trained as
+    a deterministic autoencoder, then μ_k, σ_k (and π if learned) from the clusters of its codes; 0: none."""
+    pretrain_clusters: str = "spectral"
+    """Where the prior's start comes from after the autoencoder: spectral (the moments of the clusters that spectral
+    clustering of the codes' nearest-neighbour graph finds, N2D's manifold step) or gmm (a diagonal GMM fit to the
+    codes by EM, VaDE's)."""
+    pretrain_neighbors: int = 10
+    """Nearest neighbours per code in spectral's graph."""
     pretrain_restarts: int = 3
-    """Starts of that GMM (k-means++ seeded by the fit's seed); the highest GMM log-likelihood is kept."""
+    """k-means++ starts (seeded by the fit's seed) of spectral's k-means or of the GMM; the best objective is kept."""
 
     cli_aliases = {"num_components": ("-k",)}
 
@@ -150,6 +169,8 @@ class GMVAEConfig(_EncoderDecoderSizes):
         check_choice(self.cluster_posterior, "cluster_posterior", ("exact", "amortised"))
         check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
         check_positive_int(self.pretrain_restarts, "pretrain_restarts")
+        check_choice(self.pretrain_clusters, "pretrain_clusters", ("spectral", "gmm"))
+        check_positive_int(self.pretrain_neighbors, "pretrain_neighbors")
 
 
 @dataclass(frozen=True)
@@ -224,20 +245,25 @@ def gmvae_autoencoder(model, guide):
 
 
 def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) -> dict:
-    """VaDE's start (Jiang et al. 2017): before SVI, with ``config.pretrain_epochs`` > 0,
+    """The start before SVI, with ``config.pretrain_epochs`` > 0:
 
     1. the encoder mean m(x) (the location of q(t | x)) and the decoder f are trained as a deterministic autoencoder,
        min Σ_n BCE(x_n, sigmoid f(m(x_n))) (:func:`emvi.inference.pretraining.pretrain_autoencoder`), with the SVI
-       fit's batch size, learning rate and seed;
-    2. a diagonal Gaussian mixture (K components, ``pretrain_restarts`` k-means++ starts, the best log-likelihood
-       kept: no labels) is fit by EM to the codes m(x_n) ``(N, q)`` of the training items, and the prior's tables
-       take its values: μ_k = its means, log σ_k = ½ log of its variances, and π_k = its weights if π is learned.
+       fit's batch size, learning rate and seed (VaDE, Jiang et al. 2017);
+    2. the codes m(x_n) ``(N, q)`` of the training items are clustered, without labels: ``pretrain_clusters =
+       "spectral"`` by spectral clustering of their ``pretrain_neighbors``-nearest-neighbour graph
+       (:func:`emvi.inference.pretraining.spectral_clusters`), each component then the mean, variance and share of
+       its cluster's codes (:func:`cluster_moments`); ``"gmm"`` by a diagonal Gaussian mixture fit by EM (the best
+       log-likelihood of ``pretrain_restarts`` k-means++ starts);
+    3. the prior's tables take that mixture's values: μ_k = its means, log σ_k = ½ log of its variances, and
+       π_k = its weights if π is learned.
 
     Deterministic given ``train_config.seed``; the global random streams are untouched. Runs on the device of the
     model's parameters. Returns what goes into the run's summary: the epochs, the reconstruction nats per item of
-    the last epoch, the GMM's log-likelihood per item, and the seconds taken."""
+    the last epoch, the log-likelihood per item of the codes under the starting mixture
+    (``pretrain_gmm_loglik``), and the seconds taken."""
     from ..estimators import Mixture
-    from ..inference.pretraining import pretrain_autoencoder
+    from ..inference.pretraining import pretrain_autoencoder, spectral_clusters
 
     if config.pretrain_epochs == 0:
         return {}
@@ -251,21 +277,41 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     started = time.perf_counter()
     with torch.no_grad():
         codes = torch.cat([encode(x[i : i + 1000].to(device=device, dtype=parameters[0].dtype))
-                           for i in range(0, x.shape[0], 1000)]).cpu()
-    with warnings.catch_warnings():  # a GMM that stops at max_iter is still a good start
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gmm = Mixture(config.num_components, "gaussian-diag", n_init=config.pretrain_restarts, max_iter=300,
-                      floor=1e-4, seed=train_config.seed).fit(codes.double())
+                           for i in range(0, x.shape[0], 1000)]).cpu().double()
+    if config.pretrain_clusters == "spectral":
+        labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
+                                   restarts=config.pretrain_restarts, seed=train_config.seed)
+        weights, means, variances = cluster_moments(codes, labels, config.num_components, floor=1e-4)
+    else:
+        with warnings.catch_warnings():  # a GMM that stops at max_iter is still a good start
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gmm = Mixture(config.num_components, "gaussian-diag", n_init=config.pretrain_restarts, max_iter=300,
+                          floor=1e-4, seed=train_config.seed).fit(codes)
+        weights, means, variances = (torch.as_tensor(a) for a in (gmm.weights_, gmm.means_, gmm.covariances_))
     tables, dtype = model.learned, parameters[0].dtype
     with torch.no_grad():
-        tables["t__loc"].copy_(torch.as_tensor(gmm.means_, dtype=dtype))
-        tables["t__scale"].copy_(0.5 * torch.as_tensor(gmm.covariances_, dtype=dtype).log())
+        tables["t__loc"].copy_(means.to(dtype))
+        tables["t__scale"].copy_(0.5 * variances.log().to(dtype))
         if "z__logits" in tables:  # learned π
-            tables["z__logits"].copy_(torch.as_tensor(gmm.weights_, dtype=dtype).log())
+            tables["z__logits"].copy_(weights.log().to(dtype))
+    log_joint = weights.log() + torch.distributions.Normal(means, variances.sqrt()).log_prob(codes[:, None]).sum(-1)
     return {"pretrain_epochs": config.pretrain_epochs,
             "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1],
-            "pretrain_gmm_loglik": gmm.lower_bound_,
+            "pretrain_gmm_loglik": float(log_joint.logsumexp(-1).mean()),
             "pretrain_seconds": out["pretrain_seconds"] + time.perf_counter() - started}
+
+
+def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int, *, floor: float = 1e-4):
+    """``(weights (K,), means (K, q), variances (K, q))`` of the codes ``(N, q)`` in each cluster of ``labels``
+    ``(N,)``: the M-step of a diagonal Gaussian mixture under hard responsibilities, variances floored at ``floor``.
+    A cluster with no code is refused (k-means never leaves one empty)."""
+    counts = torch.bincount(labels, minlength=num_clusters).to(codes.dtype)
+    if (counts == 0).any():
+        raise DataError(f"cluster {int((counts == 0).nonzero()[0])} has no item; lower num_components")
+    one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(codes.dtype)  # (N, K)
+    means = (one_hot.T @ codes) / counts[:, None]
+    variances = (one_hot.T @ codes.square()) / counts[:, None] - means.square()
+    return counts / counts.sum(), means, variances.clamp_min(0) + floor
 
 
 # -- data -----------------------------------------------------------------------------------------------------------

@@ -6,19 +6,22 @@ encoder's mean, with no sampling and no KL term::
     min_{φ, θ}  Σ_n Σ_d  BCE(x_nd, sigmoid(f_θ(m_φ(x_n)))_d)        m_φ(x_n) = the location of q(t_n | x_n)
 
 VaDE (Jiang et al. 2017) starts its mixture-prior VAE from such an autoencoder and a Gaussian mixture fit to the codes
-m_φ(x_n); the model entries that use it (``gmvae``'s :func:`emvi.catalog.deep_mixture.pretrain_gmvae`) do the
-mixture fit themselves. The minibatch order comes from a private generator seeded by ``seed`` (global random streams
+m_φ(x_n); :func:`spectral_clusters` clusters the codes along their nearest-neighbour graph instead (N2D's manifold
+step, McConville et al. 2019). The model entries that use them (``gmvae``'s
+:func:`emvi.catalog.deep_mixture.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order comes from a private generator seeded by ``seed`` (global random streams
 are left as they were, so the SVI that follows draws what it would have drawn without pretraining).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from ..errors import DataError
 from ..validation import check_positive_int
 
 
@@ -68,3 +71,38 @@ def reconstruction_nats(encode, decode, x: torch.Tensor, *, batch_size: int = 10
         logits = decode(encode(batch))
         total += float(nn.functional.binary_cross_entropy_with_logits(logits, batch, reduction="sum"))
     return total / x.shape[0]
+
+
+def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int = 10, restarts: int = 3,
+                      seed: int = 0) -> torch.Tensor:
+    """Cluster labels ``(N,)`` of ``codes`` ``(N, q)`` by spectral clustering of their nearest-neighbour graph
+    (Ng, Jordan and Weiss 2001)::
+
+        W = ½ (A + Aᵀ),  A_nm = 1 if m is among the ``neighbors`` nearest codes of n (n itself included)
+        U = the K = ``num_clusters`` eigenvectors of the smallest eigenvalues of the normalised Laplacian of W
+        labels = k-means (best of ``restarts`` k-means++ starts) of U's rows scaled to unit length
+
+    The graph follows the data's manifold, which a Gaussian mixture on the codes does not: N2D (McConville et al.
+    2019) clusters an autoencoder's codes through such a manifold step for that reason. Deterministic given
+    ``seed``; the global random streams are untouched. Uses no label.
+    """
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.manifold import spectral_embedding
+    from sklearn.neighbors import kneighbors_graph
+
+    check_positive_int(num_clusters, "num_clusters", minimum=2)
+    check_positive_int(neighbors, "neighbors")
+    points = codes.detach().cpu().double().numpy()
+    if points.shape[0] <= max(neighbors, num_clusters):
+        raise DataError(f"spectral clustering needs more items ({points.shape[0]}) than neighbours ({neighbors}) "
+                        f"and clusters ({num_clusters}); lower them or use more data")
+    adjacency = kneighbors_graph(points, neighbors, include_self=True)
+    with warnings.catch_warnings():
+        # A graph in several pieces is the easy case for clustering (its eigenvectors indicate the pieces).
+        warnings.filterwarnings("ignore", "Graph is not fully connected", UserWarning)
+        embedding = spectral_embedding(0.5 * (adjacency + adjacency.T), n_components=num_clusters,
+                                       drop_first=False, random_state=seed)
+    embedding /= np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
+    labels = KMeans(num_clusters, n_init=restarts, random_state=seed).fit_predict(embedding)
+    return torch.as_tensor(labels, dtype=torch.long)
