@@ -40,8 +40,7 @@ from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig
-from emvi.registry import get_model
-from emvi.runs import build_model
+from emvi.runs import build_model, pretrain
 
 KEYS = ("cluster_acc_gmvae", "cluster_acc_gmm_pixels", "cluster_acc_kmeans", "ssvae_acc_100",
         "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
@@ -58,11 +57,9 @@ def pixel_baselines(train_x, test_x, test_y, seed: int, k: int = 10) -> dict:
 
 
 def fit(name, config, data, train_config):
-    """Build, run the entry's pre-SVI hook (gmvae: VaDE's autoencoder and GMM start) as ``emvi fit`` does, train."""
-    entry = get_model(name)
-    model, guide = build_model(entry, config, data.info(), seed=train_config.seed)
-    if entry.pretrain is not None:
-        entry.pretrain(model, guide, data, config, train_config)
+    """Build, start (gmvae: the autoencoder and the clusters of its codes) and train, as ``emvi fit`` does."""
+    model, guide = build_model(name, config, data.info(), seed=train_config.seed)
+    pretrain(name, model, guide, data, config, train_config)
     train(model, guide, data, config=train_config)
     return model.eval(), guide.eval()
 

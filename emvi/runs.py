@@ -176,10 +176,8 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                      "num_held_out_items": 0 if valid_data is None else len(valid_data)}
     history: list[dict] = []
     if method == "svi":
-        if entry.pretrain is not None and not resume:  # a resumed fit's checkpoint holds the pretrained weights
-            device = resolve_device(method_config.device)
-            model.to(device), guide.to(device)
-            summary |= entry.pretrain(model, guide, train_data, model_config, method_config) or {}
+        if not resume:  # a resumed fit's checkpoint holds the pretrained weights
+            summary |= pretrain(entry, model, guide, train_data, model_config, method_config)
         result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run_dir=run.path,
                        resume=resume, extra_config=resolved)
         history = result.history
@@ -210,6 +208,20 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         print(note)
     print(f"outputs written to {run.path}")
     return run.path
+
+
+def pretrain(entry, model, guide, train_data, model_config, train_config) -> dict:
+    """The entry's start before SVI (its ``pretrain`` hook, e.g. gmvae's autoencoder and clusters), on the training
+    device; ``{}`` for an entry without one. Returns what the hook reports for the run's summary."""
+    from .registry import get_model
+    from .validation import resolve_device
+
+    entry = get_model(entry) if isinstance(entry, str) else entry
+    if entry.pretrain is None:
+        return {}
+    device = resolve_device(train_config.device)
+    model.to(device), guide.to(device)
+    return entry.pretrain(model, guide, train_data, model_config, train_config) or {}
 
 
 def convergence_note(method: str, method_config, summary: dict) -> str | None:

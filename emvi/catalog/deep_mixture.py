@@ -263,7 +263,7 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     the last epoch, the log-likelihood per item of the codes under the starting mixture
     (``pretrain_gmm_loglik``), and the seconds taken."""
     from ..estimators import Mixture
-    from ..inference.pretraining import pretrain_autoencoder, spectral_clusters
+    from ..inference.pretraining import encode_in_chunks, pretrain_autoencoder, spectral_clusters
 
     if config.pretrain_epochs == 0:
         return {}
@@ -275,9 +275,7 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
                                batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
                                seed=train_config.seed, binarize=getattr(train_data, "binarize", None), device=device)
     started = time.perf_counter()
-    with torch.no_grad():
-        codes = torch.cat([encode(x[i : i + 1000].to(device=device, dtype=parameters[0].dtype))
-                           for i in range(0, x.shape[0], 1000)]).cpu().double()
+    codes = encode_in_chunks(encode, x, device=device, dtype=parameters[0].dtype).double()
     if config.pretrain_clusters == "spectral":
         labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
                                    restarts=config.pretrain_restarts, seed=train_config.seed)

@@ -63,14 +63,18 @@ def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode:
 
 
 @torch.no_grad()
+def encode_in_chunks(encode, x: torch.Tensor, *, batch_size: int = 1000, device=None, dtype=None) -> torch.Tensor:
+    """``encode`` applied to ``x`` ``(N, D)`` ``batch_size`` rows at a time (on ``device`` in ``dtype``, default:
+    ``x``'s), concatenated on the CPU: ``(N, q)``. Bounds the memory of encoding a whole data set."""
+    return torch.cat([encode(x[i : i + batch_size].to(device=device or x.device, dtype=dtype or x.dtype)).cpu()
+                      for i in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
 def reconstruction_nats(encode, decode, x: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Mean reconstruction cross-entropy (nats per item) of ``x`` through ``encode`` then ``decode``."""
-    total = 0.0
-    for start in range(0, x.shape[0], batch_size):
-        batch = x[start : start + batch_size]
-        logits = decode(encode(batch))
-        total += float(nn.functional.binary_cross_entropy_with_logits(logits, batch, reduction="sum"))
-    return total / x.shape[0]
+    logits = encode_in_chunks(lambda batch: decode(encode(batch)), x, batch_size=batch_size)
+    return float(nn.functional.binary_cross_entropy_with_logits(logits, x.cpu(), reduction="sum")) / x.shape[0]
 
 
 def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int = 10, restarts: int = 3,
