@@ -77,14 +77,19 @@ def reconstruction_nats(encode, decode, x: torch.Tensor, *, batch_size: int = 10
     return float(nn.functional.binary_cross_entropy_with_logits(logits, x.cpu(), reduction="sum")) / x.shape[0]
 
 
-def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int = 10, restarts: int = 3,
+def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int = 10, restarts: int = 10,
                       seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(N,)`` of ``codes`` ``(N, q)`` by spectral clustering of their nearest-neighbour graph
-    (Ng, Jordan and Weiss 2001)::
+    (Ng, Jordan and Weiss 2001, with one eigenvector more)::
 
         W = ½ (A + Aᵀ),  A_nm = 1 if m is among the ``neighbors`` nearest codes of n (n itself included)
-        U = the K = ``num_clusters`` eigenvectors of the smallest eigenvalues of the normalised Laplacian of W
+        U = the K + 1 eigenvectors of the smallest eigenvalues of the normalised Laplacian of W  (K = num_clusters)
         labels = k-means (best of ``restarts`` k-means++ starts) of U's rows scaled to unit length
+
+    On a connected graph the first eigenvector is constant, so K + 1 of them hold K that separate clusters; on a
+    graph in pieces the first ones indicate the pieces and must be kept, so none is dropped. (Measured on MNIST
+    codes, K + 1 vectors clustered as well as the K after the constant one, 0.79-0.80 over three seeds, and better
+    than NJW's K, 0.68-0.74; k-means needed about 10 starts to give the same clusters from every seed.)
 
     The graph follows the data's manifold, which a Gaussian mixture on the codes does not: N2D (McConville et al.
     2019) clusters an autoencoder's codes through such a manifold step for that reason. Deterministic given
@@ -97,15 +102,16 @@ def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int 
 
     check_positive_int(num_clusters, "num_clusters", minimum=2)
     check_positive_int(neighbors, "neighbors")
+    check_positive_int(restarts, "restarts")
     points = codes.detach().cpu().double().numpy()
-    if points.shape[0] <= max(neighbors, num_clusters):
+    if points.shape[0] <= max(neighbors, num_clusters + 1):
         raise DataError(f"spectral clustering needs more items ({points.shape[0]}) than neighbours ({neighbors}) "
-                        f"and clusters ({num_clusters}); lower them or use more data")
+                        f"and clusters + 1 ({num_clusters + 1}); lower them or use more data")
     adjacency = kneighbors_graph(points, neighbors, include_self=True)
     with warnings.catch_warnings():
         # A graph in several pieces is the easy case for clustering (its eigenvectors indicate the pieces).
         warnings.filterwarnings("ignore", "Graph is not fully connected", UserWarning)
-        embedding = spectral_embedding(0.5 * (adjacency + adjacency.T), n_components=num_clusters,
+        embedding = spectral_embedding(0.5 * (adjacency + adjacency.T), n_components=num_clusters + 1,
                                        drop_first=False, random_state=seed)
     embedding /= np.maximum(np.linalg.norm(embedding, axis=1, keepdims=True), 1e-12)
     labels = KMeans(num_clusters, n_init=restarts, random_state=seed).fit_predict(embedding)
