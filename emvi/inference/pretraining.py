@@ -8,8 +8,9 @@ encoder's mean, with no sampling and no KL term::
 VaDE (Jiang et al. 2017) starts its mixture-prior VAE from such an autoencoder and a Gaussian mixture fit to the codes
 m_φ(x_n); :func:`spectral_clusters` clusters the codes along their nearest-neighbour graph instead (N2D's manifold
 step, McConville et al. 2019). The model entries that use them (``gmvae``'s
-:func:`emvi.catalog.deep_mixture.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order comes from a private generator seeded by ``seed`` (global random streams
-are left as they were, so the SVI that follows draws what it would have drawn without pretraining).
+:func:`emvi.catalog.deep_mixture.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order
+comes from a private generator seeded by ``seed`` (global random streams are left as they were, so the SVI that
+follows draws what it would have drawn without pretraining).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode:
 @torch.no_grad()
 def encode_in_chunks(encode, x: torch.Tensor, *, batch_size: int = 1000, device=None, dtype=None) -> torch.Tensor:
     """``encode`` applied to ``x`` ``(N, D)`` ``batch_size`` rows at a time (on ``device`` in ``dtype``, default:
-    ``x``'s), concatenated on the CPU: ``(N, q)``. Bounds the memory of encoding a whole data set."""
+    ``x``'s), concatenated on the CPU: ``(N, q)``. Bounds the network's activation memory on a whole data set."""
     return torch.cat([encode(x[i : i + batch_size].to(device=device or x.device, dtype=dtype or x.dtype)).cpu()
                       for i in range(0, x.shape[0], batch_size)])
 
