@@ -35,6 +35,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
+from ..distributions import BernoulliLogits
 from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
 from ..plates import data_plate
@@ -91,6 +92,10 @@ def family_distribution(site: Site, params: dict[str, torch.Tensor], event_dims:
     elif family == "gamma":
         d = dist.Gamma(params["concentration"], params["rate"])
     elif family == "bernoulli":
+        if data is not None and event_dims == 1 and "logits" in params:
+            # Observed vectors (images): grey levels in [0, 1] are Bernoulli means, scored by the cross-entropy in
+            # training and, through BernoulliLogits' support, in validated evaluation alike (as the vae's decoder).
+            return BernoulliLogits(params["logits"])
         d = dist.Bernoulli(probs=params["probs"]) if "probs" in params else dist.Bernoulli(logits=params["logits"])
     elif family == "categorical":
         d = (dist.Categorical(probs=params["probs"]) if "probs" in params
