@@ -86,7 +86,8 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
 
     started = time.perf_counter()
     model, guide = fit("gmvae", GMVAEConfig(num_components=10, pretrain_epochs=args.pretrain_epochs,
-                                            pretrain_clusters=args.pretrain_clusters, **sizes),
+                                            pretrain_clusters=args.pretrain_clusters,
+                                            prior_covariance=args.prior_covariance, **sizes),
                        binary_train, schedule)
     out["seconds_gmvae_fit"] = time.perf_counter() - started
     gmvae = evaluate_gmvae(model, guide, binary_test, num_samples=args.num_samples)
@@ -134,6 +135,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=40,
                         help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEConfig.pretrain_epochs)")
+    parser.add_argument("--prior-covariance", choices=("diag", "full"), default="diag",
+                        help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
     parser.add_argument("--pretrain-clusters", choices=("spectral", "gmm"), default="spectral",
                         help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
     parser.add_argument("--latent-dim", type=int, default=10)
@@ -164,7 +167,8 @@ def main(argv=None) -> dict:
         print(json.dumps({"seed": seed} | per_seed[-1]), flush=True)
     summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
                      "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
-                     "pretrain_clusters": args.pretrain_clusters, "num_samples": args.num_samples, "seeds": args.seeds}
+                     "pretrain_clusters": args.pretrain_clusters,
+                     "prior_covariance": args.prior_covariance, "num_samples": args.num_samples, "seeds": args.seeds}
     for key in per_seed[0]:
         values = [r[key] for r in per_seed]
         summary[key] = statistics.fmean(values)

@@ -10,8 +10,8 @@ A site has a role:
   Normal guide in the unconstrained space instead. Without a family it is a plain learned tensor
   (``positive=True`` keeps it > 0).
 * ``latent`` — per item, in the data plate: discrete (categorical, bernoulli: scalar, enumerated exactly in
-  parallel) or continuous (normal, lognormal, gamma: amortised reparameterised guide q(t | observations, values of
-  its discrete parents)).
+  parallel) or continuous (normal, mvnormal, lognormal, gamma: amortised reparameterised guide q(t | observations,
+  values of its discrete parents)).
 * ``observed`` — per item, read from the data array of the same name; ``mask="y_mask"`` makes a discrete site
   observed where the mask is true and latent (enumerated) elsewhere.
 * ``covariate`` — per item input data, no distribution.
@@ -29,7 +29,9 @@ A family parameter is an *expression*:
 ========================  =============================================================================
 
 A learned expression (table, learned, linear, mlp, conv, module) feeding a positive parameter (a scale, a rate, a
-concentration) is on the log scale: the parameter is ``exp`` of it. Probabilities are given as ``logits``.
+concentration) is on the log scale: the parameter is ``exp`` of it. Probabilities are given as ``logits``. The
+``mvnormal`` family, Normal(loc, L Lᵀ) over a vector site of size q, takes ``scale_tril`` L ``(q, q)``: a learned
+expression gives its q² entries, the strict lower triangle as they are and the diagonal on the log scale.
 The same declaration is plain data in a spec file (``[model.sites.x] role = "observed" ...``):
 :meth:`Declaration.to_dict` / :meth:`Declaration.from_dict` convert between the two.
 """
@@ -49,7 +51,8 @@ GLOBAL_GUIDES = ("map", "meanfield")
 
 @dataclass(frozen=True)
 class Family:
-    """A distribution family: its parameters and their constraints (``"real"`` or ``"positive"``), its support."""
+    """A distribution family: its parameters and their constraints (``"real"``, ``"positive"`` or
+    ``"lower_cholesky"``), its support."""
 
     params: tuple[tuple[str, str], ...]
     support: str
@@ -80,6 +83,7 @@ class Family:
 
 FAMILIES: dict[str, Family] = {
     "normal": Family((("loc", "real"), ("scale", "positive")), "real"),
+    "mvnormal": Family((("loc", "real"), ("scale_tril", "lower_cholesky")), "real", ("latent", "observed")),
     "lognormal": Family((("loc", "real"), ("scale", "positive")), "positive"),
     "gamma": Family((("concentration", "positive"), ("rate", "positive")), "positive"),
     "bernoulli": Family((("logits", "real"),), "binary", ("latent", "observed")),
@@ -89,9 +93,11 @@ FAMILIES: dict[str, Family] = {
     "dirichlet": Family((("concentration", "positive"),), "simplex", ("param", "latent")),
     "beta": Family((("concentration1", "positive"), ("concentration0", "positive")), "unit", ("param", "latent")),
 }
-CONTINUOUS_LATENTS = ("normal", "lognormal", "gamma")
+STORY_NAMES = {"mvnormal": "MultivariateNormal", "lognormal": "LogNormal"}
+CONTINUOUS_LATENTS = ("normal", "mvnormal", "lognormal", "gamma")
 """Continuous local latents the derived guide can reparameterise (Normal, or LogNormal for positive support)."""
-LATENT_DEFAULTS = {"normal": {"loc": 0.0, "scale": 1.0}, "lognormal": {"loc": 0.0, "scale": 1.0},
+LATENT_DEFAULTS = {"normal": {"loc": 0.0, "scale": 1.0}, "mvnormal": {"loc": 0.0, "scale_tril": 1.0},
+                   "lognormal": {"loc": 0.0, "scale": 1.0},
                    "gamma": {"concentration": 1.0, "rate": 1.0}}
 LEARNED_KINDS = ("table", "learned", "linear", "mlp", "conv", "module")
 _REF = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([A-Za-z_][A-Za-z0-9_]*)\s*\])?\s*$")
@@ -543,7 +549,7 @@ class Declaration:
         lines = [f"model {self.name!r}: {self.description}".rstrip(": ") if self.description else f"model {self.name!r}"]
         for site in self.order():
             args = ", ".join(f"{p}={e}" for p, e in site.params)
-            dist = f"{site.family.capitalize() if site.family else ''}({args})" if site.family else ""
+            dist = f"{STORY_NAMES.get(site.family, site.family.capitalize())}({args})" if site.family else ""
             if site.role == "param":
                 shape = tuple(site.shape)
                 rhs = f"~ {dist}" if site.family else ("learned (> 0)" if site.positive else "learned")
@@ -603,6 +609,9 @@ def site_shapes(decl: Declaration, arrays: dict[str, tuple[int, ...]]) -> dict[s
                 raise DataError(f"model {decl.name!r}, site {site.name!r}: a partly observed site takes one value per "
                                 f"item, data (N,); got per-item shape {shape}")
             shapes[site.name] = shape
+        if site.family == "mvnormal" and len(shapes.get(site.name, ())) != 1:
+            raise DataError(f"model {decl.name!r}, site {site.name!r}: an mvnormal site is a vector; its data must be "
+                            f"(N, D), got per-item shape {shapes.get(site.name, ())}")
         if site.mask is not None and site.mask not in arrays:
             raise DataError(f"model {decl.name!r}: mask {site.mask!r} of site {site.name!r} is missing from the data "
                             f"(arrays: {', '.join(arrays) or 'none'})")
@@ -610,10 +619,13 @@ def site_shapes(decl: Declaration, arrays: dict[str, tuple[int, ...]]) -> dict[s
 
 
 def param_shape(site: Site, param: str, shapes: dict) -> tuple[int, ...]:
-    """Per-item shape of a family parameter of a local site (categorical logits add the category dimension)."""
+    """Per-item shape of a family parameter of a local site (categorical logits add the category dimension, an
+    mvnormal's scale_tril a second vector dimension)."""
     event = shapes.get(site.name, ())
     if site.family == "categorical":
         return event + (site.categories,)
+    if site.family == "mvnormal" and param == "scale_tril":
+        return event + event[-1:]
     return event
 
 
@@ -707,8 +719,8 @@ def validate(decl: Declaration) -> None:
 def _check_guide_options(decl: Declaration, s: Site) -> None:
     """``guide_given`` lists discrete local sites of a continuous latent; ``classify`` needs a q(y | x)."""
     if s.guide_given and not (s.role == "latent" and s.family in CONTINUOUS_LATENTS):
-        _fail(decl, s.name, "guide_given is for continuous latents (the guide q(t | data, y) of a normal, lognormal "
-                            "or gamma site)")
+        _fail(decl, s.name, "guide_given is for continuous latents (the guide q(t | data, y) of a normal, mvnormal, "
+                            "lognormal or gamma site)")
     for name in s.guide_given:
         other = decl.by_name.get(name)
         if other is None or not other.is_local or not other.is_discrete:
@@ -754,6 +766,9 @@ def _check_expr(decl: Declaration, s: Site, p: str, e: Expr) -> None:
             if rows != index.num_values:
                 _fail(decl, s.name, f"parameter table {ref.name!r} has {rows} rows but {index.name!r} takes "
                                     f"{index.num_values} values; give {ref.name!r} shape ({index.num_values}, ...)")
+    if s.family == "mvnormal" and p == "scale_tril" and e.kind == "ref":
+        _fail(decl, s.name, f"parameter 'scale_tril' must be a constant c (the matrix c I) or a learned expression "
+                            f"(table, learned, linear, mlp, ...), got the site reference {e}")
     if e.kind in ("linear", "mlp", "conv", "module"):
         if not e.inputs:
             _fail(decl, s.name, f"parameter {p!r}: {e.kind} needs at least one input site")

@@ -108,6 +108,41 @@ def test_gmvae_with_z_summed_in_the_model_has_the_mixture_prior_density_and_the_
     assert torch.allclose(cluster_probabilities(model, guide, "z", (x,)), posterior, atol=1e-6)
 
 
+def test_the_full_covariance_prior_is_the_mixture_of_multivariate_normals_with_the_exact_cluster_posterior():
+    """prior_covariance="full": t | z=k ~ Normal(μ_k, L_k L_kᵀ) with L_k the table row as a lower-triangular (q, q)
+    matrix, its diagonal exp of the table's; the ELBO is log p(x | t) + log Σ_k π_k N(t; μ_k, L_k L_kᵀ) - log q(t | x)
+    at the guide's draw (a diagonal Gaussian guide), and the cluster posterior is exact at the guide's mean."""
+    from emvi.analysis.deep_mixture import cluster_probabilities
+
+    x = binary()
+    torch.manual_seed(0)
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True,
+                                           prior_covariance="full"), info({"x": x}))
+    perturbed(model)
+    assert "t_n ~ MultivariateNormal(loc=table[z], scale_tril=table[z])  shape (2,)" in model.declaration.story()
+    raw = model.learned["t__scale_tril"].detach().reshape(3, 2, 2)
+    tril = torch.stack([torch.tensor([[r[0, 0].exp(), 0.0], [r[1, 0], r[1, 1].exp()]]) for r in raw])
+    assert raw[:, 0, 1].abs().min() > 0  # the upper entry is ignored, not assumed zero
+    tables = model.learned
+
+    def log_joint_z(t):  # (K, N)
+        prior = torch.distributions.MultivariateNormal(tables["t__loc"].detach()[:, None], scale_tril=tril[:, None])
+        return log_softmax(tables["z__logits"].detach(), -1)[:, None] + prior.log_prob(t)
+
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        elbo = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    pyro.set_rng_seed(7)
+    with torch.no_grad():
+        node = poutine.trace(guide).get_trace(x).nodes["t"]
+        t = node["value"]
+        explicit = (dist.Bernoulli(logits=model.networks["x__logits"](t)).log_prob(x).sum(-1)
+                    + torch.logsumexp(log_joint_z(t), 0) - node["fn"].log_prob(t))
+        posterior = torch.softmax(log_joint_z(guide.continuous_loc("t", x)), 0).T
+    assert elbo == pytest.approx(float(explicit.sum()), rel=1e-6)
+    assert torch.allclose(cluster_probabilities(model, guide, "z", (x,)), posterior, atol=1e-6)
+
+
 def ssvae_pair(alpha, labels_per_class=None, classes=3):
     config = SSVAEConfig(num_classes=classes, latent_dim=2, hidden_dims=(8,), classify_weight=alpha,
                          labels_per_class=labels_per_class)
@@ -349,7 +384,35 @@ def test_the_spectral_start_puts_the_prior_on_the_moments_of_the_spectral_cluste
         assert np.allclose((2 * scale[k]).exp().numpy(), members.var(0) + 1e-4, rtol=1e-4)
         assert torch.softmax(logits, -1)[k].item() == pytest.approx(len(members) / len(points), abs=1e-6)
     log_joint = torch.log_softmax(logits, -1) + dist.Normal(loc, scale.exp()).log_prob(codes[:, None]).sum(-1)
-    assert out["pretrain_gmm_loglik"] == pytest.approx(float(log_joint.logsumexp(-1).mean()), rel=1e-4)
+    assert out["pretrain_start_loglik"] == pytest.approx(float(log_joint.logsumexp(-1).mean()), rel=1e-4)
+
+
+@pytest.mark.parametrize("start", ["spectral", "gmm"])
+def test_the_full_covariance_start_puts_each_component_on_its_clusters_covariance(start):
+    """prior_covariance="full": L_k L_kᵀ is the covariance (+ floor I) of the codes in cluster k (spectral), or the
+    full-covariance GMM that emvi's EM fits to the codes (gmm), and μ_k, π_k as in the diagonal start."""
+    from emvi.catalog.deep_mixture import cluster_moments, gmvae_autoencoder
+    from emvi.estimators import Mixture
+    from emvi.inference.pretraining import spectral_clusters
+
+    model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True, prior_covariance="full",
+                                                 pretrain_clusters=start)
+    with torch.no_grad():
+        codes = gmvae_autoencoder(model, guide)[0](digits.x).double()
+    if start == "spectral":
+        labels = spectral_clusters(codes, 4, neighbors=10, restarts=2, seed=0)
+        weights, means, covariances = cluster_moments(codes, labels, 4, floor=1e-4, full=True)
+    else:
+        gmm = Mixture(4, "gaussian-full", n_init=2, max_iter=300, floor=1e-4, seed=0).fit(codes)
+        weights, means, covariances = (torch.as_tensor(a) for a in (gmm.weights_, gmm.means_, gmm.covariances_))
+    raw = model.learned["t__scale_tril"].detach().double().reshape(4, 3, 3)
+    tril = raw.tril(-1) + raw.diagonal(dim1=-2, dim2=-1).exp().diag_embed()
+    assert torch.allclose(tril @ tril.transpose(-1, -2), covariances, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(model.learned["t__loc"].detach().double(), means, atol=1e-5)
+    assert torch.allclose(torch.softmax(model.learned["z__logits"].detach().double(), -1), weights, atol=1e-5)
+    prior = torch.distributions.MultivariateNormal(means, covariance_matrix=covariances)
+    log_joint = weights.log() + prior.log_prob(codes[:, None])
+    assert out["pretrain_start_loglik"] == pytest.approx(float(log_joint.logsumexp(-1).mean()), rel=1e-4)
 
 
 def test_spectral_clusters_follow_the_manifold_where_a_gaussian_mixture_cannot():
@@ -386,6 +449,20 @@ def test_cluster_moments_are_the_hard_assignment_m_step_and_refuse_an_empty_clus
         cluster_moments(codes, torch.tensor([0, 0, 2]), 3)
 
 
+def test_full_cluster_moments_are_each_clusters_biased_covariance_plus_the_floor():
+    from emvi.catalog.deep_mixture import cluster_moments
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    labels = torch.arange(40) % 3
+    weights, means, covariances = cluster_moments(codes, labels, 3, floor=1e-3, full=True)
+    for k in range(3):
+        members = codes[labels == k].numpy()
+        assert np.allclose(covariances[k].numpy(), np.cov(members.T, bias=True) + 1e-3 * np.eye(3), atol=1e-12)
+        assert np.allclose(means[k].numpy(), members.mean(0))
+    assert torch.allclose(covariances.diagonal(dim1=-2, dim2=-1), cluster_moments(codes, labels, 3, floor=1e-3)[2])
+
+
 def test_pretraining_is_seeded_and_leaves_the_global_random_streams_alone():
     first = pretrained_gmvae(seed=3)[0].state_dict()  # (pretrained_gmvae checks the global streams)
     second = pretrained_gmvae(seed=3)[0].state_dict()
@@ -399,7 +476,7 @@ def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
     assert out == {}
     for start in ("spectral", "gmm"):
         model, guide, digits, out = pretrained_gmvae(cluster_posterior="amortised", pretrain_clusters=start)
-        assert math.isfinite(out["pretrain_gmm_loglik"]) and model.learned["t__loc"].shape == (4, 3)
+        assert math.isfinite(out["pretrain_start_loglik"]) and model.learned["t__loc"].shape == (4, 3)
         assert math.isfinite(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, digits.x[:20]))
     with pytest.raises(ConfigError, match="pretrain_epochs"):
         GMVAEConfig(pretrain_epochs=-1)

@@ -159,6 +159,9 @@ class GMVAEConfig(_EncoderDecoderSizes):
     cluster_posterior: str = "exact"
     """exact: z summed out in the model, guide q(t | x), clusters from the exact p(z | x, t); amortised: guide
     q(z | x) q(t | x, z), z enumerated in the guide."""
+    prior_covariance: str = "diag"
+    """diag: t | z ~ Normal(μ_z, diag σ_z²); full: t | z ~ Normal(μ_z, L_z L_zᵀ), L_z ``(q, q)`` lower triangular
+    (the ``mvnormal`` family), so a cluster may be an elongated, tilted ellipsoid in t."""
     pretrain_epochs: int = PRETRAIN_EPOCHS
     """Epochs of the autoencoder start before SVI (:func:`pretrain_gmvae`): the encoder mean and decoder trained as
     a deterministic autoencoder, then μ_k, σ_k (and π if learned) from the clusters of its codes; 0: none."""
@@ -176,6 +179,7 @@ class GMVAEConfig(_EncoderDecoderSizes):
     def __post_init__(self):
         self._check_sizes("num_components")
         check_choice(self.cluster_posterior, "cluster_posterior", ("exact", "amortised"))
+        check_choice(self.prior_covariance, "prior_covariance", ("diag", "full"))
         check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
         check_positive_int(self.pretrain_restarts, "pretrain_restarts")
         check_choice(self.pretrain_clusters, "pretrain_clusters", ("spectral", "gmm"))
@@ -210,9 +214,11 @@ def gmvae_declaration(config: GMVAEConfig) -> Declaration:
         "gmvae",
         latent("z", "categorical", categories=config.num_components, logits=weights,
                summed_in="model" if config.cluster_posterior == "exact" else "auto"),
-        latent("t", "normal", dim=config.latent_dim, loc=table("z"), scale=table("z")),
+        (latent("t", "mvnormal", dim=config.latent_dim, loc=table("z"), scale_tril=table("z"))
+         if config.prior_covariance == "full" else
+         latent("t", "normal", dim=config.latent_dim, loc=table("z"), scale=table("z"))),
         observed("x", "bernoulli", logits=mlp("t", hidden=config.hidden_dims)),
-        description="mixture-prior VAE: cluster z enumerated exactly, t | z ~ N(mu_z, sigma_z), x | t Bernoulli",
+        description="mixture-prior VAE: cluster z enumerated exactly, t | z ~ N(mu_z, Sigma_z), x | t Bernoulli",
     )
 
 
@@ -270,7 +276,7 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     Deterministic given ``train_config.seed``; the global random streams are untouched. Runs on the device of the
     model's parameters. Returns what goes into the run's summary: the epochs, the reconstruction nats per item of
     the last epoch, the log-likelihood per item of the codes under the starting mixture
-    (``pretrain_gmm_loglik``), and the seconds taken."""
+    (``pretrain_start_loglik``), and the seconds taken."""
     from ..estimators import Mixture
     from ..inference.pretraining import encode_in_chunks, pretrain_autoencoder, spectral_clusters
 
@@ -285,32 +291,42 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
                                seed=train_config.seed, binarize=getattr(train_data, "binarize", None), device=device)
     started = time.perf_counter()
     codes = encode_in_chunks(encode, x, device=device, dtype=parameters[0].dtype).double()
+    full = config.prior_covariance == "full"
     if config.pretrain_clusters == "spectral":
         labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
                                    restarts=config.pretrain_restarts, seed=train_config.seed)
-        weights, means, variances = cluster_moments(codes, labels, config.num_components, floor=1e-4)
+        weights, means, covariances = cluster_moments(codes, labels, config.num_components, floor=1e-4, full=full)
     else:
         with warnings.catch_warnings():  # a GMM that stops at max_iter is still a good start
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm = Mixture(config.num_components, "gaussian-diag", n_init=config.pretrain_restarts, max_iter=300,
-                          floor=1e-4, seed=train_config.seed).fit(codes)
-        weights, means, variances = (torch.as_tensor(a) for a in (gmm.weights_, gmm.means_, gmm.covariances_))
+            gmm = Mixture(config.num_components, "gaussian-full" if full else "gaussian-diag",
+                          n_init=config.pretrain_restarts, max_iter=300, floor=1e-4, seed=train_config.seed).fit(codes)
+        weights, means, covariances = (torch.as_tensor(a) for a in (gmm.weights_, gmm.means_, gmm.covariances_))
     tables, dtype = model.learned, parameters[0].dtype
     with torch.no_grad():
         tables["t__loc"].copy_(means.to(dtype))
-        tables["t__scale"].copy_(0.5 * variances.log().to(dtype))
+        if full:  # the unconstrained form of L_k: strict lower triangle, log of the diagonal
+            tril = torch.linalg.cholesky(covariances)
+            raw = tril.tril(-1) + tril.diagonal(dim1=-2, dim2=-1).log().diag_embed()
+            tables["t__scale_tril"].copy_(raw.flatten(1).to(dtype))
+            prior = torch.distributions.MultivariateNormal(means, scale_tril=tril)
+        else:
+            tables["t__scale"].copy_(0.5 * covariances.log().to(dtype))
+            prior = torch.distributions.Independent(torch.distributions.Normal(means, covariances.sqrt()), 1)
         if "z__logits" in tables:  # learned π
             tables["z__logits"].copy_(weights.log().to(dtype))
-    log_joint = weights.log() + torch.distributions.Normal(means, variances.sqrt()).log_prob(codes[:, None]).sum(-1)
+    log_joint = weights.log() + prior.log_prob(codes[:, None])
     return {"pretrain_epochs": config.pretrain_epochs,
             "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1],
-            "pretrain_gmm_loglik": float(log_joint.logsumexp(-1).mean()),
+            "pretrain_start_loglik": float(log_joint.logsumexp(-1).mean()),
             "pretrain_seconds": out["pretrain_seconds"] + time.perf_counter() - started}
 
 
-def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int, *, floor: float = 1e-4):
+def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int, *, floor: float = 1e-4,
+                    full: bool = False):
     """``(weights (K,), means (K, q), variances (K, q))`` of the codes ``(N, q)`` in each cluster of ``labels``
-    ``(N,)``: the M-step of a diagonal Gaussian mixture under hard responsibilities, variances floored at ``floor``.
+    ``(N,)``: the M-step of a diagonal Gaussian mixture under hard responsibilities, variances floored at ``floor``;
+    ``full``: covariances ``(K, q, q)`` (1/N_k Σ_n (t_n - μ_k)(t_n - μ_k)ᵀ + floor I) in place of the variances.
     A cluster with no code is refused (k-means never leaves one empty)."""
     labels = labels.long()
     counts = torch.bincount(labels, minlength=num_clusters).to(codes.dtype)
@@ -318,6 +334,11 @@ def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int
         raise DataError(f"cluster {int((counts == 0).nonzero()[0])} has no item; lower num_components")
     one_hot = torch.nn.functional.one_hot(labels, num_clusters).to(codes.dtype)  # (N, K)
     means = (one_hot.T @ codes) / counts[:, None]
+    if full:
+        centred = codes[None] - means[:, None]  # (K, N, q)
+        scatter = torch.einsum("kni,knj->kij", centred * one_hot.T[..., None], centred)
+        eye = torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device)
+        return counts / counts.sum(), means, scatter / counts[:, None, None] + floor * eye
     variances = (one_hot.T @ codes.square()) / counts[:, None] - means.square()
     return counts / counts.sum(), means, variances.clamp_min(0) + floor
 

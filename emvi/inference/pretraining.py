@@ -74,8 +74,11 @@ def encode_in_chunks(encode, x: torch.Tensor, *, batch_size: int = 1000, device=
 @torch.no_grad()
 def reconstruction_nats(encode, decode, x: torch.Tensor, *, batch_size: int = 1000) -> float:
     """Mean reconstruction cross-entropy (nats per item) of ``x`` through ``encode`` then ``decode``."""
-    logits = encode_in_chunks(lambda batch: decode(encode(batch)), x, batch_size=batch_size)
-    return float(nn.functional.binary_cross_entropy_with_logits(logits, x.cpu(), reduction="sum")) / x.shape[0]
+    def item_nats(batch):  # (B, 1): only the per-item sums leave the chunk, not its (B, D) logits
+        return nn.functional.binary_cross_entropy_with_logits(decode(encode(batch)), batch,
+                                                              reduction="none").sum(-1, keepdim=True)
+
+    return float(encode_in_chunks(item_nats, x, batch_size=batch_size).double().sum()) / x.shape[0]
 
 
 def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int = 10, restarts: int = 10,

@@ -87,15 +87,22 @@ def family_distribution(site: Site, params: dict[str, torch.Tensor], event_dims:
     family = site.family
     if family == "normal":
         d = dist.Normal(params["loc"], params["scale"])
+    elif family == "mvnormal":  # a vector event of its own: the last of the event_dims
+        d = dist.MultivariateNormal(params["loc"], scale_tril=params["scale_tril"])
+        return d.to_event(event_dims - 1) if event_dims > 1 else d
     elif family == "lognormal":
         d = dist.LogNormal(params["loc"], params["scale"])
     elif family == "gamma":
         d = dist.Gamma(params["concentration"], params["rate"])
     elif family == "bernoulli":
-        if data is not None and event_dims == 1 and "logits" in params:
+        if data is not None and event_dims == 1:
             # Observed vectors (images): grey levels in [0, 1] are Bernoulli means, scored by the cross-entropy in
             # training and, through BernoulliLogits' support, in validated evaluation alike (as the vae's decoder).
-            return BernoulliLogits(params["logits"])
+            # probs are clamped to [eps, 1 - eps] first, as Pyro's Bernoulli(probs) does.
+            if "logits" in params:
+                return BernoulliLogits(params["logits"])
+            probs = params["probs"]
+            return BernoulliLogits(torch.logit(probs, eps=torch.finfo(probs.dtype).eps))
         d = dist.Bernoulli(probs=params["probs"]) if "probs" in params else dist.Bernoulli(logits=params["logits"])
     elif family == "categorical":
         d = (dist.Categorical(probs=params["probs"]) if "probs" in params
@@ -197,7 +204,11 @@ class DeclaredModel(nn.Module):
     def _evaluate(self, site: Site, p: str, e: Expr, values: dict) -> torch.Tensor:
         dtype = values["__dtype__"]
         if e.kind == "constant":
-            return torch.tensor(e.value, dtype=dtype, device=values["__device__"])
+            value = torch.tensor(e.value, dtype=dtype, device=values["__device__"])
+            if FAMILIES[site.family].constraint(p) == "lower_cholesky":  # c I
+                size = param_shape(site, p, self.shapes)[-1]
+                value = value * torch.eye(size, dtype=dtype, device=value.device)
+            return value
         if e.kind == "ref":
             value = values[e.inputs[0]]
             if e.index is not None:
@@ -223,8 +234,11 @@ class DeclaredModel(nn.Module):
                                         for i in e.inputs])
             out = self.networks[key](features)
         out = out.reshape(*out.shape[:-1], *target)
-        if FAMILIES[site.family].constraint(p) == "positive":
+        constraint = FAMILIES[site.family].constraint(p)
+        if constraint == "positive":
             out = out.clamp(max=MAX_LOG).exp()
+        elif constraint == "lower_cholesky":  # strict lower triangle as is, diagonal exp of the log scale
+            out = out.tril(-1) + out.diagonal(dim1=-2, dim2=-1).clamp(max=MAX_LOG).exp().diag_embed()
         return out
 
     def local_distribution(self, site: Site, values: dict, data=None) -> dist.Distribution:
