@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=40,
                         help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEConfig.pretrain_epochs)")
-    parser.add_argument("--prior-covariance", choices=("diag", "full"), default="diag",
+    parser.add_argument("--prior-covariance", choices=("diag", "full"), default="full",
                         help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
     parser.add_argument("--pretrain-clusters", choices=("spectral", "gmm"), default="spectral",
                         help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")

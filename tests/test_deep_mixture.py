@@ -54,7 +54,7 @@ def test_gmvae_enumerated_elbo_is_the_q_weighted_sum_over_clusters_plus_the_entr
     x = binary()
     torch.manual_seed(0)
     model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True,
-                                           cluster_posterior="amortised"), info({"x": x}))
+                                           cluster_posterior="amortised", prior_covariance="diag"), info({"x": x}))
     perturbed(model)
     pyro.set_rng_seed(7)
     with torch.no_grad():
@@ -82,8 +82,8 @@ def test_gmvae_with_z_summed_in_the_model_has_the_mixture_prior_density_and_the_
 
     x = binary()
     torch.manual_seed(0)
-    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True),
-                               info({"x": x}))
+    model, guide = build_gmvae(GMVAEConfig(num_components=3, latent_dim=2, hidden_dims=(8,), learn_weights=True,
+                                           prior_covariance="diag"), info({"x": x}))
     perturbed(model)
     assert "z" not in guide.encoders and "t_n ~ Normal(loc=table[z], scale=table[z])  shape (2,); guide q(t | data)" \
         in model.declaration.story()
@@ -347,7 +347,8 @@ def test_pretraining_lowers_the_reconstruction_error_and_puts_the_prior_on_a_gmm
     model, guide = emvi.runs.build_model("gmvae", GMVAEConfig(num_components=4, latent_dim=3, hidden_dims=(16,)),
                                          digits.info(), seed=0)
     before = reconstruction_nats(*gmvae_autoencoder(model, guide)[:2], digits.x)
-    model, guide, _, out = pretrained_gmvae(epochs=10, learn_weights=True, pretrain_clusters="gmm")
+    model, guide, _, out = pretrained_gmvae(epochs=10, learn_weights=True, pretrain_clusters="gmm",
+                                            prior_covariance="diag")
     encode, decode, _ = gmvae_autoencoder(model, guide)
     after = reconstruction_nats(encode, decode, digits.x)
     assert after < before - 5 and out["pretrain_reconstruction_nats"] == pytest.approx(after, rel=0.1)
@@ -372,7 +373,7 @@ def test_the_spectral_start_puts_the_prior_on_the_moments_of_the_spectral_cluste
     from emvi.catalog.deep_mixture import gmvae_autoencoder
     from emvi.inference.pretraining import spectral_clusters
 
-    model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True)
+    model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True, prior_covariance="diag")
     with torch.no_grad():
         codes = gmvae_autoencoder(model, guide)[0](digits.x).double()
     labels = spectral_clusters(codes, 4, neighbors=10, restarts=2, seed=0).numpy()
@@ -484,6 +485,8 @@ def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
         GMVAEConfig(pretrain_clusters="kmeans")
     with pytest.raises(ConfigError, match="pretrain_neighbors"):
         GMVAEConfig(pretrain_neighbors=0)
+    with pytest.raises(ConfigError, match="prior_covariance"):
+        GMVAEConfig(prior_covariance="spherical")
 
 
 def test_run_fit_pretrains_a_new_fit_once_and_a_resumed_fit_never(tmp_path, monkeypatch):
