@@ -102,7 +102,8 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
                                             prior=False)
     out["is_loglik_vae"] = float(estimates.importance.mean())
 
-    config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed, **sizes)
+    config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
+                         latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims))
     inputs = ("x", "y", "y_mask")
     labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
     model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
@@ -139,7 +140,9 @@ def main(argv=None) -> dict:
                         help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
     parser.add_argument("--pretrain-clusters", choices=("spectral", "gmm"), default="spectral",
                         help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
-    parser.add_argument("--latent-dim", type=int, default=10)
+    parser.add_argument("--latent-dim", type=int, default=10, help="t's size in the gmvae and the vae")
+    parser.add_argument("--ssvae-latent-dim", type=int, default=2,
+                        help="t's size in the ssvae (SSVAEConfig.latent_dim: small, so that y carries the class)")
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[500])
     parser.add_argument("--labels-per-class", type=int, default=10)
     parser.add_argument("--classifier-steps", type=int, default=500, help="Adam steps of the supervised-only net")
@@ -154,7 +157,7 @@ def main(argv=None) -> dict:
         args.epochs, args.num_samples, args.num_test, args.hidden_dims = 10, 50, 200, [64]
         args.pretrain_epochs = 20
         args.learning_rate = 3e-3
-        args.latent_dim, args.classifier_steps = 4, 200
+        args.latent_dim, args.ssvae_latent_dim, args.classifier_steps = 4, 2, 200
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     name = "digits" if args.quick else "mnist"
@@ -168,7 +171,8 @@ def main(argv=None) -> dict:
     summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
                      "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs,
                      "pretrain_clusters": args.pretrain_clusters,
-                     "prior_covariance": args.prior_covariance, "num_samples": args.num_samples, "seeds": args.seeds}
+                     "prior_covariance": args.prior_covariance,
+                     "ssvae_latent_dim": args.ssvae_latent_dim, "num_samples": args.num_samples, "seeds": args.seeds}
     for key in per_seed[0]:
         values = [r[key] for r in per_seed]
         summary[key] = statistics.fmean(values)
