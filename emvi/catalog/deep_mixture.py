@@ -335,9 +335,9 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     tables, dtype = model.learned, parameters[0].dtype
     with torch.no_grad():
         tables["t__loc"].copy_(means.to(dtype))
-        if full:  # the unconstrained form of L_k: strict lower triangle, log of the diagonal
+        if full:  # the table holds L_k unconstrained (strict lower triangle, log of the diagonal): torch's inverse
             tril = torch.linalg.cholesky(covariances)
-            raw = tril.tril(-1) + tril.diagonal(dim1=-2, dim2=-1).log().diag_embed()
+            raw = torch.distributions.transform_to(torch.distributions.constraints.lower_cholesky).inv(tril)
             tables["t__scale_tril"].copy_(raw.flatten(1).to(dtype))
             prior = torch.distributions.MultivariateNormal(means, scale_tril=tril)
         else:
