@@ -40,7 +40,7 @@ from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig
-from emvi.runs import build_model, pretrain
+from emvi.runs import build_model, pretrain, svi_config
 
 KEYS = ("cluster_acc_gmvae", "cluster_acc_gmm_pixels", "cluster_acc_kmeans", "ssvae_acc_100",
         "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
@@ -109,7 +109,7 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
     model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
     classifier = copy.deepcopy(guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
     started = time.perf_counter()
-    train(model, guide, labelled_train, config=schedule)
+    train(model, guide, labelled_train, config=svi_config("ssvae", config, schedule))  # labelled items in every step
     out["seconds_ssvae_fit"] = time.perf_counter() - started
     predicted = predicted_labels(model, guide, label_view(config, binary_test, "test").with_inputs(inputs))
     out["ssvae_acc_100"] = float((predicted == binary_test.y).float().mean())  # M2's log p(x) is not asked for

@@ -89,6 +89,10 @@ class ModelEntry:
     starting weights before SVI (e.g. ``gmvae``'s autoencoder and mixture fit, VaDE's start), on the device of their
     parameters, seeded by ``train_config.seed``; it returns metrics for the run's summary. :func:`emvi.runs.run_fit`
     calls it on a new SVI fit only: a resumed fit's checkpoint already holds the pretrained, then trained, weights."""
+    stratify: Callable[[Any], str | None] | None = None
+    """``stratify(config) -> name`` of the data array whose values split the items into strata that every SVI step
+    draws from (:attr:`emvi.inference.TrainConfig.stratify`), when the training options name none; e.g. the
+    semi-supervised VAE puts its labelled images in every step."""
 
 
 _MODELS: dict[str, ModelEntry] = {}

@@ -125,6 +125,8 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                           f"got {type(method_config).__name__}")
     if method != "svi" and entry.fit is None:
         raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
+    if method == "svi":
+        method_config = svi_config(entry, model_config, method_config)
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     if method == "mcmc" and distributed.is_distributed():
@@ -208,6 +210,18 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         print(note)
     print(f"outputs written to {run.path}")
     return run.path
+
+
+def svi_config(entry, model_config, train_config):
+    """``train_config`` with the entry's strata (its ``stratify`` hook, e.g. ssvae's ``y_mask``) when it names none."""
+    from .registry import get_model
+
+    entry = get_model(entry) if isinstance(entry, str) else entry
+    if train_config.stratify is None and entry.stratify is not None:
+        name = entry.stratify(model_config)
+        if name is not None:
+            return dataclasses.replace(train_config, stratify=name)
+    return train_config
 
 
 def pretrain(entry, model, guide, train_data, model_config, train_config) -> dict:

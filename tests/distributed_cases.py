@@ -1,9 +1,11 @@
 """The fits the multi-process tests run on 2 ranks (tests/distributed_worker.py) and in one process (the tests)."""
 
+import dataclasses
 import warnings
 
 import torch
 
+from emvi.data import ArrayDataset
 from emvi.estimators import HMM, PPCA, FactorAnalysis, Mixture
 from emvi.inference.em import ConvergenceWarning
 from emvi.inference.runner import TrainConfig, train
@@ -20,14 +22,19 @@ def mixture_data(n: int = 301, seed: int = 0) -> torch.Tensor:
     return centres[z] + torch.randn(n, 2, generator=g, dtype=torch.float64)
 
 
-def svi_fit(run_dir=None, resume=False, callbacks=()):
+def svi_fit(run_dir=None, resume=False, callbacks=(), stratified=False):
     """An enumerated Gaussian mixture by SVI in float64 (deterministic: no sampled site, so any difference between
-    process counts is the order of sums); 301 items in global batches of 50 (the last one 1 item: one rank idle)."""
+    process counts is the order of sums); 301 items in global batches of 50 (the last one 1 item: one rank idle).
+    ``stratified``: every step also holds the 21 items of a second stratum (each rank a slice of both parts)."""
     torch.manual_seed(0)
     model = MixtureModel(MixtureConfig(num_components=3), 2, dtype=torch.float64)
     model.break_symmetry()
     x = mixture_data()
-    result = train(model, MixtureGuide(), x, valid_data=mixture_data(61, seed=1), config=SVI_CONFIG, run_dir=run_dir,
+    config = SVI_CONFIG
+    if stratified:
+        x = ArrayDataset(x=x, arrays={"group": torch.arange(x.shape[0]) % 15 == 0})
+        config = dataclasses.replace(SVI_CONFIG, stratify="group")
+    result = train(model, MixtureGuide(), x, valid_data=mixture_data(61, seed=1), config=config, run_dir=run_dir,
                    resume=resume, callbacks=callbacks)
     return {"params": {k: v.detach().clone() for k, v in model.state_dict().items()},
             "history": [{k: v for k, v in h.items() if k in ("train_loss", "valid_loss")} for h in result.history]}

@@ -20,7 +20,8 @@ from emvi.inference import distributed  # noqa: E402
 
 
 def equivalence(out: str) -> None:
-    results = {"svi": cases.svi_fit(), "em": cases.em_fits(), "world_size": distributed.world_size()}
+    results = {"svi": cases.svi_fit(), "svi_stratified": cases.svi_fit(stratified=True), "em": cases.em_fits(),
+               "world_size": distributed.world_size()}
     if distributed.is_main_process():
         torch.save(results, out)
 

@@ -26,6 +26,7 @@ from emvi.catalog.deep_mixture import (
 from emvi.data import load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
 from emvi.errors import ConfigError, DataError
+from emvi.inference import TrainConfig
 from emvi.inference.likelihood import without_training_terms
 from emvi.registry import DataInfo
 
@@ -220,6 +221,28 @@ def test_enumeration_is_really_used_in_the_guide(which):
     assert trace.nodes["t"]["value"].shape == (k, N, 2)
     model_trace = poutine.trace(model).get_trace(*data)
     assert "enumerate" not in model_trace.nodes[name]["infer"]  # summed by the guide, not again by the model
+
+
+@pytest.mark.parametrize("which", ["gmvae", "ssvae"])
+def test_the_runner_default_elbo_sums_out_the_sites_the_guide_marks_for_enumeration(which):
+    """``TrainConfig(elbo="auto")``, as a script calling ``train`` gets it, picks TraceEnum_ELBO for an amortised
+    cluster or M2's missing label, marked for enumeration in the guide (Trace_ELBO would sample them); an explicit
+    Trace_ELBO says so in a warning."""
+    from emvi.inference.runner import _follow_discrete_sites
+
+    if which == "gmvae":
+        x = binary()
+        model, guide = build_gmvae(GMVAEConfig(num_components=4, latent_dim=2, hidden_dims=(8,),
+                                               cluster_posterior="amortised"), info({"x": x}))
+        data, name = (x,), "z"
+    else:
+        model, guide, arrays = ssvae_pair(0.1, labels_per_class=2, classes=4)
+        arrays["y_mask"] = torch.arange(N) % 3 == 0
+        data, name = (arrays["x"], arrays["y"], arrays["y_mask"]), "y_missing"
+    loss_model, config = _follow_discrete_sites(TrainConfig(), model, guide, data, N)
+    assert config.elbo == "enum" and config.max_plate_nesting == 1 and loss_model is model
+    with pytest.warns(UserWarning, match=f"samples the guide's site\\(s\\) {name} marked for enumeration"):
+        _follow_discrete_sites(TrainConfig(elbo="trace"), model, guide, data, N)
 
 
 def test_a_cluster_summed_in_the_model_is_enumerated_there_and_absent_from_the_guide():

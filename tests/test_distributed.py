@@ -79,10 +79,11 @@ def test_single_process_initialises_nothing_distributed():
     assert distributed.world_size() == 1 and distributed.rank() == 0 and not distributed.is_distributed()
 
 
-def test_svi_on_two_ranks_takes_the_steps_of_one_rank_on_the_same_global_batches(two_process_results):
+@pytest.mark.parametrize("stratified", [False, True])
+def test_svi_on_two_ranks_takes_the_steps_of_one_rank_on_the_same_global_batches(two_process_results, stratified):
     assert two_process_results["world_size"] == 2
-    one = cases.svi_fit()
-    two = two_process_results["svi"]
+    one = cases.svi_fit(stratified=stratified)
+    two = two_process_results["svi_stratified" if stratified else "svi"]
     _assert_close(two["params"], one["params"], rel=0.0, abs_=1e-6, what="svi ")
     _assert_close(two["params"], one["params"], rel=1e-9, abs_=1e-12, what="svi ")
     for h2, h1 in zip(two["history"], one["history"], strict=True):

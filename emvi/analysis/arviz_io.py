@@ -22,7 +22,7 @@ import torch
 
 def _arviz():
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="ArviZ is undergoing a major refactor", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
         import arviz as az
     return az
 

@@ -222,13 +222,17 @@ class SSVAEConfig(_EncoderDecoderSizes):
     to style, and M2's unlabelled term then pulls q(y | x) off the classes (see the module docstring)."""
     num_classes: int = 10
     """C, the number of label values."""
-    classify_weight: float = 50000.0
+    classify_weight: float = 300000.0
     """c: weight of log q(y_n | x_n) per labelled item in the training loss (Kingma et al.'s α = c · N_labelled); see
     the module docstring for why it is far above their α = 0.1 · N."""
     labels_per_class: int | None = 10
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
     """Seed of the labelled subset."""
+    labelled_in_every_batch: bool = True
+    """Stratified SVI steps (``TrainConfig.stratify = "y_mask"``): every step holds up to ``batch_size`` labelled
+    images besides ``batch_size`` unlabelled ones, each part scaled by its own count (Kingma et al.'s sampling); off:
+    items drawn uniformly, so a step holds a labelled image now and then, with weight c · N / batch_size."""
 
     def __post_init__(self):
         self._check_sizes("num_classes")
@@ -479,7 +483,8 @@ ENTRIES = (
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum",
                max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
-               prepare_data=label_view),
+               prepare_data=label_view,
+               stratify=lambda config: "y_mask" if config.labelled_in_every_batch else None),
 )
 
 __all__ = ["GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "gmvae_declaration", "pretrain_gmvae",

@@ -5,8 +5,11 @@ Each step estimates the negative ELBO of the full data set from a mini-batch,
     loss = -( E_q[log p(x_B | z_B)] * N/|B| + E_q[log p(z) - log q(z)] ),
 
 through ``elbo.differentiable_loss(model, guide, *batch, num_data=N)`` (the model's data plate does the N/|B|
-scaling) and takes one step of a single torch optimizer over the parameters of ``model`` and ``guide``.  Parameters
-live in the modules (``module_local_params``), and the fit runs inside a fresh Pyro param-store scope, so two fits in
+scaling) and takes one step of a single torch optimizer over the parameters of ``model`` and ``guide``.  With
+``TrainConfig.stratify`` each step holds a part of every stratum s of the data (e.g. M2's labelled and unlabelled
+images), one ELBO call each with ``num_data=N_s``, and the loss is their sum Σ_s (N_s/|B_s|) Σ_{n in B_s} ℓ_n: still
+an unbiased estimate of the full-data loss (:func:`epoch_batches`; the terms of sites outside the data plate are
+scaled by 1/S in each of the S calls, so they count once).  Parameters live in the modules (``module_local_params``), and the fit runs inside a fresh Pyro param-store scope, so two fits in
 one process never share parameters by accident.
 
 Per epoch the runner appends a line to ``metrics.jsonl`` and atomically rewrites ``checkpoint.pt`` (model and guide
@@ -46,7 +49,7 @@ from ..validation import check_choice, check_number, check_positive_int, check_s
 from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
-from .sites import enumerate_discrete, hidden_discrete_sites
+from .sites import enumerate_discrete, enumerated_guide_sites, hidden_discrete_sites
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
@@ -93,6 +96,12 @@ class TrainConfig:
     """Use Pyro's JIT ELBOs, falling back to eager mode when compilation fails."""
     progress: bool = True
     """Show a progress bar with the running loss (only on a terminal)."""
+    stratify: str | None = None
+    """Name of a data array ``(N,)`` of stratum labels (bool or integer), e.g. ssvae's ``y_mask``: every step then
+    holds up to ``batch_size`` items of each stratum (the whole stratum when it is smaller), an epoch is one pass
+    over the largest, and each stratum's part is scaled by its own size N_s, so the step still estimates the
+    full-data ELBO without bias, with far less variance when a small stratum weighs much (M2's labelled images,
+    Kingma et al. 2014). Sites outside the data plate (global latents) count once per step, not once per stratum."""
 
     def __post_init__(self):
         check_positive_int(self.epochs, "epochs", minimum=0)
@@ -115,6 +124,8 @@ class TrainConfig:
             check_positive_int(self.early_stopping_patience, "early_stopping_patience")
         if self.clip_grad_norm is not None:  # a negative norm would reverse the gradients
             check_number(self.clip_grad_norm, "clip_grad_norm", minimum=0, exclusive_minimum=True)
+        if self.stratify is not None and (not isinstance(self.stratify, str) or not self.stratify):
+            raise ConfigError(f"stratify must name a data array (e.g. y_mask), got {self.stratify!r}")
         if self.elbo == "renyi" and not self.renyi_alpha < 1:
             raise ConfigError(f"renyi_alpha must be < 1, got {self.renyi_alpha}")
 
@@ -141,6 +152,26 @@ class TrainResult:
     @property
     def final_train_loss(self) -> float | None:
         return self.history[-1]["train_loss"] if self.history else None
+
+
+class _ScaleSharedSites(Messenger):
+    """Multiplies by ``factor`` the log-density of every sample site outside the data plate of ``num_data`` items.
+
+    Under stratified batches each stratum's part is one ELBO call, and each call adds the terms of the sites outside
+    the data plate (global latents); with ``factor`` = 1/S over S parts they add up to those terms once."""
+
+    def __init__(self, factor: float, num_data: int):
+        super().__init__()
+        self.factor, self.num_data = factor, num_data
+
+    def _process_message(self, msg):
+        # Plates entered inside the model have already added their frames (they sit above this handler).
+        if msg["type"] == "sample" and not any(_full_size(f) == self.num_data for f in msg["cond_indep_stack"]):
+            msg["scale"] = self.factor * msg["scale"]
+
+
+def _full_size(frame) -> int:
+    return frame.full_size if getattr(frame, "full_size", None) is not None else frame.size
 
 
 class _ScaleLatentSites(Messenger):
@@ -195,6 +226,7 @@ def train(
 
     num_data = int(train_tensors[0].shape[0])
     batch_size = min(config.batch_size, num_data)
+    strata = _strata(train_data, config.stratify, num_data)
     resolved = {"train": config.to_dict(), **(extra_config or {})}
     store = pyro.get_param_store()
     with store.scope() as scope, pyro.validation_enabled(config.validate):
@@ -240,42 +272,34 @@ def train(
             # Lines of an epoch interrupted after its metrics line but before its checkpoint are dropped.
             writer.write_metrics(history)
 
-        steps_per_epoch = math.ceil(num_data / batch_size)
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            order = torch.randperm(num_data, generator=torch.Generator().manual_seed(config.seed * 1_000_003 + epoch))
-            order = order.to(device)
+            steps = epoch_batches(num_data, batch_size, seed=config.seed, epoch=epoch, strata=strata)
             total, seen = 0.0, 0
-            bar = _progress(config, steps_per_epoch, epoch) if rank == 0 else None
-            for step in range(steps_per_epoch):
-                index = order[step * batch_size : (step + 1) * batch_size]
-                global_size = index.shape[0]
-                warmup = _kl_weight(config, epoch + step / steps_per_epoch)
-                if world == 1:
-                    batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
-                    loss = _loss(elbo, loss_model, guide, batch, num_data, warmup)
-                    value = loss.item()
-                    _check_finite(value, epoch, step, run_dir)
-                    optimizer.zero_grad(set_to_none=True)
+            bar = _progress(config, len(steps), epoch) if rank == 0 else None
+            for step, parts in enumerate(steps):
+                warmup = _kl_weight(config, epoch + step / len(steps))
+                optimizer.zero_grad(set_to_none=True)
+                local = 0.0
+                for index, part_size in parts:
+                    # Across processes rank r takes the r-th contiguous slice of each part, weighted by its share.
+                    start, stop = distributed.shard_bounds(index.shape[0]) if world > 1 else (0, index.shape[0])
+                    if stop <= start:
+                        continue
+                    batch = transform(tuple(t.index_select(0, index[start:stop].to(device)) for t in train_tensors))
+                    loss = _loss(elbo, loss_model, guide, batch, part_size, warmup, num_parts=len(parts))
+                    if world > 1:
+                        loss = loss * ((stop - start) / index.shape[0])
+                    local += loss.item()
                     loss.backward()
-                else:
-                    start, stop = distributed.shard_bounds(global_size)
-                    optimizer.zero_grad(set_to_none=True)
-                    local = 0.0
-                    if stop > start:
-                        index = index[start:stop]
-                        batch = transform(tuple(t.index_select(0, index) for t in train_tensors))
-                        share = (stop - start) / global_size
-                        loss = _loss(elbo, loss_model, guide, batch, num_data, warmup) * share
-                        local = loss.item()
-                        loss.backward()
-                    value = _all_reduce_gradients(params, local)
-                    _check_finite(value, epoch, step, run_dir)
+                value = local if world == 1 else _all_reduce_gradients(params, local)
+                _check_finite(value, epoch, step, run_dir)
                 if config.clip_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 optimizer.step()
-                total += value * global_size
-                seen += global_size
+                step_items = sum(index.shape[0] for index, _ in parts)
+                total += value * step_items
+                seen += step_items
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen / num_data:.4g}")
@@ -425,26 +449,76 @@ def _to_device(state, device):
     return state
 
 
-def _loss(elbo, model, guide, batch, num_data, kl_weight):
+def _loss(elbo, model, guide, batch, num_data, kl_weight, *, num_parts: int = 1):
     if kl_weight < 1.0:
         scale = _ScaleLatentSites(kl_weight)
         model, guide = scale(model), scale(guide)
+    if num_parts > 1:
+        shared = _ScaleSharedSites(1.0 / num_parts, num_data)
+        model, guide = shared(model), shared(guide)
     return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
 
 
+def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int,
+                  strata: torch.Tensor | None = None) -> list[list[tuple[torch.Tensor, int]]]:
+    """Each step's parts ``[(item indices, N_part)]`` for epoch ``epoch``: a function of ``(seed, epoch)`` only, so a
+    resumed fit replays the same batches.
+
+    Without ``strata``: one part per step, consecutive slices of ``batch_size`` of one permutation of the N items,
+    each scaled by N. With ``strata`` ``(N,)`` (stratum labels): one part per stratum s of N_s items in every step,
+    ``min(batch_size, N_s)`` of its items scaled by N_s; ``ceil(max_s N_s / batch_size)`` steps, one pass over the
+    largest stratum, and the smaller ones cycle through fresh permutations (a stratum of at most ``batch_size`` items
+    is whole in every step)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if strata is None:
+        order = torch.randperm(num_data, generator=generator)
+        return [[(order[start : start + batch_size], num_data)] for start in range(0, num_data, batch_size)]
+    members = [torch.nonzero(strata == value).squeeze(-1) for value in torch.unique(strata)]
+    num_steps = math.ceil(max(m.shape[0] for m in members) / batch_size)
+    steps: list[list[tuple[torch.Tensor, int]]] = [[] for _ in range(num_steps)]
+    for items in members:
+        size = items.shape[0]
+        per_step = min(batch_size, size)
+        needed = size if size > (num_steps - 1) * per_step else num_steps * per_step  # one pass, else cycle
+        draws = [items[torch.randperm(size, generator=generator)] for _ in range(math.ceil(needed / size))]
+        cycle = torch.cat(draws)[:needed]
+        for step in range(num_steps):
+            steps[step].append((cycle[step * per_step : (step + 1) * per_step], size))
+    return steps
+
+
+def _strata(data, name: str | None, num_data: int) -> torch.Tensor | None:
+    """The stratum labels ``(N,)`` named by ``TrainConfig.stratify`` (checked), or None."""
+    if name is None:
+        return None
+    if not hasattr(data, "array"):
+        raise ConfigError(f"stratify={name!r} needs an ArrayDataset holding an array {name!r}; got "
+                          f"{type(data).__name__}")
+    values = data.array(name)
+    if values.shape != (num_data,) or torch.is_floating_point(values) or torch.is_complex(values):
+        raise DataError(f"stratify: array {name!r} must hold one bool or integer stratum label per item, shape "
+                        f"({num_data},); got dtype {values.dtype}, shape {tuple(values.shape)}")
+    return values.detach().cpu().long()
+
+
 def _follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
-    """Resolve ``elbo="auto"``: TraceEnum_ELBO (the sites marked for enumeration) when the model has discrete latents
-    its guide does not sample, else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it
-    would sample those sites from the prior."""
+    """Resolve ``elbo="auto"``: TraceEnum_ELBO when the model has discrete latents its guide does not sample (marked
+    for enumeration in the model) or the guide marks its own discrete sites for enumeration (M2's unlabelled y),
+    else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it would sample those sites."""
     hidden, nesting = hidden_discrete_sites(model, guide, *batch, num_data=num_data)
+    marked = enumerated_guide_sites(guide, *batch, num_data=num_data)
     seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
     if config.elbo == "auto":
-        if not hidden:
+        if not hidden and not marked:
             return model, dataclasses.replace(config, elbo="trace")
         nesting = config.max_plate_nesting if config.max_plate_nesting is not None else nesting
-        return enumerate_discrete(model), dataclasses.replace(config, elbo="enum", max_plate_nesting=nesting)
+        return (enumerate_discrete(model) if hidden else model), dataclasses.replace(config, elbo="enum",
+                                                                                     max_plate_nesting=nesting)
     if hidden:
         warnings.warn(f"elbo={config.elbo!r} samples the discrete site(s) {', '.join(hidden)} from the prior; "
+                      "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=3)
+    if marked:
+        warnings.warn(f"elbo={config.elbo!r} samples the guide's site(s) {', '.join(marked)} marked for enumeration; "
                       "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=3)
     return model, config
 

@@ -3,7 +3,9 @@
 Trace_ELBO samples a discrete latent the guide does not cover from the model's prior: an unbiased but noisy ELBO
 whose gradient never reaches that site's parameters through the draw. TraceEnum_ELBO sums it out exactly, EM's
 E-step in the ELBO. The runner and :func:`emvi.inference.auto.prepare_model` use :func:`hidden_discrete_sites` to
-choose between them and :class:`EnumeratedModel` to mark the sites for parallel enumeration.
+choose between them and :class:`EnumeratedModel` to mark the sites for parallel enumeration; the runner also
+chooses TraceEnum_ELBO for a guide whose own discrete sites are marked for enumeration
+(:func:`enumerated_guide_sites`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,16 @@ def hidden_discrete_sites(model: Callable, guide: Callable, *batch, **kwargs) ->
     return tuple(names), nesting
 
 
+def enumerated_guide_sites(guide: Callable, *batch, **kwargs) -> tuple[str, ...]:
+    """The guide's discrete sites marked for enumeration (``infer={"enumerate": ...}``, e.g. M2's unlabelled y): only
+    TraceEnum_ELBO sums them out; Trace_ELBO would sample them, with a score-function gradient."""
+    with torch.no_grad(), pyro.validation_enabled(False), poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*batch, **kwargs)
+    return tuple(name for name, site in guide_trace.nodes.items()
+                 if site["type"] == "sample" and not site["is_observed"] and site["infer"].get("enumerate")
+                 and is_enumerable(site))
+
+
 class EnumeratedModel(torch.nn.Module):
     """``model`` with its discrete sites marked for parallel enumeration (``config_enumerate``), still an
     ``nn.Module`` whose ``parameters()`` are the model's: a plain ``config_enumerate`` wrapper is a function, and an
@@ -59,4 +71,5 @@ def enumerate_discrete(model: Callable) -> Callable:
     return config_enumerate(model, default="parallel")
 
 
-__all__ = ["EnumeratedModel", "enumerate_discrete", "hidden_discrete_sites", "is_enumerable"]
+__all__ = ["EnumeratedModel", "enumerate_discrete", "enumerated_guide_sites", "hidden_discrete_sites",
+           "is_enumerable"]
