@@ -7,7 +7,8 @@ test images:
 * (b) ``cluster_acc_kmeans``: k-means (K = 10) on the pixels;
 * (c) ``cluster_acc_gmvae``: emvi's ``gmvae`` (K = 10), argmax q(z | x); clustering accuracy is the Hungarian
   matching of clusters to labels (:func:`emvi.analysis.clustering.cluster_accuracy`);
-* (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x);
+* (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x); as ``emvi fit`` trains it:
+  TraceEnum_ELBO, and every step holds the 100 labelled images beside 128 unlabelled ones (stratified steps);
 * (e) ``supervised_only_acc_100``: the same classifier network as (d)'s q(y | x), from the same initial weights,
   trained by cross-entropy on those labelled images alone;
 * ``is_loglik_gmvae`` and ``is_loglik_vae``: the importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and
