@@ -105,3 +105,17 @@ def test_ssvae_puts_its_labelled_images_in_every_step_unless_told_not_to(tmp_pat
     # the items seen per epoch tell them apart.
     seen = metrics[0]["items_per_second"] * metrics[0]["seconds"]
     assert seen == pytest.approx(280 + 5 * 20 if every_batch else 300, rel=1e-6)
+
+
+def test_a_resumed_stratified_fit_replays_the_same_batches(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    x = 1.0 + torch.randn(50, generator=g, dtype=torch.float64)
+    data = ArrayDataset(x=x, arrays={"group": torch.arange(50) % 10 == 0})  # 45 and 5 items
+    config = TrainConfig(epochs=3, batch_size=8, learning_rate=0.05, stratify="group", progress=False, seed=4)
+    straight = train(_global_and_local, _point_guide, data, config=config)
+    train(_global_and_local, _point_guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 2}),
+          run_dir=tmp_path / "run")
+    resumed = train(_global_and_local, _point_guide, data, config=config, run_dir=tmp_path / "run", resume=True)
+    assert resumed.param_store_state["theta_loc"].item() == straight.param_store_state["theta_loc"].item()
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    assert straight.param_store_state["theta_loc"].item() != pytest.approx(0.7, abs=1e-3)  # it did train
