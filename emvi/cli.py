@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ConfigError, EmviError
+from .errors import ConfigError, DistributedError, EmviError
 
 EXIT_USAGE = 2
 
@@ -163,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("EMVI_DEBUG"):
             raise
         print(f"emvi: error: {exc}", file=sys.stderr)
+        if isinstance(exc, DistributedError):  # a peer died: its process group cannot be torn down cleanly
+            distributed.abandon(EXIT_USAGE)
         return EXIT_USAGE
     finally:
         distributed.shutdown()

@@ -33,9 +33,9 @@ def kill(run_dir: str) -> None:
 
     try:
         cases.svi_fit(run_dir=run_dir, callbacks=(die_after_epoch_two,))
-    except DistributedError as exc:
+    except DistributedError as exc:  # as emvi's CLI does
         print(f"emvi: error: {exc}", file=sys.stderr)
-        sys.exit(3)
+        distributed.abandon(3)
 
 
 if __name__ == "__main__":

@@ -104,7 +104,9 @@
   once per step on average, each weighing c · N / 128, so the classification term arrives in rare, heavy kicks.
   Kingma et al. and Pyro's example sample this way too. Measured on MNIST (seed 0, 100 labels, q = 2, c = 300,000,
   30 epochs, test accuracy): 0.842 with uniform steps, 0.871 with stratified ones (0.784, 0.811, 0.826 after 1, 2, 3
-  epochs, then rising steadily), at about 1.8 times the cost per epoch (228 items per step instead of 128).
+  epochs, then rising steadily), at about 1.8 times the cost per epoch (228 items per step instead of 128). The
+  benchmark (seeds 0-2, defaults): 0.861 ± 0.010 (0.856, 0.873, 0.855), against 0.749 ± 0.014 for the classifier
+  trained on the 100 labels alone; the M2 fit took 305-330 s per seed.
 
   The classification weight c = ``classify_weight`` multiplies log q(y_n | x_n) for each labelled item in the
   training loss (the ELBO is summed over items, so c is on the per-item scale of log p(x_n)). Kingma et al.'s

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -108,6 +109,20 @@ def shutdown() -> None:
     """Leave the process group (if this process joined one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def abandon(code: int) -> NoReturn:
+    """End this process at once with exit status ``code`` after a failed collective (a peer died): flush stdout and
+    stderr, then ``os._exit``. A process group whose peer is gone cannot be left cleanly: gloo's teardown (in
+    ``destroy_process_group`` or at interpreter exit) sometimes aborts the process ("terminate called without an
+    active exception", status -6), which would hide the one-line error's exit status. Checkpoints are already on disk
+    (written atomically), so nothing is lost."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 @contextlib.contextmanager
@@ -253,7 +268,7 @@ def on_main_process(fn: Callable[[], Any]) -> Any:
 
 
 __all__ = [
-    "init_from_environment", "shutdown", "world_size", "rank", "is_distributed", "is_main_process",
+    "abandon", "init_from_environment", "shutdown", "world_size", "rank", "is_distributed", "is_main_process",
     "launched_by_torchrun", "single_process", "shard", "shard_bounds", "all_reduce_sum_", "broadcast_",
     "broadcast_module_", "broadcast_object", "all_gather_object", "barrier", "on_main_process", "timeout_seconds",
 ]
