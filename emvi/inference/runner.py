@@ -9,8 +9,9 @@ scaling) and takes one step of a single torch optimizer over the parameters of `
 ``TrainConfig.stratify`` each step holds a part of every stratum s of the data (e.g. M2's labelled and unlabelled
 images), one ELBO call each with ``num_data=N_s``, and the loss is their sum Σ_s (N_s/|B_s|) Σ_{n in B_s} ℓ_n: still
 an unbiased estimate of the full-data loss (:func:`epoch_batches`; the terms of sites outside the data plate are
-scaled by 1/S in each of the S calls, so they count once).  Parameters live in the modules (``module_local_params``), and the fit runs inside a fresh Pyro param-store scope, so two fits in
-one process never share parameters by accident.
+scaled by 1/S in each of the S calls, so they count once).  Parameters live in the modules
+(``module_local_params``), and the fit runs inside a fresh Pyro param-store scope, so two fits in one process never
+share parameters by accident.
 
 Per epoch the runner appends a line to ``metrics.jsonl`` and atomically rewrites ``checkpoint.pt`` (model and guide
 state including buffers, optimizer and scheduler state, RNG states, epoch, history).  Resuming from it replays the
