@@ -50,7 +50,7 @@ from ..validation import check_choice, check_number, check_positive_int, check_s
 from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import get_rng_state, seed_everything, set_rng_state
-from .sites import enumerate_discrete, enumerated_guide_sites, hidden_discrete_sites
+from .sites import discrete_sites, enumerate_discrete
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
@@ -275,7 +275,8 @@ def train(
 
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            steps = epoch_batches(num_data, batch_size, seed=config.seed, epoch=epoch, strata=strata)
+            steps = epoch_batches(num_data, batch_size, seed=config.seed, epoch=epoch, strata=strata,
+                                  device=device)
             total, seen = 0.0, 0
             bar = _progress(config, len(steps), epoch) if rank == 0 else None
             for step, parts in enumerate(steps):
@@ -284,10 +285,10 @@ def train(
                 local = 0.0
                 for index, part_size in parts:
                     # Across processes rank r takes the r-th contiguous slice of each part, weighted by its share.
-                    start, stop = distributed.shard_bounds(index.shape[0]) if world > 1 else (0, index.shape[0])
+                    start, stop = distributed.shard_bounds(index.shape[0])
                     if stop <= start:
                         continue
-                    batch = transform(tuple(t.index_select(0, index[start:stop].to(device)) for t in train_tensors))
+                    batch = transform(tuple(t.index_select(0, index[start:stop]) for t in train_tensors))
                     loss = _loss(elbo, loss_model, guide, batch, part_size, warmup, num_parts=len(parts))
                     if world > 1:
                         loss = loss * ((stop - start) / index.shape[0])
@@ -460,8 +461,8 @@ def _loss(elbo, model, guide, batch, num_data, kl_weight, *, num_parts: int = 1)
     return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
 
 
-def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int,
-                  strata: torch.Tensor | None = None) -> list[list[tuple[torch.Tensor, int]]]:
+def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int, strata: torch.Tensor | None = None,
+                  device=None) -> list[list[tuple[torch.Tensor, int]]]:
     """Each step's parts ``[(item indices, N_part)]`` for epoch ``epoch``: a function of ``(seed, epoch)`` only, so a
     resumed fit replays the same batches.
 
@@ -469,10 +470,10 @@ def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int,
     each scaled by N. With ``strata`` ``(N,)`` (stratum labels): one part per stratum s of N_s items in every step,
     ``min(batch_size, N_s)`` of its items scaled by N_s; ``ceil(max_s N_s / batch_size)`` steps, one pass over the
     largest stratum, and the smaller ones cycle through fresh permutations (a stratum of at most ``batch_size`` items
-    is whole in every step)."""
+    is whole in every step). Drawn on the CPU, the indices go to ``device`` once per permutation, not per step."""
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     if strata is None:
-        order = torch.randperm(num_data, generator=generator)
+        order = torch.randperm(num_data, generator=generator).to(device)
         return [[(order[start : start + batch_size], num_data)] for start in range(0, num_data, batch_size)]
     members = [torch.nonzero(strata == value).squeeze(-1) for value in torch.unique(strata)]
     num_steps = math.ceil(max(m.shape[0] for m in members) / batch_size)
@@ -482,7 +483,7 @@ def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int,
         per_step = min(batch_size, size)
         needed = size if size > (num_steps - 1) * per_step else num_steps * per_step  # one pass, else cycle
         draws = [items[torch.randperm(size, generator=generator)] for _ in range(math.ceil(needed / size))]
-        cycle = torch.cat(draws)[:needed]
+        cycle = torch.cat(draws)[:needed].to(device)
         for step in range(num_steps):
             steps[step].append((cycle[step * per_step : (step + 1) * per_step], size))
     return steps
@@ -506,8 +507,7 @@ def _follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
     """Resolve ``elbo="auto"``: TraceEnum_ELBO when the model has discrete latents its guide does not sample (marked
     for enumeration in the model) or the guide marks its own discrete sites for enumeration (M2's unlabelled y),
     else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it would sample those sites."""
-    hidden, nesting = hidden_discrete_sites(model, guide, *batch, num_data=num_data)
-    marked = enumerated_guide_sites(guide, *batch, num_data=num_data)
+    hidden, marked, nesting = discrete_sites(model, guide, *batch, num_data=num_data)
     seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
     if config.elbo == "auto":
         if not hidden and not marked:
