@@ -618,3 +618,36 @@ def test_grey_level_images_fit_and_evaluate_as_bernoulli_means(tmp_path, capsys)
                  "--no-plots", "--run-dir", str(run)]) == 0
     assert main(["evaluate", str(run), "--num-samples", "3"]) == 0
     assert "cluster_accuracy" in capsys.readouterr().out
+
+
+# -- the benchmark's protocol ---------------------------------------------------------------------------------------
+
+
+def _benchmark_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deep_mixture.py"
+    spec = importlib.util.spec_from_file_location("deep_mixture_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_scores_the_test_draw_that_emvi_evaluate_scores():
+    """With dynamic binarisation every VAE in the benchmark is scored on one fixed Bernoulli draw of the test images,
+    the same draw ``evaluate_gmvae`` / ``evaluate_ssvae`` take from a dynamically binarised data set; training keeps
+    the grey levels and draws per step."""
+    from dataclasses import replace
+
+    from emvi.catalog.deep_mixture import _evaluation_tensors
+
+    bench = _benchmark_module()
+    data = load_dataset("digits").subset(range(50))
+    drawn = bench.binarized_test(data, "dynamic")
+    assert set(drawn.x.unique().tolist()) == {0.0, 1.0} and drawn.binarize == "static"
+    assert torch.equal(drawn.x, _evaluation_tensors(replace(data, binarize="dynamic"))[0])
+    assert not torch.equal(drawn.x, (data.x > 0.5).to(data.x.dtype))  # a draw, not the threshold
+    train = bench.binarized(data, "dynamic")
+    assert train.binarize == "dynamic" and torch.equal(train.x, data.x)
+    assert torch.equal(bench.binarized_test(data, "static").x, (data.x > 0.5).to(data.x.dtype))

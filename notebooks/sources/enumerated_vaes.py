@@ -9,7 +9,7 @@ md("""# Clustering and semi-supervised learning with enumerated VAEs
 
 Two VAEs with a discrete latent that Pyro *sums out exactly* (TraceEnum_ELBO), EM's E-step inside a VAE:
 
-* `gmvae`, the mixture-prior VAE: z ~ Categorical(1/K), t | z ~ N(μ_z, diag σ_z²), x | t ~ Bernoulli(f(t)), guide
+* `gmvae`, the mixture-prior VAE: z ~ Categorical(1/K), t | z ~ N(μ_z, Σ_z), x | t ~ Bernoulli(f(t)), guide
   q(t | x) with z summed out in the model. argmax p(z | x, t) clusters the images without labels.
 * `ssvae`, Kingma et al.'s M2: y ~ Categorical(1/C), t ~ N(0, I), x | y, t ~ Bernoulli(f(t, y)), guide
   q(y | x) q(t | x, y); y is observed for a few labelled images and enumerated for the rest, and the training loss
@@ -20,6 +20,7 @@ below are tiny so the notebook runs in seconds; `benchmarks/deep_mixture.py` run
 code("""# Parameters
 EPOCHS = 8
 LATENT_DIM = 4
+SSVAE_LATENT_DIM = 2  # M2's style latent: small, so that y carries the class
 HIDDEN_DIMS = (64,)
 NUM_COMPONENTS = 10
 LABELS_PER_CLASS = 10
@@ -31,10 +32,10 @@ import torch
 from sklearn.cluster import KMeans
 
 from emvi.analysis.clustering import cluster_accuracy
-from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, evaluate_ssvae, label_view
+from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, evaluate_ssvae, label_view, pretrain_gmvae
 from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
-from emvi.runs import build_model
+from emvi.runs import build_model, svi_config
 
 torch.set_num_threads(1)
 digits = load_dataset("digits", binarize="static")
@@ -49,13 +50,14 @@ model, guide = build_model("gmvae", config, digits.info(), seed=SEED)
 print(model.declaration.story(model.shapes))""")
 md("""Enumeration is real: the guide q(t | x) draws only t, and when the model is replayed at that draw under
 `poutine.enum`, z is not a draw but all K values along a dimension of its own, so t's prior log-density has one row
-per cluster and the ELBO holds the exact mixture density log Σ_k π_k N(t; μ_k, σ_k²)
+per cluster and the ELBO holds the exact mixture density log Σ_k π_k N(t; μ_k, Σ_k)
 (`tests/test_deep_mixture.py` checks it to 1e-6). Each image's cluster is then the exact p(z | x, t).""")
 code("""guide_trace = poutine.trace(guide).get_trace(digits.x[:5])
 replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
 model_trace = poutine.trace(replayed).get_trace(digits.x[:5])
 {name: tuple(site["value"].shape) for name, site in model_trace.nodes.items() if site["type"] == "sample"}""")
-code("""train(model, guide, digits, config=schedule)
+code("""pretrain_gmvae(model, guide, digits, config, schedule)  # an autoencoder, then the prior from spectral clusters of its codes
+train(model, guide, digits, config=schedule)
 metrics = evaluate_gmvae(model, guide, test, num_samples=NUM_SAMPLES)
 kmeans = KMeans(NUM_COMPONENTS, n_init=3, random_state=SEED).fit(digits.x.numpy())
 metrics["kmeans_cluster_accuracy"] = cluster_accuracy(kmeans.predict(test.x.numpy()), test.y.numpy())
@@ -71,14 +73,14 @@ md("""## The semi-supervised VAE (M2) with 10 labels per class
 `label_view` keeps a seeded, class-balanced subset of the labels and hides the others (-1), so the model never sees
 them; the classifier q(y | x) is scored on the test images. Beside it: the same classifier network trained on the
 100 labelled images alone.""")
-code("""config = SSVAEConfig(num_classes=10, latent_dim=LATENT_DIM, hidden_dims=HIDDEN_DIMS,
+code("""config = SSVAEConfig(num_classes=10, latent_dim=SSVAE_LATENT_DIM, hidden_dims=HIDDEN_DIMS,
                      labels_per_class=LABELS_PER_CLASS, label_seed=SEED)
 inputs = ("x", "y", "y_mask")
 labelled = label_view(config, digits, "train").with_inputs(inputs)
 model, guide = build_model("ssvae", config, labelled.info(), seed=SEED)
 print(model.declaration.story(model.shapes))
 classifier = type(guide.encoders["y"])([64, *HIDDEN_DIMS, 10])
-train(model, guide, labelled, config=schedule)
+train(model, guide, labelled, config=svi_config("ssvae", config, schedule))  # the labelled images in every step
 metrics = evaluate_ssvae(model, guide, label_view(config, test, "test").with_inputs(inputs), num_samples=NUM_SAMPLES)
 
 mask = labelled.array("y_mask")
@@ -90,7 +92,10 @@ for _ in range(200):
 with torch.no_grad():
     metrics["supervised_only_accuracy"] = float((classifier(test.x).argmax(-1) == test.y).float().mean())
 metrics""")
-md("""At these settings M2 is still far from converged; the benchmark trains for longer on MNIST. The classification
+md("""`svi_config` gives the fit the model's stratified steps: every step holds the labelled images beside a batch of
+unlabelled ones, each part scaled by its own count (`TrainConfig.stratify = "y_mask"`), so the classification term
+weighs in at every step rather than in rare, heavy ones. At these settings M2 is still far from converged; the
+benchmark trains for longer on MNIST. The classification
 term shapes training only: the ELBO and importance-sampled log p(x) above leave it out
 (`emvi.inference.likelihood.without_training_terms`).""")
 nb["cells"] = cells
