@@ -76,11 +76,11 @@
   autoencoder epochs, 30 SVI epochs; the autoencoder's start differs from the diagonal fit's because the prior's
   tables take other random draws): 0.720, 0.781, 0.750 at the start and 0.744, 0.804, 0.755 after SVI for seeds
   0-2, against 0.741, 0.736, 0.728 diagonal; NMI 0.738, 0.758, 0.747 against 0.671, 0.657, 0.658. The benchmark
-  (seeds 0-2, defaults): clustering accuracy 0.767 ± 0.032, NMI 0.747 ± 0.010, 9.6 effective clusters, log p(x)
-  -89.21 ± 0.23 against the plain VAE's -92.75 ± 0.54. The cost is a (q, q) triangular solve per cluster in the
-  prior's density, small beside the decoder (the gmvae fit took 79 s and 87 s for seeds 1 and 2 on a quiet
-  machine). A longer autoencoder start did not help: 100 epochs instead of 40 gave 0.731 at the start for seed 0
-  (0.720 after 40).
+  (seeds 0-2, static, 40 autoencoder epochs): clustering accuracy 0.767 ± 0.032, NMI 0.747 ± 0.010, 9.6 effective
+  clusters, log p(x) -89.21 ± 0.23 against the plain VAE's -92.75 ± 0.54. The cost is a (q, q) triangular solve per
+  cluster in the prior's density, small beside the decoder (the gmvae fit took 79 s and 87 s for seeds 1 and 2 on a
+  quiet machine). A longer autoencoder start did not help: 100 epochs instead of 40 gave 0.731 at the start for seed
+  0 (0.720 after 40).
 
   Tried and not adopted (MNIST, seed 0, scored on the test images): input dropout 0.2 in the autoencoder (DEC's
   denoising) gave 0.62, 0.73, 0.64 (GMM start) after 20, 40, 60 epochs, no steadier than without; five epochs
@@ -126,7 +126,7 @@
   Kingma et al. and Pyro's example sample this way too. Measured on MNIST (seed 0, 100 labels, q = 2, c = 300,000,
   30 epochs, test accuracy): 0.842 with uniform steps, 0.871 with stratified ones (0.784, 0.811, 0.826 after 1, 2, 3
   epochs, then rising steadily), at about 1.8 times the cost per epoch (228 items per step instead of 128). The
-  benchmark (seeds 0-2, defaults): 0.861 ± 0.010 (0.856, 0.873, 0.855), against 0.749 ± 0.014 for the classifier
+  benchmark (seeds 0-2, static, 30 epochs): 0.861 ± 0.010 (0.856, 0.873, 0.855), against 0.749 ± 0.014 for the classifier
   trained on the 100 labels alone; the M2 fit took 305-330 s per seed.
 
   **Dynamic binarisation lifts it further** (``--binarize dynamic``): each step then sees a fresh Bernoulli draw
