@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from emvi.analysis.clustering import cluster_accuracy
-from emvi.analysis.vae import EVALUATION_BINARIZATION_SEED
+from emvi.analysis.vae import evaluation_draw
 from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, label_view, predicted_labels
 from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
@@ -141,10 +141,9 @@ def binarized(data, mode: str):
 
 def binarized_test(data, mode: str):
     """Test images for every VAE score: thresholded (static), or one fixed Bernoulli draw (dynamic; the draw
-    ``emvi evaluate`` scores, seeded by ``EVALUATION_BINARIZATION_SEED``)."""
+    ``emvi evaluate`` scores, :func:`emvi.analysis.vae.evaluation_draw`)."""
     if mode == "dynamic":
-        generator = torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED)
-        return replace(data, x=torch.bernoulli(data.x, generator=generator), binarize="static")
+        return replace(data, x=evaluation_draw(data.x), binarize="static")
     return binarized(data, mode)
 
 

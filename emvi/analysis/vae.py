@@ -103,13 +103,19 @@ EVALUATION_BINARIZATION_SEED = 0
 """A dynamically binarised run is evaluated on one fixed Bernoulli draw of the held-out images (the usual protocol)."""
 
 
+def evaluation_draw(x: torch.Tensor) -> torch.Tensor:
+    """The one fixed Bernoulli draw ``(N, D)`` of grey-level images ``x`` ``(N, D)`` on which a dynamically binarised
+    run is scored (seeded by :data:`EVALUATION_BINARIZATION_SEED`, so every evaluation sees the same images)."""
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED))
+
+
 def evaluate_vae(model, guide, data, *, num_samples: int = 1000) -> dict:
     """Held-out ELBO, importance-sampled log p(x) and prior-sampled log p(x), K = ``num_samples`` each."""
     model.eval(), guide.eval()
     device = next(model.parameters()).device
     x = data.x
     if getattr(data, "binarize", None) == "dynamic":
-        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED))
+        x = evaluation_draw(x)
     return estimate_log_likelihood(model, guide, x.to(device), num_samples=num_samples).summary() | {
         "num_items": int(x.shape[0])}
 

@@ -180,7 +180,7 @@ import torch
 from ..analysis.clustering import effective_num_clusters
 from ..analysis.declared import declared_inference_data
 from ..analysis.deep_mixture import cluster_probabilities, clustering_metrics, deep_mixture_plots
-from ..analysis.vae import EVALUATION_BINARIZATION_SEED
+from ..analysis.vae import evaluation_draw
 from ..data.labels import balanced_label_mask
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
 from ..errors import DataError
@@ -448,8 +448,7 @@ def _evaluation_tensors(data) -> tuple[torch.Tensor, ...]:
     """The model's arrays; dynamically binarised images as one fixed Bernoulli draw (the VAE's protocol)."""
     tensors = tuple(data.tensors)
     if getattr(data, "binarize", None) == "dynamic":
-        generator = torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED)
-        tensors = (torch.bernoulli(tensors[0], generator=generator),) + tensors[1:]
+        tensors = (evaluation_draw(tensors[0]),) + tensors[1:]
     return tensors
 
 
