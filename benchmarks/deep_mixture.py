@@ -162,7 +162,7 @@ def main(argv=None) -> dict:
                         help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEConfig.pretrain_epochs)")
     parser.add_argument("--prior-covariance", choices=("diag", "full"), default="full",
                         help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
-    parser.add_argument("--pretrain-clusters", choices=("spectral", "gmm"), default="spectral",
+    parser.add_argument("--pretrain-clusters", choices=("tsne", "spectral", "gmm"), default="tsne",
                         help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
     parser.add_argument("--latent-dim", type=int, default=10, help="t's size in the gmvae and the vae")
     parser.add_argument("--ssvae-latent-dim", type=int, default=2,

@@ -38,12 +38,15 @@
   changed the clustering: the encoder mean and the decoder are first trained as a deterministic autoencoder
   (VaDE, Jiang et al. 2017), then the prior's μ_k, σ_k (and π if learned) are set from clusters of the codes of the
   training items. Nothing in it sees a label. It runs before SVI from ``emvi fit``, spec files and the benchmark
-  (the registry's ``pretrain`` hook, :func:`emvi.runs.run_fit`), never again on ``--resume``. Two ways to cluster
+  (the registry's ``pretrain`` hook, :func:`emvi.runs.run_fit`), never again on ``--resume``. Three ways to cluster
   the codes (``pretrain_clusters``):
 
-  - ``"spectral"`` (default; N2D's manifold step, McConville et al. 2019): spectral clustering of the codes'
-    10-nearest-neighbour graph (:func:`emvi.inference.pretraining.spectral_clusters`), and each component takes
-    the mean, variance and share of its cluster's codes (:func:`cluster_moments`);
+  - ``"tsne"`` (default; N2D, McConville et al. 2019, with t-SNE as the manifold learner): a full-covariance
+    Gaussian mixture fit by EM to the codes' 2-D t-SNE map (:func:`emvi.inference.pretraining.embedded_clusters`),
+    and each component takes the mean, covariance and share of its cluster's codes (:func:`cluster_moments`); see
+    the last measurements below for why it replaced the spectral start;
+  - ``"spectral"`` (N2D's manifold step in graph form): spectral clustering of the codes' 10-nearest-neighbour graph
+    (:func:`emvi.inference.pretraining.spectral_clusters`), the components again from its clusters' moments;
   - ``"gmm"`` (VaDE's): a diagonal GMM fit by EM to the codes, the best of ``pretrain_restarts`` k-means++ starts
     by its log-likelihood.
 
@@ -225,14 +228,18 @@ class GMVAEConfig(_EncoderDecoderSizes):
     pretrain_epochs: int = PRETRAIN_EPOCHS
     """Epochs of the autoencoder start before SVI (:func:`pretrain_gmvae`): the encoder mean and decoder trained as
     a deterministic autoencoder, then μ_k, σ_k (and π if learned) from the clusters of its codes; 0: none."""
-    pretrain_clusters: str = "spectral"
-    """Where the prior's start comes from after the autoencoder: spectral (the moments of the clusters that spectral
-    clustering of the codes' nearest-neighbour graph finds, N2D's manifold step) or gmm (a diagonal GMM fit to the
-    codes by EM, VaDE's)."""
+    pretrain_clusters: str = "tsne"
+    """Where the prior's start comes from after the autoencoder: tsne (the moments of the clusters that a Gaussian
+    mixture finds on the codes' t-SNE map, N2D's recipe), spectral (the same from spectral clustering of the codes'
+    nearest-neighbour graph) or gmm (a GMM fit to the codes by EM, VaDE's). See the module docstring for the
+    measurements behind the default."""
     pretrain_neighbors: int = 10
     """Nearest neighbours per code in spectral's graph."""
+    pretrain_perplexity: float = 30.0
+    """t-SNE's perplexity (tsne's map of the codes; capped at (N - 1) / 3)."""
     pretrain_restarts: int = 10
-    """k-means++ starts (seeded by the fit's seed) of spectral's k-means or of the GMM; the best objective is kept."""
+    """k-means++ starts (seeded by the fit's seed) of tsne's GMM on the map, of spectral's k-means or of the GMM; the
+    best objective is kept."""
 
     cli_aliases = {"num_components": ("-k",)}
 
@@ -242,8 +249,9 @@ class GMVAEConfig(_EncoderDecoderSizes):
         check_choice(self.prior_covariance, "prior_covariance", ("diag", "full"))
         check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
         check_positive_int(self.pretrain_restarts, "pretrain_restarts")
-        check_choice(self.pretrain_clusters, "pretrain_clusters", ("spectral", "gmm"))
+        check_choice(self.pretrain_clusters, "pretrain_clusters", ("tsne", "spectral", "gmm"))
         check_positive_int(self.pretrain_neighbors, "pretrain_neighbors")
+        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -333,10 +341,12 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
        min Σ_n BCE(x_n, sigmoid f(m(x_n))) (:func:`emvi.inference.pretraining.pretrain_autoencoder`), with the SVI
        fit's batch size, learning rate and seed (VaDE, Jiang et al. 2017);
     2. the codes m(x_n) ``(N, q)`` of the training items are clustered, without labels: ``pretrain_clusters =
-       "spectral"`` by spectral clustering of their ``pretrain_neighbors``-nearest-neighbour graph
-       (:func:`emvi.inference.pretraining.spectral_clusters`), each component then the mean, variance and share of
-       its cluster's codes (:func:`cluster_moments`); ``"gmm"`` by a diagonal Gaussian mixture fit by EM (the best
-       log-likelihood of ``pretrain_restarts`` k-means++ starts);
+       "tsne"`` by a Gaussian mixture on their t-SNE map with perplexity ``pretrain_perplexity``
+       (:func:`emvi.inference.pretraining.embedded_clusters`), ``"spectral"`` by spectral clustering of their
+       ``pretrain_neighbors``-nearest-neighbour graph (:func:`emvi.inference.pretraining.spectral_clusters`), each
+       component then the mean, (co)variance and share of its cluster's codes (:func:`cluster_moments`); ``"gmm"``
+       by a Gaussian mixture fit to the codes by EM (the best log-likelihood of ``pretrain_restarts`` k-means++
+       starts);
     3. the prior's tables take that mixture's values: μ_k = its means, log σ_k = ½ log of its variances, and
        π_k = its weights if π is learned.
 
@@ -345,7 +355,7 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     the last epoch, the log-likelihood per item of the codes under the starting mixture
     (``pretrain_start_loglik``), and the seconds taken."""
     from ..estimators import Mixture
-    from ..inference.pretraining import encode_in_chunks, pretrain_autoencoder, spectral_clusters
+    from ..inference.pretraining import embedded_clusters, encode_in_chunks, pretrain_autoencoder, spectral_clusters
 
     if config.pretrain_epochs == 0:
         return {}
@@ -359,9 +369,13 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     started = time.perf_counter()
     codes = encode_in_chunks(encode, x, device=device, dtype=parameters[0].dtype).double()
     full = config.prior_covariance == "full"
-    if config.pretrain_clusters == "spectral":
-        labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
-                                   restarts=config.pretrain_restarts, seed=train_config.seed)
+    if config.pretrain_clusters in ("tsne", "spectral"):
+        if config.pretrain_clusters == "tsne":
+            labels = embedded_clusters(codes, config.num_components, perplexity=config.pretrain_perplexity,
+                                       restarts=config.pretrain_restarts, seed=train_config.seed)
+        else:
+            labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
+                                       restarts=config.pretrain_restarts, seed=train_config.seed)
         weights, means, covariances = cluster_moments(codes, labels, config.num_components, floor=1e-4, full=full)
     else:
         with warnings.catch_warnings():  # a GMM that stops at max_iter is still a good start

@@ -56,7 +56,7 @@ code("""guide_trace = poutine.trace(guide).get_trace(digits.x[:5])
 replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
 model_trace = poutine.trace(replayed).get_trace(digits.x[:5])
 {name: tuple(site["value"].shape) for name, site in model_trace.nodes.items() if site["type"] == "sample"}""")
-code("""pretrain_gmvae(model, guide, digits, config, schedule)  # an autoencoder, then the prior from spectral clusters of its codes
+code("""pretrain_gmvae(model, guide, digits, config, schedule)  # an autoencoder, then the prior from clusters of its codes' t-SNE map
 train(model, guide, digits, config=schedule)
 metrics = evaluate_gmvae(model, guide, test, num_samples=NUM_SAMPLES)
 kmeans = KMeans(NUM_COMPONENTS, n_init=3, random_state=SEED).fit(digits.x.numpy())
