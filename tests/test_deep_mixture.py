@@ -525,7 +525,7 @@ def test_pretraining_is_seeded_and_leaves_the_global_random_streams_alone():
 def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
     model, guide, digits, out = pretrained_gmvae(epochs=0)
     assert out == {}
-    for start in ("spectral", "gmm"):
+    for start in ("tsne", "spectral", "gmm"):
         model, guide, digits, out = pretrained_gmvae(cluster_posterior="amortised", pretrain_clusters=start)
         assert math.isfinite(out["pretrain_start_loglik"]) and model.learned["t__loc"].shape == (4, 3)
         assert math.isfinite(TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, digits.x[:20]))
@@ -535,6 +535,8 @@ def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
         GMVAEConfig(pretrain_clusters="kmeans")
     with pytest.raises(ConfigError, match="pretrain_neighbors"):
         GMVAEConfig(pretrain_neighbors=0)
+    with pytest.raises(ConfigError, match="pretrain_perplexity"):
+        GMVAEConfig(pretrain_perplexity=0.5)
     with pytest.raises(ConfigError, match="prior_covariance"):
         GMVAEConfig(prior_covariance="spherical")
 
