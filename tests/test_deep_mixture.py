@@ -417,9 +417,9 @@ def test_the_full_covariance_start_puts_each_component_on_its_clusters_covarianc
     """prior_covariance="full": L_k L_kᵀ is the covariance (+ floor I) of the codes in cluster k (tsne: the clusters
     of the codes' t-SNE map; spectral), or the full-covariance GMM that emvi's EM fits to the codes (gmm), and μ_k,
     π_k as in the diagonal start."""
-    from emvi.catalog.deep_mixture import cluster_moments, gmvae_autoencoder
+    from emvi.catalog.deep_mixture import cluster_moments, embedded_clusters, gmvae_autoencoder
     from emvi.estimators import Mixture
-    from emvi.inference.pretraining import embedded_clusters, spectral_clusters
+    from emvi.inference.pretraining import spectral_clusters
 
     model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True, prior_covariance="full",
                                                  pretrain_clusters=start)
@@ -471,8 +471,8 @@ def test_tsne_clusters_separate_what_touches_where_a_gaussian_mixture_cannot():
     from sklearn.datasets import make_moons
 
     from emvi.analysis.clustering import cluster_accuracy
+    from emvi.catalog.deep_mixture import embedded_clusters
     from emvi.estimators import Mixture
-    from emvi.inference.pretraining import embedded_clusters
 
     points, moons = make_moons(400, noise=0.05, random_state=0)
     noise = 0.05 * np.random.default_rng(0).standard_normal((400, 8))

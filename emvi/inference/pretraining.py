@@ -6,8 +6,9 @@ encoder's mean, with no sampling and no KL term::
     min_{φ, θ}  Σ_n Σ_d  BCE(x_nd, sigmoid(f_θ(m_φ(x_n)))_d)        m_φ(x_n) = the location of q(t_n | x_n)
 
 VaDE (Jiang et al. 2017) starts its mixture-prior VAE from such an autoencoder and a Gaussian mixture fit to the codes
-m_φ(x_n); :func:`embedded_clusters` fits that mixture to the codes' t-SNE map instead (N2D's recipe, McConville
-et al. 2019), and :func:`spectral_clusters` clusters the codes along their nearest-neighbour graph. The model entries that use them (``gmvae``'s
+m_φ(x_n); :func:`emvi.catalog.deep_mixture.embedded_clusters` fits that mixture to the codes' t-SNE map instead (N2D's
+recipe, McConville et al. 2019), and :func:`spectral_clusters` clusters the codes along their nearest-neighbour
+graph. The model entries that use them (``gmvae``'s
 :func:`emvi.catalog.deep_mixture.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order
 comes from a private generator seeded by ``seed`` (global random streams are left as they were, so the SVI that
 follows draws what it would have drawn without pretraining).
@@ -24,7 +25,6 @@ from torch import nn
 
 from ..errors import DataError
 from ..validation import check_positive_int
-from .em import ConvergenceWarning
 
 
 def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode: Callable[[torch.Tensor], torch.Tensor],
@@ -122,40 +122,3 @@ def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int 
     labels = KMeans(num_clusters, n_init=restarts, random_state=seed).fit_predict(embedding)
     return torch.as_tensor(labels, dtype=torch.long)
 
-
-def embedded_clusters(codes: torch.Tensor, num_clusters: int, *, perplexity: float = 30.0, restarts: int = 10,
-                      seed: int = 0) -> torch.Tensor:
-    """Cluster labels ``(N,)`` of ``codes`` ``(N, q)`` by a Gaussian mixture on their t-SNE map (N2D's recipe,
-    McConville et al. 2019, with t-SNE as the manifold learner)::
-
-        e_n = t-SNE(codes)_n  ``(N, 2)``   (Barnes-Hut, ``perplexity`` neighbours' worth of bandwidth, PCA start)
-        labels_n = argmax_k p(k | e_n) under a full-covariance K-component GMM fit to e by EM (best log-likelihood
-                   of ``restarts`` k-means++ starts)
-
-    t-SNE keeps each code's neighbourhood and lets distinct neighbourhoods drift apart, so clusters that touch in
-    the codes (a 4 and a 9 drawn alike) come out as separate blobs, which a Gaussian mixture then finds. The
-    neighbour graph of :func:`spectral_clusters` sees the same neighbourhoods but cuts where the graph is thinnest,
-    which for some autoencoders is through a digit rather than between two. Costs O(N log N) per t-SNE iteration
-    (about 100-190 s for 15,604 codes on 2 cores). ``perplexity`` is capped at (N - 1) / 3 for small data.
-    Deterministic given ``seed``; the global random streams are untouched. Uses no label.
-    """
-    from sklearn.manifold import TSNE
-
-    from ..estimators import Mixture
-
-    check_positive_int(num_clusters, "num_clusters", minimum=2)
-    check_positive_int(restarts, "restarts")
-    if not perplexity > 0:
-        raise DataError(f"perplexity must be positive, got {perplexity}")
-    points = codes.detach().cpu().double().numpy()
-    if points.shape[0] < max(4, 2 * num_clusters):
-        raise DataError(f"t-SNE clustering needs at least {max(4, 2 * num_clusters)} items for {num_clusters} "
-                        f"clusters, got {points.shape[0]}; lower num_components or use more data")
-    perplexity = min(float(perplexity), (points.shape[0] - 1) / 3)
-    embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
-    with warnings.catch_warnings():  # a mixture that stops at max_iter still gives good labels
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        # a tight tolerance: on the map, EM creeps for hundreds of iterations before two blobs part (measured on
-        # MNIST codes: tol 1e-3 stopped at 0.818 accuracy, 1e-6 went on to 0.917 at a higher log-likelihood)
-        gmm = Mixture(num_clusters, "gaussian-full", n_init=restarts, max_iter=1000, tol=1e-6, floor=1e-6, seed=seed)
-        return torch.as_tensor(gmm.fit_predict(embedding), dtype=torch.long)
