@@ -442,6 +442,17 @@ def test_the_full_covariance_start_puts_each_component_on_its_clusters_covarianc
     assert out["pretrain_start_loglik"] == pytest.approx(float(log_joint.logsumexp(-1).mean()), rel=1e-4)
 
 
+def assert_seeded_and_exact(cluster, truth):
+    """``cluster()`` leaves the global random streams alone, gives the same labels twice and recovers ``truth``."""
+    from emvi.analysis.clustering import cluster_accuracy
+
+    streams = torch.get_rng_state()
+    labels = cluster()
+    assert torch.equal(torch.get_rng_state(), streams)
+    assert torch.equal(labels, cluster())
+    assert cluster_accuracy(labels.numpy(), truth) == 1.0
+
+
 def test_spectral_clusters_follow_the_manifold_where_a_gaussian_mixture_cannot():
     """Two concentric rings: spectral clustering of the 10-neighbour graph recovers the rings exactly, a diagonal
     GMM (emvi's EM, best of 3 starts) cuts them in halves (accuracy near 1/2). Seeded, global streams untouched."""
@@ -453,11 +464,7 @@ def test_spectral_clusters_follow_the_manifold_where_a_gaussian_mixture_cannot()
 
     points, rings = make_circles(600, factor=0.4, noise=0.03, random_state=0)
     codes = torch.as_tensor(points)
-    streams = torch.get_rng_state()
-    labels = spectral_clusters(codes, 2, neighbors=10, seed=0)
-    assert torch.equal(torch.get_rng_state(), streams)
-    assert torch.equal(labels, spectral_clusters(codes, 2, neighbors=10, seed=0))
-    assert cluster_accuracy(labels.numpy(), rings) == 1.0
+    assert_seeded_and_exact(lambda: spectral_clusters(codes, 2, neighbors=10, seed=0), rings)
     gmm = Mixture(2, "gaussian-diag", n_init=3, seed=0).fit(codes)
     assert cluster_accuracy(gmm.predict(codes), rings) < 0.75
     with pytest.raises(DataError, match="more items"):
@@ -477,11 +484,7 @@ def test_tsne_clusters_separate_what_touches_where_a_gaussian_mixture_cannot():
     points, moons = make_moons(400, noise=0.05, random_state=0)
     noise = 0.05 * np.random.default_rng(0).standard_normal((400, 8))
     codes = torch.as_tensor(np.hstack([points, noise]))
-    streams = torch.get_rng_state()
-    labels = embedded_clusters(codes, 2, restarts=3, seed=0)
-    assert torch.equal(torch.get_rng_state(), streams)
-    assert torch.equal(labels, embedded_clusters(codes, 2, restarts=3, seed=0))
-    assert cluster_accuracy(labels.numpy(), moons) == 1.0
+    assert_seeded_and_exact(lambda: embedded_clusters(codes, 2, restarts=3, seed=0), moons)
     gmm = Mixture(2, "gaussian-full", n_init=3, seed=0).fit(codes)
     assert cluster_accuracy(gmm.predict(codes), moons) < 0.95
     with pytest.raises(DataError, match="at least 4 items"):
