@@ -11,7 +11,10 @@ both at 0.5 instead:
 * (c) ``cluster_acc_gmvae``: emvi's ``gmvae`` (K = 10), argmax q(z | x); clustering accuracy is the Hungarian
   matching of clusters to labels (:func:`emvi.analysis.clustering.cluster_accuracy`);
 * (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x); as ``emvi fit`` trains it:
-  TraceEnum_ELBO, and every step holds the 100 labelled images beside 128 unlabelled ones (stratified steps);
+  the start (:func:`emvi.catalog.deep_mixture.pretrain_ssvae`, ``--ssvae-pretrain-epochs``: q(y | x)'s hidden
+  layer as an autoencoder's encoder on every training image, then q(y | x) trained on the clusters of the codes'
+  t-SNE map, each named by the labelled images it holds; ``ssvae_start_acc_100`` scores q(y | x) there), then
+  TraceEnum_ELBO, every step holding the 100 labelled images beside 128 unlabelled ones (stratified steps);
 * (e) ``supervised_only_acc_100``: the same classifier network as (d)'s q(y | x), from the same initial weights,
   trained by cross-entropy on those labelled images alone (a fresh Bernoulli draw of them in each step, as (d));
 * ``is_loglik_gmvae`` and ``is_loglik_vae``: the importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and
@@ -113,16 +116,24 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
     out["is_loglik_vae"] = float(estimates.importance.mean())
 
     config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
-                         latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims))
+                         latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims),
+                         classify_weight=args.classify_weight, pretrain_epochs=args.ssvae_pretrain_epochs)
     inputs = ("x", "y", "y_mask")
     labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
     model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
     classifier = copy.deepcopy(guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
     started = time.perf_counter()
     ssvae_schedule = replace(schedule, epochs=args.ssvae_epochs)
-    train(model, guide, labelled_train, config=svi_config("ssvae", config, ssvae_schedule))  # labelled in every step
+    start = pretrain("ssvae", model, guide, labelled_train, config, ssvae_schedule)
+    out |= {f"ssvae_{k}": v for k, v in start.items() if k in ("pretrain_seconds", "pretrain_labelled_cluster_agreement")}
+    labelled_test = label_view(config, binary_test, "test").with_inputs(inputs)
+    if args.ssvae_pretrain_epochs:  # q(y | x) at the start: what M2's SVI then keeps or changes
+        out["ssvae_start_acc_100"] = float((predicted_labels(model.eval(), guide.eval(), labelled_test)
+                                            == binary_test.y).float().mean())
+    train(model.train(), guide.train(), labelled_train,
+          config=svi_config("ssvae", config, ssvae_schedule))  # labelled in every step
     out["seconds_ssvae_fit"] = time.perf_counter() - started
-    predicted = predicted_labels(model, guide, label_view(config, binary_test, "test").with_inputs(inputs))
+    predicted = predicted_labels(model.eval(), guide.eval(), labelled_test)
     out["ssvae_acc_100"] = float((predicted == binary_test.y).float().mean())  # M2's log p(x) is not asked for
     mask = labelled_train.array("y_mask")
     out["supervised_only_acc_100"] = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask],
@@ -153,7 +164,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-train", type=int, default=15604, help="training images (MNIST's first N)")
     parser.add_argument("--num-test", type=int, default=10000, help="test images scored")
     parser.add_argument("--epochs", type=int, default=30, help="SVI epochs of the gmvae and the vae")
-    parser.add_argument("--ssvae-epochs", type=int, default=60, help="SVI epochs of the ssvae")
+    parser.add_argument("--ssvae-epochs", type=int, default=10, help="SVI epochs of the ssvae (after its start)")
     parser.add_argument("--binarize", choices=("static", "dynamic"), default="dynamic",
                         help="training images for the VAEs: thresholded once, or a fresh Bernoulli draw per step")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -164,6 +175,11 @@ def main(argv=None) -> dict:
                         help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
     parser.add_argument("--pretrain-clusters", choices=("tsne", "spectral", "gmm"), default="tsne",
                         help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
+    parser.add_argument("--ssvae-pretrain-epochs", type=int, default=120,
+                        help="ssvae's start: autoencoder epochs of q(y | x)'s hidden layer, then q(y | x) trained on the "
+                             "codes' clusters named by the labelled images (SSVAEConfig.pretrain_epochs; 0: none)")
+    parser.add_argument("--classify-weight", type=float, default=3e6,
+                        help="ssvae's classification weight c (SSVAEConfig.classify_weight)")
     parser.add_argument("--latent-dim", type=int, default=10, help="t's size in the gmvae and the vae")
     parser.add_argument("--ssvae-latent-dim", type=int, default=2,
                         help="t's size in the ssvae (SSVAEConfig.latent_dim: small, so that y carries the class)")
@@ -180,7 +196,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.epochs, args.num_samples, args.num_test, args.hidden_dims = 10, 50, 200, [64]
         args.ssvae_epochs = 10
-        args.pretrain_epochs = 20
+        args.pretrain_epochs = args.ssvae_pretrain_epochs = 20
         args.learning_rate = 3e-3
         args.latent_dim, args.ssvae_latent_dim, args.classifier_steps = 4, 2, 200
     torch.set_num_threads(args.threads)
@@ -195,7 +211,8 @@ def main(argv=None) -> dict:
         print(json.dumps({"seed": seed} | per_seed[-1]), flush=True)
     summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
                      "epochs": args.epochs, "ssvae_epochs": args.ssvae_epochs, "binarize": args.binarize,
-                     "pretrain_epochs": args.pretrain_epochs,
+                     "pretrain_epochs": args.pretrain_epochs, "ssvae_pretrain_epochs": args.ssvae_pretrain_epochs,
+                     "classify_weight": args.classify_weight,
                      "pretrain_clusters": args.pretrain_clusters,
                      "prior_covariance": args.prior_covariance,
                      "ssvae_latent_dim": args.ssvae_latent_dim, "num_samples": args.num_samples, "seeds": args.seeds}

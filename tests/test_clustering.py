@@ -8,6 +8,7 @@ from sklearn.metrics import normalized_mutual_info_score
 
 from emvi.analysis.clustering import (
     cluster_accuracy,
+    cluster_names,
     confusion_matrix,
     effective_num_clusters,
     normalized_mutual_information,
@@ -36,6 +37,26 @@ def test_hungarian_accuracy_equals_brute_force_search(seed, num_clusters, num_cl
     clusters = np.where(rng.random(60) < 0.6, classes % num_clusters, rng.integers(num_clusters, size=60))
     clusters[:num_clusters], classes[:num_classes] = np.arange(num_clusters), np.arange(num_classes)
     assert cluster_accuracy(clusters, classes) == pytest.approx(_brute_force_accuracy(clusters, classes), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("num_clusters, num_classes", [(3, 3), (4, 3), (2, 4), (5, 5)])
+def test_cluster_names_are_the_best_one_to_one_map_and_leftovers_take_their_majority(seed, num_clusters, num_classes):
+    """Brute force: some min(K, C) clusters carry distinct names whose agreement is the best of every one-to-one map,
+    and each remaining cluster is named after its most frequent class."""
+    rng = np.random.default_rng(seed)
+    classes = rng.integers(num_classes, size=40)
+    clusters = np.where(rng.random(40) < 0.6, classes % num_clusters, rng.integers(num_clusters, size=40))
+    names = cluster_names(clusters, classes, num_clusters, num_classes)
+    counts = np.zeros((num_clusters, num_classes), dtype=int)
+    np.add.at(counts, (clusters, classes), 1)
+    size = min(num_clusters, num_classes)
+    best = max(sum(counts[k, c] for k, c in zip(chosen, image, strict=True))
+               for chosen in itertools.combinations(range(num_clusters), size)
+               for image in itertools.permutations(range(num_classes), size))
+    assert any(len({names[k] for k in matched}) == size and sum(counts[k, names[k]] for k in matched) == best
+               and all(names[k] == counts[k].argmax() for k in set(range(num_clusters)) - set(matched))
+               for matched in itertools.combinations(range(num_clusters), size))
 
 
 def test_accuracy_ignores_label_names_and_penalises_merges():

@@ -14,7 +14,7 @@ from pyro.infer import TraceEnum_ELBO
 from torch.nn.functional import log_softmax
 
 import emvi
-from emvi.catalog.declared import build, evaluate_declared
+from emvi.catalog.declared import build, build_declared, evaluate_declared
 from emvi.catalog.deep_mixture import (
     GMVAEConfig,
     SSVAEConfig,
@@ -22,6 +22,7 @@ from emvi.catalog.deep_mixture import (
     build_ssvae,
     gmvae_declaration,
     label_view,
+    ssvae_declaration,
 )
 from emvi.data import load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
@@ -542,6 +543,96 @@ def test_pretraining_is_off_at_zero_and_works_with_the_amortised_guide():
         GMVAEConfig(pretrain_perplexity=0.5)
     with pytest.raises(ConfigError, match="prior_covariance"):
         GMVAEConfig(prior_covariance="spherical")
+
+
+def pretrained_ssvae(seed=0, epochs=3, label_seed=0, parts=None, classifier_epochs=0):
+    from emvi.catalog.deep_mixture import pretrain_ssvae
+
+    config = SSVAEConfig(latent_dim=2, hidden_dims=(16,), labels_per_class=2, label_seed=label_seed,
+                         pretrain_epochs=epochs, pretrain_classifier_epochs=classifier_epochs)
+    digits = label_view(config, load_dataset("digits", binarize="static", limit=200), "train")
+    torch.manual_seed(seed)
+    model, guide = build_declared(ssvae_declaration(config, config.classify_weight), config, digits.info(),
+                                  hidden_dims=config.hidden_dims, parts=parts)
+    start = {k: v.clone() for k, v in (model.state_dict() | guide.state_dict()).items()}
+    streams = torch.get_rng_state()
+    out = pretrain_ssvae(model, guide, digits, config, emvi.TrainConfig(batch_size=50, learning_rate=1e-2, seed=seed))
+    assert torch.equal(torch.get_rng_state(), streams)  # SVI then draws what it would have drawn without it
+    return model, guide, start, out, digits
+
+
+def test_ssvae_pretraining_trains_the_classifiers_hidden_layer_as_an_encoder_and_reads_no_label():
+    """The autoencoder start changes q(y | x)'s hidden layer and nothing else, except q(t | x, y)'s image columns,
+    which take that layer; more epochs reconstruct better; the same seed gives the same weights whichever labels
+    are kept (no label is read), another seed other weights."""
+    model, guide, start, out, _ = pretrained_ssvae(epochs=20)
+    after = model.state_dict() | guide.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], start[k])}
+    assert changed == {"encoders.y.net.0.weight", "encoders.y.net.0.bias", "encoders.t.net.0.weight",
+                       "encoders.t.net.0.bias"}
+    image_columns = after["encoders.y.net.0.weight"].shape[1]  # 64 pixels, then y one-hot in q(t | x, y)
+    assert torch.equal(after["encoders.t.net.0.weight"][:, :image_columns], after["encoders.y.net.0.weight"])
+    assert torch.equal(after["encoders.t.net.0.weight"][:, image_columns:],
+                       start["encoders.t.net.0.weight"][:, image_columns:])
+    assert torch.equal(after["encoders.t.net.0.bias"], after["encoders.y.net.0.bias"])
+    assert out["pretrain_epochs"] == 20 and out["pretrain_seconds"] > 0
+    assert out["pretrain_reconstruction_nats"] < pretrained_ssvae(epochs=1)[3]["pretrain_reconstruction_nats"] - 3
+    other_labels = pretrained_ssvae(epochs=20, label_seed=5)[1].state_dict()
+    assert all(torch.equal(other_labels[k], v) for k, v in guide.state_dict().items())
+    other_seed = pretrained_ssvae(epochs=20, seed=1)[1].state_dict()
+    assert not torch.equal(other_seed["encoders.y.net.0.weight"], after["encoders.y.net.0.weight"])
+
+
+def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_by_the_labelled_items(monkeypatch):
+    """With classifier epochs, q(y | x) is trained on the labelled items' own labels and, elsewhere, on the name
+    that the labelled items give their code's cluster (the best one-to-one map); its cross-entropy falls."""
+    import emvi.catalog.deep_mixture as deep_mixture
+    import emvi.inference.pretraining as pretraining
+    from emvi.analysis.clustering import cluster_names
+
+    seen = {}
+
+    def recording(name, function):
+        def wrapped(*args, **kwargs):
+            seen[name] = (args, result := function(*args, **kwargs))
+            return result
+        return wrapped
+
+    monkeypatch.setattr(deep_mixture, "embedded_clusters", recording("clusters", deep_mixture.embedded_clusters))
+    monkeypatch.setattr(pretraining, "pretrain_classifier", recording("classifier", pretraining.pretrain_classifier))
+    model, guide, start, out, digits = pretrained_ssvae(epochs=5, classifier_epochs=8)
+    clusters = seen["clusters"][1]
+    mask, labels = digits.array("y_mask"), digits.array("y")
+    names = torch.as_tensor(cluster_names(clusters[mask], labels[mask], 10, 10))
+    targets = seen["classifier"][0][3]
+    assert torch.equal(targets, torch.where(mask, labels, names[clusters]))
+    assert out["pretrain_labelled_cluster_agreement"] == pytest.approx(float((names[clusters] == labels)[mask]
+                                                                             .float().mean()))
+    nats = seen["classifier"][1]["pretrain_classifier_nats"]
+    assert len(nats) == 8 and nats[-1] < nats[0] - 0.3 and out["pretrain_classifier_nats"] == nats[-1]
+    assert not torch.equal(guide.state_dict()["encoders.y.net.2.weight"], start["encoders.y.net.2.weight"])
+    again = pretrained_ssvae(epochs=5, classifier_epochs=8)[1].state_dict()
+    assert all(torch.equal(again[k], v) for k, v in guide.state_dict().items())
+    with pytest.raises(ConfigError, match="pretrain_classifier_epochs"):
+        SSVAEConfig(pretrain_classifier_epochs=-1)
+
+
+def test_ssvae_pretraining_is_off_at_zero_and_reaches_a_classifier_given_as_a_part():
+    model, guide, start, out, _ = pretrained_ssvae(epochs=0)
+    assert out == {}
+    assert all(torch.equal(v, start[k]) for k, v in (model.state_dict() | guide.state_dict()).items())
+    with pytest.raises(ConfigError, match="pretrain_epochs"):
+        SSVAEConfig(pretrain_epochs=-1)
+    # a classifier of another shape: its hidden features (what its last linear layer reads) are pretrained, and
+    # q(t | x, y), whose first layer no longer matches, keeps its start
+    part = torch.nn.Sequential(torch.nn.Linear(64, 12), torch.nn.Tanh(), torch.nn.Linear(12, 10))
+    model, guide, start, out, _ = pretrained_ssvae(epochs=5, parts={"y": part})
+    after = guide.state_dict()
+    assert not torch.equal(after["encoders.y.0.weight"], start["encoders.y.0.weight"])
+    assert torch.equal(after["encoders.y.2.weight"], start["encoders.y.2.weight"])
+    assert all(torch.equal(after[k], start[k]) for k in after if k.startswith("encoders.t."))
+    with pytest.raises(ConfigError, match="no linear layer.*pretrain_epochs=0"):
+        pretrained_ssvae(epochs=1, parts={"y": torch.nn.LogSoftmax(-1)})
 
 
 def test_run_fit_pretrains_a_new_fit_once_and_a_resumed_fit_never(tmp_path, monkeypatch):

@@ -50,6 +50,21 @@ def cluster_accuracy(clusters, classes) -> float:
     return float(counts[rows, cols].sum() / counts.sum())
 
 
+def cluster_names(clusters, classes, num_clusters: int, num_classes: int) -> np.ndarray:
+    """``(num_clusters,)``: the class each cluster stands for, the one-to-one map of clusters to classes that agrees
+    with the most (cluster, class) pairs (Hungarian matching, as :func:`cluster_accuracy`), e.g. from a few labelled
+    items. A cluster left over when there are more clusters than classes takes its most frequent class."""
+    from scipy.optimize import linear_sum_assignment
+
+    clusters, classes = _labels(clusters, "clusters"), _labels(classes, "classes")
+    counts = np.zeros((num_clusters, num_classes), dtype=np.int64)
+    np.add.at(counts, (clusters, classes), 1)
+    names = counts.argmax(1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    names[rows] = cols
+    return names
+
+
 def normalized_mutual_information(clusters, classes) -> float:
     """I(cluster; class) / mean(H(cluster), H(class)), in [0, 1]."""
     counts = confusion_matrix(clusters, classes).astype(float)

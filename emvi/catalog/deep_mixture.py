@@ -202,8 +202,9 @@ from ..analysis.deep_mixture import cluster_probabilities, clustering_metrics, d
 from ..analysis.vae import evaluation_draw
 from ..data.labels import balanced_label_mask
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning
+from ..nn import FlatMLP
 from ..registry import DataInfo, ModelEntry
 from ..validation import check_choice, check_number, check_positive_int, check_unit_interval
 from .declared import build_declared, evaluate_declared, sample_declared
@@ -286,6 +287,17 @@ class SSVAEConfig(_EncoderDecoderSizes):
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
     """Seed of the labelled subset."""
+    pretrain_epochs: int = 0
+    """Epochs of an autoencoder start before SVI (:func:`pretrain_ssvae`): q(y | x)'s hidden layers trained as the
+    encoder of a deterministic autoencoder on every training image, labels unseen; 0: none."""
+    pretrain_classifier_epochs: int = 3
+    """With ``pretrain_epochs`` > 0: epochs of cross-entropy that train q(y | x) on the clusters of the
+    autoencoder's codes (t-SNE map and GMM, as gmvae's start), each cluster named after the labelled items it holds
+    (cluster-then-label); 0: only the hidden layer's autoencoder start."""
+    pretrain_perplexity: float = 30.0
+    """t-SNE's perplexity for those clusters (capped at (N - 1) / 3)."""
+    pretrain_restarts: int = 10
+    """k-means++ starts of the GMM on the t-SNE map; the best log-likelihood is kept."""
     labelled_in_every_batch: bool = True
     """Stratified SVI steps (``TrainConfig.stratify = "y_mask"``): every step holds up to ``batch_size`` labelled
     images besides ``batch_size`` unlabelled ones, each part scaled by its own count (Kingma et al.'s sampling); off:
@@ -297,6 +309,10 @@ class SSVAEConfig(_EncoderDecoderSizes):
         if self.labels_per_class is not None:
             check_positive_int(self.labels_per_class, "labels_per_class")
         check_positive_int(self.label_seed, "label_seed", minimum=0)
+        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
+        check_positive_int(self.pretrain_classifier_epochs, "pretrain_classifier_epochs", minimum=0)
+        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
+        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
 
 
 def gmvae_declaration(config: GMVAEConfig) -> Declaration:
@@ -417,6 +433,110 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
             "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1],
             "pretrain_start_loglik": float(log_joint.logsumexp(-1).mean()),
             "pretrain_seconds": out["pretrain_seconds"] + time.perf_counter() - started}
+
+
+def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config) -> dict:
+    """The start before SVI, with ``config.pretrain_epochs`` > 0 (cluster-then-label, then M2):
+
+    1. the hidden layers h(x) of the classifier q(y | x) become the encoder of a deterministic autoencoder,
+
+           min Σ_n BCE(x_n, sigmoid g(W h(x_n))),   code c_n = W h(x_n) of size C (one dimension per class),
+
+       trained on every training image (no label read) with the SVI fit's batch size, learning rate, seed and
+       binarisation (:func:`emvi.inference.pretraining.pretrain_autoencoder`); W and the decoder g (an MLP with the
+       hidden sizes reversed) are discarded after it. Where q(t | x, y) is the default MLP, its first layer's image
+       columns take h's trained first layer (its columns for y keep their start);
+    2. with ``pretrain_classifier_epochs`` > 0: the codes c_n are clustered as gmvae's start clusters them (a GMM
+       on their t-SNE map, :func:`embedded_clusters`, no label), each cluster is named by the one-to-one map of
+       clusters to classes that agrees with most labelled items
+       (:func:`emvi.analysis.clustering.cluster_names`), and q(y | x) is trained by cross-entropy on y_n where
+       labelled and on the name of x_n's cluster elsewhere (:func:`emvi.inference.pretraining.pretrain_classifier`).
+
+    The classifier's hidden features are what its output layer reads (a hook on its last linear layer), so any
+    classifier given through the guide's ``parts`` that ends in a linear layer is pretrained too. Deterministic given
+    ``train_config.seed``; the global random streams are untouched. Returns the run summary's entries: the epochs,
+    the reconstruction nats per item of the last epoch, the classifier's cross-entropy on its targets and the share
+    of labelled items whose cluster bears their label (step 2), and the seconds taken."""
+    from ..inference.pretraining import encode_in_chunks, pretrain_autoencoder
+
+    if config.pretrain_epochs == 0:
+        return {}
+    started = time.perf_counter()
+    classifier = guide.encoders["y"]
+    head = _last_linear(classifier, "q(y | x)")
+    device, dtype = head.weight.device, head.weight.dtype
+    x = train_data.array("x").detach() if hasattr(train_data, "array") else train_data.detach()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(train_config.seed)
+        code = torch.nn.Linear(head.in_features, config.num_classes).to(device, dtype)
+        decoder = FlatMLP([config.num_classes, *reversed(config.hidden_dims), x[0].numel()]).to(device, dtype)
+    hidden = {}
+    hook = head.register_forward_pre_hook(lambda module, args: hidden.__setitem__("h", args[0]))
+
+    def encode(batch):
+        classifier(guide.features({"x": batch}, batch.dtype))
+        return code(hidden["h"])
+
+    model.train(), guide.train()
+    try:
+        out = pretrain_autoencoder(encode, decoder, [*classifier.parameters(), *code.parameters(),
+                                                     *decoder.parameters()],
+                                   x.reshape(x.shape[0], -1), epochs=config.pretrain_epochs,
+                                   batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
+                                   seed=train_config.seed, binarize=getattr(train_data, "binarize", None),
+                                   device=device)
+        codes = encode_in_chunks(encode, x.reshape(x.shape[0], -1), device=device, dtype=dtype)
+    finally:
+        hook.remove()
+    _share_first_layer(classifier, guide.encoders["t"])
+    summary = {"pretrain_epochs": config.pretrain_epochs,
+               "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1]}
+    if config.pretrain_classifier_epochs:
+        summary |= _cluster_then_label(classifier, guide, train_data, x, codes, config, train_config)
+    summary["pretrain_seconds"] = time.perf_counter() - started
+    return summary
+
+
+def _cluster_then_label(classifier, guide, train_data, x, codes, config: SSVAEConfig, train_config) -> dict:
+    """q(y | x) trained by cross-entropy on targets y_n where labelled, else the name of x_n's cluster: the codes'
+    clusters (:func:`embedded_clusters`, no label) named by the one-to-one map that agrees with most labelled
+    items (:func:`emvi.analysis.clustering.cluster_names`)."""
+    from ..analysis.clustering import cluster_names
+    from ..inference.pretraining import pretrain_classifier
+
+    labels, mask = train_data.array("y").long(), train_data.array("y_mask").bool()
+    clusters = embedded_clusters(codes.double(), config.num_classes, perplexity=config.pretrain_perplexity,
+                                 restarts=config.pretrain_restarts, seed=train_config.seed)
+    names = torch.as_tensor(cluster_names(clusters[mask], labels[mask], config.num_classes, config.num_classes))
+    targets = torch.where(mask, labels, names[clusters])
+    out = pretrain_classifier(lambda batch: classifier(guide.features({"x": batch}, batch.dtype)),
+                              classifier.parameters(), x.reshape(x.shape[0], -1), targets,
+                              epochs=config.pretrain_classifier_epochs, batch_size=train_config.batch_size,
+                              learning_rate=train_config.learning_rate, seed=train_config.seed + 1,
+                              binarize=getattr(train_data, "binarize", None), device=codes.device)
+    agreement = float((names[clusters[mask]] == labels[mask]).float().mean()) if mask.any() else float("nan")
+    return {"pretrain_classifier_nats": out["pretrain_classifier_nats"][-1],
+            "pretrain_labelled_cluster_agreement": agreement}
+
+
+def _last_linear(network: torch.nn.Module, what: str) -> torch.nn.Linear:
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.Linear)]
+    if not layers:
+        raise ConfigError(f"the {what} network has no linear layer to pretrain; give it one or set pretrain_epochs=0")
+    return layers[-1]
+
+
+def _share_first_layer(classifier: torch.nn.Module, style_encoder: torch.nn.Module) -> None:
+    """Copy the classifier's first layer into q(t | x, y)'s image columns, when both are the default MLPs (the
+    guide's input puts the image features first, then y one-hot)."""
+    if not (isinstance(classifier, FlatMLP) and isinstance(style_encoder, FlatMLP)):
+        return
+    source, target = classifier.net[0], style_encoder.net[0]
+    if source.out_features != target.out_features or source.in_features > target.in_features:
+        return
+    with torch.no_grad():
+        target.weight[:, : source.in_features].copy_(source.weight)
+        target.bias.copy_(source.bias)
 
 
 def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int, *, floor: float = 1e-4,
@@ -583,9 +703,9 @@ ENTRIES = (
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum",
                max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
-               prepare_data=label_view,
+               prepare_data=label_view, pretrain=pretrain_ssvae,
                stratify=lambda config: "y_mask" if config.labelled_in_every_batch else None),
 )
 
 __all__ = ["GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "gmvae_declaration", "pretrain_gmvae",
-           "ssvae_declaration"]
+           "pretrain_ssvae", "ssvae_declaration"]

@@ -40,28 +40,55 @@ def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode:
     Returns ``{"pretrain_reconstruction_nats": [per epoch], "pretrain_seconds": s}``.
     """
     check_positive_int(epochs, "pretrain_epochs")
+
+    def reconstruction(batch, _):
+        loss = nn.functional.binary_cross_entropy_with_logits(decode(encode(batch)), batch, reduction="none")
+        return loss.sum(-1).mean()  # nats per item: the scale of log p(x_n | t_n)
+
+    started = time.perf_counter()
+    history = _adam_epochs(reconstruction, parameters, x, None, epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, seed=seed, binarize=binarize, device=device)
+    return {"pretrain_reconstruction_nats": history, "pretrain_seconds": time.perf_counter() - started}
+
+
+def pretrain_classifier(classify: Callable[[torch.Tensor], torch.Tensor], parameters, x: torch.Tensor,
+                        targets: torch.Tensor, *, epochs: int, batch_size: int = 128, learning_rate: float = 1e-3,
+                        seed: int = 0, binarize: str | None = None, device: torch.device | str | None = None) -> dict:
+    """Adam on the mean cross-entropy of ``classify(x)`` (logits ``(B, C)``) against ``targets`` ``(N,)``, with the
+    minibatches and binarisation of :func:`pretrain_autoencoder`. Returns ``{"pretrain_classifier_nats": [per
+    epoch]}``."""
+    check_positive_int(epochs, "pretrain_classifier_epochs")
+    history = _adam_epochs(lambda batch, target: nn.functional.cross_entropy(classify(batch), target), parameters,
+                           x, targets.detach().cpu().long(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                           seed=seed, binarize=binarize, device=device)
+    return {"pretrain_classifier_nats": history}
+
+
+def _adam_epochs(loss_of, parameters, x: torch.Tensor, targets: torch.Tensor | None, *, epochs: int,
+                 batch_size: int, learning_rate: float, seed: int, binarize: str | None, device) -> list[float]:
+    """Epochs of Adam on ``loss_of(batch (B, D), targets (B,) or None)``, shuffled by a private generator seeded by
+    ``seed`` (which also draws the dynamic binarisation); the mean loss per item of each epoch."""
     parameters = list(parameters)
     device = torch.device(device) if device is not None else parameters[0].device
     generator = torch.Generator().manual_seed(int(seed))
     optimizer = torch.optim.Adam(parameters, lr=learning_rate)
     x = x.detach().cpu()
-    n = x.shape[0]
-    started, history = time.perf_counter(), []
+    n, history = x.shape[0], []
     for _ in range(epochs):
         order, total = torch.randperm(n, generator=generator), 0.0
         for start in range(0, n, batch_size):
-            batch = x[order[start : start + batch_size]]
+            rows = order[start : start + batch_size]
+            batch = x[rows]
             if binarize == "dynamic":
                 batch = torch.bernoulli(batch, generator=generator)
             batch = batch.to(device=device, dtype=parameters[0].dtype)
-            loss = nn.functional.binary_cross_entropy_with_logits(decode(encode(batch)), batch, reduction="none")
-            loss = loss.sum(-1).mean()  # nats per item: the scale of log p(x_n | t_n)
+            loss = loss_of(batch, None if targets is None else targets[rows].to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total += float(loss.detach()) * batch.shape[0]
         history.append(total / n)
-    return {"pretrain_reconstruction_nats": history, "pretrain_seconds": time.perf_counter() - started}
+    return history
 
 
 @torch.no_grad()
