@@ -322,14 +322,16 @@ def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, caps
 
     common = ["--dataset", "digits", "--binarize", "static", "--limit", "300", "--epochs", "2", "--latent-dim", "3",
               "--hidden-dims", "16", "--progress", "false"]
-    runs = {"gmvae": ["-k", "4"], "ssvae": ["--labels-per-class", "3"]}
+    runs = {"gmvae": ["-k", "4"], "ssvae": ["--labels-per-class", "3", "--pretrain-epochs", "2"]}
     for name, extra in runs.items():
         run = tmp_path / name
         assert main(["fit", name, *common, *extra, "--run-dir", str(run)]) == 0
         assert (run / "conditional_samples.png").is_file() and (run / "latent_map.png").is_file()
         summary = json.loads((run / "summary.json").read_text())
         key = "train_cluster_accuracy" if name == "gmvae" else "train_unlabelled_accuracy"
-        assert 0 < summary[key] <= 1
+        assert 0 < summary[key] <= 1 and summary["pretrain_epochs"] == (2 if name == "ssvae" else 10)
+        if name == "ssvae":  # the start's cluster-then-label step ran
+            assert 0 <= summary["pretrain_labelled_cluster_agreement"] <= 1
         assert main(["evaluate", str(run), "--num-samples", "5", "--limit", "40"]) == 0
         metrics = json.loads((run / "evaluation_test.json").read_text())
         assert math.isfinite(metrics["is_loglik_nats"]) and metrics["is_loglik_nats"] < 0

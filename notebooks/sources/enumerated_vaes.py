@@ -24,6 +24,7 @@ SSVAE_LATENT_DIM = 2  # M2's style latent: small, so that y carries the class
 HIDDEN_DIMS = (64,)
 NUM_COMPONENTS = 10
 LABELS_PER_CLASS = 10
+SSVAE_PRETRAIN_EPOCHS = 20  # M2's start: autoencoder epochs, then cluster-then-label (0: none)
 NUM_SAMPLES = 20
 SEED = 0""")
 code("""import matplotlib.pyplot as plt
@@ -32,10 +33,11 @@ import torch
 from sklearn.cluster import KMeans
 
 from emvi.analysis.clustering import cluster_accuracy
-from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, evaluate_ssvae, label_view, pretrain_gmvae
+from emvi.catalog.deep_mixture import (GMVAEConfig, SSVAEConfig, evaluate_gmvae, evaluate_ssvae, label_view,
+                                       predicted_labels, pretrain_gmvae)
 from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
-from emvi.runs import build_model, svi_config
+from emvi.runs import build_model, pretrain, svi_config
 
 torch.set_num_threads(1)
 digits = load_dataset("digits", binarize="static")
@@ -72,16 +74,26 @@ md("""## The semi-supervised VAE (M2) with 10 labels per class
 
 `label_view` keeps a seeded, class-balanced subset of the labels and hides the others (-1), so the model never sees
 them; the classifier q(y | x) is scored on the test images. Beside it: the same classifier network trained on the
-100 labelled images alone.""")
+100 labelled images alone.
+
+Before SVI, `pretrain` runs the model's start: q(y | x)'s hidden layer is trained as an autoencoder's encoder on
+every image, the codes are clustered (their t-SNE map, then a Gaussian mixture, as gmvae's start), each cluster is
+named by the labelled images it holds, and q(y | x) is trained on those names (cluster-then-label). M2's own
+objective pulls q(y | x) back to where it ends from random weights; the heavy classification weight c holds the
+start.""")
 code("""config = SSVAEConfig(num_classes=10, latent_dim=SSVAE_LATENT_DIM, hidden_dims=HIDDEN_DIMS,
-                     labels_per_class=LABELS_PER_CLASS, label_seed=SEED)
+                     labels_per_class=LABELS_PER_CLASS, label_seed=SEED, classify_weight=3e6,
+                     pretrain_epochs=SSVAE_PRETRAIN_EPOCHS)
 inputs = ("x", "y", "y_mask")
 labelled = label_view(config, digits, "train").with_inputs(inputs)
+test_view = label_view(config, test, "test").with_inputs(inputs)
 model, guide = build_model("ssvae", config, labelled.info(), seed=SEED)
 print(model.declaration.story(model.shapes))
 classifier = type(guide.encoders["y"])([64, *HIDDEN_DIMS, 10])
+print(pretrain("ssvae", model, guide, labelled, config, schedule))
+start_accuracy = float((predicted_labels(model, guide, test_view) == test.y).float().mean())
 train(model, guide, labelled, config=svi_config("ssvae", config, schedule))  # the labelled images in every step
-metrics = evaluate_ssvae(model, guide, label_view(config, test, "test").with_inputs(inputs), num_samples=NUM_SAMPLES)
+metrics = evaluate_ssvae(model, guide, test_view, num_samples=NUM_SAMPLES) | {"start_accuracy": start_accuracy}
 
 mask = labelled.array("y_mask")
 optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
