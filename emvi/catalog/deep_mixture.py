@@ -161,7 +161,8 @@
   training loss (the ELBO is summed over items, so c is on the per-item scale of log p(x_n)). Kingma et al.'s
   α = 0.1 · N is c = α / N_labelled = 50 for 50,000 images and 100 labels; here far more pays: with stratified steps
   c = 10,000, 100,000, 300,000 and 1,000,000 gave 0.838, 0.862, 0.871 and 0.867 (seed 0, 30 epochs). The default is
-  300,000.
+  300,000; after the cluster-then-label start below, 3,000,000 holds the start (the benchmark's and the example
+  spec's setting).
 
   **The style latent is small (q = 2 by default).** When t has room for the whole digit, the decoder draws it from t
   and uses y for style, and the unlabelled term then rewards a q(y | x) that tracks style. With stratified steps
@@ -184,7 +185,10 @@
     Seed 1 (120 autoencoder epochs): the clusters named 87% of the labelled images right, q(y | x) started at
     0.9075, and M2 with c = 3,000,000 kept 0.906, 0.907, 0.905, 0.899 after 5, 10, 15, 20 epochs. The accuracy
     comes from the start; M2's SVI keeps it for about ten epochs, then drifts down towards its own end. The
-    benchmark runs this start, then 10 SVI epochs.
+    benchmark runs this start, then 10 SVI epochs (seeds 0-2, one run, scored on one fixed draw of the test
+    images): q(y | x) at the start 0.935, 0.908, 0.901 (labelled agreement of the clusters 0.92, 0.87, 0.94), after
+    SVI 0.916, 0.907, 0.899, mean **0.908 ± 0.009**, against 0.751 ± 0.016 for the classifier on the 100 labels
+    alone; the start took 250-291 s and the whole ssvae fit 381-434 s per seed.
 
   **Until this version the benchmark sampled the missing labels.** Scripts that call :func:`emvi.inference.train`
   with the default ``elbo="auto"`` (the benchmark and the notebook among them) trained M2 with Trace_ELBO: "auto"
