@@ -64,6 +64,9 @@ def test_accuracy_ignores_label_names_and_penalises_merges():
     assert cluster_accuracy(np.array([2, 2, 0, 0, 1, 1]), classes) == 1.0
     assert cluster_accuracy(np.zeros(6, dtype=int), classes) == pytest.approx(1 / 3)
     assert confusion_matrix([1, 1, 0], [0, 1, 1]).tolist() == [[0, 1], [1, 1]]
+    assert confusion_matrix([1, 1, 0], [0, 1, 1], shape=(3, 2)).tolist() == [[0, 1], [1, 1], [0, 0]]
+    with pytest.raises(DataError, match="do not fit a 1 x 2 confusion matrix"):
+        confusion_matrix([1, 1, 0], [0, 1, 1], shape=(1, 2))
 
 
 @pytest.mark.parametrize("seed", range(4))

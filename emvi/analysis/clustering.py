@@ -27,12 +27,17 @@ def _labels(values, name: str) -> np.ndarray:
     return array
 
 
-def confusion_matrix(clusters, classes) -> np.ndarray:
-    """``(K, C)`` counts of items in cluster k with class c."""
+def confusion_matrix(clusters, classes, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """``(K, C)`` counts of items in cluster k with class c; K, C the largest labels + 1, or ``shape`` when given
+    (clusters or classes that no item has keep a row or column of zeros)."""
     clusters, classes = _labels(clusters, "clusters"), _labels(classes, "classes")
     if clusters.shape != classes.shape:
         raise DataError(f"clusters {clusters.shape} and classes {classes.shape} must have the same length")
-    counts = np.zeros((clusters.max() + 1, classes.max() + 1), dtype=np.int64)
+    largest = (int(clusters.max()) + 1, int(classes.max()) + 1)
+    if shape is not None and (shape[0] < largest[0] or shape[1] < largest[1]):
+        raise DataError(f"labels up to {largest[0] - 1} (clusters) and {largest[1] - 1} (classes) do not fit a "
+                        f"{shape[0]} x {shape[1]} confusion matrix; raise the number of clusters or classes")
+    counts = np.zeros(shape or largest, dtype=np.int64)
     np.add.at(counts, (clusters, classes), 1)
     return counts
 
@@ -56,9 +61,7 @@ def cluster_names(clusters, classes, num_clusters: int, num_classes: int) -> np.
     items. A cluster left over when there are more clusters than classes takes its most frequent class."""
     from scipy.optimize import linear_sum_assignment
 
-    clusters, classes = _labels(clusters, "clusters"), _labels(classes, "classes")
-    counts = np.zeros((num_clusters, num_classes), dtype=np.int64)
-    np.add.at(counts, (clusters, classes), 1)
+    counts = confusion_matrix(clusters, classes, shape=(num_clusters, num_classes))
     names = counts.argmax(1)
     rows, cols = linear_sum_assignment(counts, maximize=True)
     names[rows] = cols

@@ -488,38 +488,42 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config) 
     head = _last_linear(classifier, "q(y | x)")
     device, dtype = head.weight.device, head.weight.dtype
     x = train_data.array("x").detach() if hasattr(train_data, "array") else train_data.detach()
+    x = x.reshape(x.shape[0], -1)  # (N, D)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_config.seed)
         code = torch.nn.Linear(head.in_features, config.num_classes).to(device, dtype)
-        decoder = FlatMLP([config.num_classes, *reversed(config.hidden_dims), x[0].numel()]).to(device, dtype)
+        decoder = FlatMLP([config.num_classes, *reversed(config.hidden_dims), x.shape[1]]).to(device, dtype)
     hidden = {}
     hook = head.register_forward_pre_hook(lambda module, args: hidden.__setitem__("h", args[0]))
 
+    def classify(batch):  # q(y | x)'s logits (B, C), as the guide computes them
+        return classifier(guide.features({"x": batch}, batch.dtype))
+
     def encode(batch):
-        classifier(guide.features({"x": batch}, batch.dtype))
+        classify(batch)
         return code(hidden["h"])
 
     model.train(), guide.train()
     try:
         out = pretrain_autoencoder(encode, decoder, [*classifier.parameters(), *code.parameters(),
                                                      *decoder.parameters()],
-                                   x.reshape(x.shape[0], -1), epochs=config.pretrain_epochs,
+                                   x, epochs=config.pretrain_epochs,
                                    batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
                                    seed=train_config.seed, binarize=getattr(train_data, "binarize", None),
                                    device=device)
-        codes = encode_in_chunks(encode, x.reshape(x.shape[0], -1), device=device, dtype=dtype)
+        codes = encode_in_chunks(encode, x, device=device, dtype=dtype)
     finally:
         hook.remove()
     _share_first_layer(classifier, guide.encoders["t"])
     summary = {"pretrain_epochs": config.pretrain_epochs,
                "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1]}
     if config.pretrain_classifier_epochs:
-        summary |= _cluster_then_label(classifier, guide, train_data, x, codes, config, train_config)
+        summary |= _cluster_then_label(classify, classifier.parameters(), train_data, x, codes, config, train_config)
     summary["pretrain_seconds"] = time.perf_counter() - started
     return summary
 
 
-def _cluster_then_label(classifier, guide, train_data, x, codes, config: SSVAEConfig, train_config) -> dict:
+def _cluster_then_label(classify, parameters, train_data, x, codes, config: SSVAEConfig, train_config) -> dict:
     """q(y | x) trained by cross-entropy on targets y_n where labelled, else the name of x_n's cluster: the codes'
     clusters (:func:`embedded_clusters`, no label) named by the one-to-one map that agrees with most labelled
     items (:func:`emvi.analysis.clustering.cluster_names`)."""
@@ -531,8 +535,7 @@ def _cluster_then_label(classifier, guide, train_data, x, codes, config: SSVAECo
                                  restarts=config.pretrain_restarts, seed=train_config.seed)
     names = torch.as_tensor(cluster_names(clusters[mask], labels[mask], config.num_classes, config.num_classes))
     targets = torch.where(mask, labels, names[clusters])
-    out = pretrain_classifier(lambda batch: classifier(guide.features({"x": batch}, batch.dtype)),
-                              classifier.parameters(), x.reshape(x.shape[0], -1), targets,
+    out = pretrain_classifier(classify, parameters, x, targets,
                               epochs=config.pretrain_classifier_epochs, batch_size=train_config.batch_size,
                               learning_rate=train_config.learning_rate, seed=train_config.seed + 1,
                               binarize=getattr(train_data, "binarize", None), device=codes.device)

@@ -59,8 +59,8 @@ def pretrain_classifier(classify: Callable[[torch.Tensor], torch.Tensor], parame
     epoch]}``."""
     check_positive_int(epochs, "pretrain_classifier_epochs")
     history = _adam_epochs(lambda batch, target: nn.functional.cross_entropy(classify(batch), target), parameters,
-                           x, targets.detach().cpu().long(), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                           seed=seed, binarize=binarize, device=device)
+                           x, targets.detach().cpu().long(), epochs=epochs, batch_size=batch_size,
+                           learning_rate=learning_rate, seed=seed, binarize=binarize, device=device)
     return {"pretrain_classifier_nats": history}
 
 
