@@ -40,3 +40,12 @@ def _fresh_seed():
 def pytest_addoption(parser):
     parser.addoption("--fuzz-long", action="store_true", default=False,
                      help="run tests/test_fuzz.py with a large example budget (CI runs a fixed-seed small one)")
+
+
+@pytest.fixture
+def float64():
+    """Run the test with torch's default dtype float64 (restored afterwards): exact-identity checks at 1e-10."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch.float64
+    torch.set_default_dtype(previous)
