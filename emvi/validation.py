@@ -11,6 +11,9 @@ from .errors import ConfigError, DataError
 def as_float_tensor(x, name: str = "data", *, ndim: int | tuple[int, ...] = 2, dtype=torch.float32) -> torch.Tensor:
     """Convert array-like ``x`` to a finite floating tensor with ``ndim`` dimensions and at least one row."""
     if isinstance(x, np.ndarray):
+        if np.issubdtype(x.dtype, np.complexfloating):
+            raise DataError(f"{name} must be real-valued, got dtype {x.dtype}; pass the real part (or both parts as "
+                            "columns)")
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
             raise DataError(f"{name} must hold numbers, got dtype {x.dtype}; convert it with np.asarray(..., dtype=float)")
         if x.dtype not in (np.float32, np.float64, np.int64, np.int32, np.uint8, np.bool_) or not x.dtype.isnative:

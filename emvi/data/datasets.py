@@ -183,10 +183,12 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
     try:
         if suffix == ".npy":
             with open(path, "rb") as handle:  # our handle: numpy leaves its own open when the file is corrupt
+                _check_npy_header(handle, path.stat().st_size, path.name)
                 x = np.load(handle, allow_pickle=False)
             if not isinstance(x, np.ndarray):
                 raise ValueError("not a single array")
         elif suffix == ".npz":
+            _check_npz_headers(path)
             with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
                 keys = list(archive.keys())
                 if "x" not in keys:
@@ -221,6 +223,62 @@ def load_array_file(path: str | os.PathLike, *, label_column: str | None = None)
     return ArrayDataset(x=tensor, y=labels, name=path.stem, lengths=lengths, arrays=arrays or None)
 
 
+def _check_npy_header(handle, available: int, where: str) -> None:
+    """Refuse an ``.npy`` whose header claims more bytes than ``available`` (the file, or the archive member, holds)
+    before numpy allocates them; complex arrays are refused too (a cast to float would drop the imaginary part).
+    The handle is left where it was."""
+    start = handle.tell()
+    try:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+    finally:
+        handle.seek(start)
+    if dtype.kind == "c":
+        raise DataError(f"{where} holds complex numbers (dtype {dtype}); save the real part (or both parts as "
+                        "columns) instead")
+    needed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if needed > available:
+        raise DataError(f"{where} claims an array of shape {shape} ({needed:,} bytes) but holds {available:,} bytes; "
+                        "the file is truncated or its header is damaged: save it again")
+
+
+def _check_npz_headers(path: Path) -> None:
+    """:func:`_check_npy_header` for every array of an ``.npz`` (against the member's uncompressed size)."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return  # np.load reports an unreadable archive in its own words
+    with archive:
+        for member in archive.infolist():
+            if member.filename.endswith(".npy"):
+                with archive.open(member) as handle:
+                    _check_npy_header(_Rewindable(handle), member.file_size, f"{path.name}:{member.filename}")
+
+
+class _Rewindable:
+    """A zip member's stream read once from its start: ``seek`` back to the start is all the header check needs."""
+
+    def __init__(self, handle):
+        self._handle, self._buffer, self._offset = handle, b"", 0
+
+    def tell(self) -> int:
+        return self._offset
+
+    def seek(self, offset: int) -> None:
+        self._offset = offset
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < self._offset + size:
+            chunk = self._handle.read(4096 if size < 0 else self._offset + size - len(self._buffer))
+            if not chunk:
+                break
+            self._buffer += chunk
+        end = len(self._buffer) if size < 0 else self._offset + size
+        data, self._offset = self._buffer[self._offset:end], min(end, len(self._buffer))
+        return data
+
+
 def _named_array(value: np.ndarray, name: str, path: Path, rows: int) -> torch.Tensor:
     """An .npz's further array as a tensor: booleans stay booleans (masks), integers become int64, the rest float32."""
     value = np.asarray(value)
@@ -249,7 +307,7 @@ def _integer_array(values, name: str, rows: int) -> torch.Tensor:
 
 
 def _read_csv(path: Path, label_column: str | None):
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is not data
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{str(path)!r} is empty; it needs one sample per row")
