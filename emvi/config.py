@@ -13,7 +13,7 @@ import types
 import typing
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 _SIMPLE = (int, float, str, bool)
 
@@ -111,7 +111,7 @@ def coerce_value(cls, name: str, value, *, where: str = "", strict: bool = False
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else int
             return tuple(inner(str(v).strip()) if inner in (int, float) else inner(v) for v in items if str(v).strip() != "")
     except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {value!r}") from None
+        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {short_repr(value)}") from None
     return value
 
 
@@ -133,9 +133,9 @@ def _check_strict_type(tp, value, label: str) -> None:
     else:
         ok = fits(tp, value)
     if not ok:
-        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
+        raise ConfigError(f"{label} must be of type {_type_name(tp)}, got {short_repr(value)} ({type(value).__name__}); "
                           "write it without quotes" if isinstance(value, str) else
-                          f"{label} must be of type {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+                          f"{label} must be of type {_type_name(tp)}, got {short_repr(value)} ({type(value).__name__})")
 
 
 def _type_name(tp) -> str:

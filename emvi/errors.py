@@ -3,6 +3,22 @@
 Every message is one line that names the problem, the value seen and the fix, so the CLI can print it as is.
 """
 
+import reprlib
+
+MESSAGE_VALUE_LIMIT = 200
+"""Characters of a quoted value in an error message: a huge or deeply nested value is cut, never expanded."""
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxset = 3, 6, 6, 6, 6
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def short_repr(value, limit: int = MESSAGE_VALUE_LIMIT) -> str:
+    """``repr(value)`` for a one-line message: nested containers cut at a few items and levels (so a YAML alias
+    bomb is never expanded), newlines escaped, at most ``limit`` characters."""
+    text = _SHORT.repr(value).replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class EmviError(ValueError):
     """Base class of emvi's user-facing errors (bad data, bad configuration, bad files)."""

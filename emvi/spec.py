@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import config_from_dict, config_to_dict
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,44 @@ def read_spec_file(path: str | Path) -> dict:
             first = " ".join(str(exc).split())[:200]
             raise ConfigError(f"spec {path.name} is not valid YAML: {first}") from None
         raise
+    check_expanded_size(raw, f"spec {path.name}")
     if raw is None:
         raise ConfigError(f"spec {path.name} is empty; it needs at least [model] name = ...")
     if not isinstance(raw, dict):
         raise ConfigError(f"spec {path.name} must be a table of tables ({', '.join(TABLES)}), got {type(raw).__name__}")
     return raw
+
+
+MAX_SPEC_NODES = 100_000
+"""Values a spec may hold once YAML's aliases are expanded (a real spec holds a few hundred)."""
+
+
+def check_expanded_size(raw, where: str, limit: int = MAX_SPEC_NODES) -> None:
+    """Refuse a parsed spec whose aliases expand to more than ``limit`` values, or refer to themselves: a few hundred
+    bytes of nested YAML aliases (``&a [x, x], &b [*a, *a], ...``) otherwise expand to billions of values in any
+    walk of the tree. Sizes are counted with shared nodes memoised, so the check itself never expands them."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise ConfigError(f"{where} holds a value that contains itself (a recursive YAML alias); write the values "
+                              "out")
+        in_progress.add(key)
+        total = 1 + sum(size(child) for child in (node.values() if isinstance(node, dict) else node))
+        in_progress.discard(key)
+        sizes[key] = total
+        if total > limit:
+            raise ConfigError(f"{where} expands to more than {limit:,} values (nested YAML aliases?); a spec holds "
+                              "a few hundred: write the values out")
+        return total
+
+    size(raw)
 
 
 def _yaml_loader(yaml):
@@ -157,7 +190,7 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
         raise ConfigError(f"unknown spec table(s) {', '.join(unknown)}; allowed tables: {', '.join(TABLES)}")
     for table in TABLES:
         if table in raw and not isinstance(raw[table], dict):
-            raise ConfigError(f"spec table '{table}' must be a table of key = value pairs, got {raw[table]!r}")
+            raise ConfigError(f"spec table '{table}' must be a table of key = value pairs, got {short_repr(raw[table])}")
     model_table = dict(raw.get("model") or {})
     if "name" not in model_table:
         raise ConfigError("spec is missing model.name; set it to a registered model (see 'emvi models')")
@@ -219,7 +252,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = text.strip()
         raw.setdefault(table, {})
         if not isinstance(raw[table], dict):
-            raise ConfigError(f"spec table '{table}' must be a table, got {raw[table]!r}")
+            raise ConfigError(f"spec table '{table}' must be a table, got {short_repr(raw[table])}")
         raw[table][key.strip()] = value
     return raw
 
