@@ -114,8 +114,13 @@ def resolve_device(device) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"device {device!r} is not a valid torch device ({exc}); use 'cpu', 'cuda' or 'auto'") from None
+    if dev.type not in ("cpu", "cuda"):  # meta holds no data; mps, xpu and the rest are untested backends
+        raise ConfigError(f"device {device!r} is not supported: emvi runs on 'cpu' or 'cuda' (or 'auto')")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r} asked for but this machine has {torch.cuda.device_count()} CUDA "
+                          "device(s); use --device cuda:0 or auto")
     return dev
 
 
