@@ -66,3 +66,13 @@ def test_complex_data_is_refused_not_cast(tmp_path, suffix):
     np.save(path, values) if suffix == ".npy" else np.savez(path, x=values)
     with pytest.raises(DataError, match="complex"):
         load_dataset(str(path))
+
+
+@pytest.mark.parametrize("binarize", ["static", "dynamic"])
+def test_binarising_data_outside_the_unit_interval_is_refused(tmp_path, binarize):
+    path = tmp_path / "counts.npy"
+    np.save(path, np.arange(12, dtype=float).reshape(6, 2))
+    with pytest.raises(DataError, match=r"\[0, 1\]"):
+        load_dataset(str(path), binarize=binarize)
+    np.save(path, np.linspace(0, 1, 12).reshape(6, 2))
+    assert load_dataset(str(path), binarize=binarize).binarize == binarize

@@ -101,6 +101,10 @@ def load_dataset(
         if binarize is not None:
             raise ConfigError("raw_counts and binarize exclude each other; choose one")
         dataset = replace(dataset, x=torch.round(dataset.x * (16.0 if key == "digits" else 255.0)))
+    if binarize is not None and ((dataset.x < 0).any() or (dataset.x > 1).any()):
+        raise DataError(f"binarize={binarize!r} reads the data as probabilities in [0, 1], but {dataset.name or name} "
+                        f"holds values in [{float(dataset.x.min()):g}, {float(dataset.x.max()):g}]; scale it to "
+                        "[0, 1] first or drop --binarize")
     if binarize == "static":
         dataset = replace(dataset, x=_binarize_static(dataset.x, static_mode, seed), binarize="static")
     elif binarize == "dynamic":
