@@ -23,6 +23,7 @@ with ``z`` enumerated, and every likelihood has a closed-form M-step.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pyro
@@ -72,6 +73,11 @@ class ComposedConfig:
         check_positive_int(self.latent_dim, "latent_dim")
         check_positive_int(self.num_components, "num_components")
         check_positive_int(self.num_categories, "num_categories", minimum=2)
+        for size in self.hidden_dims:
+            check_positive_int(size, "hidden_dims entries")
+        if not 1.0 <= self.weight_concentration < math.inf:  # the EM M-step needs the MAP mode to exist
+            raise ConfigError(f"weight_concentration must be a finite number >= 1 (1 is flat), got "
+                              f"{self.weight_concentration}")
         if (self.latent == "discrete") != (self.mapping == "index"):
             raise ConfigError(
                 f"mapping {self.mapping!r} does not fit latent {self.latent!r}: use mapping 'index' with a discrete "

@@ -184,12 +184,13 @@ class MixtureConfig:
         check_positive_int(self.num_components, "num_components")
         check_choice(self.family, "family", FAMILIES)
         check_positive_int(self.num_categories, "num_categories", minimum=2)
-        if not self.weight_concentration >= 1.0:
-            raise ConfigError(f"weight_concentration must be >= 1 (a MAP prior with a mode), got {self.weight_concentration}")
-        if not self.prior_strength >= 0.0:
-            raise ConfigError(f"prior_strength must be >= 0, got {self.prior_strength}")
-        if not self.floor > 0.0:
-            raise ConfigError(f"floor must be > 0, got {self.floor}")
+        if not 1.0 <= self.weight_concentration < math.inf:
+            raise ConfigError(f"weight_concentration must be a finite number >= 1 (a MAP prior with a mode), got "
+                              f"{self.weight_concentration}")
+        if not 0.0 <= self.prior_strength < math.inf:
+            raise ConfigError(f"prior_strength must be a finite number >= 0, got {self.prior_strength}")
+        if not 0.0 < self.floor < math.inf:
+            raise ConfigError(f"floor must be a finite number > 0, got {self.floor}")
 
 
 def check_mixture_data(x: torch.Tensor, config: MixtureConfig, *, fitting: bool = True) -> torch.Tensor:

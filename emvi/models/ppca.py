@@ -65,6 +65,8 @@ class LinearGaussianConfig:
 
     def __post_init__(self):
         check_positive_int(self.latent_dim, "latent_dim")
+        for size in self.hidden_dims:
+            check_positive_int(size, "hidden_dims entries")
         check_choice(self.guide, "guide", GUIDES)
         check_choice(self.noise, "noise", NOISE_MODELS)
 
