@@ -226,9 +226,8 @@ class HMMModel(PyroModule):
         """Exact posterior marginals: ``(log_likelihood (N,), gamma (N, T, K), xi_sum (N, K, K))`` as
         :meth:`forward_backward_sequential` returns them. For few long sequences (T >= 1024 N) on the CPU by
         :meth:`forward_backward_blocked` (about 5√T Python steps instead of 2T, O(T K²) memory); on CUDA by
-        :meth:`forward_backward_scan` (about 2 log2 T batched operations; its O(T K²) temporaries per round made one
-        10^6-step sequence take minutes on the CPU), falling back to the sequential recursion if the scan under- or
-        overflows.
+        :meth:`forward_backward_scan` (about 2 log2 T batched operations; O(T K²) temporaries per round, too slow on
+        the CPU: docs/experiments/hmm.md), falling back to the sequential recursion if the scan under- or overflows.
         """
         if prefers_scan(x):
             if not x.is_cuda:
