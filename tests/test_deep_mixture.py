@@ -296,7 +296,7 @@ def test_the_label_view_hides_every_label_outside_a_balanced_seeded_subset():
 
 
 def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
-    """The collapse-avoidance claim of emvi.catalog.deep_mixture: with π fixed uniform, a short fit on the digits
+    """The collapse-avoidance claim of docs/experiments/deep_mixture.md: with π fixed uniform, a short fit on the digits
     spreads the data over most of the K = 10 clusters (effective number exp H(mean q(z | x)) > K / 2)."""
     from emvi.analysis.clustering import effective_num_clusters
     from emvi.analysis.deep_mixture import cluster_probabilities
@@ -581,8 +581,7 @@ def test_ssvae_pretraining_trains_the_classifiers_hidden_layer_as_an_encoder_and
 def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_by_the_labelled_items(monkeypatch):
     """With classifier epochs, q(y | x) is trained on the labelled items' own labels and, elsewhere, on the name
     that the labelled items give their code's cluster (the best one-to-one map); its cross-entropy falls."""
-    import emvi.catalog.deep_mixture as deep_mixture
-    import emvi.inference.pretraining as pretraining
+    import emvi.inference.starts as starts
     from emvi.analysis.clustering import cluster_names
 
     seen = {}
@@ -593,8 +592,8 @@ def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_b
             return result
         return wrapped
 
-    monkeypatch.setattr(deep_mixture, "embedded_clusters", recording("clusters", deep_mixture.embedded_clusters))
-    monkeypatch.setattr(pretraining, "pretrain_classifier", recording("classifier", pretraining.pretrain_classifier))
+    monkeypatch.setattr(starts, "embedded_clusters", recording("clusters", starts.embedded_clusters))
+    monkeypatch.setattr(starts, "pretrain_classifier", recording("classifier", starts.pretrain_classifier))
     model, guide, start, out, digits = pretrained_ssvae(epochs=5, classifier_epochs=8)
     clusters = seen["clusters"][1]
     mask, labels = digits.array("y_mask"), digits.array("y")
