@@ -11,7 +11,7 @@ both at 0.5 instead:
 * (c) ``cluster_acc_gmvae``: emvi's ``gmvae`` (K = 10), argmax q(z | x); clustering accuracy is the Hungarian
   matching of clusters to labels (:func:`emvi.analysis.clustering.cluster_accuracy`);
 * (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x); as ``emvi fit`` trains it:
-  the start (:func:`emvi.catalog.deep_mixture.pretrain_ssvae`, ``--ssvae-pretrain-epochs``: q(y | x)'s hidden
+  the start (:func:`emvi.inference.starts.pretrain_ssvae`, ``--ssvae-pretrain-epochs``: q(y | x)'s hidden
   layer as an autoencoder's encoder on every training image, then q(y | x) trained on the clusters of the codes'
   t-SNE map, each named by the labelled images it holds; ``ssvae_start_acc_100`` scores q(y | x) there), then
   TraceEnum_ELBO, every step holding the 100 labelled images beside 128 unlabelled ones (stratified steps);
@@ -43,12 +43,14 @@ from pathlib import Path
 import torch
 
 from emvi.analysis.clustering import cluster_accuracy
+from emvi.analysis.deep_mixture import predicted_labels
 from emvi.analysis.vae import evaluation_draw
-from emvi.catalog.deep_mixture import GMVAEConfig, SSVAEConfig, evaluate_gmvae, label_view, predicted_labels
+from emvi.catalog.deep_mixture import evaluate_gmvae, label_view
 from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig
+from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig
 from emvi.runs import build_model, pretrain, svi_config
 
 KEYS = ("cluster_acc_gmvae", "cluster_acc_gmm_pixels", "cluster_acc_kmeans", "ssvae_acc_100",

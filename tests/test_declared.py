@@ -16,6 +16,7 @@ from torch.nn.functional import one_hot, softplus
 import emvi
 from emvi.catalog.declared import build
 from emvi.declaration import Declaration, covariate, declare, latent, learned, linear, mlp, observed, param, table
+from emvi.declaration.capabilities import elbo_name, em_ready
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.inference.elbo import make_elbo
 from emvi.registry import DataInfo, get_model
@@ -100,7 +101,7 @@ def test_declared_gaussian_mixture_em_follows_the_builtin_mixture_em_step_for_st
                                                                              dtype=torch.float64)[z]
     decl = declare("gmm", latent("z", "categorical", categories=2),
                    observed("x", "normal", loc=table("z"), scale=table("z")))
-    assert decl.em_ready() is None and "em" in emvi.catalog.declared.declared_entry(decl).methods
+    assert em_ready(decl) is None and "em" in emvi.catalog.declared.declared_entry(decl).methods
     model, _ = build(decl, DataInfo(400, (3,), arrays={"x": [3]}))
     model.double()
     reference = MixtureModel(MixtureConfig(2, "gaussian-diag"), 3, dtype=torch.float64)
@@ -207,9 +208,9 @@ def test_each_example_elbo_equals_a_hand_written_pyro_pair(decl):
         for p in model.learned.values():
             p.add_(0.3 * torch.randn(p.shape))
     hand_model, hand_guide = hand_written(decl.name, model, guide)
-    declared = loss_of(decl.elbo, model, guide, *(arrays[n] for n in decl.data_names))
+    declared = loss_of(elbo_name(decl), model, guide, *(arrays[n] for n in decl.data_names))
     hand_args = {"semi_supervised_vae": ("x", "y", "y_mask"), "poisson_regression_mixture": ("x", "c")}
-    by_hand = loss_of(decl.elbo, hand_model, hand_guide, *(arrays[n] for n in hand_args.get(decl.name, ("x",))))
+    by_hand = loss_of(elbo_name(decl), hand_model, hand_guide, *(arrays[n] for n in hand_args.get(decl.name, ("x",))))
     assert math.isfinite(declared)
     assert declared == pytest.approx(by_hand, rel=1e-6)
 
@@ -326,7 +327,7 @@ def test_an_observed_site_missing_from_the_data_is_named():
 
 def test_em_is_refused_with_the_reason_when_a_latent_is_continuous():
     assert "em" not in emvi.catalog.declared.declared_entry(examples.poisson_vae).methods
-    assert examples.poisson_regression_mixture.em_ready() is not None
+    assert em_ready(examples.poisson_regression_mixture) is not None
     assert covariate("c").role == "covariate" and learned().kind == "learned"
 
 
@@ -366,8 +367,8 @@ def test_a_composed_config_builds_a_declaration_with_the_same_elbo(kwargs):
         if config.likelihood == "normal":
             composed.likelihood.log_scale.copy_(0.1 * torch.randn(4))
             model.learned["x__scale"].copy_(composed.likelihood.log_scale)
-    declared = loss_of(decl.elbo, model, guide, x)
-    builtin = loss_of(decl.elbo, composed, composed_guide, x)
+    declared = loss_of(elbo_name(decl), model, guide, x)
+    builtin = loss_of(elbo_name(decl), composed, composed_guide, x)
     assert declared == pytest.approx(builtin, rel=1e-6)
 
 

@@ -14,6 +14,7 @@ from emvi.analysis.declared import declared_inference_data
 from emvi.catalog.declared import build, declared_entry, fit_declared
 from emvi.data.arrays import ArrayDataset
 from emvi.declaration import declare, latent, learned, observed, param, table
+from emvi.declaration.capabilities import mcmc_ready
 from emvi.errors import ConfigError
 from emvi.inference.mcmc import MCMCConfig
 from emvi.registry import DataInfo
@@ -66,7 +67,7 @@ def test_mixture_draws_give_the_hand_written_marginal_as_pointwise_log_likelihoo
     x = centres[torch.arange(60) % 2] + torch.randn(60, 2, generator=g)
     decl = declare("prior_mixture", param("mu", "normal", shape=(2, 2), loc=0.0, scale=PRIOR_SCALE),
                    latent("z", "categorical", categories=2), observed("x", "normal", loc="mu[z]", scale=learned()))
-    assert decl.mcmc_ready() is None and "mcmc" in declared_entry(decl).methods
+    assert mcmc_ready(decl) is None and "mcmc" in declared_entry(decl).methods
     model, guide, summary = fit(decl, x, tmp_path, num_samples=60, warmup_steps=60, num_chains=1, seed=0)
     idata = declared_inference_data(model, guide, (x,), method="mcmc", run_dir=tmp_path)
     mu = torch.as_tensor(idata.posterior["mu"].values)[0]  # (draw, K, D)

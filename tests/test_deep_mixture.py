@@ -15,20 +15,13 @@ from torch.nn.functional import log_softmax
 
 import emvi
 from emvi.catalog.declared import build, build_declared, evaluate_declared
-from emvi.catalog.deep_mixture import (
-    GMVAEConfig,
-    SSVAEConfig,
-    build_gmvae,
-    build_ssvae,
-    gmvae_declaration,
-    label_view,
-    ssvae_declaration,
-)
+from emvi.catalog.deep_mixture import build_gmvae, build_ssvae, label_view
 from emvi.data import load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
 from emvi.errors import ConfigError, DataError
 from emvi.inference import TrainConfig
 from emvi.inference.likelihood import without_training_terms
+from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig, gmvae_declaration, ssvae_declaration
 from emvi.registry import DataInfo
 
 N, D = 12, 6
@@ -303,7 +296,7 @@ def test_the_label_view_hides_every_label_outside_a_balanced_seeded_subset():
 
 
 def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
-    """The collapse-avoidance claim of emvi.catalog.deep_mixture: with π fixed uniform, a short fit on the digits
+    """The collapse-avoidance claim of docs/experiments/deep_mixture.md: with π fixed uniform, a short fit on the digits
     spreads the data over most of the K = 10 clusters (effective number exp H(mean q(z | x)) > K / 2)."""
     from emvi.analysis.clustering import effective_num_clusters
     from emvi.analysis.deep_mixture import cluster_probabilities
@@ -349,7 +342,7 @@ def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, caps
 
 
 def pretrained_gmvae(seed=0, epochs=3, **options):
-    from emvi.catalog.deep_mixture import pretrain_gmvae
+    from emvi.inference.starts import pretrain_gmvae
 
     digits = load_dataset("digits", binarize="static", limit=200)
     config = GMVAEConfig(num_components=4, latent_dim=3, hidden_dims=(16,), pretrain_epochs=epochs,
@@ -365,9 +358,9 @@ def pretrained_gmvae(seed=0, epochs=3, **options):
 def test_pretraining_lowers_the_reconstruction_error_and_puts_the_prior_on_a_gmm_of_the_codes():
     """After pretraining, μ_k, σ_k² (and π if learned) are the diagonal GMM that emvi's EM fits to the encoder means
     m(x_n), a fixed point of EM on those codes; and the autoencoder reconstructs better than the random start."""
-    from emvi.catalog.deep_mixture import gmvae_autoencoder
     from emvi.estimators import Mixture
     from emvi.inference.pretraining import reconstruction_nats
+    from emvi.inference.starts import gmvae_autoencoder
 
     digits = load_dataset("digits", binarize="static", limit=200)
     model, guide = emvi.runs.build_model("gmvae", GMVAEConfig(num_components=4, latent_dim=3, hidden_dims=(16,)),
@@ -396,8 +389,8 @@ def test_the_spectral_start_puts_the_prior_on_the_moments_of_the_spectral_cluste
     """The spectral start: μ_k, σ_k² and π_k are the mean, variance (+ floor) and share of the codes m(x_n) in each
     cluster that spectral clustering of their neighbour graph finds, with the same seed; the reported log-likelihood
     is that of the codes under this mixture."""
-    from emvi.catalog.deep_mixture import gmvae_autoencoder
     from emvi.inference.pretraining import spectral_clusters
+    from emvi.inference.starts import gmvae_autoencoder
 
     model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True, prior_covariance="diag",
                                                  pretrain_clusters="spectral")
@@ -420,9 +413,9 @@ def test_the_full_covariance_start_puts_each_component_on_its_clusters_covarianc
     """prior_covariance="full": L_k L_kᵀ is the covariance (+ floor I) of the codes in cluster k (tsne: the clusters
     of the codes' t-SNE map; spectral), or the full-covariance GMM that emvi's EM fits to the codes (gmm), and μ_k,
     π_k as in the diagonal start."""
-    from emvi.catalog.deep_mixture import cluster_moments, embedded_clusters, gmvae_autoencoder
     from emvi.estimators import Mixture
     from emvi.inference.pretraining import spectral_clusters
+    from emvi.inference.starts import cluster_moments, embedded_clusters, gmvae_autoencoder
 
     model, guide, digits, out = pretrained_gmvae(epochs=10, learn_weights=True, prior_covariance="full",
                                                  pretrain_clusters=start)
@@ -481,8 +474,8 @@ def test_tsne_clusters_separate_what_touches_where_a_gaussian_mixture_cannot():
     from sklearn.datasets import make_moons
 
     from emvi.analysis.clustering import cluster_accuracy
-    from emvi.catalog.deep_mixture import embedded_clusters
     from emvi.estimators import Mixture
+    from emvi.inference.starts import embedded_clusters
 
     points, moons = make_moons(400, noise=0.05, random_state=0)
     noise = 0.05 * np.random.default_rng(0).standard_normal((400, 8))
@@ -495,7 +488,7 @@ def test_tsne_clusters_separate_what_touches_where_a_gaussian_mixture_cannot():
 
 
 def test_cluster_moments_are_the_hard_assignment_m_step_and_refuse_an_empty_cluster():
-    from emvi.catalog.deep_mixture import cluster_moments
+    from emvi.inference.starts import cluster_moments
 
     codes = torch.tensor([[0.0, 1.0], [2.0, 3.0], [10.0, -1.0]], dtype=torch.float64)
     weights, means, variances = cluster_moments(codes, torch.tensor([0, 0, 1]), 2, floor=1e-4)
@@ -507,7 +500,7 @@ def test_cluster_moments_are_the_hard_assignment_m_step_and_refuse_an_empty_clus
 
 
 def test_full_cluster_moments_are_each_clusters_biased_covariance_plus_the_floor():
-    from emvi.catalog.deep_mixture import cluster_moments
+    from emvi.inference.starts import cluster_moments
 
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(40, 3, generator=g, dtype=torch.float64)
@@ -588,8 +581,7 @@ def test_ssvae_pretraining_trains_the_classifiers_hidden_layer_as_an_encoder_and
 def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_by_the_labelled_items(monkeypatch):
     """With classifier epochs, q(y | x) is trained on the labelled items' own labels and, elsewhere, on the name
     that the labelled items give their code's cluster (the best one-to-one map); its cross-entropy falls."""
-    import emvi.catalog.deep_mixture as deep_mixture
-    import emvi.inference.pretraining as pretraining
+    import emvi.inference.starts as starts
     from emvi.analysis.clustering import cluster_names
 
     seen = {}
@@ -600,8 +592,8 @@ def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_b
             return result
         return wrapped
 
-    monkeypatch.setattr(deep_mixture, "embedded_clusters", recording("clusters", deep_mixture.embedded_clusters))
-    monkeypatch.setattr(pretraining, "pretrain_classifier", recording("classifier", pretraining.pretrain_classifier))
+    monkeypatch.setattr(starts, "embedded_clusters", recording("clusters", starts.embedded_clusters))
+    monkeypatch.setattr(starts, "pretrain_classifier", recording("classifier", starts.pretrain_classifier))
     model, guide, start, out, digits = pretrained_ssvae(epochs=5, classifier_epochs=8)
     clusters = seen["clusters"][1]
     mask, labels = digits.array("y_mask"), digits.array("y")
@@ -765,13 +757,13 @@ def test_benchmark_scores_the_test_draw_that_emvi_evaluate_scores():
     the grey levels and draws per step."""
     from dataclasses import replace
 
-    from emvi.catalog.deep_mixture import _evaluation_tensors
+    from emvi.analysis.deep_mixture import evaluation_tensors
 
     bench = _benchmark_module()
     data = load_dataset("digits").subset(range(50))
     drawn = bench.binarized_test(data, "dynamic")
     assert set(drawn.x.unique().tolist()) == {0.0, 1.0} and drawn.binarize == "static"
-    assert torch.equal(drawn.x, _evaluation_tensors(replace(data, binarize="dynamic"))[0])
+    assert torch.equal(drawn.x, evaluation_tensors(replace(data, binarize="dynamic"))[0])
     assert not torch.equal(drawn.x, (data.x > 0.5).to(data.x.dtype))  # a draw, not the threshold
     train = bench.binarized(data, "dynamic")
     assert train.binarize == "dynamic" and torch.equal(train.x, data.x)

@@ -7,7 +7,8 @@ import torch
 from hmmlearn import hmm as hmmlearn
 
 import emvi  # noqa: F401
-from emvi.models.hmm import HMMConfig, HMMModel, blocked_forward_backward
+from emvi.models.hmm import HMMConfig, HMMModel
+from emvi.models.hmm_recursions import blocked_forward_backward
 
 
 def _model(emission, num_states=4, seed=7):
@@ -108,7 +109,7 @@ def test_many_blocks_use_the_scan_and_equal_the_log_space_recursion_with_forbidd
     """More than SCAN_BLOCKS blocks (block size 2 on up to 300 steps): the boundary messages come from the doubling
     scan over log block products; a left-to-right transition matrix (zeros: -inf logs inside the scan) and padded
     sequences of several lengths give the log-space recursion's log-likelihoods and posteriors (1e-9 relative)."""
-    from emvi.models.hmm import SCAN_BLOCKS
+    from emvi.models.hmm_recursions import SCAN_BLOCKS
 
     g = torch.Generator().manual_seed(0)
     k, lengths = 4, torch.tensor([300, 173, 2])
@@ -132,7 +133,7 @@ def test_blocked_viterbi_equals_the_sequential_one(emission):
     """Blocked max-plus Viterbi against the step-by-step recursion: the same paths and log joint probabilities
     (1e-12 relative) for padded batches of several lengths and block sizes (⌈√T⌉, 1, sizes that do not divide
     T - 1, one block)."""
-    from emvi.models.hmm import blocked_viterbi
+    from emvi.models.hmm_recursions import blocked_viterbi
 
     model = _model(emission)
     x, _ = model.sample(5, 150, generator=torch.Generator().manual_seed(11))

@@ -5,6 +5,9 @@
   location of t_n for a site summed out in the model;
 * :func:`clustering_metrics` — Hungarian accuracy, NMI and the effective number of clusters of argmax q(z | x)
   against the true labels;
+* :func:`cluster_report`, :func:`predicted_labels` — what ``emvi evaluate`` and the fit's summary add for gmvae
+  (effective number of clusters, accuracy and NMI against labels used for nothing else) and ssvae (argmax q(y | x)),
+  on one fixed Bernoulli draw of dynamically binarised images (:func:`evaluation_tensors`);
 * :func:`deep_mixture_plots` — conditional samples E[x | t, z = k], t ~ p(t | z = k) (one row per cluster or class)
   and the latent map: the location of q(t | x, ẑ) at ẑ = argmax q(z | x), its two principal axes when dim t > 2,
   coloured by ẑ.
@@ -20,7 +23,7 @@ import torch
 from .clustering import cluster_accuracy, effective_num_clusters, normalized_mutual_information
 from .curves import _pyplot, plot_image_grid
 from .declared import _posterior
-from .vae import two_dimensional_view
+from .vae import evaluation_draw, two_dimensional_view
 
 MAX_POINTS = 2000
 """Items encoded for the latent map."""
@@ -100,4 +103,43 @@ def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continu
     return paths
 
 
-__all__ = ["cluster_probabilities", "clustering_metrics", "deep_mixture_plots", "latent_map"]
+def evaluation_tensors(data) -> tuple[torch.Tensor, ...]:
+    """The model's arrays; dynamically binarised images as one fixed Bernoulli draw (the VAE's protocol)."""
+    tensors = tuple(data.tensors)
+    if getattr(data, "binarize", None) == "dynamic":
+        tensors = (evaluation_draw(tensors[0]),) + tensors[1:]
+    return tensors
+
+
+def cluster_report(model, guide, data) -> dict:
+    """Effective number of clusters of q(z | x) over ``data``, and with labels (used for nothing else) the clustering
+    accuracy and NMI of its argmax."""
+    model.eval(), guide.eval()
+    probs = cluster_probabilities(model, guide, "z", evaluation_tensors(data))
+    if data.y is not None:
+        return clustering_metrics(probs, data.y)
+    return {"effective_num_clusters": effective_num_clusters(probs.numpy())}
+
+
+def predicted_labels(model, guide, data) -> torch.Tensor:
+    """``(N,)`` argmax q(y | x)."""
+    model.eval(), guide.eval()
+    return cluster_probabilities(model, guide, "y", evaluation_tensors(data)).argmax(-1)
+
+
+def summarize_gmvae(model, guide, data) -> dict:
+    """:func:`cluster_report` on the training items, each key ``train_...``."""
+    return {f"train_{key}": value for key, value in cluster_report(model, guide, data).items()}
+
+
+def summarize_ssvae(model, guide, data) -> dict:
+    """The accuracy of argmax q(y | x) on the training items whose labels the model did not see."""
+    hidden = ~data.array("y_mask")
+    if not hidden.any():
+        return {}
+    correct = predicted_labels(model, guide, data) == data.y.cpu()
+    return {"train_unlabelled_accuracy": float(correct[hidden].float().mean())}
+
+
+__all__ = ["cluster_probabilities", "cluster_report", "clustering_metrics", "deep_mixture_plots", "evaluation_tensors",
+           "latent_map", "predicted_labels", "summarize_gmvae", "summarize_ssvae"]

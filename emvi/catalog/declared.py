@@ -21,6 +21,7 @@ import torch
 
 from ..analysis.declared import declared_inference_data
 from ..declaration import Declaration
+from ..declaration.capabilities import elbo_name, em_ready, mcmc_ready
 from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
 from ..inference.direct import climb
@@ -80,11 +81,11 @@ def evaluate_declared(model, guide, data, *, num_samples: int = 100) -> dict:
     """Held-out ELBO (the model's own estimator) and the importance-sampled log p(x) with K = ``num_samples``."""
     tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
     decl = model.declaration
-    elbo = make_elbo(decl.elbo, max_plate_nesting=1, num_particles=10 if decl.elbo == "trace" else 1)
+    elbo = make_elbo(elbo_name(decl), max_plate_nesting=1, num_particles=10 if elbo_name(decl) == "trace" else 1)
     out = {"elbo_nats_per_item": -evaluate_loss(elbo, model, without_training_terms(guide), tensors)}
     estimates = estimate_log_likelihood(model, guide, tensors, num_samples=max(1, num_samples), prior=False)
     out["is_loglik_nats"] = float(estimates.importance.mean())
-    if decl.em_ready() is None:
+    if em_ready(decl) is None:
         with torch.no_grad():
             dtype = next(model.parameters()).dtype
             out["log_likelihood_per_item"] = float(model.log_likelihood(*(_cast(t, dtype) for t in tensors)).mean())
@@ -147,7 +148,7 @@ def fit_declared_mcmc(model, guide, train_data, *, config, valid_data=None, run=
     (L-BFGS on the enumerated log joint, best of :data:`MAP_STARTS` starts: a mixture's likelihood has poor local
     maxima, and a chain started in one stays there), which also fixes what has no prior (empirical Bayes). The checkpoint keeps
     that point fit and the draws."""
-    reason = model.declaration.mcmc_ready()
+    reason = mcmc_ready(model.declaration)
     if reason is not None:
         raise ConfigError(f"model {model.declaration.name!r} cannot be fit by mcmc: {reason}; fit it by svi")
     dtype = next(model.parameters()).dtype
@@ -242,15 +243,15 @@ def declared_entry(declaration: Declaration | None, name: str | None = None, *, 
         return build_declared(current(config), config, data_info, parts=parts)
 
     methods = ("svi",)
-    if declaration is None or declaration.em_ready() is None:
+    if declaration is None or em_ready(declaration) is None:
         methods += ("em",)
-    if declaration is None or declaration.mcmc_ready() is None:
+    if declaration is None or mcmc_ready(declaration) is None:
         methods += ("mcmc",)
     description = (declaration.description if declaration is not None else "") or (
         "declared model: sites and parents in; guide, enumeration, EM, CLI and analysis out")
     return ModelEntry(name, DeclaredConfig, build, methods=methods, description=description,
                       fit=fit_declared, load=load_declared, evaluate=evaluate_declared, sample=sample_declared,
-                      inference_data=declared_inference_data, elbo=lambda config: current(config).elbo,
+                      inference_data=declared_inference_data, elbo=lambda config: elbo_name(current(config)),
                       max_plate_nesting=1, inputs=lambda config: current(config).data_names)
 
 

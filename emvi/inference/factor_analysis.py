@@ -1,7 +1,7 @@
 """Factor analysis fit by profile-likelihood ascent, under :func:`emvi.inference.em.fit_em`'s loop.
 
 Plain EM for factor analysis moves W and Ψ by one conditional-expectation step each iteration and crawls along the
-likelihood's ridge for thousands of iterations (digits, q = 20: 20000 iterations and still 0.05 nats per item short).
+likelihood's ridge for thousands of iterations (docs/experiments/factor_analysis.md).
 Here each iteration maximises W exactly given Ψ (an eigendecomposition of the Ψ^-½-whitened sample covariance), then
 updates Ψ in closed form (:meth:`emvi.models.ppca.LinearGaussianModel.profile_update`), reaching the optimum in tens
 of iterations. The sample covariance is computed once, so an iteration costs O(D³) whatever N is.
@@ -39,9 +39,8 @@ def smc_uniquenesses(covariance: torch.Tensor) -> torch.Tensor:
     the other features leaves unexplained (one minus the squared multiple correlation, in x_d's units).
 
     It is the classical start for factor analysis' uniquenesses (Jöreskog 1967 scales it by 1 - q / 2D): an upper
-    bound on ψ_d at a perfect fit and scale-free, unlike a start at 1 (scikit-learn's). Measured on digits (q = 20),
-    wine (q = 5) and breast cancer (q = 3): no worse an optimum than starting at the data variances or at 1, and up
-    to 0.9 nats per item better (the likelihood has several maxima; the start picks one). A small ridge keeps a
+    bound on ψ_d at a perfect fit and scale-free, unlike a start at 1 (scikit-learn's); the likelihood has several
+    maxima and the start picks one (comparison: docs/experiments/factor_analysis.md). A small ridge keeps a
     singular S (N <= D, collinear features) invertible.
     """
     ridge = 1e-6 * torch.diagonal(covariance).mean()

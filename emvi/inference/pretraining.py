@@ -6,10 +6,10 @@ encoder's mean, with no sampling and no KL term::
     min_{φ, θ}  Σ_n Σ_d  BCE(x_nd, sigmoid(f_θ(m_φ(x_n)))_d)        m_φ(x_n) = the location of q(t_n | x_n)
 
 VaDE (Jiang et al. 2017) starts its mixture-prior VAE from such an autoencoder and a Gaussian mixture fit to the codes
-m_φ(x_n); :func:`emvi.catalog.deep_mixture.embedded_clusters` fits that mixture to the codes' t-SNE map instead (N2D's
+m_φ(x_n); :func:`emvi.inference.starts.embedded_clusters` fits that mixture to the codes' t-SNE map instead (N2D's
 recipe, McConville et al. 2019), and :func:`spectral_clusters` clusters the codes along their nearest-neighbour
-graph. The model entries that use them (``gmvae``'s
-:func:`emvi.catalog.deep_mixture.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order
+graph. The starts that use them (:mod:`emvi.inference.starts`, e.g. ``gmvae``'s
+:func:`~emvi.inference.starts.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order
 comes from a private generator seeded by ``seed`` (global random streams are left as they were, so the SVI that
 follows draws what it would have drawn without pretraining).
 """
@@ -119,9 +119,8 @@ def spectral_clusters(codes: torch.Tensor, num_clusters: int, *, neighbors: int 
         labels = k-means (best of ``restarts`` k-means++ starts) of U's rows scaled to unit length
 
     On a connected graph the first eigenvector is constant, so K + 1 of them hold K that separate clusters; on a
-    graph in pieces the first ones indicate the pieces and must be kept, so none is dropped. (Measured on MNIST
-    codes, K + 1 vectors clustered as well as the K after the constant one, 0.79-0.80 over three seeds, and better
-    than NJW's K, 0.68-0.74; k-means needed about 10 starts to give the same clusters from every seed.)
+    graph in pieces the first ones indicate the pieces and must be kept, so none is dropped (K + 1 against NJW's K,
+    and the number of k-means starts: docs/experiments/deep_mixture.md).
 
     The graph follows the data's manifold, which a Gaussian mixture on the codes does not: N2D (McConville et al.
     2019) clusters an autoencoder's codes through such a manifold step for that reason. Deterministic given

@@ -35,6 +35,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
+from ..declaration.capabilities import em_ready
 from ..distributions import BernoulliLogits
 from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
@@ -330,7 +331,7 @@ class DeclaredModel(nn.Module):
     # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
 
     def _em_latent(self) -> Site:
-        reason = self.declaration.em_ready()
+        reason = em_ready(self.declaration)
         if reason is not None:
             raise ConfigError(f"model {self.declaration.name!r} cannot be fit by em: {reason}; fit it by svi")
         return next(s for s in self.declaration.sites if s.role == "latent")

@@ -121,8 +121,7 @@ def sufficient_statistics(x: torch.Tensor, family: str, num_categories: int = 2,
 CHUNK_ELEMENTS = 2**17
 """Elements (1 MiB in float64) of the per-chunk temporaries of the chunked E-step: rows of T(x) and of the (rows, K)
 joint for the exponential families, the (K, rows, D) centred data for gaussian-full. Chunks this size stay in cache
-between the E-step's product, the normalisation and the M-step's product (1,000-2,000 rows were fastest on
-MNIST-PCA50, S = 100, K = 10; one chunk of all 15,604 rows was ~1.7x slower per iteration)."""
+between the E-step's product, the normalisation and the M-step's product (the size: docs/experiments/mixture.md)."""
 
 
 _POOLS: dict = {}

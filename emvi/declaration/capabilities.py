@@ -1,0 +1,57 @@
+"""What can fit a :class:`~emvi.declaration.Declaration`: the ELBO it needs, and whether generic EM
+(``--method em``) or NUTS (``--method mcmc``) applies. Each check returns None when the method applies, else one
+line saying why not (shown to the user as is)."""
+
+from __future__ import annotations
+
+from .core import Declaration
+
+
+def elbo_name(decl: Declaration) -> str:
+    """TraceEnum_ELBO (``"enum"``) when a discrete local is (partly) latent, else Trace_ELBO (``"trace"``)."""
+    return "enum" if decl.has_enumeration else "trace"
+
+
+def em_ready(decl: Declaration) -> str | None:
+    """None if generic EM applies (every latent discrete, closed-form M-steps), else why not."""
+    latents = [s for s in decl.sites if s.role == "latent"]
+    if len(latents) != 1 or not latents[0].is_discrete or latents[0].family != "categorical":
+        return "EM needs exactly one latent site, a categorical one"
+    z = latents[0]
+    if z.param_dict["logits"].kind != "learned":
+        return f"EM needs site {z.name!r}'s logits learned (mixture weights)"
+    for s in decl.sites:
+        if s.role == "covariate" or (s.role == "param" and s.guide != "map") or s.mask:
+            return f"site {s.name!r}: EM takes no covariates, masks or mean-field globals"
+        if s.role == "param" and s.family is not None:
+            return f"site {s.name!r}: EM has no closed-form M-step for priors on globals"
+        if s.role == "observed":
+            if s.family not in ("normal", "poisson", "bernoulli", "categorical"):
+                return f"site {s.name!r}: no closed-form M-step for the {s.family} family"
+            for p, e in s.params:
+                if e.kind not in ("table", "learned", "constant") or (e.kind == "table" and e.index != z.name):
+                    return f"site {s.name!r}: EM needs parameter {p!r} as a table[{z.name}], learned or constant"
+                if e.kind == "learned" and not (s.family == "normal" and p == "scale"):
+                    return f"site {s.name!r}: EM supports a shared learned value only for a normal scale"
+    return None
+
+
+def mcmc_ready(decl: Declaration) -> str | None:
+    """None if NUTS applies (``--method mcmc``): some global has a prior (a family), which NUTS samples, and every
+    per-item latent is discrete (summed out exactly); else why not. What has no prior stays at the point fit the
+    chains start from (see :meth:`emvi.models.declared.DeclaredModel.with_random_globals`)."""
+    if not any(s.role == "param" and s.family is not None for s in decl.sites):
+        return ("NUTS samples the globals declared with a prior and there is none; declare one, e.g. "
+                "param('mu', 'normal', shape=(3, 2), loc=0.0, scale=1.0)")
+    for s in decl.sites:
+        if s.role == "latent" and not s.is_discrete:
+            return (f"site {s.name!r} is a continuous per-item latent; NUTS here samples the globals with the "
+                    "discrete sites summed out")
+        for p, e in s.params:
+            if e.kind in ("mlp", "conv", "module"):
+                return (f"site {s.name!r}: parameter {p!r} is a network ({e.kind}); the point fit NUTS starts "
+                        "from is a full-batch L-BFGS MAP, meant for tables and linear maps")
+    return None
+
+
+__all__ = ["elbo_name", "em_ready", "mcmc_ready"]

@@ -1,0 +1,221 @@
+"""Distribution families and the expressions that give their parameters (see :mod:`emvi.declaration`).
+
+A family parameter is an *expression*:
+
+========================  =============================================================================
+``2.0``                   a constant
+``"s"``, ``"mu[z]"``      the value of site ``s``; global ``mu``'s row picked by discrete site ``z``
+``table("z")``            a learned parameter table, one row per value of the discrete site ``z``
+``learned()``             a learned tensor shared by all items
+``linear("t", "c")``      an affine map of the concatenated inputs (discrete inputs one-hot encoded)
+``mlp("t", hidden=(64,))``  an MLP (``emvi.nn.FlatMLP``); ``conv("t")`` the conv decoder (images)
+``module(net, "t")``      the user's ``nn.Module`` (or a factory ``f(in_features, out_features)``)
+========================  =============================================================================
+
+A learned expression (table, learned, linear, mlp, conv, module) feeding a positive parameter (a scale, a rate, a
+concentration) is on the log scale: the parameter is ``exp`` of it. Probabilities are given as ``logits``. The
+``mvnormal`` family, Normal(loc, L Lᵀ) over a vector site of size q, takes ``scale_tril`` L ``(q, q)``: a learned
+expression gives its q² entries, the strict lower triangle as they are and the diagonal on the log scale.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+
+ROLES = ("param", "latent", "observed", "covariate")
+GLOBAL_GUIDES = ("map", "meanfield")
+
+
+@dataclass(frozen=True)
+class Family:
+    """A distribution family: its parameters and their constraints (``"real"``, ``"positive"`` or
+    ``"lower_cholesky"``), its support."""
+
+    params: tuple[tuple[str, str], ...]
+    support: str
+    """real, positive, binary, finite (categorical), count (unbounded integers), simplex, unit, counts (multinomial)."""
+    roles: tuple[str, ...] = ("param", "latent", "observed")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.params)
+
+    @property
+    def accepted(self) -> tuple[str, ...]:
+        """Parameter names a declaration may give: categorical and bernoulli take ``probs`` instead of ``logits``
+        (a global on the simplex / in (0, 1), e.g. Dirichlet-distributed mixture weights)."""
+        return self.names + (("probs",) if "logits" in self.names else ())
+
+    def constraint(self, param: str) -> str:
+        return "probability" if param == "probs" else dict(self.params)[param]
+
+    @property
+    def discrete(self) -> bool:
+        return self.support in ("binary", "finite", "count", "counts")
+
+    @property
+    def finite(self) -> bool:
+        return self.support in ("binary", "finite")
+
+
+FAMILIES: dict[str, Family] = {
+    "normal": Family((("loc", "real"), ("scale", "positive")), "real"),
+    "mvnormal": Family((("loc", "real"), ("scale_tril", "lower_cholesky")), "real", ("latent", "observed")),
+    "lognormal": Family((("loc", "real"), ("scale", "positive")), "positive"),
+    "gamma": Family((("concentration", "positive"), ("rate", "positive")), "positive"),
+    "bernoulli": Family((("logits", "real"),), "binary", ("latent", "observed")),
+    "categorical": Family((("logits", "real"),), "finite", ("latent", "observed")),
+    "poisson": Family((("rate", "positive"),), "count", ("latent", "observed")),
+    "multinomial": Family((("logits", "real"),), "counts", ("observed",)),
+    "dirichlet": Family((("concentration", "positive"),), "simplex", ("param", "latent")),
+    "beta": Family((("concentration1", "positive"), ("concentration0", "positive")), "unit", ("param", "latent")),
+}
+STORY_NAMES = {"mvnormal": "MultivariateNormal", "lognormal": "LogNormal"}
+CONTINUOUS_LATENTS = ("normal", "mvnormal", "lognormal", "gamma")
+"""Continuous local latents the derived guide can reparameterise (Normal, or LogNormal for positive support)."""
+LATENT_DEFAULTS = {"normal": {"loc": 0.0, "scale": 1.0}, "mvnormal": {"loc": 0.0, "scale_tril": 1.0},
+                   "lognormal": {"loc": 0.0, "scale": 1.0},
+                   "gamma": {"concentration": 1.0, "rate": 1.0}}
+LEARNED_KINDS = ("table", "learned", "linear", "mlp", "conv", "module")
+_REF = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([A-Za-z_][A-Za-z0-9_]*)\s*\])?\s*$")
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A family parameter as a function of the site's parents; see the module docstring."""
+
+    kind: str
+    """constant, ref, table, learned, linear, mlp, conv or module."""
+    inputs: tuple[str, ...] = ()
+    index: str | None = None
+    """The discrete site picking a row (``ref`` with ``[z]``, ``table``)."""
+    value: float | None = None
+    hidden: tuple[int, ...] = ()
+    module: Any = field(default=None, compare=False)
+    """An ``nn.Module``, a factory ``f(in_features, out_features) -> nn.Module``, or ``"pkg.mod:attr"``."""
+
+    @property
+    def learned(self) -> bool:
+        return self.kind in LEARNED_KINDS
+
+    @property
+    def parents(self) -> tuple[str, ...]:
+        return self.inputs + ((self.index,) if self.index else ())
+
+    def __str__(self) -> str:
+        if self.kind == "constant":
+            return f"{self.value:g}"
+        if self.kind == "ref":
+            return self.inputs[0] + (f"[{self.index}]" if self.index else "")
+        if self.kind == "table":
+            return f"table[{self.index}]"
+        if self.kind == "learned":
+            return "learned"
+        extra = f"; hidden {list(self.hidden)}" if self.kind == "mlp" else (f"; per {self.index}" if self.index else "")
+        name = self.kind if self.kind != "module" else _module_name(self.module)
+        return f"{name}({', '.join(self.inputs)}{extra})"
+
+    def to_data(self):
+        """Plain data for a spec file."""
+        if self.kind == "constant":
+            return self.value
+        if self.kind == "ref":
+            return str(self)
+        if self.kind == "table":
+            return {"table": self.index}
+        if self.kind == "learned":
+            return {"learned": True}
+        out: dict = {self.kind: list(self.inputs)}
+        if self.kind == "mlp":
+            out["hidden"] = list(self.hidden)
+        if self.kind == "linear" and self.index:
+            out["by"] = self.index
+        if self.kind == "module":
+            out = {"module": self.module if isinstance(self.module, str) else _module_name(self.module),
+                   "inputs": list(self.inputs)}
+        return out
+
+
+def _module_name(module) -> str:
+    if isinstance(module, str):
+        return module
+    cls = module if isinstance(module, type) else type(module)
+    return getattr(module, "__qualname__", None) or cls.__name__
+
+
+def table(by: str) -> Expr:
+    """A learned table with one row per value of the discrete site ``by``."""
+    return Expr("table", index=by)
+
+
+def learned() -> Expr:
+    """A learned tensor shared by all items (e.g. a per-feature scale)."""
+    return Expr("learned")
+
+
+def linear(*inputs: str, by: str | None = None) -> Expr:
+    """An affine map of the inputs; ``by="z"``: one map per value of the discrete site ``z`` (a regression per
+    component)."""
+    return Expr("linear", inputs=tuple(inputs), index=by)
+
+
+def mlp(*inputs: str, hidden=(64,)) -> Expr:
+    return Expr("mlp", inputs=tuple(inputs), hidden=tuple(int(h) for h in hidden))
+
+
+def conv(input_site: str) -> Expr:
+    return Expr("conv", inputs=(input_site,))
+
+
+def module(net, *inputs: str) -> Expr:
+    """The user's ``nn.Module`` (or factory ``f(in_features, out_features)``, or ``"pkg.mod:attr"``) on the inputs."""
+    return Expr("module", inputs=tuple(inputs), module=net)
+
+
+def expr(value, where: str = "") -> Expr:
+    """An :class:`Expr` from a number, ``"name"``/``"name[z]"``, a mapping (spec files) or an Expr."""
+    if isinstance(value, Expr):
+        return value
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected a number, a site name or a mapping, got {value!r}")
+    if isinstance(value, (int, float)):
+        return Expr("constant", value=float(value))
+    if isinstance(value, str):
+        match = _REF.match(value)
+        if not match:
+            raise ConfigError(f"{where}: {value!r} is not a site name or 'name[index]'")
+        return Expr("ref", inputs=(match.group(1),), index=match.group(2))
+    if isinstance(value, dict):
+        kinds = [k for k in value if k in LEARNED_KINDS]
+        allowed = {"hidden", "inputs", "by"} | set(LEARNED_KINDS)
+        unknown = sorted(set(value) - allowed)
+        if len(kinds) != 1 or unknown:
+            raise ConfigError(f"{where}: a mapping needs exactly one of {', '.join(LEARNED_KINDS)} (plus hidden, "
+                              f"inputs), got keys {sorted(value)}")
+        kind = kinds[0]
+        raw = value[kind]
+        if kind == "table":
+            return table(str(raw))
+        if kind == "learned":
+            return learned()
+        if kind == "module":
+            return module(str(raw), *_names(value.get("inputs", ()), where))
+        inputs = _names(raw, where)
+        if kind == "mlp":
+            return mlp(*inputs, hidden=value.get("hidden", (64,)))
+        if kind == "linear":
+            return linear(*inputs, by=value.get("by"))
+        return Expr(kind, inputs=inputs)
+    raise ConfigError(f"{where}: expected a number, a site name or a mapping, got {type(value).__name__}")
+
+
+def _names(raw, where) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else list(raw)
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where}: inputs must be site names, got {raw!r}")
+    return tuple(items)
+
