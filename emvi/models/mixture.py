@@ -318,8 +318,7 @@ class MixtureModel(PyroModule):
         """log p(π) + log p(θ) up to a constant (the conjugate kernels); 0 for maximum likelihood."""
         cfg = self.config
         # xlogy: 0 * log 0 = 0, so an emptied component costs nothing under the flat Dirichlet(1) (0 * -inf is NaN).
-        total = torch.special.xlogy(torch.as_tensor(cfg.weight_concentration - 1.0).to(self.weights),
-                                    self.weights).sum()
+        total = torch.special.xlogy(self.weights.new_tensor(cfg.weight_concentration - 1.0), self.weights).sum()
         s = cfg.prior_strength
         if s > 0:
             m = self.data_mean
