@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._version import __version__
 from .errors import ConfigError, DistributedError, EmviError
 
 EXIT_USAGE = 2
@@ -54,7 +55,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="emvi", description="Latent-variable models as Pyro model/guide pairs, from EM to VAEs.")
     parser.add_argument("--import", dest="import_module", metavar="MODULE",
                         help="import MODULE first (user code that registers models); may be repeated")
-    parser.add_argument("--version", action="version", version=f"emvi {_version()}")
+    parser.add_argument("--version", action="version", version=f"emvi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     fit = commands.add_parser(
@@ -108,12 +109,6 @@ def _build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the registered models", description="List the registered models.")
     return parser
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 _IMPORTED: list[str] = []

@@ -11,13 +11,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from ._version import __version__
 from .errors import ConfigError
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def load_data(data_cfg: dict, *, split: str = "train", root_override: str | None = None):
@@ -160,7 +155,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "data": data_cfg,
         "data_info": dataclasses.asdict(data_info),
         "spec": spec,
-        "emvi_version": _version(),
+        "emvi_version": __version__,
     }
 
     def check_and_create():
@@ -403,9 +398,10 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     """:func:`load_run` after :func:`read_run`: the model, guide and data of a checked configuration."""
     import torch
 
+    from .data import DataInfo
     from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
-    from .registry import DataInfo, get_model
+    from .registry import get_model
 
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
@@ -498,3 +494,12 @@ def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
     return {"elbo_nats_per_item": -loss}
 
 
+def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
+    """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
+    out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
+    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
+    if entry.inference_data is None:
+        raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
+    train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))
+    return entry.inference_data(model, guide, train_part, method=resolved.get("method", "svi"), num_samples=num_samples,
+                                run_dir=Path(run_dir))

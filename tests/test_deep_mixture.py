@@ -24,12 +24,11 @@ from emvi.catalog.deep_mixture import (
     label_view,
     ssvae_declaration,
 )
-from emvi.data import load_dataset
+from emvi.data import DataInfo, load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
 from emvi.errors import ConfigError, DataError
 from emvi.inference import TrainConfig
 from emvi.inference.likelihood import without_training_terms
-from emvi.registry import DataInfo
 
 N, D = 12, 6
 

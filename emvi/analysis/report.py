@@ -152,16 +152,3 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return json.loads(json.dumps(value, default=str))
-
-
-def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
-    """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
-    out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
-    from ..runs import held_out_split, load_run, run_seed
-
-    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
-    if entry.inference_data is None:
-        raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
-    train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))
-    return entry.inference_data(model, guide, train_part, method=resolved.get("method", "svi"), num_samples=num_samples,
-                                run_dir=Path(run_dir))

@@ -8,11 +8,12 @@ import warnings
 import torch
 
 from ..analysis.composed import composed_inference_data
+from ..data import DataInfo
 from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
 from ..inference.em import ConvergenceWarning, fit_em_with_restarts
 from ..models.composed import ComposedConfig, ComposedModel, EmptyGuide
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import (
     as_float_tensor,
     check_components_vs_samples,

@@ -20,6 +20,7 @@ import pyro
 import torch
 
 from ..analysis.declared import declared_inference_data
+from ..data import DataInfo
 from ..declaration import Declaration
 from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
@@ -31,7 +32,7 @@ from ..inference.mcmc import fit_mcmc
 from ..inference.restarts import best_of_restarts
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
-from ..registry import DataInfo, ModelEntry, add_entry
+from ..registry import ModelEntry, add_entry
 
 
 @dataclass(frozen=True)

@@ -222,12 +222,13 @@ from ..analysis.clustering import effective_num_clusters
 from ..analysis.declared import declared_inference_data
 from ..analysis.deep_mixture import cluster_probabilities, clustering_metrics, deep_mixture_plots
 from ..analysis.vae import evaluation_draw
+from ..data import DataInfo
 from ..data.labels import balanced_label_mask
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
 from ..errors import ConfigError, DataError
 from ..inference.em import ConvergenceWarning
 from ..nn import FlatMLP
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import check_choice, check_number, check_positive_int, check_unit_interval
 from .declared import build_declared, evaluate_declared, sample_declared
 

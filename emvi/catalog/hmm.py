@@ -8,10 +8,11 @@ import warnings
 import torch
 
 from ..analysis.hmm import hmm_inference_data
+from ..data import DataInfo
 from ..errors import DataError
 from ..inference.em import ConvergenceWarning
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 
 SAMPLED_LENGTH = 100
 """Steps of each sequence ``emvi sample`` draws."""

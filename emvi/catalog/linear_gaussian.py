@@ -8,6 +8,7 @@ import warnings
 import torch
 
 from ..analysis.ppca import ppca_inference_data
+from ..data import DataInfo
 from ..errors import DataError
 from ..inference.em import ConvergenceWarning
 from ..models.ppca import (
@@ -19,7 +20,7 @@ from ..models.ppca import (
     closed_form_elbo,
     make_guide,
 )
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import first_tensor
 
 

@@ -7,9 +7,10 @@ import warnings
 import torch
 
 from ..analysis.mixture import mixture_inference_data
+from ..data import DataInfo
 from ..inference.em import ConvergenceWarning
 from ..models.mixture import MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import first_tensor
 
 
