@@ -296,7 +296,7 @@ def _check_state_matches(state: dict, run, model, guide) -> None:
             if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
                 found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise CheckpointError(f"cannot resume {run.path}: its checkpoint's {key} {name} is {found}, the model "
-                                      f"needs {tuple(tensor.shape)}; refit or restore the run's checkpoint.pt")
+                                      f"needs {tuple(tensor.shape)}; refit or restore {run.checkpoint_path}")
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds NaN or infinite weights "
                                       f"({key} {name}); refit, or resume from an earlier copy")
@@ -359,8 +359,9 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
     paths = []
     if history:
         from .analysis.curves import plot_loss_curve
+        from .rundir import RunDirectory
 
-        paths.append(plot_loss_curve(history, run_dir / "loss_curve.png"))
+        paths.append(plot_loss_curve(history, RunDirectory(run_dir).plot_path("loss_curve")))
     if entry.plots is not None:
         paths.extend(entry.plots(model, guide, dataset, history, run_dir) or [])
     return paths
@@ -389,7 +390,7 @@ def read_run(run_dir: str | Path):
                           "evaluate it from Python with the model you trained")
     if not isinstance(resolved["data"], dict) or not isinstance(resolved.get("data_info"), dict) \
             or not isinstance(resolved["data"].get("dataset"), str):
-        raise ConfigError(f"{run.path}/config.json is damaged (its data or data_info is not a table); restore it "
+        raise ConfigError(f"{run.config_path} is damaged (its data or data_info is not a table); restore it "
                           "from the checkpoint's copy or refit")
     return run, resolved
 
@@ -419,7 +420,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     try:
         data_info = DataInfo(**info)
     except TypeError as exc:
-        raise ConfigError(f"{run.path}/config.json has a damaged data_info ({exc}); refit") from None
+        raise ConfigError(f"{run.config_path} has a damaged data_info ({exc}); refit") from None
     event_shape = tuple(data_info.event_shape or ())
     if not event_shape or dataset.x.dim() != len(event_shape) + 1 or dataset.x.shape[-1] != event_shape[-1]:
         raise DataError(f"the data of {run.path} now has items of shape {tuple(dataset.x.shape[1:])}, but the run was "
@@ -436,7 +437,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise CheckpointError(f"the checkpoint in {run.path} does not match its {entry.name} model ({first}); "
-                              "refit, or restore the run's checkpoint.pt") from None
+                              f"refit, or restore {run.checkpoint_path}") from None
     for owner, module in (("model", model), ("guide", guide)):
         if isinstance(module, torch.nn.Module):
             for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):

@@ -164,3 +164,32 @@ def test_cli_bad_arguments_exit_nonzero_with_one_line(args, message):
     assert "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("emvi: error:") and message in lines[0]
+
+
+def _code_strings(path: Path):
+    """``(line, text)`` of every string constant in ``path`` (f-string parts included) but docstrings (a string
+    standing alone as a statement: a module's, class's, function's or attribute's)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_only_rundir_spells_run_directory_file_names():
+    """emvi.rundir names every file of a run: no other module holds one of those names (or a new one like them)."""
+    import re
+
+    from emvi import rundir
+
+    names = {value for key, value in vars(rundir).items() if key.isupper() and isinstance(value, str) and "." in value}
+    names |= {f"{plot}.png" for plot in rundir.PLOTS} | {"evaluation_"}
+    assert {"checkpoint.pt", "config.json", "summary.json", "metrics.jsonl", "spec.toml", "inference_data.nc",
+            "posterior_summary.csv", "loss_curve.png", "samples.npy"} <= names
+    run_file_like = re.compile(r"^[\w-]+\.(pt|jsonl|nc|png|npy)$")
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {text[:60]!r}"
+                 for path in PACKAGE.rglob("*.py") if path.name != "rundir.py"
+                 for line, text in _code_strings(path)
+                 if run_file_like.match(text) or any(name in text for name in names)]
+    assert not offenders, offenders

@@ -690,7 +690,7 @@ def load_run_modules(run_dir: str | Path, model, guide, *, which: str = "checkpo
             except RuntimeError as exc:
                 raise CheckpointError(
                     f"checkpoint in {run_dir} does not match the {key} ({str(exc).splitlines()[0][:160]}); "
-                    "rebuild it with the run's config.json"
+                    "rebuild it with the run's configuration"
                 ) from None
     return state
 
