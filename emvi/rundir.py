@@ -2,7 +2,8 @@
 
 A run directory holds
 
-* ``config.json`` — the resolved configuration (model, method, data, training options), written atomically;
+* ``config.json`` — the resolved configuration (model, method, data; the method's settings under
+  :data:`METHOD_CONFIG`), written atomically;
 * ``spec.toml`` — the same as a spec file that ``emvi fit`` can run again;
 * ``checkpoint.pt`` (and ``best.pt`` for SVI) — the fitted state, written atomically (temporary file in the same
   folder, fsync, rename), loaded with ``torch.load(..., weights_only=True)``: tensors and plain containers only;
@@ -55,6 +56,11 @@ PLOTS = (
     "conditional_samples", "latent_map",  # deep mixtures (gmvae, ssvae)
 )
 """The PNG plots a run directory may hold, each ``NAME.png`` (:meth:`RunDirectory.plot_path`)."""
+
+METHOD_CONFIG = "method_config"
+"""The key of ``config.json`` (and of the copy in every checkpoint) that holds the fitting method's settings."""
+LEGACY_METHOD_CONFIG = "train"
+"""Where runs written before one key held every method's settings kept an SVI fit's (read, never written)."""
 
 PARTIAL = (SPEC, CONFIG, METRICS)
 """What a fit writes before its first checkpoint: a folder holding only these (and leftover temporary files) is a
@@ -312,6 +318,15 @@ class RunDirectory:
             return {}
 
 
+def method_settings(resolved: dict) -> dict:
+    """The fitting method's settings recorded in a run's resolved configuration (``config.json`` or a checkpoint's
+    copy): :data:`METHOD_CONFIG`, or :data:`LEGACY_METHOD_CONFIG` in older SVI runs; ``{}`` when neither is there."""
+    settings = resolved.get(METHOD_CONFIG)
+    if settings is None:
+        settings = resolved.get(LEGACY_METHOD_CONFIG)
+    return settings if isinstance(settings, dict) else {}
+
+
 def comparison_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
     """``(table, plot)``: where ``emvi analyze`` writes the comparison of several runs in ``folder``."""
     return Path(folder) / COMPARISON_TABLE, Path(folder) / COMPARISON_PLOT
@@ -332,5 +347,6 @@ def _fsync_directory(directory: Path) -> None:
 
 
 __all__ = ["RunDirectory", "atomic_write_bytes", "atomic_write_text", "comparison_paths", "load_checkpoint",
-           "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "SUMMARY", "SPEC", "INFERENCE_DATA",
-           "POSTERIOR_SUMMARY", "SAMPLES", "COMPARISON_TABLE", "COMPARISON_PLOT", "PLOTS"]
+           "method_settings", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "SUMMARY", "SPEC",
+           "INFERENCE_DATA", "POSTERIOR_SUMMARY", "SAMPLES", "COMPARISON_TABLE", "COMPARISON_PLOT", "PLOTS",
+           "METHOD_CONFIG", "LEGACY_METHOD_CONFIG"]

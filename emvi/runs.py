@@ -78,7 +78,9 @@ def run_model_config(entry, resolved: dict):
 
 def run_seed(resolved: dict) -> int:
     """The seed a run directory's fit used (whatever its method)."""
-    return int((resolved.get("train") or resolved.get("method_config") or {}).get("seed", 0))
+    from .rundir import method_settings
+
+    return int(method_settings(resolved).get("seed", 0))
 
 
 def build_model(model, config, data_info, *, seed: int = 0):
@@ -110,7 +112,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     from .config import config_to_dict
     from .inference import distributed
     from .inference.runner import train
-    from .rundir import RunDirectory
+    from .rundir import METHOD_CONFIG, RunDirectory
     from .validation import resolve_device
 
     if method not in entry.methods:
@@ -182,7 +184,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                     "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
     else:
         if main:
-            run.write_config({"method_config": method_config.to_dict(), **resolved})
+            run.write_config({METHOD_CONFIG: method_config.to_dict(), **resolved})
         summary |= entry.fit(model, guide, train_data, method=method, config=method_config, valid_data=valid_data,
                              run=run if main else None) or {}
         history = summary.pop("history", [])
@@ -482,8 +484,9 @@ def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
     from .inference.elbo import make_elbo
     from .inference.runner import evaluate_loss
     from .registry import default_elbo
+    from .rundir import method_settings
 
-    train_cfg = resolved.get("train") or {}
+    train_cfg = method_settings(resolved) if resolved.get("method", "svi") == "svi" else {}
     name = train_cfg.get("elbo")
     if name in (None, "auto"):
         model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
