@@ -111,6 +111,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     """
     from .config import config_to_dict
     from .inference import distributed
+    from .inference.convergence import convergence_reported
     from .inference.runner import train
     from .rundir import METHOD_CONFIG, RunDirectory
     from .validation import resolve_device
@@ -185,8 +186,9 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     else:
         if main:
             run.write_config({METHOD_CONFIG: method_config.to_dict(), **resolved})
-        summary |= entry.fit(model, guide, train_data, method=method, config=method_config, valid_data=valid_data,
-                             run=run if main else None) or {}
+        with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
+            summary |= entry.fit(model, guide, train_data, method=method, config=method_config,
+                                 valid_data=valid_data, run=run if main else None) or {}
         history = summary.pop("history", [])
         if main:
             run.write_metrics(history)
