@@ -87,7 +87,7 @@ def test_convergence_warnings_are_scikit_learns_and_one_switch_silences_them():
     fits = {"Mixture": lambda: emvi.estimators.Mixture(2, "poisson", max_iter=2, tol=0.0).fit(x),
             "PPCA": lambda: emvi.estimators.PPCA(1, max_iter=2, tol=0.0).fit(x),
             "HMM": lambda: emvi.estimators.HMM(2, "poisson", max_iter=2, tol=0.0).fit(x)}
-    for name, fit in fits.items():
+    for fit in fits.values():
         with pytest.warns(ScikitLearn):
             fit()
         for category in (ScikitLearn, ConvergenceWarning):  # scikit-learn's class, or emvi's name for it
