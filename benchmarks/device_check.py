@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 import emvi
-from emvi.data import load_dataset
+from emvi.data import DataInfo, load_dataset
 from emvi.estimators import HMM, Mixture
 from emvi.inference import TrainConfig, seed_everything, train
-from emvi.registry import DataInfo
 
 
 def _digits(limit: int):

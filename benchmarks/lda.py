@@ -37,11 +37,11 @@ from emvi.analysis.topics import (
     sklearn_completion_perplexity,
 )
 from emvi.catalog.topics import build_lda, build_prodlda
+from emvi.data import DataInfo
 from emvi.data.text import load_sotu
 from emvi.inference.runner import TrainConfig, train
 from emvi.models.lda import LDAConfig
 from emvi.models.prodlda import ProdLDAConfig
-from emvi.registry import DataInfo
 
 
 def fit_sklearn(counts, args):

@@ -6,7 +6,8 @@ posterior, a VAE learns an amortised Gaussian q.
 
 import pyro as _pyro
 
-from .data import ArrayDataset, load_dataset, train_valid_split
+from ._version import __version__
+from .data import ArrayDataset, DataInfo, load_dataset, train_valid_split
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
 from .inference import (
     EMConfig,
@@ -20,14 +21,12 @@ from .inference import (
     seed_everything,
     train,
 )
-from .registry import DataInfo, available_models, get_model, register_model
+from .registry import available_models, get_model, register_model
 
 # Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
 # cannot share parameters by name (NumPyro's "inference state is a value" discipline). PyroModules must be built
 # after this import; see ARCHITECTURE.md.
 _pyro.settings.set(module_local_params=True)
-
-__version__ = "0.1.0"
 
 from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
 from .catalog.declared import register_declaration  # noqa: E402
@@ -44,6 +43,7 @@ __all__ = [
     "EMResult",
     "MCMCConfig",
     "EmviError",
+    "__version__",
     "NonFiniteLossError",
     "TrainConfig",
     "TrainResult",

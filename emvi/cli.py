@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from ._version import __version__
 from .errors import ConfigError, DistributedError, EmviError
 
 EXIT_USAGE = 2
@@ -49,12 +50,13 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
     from .registry import available_models
+    from .rundir import COMPARISON_PLOT, COMPARISON_TABLE, INFERENCE_DATA, POSTERIOR_SUMMARY, SAMPLES
     from .runs import method_config_class
 
     parser = _Parser(prog="emvi", description="Latent-variable models as Pyro model/guide pairs, from EM to VAEs.")
     parser.add_argument("--import", dest="import_module", metavar="MODULE",
                         help="import MODULE first (user code that registers models); may be repeated")
-    parser.add_argument("--version", action="version", version=f"emvi {_version()}")
+    parser.add_argument("--version", action="version", version=f"emvi {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     fit = commands.add_parser(
@@ -95,25 +97,19 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("run_dir")
     sample.add_argument("--num-samples", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--output", help="where to write the samples (.npy; default RUN_DIR/samples.npy and samples.png)")
+    sample.add_argument("--output", help=f"where to write the samples (.npy; default RUN_DIR/{SAMPLES}, and a PNG beside it)")
 
     analyze = commands.add_parser(
         "analyze", help="posterior analysis with ArviZ (InferenceData, summary, plots, comparison)",
-        description="Write inference_data.nc, posterior_summary.csv and PNG plots into each run directory; with "
+        description=f"Write {INFERENCE_DATA}, {POSTERIOR_SUMMARY} and PNG plots into each run directory; with "
                     "several runs of the same data, also a comparison table (LOO, or held-out log-likelihood for point fits).")
     analyze.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     analyze.add_argument("--num-samples", type=int, default=200, help="posterior draws for SVI guides (default: 200)")
-    analyze.add_argument("--compare-out", help="folder for comparison.csv/png (default: the first run's parent)")
+    analyze.add_argument("--compare-out", help=f"folder for {COMPARISON_TABLE} and {COMPARISON_PLOT} (default: the first run's parent)")
     analyze.add_argument("--data-root", help="override the data root recorded in the runs")
 
     commands.add_parser("models", help="list the registered models", description="List the registered models.")
     return parser
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 _IMPORTED: list[str] = []
@@ -322,7 +318,7 @@ def _cmd_evaluate(args) -> int:
         metrics = default_evaluate(entry, model, guide, dataset, resolved)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    atomic_write_text(RunDirectory(args.run_dir).file(f"evaluation_{split}.json"), json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(RunDirectory(args.run_dir).evaluation_path(split), json.dumps(metrics, indent=2) + "\n")
     return 0
 
 
@@ -331,13 +327,13 @@ def _cmd_sample(args) -> int:
     import torch
 
     from .inference.seeding import seed_everything
-    from .rundir import atomic_write_bytes
+    from .rundir import RunDirectory, atomic_write_bytes
     from .runs import available_memory_bytes, load_run
     from .validation import check_positive_int, check_seed
 
     check_positive_int(args.num_samples, "--num-samples")
     check_seed(args.seed, "--seed")
-    output = Path(args.output) if args.output else Path(args.run_dir) / "samples.npy"
+    output = Path(args.output) if args.output else RunDirectory(args.run_dir).samples_path
     if output.suffix.lower() != ".npy":
         raise ConfigError(f"--output {output} must end in .npy (the samples are written as a NumPy array there)")
     if output.is_dir():
@@ -371,18 +367,16 @@ def _cmd_sample(args) -> int:
 
 def _summary_value(run_dir, key: str):
     """``key`` from a run's ``summary.json`` (None if the run has no such summary or value)."""
-    import json
+    from .rundir import RunDirectory
 
-    path = Path(run_dir) / "summary.json"
-    try:
-        return json.loads(path.read_text()).get(key) if path.is_file() else None
-    except (OSError, ValueError):
-        return None
+    summary = RunDirectory(run_dir).read_summary()
+    return summary.get(key) if isinstance(summary, dict) else None
 
 
 def _cmd_analyze(args) -> int:
     from .analysis.local_latents import held_out_log_likelihood
     from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
+    from .rundir import comparison_paths
     from .runs import held_out_split, load_run, run_seed
     from .validation import check_positive_int
 
@@ -421,10 +415,11 @@ def _cmd_analyze(args) -> int:
             table["bic"] = [bic.get(name) for name in table.index]
         out = Path(args.compare_out) if args.compare_out else Path(args.run_dirs[0]).parent
         out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "comparison.csv")
-        plot_comparison(table, out / "comparison.png")
+        table_path, plot_path = comparison_paths(out)
+        table.to_csv(table_path)
+        plot_comparison(table, plot_path)
         print(table.to_string())
-        print(f"comparison written to {out / 'comparison.csv'}")
+        print(f"comparison written to {table_path}")
     return 0
 
 

@@ -7,8 +7,8 @@ adds its own models with :func:`register_model`::
     def build(config: MyConfig, data_info: DataInfo):
         return MyModel(config, data_info), MyGuide(...)
 
-The builder receives the model's frozen config dataclass and a :class:`DataInfo` describing the training data and
-returns ``(model, guide)``.  ``methods`` lists the fitting procedures the model supports (``"svi"``, ``"em"``, ``"mcmc"``).
+The builder receives the model's frozen config dataclass and a :class:`~emvi.data.DataInfo` describing the training
+data and returns ``(model, guide)``.  ``methods`` lists the fitting procedures the model supports (``"svi"``, ``"em"``, ``"mcmc"``).
 """
 
 from __future__ import annotations
@@ -19,23 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a builder may know about the data: sizes, shapes and observation type.
-
-    ``event_shape`` is the shape of one observation (``(D,)`` for tables and flattened images, ``(T, D)`` for
-    sequences); ``image_shape`` is ``(C, H, W)`` when the observations are images.
-    """
-
-    num_data: int
-    event_shape: tuple[int, ...]
-    image_shape: tuple[int, ...] | None = None
-    num_classes: int | None = None
-    vocab_size: int | None = None
-    arrays: dict[str, list[int]] | None = None
-    """Per-item shape of each named data array (``x``, ``y``, an .npz's other arrays), for models reading several."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +42,8 @@ class ModelEntry:
 
     name: str
     config_class: type
-    build: Callable[[Any, DataInfo], tuple[Any, Any]]
+    build: Callable[[Any, Any], tuple[Any, Any]]
+    """``build(config, data_info: emvi.data.DataInfo) -> (model, guide)``."""
     methods: tuple[str, ...] = ("svi",)
     description: str = ""
     fit: Callable | None = None

@@ -2,12 +2,18 @@
 
 A run directory holds
 
-* ``config.json`` — the resolved configuration (model, method, data, training options), written atomically;
+* ``config.json`` — the resolved configuration (model, method, data; the method's settings under
+  :data:`METHOD_CONFIG`), written atomically;
 * ``spec.toml`` — the same as a spec file that ``emvi fit`` can run again;
 * ``checkpoint.pt`` (and ``best.pt`` for SVI) — the fitted state, written atomically (temporary file in the same
   folder, fsync, rename), loaded with ``torch.load(..., weights_only=True)``: tensors and plain containers only;
 * ``metrics.jsonl`` — one JSON object per epoch (SVI) or iteration (EM);
-* ``summary.json`` — the final metrics; PNG plots.
+* ``summary.json`` — the final metrics;
+* ``loss_curve.png`` and the model's own plots (:data:`PLOTS`), written by ``emvi fit``;
+* ``inference_data.nc``, ``posterior_summary.csv`` and their plots, written by ``emvi analyze``;
+* ``evaluation_SPLIT.json`` (``emvi evaluate``) and ``samples.npy`` (``emvi sample``).
+
+No other module spells these names: everything reaches them through :class:`RunDirectory`'s paths.
 
 A run killed at any moment leaves either the previous file or the new one, never a torn one. The SVI runner, EM,
 NUTS, the estimators' registry hooks and the CLI all go through :class:`RunDirectory`.
@@ -35,6 +41,26 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 SPEC = "spec.toml"
+
+INFERENCE_DATA = "inference_data.nc"
+POSTERIOR_SUMMARY = "posterior_summary.csv"
+SAMPLES = "samples.npy"
+COMPARISON_TABLE = "comparison.csv"
+COMPARISON_PLOT = "comparison.png"
+"""``emvi analyze``'s comparison of several runs, written in a folder of its own (by default the runs' parent)."""
+
+PLOTS = (
+    "loss_curve",  # every fit with a history (emvi fit)
+    "trace", "estimates", "bounds", "posterior_predictive",  # emvi analyze: posterior draws, point fits, local latents
+    "reconstructions", "prior_samples", "manifold", "latent_space",  # VAEs
+    "conditional_samples", "latent_map",  # deep mixtures (gmvae, ssvae)
+)
+"""The PNG plots a run directory may hold, each ``NAME.png`` (:meth:`RunDirectory.plot_path`)."""
+
+METHOD_CONFIG = "method_config"
+"""The key of ``config.json`` (and of the copy in every checkpoint) that holds the fitting method's settings."""
+LEGACY_METHOD_CONFIG = "train"
+"""Where runs written before one key held every method's settings kept an SVI fit's (read, never written)."""
 
 PARTIAL = (SPEC, CONFIG, METRICS)
 """What a fit writes before its first checkpoint: a folder holding only these (and leftover temporary files) is a
@@ -120,6 +146,50 @@ class RunDirectory:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    # -- the path of every file ----------------------------------------------------------------------------------
+
+    @property
+    def config_path(self) -> Path:
+        return self.file(CONFIG)
+
+    @property
+    def spec_path(self) -> Path:
+        return self.file(SPEC)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.file(CHECKPOINT)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.file(METRICS)
+
+    @property
+    def summary_path(self) -> Path:
+        return self.file(SUMMARY)
+
+    @property
+    def inference_data_path(self) -> Path:
+        return self.file(INFERENCE_DATA)
+
+    @property
+    def posterior_summary_path(self) -> Path:
+        return self.file(POSTERIOR_SUMMARY)
+
+    @property
+    def samples_path(self) -> Path:
+        return self.file(SAMPLES)
+
+    def evaluation_path(self, split: str) -> Path:
+        """Where ``emvi evaluate`` writes the metrics of ``split`` (train, valid or test)."""
+        return self.file(f"evaluation_{split}.json")
+
+    def plot_path(self, name: str) -> Path:
+        """``NAME.png`` for one of :data:`PLOTS`."""
+        if name not in PLOTS:
+            raise ValueError(f"{name!r} is not a run directory plot; add it to emvi.rundir.PLOTS (one of {PLOTS})")
+        return self.file(f"{name}.png")
 
     def check_creatable(self) -> None:
         """Raise :class:`ConfigError` unless the folder exists or can be made: no file in the way, on the path
@@ -248,6 +318,20 @@ class RunDirectory:
             return {}
 
 
+def method_settings(resolved: dict) -> dict:
+    """The fitting method's settings recorded in a run's resolved configuration (``config.json`` or a checkpoint's
+    copy): :data:`METHOD_CONFIG`, or :data:`LEGACY_METHOD_CONFIG` in older SVI runs; ``{}`` when neither is there."""
+    settings = resolved.get(METHOD_CONFIG)
+    if settings is None:
+        settings = resolved.get(LEGACY_METHOD_CONFIG)
+    return settings if isinstance(settings, dict) else {}
+
+
+def comparison_paths(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """``(table, plot)``: where ``emvi analyze`` writes the comparison of several runs in ``folder``."""
+    return Path(folder) / COMPARISON_TABLE, Path(folder) / COMPARISON_PLOT
+
+
 def _fsync_directory(directory: Path) -> None:
     # Makes the rename itself durable; not supported on every platform (e.g. Windows), where it is skipped.
     try:
@@ -262,5 +346,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["RunDirectory", "atomic_write_bytes", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG",
-           "METRICS", "SUMMARY", "SPEC"]
+__all__ = ["RunDirectory", "atomic_write_bytes", "atomic_write_text", "comparison_paths", "load_checkpoint",
+           "method_settings", "save_checkpoint", "CHECKPOINT", "BEST", "CONFIG", "METRICS", "SUMMARY", "SPEC",
+           "INFERENCE_DATA", "POSTERIOR_SUMMARY", "SAMPLES", "COMPARISON_TABLE", "COMPARISON_PLOT", "PLOTS",
+           "METHOD_CONFIG", "LEGACY_METHOD_CONFIG"]

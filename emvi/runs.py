@@ -11,13 +11,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from ._version import __version__
 from .errors import ConfigError
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
 
 
 def load_data(data_cfg: dict, *, split: str = "train", root_override: str | None = None):
@@ -83,7 +78,9 @@ def run_model_config(entry, resolved: dict):
 
 def run_seed(resolved: dict) -> int:
     """The seed a run directory's fit used (whatever its method)."""
-    return int((resolved.get("train") or resolved.get("method_config") or {}).get("seed", 0))
+    from .rundir import method_settings
+
+    return int(method_settings(resolved).get("seed", 0))
 
 
 def build_model(model, config, data_info, *, seed: int = 0):
@@ -114,8 +111,9 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     """
     from .config import config_to_dict
     from .inference import distributed
+    from .inference.convergence import convergence_reported
     from .inference.runner import train
-    from .rundir import RunDirectory
+    from .rundir import METHOD_CONFIG, RunDirectory
     from .validation import resolve_device
 
     if method not in entry.methods:
@@ -160,7 +158,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "data": data_cfg,
         "data_info": dataclasses.asdict(data_info),
         "spec": spec,
-        "emvi_version": _version(),
+        "emvi_version": __version__,
     }
 
     def check_and_create():
@@ -187,9 +185,10 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                     "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
     else:
         if main:
-            run.write_config({"method_config": method_config.to_dict(), **resolved})
-        summary |= entry.fit(model, guide, train_data, method=method, config=method_config, valid_data=valid_data,
-                             run=run if main else None) or {}
+            run.write_config({METHOD_CONFIG: method_config.to_dict(), **resolved})
+        with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
+            summary |= entry.fit(model, guide, train_data, method=method, config=method_config,
+                                 valid_data=valid_data, run=run if main else None) or {}
         history = summary.pop("history", [])
         if main:
             run.write_metrics(history)
@@ -301,7 +300,7 @@ def _check_state_matches(state: dict, run, model, guide) -> None:
             if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
                 found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise CheckpointError(f"cannot resume {run.path}: its checkpoint's {key} {name} is {found}, the model "
-                                      f"needs {tuple(tensor.shape)}; refit or restore the run's checkpoint.pt")
+                                      f"needs {tuple(tensor.shape)}; refit or restore {run.checkpoint_path}")
             if value.is_floating_point() and not torch.isfinite(value).all():
                 raise CheckpointError(f"cannot resume {run.path}: its checkpoint holds NaN or infinite weights "
                                       f"({key} {name}); refit, or resume from an earlier copy")
@@ -364,8 +363,9 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
     paths = []
     if history:
         from .analysis.curves import plot_loss_curve
+        from .rundir import RunDirectory
 
-        paths.append(plot_loss_curve(history, run_dir / "loss_curve.png"))
+        paths.append(plot_loss_curve(history, RunDirectory(run_dir).plot_path("loss_curve")))
     if entry.plots is not None:
         paths.extend(entry.plots(model, guide, dataset, history, run_dir) or [])
     return paths
@@ -394,7 +394,7 @@ def read_run(run_dir: str | Path):
                           "evaluate it from Python with the model you trained")
     if not isinstance(resolved["data"], dict) or not isinstance(resolved.get("data_info"), dict) \
             or not isinstance(resolved["data"].get("dataset"), str):
-        raise ConfigError(f"{run.path}/config.json is damaged (its data or data_info is not a table); restore it "
+        raise ConfigError(f"{run.config_path} is damaged (its data or data_info is not a table); restore it "
                           "from the checkpoint's copy or refit")
     return run, resolved
 
@@ -403,9 +403,10 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     """:func:`load_run` after :func:`read_run`: the model, guide and data of a checked configuration."""
     import torch
 
+    from .data import DataInfo
     from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
-    from .registry import DataInfo, get_model
+    from .registry import get_model
 
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
@@ -423,7 +424,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     try:
         data_info = DataInfo(**info)
     except TypeError as exc:
-        raise ConfigError(f"{run.path}/config.json has a damaged data_info ({exc}); refit") from None
+        raise ConfigError(f"{run.config_path} has a damaged data_info ({exc}); refit") from None
     event_shape = tuple(data_info.event_shape or ())
     if not event_shape or dataset.x.dim() != len(event_shape) + 1 or dataset.x.shape[-1] != event_shape[-1]:
         raise DataError(f"the data of {run.path} now has items of shape {tuple(dataset.x.shape[1:])}, but the run was "
@@ -440,7 +441,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
         first = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise CheckpointError(f"the checkpoint in {run.path} does not match its {entry.name} model ({first}); "
-                              "refit, or restore the run's checkpoint.pt") from None
+                              f"refit, or restore {run.checkpoint_path}") from None
     for owner, module in (("model", model), ("guide", guide)):
         if isinstance(module, torch.nn.Module):
             for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
@@ -485,8 +486,9 @@ def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
     from .inference.elbo import make_elbo
     from .inference.runner import evaluate_loss
     from .registry import default_elbo
+    from .rundir import method_settings
 
-    train_cfg = resolved.get("train") or {}
+    train_cfg = method_settings(resolved) if resolved.get("method", "svi") == "svi" else {}
     name = train_cfg.get("elbo")
     if name in (None, "auto"):
         model_config = config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.")
@@ -498,3 +500,12 @@ def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
     return {"elbo_nats_per_item": -loss}
 
 
+def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
+    """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
+    out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
+    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
+    if entry.inference_data is None:
+        raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
+    train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))
+    return entry.inference_data(model, guide, train_part, method=resolved.get("method", "svi"), num_samples=num_samples,
+                                run_dir=Path(run_dir))

@@ -71,7 +71,7 @@ def test_analyze_exports_per_item_latents_of_a_gaussian_composed_model(tmp_path)
     idata = az.from_netcdf(str(tmp_path / "r" / "inference_data.nc"))
     assert idata.posterior.attrs["latent_posterior"] == "local"
     assert idata.posterior["t"].sizes["draw"] == 6 and idata.posterior["t"].sizes["obs"] == 36  # 10% held out
-    from emvi.analysis.report import from_run
+    from emvi.runs import from_run
 
     again = from_run(tmp_path / "r", num_samples=3)
     np.testing.assert_array_equal(again.observed_data["x"].values, idata.observed_data["x"].values)

@@ -60,3 +60,33 @@ def test_foreign_and_missing_files_are_named(tmp_path):
         ckpt.load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         ckpt.load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_method_settings_live_under_one_key_and_old_runs_under_train_still_read(tmp_path):
+    """config.json keeps every method's settings under ``method_config``; a run written when SVI's sat under
+    ``train`` still gives its seed, evaluates its held-out split and resumes."""
+    import json
+
+    import numpy as np
+
+    import emvi
+    from emvi.cli import main
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).poisson(3.0, size=(40, 3)).astype(float))
+    run = tmp_path / "run"
+    fit = ["fit", "composed", str(tmp_path / "x.npy"), "--latent", "discrete", "--mapping", "index", "--likelihood",
+           "poisson", "--num-components", "2", "--valid-fraction", "0.25", "--seed", "3", "--run-dir", str(run),
+           "--no-plots", "--progress", "false"]
+    assert main([*fit, "--epochs", "1"]) == 0
+    directory = ckpt.RunDirectory(run)
+    resolved = directory.read_config()
+    assert "train" not in resolved and resolved[ckpt.METHOD_CONFIG]["seed"] == 3
+    legacy = {("train" if key == ckpt.METHOD_CONFIG else key): value for key, value in resolved.items()}
+    directory.write_config(legacy)
+    state = directory.load_checkpoint()
+    ckpt.save_checkpoint({**state, "config": json.dumps(legacy)}, directory.checkpoint_path)
+    assert emvi.runs.run_seed(directory.read_config()) == 3 == emvi.runs.run_seed(resolved)
+    assert ckpt.method_settings(legacy) == ckpt.method_settings(resolved) and ckpt.method_settings({}) == {}
+    assert main(["evaluate", str(run), "--split", "valid"]) == 0
+    assert main([*fit, "--epochs", "2", "--resume"]) == 0
+    assert directory.read_config()[ckpt.METHOD_CONFIG]["epochs"] == 2

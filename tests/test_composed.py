@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from emvi import TrainConfig, train
+from emvi.data import DataInfo
 from emvi.errors import ConfigError
 from emvi.guides.amortised import AmortisedNormalGuide
 from emvi.inference.elbo import make_elbo
 from emvi.models.composed import ComposedConfig, ComposedModel
-from emvi.registry import DataInfo, get_model
+from emvi.registry import get_model
 
 
 def test_poisson_vae_elbo_equals_hand_written_pyro_model():

@@ -15,11 +15,12 @@ from torch.nn.functional import one_hot, softplus
 
 import emvi
 from emvi.catalog.declared import build
+from emvi.data import DataInfo
 from emvi.declaration import Declaration, covariate, declare, latent, learned, linear, mlp, observed, param, table
 from emvi.declaration.capabilities import elbo_name, em_ready
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.inference.elbo import make_elbo
-from emvi.registry import DataInfo, get_model
+from emvi.registry import get_model
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "declared"
 sys.path.insert(0, str(EXAMPLES_DIR))

@@ -12,12 +12,12 @@ import torch
 
 from emvi.analysis.declared import declared_inference_data
 from emvi.catalog.declared import build, declared_entry, fit_declared
+from emvi.data import DataInfo
 from emvi.data.arrays import ArrayDataset
 from emvi.declaration import declare, latent, learned, observed, param, table
 from emvi.declaration.capabilities import mcmc_ready
 from emvi.errors import ConfigError
 from emvi.inference.mcmc import MCMCConfig
-from emvi.registry import DataInfo
 from emvi.rundir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,13 +16,12 @@ from torch.nn.functional import log_softmax
 import emvi
 from emvi.catalog.declared import build, build_declared, evaluate_declared
 from emvi.catalog.deep_mixture import build_gmvae, build_ssvae, label_view
-from emvi.data import load_dataset
+from emvi.data import DataInfo, load_dataset
 from emvi.declaration import Declaration, declare, latent, mlp, observed
 from emvi.errors import ConfigError, DataError
 from emvi.inference import TrainConfig
 from emvi.inference.likelihood import without_training_terms
 from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig, gmvae_declaration, ssvae_declaration
-from emvi.registry import DataInfo
 
 N, D = 12, 6
 

@@ -13,9 +13,10 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch.nn.functional import log_softmax
 
+from emvi.data import DataInfo
 from emvi.models.composed import ComposedConfig
 from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
-from emvi.registry import DataInfo, get_model
+from emvi.registry import get_model
 
 
 def gradients(value, parameters):

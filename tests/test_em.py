@@ -64,3 +64,53 @@ def test_non_finite_objective_raises():
 def test_bad_settings_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         fit_em(HalfwayModel(), DATA, **{"max_iter": 5, "tol": 1e-3, **kwargs})
+
+
+def test_convergence_warnings_are_scikit_learns_and_one_switch_silences_them():
+    """Every fit warns scikit-learn's ConvergenceWarning (EM's loop and the estimators alike), which a filter on
+    scikit-learn's class or on emvi's name catches; inside ``convergence_reported()`` none is emitted."""
+    import warnings
+
+    import numpy as np
+    import sklearn.exceptions
+
+    import emvi.estimators
+    from emvi.inference import convergence_reported
+
+    ScikitLearn = sklearn.exceptions.ConvergenceWarning
+    assert emvi.estimators.ConvergenceWarning is ScikitLearn and issubclass(ScikitLearn, ConvergenceWarning)
+    assert not issubclass(UserWarning, ConvergenceWarning)
+    with pytest.warns(ScikitLearn, match="max_iter=3") as caught:
+        fit_em(HalfwayModel(), DATA, max_iter=3, tol=1e-12)
+    assert [w.category for w in caught] == [ScikitLearn] and caught[0].filename == __file__  # the caller's line
+    x = np.random.default_rng(0).poisson(3.0, size=(60, 2)).astype(float)
+    fits = {"Mixture": lambda: emvi.estimators.Mixture(2, "poisson", max_iter=2, tol=0.0).fit(x),
+            "PPCA": lambda: emvi.estimators.PPCA(1, max_iter=2, tol=0.0).fit(x),
+            "HMM": lambda: emvi.estimators.HMM(2, "poisson", max_iter=2, tol=0.0).fit(x)}
+    for fit in fits.values():
+        with pytest.warns(ScikitLearn):
+            fit()
+        for category in (ScikitLearn, ConvergenceWarning):  # scikit-learn's class, or emvi's name for it
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                warnings.simplefilter("ignore", category)
+                fit()  # silenced: no error
+        with warnings.catch_warnings(), convergence_reported():
+            warnings.simplefilter("error")
+            fit()  # not emitted at all
+            fit_em(HalfwayModel(), DATA, max_iter=3, tol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ScikitLearn, match="did not converge"):
+            fits["Mixture"]()
+
+
+def test_filtering_on_emvis_convergence_warning_does_not_import_scikit_learn():
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings, emvi; from emvi.inference.em import ConvergenceWarning; "
+            "warnings.simplefilter('ignore', ConvergenceWarning); warnings.warn('x', UserWarning); "
+            "print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

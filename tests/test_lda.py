@@ -12,13 +12,13 @@ from scipy.optimize import linear_sum_assignment
 
 import emvi  # noqa: F401  (sets module-local params before PyroModules are built)
 from emvi.catalog.topics import build_lda
+from emvi.data import DataInfo
 from emvi.data.text import counts_to_padded, document_completion_split, padded_to_counts
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.guides.lda import LDAGuide
 from emvi.inference import TrainConfig, train
 from emvi.inference.elbo import make_elbo
 from emvi.models.lda import LDA, LDAConfig
-from emvi.registry import DataInfo
 
 
 def planted_corpus(num_docs=240, vocab_size=24, num_topics=3, doc_len=30, alpha=0.2, seed=0):

@@ -19,11 +19,11 @@ from emvi.analysis.topics import (
     topic_word_matrix,
 )
 from emvi.catalog.topics import build_lda
+from emvi.data import DataInfo
 from emvi.data.text import document_completion_split
 from emvi.guides.lda import MIN_CONCENTRATION, LDAGuide, bag_of_words
 from emvi.inference.runner import TrainConfig, train
 from emvi.models.lda import LDA, LDAConfig
-from emvi.registry import DataInfo
 
 
 def planted_corpus(num_docs, vocab_size=30, num_topics=3, doc_len=40, alpha=0.2, seed=0):

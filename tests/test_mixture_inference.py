@@ -8,11 +8,12 @@ import torch
 
 import emvi  # noqa: F401
 from emvi.catalog.mixture import build_mixture, evaluate_mixture, fit_mixture, load_mixture, sample_mixture
+from emvi.data import DataInfo
 from emvi.estimators.mixture import Mixture
 from emvi.inference.em import ConvergenceWarning, EMConfig
 from emvi.inference.mcmc import fit_mcmc
 from emvi.models.mixture import MixtureConfig
-from emvi.registry import DataInfo, get_model
+from emvi.registry import get_model
 from emvi.rundir import RunDirectory
 
 

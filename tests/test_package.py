@@ -42,9 +42,11 @@ def _imports(path: Path) -> set[str]:
 
 
 # What each layer may import from emvi (ARCHITECTURE.md's layer table): every package, and the top-level modules.
-BASE = {"emvi.errors", "emvi.validation", "emvi.plates", "emvi.nn", "emvi.distributions", "emvi.declaration"}
+BASE = {"emvi._version", "emvi.errors", "emvi.validation", "emvi.plates", "emvi.nn", "emvi.distributions",
+        "emvi.declaration"}
 NUMERICS = BASE | {"emvi.guides", "emvi.models"}
 ALLOWED = {
+    "_version": set(),
     "errors": set(),
     "validation": {"emvi.errors"},
     "plates": set(),
@@ -56,14 +58,14 @@ ALLOWED = {
     "config": {"emvi.errors"},
     "guides": BASE | {"emvi.guides"},
     "models": NUMERICS,
-    "data": BASE | {"emvi.data", "emvi.registry"},
+    "data": BASE | {"emvi.data"},
     "inference": NUMERICS | {"emvi.inference", "emvi.rundir", "emvi.config"},
-    "analysis": NUMERICS | {"emvi.analysis", "emvi.inference", "emvi.data", "emvi.rundir", "emvi.runs"},
+    "analysis": NUMERICS | {"emvi.analysis", "emvi.inference", "emvi.data", "emvi.rundir"},
     "estimators": NUMERICS | {"emvi.estimators", "emvi.inference", "emvi.rundir"},
     "catalog": NUMERICS | {"emvi.catalog", "emvi.inference", "emvi.analysis", "emvi.estimators", "emvi.registry",
                            "emvi.rundir", "emvi.data"},
-    "runs": {"emvi", "emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.registry", "emvi.rundir",
-             "emvi.analysis"},
+    "runs": NUMERICS | {"emvi.rundir", "emvi.registry", "emvi.config", "emvi.data", "emvi.inference", "emvi.analysis",
+                        "emvi.estimators"},
     "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
 }
 
@@ -191,4 +193,30 @@ def test_no_package_file_over_600_lines_nor_module_docstring_over_30():
             if length > MAX_MODULE_DOCSTRING_LINES:
                 offenders.append(f"{name}: module docstring of {length} lines (> {MAX_MODULE_DOCSTRING_LINES}); move "
                                  "measurements to docs/experiments/")
+def _code_strings(path: Path):
+    """``(line, text)`` of every string constant in ``path`` (f-string parts included) but docstrings (a string
+    standing alone as a statement: a module's, class's, function's or attribute's)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node.lineno, node.value
+
+
+def test_only_rundir_spells_run_directory_file_names():
+    """emvi.rundir names every file of a run: no other module holds one of those names (or a new one like them)."""
+    import re
+
+    from emvi import rundir
+
+    names = {value for key, value in vars(rundir).items() if key.isupper() and isinstance(value, str) and "." in value}
+    names |= {f"{plot}.png" for plot in rundir.PLOTS}
+    assert {"checkpoint.pt", "config.json", "summary.json", "metrics.jsonl", "spec.toml", "inference_data.nc",
+            "posterior_summary.csv", "loss_curve.png", "samples.npy"} <= names
+    run_file_like = re.compile(r"^([\w-]+\.(pt|jsonl|nc|png|npy)|evaluation_.*\.json)$")
+    offenders = [f"{path.relative_to(ROOT)}:{line}: {text[:60]!r}"
+                 for path in PACKAGE.rglob("*.py") if path.name != "rundir.py"
+                 for line, text in _code_strings(path)
+                 if run_file_like.match(text) or text == "evaluation_" or any(name in text for name in names)]
     assert not offenders, offenders

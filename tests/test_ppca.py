@@ -315,8 +315,9 @@ def test_svi_guides_at_the_em_optimum_respect_the_mean_field_bound():
 
 def test_configuration_and_usage_errors(digits):
     from emvi.analysis.ppca import ppca_inference_data
+    from emvi.data import DataInfo
     from emvi.errors import ConfigError, EmviError
-    from emvi.registry import DataInfo, get_model
+    from emvi.registry import get_model
 
     with pytest.raises(ConfigError, match="guide"):
         PPCAConfig(guide="normalizing-flow")

@@ -15,7 +15,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 import emvi  # noqa: F401  (module-local params)
-from emvi.data import load_dataset
+from emvi.data import DataInfo, load_dataset
 from emvi.errors import ConfigError
 from emvi.guides.amortised import AmortisedNormalGuide
 from emvi.inference import TrainConfig, train
@@ -23,7 +23,7 @@ from emvi.inference.elbo import LeanTrace_ELBO, LeanTraceMeanField_ELBO
 from emvi.inference.likelihood import estimate_log_likelihood, log_importance_weights
 from emvi.models import ComposedConfig, ComposedModel, VAEConfig, build_vae_pair
 from emvi.plates import data_plate
-from emvi.registry import DataInfo, get_model
+from emvi.registry import get_model
 
 
 def _small_vae(num_features=12, latent_dim=3, seed=0, architecture="mlp", image_shape=None):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pyro.poutine as poutine
 import torch
 
+from ..rundir import RunDirectory
 from .clustering import cluster_accuracy, effective_num_clusters, normalized_mutual_information
 from .curves import _pyplot, plot_image_grid
 from .declared import _posterior
@@ -75,7 +76,7 @@ def latent_map(model, guide, discrete: str, continuous: str, tensors) -> tuple[t
 
 def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continuous: str, title: str) -> list[Path]:
     """``conditional_samples.png`` (row k: decoder means at t ~ p(t | z = k)) and ``latent_map.png``."""
-    run_dir = Path(run_dir)
+    run = RunDirectory(run_dir)
     model.eval(), guide.eval()
     device = next(model.parameters()).device
     paths = []
@@ -84,7 +85,7 @@ def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continu
         values = torch.arange(k, device=device).repeat_interleave(SAMPLES_PER_ROW)
         first = model.declaration.data_names[0]
         means = model.sample(values.shape[0], given={discrete: values}, mean=True)[first]
-        paths.append(plot_image_grid(means, dataset.image_shape, run_dir / "conditional_samples.png",
+        paths.append(plot_image_grid(means, dataset.image_shape, run.plot_path("conditional_samples"),
                                      title=f"samples given the {title} (one row each)", columns=SAMPLES_PER_ROW))
     tensors = tuple(t[:MAX_POINTS].to(device) for t in dataset.tensors)
     codes, clusters = latent_map(model, guide, discrete, continuous, tensors)
@@ -97,9 +98,9 @@ def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continu
     ax.set_ylabel(f"{axis} 2")
     ax.set_title(f"latent map coloured by {title}")
     fig.tight_layout()
-    fig.savefig(run_dir / "latent_map.png", dpi=100)
+    fig.savefig(run.plot_path("latent_map"), dpi=100)
     plt.close(fig)
-    paths.append(run_dir / "latent_map.png")
+    paths.append(run.plot_path("latent_map"))
     return paths
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..rundir import RunDirectory
 from .arviz_io import _arviz
 
 
@@ -41,9 +42,9 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    run_dir = Path(run_dir)
+    run = RunDirectory(run_dir)
     outputs: dict[str, Path] = {}
-    outputs["netcdf"] = run_dir / "inference_data.nc"
+    outputs["netcdf"] = run.inference_data_path
     idata.to_netcdf(str(outputs["netcdf"]))
 
     point = is_point_fit(idata)
@@ -56,28 +57,28 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
             summary = az.summary(idata, kind="stats")[["mean"]].rename(columns={"mean": "estimate"})
     else:
         summary = az.summary(idata, kind="all", hdi_prob=0.94)
-    outputs["summary"] = run_dir / "posterior_summary.csv"
+    outputs["summary"] = run.posterior_summary_path
     summary.to_csv(outputs["summary"])
 
     if local:
-        outputs["bounds"] = _plot_bounds(idata, run_dir / "bounds.png", plt)
+        outputs["bounds"] = _plot_bounds(idata, run.plot_path("bounds"), plt)
     elif not point:
         axes = az.plot_trace(idata, compact=True)
         fig = np.asarray(axes).ravel()[0].figure
-        outputs["trace"] = _save(fig, run_dir / "trace.png", plt)
+        outputs["trace"] = _save(fig, run.plot_path("trace"), plt)
     else:
         # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows
         names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims]
         axes = az.plot_forest(idata, combined=True, var_names=names or None)
         fig = np.asarray(axes).ravel()[0].figure
-        outputs["estimates"] = _save(fig, run_dir / "estimates.png", plt)
+        outputs["estimates"] = _save(fig, run.plot_path("estimates"), plt)
     if "posterior_predictive" in idata.groups():
         # only the observed variables that have replicas (an HMM's observed ``lengths`` is data layout, not a draw)
         replicated = [name for name in idata.posterior_predictive.data_vars if name in idata.observed_data]
         ax = az.plot_ppc(idata, var_names=replicated,
                          num_pp_samples=min(50, idata.posterior_predictive.sizes.get("draw", 1)))
         fig = np.asarray(ax).ravel()[0].figure
-        outputs["ppc"] = _save(fig, run_dir / "posterior_predictive.png", plt)
+        outputs["ppc"] = _save(fig, run.plot_path("posterior_predictive"), plt)
     return outputs
 
 
@@ -152,16 +153,3 @@ def json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return json.loads(json.dumps(value, default=str))
-
-
-def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
-    """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
-    out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
-    from ..runs import held_out_split, load_run, run_seed
-
-    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
-    if entry.inference_data is None:
-        raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
-    train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))
-    return entry.inference_data(model, guide, train_part, method=resolved.get("method", "svi"), num_samples=num_samples,
-                                run_dir=Path(run_dir))

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..inference.likelihood import estimate_log_likelihood
+from ..rundir import RunDirectory
 from .curves import _pyplot, plot_image_grid
 
 MAX_LATENT_POINTS = 2000
@@ -80,7 +81,7 @@ def plot_manifold(model, image_shape, path: str | Path, *, size: int = 15) -> Pa
 
 def vae_plots(model, guide, dataset, history, run_dir) -> list[Path]:
     """Reconstructions, prior samples, latent space, and for q = 2 the manifold (the loss curve is generic)."""
-    run_dir = Path(run_dir)
+    run = RunDirectory(run_dir)
     model.eval(), guide.eval()
     device = next(model.parameters()).device
     x = dataset.x[:MAX_LATENT_POINTS].to(device)
@@ -88,14 +89,14 @@ def vae_plots(model, guide, dataset, history, run_dir) -> list[Path]:
     if dataset.image_shape is not None:
         inputs = x[:16]
         pairs = torch.stack([inputs, reconstruct(model, guide, inputs)], 1).reshape(-1, x.shape[1])
-        paths.append(plot_image_grid(pairs, dataset.image_shape, run_dir / "reconstructions.png",
+        paths.append(plot_image_grid(pairs, dataset.image_shape, run.plot_path("reconstructions"),
                                      title="inputs (odd) and reconstructions (even)"))
-        paths.append(plot_image_grid(sample_images(model, 64), dataset.image_shape, run_dir / "prior_samples.png",
+        paths.append(plot_image_grid(sample_images(model, 64), dataset.image_shape, run.plot_path("prior_samples"),
                                      title="samples from the prior"))
         if model.config.latent_dim == 2:
-            paths.append(plot_manifold(model, dataset.image_shape, run_dir / "manifold.png"))
+            paths.append(plot_manifold(model, dataset.image_shape, run.plot_path("manifold")))
     labels = None if dataset.y is None else dataset.y[:MAX_LATENT_POINTS]
-    paths.append(plot_latent_space(guide, x, labels, run_dir / "latent_space.png"))
+    paths.append(plot_latent_space(guide, x, labels, run.plot_path("latent_space")))
     return paths
 
 

@@ -3,16 +3,15 @@ latent, ArviZ."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..analysis.composed import composed_inference_data
+from ..data import DataInfo
 from ..errors import ConfigError, DataError
 from ..guides.amortised import AmortisedNormalGuide
-from ..inference.em import ConvergenceWarning, fit_em_with_restarts
+from ..inference.em import fit_em_with_restarts
 from ..models.composed import ComposedConfig, ComposedModel, EmptyGuide
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import (
     as_float_tensor,
     check_components_vs_samples,
@@ -63,9 +62,7 @@ def fit_em_entry(model, guide, train_data, *, method: str, config, valid_data=No
     dtype = next(model.parameters()).dtype
     x = first_tensor(train_data).to(torch.float64)
     model.to(torch.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        result = fit_em_with_restarts(model, x, config)
+    result = fit_em_with_restarts(model, x, config)
     summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
                "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
     with torch.no_grad():

@@ -20,19 +20,20 @@ import pyro
 import torch
 
 from ..analysis.declared import declared_inference_data
+from ..data import DataInfo
 from ..declaration import Declaration
 from ..declaration.capabilities import elbo_name, em_ready, mcmc_ready
 from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
 from ..inference.direct import climb
 from ..inference.elbo import make_elbo
-from ..inference.em import ConvergenceWarning, fit_em_with_restarts
+from ..inference.em import fit_em_with_restarts
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
 from ..inference.mcmc import fit_mcmc
 from ..inference.restarts import best_of_restarts
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
-from ..registry import DataInfo, ModelEntry, add_entry
+from ..registry import ModelEntry, add_entry
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,8 @@ def fit_declared_em(model, guide, train_data, *, config, valid_data=None, run=No
     model.to(torch.float64)
     data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
     view = _EMView(model, data, z.num_values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        x = data[0].to(torch.float64).reshape(data[0].shape[0], -1)
-        result = fit_em_with_restarts(view, x, config)
+    x = data[0].to(torch.float64).reshape(data[0].shape[0], -1)
+    result = fit_em_with_restarts(view, x, config)
     summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
                "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
     with torch.no_grad():

@@ -32,12 +32,13 @@ from ..analysis.deep_mixture import (
     summarize_gmvae,
     summarize_ssvae,
 )
+from ..data import DataInfo
 from ..data.labels import balanced_label_mask
 from ..errors import DataError
 from ..inference.starts import pretrain_gmvae
 from ..inference.starts import pretrain_ssvae as _pretrain_ssvae
 from ..models.deep_mixture import GMVAEConfig, SSVAEConfig, gmvae_declaration, ssvae_declaration
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import check_unit_interval
 from .declared import build_declared, evaluate_declared, sample_declared
 

@@ -3,15 +3,13 @@ ArviZ."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..analysis.hmm import hmm_inference_data
+from ..data import DataInfo
 from ..errors import DataError
-from ..inference.em import ConvergenceWarning
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 
 SAMPLED_LENGTH = 100
 """Steps of each sequence ``emvi sample`` draws."""
@@ -53,9 +51,7 @@ def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_da
         options.update(num_samples=config.num_samples, warmup_steps=config.warmup_steps, num_chains=config.num_chains)
     estimator = HMM(cfg.num_states, cfg.emission, **options)
     x, lengths = _sequences(train_data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        estimator.fit(x, lengths)
+    estimator.fit(x, lengths)
     model.to(dtype=torch.float64)
     model.load_state_dict(estimator.model_.state_dict())
     summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,

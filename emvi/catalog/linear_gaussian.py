@@ -3,13 +3,11 @@ evaluation (and the SVI guide's gap), sampling, ArviZ."""
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..analysis.ppca import ppca_inference_data
+from ..data import DataInfo
 from ..errors import DataError
-from ..inference.em import ConvergenceWarning
 from ..models.ppca import (
     FactorAnalysisConfig,
     LinearGaussianConfig,
@@ -19,7 +17,7 @@ from ..models.ppca import (
     closed_form_elbo,
     make_guide,
 )
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import first_tensor
 
 
@@ -50,13 +48,11 @@ def fit_linear_gaussian(model: LinearGaussianModel, guide, train_data, *, method
     x = first_tensor(train_data).double()
     estimator_class = PPCA if model.config.noise == "isotropic" else FactorAnalysis
     estimator = estimator_class(model.config.latent_dim, max_iter=config.max_iter, tol=config.tol, seed=config.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        try:
-            estimator.fit(x)
-        except torch.linalg.LinAlgError as exc:
-            raise DataError(f"EM hit a singular covariance ({' '.join(str(exc).split())[:120]}); the data has "
-                            "constant or duplicated features: drop them, or fit by --method svi") from None
+    try:
+        estimator.fit(x)
+    except torch.linalg.LinAlgError as exc:
+        raise DataError(f"EM hit a singular covariance ({' '.join(str(exc).split())[:120]}); the data has "
+                        "constant or duplicated features: drop them, or fit by --method svi") from None
     model.to(dtype=torch.float64)
     model.load_state_dict(estimator.model_.state_dict())
     model.fitted_by = "em"

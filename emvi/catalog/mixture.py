@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from ..analysis.mixture import mixture_inference_data
-from ..inference.em import ConvergenceWarning
+from ..data import DataInfo
 from ..models.mixture import MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import first_tensor
 
 
@@ -39,9 +37,7 @@ def fit_mixture(model: MixtureModel, guide, train_data, *, method: str, config, 
     else:
         options.update(num_samples=config.num_samples, warmup_steps=config.warmup_steps, num_chains=config.num_chains)
     estimator = Mixture(cfg.num_components, cfg.family, **options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the run summary reports convergence in one line
-        estimator.fit(x)
+    estimator.fit(x)
     dtype = next(estimator.model_.parameters()).dtype
     model.to(dtype=dtype)
     model.load_state_dict(estimator.model_.state_dict())

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from ..analysis.lda import evaluate_topic_model, lda_inference_data
 from ..analysis.local_latents import local_latent_inference_data
+from ..data import DataInfo
 from ..errors import ConfigError, DataError
 from ..guides.lda import LDAGuide, ProdLDAGuide, as_counts
 from ..models.lda import LDA, LDAConfig
 from ..models.prodlda import ProdLDA, ProdLDAConfig
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 
 
 def _vocab_size(data_info: DataInfo, model_name: str) -> int:

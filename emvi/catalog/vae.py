@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from ..analysis.local_latents import local_latent_inference_data
 from ..analysis.vae import evaluate_vae, sample_vae, vae_plots
+from ..data import DataInfo
 from ..errors import DataError
 from ..models.vae import VAEConfig, build_vae_pair
-from ..registry import DataInfo, ModelEntry
+from ..registry import ModelEntry
 from ..validation import as_float_tensor, check_unit_interval, first_tensor
 
 

@@ -11,6 +11,7 @@ from .datasets import (
     load_dataset,
     train_valid_split,
 )
+from .info import DataInfo
 from .text import (
     TextCorpus,
     counts_to_padded,
@@ -25,6 +26,7 @@ from .text import (
 __all__ = [
     "ArrayDataset",
     "BUILTIN_DATASETS",
+    "DataInfo",
     "ENV_DATA_ROOT",
     "TEXT_DATASETS",
     "TextCorpus",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import DataError
-from ..registry import DataInfo
+from .info import DataInfo
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """scikit-learn-style estimators over emvi's models: fit / predict / score / sample with fitted attributes ending in
-``_``, numpy in and out, ``get_params``/``set_params``/``clone``, :class:`NotFittedError` before ``fit``."""
+``_``, numpy in and out, ``get_params``/``set_params``/``clone``, :class:`NotFittedError` before ``fit``;
+scikit-learn's ``ConvergenceWarning`` when a fit stops at ``max_iter``."""
+
+from sklearn.exceptions import ConvergenceWarning
 
 from .base import NotFittedError
 from .hmm import HMM
 from .mixture import Mixture
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["HMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]
+__all__ = ["ConvergenceWarning", "HMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]

@@ -14,14 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..inference.convergence import warn_not_converged
 from ..inference.direct import maximise_log_likelihood
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.em import fit_em
 from ..inference.initialization import initial_centres
 from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
@@ -152,7 +152,7 @@ class HMM(EmviEstimator):
     def fit(self, x, lengths=None) -> HMM:
         """Fit to padded sequences ``x`` ``(N, T, D)`` with ``lengths`` ``(N,)`` (or one ``(T, D)`` sequence, or a list
         of sequences); keeps the best of ``n_init`` starts (highest final log-likelihood). Warns
-        :class:`~emvi.inference.em.ConvergenceWarning` when Baum-Welch stops at ``max_iter``. Returns self."""
+        scikit-learn's ``ConvergenceWarning`` when Baum-Welch stops at ``max_iter``. Returns self."""
         config = self._config()
         self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         for name in ("n_features_in_", "model_"):  # a refit starts afresh
@@ -196,8 +196,8 @@ class HMM(EmviEstimator):
         self.converged_, self.n_iter_ = bool(best["converged"]), int(best["n_iter"])
         self.fit_seconds_, self.log_likelihood_ = float(best["seconds"]), float(best["log_likelihood"])
         if self.method == "em" and not self.converged_:
-            warnings.warn(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol}); raise "
-                          "max_iter or tol", ConvergenceWarning, stacklevel=2)
+            warn_not_converged(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol}); raise "
+                               "max_iter or tol", stacklevel=2)
         return self
 
     def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):

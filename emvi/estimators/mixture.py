@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 import torch
 from sklearn.base import DensityMixin
 
 from ..errors import ConfigError, DataError
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.convergence import warn_not_converged
+from ..inference.em import fit_em
 from ..inference.initialization import INITS, initialise_mixture
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
@@ -122,7 +122,7 @@ class Mixture(DensityMixin, EmviEstimator):
 
     def fit(self, x, y=None) -> Mixture:
         """Fit to ``x`` ``(N, D)`` (``y`` is ignored); keeps the best of ``n_init`` starts (highest final objective).
-        Warns :class:`~emvi.inference.em.ConvergenceWarning` when EM/SVI stops at ``max_iter``. Returns self."""
+        Warns scikit-learn's ``ConvergenceWarning`` when EM/SVI stops at ``max_iter``. Returns self."""
         config = self._config()
         self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         for name in ("n_features_in_", "model_"):  # a refit starts afresh
@@ -151,8 +151,8 @@ class Mixture(DensityMixin, EmviEstimator):
         self.mcmc_ = best.get("mcmc")
         self._set_attributes()
         if not self.converged_ and self.method != "mcmc":
-            warnings.warn(f"mixture {self.method} did not converge in {self.n_iter_} iterations (tol={self.tol}); "
-                          "raise max_iter or tol", ConvergenceWarning, stacklevel=2)
+            warn_not_converged(f"mixture {self.method} did not converge in {self.n_iter_} iterations "
+                               f"(tol={self.tol}); raise max_iter or tol", stacklevel=2)
         return self
 
     def _fit_em(self, model: MixtureModel, x: torch.Tensor) -> dict:

@@ -14,14 +14,14 @@ torch); outputs are numpy arrays and Python numbers, as in scikit-learn; ``model
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ..errors import ConfigError, DataError
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.convergence import warn_not_converged
+from ..inference.em import fit_em
 from ..inference.factor_analysis import fit_factor_analysis
 from ..models.ppca import (
     FactorAnalysisConfig,
@@ -101,7 +101,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     def fit(self, x, y=None):
         """Fit to ``x`` ``(N, D)`` (``y`` is ignored) by EM (exact) or SVI (amortised guide). Warns
-        :class:`~emvi.inference.em.ConvergenceWarning` when EM stops at ``max_iter``. Returns self."""
+        scikit-learn's ``ConvergenceWarning`` when EM stops at ``max_iter``. Returns self."""
         config = self._config()
         self._device, self._dtype = resolve_device(self.device), resolve_dtype(self.dtype)
         for name in ("n_features_in_", "model_", "guide_", "elbo_", "elbo_gap_"):  # a refit starts afresh
@@ -137,8 +137,8 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         if self.method == "svi":
             self.elbo_gap_ = self.lower_bound_ - self.elbo_
         if not self.converged_:
-            warnings.warn(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
-                          ConvergenceWarning, stacklevel=2)
+            warn_not_converged(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
+                               stacklevel=2)
         return self
 
     @property

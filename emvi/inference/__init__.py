@@ -2,8 +2,9 @@
 training loop of emvi lives here."""
 
 from .auto import PreparedModel, fit_svi, prepare_model
+from .convergence import ConvergenceWarning, convergence_reported
 from .elbo import make_elbo
-from .em import ConvergenceWarning, EMConfig, EMResult, fit_em, fit_em_with_restarts
+from .em import EMConfig, EMResult, fit_em, fit_em_with_restarts
 from .mcmc import MCMCConfig
 from .runner import TrainConfig, TrainResult, evaluate_loss, load_run_modules, train
 from .seeding import seed_everything
@@ -16,6 +17,7 @@ __all__ = [
     "PreparedModel",
     "TrainConfig",
     "TrainResult",
+    "convergence_reported",
     "evaluate_loss",
     "fit_em",
     "fit_em_with_restarts",

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -41,6 +40,7 @@ import torch
 from ..errors import ConfigError, NonFiniteLossError
 from ..validation import check_choice, check_positive_int, check_seed
 from . import distributed
+from .convergence import ConvergenceWarning, warn_not_converged  # noqa: F401  (ConvergenceWarning: re-exported)
 from .initialization import INITS, hard_assignments, initial_centres
 from .restarts import best_of_restarts
 
@@ -73,10 +73,6 @@ class EMConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-class ConvergenceWarning(UserWarning):
-    """EM stopped at ``max_iter`` before the change in the objective fell below ``tol``."""
 
 
 class SupportsEM(Protocol):
@@ -175,10 +171,9 @@ def fit_em(
 def _warn_if_not_converged(history, converged: bool, warn: bool, max_iter: int, tol: float, num_data: int) -> None:
     if not converged and warn and len(history) >= 2:
         last_change = (history[-1] - history[-2]) / num_data
-        warnings.warn(
+        warn_not_converged(
             f"EM did not converge in max_iter={max_iter} iterations (last change {last_change:.3g} per item > "
             f"tol={tol}); raise max_iter or tol",
-            ConvergenceWarning,
             stacklevel=3,
         )
 

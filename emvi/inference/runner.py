@@ -45,7 +45,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
-from ..rundir import RunDirectory
+from ..rundir import METHOD_CONFIG, RunDirectory, method_settings
 from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 from . import distributed
 from .elbo import ELBO_NAMES, make_elbo
@@ -228,7 +228,7 @@ def train(
     num_data = int(train_tensors[0].shape[0])
     batch_size = min(config.batch_size, num_data)
     strata = _strata(train_data, config.stratify, num_data)
-    resolved = {"train": config.to_dict(), **(extra_config or {})}
+    resolved = {METHOD_CONFIG: config.to_dict(), **(extra_config or {})}
     store = pyro.get_param_store()
     with store.scope() as scope, pyro.validation_enabled(config.validate):
         seed_everything(config.seed)
@@ -663,7 +663,7 @@ def check_resumable(state: dict, config: TrainConfig) -> None:
     """Raise :class:`CheckpointError` unless ``state`` (a checkpoint) was written by an SVI fit with the same training
     options as ``config`` but for ``epochs`` (and ``progress``)."""
     try:
-        saved = json.loads(state["config"]).get("train")
+        saved = method_settings(json.loads(state["config"])) or None
     except (KeyError, TypeError, ValueError, AttributeError):
         saved = None
     missing = [k for k in ("model", "optimizer", "rng", "epoch", "history") if k not in state]
@@ -690,7 +690,7 @@ def load_run_modules(run_dir: str | Path, model, guide, *, which: str = "checkpo
             except RuntimeError as exc:
                 raise CheckpointError(
                     f"checkpoint in {run_dir} does not match the {key} ({str(exc).splitlines()[0][:160]}); "
-                    "rebuild it with the run's config.json"
+                    "rebuild it with the run's configuration"
                 ) from None
     return state
 

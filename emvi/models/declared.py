@@ -132,7 +132,7 @@ class DeclaredModel(nn.Module):
 
     Args:
         declaration: the validated declaration.
-        arrays: per-item shape of each data array (:attr:`emvi.registry.DataInfo.arrays`).
+        arrays: per-item shape of each data array (:attr:`emvi.data.DataInfo.arrays`).
         image_shape: ``(C, H, W)`` for the conv mapping.
     """
 
