@@ -21,6 +21,8 @@ NUTS, the estimators' registry hooks and the CLI all go through :class:`RunDirec
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import os
 import pickle
@@ -61,6 +63,13 @@ METHOD_CONFIG = "method_config"
 """The key of ``config.json`` (and of the copy in every checkpoint) that holds the fitting method's settings."""
 LEGACY_METHOD_CONFIG = "train"
 """Where runs written before one key held every method's settings kept an SVI fit's (read, never written)."""
+
+LOCK = ".emvi-lock"
+"""Held (``fcntl.flock``, exclusive) by the one process writing the run; the kernel releases it when that process
+ends, however it ends, so a lock is never stale. The file itself stays and is not part of the run."""
+_HELD: dict[Path, int] = {}
+"""Lock files this process holds, by resolved run path: their descriptors stay open until :meth:`RunDirectory.unlock`
+or the process exits."""
 
 PARTIAL = (SPEC, CONFIG, METRICS)
 """What a fit writes before its first checkpoint: a folder holding only these (and leftover temporary files) is a
@@ -206,11 +215,15 @@ class RunDirectory:
         if not os.access(nearest, os.W_OK | os.X_OK):
             raise ConfigError(f"cannot write in {nearest} (permission denied); pick another --out or --run-dir")
 
-    def create(self) -> RunDirectory:
-        """Make the folder (and its parents) for writing, removing temporary files a killed write left behind."""
+    def create(self, *, exclusive: bool = False) -> RunDirectory:
+        """Make the folder (and its parents) for writing, removing temporary files a killed write left behind;
+        ``exclusive``: the folder must not exist yet (a default-named run never shares one)."""
         self.check_creatable()
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=not exclusive)
+        except FileExistsError:
+            raise ConfigError(f"run directory {self.path} was created by another fit at the same moment; run again "
+                              "(or pass --run-dir)") from None
         except OSError as exc:
             raise ConfigError(f"cannot create run directory {self.path} ({exc.strerror or exc}); pick another "
                               "--out or --run-dir") from None
@@ -220,7 +233,7 @@ class RunDirectory:
         return self
 
     def is_empty(self) -> bool:
-        return not self.path.exists() or not any(self.path.iterdir())
+        return not self.path.exists() or not any(entry.name != LOCK for entry in self.path.iterdir())
 
     def is_reusable(self) -> bool:
         """Whether a new fit may write here: the folder is absent or empty, or holds only what a fit writes before
@@ -229,7 +242,7 @@ class RunDirectory:
             return True
         if not self.path.is_dir():
             return False
-        return all(entry.is_file() and (entry.name in PARTIAL or _is_leftover_tmp(entry.name))
+        return all(entry.is_file() and (entry.name in PARTIAL or entry.name == LOCK or _is_leftover_tmp(entry.name))
                    for entry in self.path.iterdir())
 
     def clear_partial(self) -> None:
@@ -237,7 +250,40 @@ class RunDirectory:
         if not self.is_reusable() or not self.path.exists():
             return
         for entry in self.path.iterdir():
-            entry.unlink(missing_ok=True)
+            if entry.name != LOCK:  # another process may be waiting on it: the file must stay the same one
+                entry.unlink(missing_ok=True)
+
+    # -- ownership -----------------------------------------------------------------------------------------------
+
+    def lock(self, action: str = "fit") -> RunDirectory:
+        """Make this process the run's one writer (the folder must exist); refuse in one line when another process
+        holds it. Held until :meth:`unlock` or the end of the process; taking it twice in one process is a no-op."""
+        key = self.path.resolve()
+        if key in _HELD:
+            return self
+        try:
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot {action} in {self.path} ({exc.strerror or exc}); check its permissions or pick "
+                              "another --run-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"run directory {self.path} is in use by another emvi process ({holder}); wait for it "
+                              f"to finish or pick another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, {action}".encode("ascii", "replace"))
+        _HELD[key] = fd
+        return self
+
+    def unlock(self) -> None:
+        """Release :meth:`lock` (the file stays, empty of meaning once no process holds it)."""
+        fd = _HELD.pop(self.path.resolve(), None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
@@ -316,6 +362,12 @@ class RunDirectory:
             return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         except (OSError, ValueError):
             return {}
+
+
+def default_run_path(parent: str | os.PathLike, prefix: str) -> Path:
+    """``parent/prefix-YYYYmmdd-HHMMSS-micros``: two fits started in the same second get different folders (and
+    :meth:`RunDirectory.create` with ``exclusive=True`` refuses the one in a million that share a microsecond)."""
+    return Path(parent) / f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}"
 
 
 def method_settings(resolved: dict) -> dict:
