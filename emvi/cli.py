@@ -98,6 +98,8 @@ def _build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num-samples", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", help=f"where to write the samples (.npy; default RUN_DIR/{SAMPLES}, and a PNG beside it)")
+    sample.add_argument("--overwrite", action="store_true",
+                        help="let --output replace an existing file (the run's own samples are always replaced)")
 
     analyze = commands.add_parser(
         "analyze", help="posterior analysis with ArviZ (InferenceData, summary, plots, comparison)",
@@ -345,6 +347,11 @@ def _cmd_sample(args) -> int:
     entry, model, guide, dataset, _ = load_run(args.run_dir)
     if entry.sample is None:
         raise ConfigError(f"model {entry.name!r} does not support sampling")
+    if args.output and not args.overwrite:  # a path outside the run may be anyone's file: never replace it unasked
+        for path in (output, output.with_suffix(".png")) if dataset.image_shape is not None else (output,):
+            if path.exists():
+                raise ConfigError(f"--output {output}: {path} exists already; pass --overwrite to replace it or name "
+                                  "another file")
     item_size = 8 * int(np.prod(dataset.x.shape[1:])) * (100 if entry.sequential else 1)
     available = available_memory_bytes()
     if available is not None and args.num_samples * item_size > 0.5 * available:
