@@ -15,11 +15,13 @@ torchrun's elastic agent for you) joins the process group torchrun describes; ra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ._version import __version__
@@ -143,29 +145,62 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from .inference import distributed
 
+    held: list[str] = []
     try:
-        argv, nproc = _take_nproc(argv)
-        if nproc is not None:
-            return _launch(nproc, argv)
-        if not distributed.init_from_environment():
-            return _main(argv)
-        if argv[:1] != ["fit"]:  # evaluate, sample, analyze, models: one process's work, done by rank 0
-            if not distributed.is_main_process():
-                return 0
-            with distributed.single_process():
-                return _main(argv)
-        if not distributed.is_main_process():
-            sys.stdout = open(os.devnull, "w")  # rank 0 prints; errors still reach stderr
-        return _main(argv)
+        with _warnings_held(held):
+            status = _dispatch(argv)
+        _print_warnings(held)
+        return status
     except EmviError as exc:
         if os.environ.get("EMVI_DEBUG"):
             raise
         print(f"emvi: error: {exc}", file=sys.stderr)
+        _print_warnings(held)
         if isinstance(exc, DistributedError):  # a peer died: its process group cannot be torn down cleanly
             distributed.abandon(EXIT_USAGE)
         return EXIT_USAGE
     finally:
         distributed.shutdown()
+
+
+def _dispatch(argv: list[str]) -> int:
+    from .inference import distributed
+
+    argv, nproc = _take_nproc(argv)
+    if nproc is not None:
+        return _launch(nproc, argv)
+    if not distributed.init_from_environment():
+        return _main(argv)
+    if argv[:1] != ["fit"]:  # evaluate, sample, analyze, models: one process's work, done by rank 0
+        if not distributed.is_main_process():
+            return 0
+        with distributed.single_process():
+            return _main(argv)
+    if not distributed.is_main_process():
+        sys.stdout = open(os.devnull, "w")  # rank 0 prints; errors still reach stderr
+    return _main(argv)
+
+
+@contextlib.contextmanager
+def _warnings_held(held: list[str]):
+    """Hold the warnings a command raises (filters unchanged: an error filter still raises) as one line each, to be
+    printed after its result or its one-line error instead of as multi-line reports before it."""
+    previous = warnings.showwarning
+
+    def hold(message, category, filename, lineno, file=None, line=None):
+        first = " ".join(str(message).split())[:300]
+        held.append(f"emvi: warning: {category.__name__}: {first}")
+
+    warnings.showwarning = hold
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def _print_warnings(held: list[str]) -> None:
+    for line in dict.fromkeys(held):  # each distinct warning once
+        print(line, file=sys.stderr)
 
 
 def _take_nproc(argv: list[str]) -> tuple[list[str], int | None]:

@@ -1,4 +1,5 @@
-"""``emvi sample --output`` never replaces a file it did not write unless asked (--overwrite)."""
+"""The CLI's output: `emvi sample --output` never replaces a file it did not write unless asked (--overwrite), and
+warnings come after the result or the one-line error, one line each."""
 
 import numpy as np
 import pytest
@@ -30,3 +31,21 @@ def test_the_runs_own_samples_are_replaced(vae_run):
     for count in (2, 3):
         assert main(["sample", str(vae_run), "--num-samples", str(count)]) == 0
     assert np.load(vae_run / "samples.npy").shape[0] == 3
+
+
+def test_warnings_come_after_the_one_line_error_one_line_each(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import emvi.cli as cli
+
+    def noisy(argv):
+        warnings.warn("first line\nsecond line of a long upstream report", RuntimeWarning, stacklevel=1)
+        raise cli.ConfigError("the problem, the value and the fix")
+
+    monkeypatch.setattr(cli, "_dispatch", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert cli.main(["fit"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["emvi: error: the problem, the value and the fix",
+                     "emvi: warning: RuntimeWarning: first line second line of a long upstream report"]
