@@ -4,8 +4,6 @@ Both EM and VAEs maximise the evidence lower bound, log p(x) = ELBO(q) + KL(q ||
 posterior, a VAE learns an amortised Gaussian q.
 """
 
-import pyro as _pyro
-
 from .data import ArrayDataset, load_dataset, train_valid_split
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
 from .inference import (
@@ -15,24 +13,19 @@ from .inference import (
     TrainConfig,
     TrainResult,
     fit_em,
-    fit_svi,
     make_elbo,
     seed_everything,
-    train,
 )
 from .registry import DataInfo, available_models, get_model, register_model
 
-# Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
-# cannot share parameters by name (NumPyro's "inference state is a value" discipline). PyroModules must be built
-# after this import; see ARCHITECTURE.md.
-_pyro.settings.set(module_local_params=True)
-
 __version__ = "0.1.0"
 
-from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
+# emvi's own PyroModules keep their parameters in the module (emvi.nn.LocalPyroModule); Pyro's settings are the user's.
+from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families)
 from .catalog.declared import register_declaration  # noqa: E402
 from .declaration import declare  # noqa: E402
 from .runs import build_model  # noqa: E402
+from .training import train  # noqa: E402
 
 __all__ = [
     "ArrayDataset",
@@ -51,7 +44,6 @@ __all__ = [
     "build_model",
     "declare",
     "fit_em",
-    "fit_svi",
     "get_model",
     "load_dataset",
     "make_elbo",

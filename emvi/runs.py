@@ -180,7 +180,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     if method == "svi":
         if not resume:  # a resumed fit's checkpoint holds the pretrained weights
             summary |= pretrain(entry, model, guide, train_data, model_config, method_config)
-        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run_dir=run.path,
+        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run=run,
                        resume=resume, extra_config=resolved)
         history = result.history
         summary |= {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
@@ -434,7 +434,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
         if entry.load is not None and resolved.get("method", "svi") != "svi":
             entry.load(model, guide, run, device)
         else:
-            load_run_modules(run.path, model, guide, device=device)
+            load_run_modules(run, model, guide, device=device)
     except EmviError:
         raise
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:

@@ -3,13 +3,13 @@
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-import emvi  # noqa: F401  (module-local parameters are switched on by importing emvi)
+from emvi.nn import LocalPyroModule  # parameters in the module, whatever pyro.settings says
 
 
-class LinearGaussianModel(PyroModule):
+class LinearGaussianModel(LocalPyroModule):
     """z ~ Normal(0, I_q);  x | z ~ Normal(W z + b, sigma^2 I_d).  Marginal: x ~ Normal(b, W W^T + sigma^2 I)."""
 
     def __init__(self, data_dim: int = 4, latent_dim: int = 2):
@@ -32,7 +32,7 @@ class LinearGaussianModel(PyroModule):
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
 
 
-class AmortisedGaussianGuide(PyroModule):
+class AmortisedGaussianGuide(LocalPyroModule):
     """q(z | x) = Normal(A x + c, diag(softplus(s)^2)) with a linear encoder."""
 
     def __init__(self, data_dim: int = 4, latent_dim: int = 2):
