@@ -6,7 +6,7 @@ and ``guide=None`` (an ``AutoNormal`` over the continuous latents, discrete ones
 directory records what rebuilds the fit: the model and guide as ``module:qualname`` (functions, or modules built
 with their default arguments, defined in an importable module, not ``__main__``), the data, and the parameters in the checkpoint, so ``emvi evaluate RUN``
 (importance-sampled log p(x)) and ``emvi analyze RUN`` (per-item latents) work on it with no ``register_model``.
-:func:`rebuild_python_run` is their side of it.
+:func:`load_python_run` is their side of it.
 
 The mini-batch ELBO is unbiased for the full data only when the model scales its data plate by N / batch: a model
 that takes ``num_data`` gets the full size (``emvi.plates.data_plate(x, num_data)``); one that does not gets none,
@@ -51,7 +51,7 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
         run_dir: a folder (or :class:`emvi.rundir.RunDirectory`) for metrics, checkpoints and configuration.
         resume: continue the checkpoint in ``run_dir``.
         extra_config: what the run's configuration records beside the training options (``emvi fit`` passes its
-            model and data); without it a run directory records how :func:`rebuild_python_run` rebuilds the fit.
+            model and data); without it a run directory records how :func:`load_python_run` rebuilds the fit.
         callbacks: functions of each epoch's metrics, or :class:`~emvi.inference.svi_loop.Callback` objects.
         auto_guide: ``normal`` (AutoNormal) or ``delta`` (AutoDelta, MAP) for ``guide=None``.
     """
@@ -65,7 +65,8 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
     run = _as_run(run_dir)
     record = None
     if extra_config is None and run is not None:
-        record = {"model": "python", "python": python_record(model, guide, auto_guide), "data": {"saved": DATA_FILE}}
+        record = {"model": "python", "python": python_record(model, guide, auto_guide),
+                  "data": {"saved": DATA_FILE, "valid_items": _num_items(valid_data)}}
     fit_model, fit_guide = model, guide
     if guide is None or not accepts_num_data(model) or not accepts_num_data(guide):
         tensors, transform = as_tensors(data, "data", torch.device("cpu"))
@@ -81,6 +82,10 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
     return _train(fit_model, fit_guide, data, config=config, valid_data=valid_data, run=run, resume=resume,
                   extra_config=record if extra_config is None else extra_config, callbacks=callbacks, loss=loss,
                   optim=optim)
+
+
+def _num_items(data) -> int:
+    return 0 if data is None else int(as_tensors(data, "validation data", torch.device("cpu"))[0][0].shape[0])
 
 
 def _as_run(run_dir):
@@ -100,7 +105,7 @@ def python_record(model, guide, auto_guide: str) -> dict:
 
 def _importable(fn, what: str) -> str | None:
     """``module:qualname`` of a function, ``module:qualname()`` of a module built without arguments, else ``!why``
-    (the note :func:`rebuild_python_run` refuses the run with)."""
+    (the note :func:`load_python_run` refuses the run with)."""
     target, suffix = (type(fn), "()") if isinstance(fn, torch.nn.Module) else (fn, "")
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
     if not module or not qualname:
@@ -143,17 +148,35 @@ def _resolve(path: str | None, where: str):
                           "whose defaults are the trained ones") from None
 
 
-def rebuild_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
-    """``(model, guide, dataset)`` of a run :func:`train` wrote: the recorded functions (an automatic guide rebuilt
-    on the data), the parameters of its checkpoint (Pyro's global param store holds those of ``pyro.param``), and
-    the ``split`` (``train`` or ``valid``) of the saved data as an ``ArrayDataset``."""
+def is_python_run(resolved: dict) -> bool:
+    """Whether a run's configuration was written by :func:`train` (rather than ``emvi fit``)."""
+    return resolved.get("model") == "python" and isinstance(resolved.get("python"), dict)
+
+
+def python_split(resolved: dict, split: str, where) -> str:
+    """The split to evaluate of a :func:`train` run: ``auto`` is ``valid`` when it held data out, else ``train``."""
+    held_out = bool(resolved.get("data", {}).get("valid_items"))
+    if split == "auto":
+        return "valid" if held_out else "train"
+    if split == "test":
+        raise ConfigError(f"{where} was trained on tensors, which have no test split; use --split train (or valid "
+                          "when the fit held data out)")
+    return split
+
+
+def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
+    """``(entry, model, guide, dataset, resolved)`` of a run :func:`train` wrote: the recorded functions (an
+    automatic guide rebuilt on the data), the parameters of its checkpoint (Pyro's param store holds those of
+    ``pyro.param``: it is cleared and refilled), the ``split`` (``train`` or ``valid``) of the saved data as an
+    ``ArrayDataset``, and an unregistered :class:`~emvi.registry.ModelEntry` whose ``evaluate`` and
+    ``inference_data`` hooks work on any such pair."""
     import pyro
 
     from .data import ArrayDataset
     from .inference.runner import load_modules
     from .rundir import load_checkpoint
 
-    record = resolved.get("python") or {}
+    record = resolved["python"]
     model = _resolve(record.get("model"), f"{run.path}'s model")
     auto = record.get("guide") is None and record.get("auto_guide")
     guide = None if auto else _resolve(record.get("guide"), f"{run.path}'s guide")
@@ -161,23 +184,92 @@ def rebuild_python_run(run, resolved: dict, *, split: str = "train", device="cpu
     tensors = saved["train"] if split == "train" else saved.get("valid")
     if not tensors:
         raise ConfigError(f"the run in {run.path} held no items out; use --split train")
-    prepared = prepare_model(model, tuple(t[:256] for t in saved["train"]), guide,
-                             auto_guide=record.get("auto_guide") or "normal", num_data=int(saved["train"][0].shape[0]))
-    model, guide = prepared.model, prepared.guide
+    first = tuple(t[: int(resolved["train"].get("batch_size", 128))] for t in saved["train"])
+    prepared = prepare_model(model, first, guide, auto_guide=record.get("auto_guide") or "normal",
+                             num_data=int(saved["train"][0].shape[0]))
     state = run.load_checkpoint(map_location=device)
-    pyro.clear_param_store()  # the parameters of pyro.param live there; create them, then overwrite their values
-    example = tuple(t[:2].to(device) for t in saved["train"])
+    pyro.clear_param_store()  # create the parameters of pyro.param and lazy modules, then overwrite their values
+    model, guide = prepared.model, prepared.guide
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
             module.to(device)
+    example = tuple(t[:2].to(device) for t in saved["train"])
     with pyro.poutine.block():
         guide_trace = pyro.poutine.trace(guide).get_trace(*example)
         pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(*example)
     load_modules(state, model, guide, pyro.get_param_store())
+    model, guide = _as_module(model, device), _as_module(guide, device)
     arrays = {f"input{i}": t for i, t in enumerate(tensors[1:], start=1)}
-    dataset = ArrayDataset(x=tensors[0], name=str(Path(run.path).name), arrays=arrays or None,
+    dataset = ArrayDataset(x=tensors[0], name=Path(run.path).name, arrays=arrays or None,
                            inputs=("x", *arrays) if arrays else None)
-    return model, guide, dataset
+    return _entry(record), model, guide, dataset, resolved
 
 
-__all__ = ["rebuild_python_run", "train"]
+class _FunctionModule(torch.nn.Module):
+    """A function as a module (what the analysis tools take: ``parameters()`` for the device, ``eval()``)."""
+
+    def __init__(self, fn, device):
+        super().__init__()
+        self.fn = fn
+        self.anchor = torch.nn.Parameter(torch.empty(0, device=device), requires_grad=False)
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _as_module(fn, device):
+    if isinstance(fn, torch.nn.Module):
+        return fn.to(device) if next(fn.parameters(), None) is not None else _FunctionModule(fn, device)
+    return _FunctionModule(fn, device)
+
+
+def _entry(record: dict):
+    from .registry import ModelEntry
+
+    def unbuildable(*_):
+        raise ConfigError("a run of emvi.train is rebuilt from its recorded functions, not built by name")
+
+    return ModelEntry(name=str(record.get("model")), config_class=dict, build=unbuildable,
+                      description="a model/guide pair trained by emvi.train", evaluate=evaluate_pair,
+                      inference_data=pair_inference_data)
+
+
+def evaluate_pair(model, guide, dataset, *, num_samples: int = 1000) -> dict:
+    """The ELBO and the importance-sampled log p(x) per item (K = ``num_samples`` guide draws; latents in the data
+    plate), plus the log-likelihood's sum over the items."""
+    from .inference.likelihood import estimate_log_likelihood
+
+    estimates = estimate_log_likelihood(model, guide, dataset.tensors if len(dataset.tensors) > 1 else dataset.x,
+                                        num_samples=num_samples, prior=False)
+    return {"elbo_nats_per_item": float(estimates.elbo.mean()),
+            "is_log_likelihood_nats_per_item": float(estimates.importance.mean()),
+            "is_log_likelihood_nats": float(estimates.importance.sum()), "num_samples": num_samples,
+            "num_items": len(dataset)}
+
+
+def pair_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 200, run_dir=None):
+    """The local-latent export (:mod:`emvi.analysis.local_latents`) when the guide draws latents in the data plate,
+    else a point export: the guide's one draw of the globals and log p(x_n | globals) per item."""
+    from .analysis.arviz_io import to_inference_data
+    from .analysis.local_latents import local_latent_inference_data
+    from .inference.likelihood import importance_traces, site_log_probs
+
+    x = data.tensors if len(data.tensors) > 1 else data.x
+    with torch.no_grad():
+        guide_trace, model_trace = importance_traces(model, guide, x, None)
+    batch = data.x.shape[0]
+    latents = {name: site for name, site in guide_trace.nodes.items()
+               if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"}
+    if any(f.name == "data" for site in latents.values() for f in site["cond_indep_stack"]):
+        return local_latent_inference_data(model, guide, data, method=method, num_samples=num_samples,
+                                           run_dir=run_dir, model_name="python")
+    posterior = {name: site["value"].detach()[None, None] for name, site in latents.items()}
+    pointwise = site_log_probs(model_trace, 1, batch, observed=True).detach()  # (1, N)
+    return to_inference_data(posterior=posterior, log_likelihood={"x": pointwise[None]},
+                             observed_data={"x": data.x.reshape(batch, -1)},
+                             coords={"obs": list(range(batch))}, dims={"x": ["obs"]},
+                             attrs={"model": "python", "method": method,
+                                    "note": "one draw of the guide: a point estimate of the global latents"})
+
+
+__all__ = ["evaluate_pair", "is_python_run", "load_python_run", "pair_inference_data", "train"]

@@ -62,8 +62,9 @@ ALLOWED = {
     "estimators": NUMERICS | {"emvi.estimators", "emvi.inference", "emvi.rundir"},
     "catalog": NUMERICS | {"emvi.catalog", "emvi.inference", "emvi.analysis", "emvi.estimators", "emvi.registry",
                            "emvi.rundir", "emvi.data"},
+    "training": {"emvi.errors", "emvi.data", "emvi.inference", "emvi.rundir", "emvi.registry", "emvi.analysis"},
     "runs": {"emvi", "emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.registry", "emvi.rundir",
-             "emvi.analysis"},
+             "emvi.analysis", "emvi.training"},
     "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
 }
 

@@ -1,5 +1,7 @@
 """Small model/guide pairs with closed-form answers, shared by the runner tests and the resume script."""
 
+from pathlib import Path
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -7,6 +9,8 @@ from pyro.nn import PyroParam
 from torch.distributions import constraints
 
 from emvi.nn import LocalPyroModule  # parameters in the module, whatever pyro.settings says
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 
 class LinearGaussianModel(LocalPyroModule):
@@ -59,3 +63,27 @@ def build_pair(seed: int = 0, data_dim: int = 4, latent_dim: int = 2):
 
 def flat_parameters(*modules) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for m in modules for p in m.state_dict().values()])
+
+
+NOISE = 0.5
+
+
+def conjugate_model(x):
+    """A plain Pyro model (no ``num_data``): z_n ~ Normal(0, I), x_n | z_n ~ Normal(z_n, NOISE^2 I), so that
+    x_n ~ Normal(0, (1 + NOISE^2) I) in closed form (:func:`conjugate_log_marginal`)."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, NOISE).to_event(1), obs=x)
+
+
+def conjugate_guide(x):
+    """q(z_n | x_n) = Normal(a x_n, s^2 I) with ``pyro.param`` a and s (the exact posterior has a = 1 / (1 + NOISE^2)
+    and s^2 = NOISE^2 / (1 + NOISE^2)); started near it."""
+    a = pyro.param("a", torch.tensor(0.7))
+    s = pyro.param("s", torch.tensor(0.5), constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(a * x, s).to_event(1))
+
+
+def conjugate_log_marginal(x: torch.Tensor) -> torch.Tensor:
+    return dist.Normal(0.0, (1.0 + NOISE**2) ** 0.5).log_prob(x).sum(-1)
