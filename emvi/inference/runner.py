@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from . import distributed
 from .seeding import get_rng_state, seed_everything, set_rng_state
 from .svi_loop import (
@@ -126,6 +126,7 @@ def train(
     loss=None,
     optim=None,
     reducer: Reducer | None = None,
+    run_dir=None,
 ) -> TrainResult:
     """Fit ``guide`` and ``model`` by SVI (:mod:`emvi.inference.svi_loop`), recording into ``run``.
 
@@ -139,7 +140,13 @@ def train(
         callbacks: functions of each epoch's metrics dict, or :class:`~emvi.inference.svi_loop.Callback` objects.
         loss, optim: a Pyro ``ELBO`` instance and an optimiser object in place of ``config.elbo``/``optimizer``.
         reducer: the several-process reduction (default: the process group torchrun set up, if any).
+        run_dir: the same as ``run`` (a run-directory object; a path goes through ``emvi.train``).
     """
+    if run_dir is not None:
+        if run is not None or not hasattr(run_dir, "save_checkpoint"):
+            raise ConfigError("emvi.inference.runner.train takes run= (or run_dir=) as a run-directory object such as "
+                              "emvi.rundir.RunDirectory(path); for a path, call emvi.train(..., run_dir=path)")
+        run = run_dir
     reducer = reducer or Reducer()
     if resume and (run is None or not reducer.on_main(run.has_checkpoint)):
         where = "" if run is None else f" in {run.path}"
