@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError
+from .inference import distributed
 from .inference.auto import accepts_num_data, prepare_model
 from .inference.runner import train as _train
 from .inference.svi_loop import as_tensors
@@ -77,7 +78,7 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
             config = dataclasses.replace(config, elbo="enum")
         if loss is None and config.max_plate_nesting is None and prepared.elbo == "enum":
             config = dataclasses.replace(config, max_plate_nesting=prepared.max_plate_nesting)
-    if record is not None and not resume:
+    if record is not None and not resume and distributed.is_main_process():  # rank 0 alone writes the run
         _save_data(run, data, valid_data)
     return _train(fit_model, fit_guide, data, config=config, valid_data=valid_data, run=run, resume=resume,
                   extra_config=record if extra_config is None else extra_config, callbacks=callbacks, loss=loss,
