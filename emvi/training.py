@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,8 +67,11 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
     run = _as_run(run_dir)
     record = None
     if extra_config is None and run is not None:
-        record = {"model": "python", "python": python_record(model, guide, auto_guide),
-                  "data": {"saved": DATA_FILE, "valid_items": _num_items(valid_data)}}
+        python = python_record(model, guide, auto_guide)
+        rebuildable = not any(str(v).startswith("!") for v in (python["model"], python["guide"]))
+        record = {"model": "python", "python": python,  # the data is saved only for a run that can be rebuilt
+                  "data": {"saved": DATA_FILE if rebuildable else None, "valid_items": _num_items(valid_data),
+                           "binarize": getattr(data, "binarize", None)}}
     fit_model, fit_guide = model, guide
     if guide is None or not accepts_num_data(model) or not accepts_num_data(guide):
         tensors, transform = as_tensors(data, "data", torch.device("cpu"))
@@ -78,11 +82,20 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
             config = dataclasses.replace(config, elbo="enum")
         if loss is None and config.max_plate_nesting is None and prepared.elbo == "enum":
             config = dataclasses.replace(config, max_plate_nesting=prepared.max_plate_nesting)
-    if record is not None and not resume and distributed.is_main_process():  # rank 0 alone writes the run
+    if record is not None and record["data"]["saved"] and not resume and distributed.is_main_process():
         _save_data(run, data, valid_data)
     return _train(fit_model, fit_guide, data, config=config, valid_data=valid_data, run=run, resume=resume,
                   extra_config=record if extra_config is None else extra_config, callbacks=callbacks, loss=loss,
                   optim=optim)
+
+
+def _needs_arguments(cls) -> bool:
+    try:
+        parameters = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    return any(p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD,
+                                                                    p.KEYWORD_ONLY) for p in parameters)
 
 
 def _num_items(data) -> int:
@@ -104,12 +117,14 @@ def python_record(model, guide, auto_guide: str) -> dict:
             "auto_guide": auto_guide if guide is None else None}
 
 
-def _importable(fn, what: str) -> str | None:
-    """``module:qualname`` of a function, ``module:qualname()`` of a module built without arguments, else ``!why``
-    (the note :func:`load_python_run` refuses the run with)."""
+def _importable(fn, what: str) -> str:
+    """``module:qualname`` of a function, ``module:qualname()`` of a module whose class needs no arguments, else
+    ``!why`` (the note :func:`load_python_run` refuses the run with)."""
     target, suffix = (type(fn), "()") if isinstance(fn, torch.nn.Module) else (fn, "")
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
-    if not module or not qualname:
+    if suffix and _needs_arguments(target):
+        reason = f"a {qualname} built with arguments"
+    elif not module or not qualname:
         reason = f"a {type(fn).__name__} with no importable name"
     elif module == "__main__":
         reason = "defined in __main__"
@@ -181,6 +196,8 @@ def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
     model = _resolve(record.get("model"), f"{run.path}'s model")
     auto = record.get("guide") is None and record.get("auto_guide")
     guide = None if auto else _resolve(record.get("guide"), f"{run.path}'s guide")
+    if not resolved["data"].get("saved"):
+        raise ConfigError(f"the run in {run.path} saved no data (its model or guide cannot be rebuilt)")
     saved = load_checkpoint(run.file(resolved["data"]["saved"]))
     tensors = saved["train"] if split == "train" else saved.get("valid")
     if not tensors:
@@ -202,7 +219,7 @@ def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
     model, guide = _as_module(model, device), _as_module(guide, device)
     arrays = {f"input{i}": t for i, t in enumerate(tensors[1:], start=1)}
     dataset = ArrayDataset(x=tensors[0], name=Path(run.path).name, arrays=arrays or None,
-                           inputs=("x", *arrays) if arrays else None)
+                           inputs=("x", *arrays) if arrays else None, binarize=resolved["data"].get("binarize"))
     return _entry(record), model, guide, dataset, resolved
 
 
