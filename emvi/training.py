@@ -147,7 +147,8 @@ def _save_data(run, data, valid_data) -> None:
 def _resolve(path: str | None, where: str):
     if not path or path.startswith("!"):
         why = path[1:] if path else f"{where} was not recorded"
-        raise ConfigError(f"cannot rebuild {where}: {why}; define it in an importable module and train again")
+        raise ConfigError(f"cannot rebuild {where}: {why}; train functions (or modules built without arguments) "
+                          "defined in an importable module, or a registered model with 'emvi fit'")
     module, _, qualname = path.partition(":")
     try:
         obj = importlib.import_module(module)
@@ -252,13 +253,48 @@ def _entry(record: dict):
                       inference_data=pair_inference_data)
 
 
+def _inputs(dataset):
+    return dataset.tensors if len(dataset.tensors) > 1 else dataset.x
+
+
+def _guide_latents(model, guide, x) -> tuple[dict, bool]:
+    """``(values of the guide's latent sites, whether any sits in the data plate)``; an autoguide's values are its
+    medians (the point of AutoDelta, the location of AutoNormal), another guide's one draw."""
+    from .inference.likelihood import importance_traces
+
+    with torch.no_grad():
+        guide_trace, _ = importance_traces(model, guide, x, None)
+        latents = {name: site for name, site in guide_trace.nodes.items() if site["type"] == "sample"
+                   and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"}
+        local = any(f.name == "data" for site in latents.values() for f in site["cond_indep_stack"])
+        values = {name: site["value"] for name, site in latents.items()}
+        if not local and hasattr(guide, "median"):
+            values = dict(guide.median(*(x if isinstance(x, tuple) else (x,))))
+    return values, local
+
+
+def _point_log_likelihood(model, values: dict, x) -> torch.Tensor:
+    """log p(x_n | globals) per item ``(N,)``, discrete local sites summed out."""
+    from pyro import poutine
+
+    from .inference.pointwise import pointwise_log_likelihood
+
+    return pointwise_log_likelihood(poutine.condition(model, data=values), *(x if isinstance(x, tuple) else (x,)))
+
+
 def evaluate_pair(model, guide, dataset, *, num_samples: int = 1000) -> dict:
-    """The ELBO and the importance-sampled log p(x) per item (K = ``num_samples`` guide draws; latents in the data
-    plate), plus the log-likelihood's sum over the items."""
+    """With latents in the data plate: the ELBO and the importance-sampled log p(x_n) per item (K = ``num_samples``
+    guide draws). With global latents only: log p(x_n | globals) at the guide's point (discrete locals summed out).
+    Both with the sum over the items."""
     from .inference.likelihood import estimate_log_likelihood
 
-    estimates = estimate_log_likelihood(model, guide, dataset.tensors if len(dataset.tensors) > 1 else dataset.x,
-                                        num_samples=num_samples, prior=False)
+    x = _inputs(dataset)
+    values, local = _guide_latents(model, guide, x)
+    if not local:
+        pointwise = _point_log_likelihood(model, values, x)
+        return {"log_likelihood_nats_per_item": float(pointwise.mean()), "log_likelihood_nats": float(pointwise.sum()),
+                "num_items": len(dataset), "note": "at the guide's point estimate of the global latents"}
+    estimates = estimate_log_likelihood(model, guide, x, num_samples=num_samples, prior=False)
     return {"elbo_nats_per_item": float(estimates.elbo.mean()),
             "is_log_likelihood_nats_per_item": float(estimates.importance.mean()),
             "is_log_likelihood_nats": float(estimates.importance.sum()), "num_samples": num_samples,
@@ -267,27 +303,23 @@ def evaluate_pair(model, guide, dataset, *, num_samples: int = 1000) -> dict:
 
 def pair_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 200, run_dir=None):
     """The local-latent export (:mod:`emvi.analysis.local_latents`) when the guide draws latents in the data plate,
-    else a point export: the guide's one draw of the globals and log p(x_n | globals) per item."""
+    else a point export: the guide's point of the globals and log p(x_n | globals) per item."""
     from .analysis.arviz_io import to_inference_data
     from .analysis.local_latents import local_latent_inference_data
-    from .inference.likelihood import importance_traces, site_log_probs
 
-    x = data.tensors if len(data.tensors) > 1 else data.x
-    with torch.no_grad():
-        guide_trace, model_trace = importance_traces(model, guide, x, None)
-    batch = data.x.shape[0]
-    latents = {name: site for name, site in guide_trace.nodes.items()
-               if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"}
-    if any(f.name == "data" for site in latents.values() for f in site["cond_indep_stack"]):
+    x = _inputs(data)
+    values, local = _guide_latents(model, guide, x)
+    if local:
         return local_latent_inference_data(model, guide, data, method=method, num_samples=num_samples,
                                            run_dir=run_dir, model_name="python")
-    posterior = {name: site["value"].detach()[None, None] for name, site in latents.items()}
-    pointwise = site_log_probs(model_trace, 1, batch, observed=True).detach()  # (1, N)
-    return to_inference_data(posterior=posterior, log_likelihood={"x": pointwise[None]},
+    batch = data.x.shape[0]
+    pointwise = _point_log_likelihood(model, values, x)
+    return to_inference_data(posterior={name: value.detach()[None, None] for name, value in values.items()},
+                             log_likelihood={"x": pointwise[None, None]},
                              observed_data={"x": data.x.reshape(batch, -1)},
                              coords={"obs": list(range(batch))}, dims={"x": ["obs"]},
                              attrs={"model": "python", "method": method,
-                                    "note": "one draw of the guide: a point estimate of the global latents"})
+                                    "note": "the guide's point estimate of the global latents"})
 
 
 __all__ = ["evaluate_pair", "is_python_run", "load_python_run", "pair_inference_data", "train"]

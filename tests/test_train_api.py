@@ -18,6 +18,7 @@ from toy_models import (
     conjugate_log_marginal,
     conjugate_model,
     linear_gaussian_data,
+    poisson_mixture,
 )
 
 import emvi
@@ -182,3 +183,22 @@ def test_a_module_that_needs_arguments_saves_no_data_and_is_refused(tmp_path):
     from emvi.training import python_record
 
     assert python_record(Needs(2), None, "normal")["model"].startswith("!the model is a ")
+
+
+def test_a_map_run_of_a_plain_mixture_is_evaluated_and_analysed_as_a_point_fit(tmp_path):
+    torch.manual_seed(0)
+    x = torch.poisson(torch.cat([torch.full((60,), 2.0), torch.full((40,), 12.0)]))
+    run = tmp_path / "run"
+    result = emvi.train(poisson_mixture, None, x, auto_guide="delta", run_dir=run,
+                        config=TrainConfig(epochs=50, batch_size=100, learning_rate=0.05, progress=False))
+    out = _cli("evaluate", str(run))
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((run / "evaluation_train.json").read_text())
+    with torch.no_grad():
+        point = result.guide.median(x)
+        mixture = torch.distributions.Poisson(point["rates"]).log_prob(x[:, None]) + point["weights"].log()
+        exact = torch.logsumexp(mixture, -1).mean().item()  # log p(x_n | weights, rates), z summed out
+    assert metrics["log_likelihood_nats_per_item"] == pytest.approx(exact, rel=1e-5)
+    out = _cli("analyze", str(run))
+    assert out.returncode == 0, out.stderr
+    assert "rates[1]" in (run / "posterior_summary.csv").read_text()

@@ -87,3 +87,12 @@ def conjugate_guide(x):
 
 def conjugate_log_marginal(x: torch.Tensor) -> torch.Tensor:
     return dist.Normal(0.0, (1.0 + NOISE**2) ** 0.5).log_prob(x).sum(-1)
+
+
+def poisson_mixture(x):
+    """A plain Pyro mixture with global latents (the weights and rates) and a discrete local one (summed out)."""
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    rates = pyro.sample("rates", dist.Gamma(2.0, 0.2).expand([2]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("x", dist.Poisson(rates[z]), obs=x)
