@@ -133,7 +133,13 @@ class SVI:
     """``init`` / ``step`` / ``run`` over ``model`` and ``guide`` (callables ``f(*batch, num_data=N)``).
 
     ``loss`` (default: ``config.elbo``) may be a Pyro ``ELBO`` instance; ``optim`` (default: ``config.optimizer``) a
-    torch optimiser class or ``pyro.optim`` optimiser (:func:`~emvi.inference.train_config.resolve_optim`)."""
+    torch optimiser class or ``pyro.optim`` optimiser (:func:`~emvi.inference.train_config.resolve_optim`)::
+
+        with fit_scope(config, model, guide) as store:
+            svi = SVI(model, guide, config, loss=pyro.infer.Trace_ELBO()).init(data, store=store)
+            first = svi.step(epoch_batches(len(data), config.batch_size, seed=config.seed, epoch=0)[0])
+            result = svi.run(callbacks=(print,))     # the epochs left, each epoch's metrics printed
+    """
 
     def __init__(self, model: Callable, guide: Callable, config: TrainConfig = TrainConfig(), *, loss=None,
                  optim=None, reducer: Reducer | None = None):
