@@ -127,15 +127,16 @@ def test_a_run_of_emvi_train_is_evaluated_and_analysed_from_the_cli(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(200, 2) * (1 + 0.5**2) ** 0.5
     run = tmp_path / "run"
-    emvi.train(conjugate_model, conjugate_guide, x, loss=Trace_ELBO(), optim=pyro.optim.Adam({"lr": 1e-3}),
-               config=TrainConfig(epochs=2, batch_size=200, progress=False), run_dir=run)
+    emvi.train(conjugate_model, conjugate_guide, x[:150], loss=Trace_ELBO(), optim=pyro.optim.Adam({"lr": 1e-3}),
+               valid_data=x[150:], config=TrainConfig(epochs=2, batch_size=150, progress=False), run_dir=run)
     config = json.loads((run / "config.json").read_text())
     assert config["python"]["model"] == "toy_models:conjugate_model"
     assert config["optim"].startswith("pyro.optim")
-    out = _cli("evaluate", str(run), "--num-samples", "500")
+    out = _cli("evaluate", str(run), "--num-samples", "500")  # the held-out items by default
     assert out.returncode == 0, out.stderr
-    metrics = json.loads((run / "evaluation_train.json").read_text())
-    exact = conjugate_log_marginal(x).mean().item()
+    metrics = json.loads((run / "evaluation_valid.json").read_text())
+    assert metrics["num_items"] == 50
+    exact = conjugate_log_marginal(x[150:]).mean().item()
     assert metrics["is_log_likelihood_nats_per_item"] == pytest.approx(exact, abs=0.01)
     assert metrics["elbo_nats_per_item"] <= metrics["is_log_likelihood_nats_per_item"] + 1e-6
     out = _cli("analyze", str(run), "--num-samples", "20")
