@@ -150,10 +150,22 @@ class LocalPyroModule(PyroModule):
 
 
 def uses_local_params(*modules) -> bool | None:
-    """Whether the PyroModules among ``modules`` (and their children) were built with module-local parameters: True,
-    False, or None when there is none. Pyro requires a PyroModule to be called in the mode it was built in."""
-    modes = {hasattr(m._pyro_context, "param_state") for module in modules if isinstance(module, nn.Module)
-             for m in module.modules() if isinstance(m, PyroModule)}
+    """Whether the user's PyroModules among ``modules`` (and their children) were built with module-local
+    parameters: True, False, or None when there is none. Pyro requires a PyroModule to be called in the mode it was
+    built in; a :class:`LocalPyroModule` (and what it holds) keeps its own mode and does not count."""
+    modes: set[bool] = set()
+
+    def visit(module):
+        if isinstance(module, LocalPyroModule):
+            return
+        if isinstance(module, PyroModule):
+            modes.add(hasattr(module._pyro_context, "param_state"))
+        for child in module.children():
+            visit(child)
+
+    for module in modules:
+        if isinstance(module, nn.Module):
+            visit(module)
     if len(modes) > 1:
         raise ConfigError("the model and guide mix PyroModules built with and without pyro.settings "
                           "module_local_params; build them under the same setting")

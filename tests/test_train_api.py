@@ -203,3 +203,30 @@ def test_a_map_run_of_a_plain_mixture_is_evaluated_and_analysed_as_a_point_fit(t
     out = _cli("analyze", str(run))
     assert out.returncode == 0, out.stderr
     assert "rates[1]" in (run / "posterior_summary.csv").read_text()
+
+
+def test_emvis_pyro_modules_train_beside_the_users_in_either_mode():
+    from pyro.nn import PyroModule, PyroParam
+
+    from emvi.models.mixture import MixtureConfig, MixtureModel
+    from emvi.nn import uses_local_params
+
+    class Shift(PyroModule):  # the user's: built under the user's setting
+        def __init__(self):
+            super().__init__()
+            self.shift = PyroParam(torch.zeros(2))
+
+    with pyro.settings.context(module_local_params=False):
+        users = Shift()
+    mixture = MixtureModel(MixtureConfig(num_components=2), 2)  # emvi's keeps its own mode and does not count
+    assert uses_local_params(mixture, users) is False and uses_local_params(mixture) is None
+
+
+def test_the_svi_loop_names_no_run_directory():
+    from pathlib import Path
+
+    import emvi.inference as inference
+
+    folder = Path(inference.__file__).parent
+    for name in ("svi_loop.py", "runner.py", "train_config.py"):
+        assert "rundir" not in (folder / name).read_text().replace("emvi.rundir.RunDirectory", "")
