@@ -145,6 +145,8 @@ class LocalPyroModule(PyroModule):
             super().__init__(*args, **kwargs)
 
     def __call__(self, *args, **kwargs):
+        if pyro.settings.get("module_local_params"):  # already so (inside a fit, or a submodule's call)
+            return super().__call__(*args, **kwargs)
         with pyro.settings.context(module_local_params=True):
             return super().__call__(*args, **kwargs)
 
