@@ -38,8 +38,9 @@ import torch
 from torch import nn
 
 import emvi
+from emvi import train
 from emvi.data import load_dataset
-from emvi.inference import TrainConfig, seed_everything, train
+from emvi.inference import TrainConfig, seed_everything
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig, build_vae_pair
 

@@ -4,10 +4,12 @@ Both EM and VAEs maximise the evidence lower bound, log p(x) = ELBO(q) + KL(q ||
 posterior, a VAE learns an amortised Gaussian q.
 """
 
-import pyro as _pyro
-
+# emvi's own PyroModules keep their parameters in the module (emvi.nn.LocalPyroModule); Pyro's settings are the user's.
+from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families)
 from ._version import __version__
+from .catalog.declared import register_declaration  # noqa: E402
 from .data import ArrayDataset, DataInfo, load_dataset, train_valid_split
+from .declaration import declare  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, EmviError, NonFiniteLossError
 from .inference import (
     EMConfig,
@@ -16,22 +18,12 @@ from .inference import (
     TrainConfig,
     TrainResult,
     fit_em,
-    fit_svi,
     make_elbo,
     seed_everything,
-    train,
 )
 from .registry import available_models, get_model, register_model
-
-# Parameters live in the modules that own them, never in Pyro's global param store, so two models in one process
-# cannot share parameters by name (NumPyro's "inference state is a value" discipline). PyroModules must be built
-# after this import; see ARCHITECTURE.md.
-_pyro.settings.set(module_local_params=True)
-
-from . import catalog  # noqa: E402,F401  (fills the registry with the built-in families; after the settings above)
-from .catalog.declared import register_declaration  # noqa: E402
-from .declaration import declare  # noqa: E402
 from .runs import build_model  # noqa: E402
+from .training import train  # noqa: E402
 
 __all__ = [
     "ArrayDataset",
@@ -51,7 +43,6 @@ __all__ = [
     "build_model",
     "declare",
     "fit_em",
-    "fit_svi",
     "get_model",
     "load_dataset",
     "make_elbo",

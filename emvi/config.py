@@ -197,3 +197,18 @@ def config_from_args(cls, namespace: argparse.Namespace, base: dict | None = Non
         if given is not None:
             values[f.name] = given
     return config_from_dict(cls, values, where="--" if base is None else "")
+
+
+METHOD_CONFIG = "method_config"
+"""The key of ``config.json`` (and of the copy in every checkpoint) that holds the fitting method's settings."""
+LEGACY_METHOD_CONFIG = "train"
+"""Where runs written before one key held every method's settings kept an SVI fit's (read, never written)."""
+
+
+def method_settings(resolved: dict) -> dict:
+    """The fitting method's settings recorded in a run's resolved configuration (``config.json`` or a checkpoint's
+    copy): :data:`METHOD_CONFIG`, or :data:`LEGACY_METHOD_CONFIG` in older SVI runs; ``{}`` when neither is there."""
+    settings = resolved.get(METHOD_CONFIG)
+    if settings is None:
+        settings = resolved.get(LEGACY_METHOD_CONFIG)
+    return settings if isinstance(settings, dict) else {}

@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import pyro
 import torch
+from pyro.nn import PyroModule
 from torch import nn
 
 from .errors import ConfigError
@@ -131,3 +133,42 @@ def concat_features(parts: list[torch.Tensor]) -> torch.Tensor:
         return parts[0]
     batch = torch.broadcast_shapes(*(p.shape[:-1] for p in parts))
     return torch.cat([p.expand(*batch, p.shape[-1]) for p in parts], -1)
+
+
+class LocalPyroModule(PyroModule):
+    """A ``PyroModule`` whose parameters live in the module (Pyro's ``module_local_params``) whatever the user's
+    process set: built and called under ``pyro.settings.context(module_local_params=True)``, so two models in one
+    process never share a parameter by name, and ``import emvi`` changes no setting of the user's."""
+
+    def __init__(self, *args, **kwargs):
+        with pyro.settings.context(module_local_params=True):
+            super().__init__(*args, **kwargs)
+
+    def __call__(self, *args, **kwargs):
+        if pyro.settings.get("module_local_params"):  # already so (inside a fit, or a submodule's call)
+            return super().__call__(*args, **kwargs)
+        with pyro.settings.context(module_local_params=True):
+            return super().__call__(*args, **kwargs)
+
+
+def uses_local_params(*modules) -> bool | None:
+    """Whether the user's PyroModules among ``modules`` (and their children) were built with module-local
+    parameters: True, False, or None when there is none. Pyro requires a PyroModule to be called in the mode it was
+    built in; a :class:`LocalPyroModule` (and what it holds) keeps its own mode and does not count."""
+    modes: set[bool] = set()
+
+    def visit(module):
+        if isinstance(module, LocalPyroModule):
+            return
+        if isinstance(module, PyroModule):
+            modes.add(hasattr(module._pyro_context, "param_state"))
+        for child in module.children():
+            visit(child)
+
+    for module in modules:
+        if isinstance(module, nn.Module):
+            visit(module)
+    if len(modes) > 1:
+        raise ConfigError("the model and guide mix PyroModules built with and without pyro.settings "
+                          "module_local_params; build them under the same setting")
+    return modes.pop() if modes else None

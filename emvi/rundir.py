@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from .config import LEGACY_METHOD_CONFIG, METHOD_CONFIG, method_settings  # noqa: F401  (re-exported)
 from .errors import CheckpointError, ConfigError
 
 CHECKPOINT_FORMAT = "emvi-checkpoint-v1"
@@ -47,6 +48,8 @@ SPEC = "spec.toml"
 INFERENCE_DATA = "inference_data.nc"
 POSTERIOR_SUMMARY = "posterior_summary.csv"
 SAMPLES = "samples.npy"
+DATA = "data.pt"
+"""The training (and held-out) tensors of a run written by :func:`emvi.train`, to rebuild it from the CLI."""
 COMPARISON_TABLE = "comparison.csv"
 COMPARISON_PLOT = "comparison.png"
 """``emvi analyze``'s comparison of several runs, written in a folder of its own (by default the runs' parent)."""
@@ -58,11 +61,6 @@ PLOTS = (
     "conditional_samples", "latent_map",  # deep mixtures (gmvae, ssvae)
 )
 """The PNG plots a run directory may hold, each ``NAME.png`` (:meth:`RunDirectory.plot_path`)."""
-
-METHOD_CONFIG = "method_config"
-"""The key of ``config.json`` (and of the copy in every checkpoint) that holds the fitting method's settings."""
-LEGACY_METHOD_CONFIG = "train"
-"""Where runs written before one key held every method's settings kept an SVI fit's (read, never written)."""
 
 LOCK = ".emvi-lock"
 """Held (``fcntl.flock``, exclusive) by the one process writing the run; the kernel releases it when that process
@@ -368,15 +366,6 @@ def default_run_path(parent: str | os.PathLike, prefix: str) -> Path:
     """``parent/prefix-YYYYmmdd-HHMMSS-micros``: two fits started in the same second get different folders (and
     :meth:`RunDirectory.create` with ``exclusive=True`` refuses the one in a million that share a microsecond)."""
     return Path(parent) / f"{prefix}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}"
-
-
-def method_settings(resolved: dict) -> dict:
-    """The fitting method's settings recorded in a run's resolved configuration (``config.json`` or a checkpoint's
-    copy): :data:`METHOD_CONFIG`, or :data:`LEGACY_METHOD_CONFIG` in older SVI runs; ``{}`` when neither is there."""
-    settings = resolved.get(METHOD_CONFIG)
-    if settings is None:
-        settings = resolved.get(LEGACY_METHOD_CONFIG)
-    return settings if isinstance(settings, dict) else {}
 
 
 def comparison_paths(folder: str | os.PathLike) -> tuple[Path, Path]:

@@ -178,7 +178,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     if method == "svi":
         if not resume:  # a resumed fit's checkpoint holds the pretrained weights
             summary |= pretrain(entry, model, guide, train_data, model_config, method_config)
-        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run_dir=run.path,
+        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run=run,
                        resume=resume, extra_config=resolved)
         history = result.history
         summary |= {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
@@ -392,6 +392,10 @@ def read_run(run_dir: str | Path):
     if "model" not in resolved or "data" not in resolved:
         raise ConfigError(f"{run.path} was not written by 'emvi fit' (its config lacks the model or data); "
                           "evaluate it from Python with the model you trained")
+    from .training import is_python_run
+
+    if is_python_run(resolved):  # written by emvi.train: rebuilt from its recorded functions and saved data
+        return run, resolved
     if not isinstance(resolved["data"], dict) or not isinstance(resolved.get("data_info"), dict) \
             or not isinstance(resolved["data"].get("dataset"), str):
         raise ConfigError(f"{run.config_path} is damaged (its data or data_info is not a table); restore it "
@@ -407,7 +411,10 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     from .errors import CheckpointError, DataError, EmviError
     from .inference.runner import load_run_modules
     from .registry import get_model
+    from .training import is_python_run, load_python_run
 
+    if is_python_run(resolved):
+        return load_python_run(run, resolved, split=split, device=device)
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
         from .registry import import_user_module
@@ -435,7 +442,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
         if entry.load is not None and resolved.get("method", "svi") != "svi":
             entry.load(model, guide, run, device)
         else:
-            load_run_modules(run.path, model, guide, device=device)
+            load_run_modules(run, model, guide, device=device)
     except EmviError:
         raise
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:
@@ -462,7 +469,12 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
 
     if split not in ("auto", "train", "valid", "test"):
         raise ConfigError(f"split must be auto, train, valid or test, got {split!r}")
+    from .training import is_python_run, load_python_run, python_split
+
     run, resolved = read_run(run_dir)  # the data set decides the split before any data is read: that split alone
+    if is_python_run(resolved):
+        split = python_split(resolved, split, run.path)
+        return (*load_python_run(run, resolved, split=split, device=device), split)
     name = resolved["data"]["dataset"]
     if split == "auto":
         split = "test" if has_test_split(name) else ("valid" if resolved["data"].get("valid_fraction") else "train")

@@ -2,6 +2,7 @@ import os
 import sys
 from pathlib import Path
 
+import pyro
 import pytest
 import torch
 
@@ -34,6 +35,7 @@ def mnist_data_root():
 @pytest.fixture(autouse=True)
 def _fresh_seed():
     torch.manual_seed(0)
+    pyro.clear_param_store()  # a test that leaves pyro.param values behind must not reach the next one
     yield
 
 

@@ -5,10 +5,10 @@ import warnings
 
 import torch
 
+from emvi import TrainConfig, train
 from emvi.data import ArrayDataset
 from emvi.estimators import HMM, PPCA, FactorAnalysis, Mixture
 from emvi.inference.em import ConvergenceWarning
-from emvi.inference.runner import TrainConfig, train
 from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
 
 SVI_CONFIG = TrainConfig(epochs=4, batch_size=50, learning_rate=0.05, elbo="enum", max_plate_nesting=1, seed=3,

@@ -5,9 +5,9 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from emvi import TrainConfig
+from emvi import TrainConfig, train
 from emvi.errors import ConfigError
-from emvi.inference.auto import fit_svi, prepare_model
+from emvi.inference.auto import prepare_model
 
 
 def poisson_mixture(x):
@@ -36,10 +36,10 @@ def test_nested_plates_are_counted():
 def test_hand_written_mixture_fit_by_map_recovers_rates():
     torch.manual_seed(0)
     x = torch.poisson(torch.cat([torch.full((300,), 2.0), torch.full((200,), 12.0)]))
-    result, prepared = fit_svi(poisson_mixture, x, auto_guide="delta",
-                               config=TrainConfig(epochs=300, batch_size=500, learning_rate=0.05, progress=False))
+    result = train(poisson_mixture, None, x, auto_guide="delta",
+                   config=TrainConfig(epochs=300, batch_size=500, learning_rate=0.05, progress=False))
     with torch.no_grad():
-        median = prepared.guide.median(x)
+        median = result.guide.median(x)
     rates = median["rates"].sort().values
     weights = median["weights"][median["rates"].argsort()]
     # Standard errors: sqrt(2/300) ~ 0.08 and sqrt(12/200) ~ 0.25 for the rates, sqrt(.24/500) ~ 0.02 for the weights.

@@ -221,7 +221,7 @@ def test_the_runner_default_elbo_sums_out_the_sites_the_guide_marks_for_enumerat
     """``TrainConfig(elbo="auto")``, as a script calling ``train`` gets it, picks TraceEnum_ELBO for an amortised
     cluster or M2's missing label, marked for enumeration in the guide (Trace_ELBO would sample them); an explicit
     Trace_ELBO says so in a warning."""
-    from emvi.inference.runner import _follow_discrete_sites
+    from emvi.inference.train_config import follow_discrete_sites as _follow_discrete_sites
 
     if which == "gmvae":
         x = binary()

@@ -10,7 +10,7 @@ import torch
 from pyro import poutine
 from scipy.optimize import linear_sum_assignment
 
-import emvi  # noqa: F401  (sets module-local params before PyroModules are built)
+import emvi  # noqa: F401  (the registry, as a user has it)
 from emvi.catalog.topics import build_lda
 from emvi.data import DataInfo
 from emvi.data.text import counts_to_padded, document_completion_split, padded_to_counts

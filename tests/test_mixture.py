@@ -13,7 +13,7 @@ from pyro.infer import TraceEnum_ELBO
 from scipy.optimize import linear_sum_assignment
 from sklearn.mixture import GaussianMixture
 
-import emvi  # noqa: F401  (module-local params before building PyroModules)
+import emvi  # noqa: F401  (the registry, as a user has it)
 from emvi.errors import ConfigError, DataError, EmviError
 from emvi.estimators.mixture import Mixture
 from emvi.inference.em import fit_em

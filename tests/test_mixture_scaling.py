@@ -5,7 +5,7 @@ for every family; EM with it stays monotone; and no per-item table survives or g
 import pytest
 import torch
 
-import emvi  # noqa: F401  (module-local params before building PyroModules)
+import emvi  # noqa: F401  (the registry, as a user has it)
 from emvi.inference.em import fit_em
 from emvi.inference.initialization import initialise_mixture
 from emvi.models.mixture import FAMILIES, ExpectedStatistics, MixtureConfig, MixtureModel, sufficient_statistics

@@ -53,7 +53,7 @@ ALLOWED = {
     "nn": {"emvi.errors", "emvi.validation"},
     "distributions": set(),
     "declaration": {"emvi.errors"},
-    "rundir": {"emvi.errors"},
+    "rundir": {"emvi.errors", "emvi.config"},
     "registry": {"emvi.errors"},
     "config": {"emvi.errors"},
     "guides": BASE | {"emvi.guides"},
@@ -64,8 +64,10 @@ ALLOWED = {
     "estimators": NUMERICS | {"emvi.estimators", "emvi.inference", "emvi.rundir"},
     "catalog": NUMERICS | {"emvi.catalog", "emvi.inference", "emvi.analysis", "emvi.estimators", "emvi.registry",
                            "emvi.rundir", "emvi.data"},
+    "training": {"emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.rundir", "emvi.registry",
+                 "emvi.analysis"},
     "runs": NUMERICS | {"emvi.rundir", "emvi.registry", "emvi.config", "emvi.data", "emvi.inference", "emvi.analysis",
-                        "emvi.estimators"},
+                        "emvi.estimators", "emvi.training"},
     "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
 }
 

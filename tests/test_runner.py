@@ -133,7 +133,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     ("sgd", lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.01, foreach=False)),
 ])
 def test_runner_optimizers_are_torch_fused_kernels_with_the_same_steps(name, reference):
-    from emvi.inference.runner import _make_optimizer
+    from emvi.inference.train_config import make_optimizer as _make_optimizer
 
     start = torch.randn(5, 4, dtype=torch.float64)
     trajectories = []
@@ -185,7 +185,7 @@ def test_hand_written_pyro_param_model_is_isolated_and_trained():
 
 def test_kl_warmup_scales_latent_terms_only():
     from emvi.inference.elbo import make_elbo
-    from emvi.inference.runner import _loss
+    from emvi.inference.svi_loop import _loss
 
     data = linear_gaussian_data(64)
     model, guide = build_pair()

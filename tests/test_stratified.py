@@ -11,7 +11,7 @@ import torch
 from emvi import TrainConfig, train
 from emvi.data import ArrayDataset
 from emvi.errors import ConfigError, DataError
-from emvi.inference.runner import epoch_batches
+from emvi.inference.svi_loop import epoch_batches
 
 
 def test_without_strata_the_batches_are_the_slices_of_one_seeded_permutation():

@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+import emvi
 from emvi.errors import ConfigError
-from emvi.inference import TrainConfig, fit_svi, train
+from emvi.inference import TrainConfig, train
+from emvi.inference.auto import prepare_model
 from emvi.inference.pointwise import pointwise_log_likelihood
 from emvi.plates import data_plate
 
@@ -53,13 +55,14 @@ def _counts(n=200, seed=0):
     return torch.poisson(rates[z], generator=generator)
 
 
-def test_fit_svi_trains_the_parameters_of_a_module_model_with_discrete_sites():
+def test_emvi_train_trains_the_parameters_of_a_module_model_with_discrete_sites():
     x = _counts()
     model = PoissonMixture()
-    before = model.log_likelihood(x).mean().item()
-    result, prepared = fit_svi(model, x, config=TrainConfig(epochs=60, batch_size=50, learning_rate=0.05,
-                                                            progress=False))
+    prepared = prepare_model(model, (x[:50],))
     assert prepared.discrete_sites == ("z",) and prepared.elbo == "enum"
+    before = model.log_likelihood(x).mean().item()
+    result = emvi.train(model, None, x, config=TrainConfig(epochs=60, batch_size=50, learning_rate=0.05,
+                                                           progress=False))
     after = model.log_likelihood(x).mean().item()
     assert after > before + 0.5  # the model's own parameters moved (they did not when hidden by the wrapper)
     # with z summed out the loss is the exact negative log-likelihood per item at the epoch's parameters
@@ -88,6 +91,8 @@ def test_pointwise_likelihood_refuses_a_continuous_local_latent():
 
 def test_an_automatic_guide_refuses_plated_continuous_latents_with_mini_batches():
     with pytest.raises(ConfigError, match="continuous latents inside a plate"):
-        fit_svi(normal_means_model, torch.zeros(300), config=TrainConfig(epochs=1, batch_size=128, progress=False))
-    result, _ = fit_svi(normal_means_model, torch.zeros(30), config=TrainConfig(epochs=2, batch_size=30, progress=False))
+        emvi.train(normal_means_model, None, torch.zeros(300),
+                   config=TrainConfig(epochs=1, batch_size=128, progress=False))
+    result = emvi.train(normal_means_model, None, torch.zeros(30),
+                        config=TrainConfig(epochs=2, batch_size=30, progress=False))
     assert math.isfinite(result.history[-1]["train_loss"])

@@ -1,15 +1,19 @@
 """Small model/guide pairs with closed-form answers, shared by the runner tests and the resume script."""
 
+from pathlib import Path
+
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch.distributions import constraints
 
-import emvi  # noqa: F401  (module-local parameters are switched on by importing emvi)
+from emvi.nn import LocalPyroModule  # parameters in the module, whatever pyro.settings says
+
+TESTS_DIR = Path(__file__).resolve().parent
 
 
-class LinearGaussianModel(PyroModule):
+class LinearGaussianModel(LocalPyroModule):
     """z ~ Normal(0, I_q);  x | z ~ Normal(W z + b, sigma^2 I_d).  Marginal: x ~ Normal(b, W W^T + sigma^2 I)."""
 
     def __init__(self, data_dim: int = 4, latent_dim: int = 2):
@@ -32,7 +36,7 @@ class LinearGaussianModel(PyroModule):
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
 
 
-class AmortisedGaussianGuide(PyroModule):
+class AmortisedGaussianGuide(LocalPyroModule):
     """q(z | x) = Normal(A x + c, diag(softplus(s)^2)) with a linear encoder."""
 
     def __init__(self, data_dim: int = 4, latent_dim: int = 2):
@@ -59,3 +63,36 @@ def build_pair(seed: int = 0, data_dim: int = 4, latent_dim: int = 2):
 
 def flat_parameters(*modules) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for m in modules for p in m.state_dict().values()])
+
+
+NOISE = 0.5
+
+
+def conjugate_model(x):
+    """A plain Pyro model (no ``num_data``): z_n ~ Normal(0, I), x_n | z_n ~ Normal(z_n, NOISE^2 I), so that
+    x_n ~ Normal(0, (1 + NOISE^2) I) in closed form (:func:`conjugate_log_marginal`)."""
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, NOISE).to_event(1), obs=x)
+
+
+def conjugate_guide(x):
+    """q(z_n | x_n) = Normal(a x_n, s^2 I) with ``pyro.param`` a and s (the exact posterior has a = 1 / (1 + NOISE^2)
+    and s^2 = NOISE^2 / (1 + NOISE^2)); started near it."""
+    a = pyro.param("a", torch.tensor(0.7))
+    s = pyro.param("s", torch.tensor(0.5), constraint=constraints.positive)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(a * x, s).to_event(1))
+
+
+def conjugate_log_marginal(x: torch.Tensor) -> torch.Tensor:
+    return dist.Normal(0.0, (1.0 + NOISE**2) ** 0.5).log_prob(x).sum(-1)
+
+
+def poisson_mixture(x):
+    """A plain Pyro mixture with global latents (the weights and rates) and a discrete local one (summed out)."""
+    weights = pyro.sample("weights", dist.Dirichlet(torch.ones(2)))
+    rates = pyro.sample("rates", dist.Gamma(2.0, 0.2).expand([2]).to_event(1))
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(weights))
+        pyro.sample("x", dist.Poisson(rates[z]), obs=x)

@@ -1,15 +1,18 @@
 """Fitting procedures, generic over model/guide pairs: the SVI runner, EM, NUTS, restarts and ELBOs. Every
 training loop of emvi lives here."""
 
-from .auto import PreparedModel, fit_svi, prepare_model
+from .auto import PreparedModel, prepare_model
 from .convergence import ConvergenceWarning, convergence_reported
 from .elbo import make_elbo
 from .em import EMConfig, EMResult, fit_em, fit_em_with_restarts
 from .mcmc import MCMCConfig
 from .runner import TrainConfig, TrainResult, evaluate_loss, load_run_modules, train
 from .seeding import seed_everything
+from .svi_loop import SVI, Callback
 
 __all__ = [
+    "SVI",
+    "Callback",
     "ConvergenceWarning",
     "EMConfig",
     "EMResult",
@@ -21,7 +24,6 @@ __all__ = [
     "evaluate_loss",
     "fit_em",
     "fit_em_with_restarts",
-    "fit_svi",
     "load_run_modules",
     "make_elbo",
     "prepare_model",

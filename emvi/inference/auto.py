@@ -9,7 +9,7 @@ A user may write::
             z = pyro.sample("z", dist.Categorical(weights))
             pyro.sample("x", dist.Poisson(rates[z]), obs=x)
 
-    result = emvi.fit_svi(model, counts, config=TrainConfig(epochs=200))
+    result = emvi.train(model, None, counts, config=TrainConfig(epochs=200))
 
 :func:`prepare_model` traces the model once on a batch and finds
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pyro
 import pyro.poutine as poutine
@@ -129,18 +129,3 @@ def prepare_model(model: Callable, example_batch: tuple[torch.Tensor, ...], guid
         guide = _drop_num_data(guide)
     return PreparedModel(model, guide, "enum" if discrete else "trace", nesting, tuple(discrete), tuple(continuous))
 
-
-def fit_svi(model: Callable, data, *, guide: Callable | None = None, config=None, auto_guide: str = "normal", **train_kwargs):
-    """Fit a hand-written Pyro model (and optional guide) with the runner; returns ``(TrainResult, PreparedModel)``."""
-    from .runner import TrainConfig, _as_tensors, train
-
-    config = config or TrainConfig()
-    tensors, _ = _as_tensors(data, "data", torch.device("cpu"))
-    prepared = prepare_model(model, tuple(t[: config.batch_size] for t in tensors), guide, auto_guide=auto_guide,
-                             num_data=int(tensors[0].shape[0]))
-    if config.elbo not in ("enum",) and prepared.discrete_sites:
-        config = replace(config, elbo="enum")
-    if config.max_plate_nesting is None and prepared.elbo == "enum":
-        config = replace(config, max_plate_nesting=prepared.max_plate_nesting)
-    result = train(prepared.model, prepared.guide, data, config=config, **train_kwargs)
-    return result, prepared

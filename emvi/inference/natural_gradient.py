@@ -1,5 +1,8 @@
 """Natural-gradient SVI for exponential-family mixtures: the Pyro ELBO's gradient, preconditioned by the Fisher
-metric of the complete-data model, so that a full-batch step with step size 1 is exactly an EM step."""
+metric of the complete-data model, so that a full-batch step with step size 1 is exactly an EM step.
+
+Why not :class:`emvi.inference.svi_loop.SVI`: a step moves the mixture's mean parameters by a preconditioned
+gradient taken through a functional call, not a torch optimiser over the module's parameters."""
 
 from __future__ import annotations
 

@@ -12,6 +12,10 @@ graph. The starts that use them (:mod:`emvi.inference.starts`, e.g. ``gmvae``'s
 :func:`~emvi.inference.starts.pretrain_gmvae`) set their priors from the clusters themselves. The minibatch order
 comes from a private generator seeded by ``seed`` (global random streams are left as they were, so the SVI that
 follows draws what it would have drawn without pretraining).
+
+Why not :class:`emvi.inference.svi_loop.SVI`: its loss is a plain network loss (no ELBO, no Pyro trace) and its
+shuffling and binarisation draw from that private generator, where the SVI loop's come from ``(seed, epoch)`` and the
+global stream.
 """
 
 from __future__ import annotations

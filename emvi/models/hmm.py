@@ -27,10 +27,11 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule, PyroParam, PyroSample
+from pyro.nn import PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
 from ..errors import DataError
+from ..nn import LocalPyroModule
 from ..plates import data_plate
 from ..validation import check_choice, check_positive_int
 from .hmm_recursions import (
@@ -109,7 +110,7 @@ EMISSION_CHUNK_ELEMENTS = 1 << 18
 """Elements (N x steps x K x D) of the emission log-density temporaries computed at once."""
 
 
-class HMMModel(PyroModule):
+class HMMModel(LocalPyroModule):
     """The HMM of the module docstring with constrained parameters, its Pyro model and exact recursions."""
 
     def __init__(self, config: HMMConfig, num_features: int, *, dtype: torch.dtype = torch.float32):
@@ -411,7 +412,7 @@ def poutine_mask(mask: torch.Tensor):
     return pyro.poutine.mask(mask=mask)
 
 
-class HMMGuide(PyroModule):
+class HMMGuide(LocalPyroModule):
     """Empty: every state is enumerated and the parameters are MAP module parameters."""
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, num_data: int | None = None):

@@ -29,10 +29,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.nn import PyroModule, PyroParam, PyroSample
+from pyro.nn import PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
 from ..errors import ConfigError, DataError
+from ..nn import LocalPyroModule
 from ..plates import data_plate
 from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
@@ -222,7 +223,7 @@ def check_mixture_data(x: torch.Tensor, config: MixtureConfig, *, fitting: bool 
     return x
 
 
-class MixtureModel(PyroModule):
+class MixtureModel(LocalPyroModule):
     """``p(x) = Σ_k π_k F(x | θ_k)`` with MAP globals as constrained parameters (see the module docstring).
 
     :meth:`bayesian` turns the globals into sample sites with proper priors (for NUTS); the story is unchanged.
@@ -593,7 +594,7 @@ class MixtureModel(PyroModule):
         return k - 1 + k * per_component
 
 
-class MixtureGuide(PyroModule):
+class MixtureGuide(LocalPyroModule):
     """The guide of the MAP mixture: empty, because ``z`` is enumerated and the globals are module parameters."""
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
