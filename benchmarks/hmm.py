@@ -37,7 +37,7 @@ import torch
 from hmmlearn import hmm as hmmlearn
 
 import emvi
-from emvi.estimators.hmm import initialise_hmm
+from emvi.inference.initialization import initialise_hmm
 from emvi.inference.em import fit_em
 from emvi.models.hmm import HMMConfig, HMMModel
 

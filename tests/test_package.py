@@ -64,7 +64,7 @@ ALLOWED = {
                            "emvi.rundir", "emvi.data"},
     "runs": {"emvi", "emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.registry", "emvi.rundir",
              "emvi.analysis"},
-    "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
+    "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs", "emvi.inference"},
 }
 
 

@@ -22,7 +22,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..inference.direct import maximise_log_likelihood
 from ..inference.em import ConvergenceWarning, fit_em
-from ..inference.initialization import initial_centres
+from ..inference.initialization import initialise_hmm
 from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
@@ -43,27 +43,6 @@ def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
     for i, t in enumerate(tensors):
         padded[i, : t.shape[0]] = t
     return padded, lengths
-
-
-def initialise_hmm(model: HMMModel, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> None:
-    """Uniform start and near-uniform transitions (a little mass on staying), emissions from k-means++ centres of
-    the observations, as hmmlearn's default initialisation."""
-    cfg = model.config
-    k = cfg.num_states
-    valid = torch.arange(x.shape[1]) < lengths[:, None]
-    observations = x[valid]
-    model.set_parameter("initial_probs", torch.full((k,), 1.0 / k, dtype=x.dtype))
-    model.set_parameter("transition", torch.full((k, k), 0.5 / k, dtype=x.dtype) + 0.5 * torch.eye(k, dtype=x.dtype))
-    if cfg.emission == "categorical":
-        probs = torch.rand(k, x.shape[-1], cfg.num_categories, generator=generator, dtype=x.dtype) + 1.0
-        model.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
-        return
-    centres = initial_centres(observations, k, "kmeans++", generator)
-    if cfg.emission == "gaussian":
-        model.set_parameter("means", centres)
-        model.set_parameter("variances", (observations.var(0, unbiased=False) + cfg.floor).expand(k, -1).clone())
-    else:
-        model.set_parameter("rates", centres.clamp_min(cfg.floor))
 
 
 METHODS = ("em", "svi", "mcmc")

@@ -147,3 +147,79 @@ def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | No
         raise CheckpointError(f"{run_dir} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
     diverging = state.get("mcmc_diverging")
     return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)
+
+
+MAP_STARTS = 4
+"""Starting points of a MAP start (:func:`map_start`): the model as built, then parameters redrawn from 0.1 N(0, 1)."""
+
+
+def fit_map(model, tensors, *, max_iter: int = 500) -> float:
+    """Maximise log p(x, θ) (discrete locals summed out, priors of globals included) by L-BFGS over the model's
+    parameters, in float64; returns the final value per item."""
+    from pyro.infer import TraceEnum_ELBO
+
+    from .direct import climb
+
+    dtype = next(model.parameters()).dtype
+    model.to(torch.float64)
+    data = tuple(t.to(torch.float64) if t.is_floating_point() else t for t in tensors)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1, strict_enumeration_warning=False)  # a model may have no latent
+
+    def no_guide(*args, **kwargs):  # every latent is enumerated in the model; globals are point values
+        pass
+
+    def log_joint():
+        return -elbo.differentiable_loss(model, no_guide, *data)
+
+    # A line search may probe parameters where a value leaves its support (a rate exp(u) underflowing to 0): that
+    # probe's objective is not finite and the search backs off, rather than a validation error ending the fit.
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # such a probe's loss
+        _, value = climb(log_joint, list(model.parameters()), max_iter=max_iter, tolerance_grad=1e-7,
+                         tolerance_change=1e-12)
+    model.to(dtype)
+    return value / data[0].shape[0]
+
+
+def map_start(model, tensors, *, seed: int) -> dict:
+    """The MAP as NUTS's start: :func:`fit_map`, best of :data:`MAP_STARTS` starts (a mixture's likelihood has poor
+    local maxima, and a chain started in one stays there); fixes what has no prior (empirical Bayes)."""
+    import copy
+    import itertools
+
+    from .restarts import best_of_restarts
+
+    starts = itertools.count()
+
+    def map_once(generator: torch.Generator):
+        if next(starts):  # the first start is the model as built; the others redraw every parameter
+            with torch.no_grad():
+                for value in model.parameters():
+                    value.copy_(0.1 * torch.randn(value.shape, generator=generator, dtype=torch.float64))
+        return fit_map(model, tensors), copy.deepcopy(model.state_dict())
+
+    best_value, best_state = best_of_restarts(map_once, MAP_STARTS, seed=seed, objective=lambda o: o[0])
+    model.load_state_dict(best_state)
+    return {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
+
+
+def fit_posterior(model, *data, config: MCMCConfig) -> MCMCResult:
+    """NUTS on the Bayesian view of a point-fitted ``model`` (its parameters are the chains' start), then relabelled
+    and summarised: the one recipe of every model with a ``bayesian_view(*data)`` hook, which returns a dict with
+    ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally ``kwargs``
+    (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`). The model's
+    ``load_posterior_mean(samples)`` hook, if any, then sets its parameters to the posterior mean."""
+    view = model.bayesian_view(*data)
+    result = fit_mcmc(view["model"], *data, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
+                      num_chains=config.num_chains, seed=config.seed, init_values=view["init_values"],
+                      max_plate_nesting=1, progress=config.progress, **view.get("kwargs", {}))
+    if view.get("relabel") is not None:
+        from .relabel import relabel_components
+
+        key, reference, axes = view["relabel"]
+        samples, _ = relabel_components(result.samples, key=key, reference=reference, component_axes=axes)
+        result = dataclasses.replace(result, samples=samples)
+    hook = getattr(model, "load_posterior_mean", None)
+    if callable(hook):
+        hook(result.samples)
+    return result

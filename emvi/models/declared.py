@@ -314,6 +314,18 @@ class DeclaredModel(nn.Module):
 
     # -- NUTS: the globals with a prior random ------------------------------------------------------------------------
 
+    mcmc_start = "map"
+    """NUTS starts from the MAP (L-BFGS on the enumerated log joint), which also fixes what has no prior."""
+
+    def mcmc_ready(self) -> str | None:
+        """Why NUTS cannot fit this model (None when it can)."""
+        return self.declaration.mcmc_ready()
+
+    def bayesian_view(self, *data) -> dict:
+        """NUTS's target (:meth:`with_random_globals`) started at the current values of the globals with a prior."""
+        init = {name: self.global_value(name).detach().clone() for name in self.prior_globals()}
+        return {"model": self.with_random_globals, "init_values": init}
+
     def prior_globals(self) -> tuple[str, ...]:
         """The globals declared with a family: what NUTS samples (see :meth:`with_random_globals`)."""
         return tuple(s.name for s in self.declaration.sites if s.role == "param" and s.family is not None)
@@ -328,6 +340,14 @@ class DeclaredModel(nn.Module):
         return self(*data, sample_globals=True)
 
     # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
+
+    def em_ready(self) -> str | None:
+        """Why EM cannot fit this model (None when it can): one categorical latent, closed-form M-steps."""
+        return self.declaration.em_ready()
+
+    def em_components(self) -> int:
+        """Values of the categorical latent (the responsibilities' last axis)."""
+        return self._em_latent().num_values
 
     def _em_latent(self) -> Site:
         reason = self.declaration.em_ready()
