@@ -59,6 +59,9 @@ class ModelEntry:
     default_method: str = "svi"
     """The fitting method ``emvi fit`` and spec files use when none is given (a name in the method table)."""
     description: str = ""
+    methods: tuple[str, ...] | None = None
+    """Ignored (which methods fit a model follows from its protocols); kept only until ``catalog/deep_mixture.py``
+    stops passing it."""
     evaluate: Callable | None = None
     sample: Callable | None = None
     plots: Callable | None = None
