@@ -15,8 +15,8 @@ from emvi.catalog.declared import build
 from emvi.data.arrays import ArrayDataset
 from emvi.declaration import declare, latent, learned, observed, param, table
 from emvi.errors import ConfigError
-from emvi.inference.methods import get_method
 from emvi.inference.mcmc import MCMCConfig
+from emvi.inference.methods import get_method
 from emvi.registry import DataInfo
 from emvi.rundir import RunDirectory
 

@@ -8,10 +8,10 @@ import torch
 
 import emvi  # noqa: F401
 from emvi.catalog.mixture import build_mixture, evaluate_mixture, sample_mixture
-from emvi.inference.methods import get_method
 from emvi.estimators.mixture import Mixture
 from emvi.inference.em import ConvergenceWarning, EMConfig
 from emvi.inference.mcmc import fit_mcmc
+from emvi.inference.methods import get_method
 from emvi.models.mixture import MixtureConfig
 from emvi.registry import DataInfo, get_model
 from emvi.rundir import RunDirectory

@@ -23,6 +23,7 @@ from ..errors import ConfigError, DataError
 from ..inference.direct import maximise_log_likelihood
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import initialise_hmm
+from ..inference.methods import EM, MCMC, SVI
 from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
@@ -43,9 +44,6 @@ def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
     for i, t in enumerate(tensors):
         padded[i, : t.shape[0]] = t
     return padded, lengths
-
-
-METHODS = ("em", "svi", "mcmc")
 
 
 class HMM(EmviEstimator):
@@ -70,7 +68,7 @@ class HMM(EmviEstimator):
     iteration / epoch), ``fit_seconds_``, ``model_`` (the fitted :class:`~emvi.models.hmm.HMMModel`) and ``mcmc_``.
     """
 
-    def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = "em",
+    def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = EM,
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
                  tol: float = 1e-4, n_init: int = 1, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
                  num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
@@ -101,7 +99,7 @@ class HMM(EmviEstimator):
                            initial=self.initial, floor=self.floor)
         if not (isinstance(self.floor, (int, float)) and self.floor > 0):
             raise ConfigError(f"floor must be a number > 0, got {self.floor!r}")
-        check_choice(self.method, "method", METHODS)
+        check_choice(self.method, "method", (EM, SVI, MCMC))
         for name in ("max_iter", "n_init", "epochs", "batch_size", "num_samples", "num_chains"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
@@ -145,11 +143,11 @@ class HMM(EmviEstimator):
             model = HMMModel(config, x.shape[-1], dtype=self._dtype).to(self._device)
             initialise_hmm(model, x, lengths, generator)
             start = time.perf_counter()
-            outcome = {"model": model, "mcmc": None}
-            if self.method == "mcmc":
-                outcome.update(mcmc=self._fit_mcmc(model, x, lengths), history=[], converged=True,
+            outcome = {"model": model, "draws": None}
+            if self.method == MCMC:
+                outcome.update(draws=self._fit_mcmc(model, x, lengths), history=[], converged=True,
                                n_iter=self.num_samples)
-            elif self.method == "em":
+            elif self.method == EM:
                 result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
                 history = list(result.log_likelihood_history)
                 if model.config.initial == "stationary":
@@ -170,11 +168,11 @@ class HMM(EmviEstimator):
             return outcome | {"seconds": time.perf_counter() - start}
 
         best = best_of_restarts(fit_once, self.n_init, seed=self.seed, objective=lambda o: o["log_likelihood"])
-        self.model_, self.mcmc_, self.history_ = best["model"], best["mcmc"], best["history"]
+        self.model_, self.mcmc_, self.history_ = best["model"], best["draws"], best["history"]
         self.n_features_in_ = int(x.shape[-1])
         self.converged_, self.n_iter_ = bool(best["converged"]), int(best["n_iter"])
         self.fit_seconds_, self.log_likelihood_ = float(best["seconds"]), float(best["log_likelihood"])
-        if self.method == "em" and not self.converged_:
+        if self.method == EM and not self.converged_:
             warnings.warn(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol}); raise "
                           "max_iter or tol", ConvergenceWarning, stacklevel=2)
         return self

@@ -42,6 +42,7 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..validation import check_choice, check_positive_int, check_seed
 from . import distributed
 from .initialization import INITS, hard_assignments, initial_centres
+from .methods.names import EM
 from .restarts import best_of_restarts
 
 
@@ -100,7 +101,7 @@ class EMResult:
     n_iter: int = 0
     num_data: int = 0
     seed: int | None = None
-    method: str = "em"
+    method: str = EM
 
     @property
     def log_likelihood(self) -> float:

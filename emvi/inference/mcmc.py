@@ -17,6 +17,7 @@ import pyro
 import torch
 
 from ..validation import check_positive_int, check_seed
+from .methods.names import MCMC
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
@@ -66,7 +67,7 @@ class MCMCResult:
     extra_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-draw sampler statistics ``(num_chains, num_samples)``; Pyro's MCMC exposes "diverging"."""
     seed: int = 0
-    method: str = "mcmc"
+    method: str = MCMC
 
     def checkpoint_entries(self) -> dict[str, torch.Tensor]:
         """What a run directory's checkpoint keeps of the fit: the draws and the divergence flags (read back by
@@ -131,6 +132,19 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         diverging[chain, list(indices)] = True
     extra = {"diverging": diverging}
     return MCMCResult(samples, diagnostics, num_divergent, seconds, extra, seed=seed)
+
+
+def saved_draws(run_dir) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
+    """:func:`load_mcmc_draws`, or ``(None, None)`` when ``run_dir`` is None or its checkpoint holds no draws (a point
+    fit): exports decide by whether draws exist, not by a method's name."""
+    from ..rundir import RunDirectory
+
+    if run_dir is None or not RunDirectory(run_dir).has_checkpoint():
+        return None, None
+    state = RunDirectory(run_dir).load_checkpoint()
+    if "mcmc_samples" not in state:
+        return None, None
+    return load_mcmc_draws(run_dir)
 
 
 def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:

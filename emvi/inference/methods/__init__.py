@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import ConfigError
+from .names import EM, MCMC, SVI
 
 
 @dataclass(frozen=True)
@@ -119,5 +120,11 @@ def method_names() -> tuple[str, ...]:
     return tuple(available_methods())
 
 
-__all__ = ["FitResult", "Method", "available_methods", "get_method", "method_names", "register_method",
+def check_method_name(method) -> None:
+    """Raise a one-line :class:`ConfigError` unless ``method`` names a row of the table."""
+    if method not in method_names():
+        raise ConfigError(f"method must be one of {', '.join(method_names())}, got {method!r}")
+
+
+__all__ = ["EM", "MCMC", "SVI", "FitResult", "Method", "available_methods", "check_method_name", "get_method", "method_names", "register_method",
            "unregister_method"]

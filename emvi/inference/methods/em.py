@@ -9,10 +9,10 @@ import torch
 
 from ...errors import ConfigError, DataError
 from ..em import EMConfig, fit_em_from_starts
-from . import FitResult, Method
+from . import EM, FitResult, Method
 from .common import likelihood_metrics, load_point, model_inputs, save_point
 
-NAME = "em"
+NAME = EM
 
 
 def ready(model, guide=None) -> str | None:

@@ -12,11 +12,11 @@ import torch
 from ...errors import ConfigError
 from ..em import EMConfig, fit_em_from_starts
 from ..mcmc import MCMCConfig, fit_posterior, map_start
-from . import FitResult, Method
+from . import EM, MCMC, FitResult, Method
 from . import em as em_method
 from .common import likelihood_metrics, load_point, model_inputs, save_point
 
-NAME = "mcmc"
+NAME = MCMC
 
 
 def ready(model, guide=None) -> str | None:
@@ -34,7 +34,7 @@ def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=No
         raise ConfigError(f"cannot fit by mcmc: {reason}")
     data = model_inputs(model, train_data)
     started = time.perf_counter()
-    if getattr(model, "mcmc_start", "em") == "map" or em_method.ready(model) is not None:
+    if getattr(model, "mcmc_start", EM) == "map" or em_method.ready(model) is not None:
         metrics = map_start(model, data, seed=config.seed)  # L-BFGS in float64, the result in the model's dtype
         model.to(torch.float64)
     else:

@@ -6,9 +6,9 @@ import dataclasses
 import time
 
 from ..runner import TrainConfig, load_run_modules, train
-from . import FitResult, Method
+from . import SVI, FitResult, Method
 
-NAME = "svi"
+NAME = SVI
 
 
 def fit(model, guide, train_data, config: TrainConfig, *, valid_data=None, run=None, resume=False) -> FitResult:
