@@ -22,6 +22,9 @@ class HMM(HMMModel):
     and, for a stationary initial distribution, its L-BFGS finish; NUTS's Bayesian view (:meth:`HMMModel.bayesian`
     of a copy, the states summed by the forward recursion, draws relabelled to this model's state order)."""
 
+    fitted_dtype = torch.float64
+    """EM and NUTS fits keep the float64 they are computed in."""
+
     def em_inputs(self, data) -> tuple[torch.Tensor, torch.Tensor]:
         return check_sequences(*_sequences(data), self.config)
 

@@ -27,6 +27,9 @@ class LinearGaussian(LinearGaussianModel):
     analysis is stepped on the sample covariance (:func:`~emvi.inference.factor_analysis.profile_steps`: W exactly
     maximised given Ψ each step)."""
 
+    fitted_dtype = torch.float64
+    """EM and NUTS fits keep the float64 they are computed in."""
+
     def em_inputs(self, data) -> tuple[torch.Tensor]:
         return (first_tensor(data),)
 

@@ -17,6 +17,9 @@ class Mixture(MixtureModel):
     :func:`~emvi.inference.initialization.initialise_mixture`), NUTS's Bayesian view (:meth:`MixtureModel.bayesian`
     of a copy, started at this model's parameters)."""
 
+    fitted_dtype = torch.float64
+    """EM and NUTS fits keep the float64 they are computed in."""
+
     def em_inputs(self, data) -> tuple[torch.Tensor]:
         return (first_tensor(data),)
 

@@ -11,7 +11,6 @@ that ``lengths`` cut, a 2-D ``x`` here is one sequence and several sequences are
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
@@ -24,7 +23,6 @@ from ..inference.direct import maximise_log_likelihood
 from ..inference.em import ConvergenceWarning, fit_em
 from ..inference.initialization import initialise_hmm
 from ..inference.methods import EM, MCMC, SVI
-from ..inference.relabel import relabel_hmm_draws
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
 from ..validation import check_choice, check_positive_int, resolve_device
@@ -178,7 +176,7 @@ class HMM(EmviEstimator):
         return self
 
     def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):
-        from ..inference.mcmc import fit_mcmc
+        from ..inference.mcmc import MCMCConfig, fit_posterior
 
         # The chain samples a Bayesian copy of the same model, started from the EM fit to shorten warm-up.
         fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
@@ -187,14 +185,18 @@ class HMM(EmviEstimator):
         observed = x[valid]  # (sum of lengths, D)
         bayesian.bayesian(observed.mean(0), observed.var(0, unbiased=False))
         names = bayesian.sampled_names()
-        start = {name: getattr(model, name).detach().clone() for name in names}
-        result = fit_mcmc(bayesian, x, lengths, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                          num_chains=self.num_chains, seed=self.seed, init_values=start, max_plate_nesting=1,
-                          progress=self.verbose, sum_states_by="recursion")
-        result = dataclasses.replace(result, samples=relabel_hmm_draws(result.samples, model))
-        for name in names:
-            model.set_parameter(name, result.samples[name].flatten(0, 1).mean(0))
-        return result
+        key = model.parameter_names()[2]  # means / rates / probs: the states' labels are matched on them
+
+        def posterior_mean(samples):
+            for name in names:
+                model.set_parameter(name, samples[name].flatten(0, 1).mean(0))
+
+        view = {"model": bayesian, "init_values": {name: getattr(model, name).detach().clone() for name in names},
+                "kwargs": {"sum_states_by": "recursion"}, "posterior_mean": posterior_mean,
+                "relabel": (key, getattr(model, key).detach(), {n: (0, 1) if n == "transition" else (0,) for n in names})}
+        config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
+                            seed=self.seed, progress=self.verbose)
+        return fit_posterior(model, x, lengths, config=config, view=view)
 
     @torch.no_grad()
     def score_samples(self, x, lengths=None) -> np.ndarray:

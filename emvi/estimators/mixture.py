@@ -187,16 +187,16 @@ class Mixture(DensityMixin, EmviEstimator):
                 "n_iter": result.epochs_run, "history": history}
 
     def _fit_mcmc(self, model: MixtureModel, x: torch.Tensor) -> dict:
-        from ..inference.mcmc import fit_mcmc
+        from ..inference.mcmc import MCMCConfig, fit_posterior
 
         # The chain samples a Bayesian copy of the same model, started from the EM (MAP) fit to shorten warm-up.
         fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
         start = {name: getattr(model, name).detach().clone() for name in model.parameter_names()}
         bayesian = MixtureModel(model.config, x.shape[1], dtype=self._dtype).to(self._device)
         bayesian.bayesian(x.mean(0), x.var(0, unbiased=False))
-        result = fit_mcmc(bayesian, x, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                          num_chains=self.num_chains, seed=self.seed, init_values=start, progress=self.verbose)
-        model.load_posterior_mean(result.samples)
+        config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
+                            seed=self.seed, progress=self.verbose)
+        result = fit_posterior(model, x, config=config, view={"model": bayesian, "init_values": start})
         with torch.no_grad():
             objective = float(model.log_likelihood(x).sum() + model.log_prior())
         return {"model": model, "objective": objective, "converged": True, "n_iter": self.num_samples,

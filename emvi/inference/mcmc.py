@@ -217,13 +217,14 @@ def map_start(model, tensors, *, seed: int) -> dict:
     return {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
 
 
-def fit_posterior(model, *data, config: MCMCConfig) -> MCMCResult:
+def fit_posterior(model, *data, config: MCMCConfig, view: dict | None = None) -> MCMCResult:
     """NUTS on the Bayesian view of a point-fitted ``model`` (its parameters are the chains' start), then relabelled
-    and summarised: the one recipe of every model with a ``bayesian_view(*data)`` hook, which returns a dict with
-    ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally ``kwargs``
-    (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`). The model's
-    ``load_posterior_mean(samples)`` hook, if any, then sets its parameters to the posterior mean."""
-    view = model.bayesian_view(*data)
+    and summarised: the one recipe of every model with a ``bayesian_view(*data)`` hook (or given ``view``), a dict
+    with ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally
+    ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`),
+    ``posterior_mean`` (``f(samples)``, default: the model's ``load_posterior_mean`` hook, if any), which then sets
+    the model's parameters to the posterior mean."""
+    view = model.bayesian_view(*data) if view is None else view
     result = fit_mcmc(view["model"], *data, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
                       num_chains=config.num_chains, seed=config.seed, init_values=view["init_values"],
                       max_plate_nesting=1, progress=config.progress, **view.get("kwargs", {}))
@@ -233,7 +234,7 @@ def fit_posterior(model, *data, config: MCMCConfig) -> MCMCResult:
         key, reference, axes = view["relabel"]
         samples, _ = relabel_components(result.samples, key=key, reference=reference, component_axes=axes)
         result = dataclasses.replace(result, samples=samples)
-    hook = getattr(model, "load_posterior_mean", None)
+    hook = view.get("posterior_mean") or getattr(model, "load_posterior_mean", None)
     if callable(hook):
         hook(result.samples)
     return result

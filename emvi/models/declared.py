@@ -319,7 +319,8 @@ class DeclaredModel(nn.Module):
 
     def mcmc_ready(self) -> str | None:
         """Why NUTS cannot fit this model (None when it can)."""
-        return self.declaration.mcmc_ready()
+        reason = self.declaration.mcmc_ready()
+        return None if reason is None else f"{reason}; fit it by svi"
 
     def bayesian_view(self, *data) -> dict:
         """NUTS's target (:meth:`with_random_globals`) started at the current values of the globals with a prior."""
@@ -343,7 +344,8 @@ class DeclaredModel(nn.Module):
 
     def em_ready(self) -> str | None:
         """Why EM cannot fit this model (None when it can): one categorical latent, closed-form M-steps."""
-        return self.declaration.em_ready()
+        reason = self.declaration.em_ready()
+        return None if reason is None else f"{reason}; fit it by svi"
 
     def em_components(self) -> int:
         """Values of the categorical latent (the responsibilities' last axis)."""

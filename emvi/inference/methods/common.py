@@ -56,11 +56,21 @@ def likelihood_metrics(model, data: tuple, valid_data=None) -> dict:
     return out
 
 
+def fitted_dtype(model, original):
+    """The dtype a point-fitted model keeps: its ``fitted_dtype`` attribute (e.g. float64, the precision it was fit
+    in), else the dtype it was built in."""
+    return getattr(model, "fitted_dtype", original)
+
+
+def model_dtype(model):
+    return next(iter(model.parameters()), torch.zeros(())).dtype
+
+
 def save_point(run, model, summary: dict, extra: dict | None = None) -> None:
     """The fitted parameters (in their dtype), the summary and ``extra`` into ``run``'s checkpoint (if any)."""
     if run is None:
         return
-    dtype = next(iter(model.parameters()), torch.zeros(())).dtype
+    dtype = model_dtype(model)
     run.save_checkpoint({"model": model.state_dict(), "dtype": str(dtype), "summary": dict(summary), **(extra or {})})
 
 

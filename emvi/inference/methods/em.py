@@ -10,7 +10,7 @@ import torch
 from ...errors import ConfigError, DataError
 from ..em import EMConfig, fit_em_from_starts
 from . import EM, FitResult, Method
-from .common import likelihood_metrics, load_point, model_inputs, save_point
+from .common import fitted_dtype, likelihood_metrics, load_point, model_dtype, model_inputs, save_point
 
 NAME = EM
 
@@ -24,10 +24,12 @@ def ready(model, guide=None) -> str | None:
 
 def fit(model, guide, train_data, config: EMConfig, *, valid_data=None, run=None, resume=False) -> FitResult:
     """EM in float64 from ``config.n_init`` starts (the model's ``initialise`` hook, else k-means++ or random hard
-    assignments and one M-step); the parameters, in float64, go to ``run``'s checkpoint."""
+    assignments and one M-step); the parameters (in the model's ``fitted_dtype``, else its own) go to ``run``'s
+    checkpoint."""
     reason = ready(model, guide)
     if reason is not None:
         raise ConfigError(f"cannot fit by em: {reason}")
+    dtype = model_dtype(model)
     model.to(torch.float64)
     data = model_inputs(model, train_data)
     started = time.perf_counter()
@@ -46,6 +48,7 @@ def fit(model, guide, train_data, config: EMConfig, *, valid_data=None, run=None
                         "seconds": seconds})
     metrics = {"objective_per_item": result.lower_bound if finished is None else finished / n}
     metrics |= likelihood_metrics(model, data, valid_data)
+    model.to(fitted_dtype(model, dtype))
     fitted = FitResult(NAME, config.seed, bool(result.converged), int(result.n_iter), tuple(history), metrics, seconds)
     save_point(run, model, fitted.summary())
     return fitted

@@ -14,7 +14,7 @@ from ..em import EMConfig, fit_em_from_starts
 from ..mcmc import MCMCConfig, fit_posterior, map_start
 from . import EM, MCMC, FitResult, Method
 from . import em as em_method
-from .common import likelihood_metrics, load_point, model_inputs, save_point
+from .common import fitted_dtype, likelihood_metrics, load_point, model_dtype, model_inputs, save_point
 
 NAME = MCMC
 
@@ -32,6 +32,7 @@ def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=No
     reason = ready(model, guide)
     if reason is not None:
         raise ConfigError(f"cannot fit by mcmc: {reason}")
+    dtype = model_dtype(model)
     data = model_inputs(model, train_data)
     started = time.perf_counter()
     if getattr(model, "mcmc_start", EM) == "map" or em_method.ready(model) is not None:
@@ -46,6 +47,7 @@ def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=No
     if em_method.ready(model) is None:
         metrics |= likelihood_metrics(model, data, valid_data)
     metrics |= result.summary()
+    model.to(fitted_dtype(model, dtype))
     fitted = FitResult(NAME, config.seed, None, config.num_samples, (), metrics, seconds)
     save_point(run, model, fitted.summary(), result.checkpoint_entries())
     return fitted
