@@ -20,8 +20,9 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..inference.direct import maximise_log_likelihood
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.em import ConvergenceWarning, EMConfig, fit_em
 from ..inference.initialization import initialise_hmm
+from ..inference.mcmc import MCMCConfig
 from ..inference.methods import EM, MCMC, SVI
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
@@ -68,8 +69,8 @@ class HMM(EmviEstimator):
 
     def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = EM,
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
-                 tol: float = 1e-4, n_init: int = 1, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
-                 num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
+                 tol: float = 1e-4, n_init: int = EMConfig.n_init, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
+                 num_samples: int = MCMCConfig.num_samples, warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = 1, seed: int = 0,
                  device: str = "cpu", dtype: str = "float64", verbose: bool = False):
         self.num_states = num_states
         self.emission = emission

@@ -22,7 +22,7 @@ import torch
 from sklearn.base import DensityMixin
 
 from ..errors import ConfigError, DataError
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.em import ConvergenceWarning, EMConfig, fit_em
 from ..inference.initialization import INITS, initialise_mixture
 from ..inference.methods import EM, MCMC, SVI
 from ..inference.natural_gradient import natural_gradient_svi
@@ -56,7 +56,7 @@ class Mixture(DensityMixin, EmviEstimator):
     """
 
     def __init__(self, num_components: int = 3, family: str = "gaussian-diag", *, method: str = EM,
-                 init: str = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
+                 init: str = EMConfig.init, n_init: int = EMConfig.n_init, max_iter: int = 100, tol: float = 1e-3,
                  num_categories: int = 2, weight_concentration: float = 1.0, prior_strength: float = 0.0,
                  floor: float = 1e-6, means_init=None, epochs: int | None = None, batch_size: int | None = None,
                  learning_rate: float | None = None, svi_steps: str = "natural", num_samples: int = 200,

@@ -21,7 +21,7 @@ import torch
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ..errors import ConfigError, DataError
-from ..inference.em import ConvergenceWarning, fit_em
+from ..inference.em import ConvergenceWarning, EMConfig, fit_em
 from ..inference.factor_analysis import fit_factor_analysis
 from ..inference.methods import EM, SVI
 from ..models.ppca import (
@@ -54,7 +54,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     config_class: type[LinearGaussianConfig] = LinearGaussianConfig
 
-    def __init__(self, latent_dim: int = 2, *, method: str = EM, max_iter: int = 1000, tol: float = 1e-6,
+    def __init__(self, latent_dim: int = 2, *, method: str = EM, max_iter: int = EMConfig.max_iter, tol: float = EMConfig.tol,
                  epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, guide: str = "mlp",
                  hidden_dims=(64,), seed: int = 0, device: str = "cpu", dtype: str = "float64"):
         self.latent_dim = latent_dim
