@@ -108,3 +108,12 @@ def test_summary_json_has_the_fit_result_schema_for_every_method(tmp_path, metho
     assert summary["method"] == method and summary["seed"] == 3 and summary["seconds"] > 0
     assert summary["converged"] is (None if method != "em" else True)
     assert summary["n_iter"] == {"svi": 2, "em": summary["n_iter"], "mcmc": 8}[method] and summary["n_iter"] > 0
+
+
+def test_method_names_are_spelled_only_in_the_table_and_the_spec_parser():
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "emvi"
+    for name in ('"em"', '"mcmc"'):
+        files = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if name in p.read_text())
+        assert set(files) <= {"inference/methods/names.py", "spec.py", "cli.py"} and len(files) <= 3, (name, files)
