@@ -280,7 +280,7 @@ def simulate_hmm(length: int, seed: int) -> np.ndarray:
 def hmm_section(sizes, args, workdir: Path) -> list[dict]:
     import torch
 
-    from emvi.estimators.hmm import initialise_hmm
+    from emvi.inference.initialization import initialise_hmm
     from emvi.models.hmm import HMMConfig, HMMModel
 
     rows, slowest, previous = [], 0.0, None

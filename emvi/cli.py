@@ -51,6 +51,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
+    from .inference.methods import method_names
     from .registry import available_models
     from .rundir import COMPARISON_PLOT, COMPARISON_TABLE, INFERENCE_DATA, POSTERIOR_SUMMARY, SAMPLES
     from .runs import method_config_class
@@ -69,7 +70,8 @@ def _build_parser() -> argparse.ArgumentParser:
     for name, entry in available_models().items():
         sub = models.add_parser(name, help=entry.description, description=entry.description)
         _add_data_options(sub)
-        sub.add_argument("--method", choices=entry.methods, default=entry.methods[0], help=f"fitting procedure (default: {entry.methods[0]})")
+        sub.add_argument("--method", choices=method_names(), default=entry.default_method,
+                         help=f"fitting procedure (default: {entry.default_method})")
         sub.add_argument("--out", default="runs", help="parent folder of the run directory (default: runs)")
         sub.add_argument("--run-dir", help="exact run directory (default: OUT/MODEL-TIMESTAMP)")
         sub.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its checkpoint")
@@ -80,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
         aliases = getattr(entry.config_class, "cli_aliases", {})
         add_config_arguments(sub, entry.config_class, group_title=f"{name} model", aliases=aliases)
         seen: set[str] = set()
-        for method in entry.methods:  # each method's own options; seed, device and progress are shared
+        for method in method_names():  # each method's own options; seed, device and progress are shared
             cls = method_config_class(method)
             add_config_arguments(sub, cls, group_title=f"--method {method} ({cls.__name__})", skip=seen)
             seen |= {f.name for f in dataclasses.fields(cls)}
@@ -296,12 +298,13 @@ def _cmd_models(args) -> int:
     from .registry import available_models
 
     for name, entry in available_models().items():
-        print(f"{name:12s} methods: {', '.join(entry.methods):16s} {entry.description}")
+        print(f"{name:12s} default method: {entry.default_method:6s} {entry.description}")
     return 0
 
 
 def _cmd_fit(args) -> int:
     from .config import config_from_args
+    from .inference.methods import method_names
     from .registry import get_model
     from .runs import method_config_class
     from .spec import DataSpec, OutputSpec, Spec, method_defaults, run_spec
@@ -310,7 +313,7 @@ def _cmd_fit(args) -> int:
     model_config = config_from_args(entry.config_class, args)
     chosen = method_config_class(args.method)
     chosen_fields = {f.name for f in dataclasses.fields(chosen)}
-    for other in entry.methods:
+    for other in method_names():
         for f in dataclasses.fields(method_config_class(other)):
             if f.name not in chosen_fields and getattr(args, f.name, None) is not None:
                 raise ConfigError(f"--{f.name.replace('_', '-')} is an option of --method {other}, not of "

@@ -7,8 +7,9 @@ adds its own models with :func:`register_model`::
     def build(config: MyConfig, data_info: DataInfo):
         return MyModel(config, data_info), MyGuide(...)
 
-The builder receives the model's frozen config dataclass and a :class:`~emvi.data.DataInfo` describing the training
-data and returns ``(model, guide)``.  ``methods`` lists the fitting procedures the model supports (``"svi"``, ``"em"``, ``"mcmc"``).
+The builder receives the model's frozen config dataclass and a :class:`~emvi.data.DataInfo` describing the training data and
+returns ``(model, guide)``. Which fitting methods a model supports follows from the protocols its model implements
+(see :mod:`emvi.inference.methods`); ``default_method`` is the one ``emvi fit`` uses when none is given.
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ from .errors import ConfigError
 class ModelEntry:
     """A registered model and the optional hooks the CLI uses beyond the generic SVI path.
 
-    * ``fit(model, guide, train_data, *, method, config, valid_data, run) -> dict`` fits by a method other than
-      ``"svi"``: ``config`` is that method's :class:`~emvi.inference.em.EMConfig` or
-      :class:`~emvi.inference.mcmc.MCMCConfig`, ``run`` the :class:`~emvi.rundir.RunDirectory` (or None) whose
-      checkpoint it writes; it returns summary metrics (``converged``, ``n_iter``, ``history``...).
-    * ``load(model, guide, run, device)`` restores what ``fit`` saved in the :class:`~emvi.rundir.RunDirectory`.
     * ``evaluate(model, guide, data, *, num_samples) -> dict`` held-out metrics (default: the negative ELBO).
     * ``sample(model, guide, num_samples) -> Tensor`` draws new observations.
     * ``plots(model, guide, data, history, run_dir) -> list[Path]`` writes PNG files.
@@ -44,10 +40,9 @@ class ModelEntry:
     config_class: type
     build: Callable[[Any, Any], tuple[Any, Any]]
     """``build(config, data_info: emvi.data.DataInfo) -> (model, guide)``."""
-    methods: tuple[str, ...] = ("svi",)
+    default_method: str = "svi"
+    """The fitting method ``emvi fit`` and spec files use when none is given (a name in the method table)."""
     description: str = ""
-    fit: Callable | None = None
-    load: Callable | None = None
     evaluate: Callable | None = None
     sample: Callable | None = None
     plots: Callable | None = None
@@ -86,26 +81,27 @@ def register_model(
     name: str,
     *,
     config: type,
-    methods: tuple[str, ...] = ("svi",),
+    default_method: str = "svi",
     description: str = "",
     **hooks,
 ):
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
-    ``hooks`` are the optional :class:`ModelEntry` fields: ``fit``, ``load``, ``evaluate``, ``sample``, ``plots``,
+    ``hooks`` are the optional :class:`ModelEntry` fields: ``evaluate``, ``sample``, ``plots``,
     ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``,
     ``summarize``, ``prepare_data``, ``pretrain``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")
-    allowed = {f.name for f in dataclasses.fields(ModelEntry)} - {"name", "config_class", "build", "methods", "description"}
+    allowed = {f.name for f in dataclasses.fields(ModelEntry)} - {"name", "config_class", "build", "default_method",
+                                                               "description"}
     unknown = set(hooks) - allowed
     if unknown:
         raise ConfigError(f"register_model({name!r}): unknown hook(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
 
     def decorator(build):
         doc = description or (build.__doc__ or "").strip().split("\n")[0]
-        add_entry(ModelEntry(name, config, build, tuple(methods), doc, **hooks))
+        add_entry(ModelEntry(name, config, build, default_method, doc, **hooks))
         return build
 
     return decorator

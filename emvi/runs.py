@@ -57,16 +57,10 @@ def held_out_split(entry, dataset, valid_fraction, *, seed: int, announce: bool 
 
 
 def method_config_class(method: str) -> type:
-    """The configuration dataclass of a fitting method: ``TrainConfig`` (svi), ``EMConfig`` (em), ``MCMCConfig``
-    (mcmc)."""
-    from .inference.em import EMConfig
-    from .inference.mcmc import MCMCConfig
-    from .inference.runner import TrainConfig
+    """The configuration dataclass of a fitting method (the method table's ``config_class``)."""
+    from .inference.methods import get_method
 
-    classes = {"svi": TrainConfig, "em": EMConfig, "mcmc": MCMCConfig}
-    if method not in classes:
-        raise ConfigError(f"unknown method {method!r}; use one of {', '.join(classes)}")
-    return classes[method]
+    return get_method(method).config_class
 
 
 def run_model_config(entry, resolved: dict):
@@ -112,24 +106,21 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     from .config import config_to_dict
     from .inference import distributed
     from .inference.convergence import convergence_reported
-    from .inference.runner import train
-    from .rundir import METHOD_CONFIG, RunDirectory
+    from .inference.methods import get_method
+    from .rundir import RunDirectory
     from .validation import resolve_device
 
-    if method not in entry.methods:
-        raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}; use one of {', '.join(entry.methods)}")
-    if not isinstance(method_config, method_config_class(method)):
-        raise ConfigError(f"method {method!r} takes a {method_config_class(method).__name__}, "
+    fitter = get_method(method)
+    if not isinstance(method_config, fitter.config_class):
+        raise ConfigError(f"method {method!r} takes a {fitter.config_class.__name__}, "
                           f"got {type(method_config).__name__}")
-    if method != "svi" and entry.fit is None:
-        raise ConfigError(f"model {entry.name!r} has no {method!r} procedure registered")
-    if method == "svi":
-        method_config = svi_config(entry, model_config, method_config)
+    if fitter.configure is not None:
+        method_config = fitter.configure(entry, model_config, method_config)
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
-    if method == "mcmc" and distributed.is_distributed():
+    if fitter.single_process and distributed.is_distributed():
         if not distributed.is_main_process():
-            return Path(run_dir) if run_dir else Path(out)  # NUTS chains run in one process: rank 0's
+            return Path(run_dir) if run_dir else Path(out)  # e.g. NUTS chains run in one process: rank 0's
         with distributed.single_process():
             return run_fit(entry, model_config, method_config, data_cfg, method=method, out=out, run_dir=run_dir,
                            resume=resume, plots=plots, spec=spec)
@@ -151,6 +142,9 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     data_info = train_data.info()
     check_model_size(entry, model_config, data_info)
     model, guide = build_model(entry, model_config, data_info, seed=method_config.seed)
+    reason = fitter.why_not(model, guide)
+    if reason is not None:
+        raise ConfigError(f"model {entry.name!r} cannot be fit by {method!r}: {reason}")
     resolved = {
         "model": entry.name,
         "model_config": config_to_dict(model_config),
@@ -160,38 +154,32 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "spec": spec,
         "emvi_version": __version__,
     }
+    run.resolved_config = resolved  # what config.json and every checkpoint record beside the method's options
 
     def check_and_create():
         if resume:
-            _check_resume(run, resolved, method_config, model, guide)
+            _check_resume(run, resolved, method_config, model, guide, fitter)
         else:
             run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
         run.create()
         if spec is not None:
             run.write_spec(spec)
+        if not resume:
+            run.write_config({"method_config": config_to_dict(method_config), **resolved})
 
     distributed.on_main_process(check_and_create)  # every rank raises rank 0's error, if any
     say(f"run directory: {run.path}", flush=True)
     summary: dict = {"num_train_items": len(train_data),
                      "num_held_out_items": 0 if valid_data is None else len(valid_data)}
-    history: list[dict] = []
-    if method == "svi":
-        if not resume:  # a resumed fit's checkpoint holds the pretrained weights
-            summary |= pretrain(entry, model, guide, train_data, model_config, method_config)
-        result = train(model, guide, train_data, config=method_config, valid_data=valid_data, run=run,
-                       resume=resume, extra_config=resolved)
-        history = result.history
-        summary |= {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
-                    "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
-    else:
-        if main:
-            run.write_config({METHOD_CONFIG: method_config.to_dict(), **resolved})
-        with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
-            summary |= entry.fit(model, guide, train_data, method=method, config=method_config,
-                                 valid_data=valid_data, run=run if main else None) or {}
-        history = summary.pop("history", [])
-        if main:
-            run.write_metrics(history)
+    if fitter.start is not None and not resume:  # a resumed fit's checkpoint holds the started weights
+        summary |= fitter.start(entry, model, guide, train_data, model_config, method_config)
+    with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
+        result = fitter.fit(model, guide, train_data, method_config, valid_data=valid_data,
+                            run=run if main else None, resume=resume)
+    summary |= result.summary()
+    history = list(result.history)
+    if main:
+        run.write_metrics(history)
     if distributed.is_distributed():
         summary["num_processes"] = distributed.world_size()
     if not main:
@@ -213,44 +201,31 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
 
 def svi_config(entry, model_config, train_config):
     """``train_config`` with the entry's strata (its ``stratify`` hook, e.g. ssvae's ``y_mask``) when it names none."""
+    from .inference.methods.svi import configure
     from .registry import get_model
 
-    entry = get_model(entry) if isinstance(entry, str) else entry
-    if train_config.stratify is None and entry.stratify is not None:
-        name = entry.stratify(model_config)
-        if name is not None:
-            return dataclasses.replace(train_config, stratify=name)
-    return train_config
+    return configure(get_model(entry) if isinstance(entry, str) else entry, model_config, train_config)
 
 
 def pretrain(entry, model, guide, train_data, model_config, train_config) -> dict:
     """The entry's start before SVI (its ``pretrain`` hook, e.g. gmvae's autoencoder and clusters), on the training
     device; ``{}`` for an entry without one. Returns what the hook reports for the run's summary."""
+    from .inference.methods.svi import start
     from .registry import get_model
-    from .validation import resolve_device
 
-    entry = get_model(entry) if isinstance(entry, str) else entry
-    if entry.pretrain is None:
-        return {}
-    device = resolve_device(train_config.device)
-    model.to(device), guide.to(device)
-    return entry.pretrain(model, guide, train_data, model_config, train_config) or {}
+    return start(get_model(entry) if isinstance(entry, str) else entry, model, guide, train_data, model_config,
+                 train_config)
 
 
 def convergence_note(method: str, method_config, summary: dict) -> str | None:
-    """One line when a fit did not converge, naming the option to change."""
-    if method == "em" and summary.get("converged") is False:
-        return (f"note: EM did not converge in max_iter={method_config.max_iter} iterations "
-                f"(tol={method_config.tol}); raise --max-iter or --tol (inference.max_iter / inference.tol in a spec)")
-    if method == "mcmc":
-        r_hat = summary.get("max_r_hat")
-        if r_hat is not None and r_hat == r_hat and r_hat > 1.01:
-            return (f"note: NUTS chains disagree (max R-hat {r_hat:.3f} > 1.01); raise --num-samples and "
-                    "--warmup-steps or --num-chains")
-    return None
+    """One line when a fit did not converge, naming the option to change (the method table's note)."""
+    from .inference.methods import get_method
+
+    note = get_method(method).convergence_note
+    return None if note is None else note(method_config, summary)
 
 
-def _check_resume(run, resolved: dict, method_config, model=None, guide=None) -> None:
+def _check_resume(run, resolved: dict, method_config, model=None, guide=None, fitter=None) -> None:
     """Refuse to resume a run directory that holds another model, method, model configuration or data, an em/mcmc
     fit, or no usable checkpoint; changes nothing in it."""
     from .errors import CheckpointError
@@ -271,7 +246,11 @@ def _check_resume(run, resolved: dict, method_config, model=None, guide=None) ->
             detail = f"{key} is {theirs!r} there, {ours!r} here"
         raise CheckpointError(f"cannot resume {run.path}: {detail}; resume with the run's own options or pick "
                               "another --run-dir")
-    if resolved["method"] != "svi":
+    if fitter is None:
+        from .inference.methods import get_method
+
+        fitter = get_method(resolved["method"])
+    if not fitter.resumable:
         raise CheckpointError(f"cannot resume a {resolved['method']} fit: only svi fits resume from a checkpoint; "
                               "refit into a new --run-dir (EM and NUTS fits restart from scratch)")
     if not run.has_checkpoint():
@@ -409,7 +388,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
 
     from .data import DataInfo
     from .errors import CheckpointError, DataError, EmviError
-    from .inference.runner import load_run_modules
+    from .inference.methods import get_method
     from .registry import get_model
     from .training import is_python_run, load_python_run
 
@@ -439,10 +418,7 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     check_model_size(entry, model_config, data_info)
     model, guide = entry.build(model_config, data_info)
     try:
-        if entry.load is not None and resolved.get("method", "svi") != "svi":
-            entry.load(model, guide, run, device)
-        else:
-            load_run_modules(run, model, guide, device=device)
+        get_method(resolved.get("method", "svi")).load(model, guide, run, device)
     except EmviError:
         raise
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as exc:

@@ -182,6 +182,7 @@ def _yaml_loader(yaml):
 
 def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     """Validate a spec mapping against the registry and the config dataclasses."""
+    from .inference.methods import method_names
     from .registry import get_model
     from .runs import method_config_class
 
@@ -204,9 +205,9 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
     model_config = config_from_dict(entry.config_class, model_table, where="model.", strict=True)
 
     inference = dict(raw.get("inference") or {})
-    method = inference.pop("method", entry.methods[0])
-    if not isinstance(method, str) or method not in entry.methods:
-        raise ConfigError(f"inference.method must be one of {', '.join(entry.methods)} for model {name!r}, got {method!r}")
+    method = inference.pop("method", entry.default_method)
+    if not isinstance(method, str) or method not in method_names():
+        raise ConfigError(f"inference.method must be one of {', '.join(method_names())}, got {method!r}")
     method_config = config_from_dict(method_config_class(method), method_defaults(entry, method, model_config) | inference,
                                      where="inference.", strict=True)
 

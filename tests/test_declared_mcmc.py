@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from emvi.analysis.declared import declared_inference_data
-from emvi.catalog.declared import build, declared_entry, fit_declared
+from emvi.catalog.declared import build
 from emvi.data import DataInfo
 from emvi.data.arrays import ArrayDataset
 from emvi.declaration import declare, latent, learned, observed, param, table
 from emvi.declaration.capabilities import mcmc_ready
 from emvi.errors import ConfigError
 from emvi.inference.mcmc import MCMCConfig
+from emvi.inference.methods import get_method
 from emvi.rundir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,14 @@ def fit(decl, x, run_dir=None, **options):
     model, guide = build(decl, DataInfo(x.shape[0], tuple(x.shape[1:]), arrays={"x": list(x.shape[1:])}))
     config = MCMCConfig(progress=False, **options)
     run = RunDirectory(run_dir) if run_dir is not None else None
-    summary = fit_declared(model, guide, data, method="mcmc", config=config, run=run)
+    summary = get_method("mcmc").fit(model, guide, data, config, run=run).summary()
     return model, guide, summary
+
+
+def fits_by(method, decl, shape=(2,)):
+    """Whether the method table's ``method`` can fit the model built from ``decl`` (its protocols decide)."""
+    model, guide = build(decl, DataInfo(10, shape, arrays={"x": list(shape)}))
+    return get_method(method).why_not(model, guide) is None
 
 
 def test_nuts_draws_match_the_conjugate_normal_posterior(tmp_path):
@@ -67,7 +74,7 @@ def test_mixture_draws_give_the_hand_written_marginal_as_pointwise_log_likelihoo
     x = centres[torch.arange(60) % 2] + torch.randn(60, 2, generator=g)
     decl = declare("prior_mixture", param("mu", "normal", shape=(2, 2), loc=0.0, scale=PRIOR_SCALE),
                    latent("z", "categorical", categories=2), observed("x", "normal", loc="mu[z]", scale=learned()))
-    assert mcmc_ready(decl) is None and "mcmc" in declared_entry(decl).methods
+    assert mcmc_ready(decl) is None and fits_by("mcmc", decl)
     model, guide, summary = fit(decl, x, tmp_path, num_samples=60, warmup_steps=60, num_chains=1, seed=0)
     idata = declared_inference_data(model, guide, (x,), method="mcmc", run_dir=tmp_path)
     mu = torch.as_tensor(idata.posterior["mu"].values)[0]  # (draw, K, D)
@@ -84,10 +91,10 @@ def test_mixture_draws_give_the_hand_written_marginal_as_pointwise_log_likelihoo
 
 
 def test_mcmc_is_refused_with_the_reason():
-    assert "mcmc" not in declared_entry(examples.poisson_vae).methods  # continuous per-item latent
+    assert not fits_by("mcmc", examples.poisson_vae, (6,))  # continuous per-item latent
     no_prior = declare("plain_mixture", latent("z", "categorical", categories=2),
                        observed("x", "normal", loc=table("z"), scale=table("z")))
-    assert "mcmc" not in declared_entry(no_prior).methods
+    assert not fits_by("mcmc", no_prior)
     with pytest.raises(ConfigError, match="NUTS samples the globals declared with a prior"):
         fit(no_prior, torch.randn(10, 2), num_samples=4, warmup_steps=1, num_chains=1)
 

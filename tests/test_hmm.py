@@ -228,7 +228,7 @@ def test_parallel_scan_forward_backward_equals_the_sequential_recursion(emission
 
 
 def test_baum_welch_with_a_stationary_initial_distribution_never_decreases():
-    from emvi.estimators.hmm import initialise_hmm
+    from emvi.inference.initialization import initialise_hmm
 
     torch.manual_seed(1)
     truth = HMMModel(HMMConfig(3, "poisson", initial="stationary"), 2, dtype=torch.float64)

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import emvi  # noqa: F401
-from emvi.catalog.mixture import build_mixture, evaluate_mixture, fit_mixture, load_mixture, sample_mixture
+from emvi.catalog.mixture import build_mixture, evaluate_mixture, sample_mixture
 from emvi.data import DataInfo
 from emvi.estimators.mixture import Mixture
 from emvi.inference.em import ConvergenceWarning, EMConfig
 from emvi.inference.mcmc import fit_mcmc
+from emvi.inference.methods import get_method
 from emvi.models.mixture import MixtureConfig
 from emvi.registry import get_model
 from emvi.rundir import RunDirectory
@@ -101,18 +102,20 @@ def test_fit_mcmc_rejects_bad_settings():
 
 def test_registry_entry_and_hooks_round_trip(tmp_path):
     entry = get_model("mixture")
-    assert entry.methods == ("em", "svi", "mcmc") and entry.elbo == "enum" and entry.max_plate_nesting == 1
-    assert entry.fit is fit_mixture and entry.load is load_mixture and entry.inference_data is not None
+    assert entry.default_method == "em" and entry.elbo == "enum" and entry.max_plate_nesting == 1
+    assert entry.inference_data is not None
     assert entry.config_class.cli_aliases == {"num_components": ("-k",)}
     x = torch.as_tensor(counts(), dtype=torch.float32)
     config = MixtureConfig(num_components=2, family="poisson")
     model, guide = entry.build(config, DataInfo(len(x), (2,)))
+    assert all(get_method(name).why_not(model, guide) is None for name in ("svi", "em", "mcmc"))
     run = RunDirectory(tmp_path)
-    summary = fit_mixture(model, guide, x, method="em", config=EMConfig(max_iter=100, tol=1e-3, n_init=2,
-                                                                        progress=False), run=run)
-    assert summary["converged"] and summary["history"][0]["epoch"] == 0 and "train_loss" in summary["history"][0]
+    em = get_method("em")
+    result = em.fit(model, guide, x, EMConfig(max_iter=100, tol=1e-3, n_init=2, progress=False), run=run)
+    summary = result.summary()
+    assert summary["converged"] and result.history[0]["epoch"] == 0 and "train_loss" in result.history[0]
     again, guide = entry.build(config, DataInfo(len(x), (2,)))
-    load_mixture(again, guide, run, "cpu")
+    em.load(again, guide, run, "cpu")
     metrics = evaluate_mixture(again, guide, x)
     assert metrics["log_likelihood_per_item"] == pytest.approx(summary["log_likelihood_per_item"], rel=1e-12)
     samples = sample_mixture(again, guide, 7)

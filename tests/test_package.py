@@ -68,7 +68,7 @@ ALLOWED = {
                  "emvi.analysis"},
     "runs": NUMERICS | {"emvi.rundir", "emvi.registry", "emvi.config", "emvi.data", "emvi.inference", "emvi.analysis",
                         "emvi.estimators", "emvi.training"},
-    "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs"},
+    "spec": {"emvi.errors", "emvi.config", "emvi.registry", "emvi.runs", "emvi.inference"},
 }
 
 

@@ -79,7 +79,7 @@ def test_yaml_spec_equals_toml_spec(spec_file, tmp_path):
         ("model.latent_dims=3", r"unknown key 'model.latent_dims'; allowed keys: latent_dim"),
         ("inference.epochs=three", r"inference.epochs must be of type int, got 'three'"),
         ("inference.optimizer=adagrad", r"optimizer must be one of 'adam', 'adamw', 'sgd', 'rmsprop'"),
-        ("inference.method=em", r"inference.method must be one of svi for model 'toy-linear-gaussian'"),
+        ("inference.method=gibbs", r"inference.method must be one of svi, em, mcmc, got 'gibbs'"),
         ("data.valid_fraction=1.5", r"data.valid_fraction must lie in \[0, 1\)"),
         ("data.binarize=sometimes", r"data.binarize must be one of"),
         ("outputs.colour=1", r"unknown key 'outputs.colour'"),

@@ -20,7 +20,8 @@ import torch
 
 from ..errors import ConfigError
 from ..inference.likelihood import enumerated_log_joint, importance_traces, site_log_probs
-from ..inference.mcmc import load_mcmc_draws
+from ..inference.mcmc import load_mcmc_draws, saved_draws
+from ..inference.methods import MCMC
 from .arviz_io import to_inference_data
 from .local_latents import LOCAL_LATENTS
 
@@ -30,7 +31,7 @@ MAX_ITEMS = 100
 @torch.no_grad()
 def declared_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 100, run_dir=None,
                             max_items: int = MAX_ITEMS, samples: dict | None = None):
-    if method == "mcmc":
+    if samples is not None or saved_draws(run_dir)[0] is not None:  # posterior draws (a NUTS fit)
         return declared_mcmc_inference_data(model, data, run_dir=run_dir, max_items=max_items, samples=samples)
     decl = model.declaration
     tensors = data.tensors if hasattr(data, "tensors") else tuple(data)
@@ -147,7 +148,7 @@ def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = 
     for name, value in constant.items():
         _indexed_dims(name, value.shape, dims, coords)
     observed = _observed_sites(decl, tensors, dims, coords)
-    attrs = {"model": decl.name, "method": "mcmc", "declaration": decl.to_dict(), "story": decl.story(model.shapes),
+    attrs = {"model": decl.name, "method": MCMC, "declaration": decl.to_dict(), "story": decl.story(model.shapes),
              "items": f"the first {batch} of {total}",
              "log_likelihood": "log p(x_n | theta_s), the discrete sites summed out exactly",
              "note": "chains start from one point fit, so components keep their labels; check r_hat if not"}

@@ -17,8 +17,8 @@ import dataclasses
 
 import torch
 
-from ..errors import ConfigError
-from ..inference.mcmc import load_mcmc_draws
+from ..inference.mcmc import saved_draws
+from ..inference.methods import check_method_name
 from ..inference.relabel import relabel_hmm_draws
 from ..models.hmm import check_sequences
 from .arviz_io import to_inference_data
@@ -32,13 +32,15 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
     """``arviz.InferenceData`` of a fitted HMM on ``data`` (``.x`` ``(N, T, D)`` padded and ``.lengths`` ``(N,)``, or
     one ``(T, D)`` sequence); groups as in the module docstring.
 
-    For ``method="mcmc"`` the draws ``{site: (chain, draw, *shape)}`` come from ``samples`` (e.g.
-    ``HMM(method="mcmc").fit(...).mcmc_.samples``) or from ``run_dir/checkpoint.pt``; they are relabelled to
+    Posterior draws ``{site: (chain, draw, *shape)}`` come from ``samples`` (e.g. a NUTS fit's ``HMM.mcmc_.samples``)
+    or from ``run_dir/checkpoint.pt`` when it holds some; they are relabelled to
     ``model``'s state order (Hungarian assignment on the emission parameters), which ``attrs["relabelled"]`` records.
     Point fits give one draw and ``num_samples`` replicated data sets.
     """
-    if method not in ("em", "svi", "mcmc"):
-        raise ConfigError(f"method must be em, svi or mcmc, got {method!r}")
+    check_method_name(method)
+    if samples is None:
+        samples, diverging = saved_draws(run_dir)
+    sampled = samples is not None
     x, lengths = (data.x, getattr(data, "lengths", None)) if hasattr(data, "x") else (data, None)
     x, lengths = check_sequences(x, lengths, model.config)
     dtype = next(model.parameters()).dtype
@@ -49,9 +51,7 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
     attrs = {"model": "hmm", "method": method, "config": dataclasses.asdict(model.config),
              "num_parameters": model.num_parameters(),
              "log_likelihood": "per sequence, states summed out exactly by the forward algorithm"}
-    if method == "mcmc":
-        if samples is None:
-            samples, diverging = load_mcmc_draws(run_dir)
+    if sampled:
         draws = relabel_hmm_draws({n: v.to(device=device, dtype=dtype) for n, v in samples.items()}, model)
         attrs["relabelled"] = (f"states permuted per draw to match the fitted model's (Hungarian assignment on "
                                f"{emission_names[0]})")
@@ -62,7 +62,7 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
         attrs["note"] = ("point fit: one draw of the fitted parameters; LOO/WAIC are not meaningful, use held-out "
                          "log-likelihood; posterior_predictive is the plug-in predictive; padded steps are NaN")
     chains, num_draws = draws["transition"].shape[:2]
-    replications = num_draws if method == "mcmc" else max(int(num_samples), 1)
+    replications = num_draws if sampled else max(int(num_samples), 1)
 
     # Evaluate every draw with a scratch copy of the same model: the pointwise likelihood is the model's own.
     scratch = copy.deepcopy(model)
@@ -77,9 +77,9 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
                     scratch.set_parameter(name, value[c, d])
                 start_probs[c, d] = scratch.start_probs()
                 log_lik[c, d] = scratch.log_likelihood(x, lengths)
-                if method == "mcmc":
+                if sampled:
                     replicated[c, d] = scratch.sample(x.shape[0], x.shape[1], generator=generator)[0].to(x)
-            if method != "mcmc":
+            if not sampled:
                 for r in range(replications):
                     replicated[c, r] = scratch.sample(x.shape[0], x.shape[1], generator=generator)[0].to(x)
     nan = torch.tensor(float("nan"), dtype=x.dtype, device=device)
@@ -95,7 +95,7 @@ def hmm_inference_data(model, guide, data, *, method, num_samples=NUM_REPLICATIO
     if model.config.emission == "categorical":
         coords["category"] = list(range(model.config.num_categories))
     sample_stats = None
-    if method == "mcmc" and diverging is not None:
+    if sampled and diverging is not None:
         sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()}
     return to_inference_data(
         posterior=posterior,

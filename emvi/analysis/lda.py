@@ -12,7 +12,7 @@ Groups (dims in brackets):
   so it cannot share the name and dims of the per-word counts.)
 
 Label switching: draws of one guide come from one mode of q and share their labelling; draws passed in with
-``method="mcmc"`` are relabelled with :func:`emvi.analysis.arviz_io.relabel_components` on the topics, and the
+``draws=`` (e.g. from MCMC) are relabelled with :func:`emvi.analysis.arviz_io.relabel_components` on the topics, and the
 ``label_switching`` attribute says which was done.
 """
 
@@ -52,7 +52,7 @@ def lda_inference_data(model, guide, data, *, method: str = "svi", num_samples: 
     """``arviz.InferenceData`` of an LDA fit on documents ``data`` (counts ``(N, V)``, a dataset or ``(words, mask)``).
 
     ``draws`` (optional) holds posterior draws ``{"topics": (chain, draw, K, V), "doc_topics": (chain, draw, N, K)}``
-    to export instead of guide draws (e.g. from MCMC, relabelled when ``method == "mcmc"``); otherwise
+    to export instead of guide draws (e.g. from MCMC; relabelled); otherwise
     ``num_samples`` draws from the guide form one chain. ``vocabulary`` (V strings) names the word coordinate.
     """
     if not isinstance(model, LDA):
@@ -68,12 +68,11 @@ def lda_inference_data(model, guide, data, *, method: str = "svi", num_samples: 
             doc_topics = torch.distributions.Dirichlet(gamma).sample((num_samples,))[None]    # (1, S, N, K)
         else:
             topics, doc_topics = draws["topics"].to(counts), draws["doc_topics"].to(counts)
-            if method == "mcmc":
-                relabelled, _ = relabel_components({"topics": topics, "doc_topics": doc_topics}, key="topics",
-                                                   component_axes={"topics": (0,), "doc_topics": (1,)})
-                topics, doc_topics = relabelled["topics"], relabelled["doc_topics"]
-                label_switching = ("relabelled: topics of every draw permuted to match the first draw "
-                                   "(emvi.analysis.arviz_io.relabel_components, Hungarian algorithm on the topics)")
+            relabelled, _ = relabel_components({"topics": topics, "doc_topics": doc_topics}, key="topics",
+                                               component_axes={"topics": (0,), "doc_topics": (1,)})
+            topics, doc_topics = relabelled["topics"], relabelled["doc_topics"]
+            label_switching = ("relabelled: topics of every draw permuted to match the first draw "
+                               "(emvi.analysis.arviz_io.relabel_components, Hungarian algorithm on the topics)")
         log_lik = document_log_likelihood(counts, topics, doc_topics)                        # (C, S, N)
         lengths = counts.sum(-1).long()
         probs = doc_topics @ topics                                                         # (C, S, N, V)

@@ -14,8 +14,8 @@ import dataclasses
 
 import torch
 
-from ..errors import ConfigError
-from ..inference.mcmc import load_mcmc_draws
+from ..inference.mcmc import saved_draws
+from ..inference.methods import check_method_name
 from ..inference.relabel import relabel_components
 from ..models.mixture import MixtureModel
 from ..validation import first_tensor
@@ -29,13 +29,16 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
                            samples: dict[str, torch.Tensor] | None = None, diverging: torch.Tensor | None = None):
     """``arviz.InferenceData`` of a fitted mixture on ``data`` ``(N, D)``.
 
-    For ``method="mcmc"`` the draws ``{name: (chain, draw, *shape)}`` come from ``samples`` (e.g.
-    ``Mixture(...).mcmc_.samples``) or from ``run_dir/checkpoint.pt``; they are relabelled to the first draw by the
+    Posterior draws ``{name: (chain, draw, *shape)}`` come from ``samples`` (e.g. a NUTS fit's ``Mixture.mcmc_.samples``)
+    or from ``run_dir/checkpoint.pt`` when it holds some; they are relabelled to the first draw by the
     Hungarian assignment on the component parameters (label switching), which ``attrs["relabelled"]`` records.
     Point fits (em, svi: MAP globals, empty guide) give one draw; ``num_samples`` replicated data sets (at most
     100) form their plug-in posterior predictive.
     """
-    _check_method(method)
+    check_method_name(method)
+    if samples is None:
+        samples, diverging = saved_draws(run_dir)
+    sampled = samples is not None
     x = first_tensor(data)
     dtype = next(model.parameters()).dtype
     x = x.to(dtype)
@@ -43,9 +46,7 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
     key = names[1]  # means / rates / probs: the components' location, used to match labels across draws
     attrs = {"model": "mixture", "method": method, "config": dataclasses.asdict(model.config),
              "log_likelihood": "marginal over the enumerated assignment z: log sum_k pi_k F(x_n | theta_k)"}
-    if method == "mcmc":
-        if samples is None:
-            samples, diverging = load_mcmc_draws(run_dir)
+    if sampled:
         draws, _ = relabel_components({n: samples[n].to(dtype) for n in names}, key=key,
                                       component_axes={n: (0,) for n in names})
         attrs["relabelled"] = f"components permuted per draw to match the first draw (Hungarian assignment on {key})"
@@ -59,7 +60,7 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
     # Evaluate every draw with a scratch copy of the same model: the pointwise likelihood is the model's own.
     scratch = copy.deepcopy(model)
     log_lik = torch.empty(chains, num_draws, x.shape[0], dtype=dtype)
-    replications = num_draws if method == "mcmc" else max(1, min(num_samples, MAX_REPLICATIONS))
+    replications = num_draws if sampled else max(1, min(num_samples, MAX_REPLICATIONS))
     replicated = torch.empty(chains, replications, *x.shape, dtype=dtype)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -68,9 +69,9 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
                 for n in names:
                     scratch.set_parameter(n, draws[n][c, d])
                 log_lik[c, d] = scratch.log_likelihood(x)
-                if method == "mcmc":
+                if sampled:
                     replicated[c, d] = scratch.sample(x.shape[0], generator)[0]
-            if method != "mcmc":
+            if not sampled:
                 for r in range(replications):
                     replicated[c, r] = scratch.sample(x.shape[0], generator)[0]
     k, num_features = model.config.num_components, x.shape[1]
@@ -85,13 +86,9 @@ def mixture_inference_data(model: MixtureModel, guide, data, *, method: str, num
     if model.config.family == "gaussian-full":
         coords["feature_col"] = list(range(num_features))
     sample_stats = None
-    if method == "mcmc" and diverging is not None:
+    if sampled and diverging is not None:
         sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()}
     return to_inference_data(posterior=draws, log_likelihood={"x": log_lik}, observed_data={"x": x},
                              posterior_predictive={"x": replicated}, sample_stats=sample_stats, coords=coords,
                              dims=dims, attrs=attrs)
 
-
-def _check_method(method: str) -> None:
-    if method not in ("em", "svi", "mcmc"):
-        raise ConfigError(f"method must be em, svi or mcmc, got {method!r}")

@@ -21,6 +21,7 @@ import dataclasses
 import torch
 
 from ..errors import ConfigError
+from ..inference.methods import get_method
 from ..models.ppca import LinearGaussianModel, check_linear_gaussian_data, closed_form_elbo
 from ..validation import first_tensor
 from .arviz_io import to_inference_data
@@ -36,8 +37,9 @@ def ppca_inference_data(model: LinearGaussianModel, guide, data, *, method: str,
     ``num_samples`` replicated data sets (at most 100) form the posterior predictive. ``run_dir`` is unused: the
     fitted parameters are the model's own.
     """
-    if method not in ("em", "svi"):
-        raise ConfigError(f"PPCA/FA are fit by em or svi, got method {method!r}; refit with --method em")
+    reason = get_method(method).why_not(model, guide)
+    if reason is not None:
+        raise ConfigError(f"PPCA/FA are fit by em or svi, got method {method!r} ({reason}); refit with --method em")
     dtype = model.mean.dtype
     x = check_linear_gaussian_data(first_tensor(data), model.config.latent_dim).to(dtype)
     replications = max(1, min(int(num_samples), MAX_REPLICATIONS))

@@ -3,34 +3,25 @@
 ``register_declaration(decl)`` (``emvi.register_declaration``) registers it under ``decl.name``: builder (the
 :class:`~emvi.models.declared.DeclaredModel` and the derived :class:`~emvi.guides.declared.DeclaredGuide`), its ELBO
 (TraceEnum_ELBO when a discrete local is latent), the data arrays it reads, held-out ELBO and importance-sampled
-log p(x) (enumerated sites summed inside each weight), sampling, the ArviZ export, and EM when every latent is
-discrete with closed-form M-steps. The entry ``declared`` takes the declaration from the spec file itself
+log p(x) (enumerated sites summed inside each weight), sampling and the ArviZ export; the model itself has EM's
+protocol when its only latent is categorical with closed-form M-steps, and NUTS's when its globals have priors. The entry ``declared`` takes the declaration from the spec file itself
 (``[model.sites.NAME] ...``).
 """
 
 from __future__ import annotations
 
-import copy
-import itertools
-import warnings
 from dataclasses import dataclass
-from types import SimpleNamespace
 
-import pyro
 import torch
 
 from ..analysis.declared import declared_inference_data
 from ..data import DataInfo
 from ..declaration import Declaration
-from ..declaration.capabilities import elbo_name, em_ready, mcmc_ready
+from ..declaration.capabilities import elbo_name, em_ready
 from ..errors import ConfigError
 from ..guides.declared import DeclaredGuide
-from ..inference.direct import climb
 from ..inference.elbo import make_elbo
-from ..inference.em import fit_em_with_restarts
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
-from ..inference.mcmc import fit_mcmc
-from ..inference.restarts import best_of_restarts
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
 from ..registry import ModelEntry, add_entry
@@ -103,131 +94,6 @@ def _cast(t: torch.Tensor, dtype):
     return t.to(dtype) if t.is_floating_point() else t
 
 
-def fit_declared(model, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
-    """The fit hook: :func:`fit_declared_em` or :func:`fit_declared_mcmc`."""
-    fit = {"em": fit_declared_em, "mcmc": fit_declared_mcmc}.get(method)
-    if fit is None:
-        raise ConfigError(f"this hook fits by em or mcmc, got method {method!r}")
-    return fit(model, guide, train_data, config=config, valid_data=valid_data, run=run)
-
-
-def fit_declared_em(model, guide, train_data, *, config, valid_data=None, run=None) -> dict:
-    """EM for a declaration whose only latent is categorical: :func:`fit_em_with_restarts` in float64 on the data
-    arrays, the E-step read off the enumerated trace, closed-form M-steps."""
-    method = "em"
-    z = model._em_latent()
-    dtype = next(model.parameters()).dtype
-    model.to(torch.float64)
-    data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
-    view = _EMView(model, data, z.num_values)
-    x = data[0].to(torch.float64).reshape(data[0].shape[0], -1)
-    result = fit_em_with_restarts(view, x, config)
-    summary = {"method": method, "converged": result.converged, "n_iter": result.n_iter,
-               "objective_per_item": result.lower_bound, "seconds": result.seconds_history[-1]}
-    with torch.no_grad():
-        summary["log_likelihood_per_item"] = float(model.log_likelihood(*data).mean())
-        if valid_data is not None:
-            held = tuple(_cast(t, torch.float64) for t in valid_data.tensors)
-            summary["valid_log_likelihood_per_item"] = float(model.log_likelihood(*held).mean())
-    model.to(dtype)
-    if run is not None:
-        run.save_checkpoint({"model": model.state_dict(), "summary": dict(summary)})
-    summary["history"] = [{"epoch": i, "train_loss": -value / result.num_data}
-                          for i, value in enumerate(result.log_likelihood_history)]
-    return summary
-
-
-MAP_STARTS = 4
-"""Starting points of the MAP that NUTS starts from: the model as built, then parameters redrawn from 0.1 N(0, 1)."""
-
-
-def fit_declared_mcmc(model, guide, train_data, *, config, valid_data=None, run=None) -> dict:
-    """NUTS over the globals declared with a prior, with every per-item latent discrete and summed out exactly, in
-    float64 (:meth:`~emvi.models.declared.DeclaredModel.with_random_globals`). The chains start from the MAP
-    (L-BFGS on the enumerated log joint, best of :data:`MAP_STARTS` starts: a mixture's likelihood has poor local
-    maxima, and a chain started in one stays there), which also fixes what has no prior (empirical Bayes). The checkpoint keeps
-    that point fit and the draws."""
-    reason = mcmc_ready(model.declaration)
-    if reason is not None:
-        raise ConfigError(f"model {model.declaration.name!r} cannot be fit by mcmc: {reason}; fit it by svi")
-    dtype = next(model.parameters()).dtype
-    starts = itertools.count()
-
-    def map_once(generator: torch.Generator):
-        if next(starts):  # the first start is the model as built; the others redraw every parameter
-            with torch.no_grad():
-                for value in model.parameters():
-                    value.copy_(0.1 * torch.randn(value.shape, generator=generator, dtype=torch.float64))
-        return fit_map(model, train_data.tensors), copy.deepcopy(model.state_dict())
-
-    best_value, best_state = best_of_restarts(map_once, MAP_STARTS, seed=config.seed, objective=lambda o: o[0])
-    model.load_state_dict(best_state)
-    start = {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
-    model.to(torch.float64)
-    data = tuple(_cast(t, torch.float64) for t in train_data.tensors)
-    init = {name: model.global_value(name).detach().clone() for name in model.prior_globals()}
-    result = fit_mcmc(model.with_random_globals, *data, num_samples=config.num_samples,
-                      warmup_steps=config.warmup_steps, num_chains=config.num_chains, seed=config.seed,
-                      init_values=init, max_plate_nesting=1, progress=config.progress)
-    model.to(dtype)
-    summary = {"method": "mcmc", **start, "seconds": result.seconds} | result.summary()
-    if run is not None:
-        run.save_checkpoint({"model": model.state_dict(), "summary": dict(summary)} | result.checkpoint_entries())
-    summary["history"] = []
-    return summary
-
-
-def fit_map(model, tensors, *, max_iter: int = 500) -> float:
-    """Maximise log p(x, θ) (discrete locals summed out, priors of globals included) by L-BFGS over the model's
-    parameters, in float64; returns the final value per item."""
-    from pyro.infer import TraceEnum_ELBO
-
-    dtype = next(model.parameters()).dtype
-    model.to(torch.float64)
-    data = tuple(_cast(t, torch.float64) for t in tensors)
-    elbo = TraceEnum_ELBO(max_plate_nesting=1, strict_enumeration_warning=False)  # a model may have no latent
-
-    def no_guide(*args, **kwargs):  # every latent is enumerated in the model; globals are point values
-        pass
-
-    def log_joint():
-        return -elbo.differentiable_loss(model, no_guide, *data)
-
-    # A line search may probe parameters where a value leaves its support (a rate exp(u) underflowing to 0): that
-    # probe's objective is not finite and the search backs off, rather than a validation error ending the fit.
-    with pyro.validation_enabled(False), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # such a probe's loss
-        _, value = climb(log_joint, list(model.parameters()), max_iter=max_iter, tolerance_grad=1e-7,
-                         tolerance_change=1e-12)
-    model.to(dtype)
-    return value / data[0].shape[0]
-
-
-class _EMView:
-    """The EM protocol of :func:`fit_em_with_restarts` over a declared model's several data arrays."""
-
-    def __init__(self, model, data, num_components):
-        self.model, self.data = model, data
-        self.config = SimpleNamespace(num_components=num_components)
-
-    def e_step(self, x):
-        return self.model.e_step(*self.data)
-
-    def m_step(self, resp, x):
-        self.model.m_step(resp, *self.data)
-
-    def state_dict(self):
-        return self.model.state_dict()
-
-    def load_state_dict(self, state):
-        self.model.load_state_dict(state)
-
-
-def load_declared(model, guide, run, device) -> None:
-    model.load_state_dict(run.load_checkpoint(map_location=device)["model"])
-    model.to(device)
-
-
 # -- entries ----------------------------------------------------------------------------------------------------------
 
 
@@ -241,15 +107,9 @@ def declared_entry(declaration: Declaration | None, name: str | None = None, *, 
     def build(config: DeclaredConfig, data_info: DataInfo):
         return build_declared(current(config), config, data_info, parts=parts)
 
-    methods = ("svi",)
-    if declaration is None or em_ready(declaration) is None:
-        methods += ("em",)
-    if declaration is None or mcmc_ready(declaration) is None:
-        methods += ("mcmc",)
     description = (declaration.description if declaration is not None else "") or (
         "declared model: sites and parents in; guide, enumeration, EM, CLI and analysis out")
-    return ModelEntry(name, DeclaredConfig, build, methods=methods, description=description,
-                      fit=fit_declared, load=load_declared, evaluate=evaluate_declared, sample=sample_declared,
+    return ModelEntry(name, DeclaredConfig, build, description=description, evaluate=evaluate_declared, sample=sample_declared,
                       inference_data=declared_inference_data, elbo=lambda config: elbo_name(current(config)),
                       max_plate_nesting=1, inputs=lambda config: current(config).data_names)
 

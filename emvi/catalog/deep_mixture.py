@@ -115,12 +115,12 @@ def plots_ssvae(model, guide, dataset, history, run_dir):
 
 
 ENTRIES = (
-    ModelEntry("gmvae", GMVAEConfig, build_gmvae, methods=("svi",),
+    ModelEntry("gmvae", GMVAEConfig, build_gmvae,
                description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly",
                evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae, summarize=summarize_gmvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
                inputs=lambda config: gmvae_declaration(config).data_names, pretrain=pretrain_gmvae),
-    ModelEntry("ssvae", SSVAEConfig, build_ssvae, methods=("svi",),
+    ModelEntry("ssvae", SSVAEConfig, build_ssvae,
                description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum",

@@ -1,4 +1,4 @@
-"""The hidden Markov model, wired: builder, Baum-Welch/NUTS fits into a run directory, exact evaluation, sampling,
+"""The hidden Markov model, wired: builder (the model with the EM and NUTS protocols), exact evaluation, sampling,
 ArviZ."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ import torch
 from ..analysis.hmm import hmm_inference_data
 from ..data import DataInfo
 from ..errors import DataError
+from ..inference.direct import maximise_log_likelihood
+from ..inference.initialization import initialise_hmm
+from ..inference.methods.em import NAME as EM
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
 from ..registry import ModelEntry
 
@@ -15,8 +18,49 @@ SAMPLED_LENGTH = 100
 """Steps of each sequence ``emvi sample`` draws."""
 
 
+class HMM(HMMModel):
+    """The HMM with the fitting methods' protocols: EM's start (:func:`~emvi.inference.initialization.initialise_hmm`)
+    and, for a stationary initial distribution, its L-BFGS finish; NUTS's Bayesian view (:meth:`HMMModel.bayesian`
+    of a copy, the states summed by the forward recursion, draws relabelled to this model's state order)."""
+
+    fitted_dtype = torch.float64
+    """EM and NUTS fits keep the float64 they are computed in."""
+
+    def em_inputs(self, data) -> tuple[torch.Tensor, torch.Tensor]:
+        return check_sequences(*_sequences(data), self.config)
+
+    def initialise(self, x: torch.Tensor, lengths: torch.Tensor, *, generator: torch.Generator) -> None:
+        initialise_hmm(self, x, lengths, generator)
+
+    def finish_em(self, x: torch.Tensor, lengths: torch.Tensor) -> float | None:
+        """The transition step under π = stationary(A) is a generalised M-step: finish at the constrained optimum by
+        climbing the exact likelihood directly (:func:`~emvi.inference.direct.maximise_log_likelihood`)."""
+        if self.config.initial != "stationary":
+            return None
+        return maximise_log_likelihood(self, x, lengths)[1]
+
+    def num_observations(self, x: torch.Tensor, lengths: torch.Tensor) -> int:
+        return int(lengths.sum())
+
+    def bayesian_view(self, x: torch.Tensor, lengths: torch.Tensor) -> dict:
+        bayesian = HMMModel(self.config, x.shape[-1], dtype=x.dtype).to(x.device)
+        valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+        observed = x[valid]  # (sum of lengths, D)
+        bayesian.bayesian(observed.mean(0), observed.var(0, unbiased=False))
+        names = bayesian.sampled_names()
+        key = self.parameter_names()[2]  # means / rates / probs
+        axes = {name: (0, 1) if name == "transition" else (0,) for name in names}
+        return {"model": bayesian, "init_values": {name: getattr(self, name).detach().clone() for name in names},
+                "kwargs": {"sum_states_by": "recursion"}, "relabel": (key, getattr(self, key).detach(), axes)}
+
+    @torch.no_grad()
+    def load_posterior_mean(self, samples: dict[str, torch.Tensor]) -> None:
+        for name in self.sampled_names():
+            self.set_parameter(name, samples[name].flatten(0, 1).mean(0))
+
+
 def build_hmm(config: HMMConfig, data_info: DataInfo):
-    return HMMModel(config, data_info.event_shape[-1]), HMMGuide()
+    return HMM(config, data_info.event_shape[-1]), HMMGuide()
 
 
 def _sequences(data):
@@ -24,7 +68,7 @@ def _sequences(data):
     return x, getattr(data, "lengths", None)
 
 
-def check_hmm_data(config: HMMConfig, data, method: str = "em") -> None:
+def check_hmm_data(config: HMMConfig, data, method: str | None = None) -> None:
     """Sequences and lengths (1..T each), the emission's support, K <= the number of observations; SVI needs
     padded sequences with lengths (Baum-Welch and NUTS also take one ``(T, D)`` sequence)."""
     x, lengths = _sequences(data)
@@ -34,44 +78,6 @@ def check_hmm_data(config: HMMConfig, data, method: str = "em") -> None:
     if method == "svi" and getattr(data, "lengths", None) is None:
         raise DataError("HMM training by SVI needs sequences: an .npz file with x of shape (N, T, D) and lengths "
                         "(N,); a single (T, D) sequence can be fit by --method em")
-
-
-def fit_hmm(model: HMMModel, guide, train_data, *, method: str, config, valid_data=None, run=None) -> dict:
-    """Baum-Welch (:class:`emvi.inference.em.EMConfig`) or NUTS (:class:`emvi.inference.mcmc.MCMCConfig`, started
-    from Baum-Welch) on the data's sequences (one ``(T, D)`` table is one sequence), through the
-    :class:`~emvi.estimators.HMM` facade; the state (and the draws) go to ``run``'s checkpoint."""
-    from ..estimators.hmm import HMM  # scikit-learn loads with the estimators, not with ``import emvi``
-
-    cfg = model.config
-    options = dict(method=method, initial=cfg.initial, num_categories=cfg.num_categories, floor=cfg.floor,
-                   seed=config.seed, device=config.device, verbose=config.progress)
-    if method == "em":
-        options.update(max_iter=config.max_iter, tol=config.tol, n_init=config.n_init)
-    else:
-        options.update(num_samples=config.num_samples, warmup_steps=config.warmup_steps, num_chains=config.num_chains)
-    estimator = HMM(cfg.num_states, cfg.emission, **options)
-    x, lengths = _sequences(train_data)
-    estimator.fit(x, lengths)
-    model.to(dtype=torch.float64)
-    model.load_state_dict(estimator.model_.state_dict())
-    summary = {"method": method, "converged": estimator.converged_, "n_iter": estimator.n_iter_,
-               "log_likelihood": estimator.log_likelihood_, "bic": estimator.bic(x, lengths),
-               "seconds": estimator.fit_seconds_}
-    if valid_data is not None:
-        summary["valid_log_likelihood"] = estimator.score(*_sequences(valid_data))
-    state = {"model": model.state_dict(), "summary": dict(summary)}
-    if estimator.mcmc_ is not None:
-        state |= estimator.mcmc_.checkpoint_entries()
-        summary = {k: v for k, v in summary.items() if k not in ("converged", "n_iter")} | estimator.mcmc_.summary()
-    if run is not None:
-        run.save_checkpoint(state)
-    summary["history"] = [{"epoch": i, "train_loss": -ll} for i, ll in enumerate(estimator.history_)]
-    return summary
-
-
-def load_hmm(model: HMMModel, guide, run, device) -> None:
-    model.to(device=device, dtype=torch.float64)
-    model.load_state_dict(run.load_checkpoint(map_location=device)["model"])
 
 
 def evaluate_hmm(model: HMMModel, guide, data, *, num_samples: int = 0) -> dict:
@@ -91,9 +97,9 @@ def sample_hmm(model: HMMModel, guide, num_samples: int) -> torch.Tensor:
 
 ENTRIES = (
     ModelEntry(
-        "hmm", HMMConfig, build_hmm, methods=("em", "svi", "mcmc"),
+        "hmm", HMMConfig, build_hmm, default_method=EM,
         description="hidden Markov model (gaussian, poisson, categorical emissions), states enumerated",
-        fit=fit_hmm, load=load_hmm, evaluate=evaluate_hmm, sample=sample_hmm, inference_data=hmm_inference_data,
+        evaluate=evaluate_hmm, sample=sample_hmm, inference_data=hmm_inference_data,
         check_data=check_hmm_data,
         elbo="enum", max_plate_nesting=1, sequential=True,
     ),

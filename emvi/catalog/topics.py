@@ -51,10 +51,10 @@ def prodlda_inference_data(model, guide, data, *, method, num_samples, run_dir=N
 
 
 ENTRIES = (
-    ModelEntry("lda", LDAConfig, build_lda, methods=("svi",),
+    ModelEntry("lda", LDAConfig, build_lda,
                description="latent Dirichlet allocation: enumerated word topics, mean-field Dirichlet guide",
                evaluate=evaluate_topic_model, inference_data=lda_inference_data, check_data=check_topic_data, elbo="enum", max_plate_nesting=2),
-    ModelEntry("prodlda", ProdLDAConfig, build_prodlda, methods=("svi",),
+    ModelEntry("prodlda", ProdLDAConfig, build_prodlda,
                description="prodLDA: logistic-normal topic proportions, product-of-experts words, amortised guide",
                evaluate=evaluate_topic_model, inference_data=prodlda_inference_data, check_data=check_topic_data,
                elbo="trace",

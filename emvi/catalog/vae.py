@@ -32,7 +32,7 @@ def vae_inference_data(model, guide, data, *, method, num_samples, run_dir=None)
 
 
 ENTRIES = (
-    ModelEntry("vae", VAEConfig, build_vae, methods=("svi",),
+    ModelEntry("vae", VAEConfig, build_vae,
                description="variational autoencoder: Normal prior, Bernoulli decoder, amortised Normal guide",
                plots=vae_plots, evaluate=evaluate_vae, sample=sample_vae, inference_data=vae_inference_data,
                check_data=check_vae_data,

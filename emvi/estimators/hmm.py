@@ -11,7 +11,6 @@ that ``lengths`` cut, a 2-D ``x`` here is one sequence and several sequences are
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 
@@ -21,9 +20,10 @@ import torch
 from ..errors import ConfigError, DataError
 from ..inference.convergence import warn_not_converged
 from ..inference.direct import maximise_log_likelihood
-from ..inference.em import fit_em
-from ..inference.initialization import initial_centres
-from ..inference.relabel import relabel_hmm_draws
+from ..inference.em import EMConfig, fit_em
+from ..inference.initialization import initialise_hmm
+from ..inference.mcmc import MCMCConfig
+from ..inference.methods import EM, MCMC, SVI
 from ..inference.restarts import best_of_restarts
 from ..models.hmm import HMMConfig, HMMGuide, HMMModel, check_sequences
 from ..validation import check_choice, check_positive_int, resolve_device
@@ -43,30 +43,6 @@ def pad_sequences(sequences) -> tuple[torch.Tensor, torch.Tensor]:
     for i, t in enumerate(tensors):
         padded[i, : t.shape[0]] = t
     return padded, lengths
-
-
-def initialise_hmm(model: HMMModel, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> None:
-    """Uniform start and near-uniform transitions (a little mass on staying), emissions from k-means++ centres of
-    the observations, as hmmlearn's default initialisation."""
-    cfg = model.config
-    k = cfg.num_states
-    valid = torch.arange(x.shape[1]) < lengths[:, None]
-    observations = x[valid]
-    model.set_parameter("initial_probs", torch.full((k,), 1.0 / k, dtype=x.dtype))
-    model.set_parameter("transition", torch.full((k, k), 0.5 / k, dtype=x.dtype) + 0.5 * torch.eye(k, dtype=x.dtype))
-    if cfg.emission == "categorical":
-        probs = torch.rand(k, x.shape[-1], cfg.num_categories, generator=generator, dtype=x.dtype) + 1.0
-        model.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
-        return
-    centres = initial_centres(observations, k, "kmeans++", generator)
-    if cfg.emission == "gaussian":
-        model.set_parameter("means", centres)
-        model.set_parameter("variances", (observations.var(0, unbiased=False) + cfg.floor).expand(k, -1).clone())
-    else:
-        model.set_parameter("rates", centres.clamp_min(cfg.floor))
-
-
-METHODS = ("em", "svi", "mcmc")
 
 
 class HMM(EmviEstimator):
@@ -91,10 +67,10 @@ class HMM(EmviEstimator):
     iteration / epoch), ``fit_seconds_``, ``model_`` (the fitted :class:`~emvi.models.hmm.HMMModel`) and ``mcmc_``.
     """
 
-    def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = "em",
+    def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = EM,
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
-                 tol: float = 1e-4, n_init: int = 1, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
-                 num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
+                 tol: float = 1e-4, n_init: int = EMConfig.n_init, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
+                 num_samples: int = MCMCConfig.num_samples, warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = 1, seed: int = 0,
                  device: str = "cpu", dtype: str = "float64", verbose: bool = False):
         self.num_states = num_states
         self.emission = emission
@@ -122,7 +98,7 @@ class HMM(EmviEstimator):
                            initial=self.initial, floor=self.floor)
         if not (isinstance(self.floor, (int, float)) and self.floor > 0):
             raise ConfigError(f"floor must be a number > 0, got {self.floor!r}")
-        check_choice(self.method, "method", METHODS)
+        check_choice(self.method, "method", (EM, SVI, MCMC))
         for name in ("max_iter", "n_init", "epochs", "batch_size", "num_samples", "num_chains"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.warmup_steps, "warmup_steps", minimum=0)
@@ -166,11 +142,11 @@ class HMM(EmviEstimator):
             model = HMMModel(config, x.shape[-1], dtype=self._dtype).to(self._device)
             initialise_hmm(model, x, lengths, generator)
             start = time.perf_counter()
-            outcome = {"model": model, "mcmc": None}
-            if self.method == "mcmc":
-                outcome.update(mcmc=self._fit_mcmc(model, x, lengths), history=[], converged=True,
+            outcome = {"model": model, "draws": None}
+            if self.method == MCMC:
+                outcome.update(draws=self._fit_mcmc(model, x, lengths), history=[], converged=True,
                                n_iter=self.num_samples)
-            elif self.method == "em":
+            elif self.method == EM:
                 result = fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
                 history = list(result.log_likelihood_history)
                 if model.config.initial == "stationary":
@@ -191,17 +167,17 @@ class HMM(EmviEstimator):
             return outcome | {"seconds": time.perf_counter() - start}
 
         best = best_of_restarts(fit_once, self.n_init, seed=self.seed, objective=lambda o: o["log_likelihood"])
-        self.model_, self.mcmc_, self.history_ = best["model"], best["mcmc"], best["history"]
+        self.model_, self.mcmc_, self.history_ = best["model"], best["draws"], best["history"]
         self.n_features_in_ = int(x.shape[-1])
         self.converged_, self.n_iter_ = bool(best["converged"]), int(best["n_iter"])
         self.fit_seconds_, self.log_likelihood_ = float(best["seconds"]), float(best["log_likelihood"])
-        if self.method == "em" and not self.converged_:
+        if self.method == EM and not self.converged_:
             warn_not_converged(f"Baum-Welch did not converge in {self.max_iter} iterations (tol={self.tol}); raise "
                                "max_iter or tol", stacklevel=2)
         return self
 
     def _fit_mcmc(self, model: HMMModel, x: torch.Tensor, lengths: torch.Tensor):
-        from ..inference.mcmc import fit_mcmc
+        from ..inference.mcmc import MCMCConfig, fit_posterior
 
         # The chain samples a Bayesian copy of the same model, started from the EM fit to shorten warm-up.
         fit_em(model, x, lengths, max_iter=self.max_iter, tol=self.tol, warn=False)
@@ -210,14 +186,18 @@ class HMM(EmviEstimator):
         observed = x[valid]  # (sum of lengths, D)
         bayesian.bayesian(observed.mean(0), observed.var(0, unbiased=False))
         names = bayesian.sampled_names()
-        start = {name: getattr(model, name).detach().clone() for name in names}
-        result = fit_mcmc(bayesian, x, lengths, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                          num_chains=self.num_chains, seed=self.seed, init_values=start, max_plate_nesting=1,
-                          progress=self.verbose, sum_states_by="recursion")
-        result = dataclasses.replace(result, samples=relabel_hmm_draws(result.samples, model))
-        for name in names:
-            model.set_parameter(name, result.samples[name].flatten(0, 1).mean(0))
-        return result
+        key = model.parameter_names()[2]  # means / rates / probs: the states' labels are matched on them
+
+        def posterior_mean(samples):
+            for name in names:
+                model.set_parameter(name, samples[name].flatten(0, 1).mean(0))
+
+        view = {"model": bayesian, "init_values": {name: getattr(model, name).detach().clone() for name in names},
+                "kwargs": {"sum_states_by": "recursion"}, "posterior_mean": posterior_mean,
+                "relabel": (key, getattr(model, key).detach(), {n: (0, 1) if n == "transition" else (0,) for n in names})}
+        config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
+                            seed=self.seed, progress=self.verbose)
+        return fit_posterior(model, x, lengths, config=config, view=view)
 
     @torch.no_grad()
     def score_samples(self, x, lengths=None) -> np.ndarray:

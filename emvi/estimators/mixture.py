@@ -1,6 +1,6 @@
 """A scikit-learn-like facade over :class:`emvi.models.mixture.MixtureModel`: one model, fit by EM, SVI or NUTS.
 
->>> est = Mixture(3, "poisson", method="em", n_init=3).fit(counts)          # counts: (N, D)
+>>> est = Mixture(3, "poisson", n_init=3).fit(counts)            # EM          # counts: (N, D)
 >>> est.predict(counts), est.predict_proba(counts), est.bic(counts)
 
 Inputs are array-likes (numpy, lists, torch); outputs are numpy arrays and Python numbers. Fitted attributes end in
@@ -8,7 +8,7 @@ Inputs are array-likes (numpy, lists, torch); outputs are numpy arrays and Pytho
 (diag) or ``(K, D, D)`` (full), ``rates_`` ``(K, D)`` (poisson) / ``probs_`` ``(K, D)`` (bernoulli) or
 ``(K, D, C)`` (categorical), ``n_features_in_`` (D), ``converged_``, ``n_iter_``, ``lower_bound_`` (final objective
 per item, nats), ``history_`` (one dict per iteration/epoch), ``fit_seconds_``, ``model_`` (the fitted Pyro model),
-``guide_`` and ``mcmc_`` (the :class:`~emvi.inference.mcmc.MCMCResult` draws for ``method="mcmc"``, else None).
+``guide_`` and ``mcmc_`` (the :class:`~emvi.inference.mcmc.MCMCResult` draws of a NUTS fit, else None).
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from sklearn.base import DensityMixin
 
 from ..errors import ConfigError, DataError
 from ..inference.convergence import warn_not_converged
-from ..inference.em import fit_em
+from ..inference.em import EMConfig, fit_em
 from ..inference.initialization import INITS, initialise_mixture
+from ..inference.methods import EM, MCMC, SVI
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
 from ..validation import check_choice, check_positive_int, resolve_device
 from .base import EmviEstimator, as_input, check_shape, resolve_dtype, to_numpy
 
-METHODS = ("em", "svi", "mcmc")
 SVI_STEPS = ("natural", "adam")
 
 
@@ -55,8 +55,8 @@ class Mixture(DensityMixin, EmviEstimator):
     mean.
     """
 
-    def __init__(self, num_components: int = 3, family: str = "gaussian-diag", *, method: str = "em",
-                 init: str = "kmeans++", n_init: int = 1, max_iter: int = 100, tol: float = 1e-3,
+    def __init__(self, num_components: int = 3, family: str = "gaussian-diag", *, method: str = EM,
+                 init: str = EMConfig.init, n_init: int = EMConfig.n_init, max_iter: int = 100, tol: float = 1e-3,
                  num_categories: int = 2, weight_concentration: float = 1.0, prior_strength: float = 0.0,
                  floor: float = 1e-6, means_init=None, epochs: int | None = None, batch_size: int | None = None,
                  learning_rate: float | None = None, svi_steps: str = "natural", num_samples: int = 200,
@@ -93,7 +93,7 @@ class Mixture(DensityMixin, EmviEstimator):
         config = MixtureConfig(num_components=self.num_components, family=self.family,
                                num_categories=self.num_categories, weight_concentration=self.weight_concentration,
                                prior_strength=self.prior_strength, floor=self.floor)
-        check_choice(self.method, "method", METHODS)
+        check_choice(self.method, "method", (EM, SVI, MCMC))
         check_choice(self.init, "init", INITS)
         check_choice(self.svi_steps, "svi_steps", SVI_STEPS)
         for name in ("n_init", "max_iter", "num_samples", "num_chains"):
@@ -148,9 +148,9 @@ class Mixture(DensityMixin, EmviEstimator):
         self.converged_, self.n_iter_, self.history_ = bool(best["converged"]), int(best["n_iter"]), best["history"]
         self.lower_bound_ = float(best["objective"] / x.shape[0])
         self.fit_seconds_ = float(best["seconds"])
-        self.mcmc_ = best.get("mcmc")
+        self.mcmc_ = best.get("draws")
         self._set_attributes()
-        if not self.converged_ and self.method != "mcmc":
+        if not self.converged_ and self.method != MCMC:
             warn_not_converged(f"mixture {self.method} did not converge in {self.n_iter_} iterations "
                                f"(tol={self.tol}); raise max_iter or tol", stacklevel=2)
         return self
@@ -187,20 +187,20 @@ class Mixture(DensityMixin, EmviEstimator):
                 "n_iter": result.epochs_run, "history": history}
 
     def _fit_mcmc(self, model: MixtureModel, x: torch.Tensor) -> dict:
-        from ..inference.mcmc import fit_mcmc
+        from ..inference.mcmc import MCMCConfig, fit_posterior
 
         # The chain samples a Bayesian copy of the same model, started from the EM (MAP) fit to shorten warm-up.
         fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)
         start = {name: getattr(model, name).detach().clone() for name in model.parameter_names()}
         bayesian = MixtureModel(model.config, x.shape[1], dtype=self._dtype).to(self._device)
         bayesian.bayesian(x.mean(0), x.var(0, unbiased=False))
-        result = fit_mcmc(bayesian, x, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
-                          num_chains=self.num_chains, seed=self.seed, init_values=start, progress=self.verbose)
-        model.load_posterior_mean(result.samples)
+        config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
+                            seed=self.seed, progress=self.verbose)
+        result = fit_posterior(model, x, config=config, view={"model": bayesian, "init_values": start})
         with torch.no_grad():
             objective = float(model.log_likelihood(x).sum() + model.log_prior())
         return {"model": model, "objective": objective, "converged": True, "n_iter": self.num_samples,
-                "history": [], "mcmc": result}
+                "history": [], "draws": result}
 
     def _set_attributes(self) -> None:
         model = self.model_
@@ -272,7 +272,7 @@ class Mixture(DensityMixin, EmviEstimator):
         self._check_fitted()
         lines = [f"{self.family} mixture, K={self.num_components}, fit by {self.method} "
                  f"(best of {self.n_init} start(s), {self.fit_seconds_:.2f} s)"]
-        if self.method == "mcmc":
+        if self.method == MCMC:
             lines.append(f"NUTS: {self.num_samples} draws x {self.num_chains} chain(s) after {self.warmup_steps} warm-up; "
                          "point estimate = posterior mean")
         else:
@@ -284,4 +284,4 @@ class Mixture(DensityMixin, EmviEstimator):
         return "\n".join(lines)
 
 
-__all__ = ["FAMILIES", "METHODS", "Mixture"]
+__all__ = ["FAMILIES", "Mixture"]

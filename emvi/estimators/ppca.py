@@ -21,8 +21,9 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ..errors import ConfigError, DataError
 from ..inference.convergence import warn_not_converged
-from ..inference.em import fit_em
+from ..inference.em import EMConfig, fit_em
 from ..inference.factor_analysis import fit_factor_analysis
+from ..inference.methods import EM, SVI
 from ..models.ppca import (
     FactorAnalysisConfig,
     LinearGaussianConfig,
@@ -34,8 +35,6 @@ from ..models.ppca import (
 )
 from ..validation import as_float_tensor, check_choice, check_positive_int, resolve_device
 from .base import EmviEstimator, as_input, check_shape, resolve_dtype, to_numpy
-
-METHODS = ("em", "svi")
 
 
 class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, EmviEstimator):
@@ -55,7 +54,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
     config_class: type[LinearGaussianConfig] = LinearGaussianConfig
 
-    def __init__(self, latent_dim: int = 2, *, method: str = "em", max_iter: int = 1000, tol: float = 1e-6,
+    def __init__(self, latent_dim: int = 2, *, method: str = EM, max_iter: int = EMConfig.max_iter, tol: float = EMConfig.tol,
                  epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, guide: str = "mlp",
                  hidden_dims=(64,), seed: int = 0, device: str = "cpu", dtype: str = "float64"):
         self.latent_dim = latent_dim
@@ -74,7 +73,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     def _config(self) -> LinearGaussianConfig:
         """Check every parameter (one-line :class:`~emvi.errors.ConfigError`) and build the model's config."""
         config = self.config_class(latent_dim=self.latent_dim, guide=self.guide, hidden_dims=tuple(self.hidden_dims))
-        check_choice(self.method, "method", METHODS)
+        check_choice(self.method, "method", (EM, SVI))
         for name in ("max_iter", "epochs", "batch_size"):
             check_positive_int(getattr(self, name), name)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
@@ -110,7 +109,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         generator = torch.Generator().manual_seed(self.seed)
         model = LinearGaussianModel(config, x.shape[1], dtype=self._dtype).to(self._device)
         model.initialise(x, generator)
-        if self.method == "em":
+        if self.method == EM:
             if config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
                 result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
             else:

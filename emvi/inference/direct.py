@@ -5,7 +5,7 @@ constraint that couples parameters, e.g. an HMM whose initial distribution is th
 transition matrix, the step is a generalised one and EM stalls short of the constrained optimum. Finishing with
 L-BFGS on log p(x | θ) itself (the forward algorithm is differentiable) climbs the rest of the way: the same
 objective, so monotonicity is kept by accepting the result only when it is higher. The same climb finds the MAP a
-declared model's NUTS chains start from (:func:`emvi.catalog.declared.fit_map`).
+declared model's NUTS chains start from (:func:`emvi.inference.mcmc.fit_map`).
 """
 
 from __future__ import annotations

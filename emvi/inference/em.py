@@ -42,6 +42,7 @@ from ..validation import check_choice, check_positive_int, check_seed
 from . import distributed
 from .convergence import ConvergenceWarning, warn_not_converged  # noqa: F401  (ConvergenceWarning: re-exported)
 from .initialization import INITS, hard_assignments, initial_centres
+from .methods.names import EM
 from .restarts import best_of_restarts
 
 
@@ -96,7 +97,7 @@ class EMResult:
     n_iter: int = 0
     num_data: int = 0
     seed: int | None = None
-    method: str = "em"
+    method: str = EM
 
     @property
     def log_likelihood(self) -> float:
@@ -245,23 +246,62 @@ def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
     ``config.n_init`` starts; ``model`` ends with the parameters of the start that reached the highest objective.
 
     Each start is scikit-learn's ``init_params="kmeans"``: hard assignments to k-means++ (or random) centres and
-    one M-step, then :func:`fit_em` for at most ``config.max_iter`` iterations.
+    one M-step, then :func:`fit_em` for at most ``config.max_iter`` iterations (see :func:`fit_em_from_starts`).
     """
+    return fit_em_from_starts(model, (x,), config)[0]
+
+
+def em_start(model, data: tuple, config: EMConfig, generator: torch.Generator) -> None:
+    """Set ``model``'s starting point: its own ``initialise(*data, generator=..., init=...)`` hook when it has one
+    (``init`` only if the hook takes it), else hard assignments of the first array's rows to k-means++ (or random)
+    centres and one M-step. The number of components is ``model.em_components()`` or ``model.config.num_components``."""
+    import inspect
+
+    hook = getattr(model, "initialise", None)
+    with torch.no_grad():
+        if callable(hook):
+            options = {"generator": generator}
+            if "init" in inspect.signature(hook).parameters:
+                options["init"] = config.init
+            hook(*data, **options)
+            return
+        x = data[0].reshape(data[0].shape[0], -1)
+        model.m_step(hard_assignments(x, initial_centres(x, em_components(model), config.init, generator)), *data)
+
+
+def em_components(model) -> int:
+    """Values of the model's discrete latent (its EM responsibilities' last axis)."""
+    hook = getattr(model, "em_components", None)
+    return int(hook()) if callable(hook) else int(model.config.num_components)
+
+
+def fit_em_from_starts(model, data: tuple, config: EMConfig) -> tuple[EMResult, float | None]:
+    """:func:`fit_em` on ``data`` from ``config.n_init`` starts (:func:`em_start`), keeping the best; returns the
+    result and the value of the model's ``finish_em(*data)`` hook (None without one), a climb past EM's fixed point
+    (e.g. the exact likelihood of an HMM whose start is its stationary distribution). A model's ``em_steps(*data)``
+    hook replaces it as the object EM steps (its E- and M-step on a sufficient statistic, e.g. factor analysis)."""
     import copy
 
-    num_components = model.config.num_components
-    if num_components > x.shape[0]:
-        raise ConfigError(f"num_components={num_components} exceeds the {x.shape[0]} items; lower it")
+    if not callable(getattr(model, "initialise", None)) and em_components(model) > data[0].shape[0]:
+        raise ConfigError(f"num_components={em_components(model)} exceeds the {data[0].shape[0]} items; lower it")
     initial_state = copy.deepcopy(model.state_dict())
 
     def fit_once(generator: torch.Generator):
         model.load_state_dict(initial_state)
-        with torch.no_grad():
-            model.m_step(hard_assignments(x, initial_centres(x, num_components, config.init, generator)), x)
-        result = fit_em(model, x, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
-        return result, copy.deepcopy(model.state_dict())
+        em_start(model, data, config, generator)
+        steps = model.em_steps(*data) if callable(getattr(model, "em_steps", None)) else model
+        if steps is model:
+            result = fit_em(model, *data, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
+        else:
+            with distributed.single_process():  # a sufficient statistic every rank holds: the same updates
+                result = fit_em(steps, *data, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
+        finish = getattr(model, "finish_em", None)
+        finished = finish(*data) if callable(finish) else None
+        return result, finished, copy.deepcopy(model.state_dict())
 
-    result, state = best_of_restarts(fit_once, config.n_init, seed=config.seed,
-                                     objective=lambda outcome: outcome[0].log_likelihood)
+    def objective(outcome):
+        return outcome[0].log_likelihood if outcome[1] is None else outcome[1]
+
+    result, finished, state = best_of_restarts(fit_once, config.n_init, seed=config.seed, objective=objective)
     model.load_state_dict(state)
-    return result
+    return result, finished

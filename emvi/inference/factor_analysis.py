@@ -57,6 +57,15 @@ def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: fl
     or at the model's current value (``init="model"``); W's start does not matter, the first update replaces it.
     Stops when the per-item log-likelihood changes by less than ``tol`` (``fit_em``'s rule); ``seed`` is only recorded.
     """
+    steps = profile_steps(model, x, init=init)
+    # Every rank holds the same covariance, so the same updates give the same parameters with no further exchange.
+    with distributed.single_process():
+        return fit_em(steps, x, num_data=steps.num_data, max_iter=max_iter, tol=tol, warn=warn, seed=seed)
+
+
+def profile_steps(model, x: torch.Tensor, *, init: str = "smc") -> _ProfileSteps:
+    """Factor analysis' start (μ the data mean, Ψ per ``init``) and the EM protocol it is fit by: the object
+    :func:`~emvi.inference.em.fit_em` steps (a model's ``em_steps`` hook)."""
     if init not in ("smc", "model"):
         raise ConfigError(f"init must be 'smc' or 'model', got {init!r}")
     with torch.no_grad():
@@ -64,10 +73,7 @@ def fit_factor_analysis(model, x: torch.Tensor, *, max_iter: int = 1000, tol: fl
         model.mean.copy_(mean)
         if init == "smc":
             model.log_noise.copy_(smc_uniquenesses(covariance).clamp_min(MIN_VARIANCE).log())
-    # Every rank holds the same covariance, so the same updates give the same parameters with no further exchange.
-    with distributed.single_process():
-        return fit_em(_ProfileSteps(model, covariance, num_data), x, num_data=num_data, max_iter=max_iter, tol=tol,
-                      warn=warn, seed=seed)
+    return _ProfileSteps(model, covariance, num_data)
 
 
 def sample_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:

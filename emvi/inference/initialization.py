@@ -1,5 +1,5 @@
 """Starting points for EM: k-means++ seeding and random subsamples, reproducible through a torch Generator, and a
-mixture's parameters set from them."""
+mixture's and an HMM's parameters set from them."""
 
 from __future__ import annotations
 
@@ -81,3 +81,24 @@ def initialise_mixture(model, x: torch.Tensor, init: str, generator: torch.Gener
         model.m_step(resp, x)
         if model.config.family.startswith("gaussian"):
             model.set_parameter("means", centres)
+
+
+def initialise_hmm(model, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> None:
+    """Uniform start and near-uniform transitions (a little mass on staying), emissions from k-means++ centres of
+    the observations, as hmmlearn's default initialisation."""
+    cfg = model.config
+    k = cfg.num_states
+    valid = torch.arange(x.shape[1]) < lengths[:, None]
+    observations = x[valid]
+    model.set_parameter("initial_probs", torch.full((k,), 1.0 / k, dtype=x.dtype))
+    model.set_parameter("transition", torch.full((k, k), 0.5 / k, dtype=x.dtype) + 0.5 * torch.eye(k, dtype=x.dtype))
+    if cfg.emission == "categorical":
+        probs = torch.rand(k, x.shape[-1], cfg.num_categories, generator=generator, dtype=x.dtype) + 1.0
+        model.set_parameter("probs", probs / probs.sum(-1, keepdim=True))
+        return
+    centres = initial_centres(observations, k, "kmeans++", generator)
+    if cfg.emission == "gaussian":
+        model.set_parameter("means", centres)
+        model.set_parameter("variances", (observations.var(0, unbiased=False) + cfg.floor).expand(k, -1).clone())
+    else:
+        model.set_parameter("rates", centres.clamp_min(cfg.floor))

@@ -17,6 +17,7 @@ import pyro
 import torch
 
 from ..validation import check_positive_int, check_seed
+from .methods.names import MCMC
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
@@ -66,7 +67,7 @@ class MCMCResult:
     extra_fields: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-draw sampler statistics ``(num_chains, num_samples)``; Pyro's MCMC exposes "diverging"."""
     seed: int = 0
-    method: str = "mcmc"
+    method: str = MCMC
 
     def checkpoint_entries(self) -> dict[str, torch.Tensor]:
         """What a run directory's checkpoint keeps of the fit: the draws and the divergence flags (read back by
@@ -133,6 +134,19 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     return MCMCResult(samples, diagnostics, num_divergent, seconds, extra, seed=seed)
 
 
+def saved_draws(run_dir) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor | None]:
+    """:func:`load_mcmc_draws`, or ``(None, None)`` when ``run_dir`` is None or its checkpoint holds no draws (a point
+    fit): exports decide by whether draws exist, not by a method's name."""
+    from ..rundir import RunDirectory
+
+    if run_dir is None or not RunDirectory(run_dir).has_checkpoint():
+        return None, None
+    state = RunDirectory(run_dir).load_checkpoint()
+    if "mcmc_samples" not in state:
+        return None, None
+    return load_mcmc_draws(run_dir)
+
+
 def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """The draws ``{site: (chain, draw, ...)}`` and the divergence flags ``(chain, draw)`` (or None) that an
     ``--method mcmc`` fit saved in ``run_dir/checkpoint.pt``."""
@@ -147,3 +161,80 @@ def load_mcmc_draws(run_dir) -> tuple[dict[str, torch.Tensor], torch.Tensor | No
         raise CheckpointError(f"{run_dir} holds no MCMC draws (the run was not fit by mcmc); use method='em' or 'svi'")
     diverging = state.get("mcmc_diverging")
     return state["mcmc_samples"], (diverging if diverging is not None and diverging.numel() else None)
+
+
+MAP_STARTS = 4
+"""Starting points of a MAP start (:func:`map_start`): the model as built, then parameters redrawn from 0.1 N(0, 1)."""
+
+
+def fit_map(model, tensors, *, max_iter: int = 500) -> float:
+    """Maximise log p(x, θ) (discrete locals summed out, priors of globals included) by L-BFGS over the model's
+    parameters, in float64; returns the final value per item."""
+    from pyro.infer import TraceEnum_ELBO
+
+    from .direct import climb
+
+    dtype = next(model.parameters()).dtype
+    model.to(torch.float64)
+    data = tuple(t.to(torch.float64) if t.is_floating_point() else t for t in tensors)
+    elbo = TraceEnum_ELBO(max_plate_nesting=1, strict_enumeration_warning=False)  # a model may have no latent
+
+    def no_guide(*args, **kwargs):  # every latent is enumerated in the model; globals are point values
+        pass
+
+    def log_joint():
+        return -elbo.differentiable_loss(model, no_guide, *data)
+
+    # A line search may probe parameters where a value leaves its support (a rate exp(u) underflowing to 0): that
+    # probe's objective is not finite and the search backs off, rather than a validation error ending the fit.
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN", category=UserWarning)  # such a probe's loss
+        _, value = climb(log_joint, list(model.parameters()), max_iter=max_iter, tolerance_grad=1e-7,
+                         tolerance_change=1e-12)
+    model.to(dtype)
+    return value / data[0].shape[0]
+
+
+def map_start(model, tensors, *, seed: int) -> dict:
+    """The MAP as NUTS's start: :func:`fit_map`, best of :data:`MAP_STARTS` starts (a mixture's likelihood has poor
+    local maxima, and a chain started in one stays there); fixes what has no prior (empirical Bayes)."""
+    import copy
+    import itertools
+
+    from .restarts import best_of_restarts
+
+    starts = itertools.count()
+
+    def map_once(generator: torch.Generator):
+        if next(starts):  # the first start is the model as built; the others redraw every parameter
+            with torch.no_grad():
+                for value in model.parameters():
+                    value.copy_(0.1 * torch.randn(value.shape, generator=generator, dtype=torch.float64))
+        return fit_map(model, tensors), copy.deepcopy(model.state_dict())
+
+    best_value, best_state = best_of_restarts(map_once, MAP_STARTS, seed=seed, objective=lambda o: o[0])
+    model.load_state_dict(best_state)
+    return {"start_log_joint_per_item": best_value, "map_starts": MAP_STARTS}
+
+
+def fit_posterior(model, *data, config: MCMCConfig, view: dict | None = None) -> MCMCResult:
+    """NUTS on the Bayesian view of a point-fitted ``model`` (its parameters are the chains' start), then relabelled
+    and summarised: the one recipe of every model with a ``bayesian_view(*data)`` hook (or given ``view``), a dict
+    with ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally
+    ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`),
+    ``posterior_mean`` (``f(samples)``, default: the model's ``load_posterior_mean`` hook, if any), which then sets
+    the model's parameters to the posterior mean."""
+    view = model.bayesian_view(*data) if view is None else view
+    result = fit_mcmc(view["model"], *data, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
+                      num_chains=config.num_chains, seed=config.seed, init_values=view["init_values"],
+                      max_plate_nesting=1, progress=config.progress, **view.get("kwargs", {}))
+    if view.get("relabel") is not None:
+        from .relabel import relabel_components
+
+        key, reference, axes = view["relabel"]
+        samples, _ = relabel_components(result.samples, key=key, reference=reference, component_axes=axes)
+        result = dataclasses.replace(result, samples=samples)
+    hook = view.get("posterior_mean") or getattr(model, "load_posterior_mean", None)
+    if callable(hook):
+        hook(result.samples)
+    return result

@@ -284,7 +284,7 @@ def gaussian_mixture(points, num_components: int, *, full: bool, n_init: int, ma
     """A Gaussian mixture (full or diagonal covariances, ``floor`` added to them) fit by EM to ``points`` ``(N, q)``
     in float64 on the CPU: the best final log-likelihood of ``n_init`` k-means++ starts drawn from a generator
     seeded by ``seed``, each run for at most ``max_iter`` iterations. The same starts, iterations and values as
-    ``emvi.estimators.Mixture(..., method="em")``; stopping at ``max_iter`` is not reported (a start needs none)."""
+    the EM path of ``emvi.estimators.Mixture``; stopping at ``max_iter`` is not reported (a start needs none)."""
     config = MixtureConfig(num_components=num_components, family="gaussian-full" if full else "gaussian-diag",
                            floor=floor)
     x = _mixture_data(points, config)

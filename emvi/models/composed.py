@@ -185,6 +185,13 @@ class ComposedModel(nn.Module):
     FLOOR = 1e-6
     """Lower bound on Bernoulli/categorical probabilities, Poisson rates and Normal variances set by the M-step."""
 
+    def em_ready(self) -> str | None:
+        """Why EM cannot fit this model (None when it can): EM needs a discrete latent."""
+        if self.config.latent != "discrete":
+            return ("EM needs a discrete latent (--latent discrete --mapping index); fit a gaussian latent by "
+                    "--method svi")
+        return None
+
     def _check_em(self) -> None:
         if self.config.latent != "discrete":
             raise ConfigError("EM needs a discrete latent (latent='discrete', mapping='index'); fit a gaussian latent "

@@ -35,7 +35,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
-from ..declaration.capabilities import em_ready
+from ..declaration.capabilities import em_ready, mcmc_ready
 from ..distributions import BernoulliLogits
 from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
@@ -315,6 +315,19 @@ class DeclaredModel(nn.Module):
 
     # -- NUTS: the globals with a prior random ------------------------------------------------------------------------
 
+    mcmc_start = "map"
+    """NUTS starts from the MAP (L-BFGS on the enumerated log joint), which also fixes what has no prior."""
+
+    def mcmc_ready(self) -> str | None:
+        """Why NUTS cannot fit this model (None when it can)."""
+        reason = mcmc_ready(self.declaration)
+        return None if reason is None else f"{reason}; fit it by svi"
+
+    def bayesian_view(self, *data) -> dict:
+        """NUTS's target (:meth:`with_random_globals`) started at the current values of the globals with a prior."""
+        init = {name: self.global_value(name).detach().clone() for name in self.prior_globals()}
+        return {"model": self.with_random_globals, "init_values": init}
+
     def prior_globals(self) -> tuple[str, ...]:
         """The globals declared with a family: what NUTS samples (see :meth:`with_random_globals`)."""
         return tuple(s.name for s in self.declaration.sites if s.role == "param" and s.family is not None)
@@ -329,6 +342,15 @@ class DeclaredModel(nn.Module):
         return self(*data, sample_globals=True)
 
     # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
+
+    def em_ready(self) -> str | None:
+        """Why EM cannot fit this model (None when it can): one categorical latent, closed-form M-steps."""
+        reason = em_ready(self.declaration)
+        return None if reason is None else f"{reason}; fit it by svi"
+
+    def em_components(self) -> int:
+        """Values of the categorical latent (the responsibilities' last axis)."""
+        return self._em_latent().num_values
 
     def _em_latent(self) -> Site:
         reason = em_ready(self.declaration)

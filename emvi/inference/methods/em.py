@@ -1,0 +1,69 @@
+"""em: expectation maximisation (:mod:`emvi.inference.em`) as a method of the table, for any model with the EM
+protocol (``e_step``/``m_step``; optional ``initialise``, ``em_inputs``, ``em_steps``, ``finish_em``, ``em_ready``)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ...errors import ConfigError, DataError
+from ..em import EMConfig, fit_em_from_starts
+from . import EM, FitResult, Method
+from .common import fitted_dtype, likelihood_metrics, load_point, model_dtype, model_inputs, save_point
+
+NAME = EM
+
+
+def ready(model, guide=None) -> str | None:
+    if not (callable(getattr(model, "e_step", None)) and callable(getattr(model, "m_step", None))):
+        return f"{type(model).__name__} has no EM protocol (e_step/m_step); fit it by svi"
+    hook = getattr(model, "em_ready", None)
+    return hook() if callable(hook) else None
+
+
+def fit(model, guide, train_data, config: EMConfig, *, valid_data=None, run=None, resume=False) -> FitResult:
+    """EM in float64 from ``config.n_init`` starts (the model's ``initialise`` hook, else k-means++ or random hard
+    assignments and one M-step); the parameters (in the model's ``fitted_dtype``, else its own) go to ``run``'s
+    checkpoint."""
+    reason = ready(model, guide)
+    if reason is not None:
+        raise ConfigError(f"cannot fit by em: {reason}")
+    dtype = model_dtype(model)
+    model.to(torch.float64)
+    data = model_inputs(model, train_data)
+    started = time.perf_counter()
+    try:
+        result, finished = fit_em_from_starts(model, data, config)
+    except torch.linalg.LinAlgError as exc:
+        raise DataError(f"EM hit a singular covariance ({' '.join(str(exc).split())[:120]}); the data has constant "
+                          "or duplicated features: drop them, or fit by --method svi") from None
+    seconds = time.perf_counter() - started
+    model.fitted_by = NAME  # an EM fit's posterior over the locals is exact, whatever guide was built
+    n = max(result.num_data, 1)
+    history = [{"epoch": i, "log_likelihood": ll / n, "train_loss": -ll / n, "seconds": s}
+               for i, (ll, s) in enumerate(zip(result.log_likelihood_history, result.seconds_history, strict=True))]
+    if finished is not None:
+        history.append({"epoch": len(history), "log_likelihood": finished / n, "train_loss": -finished / n,
+                        "seconds": seconds})
+    metrics = {"objective_per_item": result.lower_bound if finished is None else finished / n}
+    metrics |= likelihood_metrics(model, data, valid_data)
+    model.to(fitted_dtype(model, dtype))
+    fitted = FitResult(NAME, config.seed, bool(result.converged), int(result.n_iter), tuple(history), metrics, seconds)
+    save_point(run, model, fitted.summary())
+    return fitted
+
+
+def load(model, guide, run, device) -> None:
+    load_point(model, run, device)
+    model.fitted_by = NAME
+
+
+def convergence_note(config: EMConfig, summary: dict) -> str | None:
+    if summary.get("converged") is False:
+        return (f"note: EM did not converge in max_iter={config.max_iter} iterations (tol={config.tol}); raise "
+                "--max-iter or --tol (inference.max_iter / inference.tol in a spec)")
+    return None
+
+
+METHOD = Method(NAME, EMConfig, fit, load, ready=ready, convergence_note=convergence_note)
