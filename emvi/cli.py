@@ -263,7 +263,8 @@ def _main(argv: list[str]) -> int:
             raise ConfigError("emvi fit: name a model; see 'emvi models' or 'emvi fit --help'")
         handler = {"fit": _cmd_fit, "evaluate": _cmd_evaluate, "sample": _cmd_sample, "models": _cmd_models,
                    "analyze": _cmd_analyze}[args.command]
-        return handler(args) or 0
+        with _runs_held(args):
+            return handler(args) or 0
     except EmviError as exc:
         if os.environ.get("EMVI_DEBUG"):
             raise
@@ -272,6 +273,24 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("emvi: interrupted; the last checkpoint in the run directory is intact (resume with --resume)", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _runs_held(args):
+    """evaluate, sample and analyze write into the runs they read: each is held (:meth:`RunDirectory.lock`) for the
+    command, so they never write beside a fit or each other; a run another process holds is refused in one line."""
+    from .rundir import RunDirectory
+
+    names = [getattr(args, "run_dir", None)] if args.command in ("evaluate", "sample") else \
+        list(getattr(args, "run_dirs", None) or []) if args.command == "analyze" else []
+    runs = [RunDirectory(name) for name in names if name is not None and Path(name).is_dir()]
+    try:
+        for run in runs:
+            run.lock(args.command)
+        yield
+    finally:
+        for run in runs:
+            run.unlock()
 
 
 def _spec_invocation(argv: list[str]) -> tuple[str | None, list[str]]:

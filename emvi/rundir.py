@@ -276,6 +276,22 @@ class RunDirectory:
         _HELD[key] = fd
         return self
 
+    def check_free(self, action: str = "fit") -> None:
+        """Refuse in one line, now, when another process holds the run (checked again when :meth:`lock` is taken)."""
+        if self.path.resolve() in _HELD or not self.file(LOCK).is_file():
+            return
+        self.lock(action)
+        self.unlock()
+
+    def remove_empty(self) -> None:
+        """Remove the folder if it holds nothing but the lock file (what a refused fit created)."""
+        if self.path.is_dir() and self.is_empty():
+            self.file(LOCK).unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # something appeared meanwhile: leave it
+
     def unlock(self) -> None:
         """Release :meth:`lock` (the file stays, empty of meaning once no process holds it)."""
         fd = _HELD.pop(self.path.resolve(), None)

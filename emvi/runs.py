@@ -8,7 +8,6 @@ guide and data from one, so ``emvi evaluate|sample|analyze RUN_DIR`` need nothin
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 from ._version import __version__
@@ -103,11 +102,11 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     Under torchrun (a process group of several ranks) every rank loads the data and fits its part; rank 0 alone
     checks and writes the run directory and prints. NUTS (``mcmc``) runs on rank 0 alone; the other ranks return.
     """
-    from .config import config_to_dict
+    from .config import METHOD_CONFIG, config_to_dict
     from .inference import distributed
     from .inference.convergence import convergence_reported
     from .inference.methods import get_method
-    from .rundir import RunDirectory
+    from .rundir import RunDirectory, default_run_path
     from .validation import resolve_device
 
     fitter = get_method(method)
@@ -127,11 +126,11 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     main = distributed.is_main_process()
     say = print if main else (lambda *args, **kwargs: None)
     resolve_device(method_config.device)
-    run = RunDirectory(distributed.on_main_process(
-        lambda: run_dir if run_dir else Path(out) / f"{entry.name}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    run = RunDirectory(distributed.on_main_process(lambda: run_dir if run_dir else default_run_path(out, entry.name)))
     run.check_creatable()
     if resume and not run.path.is_dir():
         raise ConfigError(f"cannot resume: {run.path} is not a run directory; drop --resume to start a new run there")
+    run.check_free("fit")  # a run another process writes is refused as such, before its contents are judged
     if not resume and not run.is_reusable():
         raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
     dataset = model_view(entry, model_config, load_data(data_cfg), "train")
@@ -157,46 +156,59 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     run.resolved_config = resolved  # what config.json and every checkpoint record beside the method's options
 
     def check_and_create():
-        if resume:
-            _check_resume(run, resolved, method_config, model, guide, fitter)
-        else:
-            run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
-        run.create()
+        existed = run.path.exists()
+        run.create(exclusive=run_dir is None)  # a default-named run never shares its folder
+        try:  # one writer per run: the lock is taken before the folder's contents are judged or changed
+            run.lock("fit")
+            if resume:
+                _check_resume(run, resolved, method_config, model, guide, fitter)
+            elif not run.is_reusable():
+                raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
+            else:
+                run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
+        except BaseException:
+            run.unlock()
+            if not existed:  # a refused fit leaves nothing behind
+                run.remove_empty()
+            raise
         if spec is not None:
             run.write_spec(spec)
         if not resume:
-            run.write_config({"method_config": config_to_dict(method_config), **resolved})
+            run.write_config({METHOD_CONFIG: config_to_dict(method_config), **resolved})
 
     distributed.on_main_process(check_and_create)  # every rank raises rank 0's error, if any
-    say(f"run directory: {run.path}", flush=True)
-    summary: dict = {"num_train_items": len(train_data),
-                     "num_held_out_items": 0 if valid_data is None else len(valid_data)}
-    if fitter.start is not None and not resume:  # a resumed fit's checkpoint holds the started weights
-        summary |= fitter.start(entry, model, guide, train_data, model_config, method_config)
-    with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
-        result = fitter.fit(model, guide, train_data, method_config, valid_data=valid_data,
-                            run=run if main else None, resume=resume)
-    summary |= result.summary()
-    history = list(result.history)
-    if main:
-        run.write_metrics(history)
-    if distributed.is_distributed():
-        summary["num_processes"] = distributed.world_size()
-    if not main:
+    try:  # the run stays held until the fit is written (and is free for evaluate/analyze after)
+        say(f"run directory: {run.path}", flush=True)
+        summary: dict = {"num_train_items": len(train_data),
+                         "num_held_out_items": 0 if valid_data is None else len(valid_data)}
+        if fitter.start is not None and not resume:  # a resumed fit's checkpoint holds the started weights
+            summary |= fitter.start(entry, model, guide, train_data, model_config, method_config)
+        with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
+            result = fitter.fit(model, guide, train_data, method_config, valid_data=valid_data,
+                                run=run if main else None, resume=resume)
+        summary |= result.summary()
+        history = list(result.history)
+        if main:
+            run.write_metrics(history)
+        if distributed.is_distributed():
+            summary["num_processes"] = distributed.world_size()
+        if not main:
+            return run.path
+        if entry.summarize is not None:  # the model's own metrics of the fit (e.g. clustering accuracy)
+            summary |= entry.summarize(model, guide, train_data)
+        if plots:
+            summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
+        run.write_summary(summary)
+        for key, value in summary.items():
+            if key != "plots":
+                print(f"{key}: {value}")
+        note = convergence_note(method, method_config, summary)
+        if note:
+            print(note)
+        print(f"outputs written to {run.path}")
         return run.path
-    if entry.summarize is not None:  # the model's own metrics of the fit (e.g. clustering accuracy)
-        summary |= entry.summarize(model, guide, train_data)
-    if plots:
-        summary["plots"] = [str(p) for p in _write_plots(entry, model, guide, dataset, history, run.path)]
-    run.write_summary(summary)
-    for key, value in summary.items():
-        if key != "plots":
-            print(f"{key}: {value}")
-    note = convergence_note(method, method_config, summary)
-    if note:
-        print(note)
-    print(f"outputs written to {run.path}")
-    return run.path
+    finally:
+        run.unlock()
 
 
 def svi_config(entry, model_config, train_config):

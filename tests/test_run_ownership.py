@@ -56,3 +56,55 @@ def test_default_names_differ_within_a_second_and_exclusive_creation_refuses_a_t
     RunDirectory(first).create(exclusive=True)
     with pytest.raises(ConfigError, match="same moment"):
         RunDirectory(first).create(exclusive=True)
+
+
+def emvi_cli(*args, wait=True):
+    command = [sys.executable, "-m", "emvi.cli", *map(str, args)]
+    if wait:
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+SLOW_VAE = ["fit", "vae", "--dataset", "digits", "--latent-dim", "2", "--hidden-dims", "32", "--epochs", "40",
+            "--no-plots", "--progress", "false"]
+
+
+def test_a_second_fit_into_a_running_fits_directory_is_refused_and_the_first_stays_intact(tmp_path):
+    import time
+
+    run = tmp_path / "run"
+    first = emvi_cli(*SLOW_VAE, "--run-dir", run, wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "config.json").exists():  # the first fit holds the run once it writes there
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+        second = emvi_cli("fit", "vae", "--dataset", "digits", "--latent-dim", "3", "--epochs", "1",
+                          "--run-dir", run, "--no-plots")
+        assert second.returncode == 2 and "in use by another emvi process" in second.stderr, second.stderr
+        assert second.stderr.strip().count("\n") == 0
+        out, err = first.communicate(timeout=600)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err
+    evaluated = emvi_cli("evaluate", run, "--num-samples", "2")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert '"latent_dim": 2' in (run / "config.json").read_text()
+
+
+def test_two_default_named_fits_started_together_get_two_intact_runs(tmp_path):
+    args = ["fit", "mixture", "--dataset", "digits", "-k", "2", "--no-plots", "--out", tmp_path]
+    processes = [emvi_cli(*args, wait=False) for _ in range(2)]
+    for process in processes:
+        out, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err
+    runs = sorted(tmp_path.iterdir())
+    assert len(runs) == 2 and all((run / "checkpoint.pt").exists() for run in runs)
+
+
+def test_a_refused_fit_into_a_new_folder_leaves_nothing(tmp_path):
+    out = emvi_cli("fit", "mixture", "--dataset", "digits", "-k", "2", "--method", "gibbs", "--run-dir",
+                   tmp_path / "new")
+    assert out.returncode == 2 and not (tmp_path / "new").exists()
