@@ -1,5 +1,5 @@
-"""The built-in model families, each wired in one file: its builder and its fit/load/evaluate/sample/plots/
-inference_data hooks, as :class:`emvi.registry.ModelEntry` values. Importing this package (``import emvi`` does)
+"""The built-in model families, each wired in one file: its builder (the model with the fitting methods' protocol
+hooks) and its evaluate/sample/plots/inference_data hooks, as :class:`emvi.registry.ModelEntry` values. Importing this package (``import emvi`` does)
 puts them in the registry.
 
 To add a family: write its generative story in ``emvi/models/``, its guide in ``emvi/guides/`` if it needs one, its
