@@ -62,12 +62,10 @@ PLOTS = (
 )
 """The PNG plots a run directory may hold, each ``NAME.png`` (:meth:`RunDirectory.plot_path`)."""
 
-LOCK = ".emvi-lock"
-"""Held (``fcntl.flock``, exclusive) by the one process writing the run; the kernel releases it when that process
-ends, however it ends, so a lock is never stale. The file itself stays and is not part of the run."""
 _HELD: dict[Path, int] = {}
-"""Lock files this process holds, by resolved run path: their descriptors stay open until :meth:`RunDirectory.unlock`
-or the process exits."""
+"""Run folders this process holds (:meth:`RunDirectory.lock`: ``fcntl.flock`` on the folder itself, so no lock file
+is written; the kernel releases it when the process ends, however it ends, so a lock is never stale), by resolved
+path: their descriptors stay open until :meth:`RunDirectory.unlock` or the process exits."""
 
 PARTIAL = (SPEC, CONFIG, METRICS)
 """What a fit writes before its first checkpoint: a folder holding only these (and leftover temporary files) is a
@@ -231,7 +229,7 @@ class RunDirectory:
         return self
 
     def is_empty(self) -> bool:
-        return not self.path.exists() or not any(entry.name != LOCK for entry in self.path.iterdir())
+        return not self.path.exists() or not any(self.path.iterdir())
 
     def is_reusable(self) -> bool:
         """Whether a new fit may write here: the folder is absent or empty, or holds only what a fit writes before
@@ -240,7 +238,7 @@ class RunDirectory:
             return True
         if not self.path.is_dir():
             return False
-        return all(entry.is_file() and (entry.name in PARTIAL or entry.name == LOCK or _is_leftover_tmp(entry.name))
+        return all(entry.is_file() and (entry.name in PARTIAL or _is_leftover_tmp(entry.name))
                    for entry in self.path.iterdir())
 
     def clear_partial(self) -> None:
@@ -248,52 +246,47 @@ class RunDirectory:
         if not self.is_reusable() or not self.path.exists():
             return
         for entry in self.path.iterdir():
-            if entry.name != LOCK:  # another process may be waiting on it: the file must stay the same one
-                entry.unlink(missing_ok=True)
+            entry.unlink(missing_ok=True)
 
     # -- ownership -----------------------------------------------------------------------------------------------
 
     def lock(self, action: str = "fit") -> RunDirectory:
-        """Make this process the run's one writer (the folder must exist); refuse in one line when another process
-        holds it. Held until :meth:`unlock` or the end of the process; taking it twice in one process is a no-op."""
+        """Make this process the run's one writer (the folder must exist; nothing is written in it); refuse in one
+        line when another process holds it. Held until :meth:`unlock` or the end of the process; taking it twice in
+        one process is a no-op."""
         key = self.path.resolve()
         if key in _HELD:
             return self
         try:
-            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
-            raise ConfigError(f"cannot {action} in {self.path} ({exc.strerror or exc}); check its permissions or pick "
+            raise ConfigError(f"cannot {action} in {self.path} ({exc.strerror or exc}); check the folder or pick "
                               "another --run-dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise ConfigError(f"run directory {self.path} is in use by another emvi process ({holder}); wait for it "
-                              f"to finish or pick another --run-dir") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, {action}".encode("ascii", "replace"))
+            raise ConfigError(f"run directory {self.path} is in use by another emvi process (a fit, evaluate, sample "
+                              "or analyze writing it); wait for it to finish or pick another --run-dir") from None
         _HELD[key] = fd
         return self
 
     def check_free(self, action: str = "fit") -> None:
         """Refuse in one line, now, when another process holds the run (checked again when :meth:`lock` is taken)."""
-        if self.path.resolve() in _HELD or not self.file(LOCK).is_file():
-            return
-        self.lock(action)
-        self.unlock()
+        if self.path.is_dir() and self.path.resolve() not in _HELD:
+            self.lock(action)
+            self.unlock()
 
     def remove_empty(self) -> None:
-        """Remove the folder if it holds nothing but the lock file (what a refused fit created)."""
+        """Remove the folder if it is empty (what a refused fit created)."""
         if self.path.is_dir() and self.is_empty():
-            self.file(LOCK).unlink(missing_ok=True)
             try:
                 self.path.rmdir()
             except OSError:
                 pass  # something appeared meanwhile: leave it
 
     def unlock(self) -> None:
-        """Release :meth:`lock` (the file stays, empty of meaning once no process holds it)."""
+        """Release :meth:`lock`."""
         fd = _HELD.pop(self.path.resolve(), None)
         if fd is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)

@@ -156,21 +156,23 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     run.resolved_config = resolved  # what config.json and every checkpoint record beside the method's options
 
     def check_and_create():
-        existed = run.path.exists()
-        run.create(exclusive=run_dir is None)  # a default-named run never shares its folder
+        existed = run.path.is_dir()
+        if not existed:  # a new folder (exclusive for a default name: two runs never share one), locked empty
+            run.create(exclusive=run_dir is None)
         try:  # one writer per run: the lock is taken before the folder's contents are judged or changed
             run.lock("fit")
             if resume:
                 _check_resume(run, resolved, method_config, model, guide, fitter)
             elif not run.is_reusable():
                 raise ConfigError(f"run directory {run.path} is not empty; pick another --run-dir or pass --resume")
-            else:
-                run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
         except BaseException:
             run.unlock()
             if not existed:  # a refused fit leaves nothing behind
                 run.remove_empty()
             raise
+        if not resume:
+            run.clear_partial()  # a fit that never wrote a checkpoint: start it afresh
+        run.create()  # every check passed: clear what a killed write left behind
         if spec is not None:
             run.write_spec(spec)
         if not resume:
