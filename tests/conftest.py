@@ -41,7 +41,7 @@ def _fresh_seed():
 
 def pytest_addoption(parser):
     parser.addoption("--fuzz-long", action="store_true", default=False,
-                     help="run tests/test_fuzz.py with a large example budget (CI runs a fixed-seed small one)")
+                     help="run tests/cli/test_fuzz.py with a large example budget (CI runs a fixed-seed small one)")
 
 
 @pytest.fixture

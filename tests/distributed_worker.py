@@ -1,4 +1,4 @@
-"""One rank of the multi-process tests (tests/test_distributed.py starts two with torchrun's environment variables).
+"""One rank of the multi-process tests (tests/inference/test_distributed.py starts two with torchrun's environment variables).
 
     python distributed_worker.py equivalence OUT.pt     fits by SVI and EM on 2 ranks; rank 0 saves the results
     python distributed_worker.py kill RUN_DIR           SVI into RUN_DIR; rank 1 SIGKILLs itself after epoch 2

@@ -1,4 +1,4 @@
-"""The bad-input fuzzer of issue 17, shared by ``tests/test_fuzz.py`` (a fixed-seed budget under pytest) and
+"""The bad-input fuzzer of issue 17, shared by ``tests/cli/test_fuzz.py`` (a fixed-seed budget under pytest) and
 ``benchmarks/fuzz.py`` (a long run printing counts as JSON).
 
 Invariant checked for every case: ``emvi`` returns 0, or returns 2 with exactly one line on stderr starting

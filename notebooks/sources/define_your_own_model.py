@@ -115,7 +115,7 @@ print("component weights:", fitted.posterior["z_logits"].values.reshape(-1).roun
 md("""## 5. A declared model is a Pyro model: the same ELBO as the hand-written pair
 
 The Poisson VAE written by hand with the declared model's decoder and guide's encoder gives the same ELBO for the same
-parameters and the same noise (tests/test_declared.py checks all five examples this way, at rel 1e-6).""")
+parameters and the same noise (tests/declaration/test_declared.py checks all five examples this way, at rel 1e-6).""")
 code("""counts = load_dataset("digits", raw_counts=True)
 model, guide = build(models.poisson_vae, counts.info())
 

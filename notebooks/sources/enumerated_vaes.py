@@ -53,7 +53,7 @@ print(model.declaration.story(model.shapes))""")
 md("""Enumeration is real: the guide q(t | x) draws only t, and when the model is replayed at that draw under
 `poutine.enum`, z is not a draw but all K values along a dimension of its own, so t's prior log-density has one row
 per cluster and the ELBO holds the exact mixture density log Σ_k π_k N(t; μ_k, Σ_k)
-(`tests/test_deep_mixture.py` checks it to 1e-6). Each image's cluster is then the exact p(z | x, t).""")
+(`tests/models/test_deep_mixture.py` checks it to 1e-6). Each image's cluster is then the exact p(z | x, t).""")
 code("""guide_trace = poutine.trace(guide).get_trace(digits.x[:5])
 replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
 model_trace = poutine.trace(replayed).get_trace(digits.x[:5])

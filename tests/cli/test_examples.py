@@ -7,13 +7,14 @@ from conftest import mnist_root
 
 from emvi.spec import load_spec, parse_spec, run_spec
 
-EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[1] / "examples").iterdir() if p.suffix in (".toml", ".yaml", ".yml"))
+EXAMPLES = sorted(p for p in (Path(__file__).resolve().parents[2] / "examples").iterdir() if p.suffix in (".toml", ".yaml", ".yml"))
 
 
 def test_there_are_examples():
     assert len(EXAMPLES) >= 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_spec_parses_round_trips_and_trains(path, tmp_path):
     spec = load_spec(path)

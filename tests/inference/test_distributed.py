@@ -18,7 +18,7 @@ import torch
 
 from emvi.inference import distributed
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 ROOT = TESTS.parent
 PYTHON = sys.executable
 
@@ -79,6 +79,7 @@ def test_single_process_initialises_nothing_distributed():
     assert distributed.world_size() == 1 and distributed.rank() == 0 and not distributed.is_distributed()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stratified", [False, True])
 def test_svi_on_two_ranks_takes_the_steps_of_one_rank_on_the_same_global_batches(two_process_results, stratified):
     assert two_process_results["world_size"] == 2
@@ -106,6 +107,7 @@ def _one_process_em():
     return _EM_CACHE
 
 
+@pytest.mark.slow
 def test_killed_rank_ends_the_others_with_one_line_and_the_run_resumes_on_one_process(tmp_path):
     run_dir = tmp_path / "run"
     started = time.monotonic()
@@ -125,6 +127,7 @@ def test_killed_rank_ends_the_others_with_one_line_and_the_run_resumes_on_one_pr
         [h["train_loss"] for h in uninterrupted["history"]], rel=1e-10)
 
 
+@pytest.mark.slow
 def test_emvi_fit_nproc_2_starts_torchrun_and_fits_as_one_process(tmp_path):
     """``emvi fit ... --nproc 2`` runs torchrun's elastic agent; rank 0 alone prints and writes the run directory."""
     import json

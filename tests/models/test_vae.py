@@ -120,6 +120,7 @@ def test_lean_elbos_equal_pyro_with_globals_masks_and_per_item_scales(pyro_elbo,
                              seed=5, num_data=30)
 
 
+@pytest.mark.slow
 def test_trace_elbo_is_unbiased_for_the_keras_loss():
     """Same noise, so the reconstruction terms cancel: the difference is log q(t) - log p(t) - KL, of mean exactly 0."""
     model, guide = _small_vae(latent_dim=2)
@@ -301,6 +302,7 @@ def test_estimator_rejects_bad_input(trained_digits_vae):
         estimate_log_likelihood(model, guide, data.x[:0], num_samples=3)
 
 
+@pytest.mark.slow
 def test_cli_fit_evaluate_sample_round_trip(tmp_path):
     from emvi.cli import main
 

@@ -13,7 +13,7 @@ from emvi.cli import main
 from emvi.errors import ConfigError
 from emvi.spec import load_spec
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "declared"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "declared"
 SPECS = sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".toml", ".yaml"))
 sys.path.insert(0, str(EXAMPLES))
 import models  # noqa: E402

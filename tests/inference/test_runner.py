@@ -19,7 +19,7 @@ from emvi import NonFiniteLossError, TrainConfig, train
 from emvi.errors import CheckpointError, ConfigError, DataError
 from emvi.rundir import load_checkpoint
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/, where resume_script.py lives
 FAST = dict(batch_size=50, learning_rate=0.02, progress=False)
 
 
@@ -97,6 +97,7 @@ def _run_script(run_dir, epochs, out, *extra):
     return [sys.executable, os.path.join(HERE, "resume_script.py"), str(run_dir), str(epochs), str(out), *extra], env
 
 
+@pytest.mark.slow
 def test_run_killed_with_sigkill_resumes_to_the_same_parameters(tmp_path):
     epochs = 6
     cmd, env = _run_script(tmp_path / "straight", epochs, tmp_path / "straight.pt")

@@ -78,6 +78,7 @@ def test_minibatch_natural_gradient_svi_approaches_the_optimum():
     assert em.score(x) - 5e-3 <= svi.score(x) <= em.score(x) + 1e-9
 
 
+@pytest.mark.slow
 def test_nuts_on_the_collapsed_model():
     x = counts(n=150, seed=1)
     est = Mixture(2, "poisson", method="mcmc", num_samples=100, warmup_steps=100, seed=0).fit(x)

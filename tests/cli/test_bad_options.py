@@ -37,6 +37,7 @@ def test_special_floats_and_bad_sizes_are_refused_by_the_config(config_class, op
     ["composed", "--latent", "discrete", "--mapping", "index", "--num-components", "2", "--method", "em",
      "--weight-concentration", "nan"],
 ])
+@pytest.mark.slow
 def test_the_cli_refuses_them_in_one_line_and_writes_nothing(tmp_path, args):
     out = subprocess.run([sys.executable, "-m", "emvi.cli", "fit", *args, "--dataset", "digits",
                           "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300)

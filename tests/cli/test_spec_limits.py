@@ -32,6 +32,7 @@ def test_a_recursive_alias_is_refused(tmp_path):
         read_spec_file(path)
 
 
+@pytest.mark.slow
 def test_the_cli_answers_the_bomb_in_one_line_with_bounded_memory(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)

@@ -22,7 +22,7 @@ from emvi.errors import ConfigError, DataError, EmviError
 from emvi.inference.elbo import make_elbo
 from emvi.registry import get_model
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples" / "declared"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples" / "declared"
 sys.path.insert(0, str(EXAMPLES_DIR))
 import models as examples  # noqa: E402
 

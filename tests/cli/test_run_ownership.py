@@ -69,6 +69,7 @@ SLOW_VAE = ["fit", "vae", "--dataset", "digits", "--latent-dim", "2", "--hidden-
             "--no-plots", "--progress", "false"]
 
 
+@pytest.mark.slow
 def test_a_second_fit_into_a_running_fits_directory_is_refused_and_the_first_stays_intact(tmp_path):
     import time
 
@@ -94,6 +95,7 @@ def test_a_second_fit_into_a_running_fits_directory_is_refused_and_the_first_sta
     assert '"latent_dim": 2' in (run / "config.json").read_text()
 
 
+@pytest.mark.slow
 def test_two_default_named_fits_started_together_get_two_intact_runs(tmp_path):
     args = ["fit", "mixture", "--dataset", "digits", "-k", "2", "--no-plots", "--out", tmp_path]
     processes = [emvi_cli(*args, wait=False) for _ in range(2)]
@@ -104,6 +106,7 @@ def test_two_default_named_fits_started_together_get_two_intact_runs(tmp_path):
     assert len(runs) == 2 and all((run / "checkpoint.pt").exists() for run in runs)
 
 
+@pytest.mark.slow
 def test_a_refused_fit_into_a_new_folder_leaves_nothing(tmp_path):
     out = emvi_cli("fit", "mixture", "--dataset", "digits", "-k", "2", "--method", "gibbs", "--run-dir",
                    tmp_path / "new")

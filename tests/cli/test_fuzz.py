@@ -3,7 +3,7 @@
 included, and writes nothing outside the run directory it was asked to create.
 
 CI runs a fixed-seed budget (``derandomize=True``, :data:`CI_EXAMPLES` per category, about a minute in all);
-``pytest tests/test_fuzz.py --fuzz-long`` runs :data:`LONG_EXAMPLES` per category. ``benchmarks/fuzz.py`` runs the
+``pytest tests/cli/test_fuzz.py --fuzz-long`` runs :data:`LONG_EXAMPLES` per category. ``benchmarks/fuzz.py`` runs the
 same cases and prints the counts as JSON.
 """
 
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 CI_EXAMPLES = 40
 LONG_EXAMPLES = 1000
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

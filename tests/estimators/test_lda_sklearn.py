@@ -94,6 +94,7 @@ def test_completion_perplexity_is_one_code_path_for_both_libraries(corpus):
                                components.double().sum(-1, keepdim=True), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_seeded_fit_predicts_held_out_halves_at_least_as_well_as_sklearn(corpus):
     """Planted 3-topic corpus, 300 training documents of 40 tokens: the completion log-likelihood of the 200 held-out
     documents' second halves, emvi (SVI, enumerated LDA) against scikit-learn (batch variational EM, converged).
@@ -135,6 +136,7 @@ def test_importance_weighted_bound_tightens_with_samples(corpus):
     assert 1 < many["perplexity"] < test.shape[1]
 
 
+@pytest.mark.slow
 def test_batch_variational_bayes_completes_held_out_halves_as_well_as_scikit_learns():
     """emvi's batch VB (closed-form updates, fresh document sweeps every iteration) against scikit-learn's batch VB,
     the same priors and 10 iterations each, from each library's own random start: over three seeds emvi's mean

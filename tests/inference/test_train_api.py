@@ -100,6 +100,7 @@ def test_guide_none_gives_an_automatic_guide():
     assert type(result.guide).__name__ == "AutoNormal" and math.isfinite(result.history[-1]["train_loss"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("before", [False, True])
 def test_import_emvi_leaves_pyro_settings_alone(before):
     code = (f"import pyro; pyro.settings.set(module_local_params={before}); import emvi; "
@@ -123,6 +124,7 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "emvi.cli", *args], capture_output=True, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_a_run_of_emvi_train_is_evaluated_and_analysed_from_the_cli(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(200, 2) * (1 + 0.5**2) ** 0.5
@@ -186,6 +188,7 @@ def test_a_module_that_needs_arguments_saves_no_data_and_is_refused(tmp_path):
     assert python_record(Needs(2), None, "normal")["model"].startswith("!the model is a ")
 
 
+@pytest.mark.slow
 def test_a_map_run_of_a_plain_mixture_is_evaluated_and_analysed_as_a_point_fit(tmp_path):
     torch.manual_seed(0)
     x = torch.poisson(torch.cat([torch.full((60,), 2.0), torch.full((40,), 12.0)]))

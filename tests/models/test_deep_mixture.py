@@ -309,6 +309,7 @@ def test_uniform_weights_keep_every_cluster_in_use_after_a_short_fit():
     assert effective_num_clusters(probs.numpy()) > 5
 
 
+@pytest.mark.slow
 def test_gmvae_and_ssvae_fit_evaluate_and_analyze_through_the_cli(tmp_path, capsys):
     from emvi.cli import main
 
@@ -686,6 +687,7 @@ def fake_fashion_mnist(root, per_class_train=12, per_class_test=4):
     return labels
 
 
+@pytest.mark.slow
 def test_fashion_mnist_needs_no_code_change_from_label_subsets_to_the_cli(tmp_path):
     from emvi.cli import main
 
@@ -743,7 +745,7 @@ def _benchmark_module():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "deep_mixture.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "deep_mixture.py"
     spec = importlib.util.spec_from_file_location("deep_mixture_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

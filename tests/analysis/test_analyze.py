@@ -25,6 +25,7 @@ def _fit(counts_file, run_dir, k):
     assert main(args) == 0
 
 
+@pytest.mark.slow
 def test_analyze_writes_netcdf_summary_plots_and_compares_k(counts_file, tmp_path, capsys):
     import arviz as az
 
@@ -92,6 +93,7 @@ def test_prodlda_export_replicates_each_document_with_its_own_length(tmp_path):
     assert np.isfinite(idata.log_likelihood["x"].values).all()
 
 
+@pytest.mark.slow
 def test_evaluation_reads_only_the_split_it_scores(tmp_path, monkeypatch):
     """``evaluation_data`` decides the split from the run's configuration first: scoring the test split never reads
     the training images (a full MNIST run would load 60,000 images for nothing), and valid/train read the training

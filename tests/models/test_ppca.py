@@ -251,6 +251,7 @@ def test_inference_data_round_trip_and_pointwise_sum(digits, tmp_path):
     assert loaded.posterior.attrs["method"] == "em" and "latent_dim" in loaded.posterior.attrs["config"]
 
 
+@pytest.mark.slow
 def test_cli_fit_evaluate_sample_analyze(digits, tmp_path):
     """`emvi fit ppca data.csv` by EM and `--method svi`: EM's exact evaluation, SVI's gap, samples, ArviZ export."""
     import json
@@ -279,6 +280,7 @@ def test_cli_fit_evaluate_sample_analyze(digits, tmp_path):
     assert (em_dir / "inference_data.nc").is_file() and (tmp_path / "comparison.csv").is_file()
 
 
+@pytest.mark.slow
 def test_svi_guides_at_the_em_optimum_respect_the_mean_field_bound():
     """Guides fit by the runner to the EM solution: every ELBO <= log p(x); a diagonal guide's gap is at least the
     mean-field minimum ½ (Σ log M_ii - log det M) per item; the full-covariance linear guide, whose family holds

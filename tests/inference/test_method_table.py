@@ -113,7 +113,7 @@ def test_summary_json_has_the_fit_result_schema_for_every_method(tmp_path, metho
 def test_method_names_are_spelled_only_in_the_table_and_the_spec_parser():
     from pathlib import Path
 
-    package = Path(__file__).resolve().parents[1] / "emvi"
+    package = Path(__file__).resolve().parents[2] / "emvi"
     for name in ('"em"', '"mcmc"'):
         files = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if name in p.read_text())
         assert set(files) <= {"inference/methods/names.py", "spec.py", "cli.py"} and len(files) <= 3, (name, files)

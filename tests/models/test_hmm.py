@@ -146,6 +146,7 @@ def test_parameter_recovery_from_a_simulated_poisson_hmm():
     assert (np.abs(transition - ref.transmat_) < 4 * np.sqrt(0.9 * 0.1 / 600) + 0.01).all(), transition
 
 
+@pytest.mark.slow
 def test_svi_through_the_runner_approaches_baum_welch():
     ref, _, _ = _reference("gaussian", seed=4)
     sequences = [ref.sample(30, random_state=s)[0] for s in range(8)]
@@ -156,6 +157,7 @@ def test_svi_through_the_runner_approaches_baum_welch():
     assert svi.score(sequences) > em.score(sequences) - 0.05 * abs(em.score(sequences))
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::emvi.inference.em.ConvergenceWarning")  # 30 iterations: stationarity is the point
 def test_stationary_initial_distribution_is_stationary():
     ref, _, _ = _reference("poisson", seed=5)
@@ -367,6 +369,7 @@ def _two_state_poisson_data():
 
 
 # arviz warns that PSIS is unreliable for some sequences with only 100 draws; the comparison asserted below holds anyway.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto distribution:UserWarning")
 def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
     import warnings
@@ -410,6 +413,7 @@ def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
 
 
 # 30 draws of one chain: PSIS may flag Pareto k > 0.7 (a diagnostic the LOO table reports, not a failure)
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto distribution:UserWarning")
 def test_cli_fit_by_nuts_then_analyze_writes_the_relabelled_draws(tmp_path):
     import json

@@ -21,7 +21,7 @@ from emvi.inference.mcmc import MCMCConfig
 from emvi.inference.methods import get_method
 from emvi.rundir import RunDirectory
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples" / "declared"))
 import models as examples  # noqa: E402
 
@@ -43,6 +43,7 @@ def fits_by(method, decl, shape=(2,)):
     return get_method(method).why_not(model, guide) is None
 
 
+@pytest.mark.slow
 def test_nuts_draws_match_the_conjugate_normal_posterior(tmp_path):
     """x_n ~ N(mu, I), mu ~ N(0, 3² I): the posterior is N(Σx / (n + 1/9), 1 / (n + 1/9)) per coordinate. The draws'
     mean is within 5 Monte Carlo standard errors (ESS from the sampler) and their variance within 5 standard errors
@@ -99,6 +100,7 @@ def test_mcmc_is_refused_with_the_reason():
         fit(no_prior, torch.randn(10, 2), num_samples=4, warmup_steps=1, num_chains=1)
 
 
+@pytest.mark.slow
 def test_cli_fits_a_declared_spec_by_nuts_and_analyses_it(tmp_path):
     spec = tmp_path / "spec.yaml"
     source = (ROOT / "examples" / "declared" / "hierarchical_mixture.yaml").read_text().split("inference:")[0]
@@ -118,6 +120,7 @@ def test_cli_fits_a_declared_spec_by_nuts_and_analyses_it(tmp_path):
     assert idata.log_likelihood["x"].shape == (2, 40, 100)
 
 
+@pytest.mark.slow
 def test_a_gamma_prior_poisson_mixture_starts_from_separated_components_and_mixes(tmp_path):
     """Globals of every family start distinct (a Gamma prior's rates once all started equal: a symmetric saddle the
     MAP never left, and chains with R-hat 100); from the best of several MAP starts both chains agree and the rates

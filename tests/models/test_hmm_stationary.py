@@ -64,6 +64,7 @@ def _scipy_optimum(x, emission, k, starts=6):
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("emission", ["poisson", "gaussian"])
 @pytest.mark.parametrize("k", [2, 3])
 def test_stationary_hmm_reaches_the_constrained_optimum(emission, k):

@@ -37,6 +37,7 @@ def test_point_fit_round_trips_through_netcdf_and_sums_to_the_exact_log_likeliho
     assert back.posterior.attrs["model"] == "mixture" and "poisson" in back.posterior.attrs["config"]
 
 
+@pytest.mark.slow
 def test_nuts_draws_are_relabelled_and_loo_runs_without_missing_groups():
     az = _arviz()
     x = counts(80, seed=1)

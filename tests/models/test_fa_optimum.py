@@ -78,6 +78,7 @@ def _model_at(sklearn, q):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,q", CASES)
 def test_fa_reaches_at_least_sklearn_optimum_and_scores_its_parameters_alike(data, name, q):
     x = data(name)
@@ -100,6 +101,7 @@ def test_fa_reaches_at_least_sklearn_optimum_and_scores_its_parameters_alike(dat
     assert (np.diff(history) >= -1e-10 * np.abs(history[1:])).all()  # the ascent never goes down
 
 
+@pytest.mark.slow
 def test_digits_q20_default_fit_beats_sklearn_default_in_comparable_iterations(data):
     """The issue's case: plain EM ended at -118.6377 after 20000 iterations; scikit-learn's defaults give -118.5869 in
     26. Measured here: emvi passes scikit-learn's default value within 26 iterations and ends higher."""
