@@ -365,11 +365,16 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
 
 
 def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
-    """Rebuild the model, guide and data (``split``) of a run directory from its ``config.json`` and checkpoint.
+    """``(entry, model, guide, dataset, resolved)``: the registry entry, the fitted model and guide, the data of
+    ``split`` and the resolved configuration of a run directory, rebuilt from its configuration and checkpoint.
 
-    Anything wrong with the folder (foreign or hand-edited configuration, a checkpoint that does not match the model
-    or holds NaN weights, data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
+    ``split``: ``train`` (the data set the fit read, held-out items included), ``test`` (a built-in data set's test
+    split), ``valid`` (the items the fit held out) or ``auto`` (see :func:`evaluation_data`). Anything wrong with the
+    folder (foreign or hand-edited configuration, a checkpoint that does not match the model or holds NaN weights,
+    data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
     """
+    if split in ("valid", "auto"):
+        return evaluation_data(run_dir, split, device=device, root_override=root_override)[:5]
     return _rebuild_run(*read_run(run_dir), device=device, root_override=root_override, split=split)
 
 

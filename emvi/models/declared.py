@@ -243,7 +243,14 @@ class DeclaredModel(nn.Module):
         return out
 
     def local_distribution(self, site: Site, values: dict, data=None) -> dist.Distribution:
-        """The distribution of a per-item site given the values of its parents."""
+        """The distribution of a per-item site given the values of its parents (``{name: tensor}``; the dtype and
+        device are read off those tensors when not given)."""
+        if "__dtype__" not in values:
+            tensors = [v for v in values.values() if isinstance(v, torch.Tensor)]
+            first = next((t for t in tensors if t.is_floating_point()), tensors[0] if tensors else None)
+            values = {"__dtype__": first.dtype if first is not None and first.is_floating_point()
+                      else torch.get_default_dtype(),
+                      "__device__": first.device if first is not None else torch.device("cpu"), **values}
         params = {}
         for p, e in site.params:
             params[p] = _expand_to(self._evaluate(site, p, e, values), param_shape(site, p, self.shapes))

@@ -1,0 +1,46 @@
+"""Defects a new user met with declared models, each with the case that showed it."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from emvi.catalog.declared import build
+from emvi.cli import main
+from emvi.data import DataInfo
+from emvi.declaration import declare, latent, observed, table
+from emvi.runs import load_run
+
+
+def test_local_distribution_takes_its_documented_arguments():
+    decl = declare("m", latent("z", "categorical", categories=2),
+                   observed("x", "normal", dim=2, loc=table("z"), scale=1.0))
+    model, _ = build(decl, DataInfo(5, (2,), arrays={"x": [2]}))
+    site = next(s for s in decl.sites if s.name == "x")
+    z = torch.tensor([0, 1, 1])
+    distribution = model.local_distribution(site, {"z": z})
+    loc = model.learned["x__loc"].detach()[z]
+    expected = torch.distributions.Normal(loc, 1.0).log_prob(torch.zeros(3, 2)).sum(-1)
+    torch.testing.assert_close(distribution.log_prob(torch.zeros(3, 2)).detach(), expected)
+
+
+@pytest.mark.slow
+def test_a_method_the_model_cannot_use_is_refused_before_the_run_directory_exists(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "emvi.cli", "fit", "vae", "--dataset", "digits", "--method", "em",
+                          "--run-dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_run_returns_the_held_out_split_it_is_asked_for(tmp_path):
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).poisson(3.0, size=(50, 2)).astype(float))
+    run = tmp_path / "run"
+    assert main(["fit", "mixture", str(data), "--family", "poisson", "-k", "2", "--valid-fraction", "0.2",
+                 "--run-dir", str(run), "--no-plots", "--progress", "false"]) == 0
+    entry, model, guide, valid, resolved = load_run(run, split="valid")
+    _, _, _, train, _ = load_run(run, split="train")
+    assert entry.name == "mixture" and resolved["model"] == "mixture"
+    assert len(valid) == 10 and len(train) == 50
