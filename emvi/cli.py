@@ -113,6 +113,8 @@ def _build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--num-samples", type=int, default=200, help="posterior draws for SVI guides (default: 200)")
     analyze.add_argument("--compare-out", help=f"folder for {COMPARISON_TABLE} and {COMPARISON_PLOT} (default: the first run's parent)")
     analyze.add_argument("--data-root", help="override the data root recorded in the runs")
+    analyze.add_argument("--limit", type=int, default=None,
+                         help="compare on the first N held-out items only (default: all of them)")
 
     commands.add_parser("models", help="list the registered models", description="List the registered models.")
     return parser
@@ -437,19 +439,24 @@ def _summary_value(run_dir, key: str):
     return summary.get(key) if isinstance(summary, dict) else None
 
 
+COMPARISON_CHUNK = 100
+"""Held-out items scored per export call in a comparison: below every export's own item cap, so all are scored."""
+
+
 def _cmd_analyze(args) -> int:
-    from .analysis.local_latents import held_out_log_likelihood
-    from .analysis.report import compare_fits, is_point_fit, loo_applies, plot_comparison, write_analysis
+    from .analysis.report import compare_fits, loo_applies, plot_comparison, write_analysis
     from .rundir import comparison_paths
     from .runs import held_out_split, load_run, run_seed
     from .validation import check_positive_int
 
     check_positive_int(args.num_samples, "--num-samples")
+    if args.limit is not None:
+        check_positive_int(args.limit, "--limit")
     if args.compare_out is not None and Path(args.compare_out).exists() and not Path(args.compare_out).is_dir():
         raise ConfigError(f"--compare-out {args.compare_out} is a file; name a folder")
     if len(set(map(str, args.run_dirs))) != len(args.run_dirs):
         raise ConfigError("the same run directory is named twice; name each run once")
-    fits, held_out, loaded = {}, {}, []
+    fits, held_out, counts, loaded = {}, {}, {}, []
     for run_dir in args.run_dirs:  # every run is loaded and checked before any is written to
         entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root)
         if entry.inference_data is None:
@@ -457,23 +464,18 @@ def _cmd_analyze(args) -> int:
         train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),
                                                 seed=run_seed(resolved))
         loaded.append((run_dir, entry, model, guide, resolved, train_part, valid_part))
-    for run_dir, entry, model, guide, resolved, train_part, valid_part in loaded:
+    for run_dir, entry, model, guide, resolved, train_part, _ in loaded:
         method = resolved.get("method", "svi")
         print(f"{run_dir}: building InferenceData ({method})", flush=True)
         idata = entry.inference_data(model, guide, train_part, method=method, num_samples=args.num_samples, run_dir=Path(run_dir))
         for kind, path in write_analysis(idata, run_dir).items():
             print(f"  {kind}: {path}")
         fits[Path(run_dir).name] = idata
-        if len(args.run_dirs) > 1 and not loo_applies(idata):
-            if valid_part is None:
-                raise ConfigError(f"{run_dir} cannot be compared by LOO (a point fit, or a posterior over per-item "
-                                  "latents) and has no held-out data; refit with --valid-fraction > 0")
-            draws = 1 if is_point_fit(idata) else args.num_samples  # importance samples of per-item latents
-            held = entry.inference_data(model, guide, valid_part, method=method, num_samples=draws,
-                                        run_dir=Path(run_dir))
-            held_out[Path(run_dir).name] = held_out_log_likelihood(held)
+        counts[Path(run_dir).name] = _summary_value(run_dir, "num_parameters")
+    if len(fits) > 1 and not all(loo_applies(idata) for idata in fits.values()):
+        held_out = _held_out_items(loaded, fits, args)
     if len(fits) > 1:
-        table = compare_fits(fits, held_out=held_out if held_out else None)
+        table = compare_fits(fits, held_out=held_out if held_out else None, num_parameters=counts)
         bic = {Path(d).name: _summary_value(d, "bic") for d in args.run_dirs}
         if any(value is not None for value in bic.values()):  # BIC of the fitted parameters, beside LOO or held-out
             table["bic"] = [bic.get(name) for name in table.index]
@@ -485,6 +487,42 @@ def _cmd_analyze(args) -> int:
         print(table.to_string())
         print(f"comparison written to {table_path}")
     return 0
+
+
+def _held_out_items(loaded, fits, args) -> dict:
+    """Per run, the ``(N,)`` held-out log-likelihood of the same N items (all, or ``--limit``); runs whose held-out
+    items differ are refused in one line (a comparison on different items ranks nothing)."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
+    from .analysis.report import is_point_fit, pointwise_log_likelihood
+
+    held_out, fingerprints = {}, {}
+    for run_dir, entry, model, guide, resolved, _, valid_part in loaded:
+        name = Path(run_dir).name
+        if valid_part is None:
+            raise ConfigError(f"{run_dir} has no held-out data to compare on (a point fit, or a posterior over "
+                              "per-item latents, has no LOO); refit with --valid-fraction > 0")
+        count = len(valid_part) if args.limit is None else min(args.limit, len(valid_part))
+        digest = hashlib.sha256()
+        for tensor in valid_part.tensors:
+            digest.update(tensor[:count].detach().cpu().contiguous().numpy().tobytes())
+        fingerprints[name] = (count, digest.hexdigest())
+        draws = 1 if is_point_fit(fits[name]) else args.num_samples  # importance samples of per-item latents
+        values = []
+        for start in range(0, count, COMPARISON_CHUNK):
+            part = valid_part.subset(torch.arange(start, min(start + COMPARISON_CHUNK, count)))
+            held = entry.inference_data(model, guide, part, method=resolved.get("method", "svi"), num_samples=draws,
+                                        run_dir=Path(run_dir))
+            values.append(pointwise_log_likelihood(held))
+        held_out[name] = np.concatenate(values)
+    if len(set(fingerprints.values())) > 1:
+        sizes = ", ".join(f"{name}: {count} items" for name, (count, _) in fingerprints.items())
+        raise ConfigError(f"the runs hold out different items ({sizes}); compare runs fitted on the same data with the "
+                          "same --valid-fraction and --seed")
+    return held_out
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -136,4 +136,5 @@ def held_out_log_likelihood(idata) -> float:
     a local-latent export, else the pointwise log-likelihood of a point fit's single draw."""
     if "sample_stats" in idata.groups() and "log_importance_weight" in idata.sample_stats:
         return float(item_bounds(idata)[1].sum())
-    return float(idata.log_likelihood.to_array().sum())
+    # variable by variable: to_array() would broadcast observed variables with differently named item dimensions
+    return float(sum(idata.log_likelihood[name].values.sum() for name in idata.log_likelihood.data_vars))

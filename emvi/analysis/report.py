@@ -105,12 +105,15 @@ def _save(fig, path: Path, plt) -> Path:
     return path
 
 
-def compare_fits(fits: dict[str, object], *, held_out: dict[str, float] | None = None):
+def compare_fits(fits: dict[str, object], *, held_out: dict[str, np.ndarray] | None = None,
+                 num_parameters: dict[str, int | None] | None = None):
     """Comparison table for several fits of one data set.
 
     With posterior draws for every fit, ArviZ's LOO comparison (``az.compare``, elpd_loo, weights). If any fit is a
-    point fit, LOO is meaningless for it; the table then ranks by ``held_out`` log-likelihood (total nats), which must
-    be given, and names the criterion in its ``criterion`` column.
+    point fit, LOO is meaningless for it; the table then ranks by the held-out log-likelihood, which must be given
+    per item for every fit (``held_out[name]``: ``(N,)`` nats, the same N items for all, see
+    :func:`pointwise_log_likelihood`), with the total, the mean per item, the difference to the best and its
+    standard error as ``az.compare`` computes it, sqrt(N · var_n(best_n - fit_n)).
     """
     import pandas as pd
 
@@ -122,15 +125,46 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, float] | None =
     if held_out is None or set(held_out) != set(fits):
         raise ConfigError("some fits are point estimates (EM/MAP) or posteriors over per-item latents, where LOO is "
                           "meaningless; pass held-out log-likelihoods for every fit")
+    sizes = {name: len(values) for name, values in held_out.items()}
+    if len(set(sizes.values())) != 1:
+        raise ConfigError(f"the fits were scored on different numbers of held-out items ({sizes}); compare runs of "
+                          "the same data, --valid-fraction and seed")
+    totals = {name: float(np.sum(values)) for name, values in held_out.items()}
+    best = max(totals, key=totals.get)
     rows = []
-    for name, value in held_out.items():
-        idata = fits[name]
-        num_params = int(idata.attrs.get("num_parameters", 0)) if hasattr(idata, "attrs") else 0
-        rows.append({"model": name, "held_out_log_likelihood": value, "num_parameters": num_params})
+    for name, values in held_out.items():
+        difference = np.asarray(held_out[best]) - np.asarray(values)
+        count = (num_parameters or {}).get(name)
+        if count is None and hasattr(fits[name], "attrs"):
+            count = fits[name].attrs.get("num_parameters")
+        rows.append({"model": name, "held_out_log_likelihood": totals[name],
+                     "per_item": totals[name] / len(values), "num_items": len(values),
+                     "difference": totals[best] - totals[name],
+                     "difference_se": float(math.sqrt(len(values) * np.var(difference))),
+                     "num_parameters": None if count is None else int(count)})
     table = pd.DataFrame(rows).set_index("model").sort_values("held_out_log_likelihood", ascending=False)
     table["rank"] = range(len(table))
     table["criterion"] = "held-out log-likelihood (LOO is not defined for point fits or per-item latents)"
     return table
+
+
+def pointwise_log_likelihood(idata) -> np.ndarray:
+    """``(N,)`` held-out log-likelihood per item of an export: the importance-sampled log p(x_n) of a local-latent
+    export, else the point fit's pointwise log-likelihood (each observed variable summed over its dimensions after
+    the item's; several observed variables added)."""
+    from .local_latents import item_bounds
+
+    if "sample_stats" in idata.groups() and "log_importance_weight" in idata.sample_stats:
+        return item_bounds(idata)[1].numpy().astype(np.float64)
+    total = None
+    for name in idata.log_likelihood.data_vars:
+        values = np.asarray(idata.log_likelihood[name].values, dtype=np.float64)  # (chain, draw, N, ...)
+        values = values.mean(axis=(0, 1)).reshape(values.shape[2], -1).sum(1)
+        if total is not None and total.shape != values.shape:
+            raise ConfigError(f"the observed variables of the export disagree on the number of items "
+                              f"({total.shape[0]} and {values.shape[0]}); compare them one by one")
+        total = values if total is None else total + values
+    return total
 
 
 def plot_comparison(table, path: str | Path) -> Path:

@@ -48,7 +48,8 @@ def likelihood_metrics(model, data: tuple, valid_data=None) -> dict:
             count = model.num_parameters()
             hook = getattr(model, "num_observations", None)
             observations = int(hook(*data)) if callable(hook) else int(values.shape[0])
-            out |= {"bic": -2 * total + count * math.log(observations), "aic": -2 * total + 2 * count}
+            out |= {"num_parameters": int(count), "bic": -2 * total + count * math.log(observations),
+                    "aic": -2 * total + 2 * count}
         if valid_data is not None:
             held_out = model.log_likelihood(*model_inputs(model, valid_data))
             out |= {"valid_log_likelihood": float(held_out.sum()),
