@@ -44,3 +44,16 @@ def test_load_run_returns_the_held_out_split_it_is_asked_for(tmp_path):
     _, _, _, train, _ = load_run(run, split="train")
     assert entry.name == "mixture" and resolved["model"] == "mixture"
     assert len(valid) == 10 and len(train) == 50
+
+
+def test_the_held_out_elbo_averages_draws_and_stays_below_the_exact_log_likelihood():
+    from emvi.catalog.declared import EVALUATION_PARTICLES, evaluate_declared
+
+    decl = declare("conjugate", latent("t", "normal", dim=1, loc=0.0, scale=1.0),
+                   observed("x", "normal", dim=1, loc="t", scale=1.0))
+    x = torch.randn(400, 1, generator=torch.Generator().manual_seed(0)) * 2**0.5
+    model, guide = build(decl, DataInfo(400, (1,), arrays={"x": [1]}))
+    exact = float(torch.distributions.Normal(0.0, 2**0.5).log_prob(x).mean())
+    metrics = evaluate_declared(model, guide, (x,), num_samples=200)
+    assert EVALUATION_PARTICLES >= 10
+    assert metrics["elbo_nats_per_item"] < metrics["is_loglik_nats"] <= exact + 0.05
