@@ -212,3 +212,35 @@ def method_settings(resolved: dict) -> dict:
     if settings is None:
         settings = resolved.get(LEGACY_METHOD_CONFIG)
     return settings if isinstance(settings, dict) else {}
+
+
+MAX_SPEC_NODES = 100_000
+"""Values a spec may hold once YAML's aliases are expanded (a real spec holds a few hundred)."""
+
+
+def check_expanded_size(raw, where: str, limit: int = MAX_SPEC_NODES) -> None:
+    """Refuse a parsed spec whose aliases expand to more than ``limit`` values, or refer to themselves: a few hundred
+    bytes of nested YAML aliases (``&a [x, x], &b [*a, *a], ...``) otherwise expand to billions of values in any
+    walk of the tree. Sizes are counted with shared nodes memoised, so the check itself never expands them."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise ConfigError(f"{where} holds a value that contains itself (a recursive YAML alias); write the values "
+                              "out")
+        in_progress.add(key)
+        total = 1 + sum(size(child) for child in (node.values() if isinstance(node, dict) else node))
+        in_progress.discard(key)
+        sizes[key] = total
+        if total > limit:
+            raise ConfigError(f"{where} expands to more than {limit:,} values (nested YAML aliases?); a spec holds "
+                              "a few hundred: write the values out")
+        return total
+
+    size(raw)

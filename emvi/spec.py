@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import config_from_dict, config_to_dict
+from .config import check_expanded_size, config_from_dict, config_to_dict
 from .errors import ConfigError, short_repr
 
 
@@ -129,38 +129,6 @@ def read_spec_file(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"spec {path.name} must be a table of tables ({', '.join(TABLES)}), got {type(raw).__name__}")
     return raw
-
-
-MAX_SPEC_NODES = 100_000
-"""Values a spec may hold once YAML's aliases are expanded (a real spec holds a few hundred)."""
-
-
-def check_expanded_size(raw, where: str, limit: int = MAX_SPEC_NODES) -> None:
-    """Refuse a parsed spec whose aliases expand to more than ``limit`` values, or refer to themselves: a few hundred
-    bytes of nested YAML aliases (``&a [x, x], &b [*a, *a], ...``) otherwise expand to billions of values in any
-    walk of the tree. Sizes are counted with shared nodes memoised, so the check itself never expands them."""
-    sizes: dict[int, int] = {}
-    in_progress: set[int] = set()
-
-    def size(node) -> int:
-        if not isinstance(node, (dict, list)):
-            return 1
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in in_progress:
-            raise ConfigError(f"{where} holds a value that contains itself (a recursive YAML alias); write the values "
-                              "out")
-        in_progress.add(key)
-        total = 1 + sum(size(child) for child in (node.values() if isinstance(node, dict) else node))
-        in_progress.discard(key)
-        sizes[key] = total
-        if total > limit:
-            raise ConfigError(f"{where} expands to more than {limit:,} values (nested YAML aliases?); a spec holds "
-                              "a few hundred: write the values out")
-        return total
-
-    size(raw)
 
 
 def _yaml_loader(yaml):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from ..analysis.declared import declared_inference_data
+from ..config import check_expanded_size
 from ..data import DataInfo
 from ..declaration import FAMILIES, Declaration
 from ..declaration.capabilities import elbo_name, em_ready
-from ..errors import ConfigError
+from ..errors import ConfigError, short_repr
 from ..guides.declared import DeclaredGuide
 from ..inference.elbo import make_elbo
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
@@ -40,10 +41,48 @@ class DeclaredConfig:
     """Hidden sizes of the derived guide's encoders."""
 
     def __post_init__(self):
+        if isinstance(self.sites, str):  # the CLI's --sites: JSON, inline TOML or YAML, or a file holding them
+            object.__setattr__(self, "sites", parse_sites(self.sites))
         if self.sites is not None and not isinstance(self.sites, dict):
-            raise ConfigError(f"model.sites must be a table of sites, got {self.sites!r}")
+            raise ConfigError(f"model.sites must be a table of sites, got {short_repr(self.sites)}")
         if self.sites is not None:  # validated where it enters: a spec's errors name the field (and the file)
             Declaration.from_dict(self.title or "declared", {"sites": self.sites}, where="model")
+
+
+def parse_sites(text: str) -> dict:
+    """``--sites``: the sites as JSON (``'{"z": {"role": "latent", ...}}'``), inline TOML (``'z = {role =
+    "latent", ...}'``) or YAML, or the path of a ``.json``/``.toml``/``.yaml`` file holding them; a ``sites``
+    (or ``model.sites``) table around them is unwrapped."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(text) if len(text) < 4096 and "\n" not in text else None
+    if path is not None and path.suffix.lower() in (".json", ".toml", ".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"--sites file {text!r} does not exist; check the path or give the sites inline")
+        text, suffix = path.read_text(encoding="utf-8"), path.suffix.lower()
+    else:
+        suffix = None
+    parsers = {".json": (json.loads,), ".toml": (tomllib.loads,), ".yaml": (yaml.safe_load,),
+               ".yml": (yaml.safe_load,)}.get(suffix, (json.loads, tomllib.loads, yaml.safe_load))
+    value = None
+    for parse in parsers:
+        try:
+            value = parse(text)
+        except Exception:  # noqa: BLE001 - the next format is tried; the refusal below names them all
+            continue
+        if isinstance(value, dict):
+            break
+    if not isinstance(value, dict):
+        raise ConfigError(f"--sites {short_repr(text)} is not a table of sites in JSON, TOML or YAML; e.g. "
+                          "'{\"z\": {\"role\": \"latent\", \"family\": \"categorical\", \"categories\": 3}, ...}' or a .toml file")
+    check_expanded_size(value, "--sites")
+    while set(value) in ({"sites"}, {"model"}) and isinstance(next(iter(value.values())), dict):
+        value = next(iter(value.values()))
+    return value
 
 
 def declaration_of(config: DeclaredConfig, default: Declaration | None, name: str) -> Declaration:

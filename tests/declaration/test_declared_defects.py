@@ -57,3 +57,30 @@ def test_the_held_out_elbo_averages_draws_and_stays_below_the_exact_log_likeliho
     metrics = evaluate_declared(model, guide, (x,), num_samples=200)
     assert EVALUATION_PARTICLES >= 10
     assert metrics["elbo_nats_per_item"] < metrics["is_loglik_nats"] <= exact + 0.05
+
+
+SITES_JSON = ('{"z": {"role": "latent", "family": "categorical", "categories": 2}, "x": {"role": "observed", '
+              '"family": "normal", "loc": {"table": "z"}, "scale": {"table": "z"}}}')
+SITES_TOML = ('z = {role = "latent", family = "categorical", categories = 2}\n'
+              'x = {role = "observed", family = "normal", loc = {table = "z"}, scale = {table = "z"}}')
+SITES_YAML = "{z: {role: latent, family: categorical, categories: 2}, x: {role: observed, family: normal, " \
+             "loc: {table: z}, scale: {table: z}}}"
+
+
+@pytest.mark.parametrize("form", ["json", "toml", "yaml", "file"])
+def test_sites_are_accepted_from_the_cli_as_json_toml_yaml_or_a_file(tmp_path, form):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", np.concatenate([rng.normal(-3, 1, (60, 1)), rng.normal(3, 1, (60, 1))]))
+    sites = {"json": SITES_JSON, "toml": SITES_TOML, "yaml": SITES_YAML, "file": str(tmp_path / "sites.toml")}[form]
+    (tmp_path / "sites.toml").write_text("[sites]\n" + SITES_TOML)
+    run = tmp_path / "run"
+    assert main(["fit", "declared", str(tmp_path / "x.npy"), "--sites", sites, "--method", "em", "--run-dir",
+                 str(run), "--no-plots", "--progress", "false"]) == 0
+    entry, model, guide, data, resolved = load_run(run)
+    assert set(resolved["model_config"]["sites"]) == {"z", "x"}
+
+
+def test_sites_in_no_known_format_are_refused_in_one_line(capsys):
+    assert main(["fit", "declared", "--dataset", "digits", "--sites", "nonsense ["]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "JSON, TOML or YAML" in err and "\n" not in err
