@@ -63,7 +63,7 @@ ALLOWED = {
     "analysis": NUMERICS | {"emvi.analysis", "emvi.inference", "emvi.data", "emvi.rundir"},
     "estimators": NUMERICS | {"emvi.estimators", "emvi.inference", "emvi.rundir"},
     "catalog": NUMERICS | {"emvi.catalog", "emvi.inference", "emvi.analysis", "emvi.estimators", "emvi.registry",
-                           "emvi.rundir", "emvi.data"},
+                           "emvi.rundir", "emvi.data", "emvi.config"},
     "training": {"emvi.errors", "emvi.config", "emvi.data", "emvi.inference", "emvi.rundir", "emvi.registry",
                  "emvi.analysis"},
     "runs": NUMERICS | {"emvi.rundir", "emvi.registry", "emvi.config", "emvi.data", "emvi.inference", "emvi.analysis",
