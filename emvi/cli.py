@@ -92,6 +92,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="auto", choices=["auto", "train", "valid", "test"],
                           help="items to evaluate: test (a built-in data set's test split), valid (the items the fit "
                                "held out), train; auto picks test, else valid, else train (default: auto)")
+    evaluate.add_argument("--trust-run-code", action="store_true",
+                        help="let a run that names your own module import it from the working directory")
     evaluate.add_argument("--num-samples", type=int, default=1000, help="importance samples K per data item (default: 1000)")
     evaluate.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     evaluate.add_argument("--data-root", help="override the data root recorded in the run")
@@ -99,6 +101,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw new data from a fitted model", description="Sample from a fitted run.")
     sample.add_argument("run_dir")
+    sample.add_argument("--trust-run-code", action="store_true",
+                        help="let a run that names your own module import it from the working directory")
     sample.add_argument("--num-samples", type=int, default=64)
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--output", help=f"where to write the samples (.npy; default RUN_DIR/{SAMPLES}, and a PNG beside it)")
@@ -110,6 +114,8 @@ def _build_parser() -> argparse.ArgumentParser:
         description=f"Write {INFERENCE_DATA}, {POSTERIOR_SUMMARY} and PNG plots into each run directory; with "
                     "several runs of the same data, also a comparison table (LOO, or held-out log-likelihood for point fits).")
     analyze.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    analyze.add_argument("--trust-run-code", action="store_true",
+                        help="let a run that names your own module import it from the working directory")
     analyze.add_argument("--num-samples", type=int, default=200, help="posterior draws for SVI guides (default: 200)")
     analyze.add_argument("--compare-out", help=f"folder for {COMPARISON_TABLE} and {COMPARISON_PLOT} (default: the first run's parent)")
     analyze.add_argument("--data-root", help="override the data root recorded in the runs")
@@ -369,7 +375,8 @@ def _cmd_evaluate(args) -> int:
         check_positive_int(args.limit, "--limit")
     resolve_device(args.device)
     entry, model, guide, dataset, resolved, split = evaluation_data(args.run_dir, args.split, device=args.device,
-                                                                     root_override=args.data_root)
+                                                                    trust_code=args.trust_run_code,
+                                                                    root_override=args.data_root)
     print(f"evaluating: {split} split ({len(dataset)} items)")
     if args.limit is not None:
         dataset = dataset.subset(range(min(args.limit, len(dataset))))
@@ -403,7 +410,7 @@ def _cmd_sample(args) -> int:
         raise ConfigError(f"--output {output}: folder {output.parent} does not exist; create it first")
     if args.output and not os.access(output.parent, os.W_OK | os.X_OK):
         raise ConfigError(f"--output {output}: cannot write in {output.parent} (permission denied)")
-    entry, model, guide, dataset, _ = load_run(args.run_dir)
+    entry, model, guide, dataset, _ = load_run(args.run_dir, trust_code=args.trust_run_code)
     if entry.sample is None:
         raise ConfigError(f"model {entry.name!r} does not support sampling")
     if args.output and not args.overwrite:  # a path outside the run may be anyone's file: never replace it unasked
@@ -458,7 +465,8 @@ def _cmd_analyze(args) -> int:
         raise ConfigError("the same run directory is named twice; name each run once")
     fits, held_out, counts, loaded = {}, {}, {}, []
     for run_dir in args.run_dirs:  # every run is loaded and checked before any is written to
-        entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root)
+        entry, model, guide, dataset, resolved = load_run(run_dir, root_override=args.data_root,
+                                                          trust_code=args.trust_run_code)
         if entry.inference_data is None:
             raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models analyze supports")
         train_part, valid_part = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"),

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 
 
 @dataclass(frozen=True)
@@ -129,19 +129,45 @@ def available_models() -> dict[str, ModelEntry]:
     return dict(sorted(_MODELS.items()))
 
 
-def import_user_module(module: str, base_dir=None, *, where: str = "--import") -> None:
-    """Import the user's module (which registers models); the spec's folder and the working directory are searched
-    first. An import failure is one line naming ``where``."""
+def import_user_module(module: str, base_dir=None, *, where: str = "--import", local: bool = True) -> None:
+    """Import the user's module (which registers models), named by the user: from the installed environment, else
+    (``local``) from the spec's folder or the working directory, which are searched *after* the installed packages
+    (a file there never shadows one) and taken off ``sys.path`` again once the import is done. ``local=False`` (a run
+    directory naming the module, read without the user's consent) refuses a module that is not installed. Any
+    failure, including the module's own exceptions or ``sys.exit``, is one line naming ``where``."""
     import importlib
+    import importlib.machinery
+    import re
     import sys
     from pathlib import Path
 
-    if not isinstance(module, str) or not module:
-        raise ConfigError(f"{where} must be a module name like 'my_models', got {module!r}")
-    for folder in (str(Path(base_dir).resolve()) if base_dir is not None else None, str(Path.cwd())):
-        if folder and folder not in sys.path:
-            sys.path.insert(0, folder)
+    if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+        raise ConfigError(f"{where} must be a module name like 'my_models' (no path, no leading dot), got "
+                          f"{short_repr(module)}")
+    if module in sys.modules:
+        return
+    folders = [str(Path(base_dir).resolve()) if base_dir is not None else None, str(Path.cwd())]
+    # Installed: found on sys.path without the working directory (``python -c``/``-m`` put it first) or the spec's.
+    search = [p for p in sys.path if p not in ("", ".", *filter(None, folders))]
+    top = module.split(".")[0]
+    installed = top in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(top, search) is not None
+    if not installed and not local:
+        raise ConfigError(f"{where} names module {module!r}, which is not installed here; importing it runs code "
+                          f"from {folders[-1]}: pass --trust-run-code if you trust that folder, or install the module")
+    added = [] if installed else [f for f in dict.fromkeys(folders) if f and f not in sys.path]
+    sys.path.extend(added)
     try:
         importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(f"{where}: cannot import {module!r} ({exc}); put it on PYTHONPATH or beside the spec") from None
+    except SystemExit as exc:
+        raise ConfigError(f"{where}: importing {module!r} called sys.exit({exc.code!r}); a model module must not exit"
+                          ) from None
+    except Exception as exc:  # noqa: BLE001 - the user's code: its error, in one line
+        first = " ".join(str(exc).split())[:200]
+        raise ConfigError(f"{where}: importing {module!r} raised {type(exc).__name__}: {first}; fix the module"
+                          ) from None
+    finally:
+        for folder in added:
+            if folder in sys.path:
+                sys.path.remove(folder)

@@ -364,18 +364,22 @@ def _write_plots(entry, model, guide, dataset, history, run_dir: Path) -> list[P
     return paths
 
 
-def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train"):
+def load_run(run_dir: str | Path, *, device: str = "cpu", root_override: str | None = None, split: str = "train",
+             trust_code: bool = False):
     """``(entry, model, guide, dataset, resolved)``: the registry entry, the fitted model and guide, the data of
     ``split`` and the resolved configuration of a run directory, rebuilt from its configuration and checkpoint.
 
     ``split``: ``train`` (the data set the fit read, held-out items included), ``test`` (a built-in data set's test
     split), ``valid`` (the items the fit held out) or ``auto`` (see :func:`evaluation_data`). Anything wrong with the
     folder (foreign or hand-edited configuration, a checkpoint that does not match the model or holds NaN weights,
-    data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written.
+    data that changed shape) raises an :class:`~emvi.errors.EmviError`; nothing is written. A run that names the
+    user's own module (a spec's ``model.module``, :func:`emvi.train`'s model) imports it only when it is installed
+    or already imported, unless ``trust_code`` (the CLI's ``--trust-run-code``) allows the working directory.
     """
     if split in ("valid", "auto"):
-        return evaluation_data(run_dir, split, device=device, root_override=root_override)[:5]
-    return _rebuild_run(*read_run(run_dir), device=device, root_override=root_override, split=split)
+        return evaluation_data(run_dir, split, device=device, root_override=root_override, trust_code=trust_code)[:5]
+    return _rebuild_run(*read_run(run_dir), device=device, root_override=root_override, split=split,
+                        trust_code=trust_code)
 
 
 def read_run(run_dir: str | Path):
@@ -401,7 +405,8 @@ def read_run(run_dir: str | Path):
     return run, resolved
 
 
-def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None, split: str):
+def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None, split: str,
+                 trust_code: bool = False):
     """:func:`load_run` after :func:`read_run`: the model, guide and data of a checked configuration."""
     import torch
 
@@ -412,12 +417,12 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     from .training import is_python_run, load_python_run
 
     if is_python_run(resolved):
-        return load_python_run(run, resolved, split=split, device=device)
+        return load_python_run(run, resolved, split=split, device=device, trust_code=trust_code)
     module = ((resolved.get("spec") or {}).get("model") or {}).get("module")
     if module:  # the user's module that registered the model
         from .registry import import_user_module
 
-        import_user_module(module, where=f"{run.path}'s model.module")
+        import_user_module(module, where=f"{run.path}'s model.module", local=trust_code)
     entry = get_model(resolved["model"])
     model_config = run_model_config(entry, resolved)
     dataset = model_view(entry, model_config, load_data(resolved["data"], split=split, root_override=root_override),
@@ -453,7 +458,8 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     return entry, model, guide, dataset, resolved
 
 
-def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_override: str | None = None):
+def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_override: str | None = None,
+                    trust_code: bool = False):
     """``(entry, model, guide, dataset, resolved, split)``: a fitted run and the items to evaluate it on.
 
     ``split``: ``test`` (a built-in data set's test split; a file has none), ``valid`` (the items the fit held out,
@@ -476,7 +482,8 @@ def evaluation_data(run_dir, split: str = "auto", *, device: str = "cpu", root_o
     elif split == "test" and not has_test_split(name):
         raise ConfigError(f"{name} has no test split (a file is all training data); use --split valid (the "
                           "items the fit held out) or --split train")
-    entry, model, guide, dataset, resolved = _rebuild_run(run, resolved, device=device, root_override=root_override,
+    entry, model, guide, dataset, resolved = _rebuild_run(run, resolved, device=device, trust_code=trust_code,
+                                                          root_override=root_override,
                                                           split="test" if split == "test" else "train")
     if split == "valid":
         dataset = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))[1]
@@ -507,10 +514,10 @@ def default_evaluate(entry, model, guide, dataset, resolved) -> dict:
     return {"elbo_nats_per_item": -loss}
 
 
-def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None):
+def from_run(run_dir: str | Path, *, num_samples: int = 200, data_root=None, trust_code: bool = False):
     """``arviz.InferenceData`` of a fitted run directory on its training part (the held-out split, if any, is left
     out as at fit time), through the model's registry export: what ``emvi analyze RUN_DIR`` writes."""
-    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root)
+    entry, model, guide, dataset, resolved = load_run(run_dir, root_override=data_root, trust_code=trust_code)
     if entry.inference_data is None:
         raise ConfigError(f"model {entry.name!r} has no ArviZ export; see `emvi models` for the models that have one")
     train_part, _ = held_out_split(entry, dataset, resolved["data"].get("valid_fraction"), seed=run_seed(resolved))

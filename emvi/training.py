@@ -31,6 +31,7 @@ from .inference.auto import accepts_num_data, prepare_model
 from .inference.runner import train as _train
 from .inference.svi_loop import as_tensors
 from .inference.train_config import TrainConfig, TrainResult
+from .registry import import_user_module
 from .rundir import DATA
 
 """The training (and held-out) tensors of a run written by :func:`train`, for ``emvi evaluate|analyze``."""
@@ -145,12 +146,13 @@ def _save_data(run, data, valid_data) -> None:
     save_checkpoint({"train": list(train_tensors), "valid": valid}, run.file(DATA))
 
 
-def _resolve(path: str | None, where: str):
+def _resolve(path: str | None, where: str, trust_code: bool = False):
     if not path or path.startswith("!"):
         why = path[1:] if path else f"{where} was not recorded"
         raise ConfigError(f"cannot rebuild {where}: {why}; train functions (or modules built without arguments) "
                           "defined in an importable module, or a registered model with 'emvi fit'")
     module, _, qualname = path.partition(":")
+    import_user_module(module, where=where, local=trust_code)  # not installed: only with the user's consent
     try:
         obj = importlib.import_module(module)
         for part in qualname.removesuffix("()").split("."):
@@ -182,7 +184,7 @@ def python_split(resolved: dict, split: str, where) -> str:
     return split
 
 
-def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
+def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu", trust_code: bool = False):
     """``(entry, model, guide, dataset, resolved)`` of a run :func:`train` wrote: the recorded functions (an
     automatic guide rebuilt on the data), the parameters of its checkpoint (Pyro's param store holds those of
     ``pyro.param``: it is cleared and refilled), the ``split`` (``train`` or ``valid``) of the saved data as an
@@ -195,9 +197,9 @@ def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu"):
     from .rundir import load_checkpoint
 
     record = resolved["python"]
-    model = _resolve(record.get("model"), f"{run.path}'s model")
+    model = _resolve(record.get("model"), f"{run.path}'s model", trust_code)
     auto = record.get("guide") is None and record.get("auto_guide")
-    guide = None if auto else _resolve(record.get("guide"), f"{run.path}'s guide")
+    guide = None if auto else _resolve(record.get("guide"), f"{run.path}'s guide", trust_code)
     if not resolved["data"].get("saved"):
         raise ConfigError(f"the run in {run.path} saved no data (its model or guide cannot be rebuilt)")
     saved = load_checkpoint(run.file(resolved["data"]["saved"]))

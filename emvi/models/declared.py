@@ -53,14 +53,27 @@ SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex
 
 
 def import_object(path: str):
-    """``"pkg.mod:attr"`` -> the object."""
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        raise ConfigError(f"module {path!r} must look like 'package.module:attribute'")
+    """``"pkg.mod:Class"`` -> an ``nn.Module`` class (or instance) of the user's module. A spec names code to run, so
+    only network classes are accepted, never a function, and nothing from Python's standard library."""
+    import sys
+
+    module_name, _, attr = path.partition(":") if isinstance(path, str) else ("", "", "")
+    if not attr or not module_name:
+        raise ConfigError(f"module {path!r} must look like 'package.module:NetworkClass'")
+    if module_name.split(".")[0] in sys.stdlib_module_names:
+        raise ConfigError(f"module {path!r} is in Python's standard library; a module expression names an nn.Module "
+                          "class of your own (or torch's)")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        value = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot import {path!r} ({exc}); check the name and that its folder is importable") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while importing
+        raise ConfigError(f"importing {path!r} raised {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                          ) from None
+    if not (isinstance(value, nn.Module) or isinstance(value, type) and issubclass(value, nn.Module)):
+        raise ConfigError(f"module {path!r} is a {type(value).__name__}, not an nn.Module class; a spec's module "
+                          "expression names a network class (built as Class(in_features, out_features))")
+    return value
 
 
 def build_network(e: Expr, in_features: int, out_features: int, image_shape) -> nn.Module:
