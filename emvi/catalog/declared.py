@@ -19,7 +19,7 @@ from ..config import check_expanded_size
 from ..data import DataInfo
 from ..declaration import FAMILIES, Declaration
 from ..declaration.capabilities import elbo_name, em_ready
-from ..errors import ConfigError, short_repr
+from ..errors import ConfigError, DataError, short_repr
 from ..guides.declared import DeclaredGuide
 from ..inference.elbo import make_elbo
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
@@ -143,6 +143,43 @@ def _cast(t: torch.Tensor, dtype):
 # -- entries ----------------------------------------------------------------------------------------------------------
 
 
+SUPPORT_CHECKS = {  # support -> (what it needs, whether values (masked to the observed items) lie in it)
+    "count": ("non-negative whole numbers", lambda v: (v >= 0) & (v == v.round())),
+    "counts": ("non-negative whole numbers", lambda v: (v >= 0) & (v == v.round())),
+    "binary": ("values in [0, 1] (0/1, or grey levels read as means)", lambda v: (v >= 0) & (v <= 1)),
+    "positive": ("positive values", lambda v: v > 0),
+    "unit": ("values strictly between 0 and 1", lambda v: (v > 0) & (v < 1)),
+}
+
+
+def check_declared_data(declaration: Declaration, data) -> None:
+    """Every observed site's data in its family's support (the built-in families' check, for any declaration): a
+    Poisson site refuses negative or fractional counts, a categorical one codes outside 0..K-1; items a site's mask
+    hides are not checked."""
+    arrays = dict(zip(declaration.data_names, data.tensors, strict=False))
+    for site in declaration.sites:
+        if site.role != "observed" or site.name not in arrays:
+            continue
+        values = arrays[site.name]
+        if site.mask is not None and site.mask in arrays:
+            keep = arrays[site.mask].bool()
+            values = values[keep.reshape(keep.shape[0], *([1] * (values.dim() - 1))).expand_as(values)]
+        values = values.to(torch.float64)
+        support = FAMILIES[site.family].support
+        if support == "finite" and site.categories is not None:
+            what, ok = f"whole numbers in 0..{site.categories - 1}", (values >= 0) & (values < site.categories) & \
+                (values == values.round())
+        elif support in SUPPORT_CHECKS:
+            what, test = SUPPORT_CHECKS[support]
+            ok = test(values)
+        else:
+            continue
+        if not bool(ok.all()):
+            bad = float(values[~ok].flatten()[0])
+            raise DataError(f"observed site {site.name!r} ({site.family}) needs {what}, found {bad:g}; fix the data "
+                            "or declare a family whose support holds it")
+
+
 def declared_entry(declaration: Declaration | None, name: str | None = None, *, parts=None) -> ModelEntry:
     """The registry entry of ``declaration`` (None: the spec-declared ``declared`` entry)."""
     name = name or declaration.name
@@ -157,7 +194,8 @@ def declared_entry(declaration: Declaration | None, name: str | None = None, *, 
         "declared model: sites and parents in; guide, enumeration, EM, CLI and analysis out")
     return ModelEntry(name, DeclaredConfig, build, description=description, evaluate=evaluate_declared, sample=sample_declared,
                       inference_data=declared_inference_data, elbo=lambda config: elbo_name(current(config)),
-                      max_plate_nesting=1, inputs=lambda config: current(config).data_names)
+                      max_plate_nesting=1, inputs=lambda config: current(config).data_names,
+                      check_data=lambda config, data, method=None: check_declared_data(current(config), data))
 
 
 def register_declaration(declaration: Declaration, *, parts=None) -> ModelEntry:

@@ -84,3 +84,23 @@ def test_sites_in_no_known_format_are_refused_in_one_line(capsys):
     assert main(["fit", "declared", "--dataset", "digits", "--sites", "nonsense ["]) == 2
     err = capsys.readouterr().err.strip()
     assert "JSON, TOML or YAML" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("family, values, needs", [
+    ("poisson", [1.0, 2.0, -3.0, 4.0], "non-negative whole numbers"),
+    ("poisson", [1.0, 2.5, 3.0, 4.0], "non-negative whole numbers"),
+    ("bernoulli", [0.0, 1.0, 2.0, 1.0], r"values in \[0, 1\]"),
+    ("gamma", [1.0, 0.0, 2.0, 3.0], "positive values"),
+])
+def test_observed_data_outside_the_familys_support_is_refused_before_anything_is_written(tmp_path, capsys, family,
+                                                                                       values, needs):
+    np.save(tmp_path / "x.npy", np.asarray(values)[:, None])
+    rate = {"poisson": '"rate": {"table": "z"}', "bernoulli": '"logits": {"table": "z"}',
+            "gamma": '"concentration": {"table": "z"}, "rate": 1.0'}[family]
+    sites = ('{"z": {"role": "latent", "family": "categorical", "categories": 2}, '
+             f'"x": {{"role": "observed", "family": "{family}", {rate}}}}}')
+    assert main(["fit", "declared", str(tmp_path / "x.npy"), "--sites", sites, "--method", "em",
+                 "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"observed site 'x' ({family}) needs" in err and "\n" not in err
+    assert not (tmp_path / "runs").exists()
