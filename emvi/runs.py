@@ -150,6 +150,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         "method": method,
         "data": data_cfg,
         "data_info": dataclasses.asdict(data_info),
+        "data_fingerprint": dataset.fingerprint(),
         "spec": spec,
         "emvi_version": __version__,
     }
@@ -260,6 +261,10 @@ def _check_resume(run, resolved: dict, method_config, model=None, guide=None, fi
             detail = f"{key} is {theirs!r} there, {ours!r} here"
         raise CheckpointError(f"cannot resume {run.path}: {detail}; resume with the run's own options or pick "
                               "another --run-dir")
+    if saved.get("data_fingerprint") not in (None, resolved.get("data_fingerprint")):
+        raise CheckpointError(f"cannot resume {run.path}: its data changed since the fit ({saved['data_fingerprint']} "
+                              f"then, {resolved.get('data_fingerprint')} now); restore the data or refit into a new "
+                              "--run-dir")
     if fitter is None:
         from .inference.methods import get_method
 
@@ -427,6 +432,10 @@ def _rebuild_run(run, resolved: dict, *, device: str, root_override: str | None,
     model_config = run_model_config(entry, resolved)
     dataset = model_view(entry, model_config, load_data(resolved["data"], split=split, root_override=root_override),
                          split)
+    recorded = resolved.get("data_fingerprint")
+    if split == "train" and recorded is not None and recorded != dataset.fingerprint():
+        raise DataError(f"the data of {run.path} changed since the fit ({recorded} then, {dataset.fingerprint()} "
+                        f"now); restore {resolved['data']['dataset']} as it was, or refit")
     info = dict(resolved["data_info"])
     for key in ("event_shape", "image_shape"):
         if isinstance(info.get(key), list):

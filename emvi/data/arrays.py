@@ -61,6 +61,17 @@ class ArrayDataset:
         raise DataError(f"the data has no array {name!r} (arrays: {', '.join(present)}); save it in the .npz under "
                         f"{name!r}")
 
+    def fingerprint(self) -> str:
+        """``"N items, sha256:..."`` of what the model reads (its tensors, their shapes and dtypes): a run records it,
+        and a resume or an evaluation of the training items refuses data that changed since the fit."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for tensor in self.tensors:
+            digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return f"{len(self)} items, sha256:{digest.hexdigest()[:32]}"
+
     def with_inputs(self, names) -> ArrayDataset:
         """The same data, giving a model the named arrays (checked now) as its tensors."""
         for name in names:

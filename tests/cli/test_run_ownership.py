@@ -111,3 +111,20 @@ def test_a_refused_fit_into_a_new_folder_leaves_nothing(tmp_path):
     out = emvi_cli("fit", "mixture", "--dataset", "digits", "-k", "2", "--method", "gibbs", "--run-dir",
                    tmp_path / "new")
     assert out.returncode == 2 and not (tmp_path / "new").exists()
+
+
+def test_a_run_refuses_to_resume_or_evaluate_on_data_that_changed_since_the_fit(tmp_path):
+    import numpy as np
+
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(0).random((30, 3)))
+    run = tmp_path / "run"
+    fit = ["fit", "vae", data, "--hidden-dims", "4", "--latent-dim", "2", "--run-dir", run, "--no-plots",
+           "--progress", "false"]
+    assert emvi_cli(*fit, "--epochs", "1").returncode == 0
+    assert emvi_cli("evaluate", run, "--num-samples", "2", "--split", "train").returncode == 0
+    np.save(data, np.random.default_rng(1).random((31, 3)))  # the file gained a row
+    resumed = emvi_cli(*fit, "--epochs", "2", "--resume")
+    assert resumed.returncode == 2 and "data changed since the fit" in resumed.stderr, resumed.stderr
+    evaluated = emvi_cli("evaluate", run, "--num-samples", "2", "--split", "train")
+    assert evaluated.returncode == 2 and "changed since the fit" in evaluated.stderr, evaluated.stderr

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from emvi.cli import main
 from emvi.errors import ConfigError
 from emvi.models.declared import import_object
 from emvi.registry import import_user_module
