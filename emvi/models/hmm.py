@@ -93,6 +93,10 @@ def check_sequences(x, lengths, config: HMMConfig) -> tuple[torch.Tensor, torch.
         raise DataError(f"HMM data is empty (shape {tuple(x.shape)}); pass at least one non-empty sequence")
     x = x if x.is_floating_point() else x.double()
     lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long) if lengths is None else torch.as_tensor(lengths)
+    if lengths.dtype == torch.bool or lengths.is_complex() or (lengths.is_floating_point()
+                                                               and not bool((lengths == lengths.round()).all())):
+        raise DataError(f"lengths must be whole numbers of steps (integers, not booleans or fractions), got "
+                        f"{lengths.tolist()[:5]}")
     if lengths.shape != (x.shape[0],) or (lengths < 1).any() or (lengths > x.shape[1]).any():
         raise DataError(f"lengths must hold one length in 1..{x.shape[1]} per sequence, got {lengths.tolist()[:5]}...")
     valid = torch.arange(x.shape[1]) < lengths[:, None]
