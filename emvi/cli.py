@@ -241,6 +241,7 @@ def _launch(nproc: int, argv: list[str]) -> int:
         raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
     if nproc == 1:
         return _main(argv)
+    _check_options(argv)  # one process reads the options first: a bad one is one line, not one per rank
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -251,6 +252,18 @@ def _launch(nproc: int, argv: list[str]) -> int:
         print(f"emvi: error: {nproc} processes were started and {failures}; see the lines above", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_options(argv: list[str]) -> None:
+    """Parse ``argv`` as ``emvi`` would (a spec file is read and validated) without running anything."""
+    argv = _import_modules(list(argv))
+    spec_path, overrides = _spec_invocation(argv)
+    if spec_path is not None:
+        from .spec import load_spec
+
+        load_spec(spec_path, overrides)
+    else:
+        _build_parser().parse_args(argv)
 
 
 def _main(argv: list[str]) -> int:

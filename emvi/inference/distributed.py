@@ -97,12 +97,39 @@ def init_from_environment() -> bool:
         return False
     if not dist.is_available():
         raise EmviError("this torch build has no torch.distributed; run in one process")
+    check_launch_environment()
     backend = "gloo"
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
         backend = "cpu:gloo,cuda:nccl"
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_seconds()))
+    except (RuntimeError, ValueError) as exc:  # a rendezvous that cannot start: one line, not torch's report
+        first = " ".join(str(exc).split())[:200]
+        raise DistributedError(f"cannot join the process group WORLD_SIZE={os.environ.get('WORLD_SIZE')} describes "
+                               f"({first}); launch with torchrun or 'emvi ... --nproc N', or unset WORLD_SIZE") from None
     return True
+
+
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What torchrun sets beside WORLD_SIZE for every process it starts."""
+
+
+def check_launch_environment() -> None:
+    """Refuse in one line a WORLD_SIZE > 1 that no launcher set up: torchrun's variables missing or out of range
+    (a stray WORLD_SIZE would otherwise wait for peers that never come, or end in torch's multi-line report)."""
+    missing = [name for name in LAUNCH_ENV if not os.environ.get(name)]
+    if missing:
+        raise DistributedError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')} is set but not {', '.join(missing)}: "
+                               "launch with torchrun (or 'emvi ... --nproc N'), or unset WORLD_SIZE")
+    try:
+        world, rank, port = (int(os.environ[name]) for name in ("WORLD_SIZE", "RANK", "MASTER_PORT"))
+    except ValueError:
+        raise DistributedError("WORLD_SIZE, RANK and MASTER_PORT must be whole numbers; launch with torchrun or "
+                               "'emvi ... --nproc N'") from None
+    if not 0 <= rank < world or not 0 < port < 65536:
+        raise DistributedError(f"RANK={rank} must lie in 0..{world - 1} and MASTER_PORT={port} in 1..65535; launch "
+                               "with torchrun or 'emvi ... --nproc N'")
 
 
 def shutdown() -> None:
