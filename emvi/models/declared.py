@@ -335,6 +335,10 @@ class DeclaredModel(nn.Module):
 
     # -- NUTS: the globals with a prior random ------------------------------------------------------------------------
 
+    svi_data_start = True
+    """SVI starts from EM's start when every latent is discrete (tables set from k-means++ assignments), not with
+    every component at the prior's centre."""
+
     mcmc_start = "map"
     """NUTS starts from the MAP (L-BFGS on the enumerated log joint), which also fixes what has no prior."""
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
+
+import torch
 
 from ..runner import TrainConfig, load_run_modules, train
 from . import SVI, FitResult, Method
+from .common import model_dtype, model_inputs
 
 NAME = SVI
 
@@ -17,6 +21,7 @@ def fit(model, guide, train_data, config: TrainConfig, *, valid_data=None, run=N
     result = train(model, guide, train_data, config=config, valid_data=valid_data,
                    run=run, resume=resume,
                    extra_config=None if run is None else getattr(run, "resolved_config", None))
+    warn_if_a_component_emptied(model, train_data)
     metrics = {"epochs_run": result.epochs_run, "stopped_early": result.stopped_early,
                "final_train_loss": result.final_train_loss, "best_valid_loss": result.best_valid_loss}
     return FitResult(NAME, config.seed, None, result.epochs_run, tuple(result.history), metrics,
@@ -39,15 +44,55 @@ def configure(entry, model_config, config: TrainConfig) -> TrainConfig:
 
 def start(entry, model, guide, train_data, model_config, config: TrainConfig) -> dict:
     """The entry's start before SVI (its ``pretrain`` hook, e.g. gmvae's autoencoder and clusters), on the training
-    device; ``{}`` for an entry without one."""
+    device; else, for a model that asks for it (``svi_data_start``) and has EM's protocol, EM's start (k-means++
+    hard assignments of the first array's rows and one closed-form M-step), so that the components begin apart
+    instead of all at the prior's centre; ``{}`` otherwise."""
     from ...validation import resolve_device
 
     pretrain = getattr(entry, "pretrain", None)
     if pretrain is None:
-        return {}
+        return data_start(model, train_data, config)
     device = resolve_device(config.device)
     model.to(device), guide.to(device)
     return pretrain(model, guide, train_data, model_config, config) or {}
+
+
+def data_start(model, train_data, config: TrainConfig) -> dict:
+    """EM's start (:func:`emvi.inference.em.em_start`, seeded by ``config.seed``) for a model with
+    ``svi_data_start`` and a ready EM protocol; ``{}`` for any other."""
+    from ..em import EMConfig, em_start
+    from .em import ready
+
+    if not getattr(model, "svi_data_start", False) or ready(model, None) is not None:
+        return {}
+    dtype = model_dtype(model)
+    model.to(torch.float64)
+    em_start(model, model_inputs(model, train_data), EMConfig(seed=config.seed),
+             torch.Generator().manual_seed(config.seed))
+    model.to(dtype)
+    return {"start": "kmeans++ and one M-step"}
+
+
+def warn_if_a_component_emptied(model, train_data) -> None:
+    """Warn when a fitted mixture (EM's protocol) gives a component less than 1/(10 K) of the items' weight: a
+    start that left it behind, or more components than the data hold."""
+    from .em import ready
+
+    if not getattr(model, "svi_data_start", False) or ready(model, None) is not None:
+        return
+    dtype = model_dtype(model)
+    with torch.no_grad():
+        model.to(torch.float64)
+        responsibilities = model.e_step(*model_inputs(model, train_data))[0]
+        model.to(dtype)
+    weights = responsibilities.mean(0)
+    k = weights.shape[-1]
+    low = [(i, float(w)) for i, w in enumerate(weights.tolist()) if w < 1.0 / (10 * k)]
+    if low:
+        listed = ", ".join(f"{i}: {w:.3g}" for i, w in low)
+        warnings.warn(f"after SVI, component(s) {listed} hold less than 1/(10 K) = {1 / (10 * k):.3g} of the items; "
+                      "fewer components may fit as well, or refit with another --seed or by --method em",
+                      UserWarning, stacklevel=2)
 
 
 METHOD = Method(NAME, TrainConfig, fit, load, configure=configure, start=start, resumable=True)
