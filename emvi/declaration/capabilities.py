@@ -37,20 +37,29 @@ def em_ready(decl: Declaration) -> str | None:
 
 
 def mcmc_ready(decl: Declaration) -> str | None:
-    """None if NUTS applies (``--method mcmc``): some global has a prior (a family), which NUTS samples, and every
-    per-item latent is discrete (summed out exactly); else why not. What has no prior stays at the point fit the
-    chains start from (see :meth:`emvi.models.declared.DeclaredModel.with_random_globals`)."""
+    """None if NUTS applies (``--method mcmc``): it samples the globals declared with a prior (a family) and the
+    continuous per-item latents jointly, with the discrete sites summed out exactly; else why not, the first blocker
+    first. Without continuous latents, what has no prior stays at the MAP the chains start from (empirical Bayes, see
+    :meth:`emvi.models.declared.DeclaredModel.with_random_globals`); with them, every parameter needs a prior or a
+    constant (a point fit of tables would need the latents summed out, which NUTS alone does)."""
+    for s in decl.sites:
+        for p, e in s.params:
+            if e.kind in ("mlp", "conv", "module"):
+                return (f"site {s.name!r}: parameter {p!r} is a network ({e.kind}); NUTS here samples tables, linear "
+                        "maps and globals, not network weights: fit it by svi")
+    continuous = [s.name for s in decl.sites if s.role == "latent" and not s.is_discrete]
+    if continuous:
+        point = [f"{s.name}.{p} ({e.kind})" for s in decl.sites for p, e in s.params
+                 if e.kind in ("table", "learned", "linear")]
+        point += [f"{s.name} (a global without a prior)" for s in decl.sites if s.role == "param" and s.family is None]
+        if point:
+            return (f"with continuous per-item latents ({', '.join(continuous)}), NUTS needs every parameter declared "
+                    f"with a prior or as a constant, but {', '.join(point[:3])} would be point-fitted; declare them "
+                    "as param(..., family, ...) sites, or fit by svi")
+        return None
     if not any(s.role == "param" and s.family is not None for s in decl.sites):
         return ("NUTS samples the globals declared with a prior and there is none; declare one, e.g. "
                 "param('mu', 'normal', shape=(3, 2), loc=0.0, scale=1.0)")
-    for s in decl.sites:
-        if s.role == "latent" and not s.is_discrete:
-            return (f"site {s.name!r} is a continuous per-item latent; NUTS here samples the globals with the "
-                    "discrete sites summed out")
-        for p, e in s.params:
-            if e.kind in ("mlp", "conv", "module"):
-                return (f"site {s.name!r}: parameter {p!r} is a network ({e.kind}); the point fit NUTS starts "
-                        "from is a full-batch L-BFGS MAP, meant for tables and linear maps")
     return None
 
 

@@ -339,8 +339,12 @@ class DeclaredModel(nn.Module):
     """SVI starts from EM's start when every latent is discrete (tables set from k-means++ assignments), not with
     every component at the prior's centre."""
 
-    mcmc_start = "map"
-    """NUTS starts from the MAP (L-BFGS on the enumerated log joint), which also fixes what has no prior."""
+    @property
+    def mcmc_start(self) -> str:
+        """NUTS starts from the MAP (L-BFGS on the enumerated log joint), which also fixes what has no prior; with
+        continuous per-item latents (sampled by NUTS too, every parameter with a prior), from the model as built."""
+        continuous = any(s.role == "latent" and not s.is_discrete for s in self.declaration.sites)
+        return "as built" if continuous else "map"
 
     def mcmc_ready(self) -> str | None:
         """Why NUTS cannot fit this model (None when it can)."""

@@ -6,6 +6,7 @@ fit: EM (the model's EM protocol, :class:`~emvi.inference.em.EMConfig`'s default
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -26,6 +27,10 @@ def ready(model, guide=None) -> str | None:
     return hook() if callable(hook) else None
 
 
+LARGE_FOR_LOCALS = 2_000
+"""Items above which sampling every item's continuous latent by NUTS earns a note of its cost."""
+
+
 def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=None, resume=False) -> FitResult:
     """Point fit, then NUTS on the model's Bayesian view, relabelled; the fitted parameters are the posterior mean
     (or the point fit, for a model without ``load_posterior_mean``); the checkpoint keeps them and the draws."""
@@ -35,7 +40,15 @@ def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=No
     dtype = model_dtype(model)
     data = model_inputs(model, train_data)
     started = time.perf_counter()
-    if getattr(model, "mcmc_start", EM) == "map" or em_method.ready(model) is not None:
+    start = getattr(model, "mcmc_start", EM)
+    if start == "as built":  # every parameter has a prior: NUTS itself finds the posterior, from the prior's median
+        model.to(torch.float64)
+        metrics = {}
+        if data[0].shape[0] > LARGE_FOR_LOCALS:
+            warnings.warn(f"NUTS samples the per-item latents of all {data[0].shape[0]} items jointly with the "
+                          "globals: each leapfrog step costs a pass over the data and the dimension grows with N; "
+                          "expect minutes per chain (SVI scales to many items)", UserWarning, stacklevel=2)
+    elif start == "map" or em_method.ready(model) is not None:
         metrics = map_start(model, data, seed=config.seed)  # L-BFGS in float64, the result in the model's dtype
         model.to(torch.float64)
     else:
