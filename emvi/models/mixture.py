@@ -39,8 +39,6 @@ from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
-
-
 LOG_2PI = math.log(2 * math.pi)
 
 
