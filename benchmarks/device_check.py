@@ -135,9 +135,9 @@ def main(argv=None) -> dict:
               else "cpu", "quick": args.quick, "torch": torch.__version__, "cases": {}}
     for name in args.cases:
         function, tolerance = CASES[name]
+        for device in dict.fromkeys(("cpu", args.device)):  # warm-up, untimed: imports, CUDA context, kernels
+            timed(function, device, True)
         cpu_value, cpu_seconds = timed(function, "cpu", args.quick)
-        if args.device.startswith("cuda"):
-            timed(function, args.device, True)  # warm-up: CUDA context, kernels, allocator
         value, seconds = timed(function, args.device, args.quick)
         difference = abs(value - cpu_value) / max(abs(cpu_value), 1e-12)
         report["cases"][name] = {"cpu_value": cpu_value, "device_value": value, "rel_diff": difference,
