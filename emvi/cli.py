@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except EmviError as exc:
         if os.environ.get("EMVI_DEBUG"):
             raise
-        print(f"emvi: error: {exc}", file=sys.stderr)
+        print(f"emvi: error: {one_line(str(exc))}", file=sys.stderr)
         _print_warnings(held)
         if isinstance(exc, DistributedError):  # a peer died: its process group cannot be torn down cleanly
             distributed.abandon(EXIT_USAGE)
@@ -199,13 +199,19 @@ def _warnings_held(held: list[str]):
 
     def hold(message, category, filename, lineno, file=None, line=None):
         first = " ".join(str(message).split())[:300]
-        held.append(f"emvi: warning: {category.__name__}: {first}")
+        held.append(f"emvi: warning: {category.__name__}: {one_line(first)}")
 
     warnings.showwarning = hold
     try:
         yield
     finally:
         warnings.showwarning = previous
+
+
+def one_line(text: str) -> str:
+    """``text`` safe for one terminal line: newlines, ANSI escapes and other control characters (from a file, run or
+    site name) are written as their escapes, so they can neither split the message nor drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _print_warnings(held: list[str]) -> None:
@@ -289,7 +295,7 @@ def _main(argv: list[str]) -> int:
     except EmviError as exc:
         if os.environ.get("EMVI_DEBUG"):
             raise
-        print(f"emvi: error: {exc}", file=sys.stderr)
+        print(f"emvi: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("emvi: interrupted; the last checkpoint in the run directory is intact (resume with --resume)", file=sys.stderr)

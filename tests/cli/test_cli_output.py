@@ -49,3 +49,11 @@ def test_warnings_come_after_the_one_line_error_one_line_each(tmp_path, capsys, 
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["emvi: error: the problem, the value and the fix",
                      "emvi: warning: RuntimeWarning: first line second line of a long upstream report"]
+
+
+def test_newlines_and_terminal_escapes_in_names_stay_on_one_inert_line(tmp_path, capsys):
+    name = tmp_path / "bad\nname\x1b[31m.npy"
+    assert main(["fit", "mixture", str(name), "-k", "2", "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert "\\n" in err and "\\x1b[31m" in err
