@@ -247,7 +247,7 @@ def _launch(nproc: int, argv: list[str]) -> int:
         raise ConfigError("--nproc starts torchrun itself; drop it when launching with torchrun")
     if nproc == 1:
         return _main(argv)
-    _check_options(argv)  # one process reads the options first: a bad one is one line, not one per rank
+    _parse(argv)  # one process reads the options first: a bad one is one line, not one per rank
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -260,31 +260,28 @@ def _launch(nproc: int, argv: list[str]) -> int:
     return 0
 
 
-def _check_options(argv: list[str]) -> None:
-    """Parse ``argv`` as ``emvi`` would (a spec file is read and validated) without running anything."""
+def _parse(argv: list[str]):
+    """``(spec, args, argv)``: the user's modules imported, then a spec file read and validated (``args`` None) or the
+    command line parsed (``spec`` None). ``--nproc`` calls it once before starting processes, each process again."""
     argv = _import_modules(list(argv))
     spec_path, overrides = _spec_invocation(argv)
     if spec_path is not None:
         from .spec import load_spec
 
-        load_spec(spec_path, overrides)
-    else:
-        _build_parser().parse_args(argv)
+        return load_spec(spec_path, overrides), None, argv
+    return None, _build_parser().parse_args(argv), argv
 
 
 def _main(argv: list[str]) -> int:
     try:
-        argv = _import_modules(argv)
-        parser = _build_parser()
-        spec_path, overrides = _spec_invocation(argv)
-        if spec_path is not None:
-            from .spec import load_spec, run_spec
+        spec, args, argv = _parse(argv)
+        if spec is not None:
+            from .spec import run_spec
 
-            run_spec(load_spec(spec_path, overrides), resume="--resume" in argv)
+            run_spec(spec, resume="--resume" in argv)
             return 0
-        args = parser.parse_args(argv)
         if args.command is None:
-            parser.print_help()
+            _build_parser().print_help()
             return EXIT_USAGE
         if args.command == "fit" and args.model is None:
             raise ConfigError("emvi fit: name a model; see 'emvi models' or 'emvi fit --help'")
@@ -519,12 +516,11 @@ def _cmd_analyze(args) -> int:
 def _held_out_items(loaded, fits, args) -> dict:
     """Per run, the ``(N,)`` held-out log-likelihood of the same N items (all, or ``--limit``); runs whose held-out
     items differ are refused in one line (a comparison on different items ranks nothing)."""
-    import hashlib
-
     import numpy as np
     import torch
 
-    from .analysis.report import is_point_fit, pointwise_log_likelihood
+    from .analysis.local_latents import item_log_likelihoods
+    from .analysis.report import is_point_fit
 
     held_out, fingerprints = {}, {}
     for run_dir, entry, model, guide, resolved, _, valid_part in loaded:
@@ -533,20 +529,18 @@ def _held_out_items(loaded, fits, args) -> dict:
             raise ConfigError(f"{run_dir} has no held-out data to compare on (a point fit, or a posterior over "
                               "per-item latents, has no LOO); refit with --valid-fraction > 0")
         count = len(valid_part) if args.limit is None else min(args.limit, len(valid_part))
-        digest = hashlib.sha256()
-        for tensor in valid_part.tensors:
-            digest.update(tensor[:count].detach().cpu().contiguous().numpy().tobytes())
-        fingerprints[name] = (count, digest.hexdigest())
+        compared = valid_part.subset(torch.arange(count))
+        fingerprints[name] = compared.fingerprint()
         draws = 1 if is_point_fit(fits[name]) else args.num_samples  # importance samples of per-item latents
         values = []
         for start in range(0, count, COMPARISON_CHUNK):
-            part = valid_part.subset(torch.arange(start, min(start + COMPARISON_CHUNK, count)))
+            part = compared.subset(torch.arange(start, min(start + COMPARISON_CHUNK, count)))
             held = entry.inference_data(model, guide, part, method=resolved.get("method", "svi"), num_samples=draws,
                                         run_dir=Path(run_dir))
-            values.append(pointwise_log_likelihood(held))
+            values.append(item_log_likelihoods(held))
         held_out[name] = np.concatenate(values)
     if len(set(fingerprints.values())) > 1:
-        sizes = ", ".join(f"{name}: {count} items" for name, (count, _) in fingerprints.items())
+        sizes = ", ".join(f"{name}: {print_.split(',')[0]}" for name, print_ in fingerprints.items())
         raise ConfigError(f"the runs hold out different items ({sizes}); compare runs fitted on the same data with the "
                           "same --valid-fraction and --seed")
     return held_out

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -131,10 +132,23 @@ def item_bounds(idata) -> tuple[torch.Tensor, torch.Tensor]:
     return weights.mean(0), torch.logsumexp(weights, 0) - math.log(weights.shape[0])
 
 
-def held_out_log_likelihood(idata) -> float:
-    """Total held-out log-likelihood (nats) of an export: the importance-sampled log p(x_n) summed over items for
-    a local-latent export, else the pointwise log-likelihood of a point fit's single draw."""
+def item_log_likelihoods(idata) -> np.ndarray:
+    """``(N,)`` held-out log-likelihood per item of an export: the importance-sampled log p(x_n) of a local-latent
+    export, else the point fit's pointwise log-likelihood (each observed variable averaged over the draws and summed
+    over its dimensions after the item's; several observed variables added)."""
     if "sample_stats" in idata.groups() and "log_importance_weight" in idata.sample_stats:
-        return float(item_bounds(idata)[1].sum())
-    # variable by variable: to_array() would broadcast observed variables with differently named item dimensions
-    return float(sum(idata.log_likelihood[name].values.sum() for name in idata.log_likelihood.data_vars))
+        return item_bounds(idata)[1].numpy().astype(np.float64)
+    total = None
+    for name in idata.log_likelihood.data_vars:
+        values = np.asarray(idata.log_likelihood[name].values, dtype=np.float64)  # (chain, draw, N, ...)
+        values = values.mean(axis=(0, 1)).reshape(values.shape[2], -1).sum(1)
+        if total is not None and total.shape != values.shape:
+            raise ConfigError(f"the observed variables of the export disagree on the number of items "
+                              f"({total.shape[0]} and {values.shape[0]}); compare them one by one")
+        total = values if total is None else total + values
+    return total
+
+
+def held_out_log_likelihood(idata) -> float:
+    """Total held-out log-likelihood (nats) of an export: :func:`item_log_likelihoods` summed over the items."""
+    return float(item_log_likelihoods(idata).sum())

@@ -112,8 +112,8 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, np.ndarray] | N
     With posterior draws for every fit, ArviZ's LOO comparison (``az.compare``, elpd_loo, weights). If any fit is a
     point fit, LOO is meaningless for it; the table then ranks by the held-out log-likelihood, which must be given
     per item for every fit (``held_out[name]``: ``(N,)`` nats, the same N items for all, see
-    :func:`pointwise_log_likelihood`), with the total, the mean per item, the difference to the best and its
-    standard error as ``az.compare`` computes it, sqrt(N · var_n(best_n - fit_n)).
+    :func:`emvi.analysis.local_latents.item_log_likelihoods`), with the total, the mean per item, the difference to
+    the best and its standard error as ``az.compare`` computes it, sqrt(N · var_n(best_n - fit_n)).
     """
     import pandas as pd
 
@@ -146,25 +146,6 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, np.ndarray] | N
     table["rank"] = range(len(table))
     table["criterion"] = "held-out log-likelihood (LOO is not defined for point fits or per-item latents)"
     return table
-
-
-def pointwise_log_likelihood(idata) -> np.ndarray:
-    """``(N,)`` held-out log-likelihood per item of an export: the importance-sampled log p(x_n) of a local-latent
-    export, else the point fit's pointwise log-likelihood (each observed variable summed over its dimensions after
-    the item's; several observed variables added)."""
-    from .local_latents import item_bounds
-
-    if "sample_stats" in idata.groups() and "log_importance_weight" in idata.sample_stats:
-        return item_bounds(idata)[1].numpy().astype(np.float64)
-    total = None
-    for name in idata.log_likelihood.data_vars:
-        values = np.asarray(idata.log_likelihood[name].values, dtype=np.float64)  # (chain, draw, N, ...)
-        values = values.mean(axis=(0, 1)).reshape(values.shape[2], -1).sum(1)
-        if total is not None and total.shape != values.shape:
-            raise ConfigError(f"the observed variables of the export disagree on the number of items "
-                              f"({total.shape[0]} and {values.shape[0]}); compare them one by one")
-        total = values if total is None else total + values
-    return total
 
 
 def plot_comparison(table, path: str | Path) -> Path:

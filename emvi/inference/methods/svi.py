@@ -57,13 +57,19 @@ def start(entry, model, guide, train_data, model_config, config: TrainConfig) ->
     return pretrain(model, guide, train_data, model_config, config) or {}
 
 
+def _starts_from_data(model) -> bool:
+    """The model asks for EM's start before SVI (``svi_data_start``) and has a ready EM protocol."""
+    from .em import ready
+
+    return bool(getattr(model, "svi_data_start", False)) and ready(model, None) is None
+
+
 def data_start(model, train_data, config: TrainConfig) -> dict:
     """EM's start (:func:`emvi.inference.em.em_start`, seeded by ``config.seed``) for a model with
     ``svi_data_start`` and a ready EM protocol; ``{}`` for any other."""
     from ..em import EMConfig, em_start
-    from .em import ready
 
-    if not getattr(model, "svi_data_start", False) or ready(model, None) is not None:
+    if not _starts_from_data(model):
         return {}
     dtype = model_dtype(model)
     model.to(torch.float64)
@@ -76,9 +82,7 @@ def data_start(model, train_data, config: TrainConfig) -> dict:
 def warn_if_a_component_emptied(model, train_data) -> None:
     """Warn when a fitted mixture (EM's protocol) gives a component less than 1/(10 K) of the items' weight: a
     start that left it behind, or more components than the data hold."""
-    from .em import ready
-
-    if not getattr(model, "svi_data_start", False) or ready(model, None) is not None:
+    if not _starts_from_data(model):
         return
     dtype = model_dtype(model)
     with torch.no_grad():
