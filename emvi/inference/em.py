@@ -136,18 +136,18 @@ def fit_em(
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
     if distributed.is_distributed():
-        return _fit_em_distributed(model, data, max_iter=max_iter, tol=tol, num_data=num_data, callback=callback,
-                                   warn=warn, local_shard=local_shard, seed=seed)
-    num_data = num_data if num_data is not None else int(data[0].shape[0])
+        data, num_data = _this_ranks_part(model, data, num_data, local_shard)
+        reducer = _AllReduceStep(model)
+    else:
+        num_data = num_data if num_data is not None else int(data[0].shape[0])
+        reducer = _LocalStep(model)
     history, seconds = [], []
     converged, n_iter = False, 0
     start = time.perf_counter()
     previous = -math.inf
-    expectation = getattr(model, "expected_statistics", None) or model.e_step
     with torch.no_grad():
         for iteration in range(max_iter + 1):
-            stats, objective = expectation(*data)
-            objective = float(objective)
+            stats, objective = reducer.expect(data, iteration)
             history.append(objective)
             seconds.append(time.perf_counter() - start)
             if callback is not None:
@@ -162,7 +162,7 @@ def fit_em(
                 break
             if iteration == max_iter:
                 break
-            model.m_step(stats, *data)
+            reducer.maximise(stats, data)
             n_iter = iteration + 1
             previous = objective
     _warn_if_not_converged(history, converged, warn, max_iter, tol, num_data)
@@ -179,8 +179,46 @@ def _warn_if_not_converged(history, converged: bool, warn: bool, max_iter: int, 
         )
 
 
-def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn, local_shard, seed) -> EMResult:
-    """:func:`fit_em` on this rank's part of the data, with the statistics and the objective summed over ranks."""
+class _LocalStep:
+    """One process: the model's (fused) E-step and its M-step."""
+
+    def __init__(self, model):
+        self.model = model
+        self.expectation = getattr(model, "expected_statistics", None) or model.e_step
+
+    def expect(self, data, iteration: int):
+        stats, objective = self.expectation(*data)
+        return stats, float(objective)
+
+    def maximise(self, stats, data) -> None:
+        self.model.m_step(stats, *data)
+
+
+class _AllReduceStep(_LocalStep):
+    """Several ranks: this rank's E-step, its additive statistics and objective summed over the ranks with one
+    all-reduce, and the M-step from the sums (the same on every rank)."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.log_prior = getattr(model, "log_prior", None)
+        self.is_main = distributed.is_main_process()
+
+    def expect(self, data, iteration: int):
+        stats, objective = self.expectation(*data)
+        statistics = self.model.additive_statistics(stats, *data)
+        tensors = _tensors_of(statistics)
+        # The prior term belongs to the parameters, not to the items: rank 0 alone contributes it.
+        prior = float(self.log_prior()) if callable(self.log_prior) and not self.is_main else 0.0
+        total = torch.tensor([float(objective) - prior], dtype=torch.float64, device=tensors[0].device)
+        distributed.all_reduce_sum_([*tensors, total], what=f"EM iteration {iteration}'s all-reduce")
+        return statistics, float(total.item())
+
+    def maximise(self, statistics, data) -> None:
+        self.model.m_step_from_statistics(statistics)
+
+
+def _this_ranks_part(model, data: tuple, num_data: int | None, local_shard: bool) -> tuple[tuple, int]:
+    """This rank's items and the total item count; every rank starts from rank 0's parameters."""
     for method in ("additive_statistics", "m_step_from_statistics"):
         if not callable(getattr(model, method, None)):
             raise ConfigError(f"{type(model).__name__} has no {method}() for EM on several processes; fit it in one "
@@ -193,42 +231,7 @@ def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn,
         distributed.all_reduce_sum_([count], what="EM's item count")
         num_data = int(count.item())
     distributed.broadcast_module_(model)  # the same start on every rank, whatever each computed
-    log_prior = getattr(model, "log_prior", None)
-    expectation = getattr(model, "expected_statistics", None) or model.e_step
-    is_main = distributed.is_main_process()
-    history, seconds = [], []
-    converged, n_iter = False, 0
-    start = time.perf_counter()
-    previous = -math.inf
-    with torch.no_grad():
-        for iteration in range(max_iter + 1):
-            stats, objective = expectation(*data)
-            statistics = model.additive_statistics(stats, *data)
-            tensors = _tensors_of(statistics)
-            # The prior term belongs to the parameters, not to the items: rank 0 alone contributes it.
-            prior = float(log_prior()) if callable(log_prior) and not is_main else 0.0
-            total = torch.tensor([float(objective) - prior], dtype=torch.float64, device=tensors[0].device)
-            distributed.all_reduce_sum_([*tensors, total], what=f"EM iteration {iteration}'s all-reduce")
-            objective = float(total.item())
-            history.append(objective)
-            seconds.append(time.perf_counter() - start)
-            if callback is not None:
-                callback(iteration, objective)
-            if not math.isfinite(objective):
-                raise NonFiniteLossError(
-                    f"EM objective became {objective} at iteration {iteration}; check the data scale or raise the "
-                    "variance floor / prior strength"
-                )
-            if abs(objective - previous) / num_data < tol:
-                converged = True
-                break
-            if iteration == max_iter:
-                break
-            model.m_step_from_statistics(statistics)
-            n_iter = iteration + 1
-            previous = objective
-    _warn_if_not_converged(history, converged, warn, max_iter, tol, num_data)
-    return EMResult(tuple(history), tuple(seconds), converged, n_iter, num_data, seed=seed)
+    return data, num_data
 
 
 def _tensors_of(statistics) -> list[torch.Tensor]:
