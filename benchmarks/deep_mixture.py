@@ -44,9 +44,9 @@ import torch
 
 from emvi.analysis.clustering import cluster_accuracy
 from emvi.analysis.deep_mixture import predicted_labels
-from emvi.analysis.vae import evaluation_draw
 from emvi.catalog.deep_mixture import evaluate_gmvae, label_view
 from emvi.data import load_dataset
+from emvi.data.binarize import evaluation_draw
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.models import VAEConfig
@@ -154,7 +154,7 @@ def binarized(data, mode: str):
 
 def binarized_test(data, mode: str):
     """Test images for every VAE score: thresholded (static), or one fixed Bernoulli draw (dynamic; the draw
-    ``emvi evaluate`` scores, :func:`emvi.analysis.vae.evaluation_draw`)."""
+    ``emvi evaluate`` scores, :func:`emvi.data.binarize.evaluation_draw`)."""
     if mode == "dynamic":
         return replace(data, x=evaluation_draw(data.x), binarize="static")
     return binarized(data, mode)

@@ -220,3 +220,12 @@ def test_only_rundir_spells_run_directory_file_names():
                  for line, text in _code_strings(path)
                  if run_file_like.match(text) or text == "evaluation_" or any(name in text for name in names)]
     assert not offenders, offenders
+
+
+def test_only_data_binarize_draws_binary_data():
+    """Every Bernoulli draw of the data (static, dynamic, the evaluation draw) goes through emvi.data.binarize;
+    distributions.py's ``sample`` methods draw from a model, not from the data."""
+    offenders = [f"{path.relative_to(ROOT)}:{number}"
+                 for path in PACKAGE.rglob("*.py") if path.name not in ("binarize.py", "distributions.py")
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if "torch.bernoulli(" in line]
+    assert not offenders, offenders

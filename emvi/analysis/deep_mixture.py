@@ -7,7 +7,7 @@
   against the true labels;
 * :func:`cluster_report`, :func:`predicted_labels` — what ``emvi evaluate`` and the fit's summary add for gmvae
   (effective number of clusters, accuracy and NMI against labels used for nothing else) and ssvae (argmax q(y | x)),
-  on one fixed Bernoulli draw of dynamically binarised images (:func:`evaluation_tensors`);
+  on one fixed Bernoulli draw of dynamically binarised images (:func:`emvi.data.binarize.evaluation_tensors`);
 * :func:`deep_mixture_plots` — conditional samples E[x | t, z = k], t ~ p(t | z = k) (one row per cluster or class)
   and the latent map: the location of q(t | x, ẑ) at ẑ = argmax q(z | x), its two principal axes when dim t > 2,
   coloured by ẑ.
@@ -20,11 +20,12 @@ from pathlib import Path
 import pyro.poutine as poutine
 import torch
 
+from ..data.binarize import evaluation_tensors
 from ..rundir import RunDirectory
 from .clustering import cluster_accuracy, effective_num_clusters, normalized_mutual_information
 from .curves import _pyplot, plot_image_grid
 from .declared import _posterior
-from .vae import evaluation_draw, two_dimensional_view
+from .vae import two_dimensional_view
 
 MAX_POINTS = 2000
 """Items encoded for the latent map."""
@@ -104,14 +105,6 @@ def deep_mixture_plots(model, guide, dataset, run_dir, *, discrete: str, continu
     return paths
 
 
-def evaluation_tensors(data) -> tuple[torch.Tensor, ...]:
-    """The model's arrays; dynamically binarised images as one fixed Bernoulli draw (the VAE's protocol)."""
-    tensors = tuple(data.tensors)
-    if getattr(data, "binarize", None) == "dynamic":
-        tensors = (evaluation_draw(tensors[0]),) + tensors[1:]
-    return tensors
-
-
 def cluster_report(model, guide, data) -> dict:
     """Effective number of clusters of q(z | x) over ``data``, and with labels (used for nothing else) the clustering
     accuracy and NMI of its argmax."""
@@ -142,5 +135,5 @@ def summarize_ssvae(model, guide, data) -> dict:
     return {"train_unlabelled_accuracy": float(correct[hidden].float().mean())}
 
 
-__all__ = ["cluster_probabilities", "cluster_report", "clustering_metrics", "deep_mixture_plots", "evaluation_tensors",
+__all__ = ["cluster_probabilities", "cluster_report", "clustering_metrics", "deep_mixture_plots",
            "latent_map", "predicted_labels", "summarize_gmvae", "summarize_ssvae"]

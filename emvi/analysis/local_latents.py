@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from ..data.binarize import evaluation_draw
 from ..errors import ConfigError
 from ..inference.likelihood import importance_traces, site_log_probs
 from ..validation import first_tensor
@@ -55,7 +56,7 @@ def local_latent_inference_data(model, guide, data, *, method: str = "svi", num_
         raise ConfigError("no items to analyse: the data set is empty")
     x = x[:max_items]
     if getattr(data, "binarize", None) == "dynamic":
-        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(binarize_seed))
+        x = evaluation_draw(x, binarize_seed)
     device = next(model.parameters()).device
     x = x.to(device)
     was_training = model.training, guide.training

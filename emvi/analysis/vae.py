@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.binarize import evaluation_images
 from ..inference.likelihood import estimate_log_likelihood
 from ..rundir import RunDirectory
 from .curves import _pyplot, plot_image_grid
@@ -100,23 +101,11 @@ def vae_plots(model, guide, dataset, history, run_dir) -> list[Path]:
     return paths
 
 
-EVALUATION_BINARIZATION_SEED = 0
-"""A dynamically binarised run is evaluated on one fixed Bernoulli draw of the held-out images (the usual protocol)."""
-
-
-def evaluation_draw(x: torch.Tensor) -> torch.Tensor:
-    """The one fixed Bernoulli draw ``(N, D)`` of grey-level images ``x`` ``(N, D)`` on which a dynamically binarised
-    run is scored (seeded by :data:`EVALUATION_BINARIZATION_SEED`, so every evaluation sees the same images)."""
-    return torch.bernoulli(x, generator=torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED))
-
-
 def evaluate_vae(model, guide, data, *, num_samples: int = 1000) -> dict:
     """Held-out ELBO, importance-sampled log p(x) and prior-sampled log p(x), K = ``num_samples`` each."""
     model.eval(), guide.eval()
     device = next(model.parameters()).device
-    x = data.x
-    if getattr(data, "binarize", None) == "dynamic":
-        x = evaluation_draw(x)
+    x = evaluation_images(data)
     return estimate_log_likelihood(model, guide, x.to(device), num_samples=num_samples).summary() | {
         "num_items": int(x.shape[0])}
 

@@ -27,12 +27,12 @@ from ..analysis.declared import declared_inference_data
 from ..analysis.deep_mixture import (
     cluster_report,
     deep_mixture_plots,
-    evaluation_tensors,
     predicted_labels,
     summarize_gmvae,
     summarize_ssvae,
 )
 from ..data import DataInfo
+from ..data.binarize import evaluation_tensors
 from ..data.labels import balanced_label_mask
 from ..errors import DataError
 from ..inference.starts import pretrain_gmvae

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import DataError
+from .binarize import bernoulli_draw
 from .info import DataInfo
 
 
@@ -95,10 +96,12 @@ class ArrayDataset:
         shapes.update({name: list(value.shape[1:]) for name, value in (self.arrays or {}).items()})
         return shapes
 
-    def transform_batch(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Per-batch transform applied by the runner; dynamic binarisation draws from torch's global generator."""
+    def transform_batch(self, batch: tuple[torch.Tensor, ...],
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """Per-batch transform applied by the training loops: dynamic binarisation draws ``Bernoulli(x)`` from
+        ``generator`` (torch's global one by default)."""
         if self.binarize == "dynamic":
-            return (torch.bernoulli(batch[0]),) + tuple(batch[1:])
+            return (bernoulli_draw(batch[0], generator),) + tuple(batch[1:])
         return batch
 
     def subset(self, indices) -> ArrayDataset:

@@ -32,6 +32,7 @@ import torch
 from ..errors import ConfigError, DataError
 from ..validation import as_float_tensor
 from .arrays import ArrayDataset
+from .binarize import binarize_static
 
 ENV_DATA_ROOT = "EMVI_DATA"
 IMAGE_DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
@@ -106,7 +107,7 @@ def load_dataset(
                         f"holds values in [{float(dataset.x.min()):g}, {float(dataset.x.max()):g}]; scale it to "
                         "[0, 1] first or drop --binarize")
     if binarize == "static":
-        dataset = replace(dataset, x=_binarize_static(dataset.x, static_mode, seed), binarize="static")
+        dataset = replace(dataset, x=binarize_static(dataset.x, static_mode, seed), binarize="static")
     elif binarize == "dynamic":
         dataset = replace(dataset, binarize="dynamic")
     return dataset
@@ -122,14 +123,6 @@ def train_valid_split(dataset: ArrayDataset, valid_fraction: float = 0.1, seed: 
         raise DataError(f"cannot hold out {valid_fraction:.0%} of {n} samples; use more data or another fraction")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     return dataset.subset(perm[n_valid:]), dataset.subset(perm[:n_valid])
-
-
-def _binarize_static(x: torch.Tensor, mode: str, seed: int) -> torch.Tensor:
-    if mode == "threshold":
-        return (x > 0.5).to(x.dtype)
-    if mode == "sample":
-        return torch.bernoulli(x, generator=torch.Generator().manual_seed(int(seed)))
-    raise ConfigError(f"static_mode must be 'threshold' or 'sample', got {mode!r}")
 
 
 def _load_torchvision(key: str, root, split: str, download: bool) -> ArrayDataset:

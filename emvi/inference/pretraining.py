@@ -30,16 +30,19 @@ from torch import nn
 from ..errors import DataError
 from ..validation import check_positive_int
 
+BatchTransform = Callable[[tuple[torch.Tensor, ...], torch.Generator], tuple[torch.Tensor, ...]]
+"""A data set's per-batch transform (:meth:`emvi.data.ArrayDataset.transform_batch`) given a generator."""
+
 
 def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode: Callable[[torch.Tensor], torch.Tensor],
                          parameters, x: torch.Tensor, *, epochs: int, batch_size: int = 128,
-                         learning_rate: float = 1e-3, seed: int = 0, binarize: str | None = None,
+                         learning_rate: float = 1e-3, seed: int = 0, transform: BatchTransform | None = None,
                          device: torch.device | str | None = None) -> dict:
     """Adam on the mean reconstruction cross-entropy (nats per item) of ``x`` ``(N, D)`` in [0, 1].
 
     ``encode`` maps a batch ``(B, D)`` to codes ``(B, q)``, ``decode`` codes to logits ``(B, D)``; ``parameters``
-    are the weights trained (the encoder's and decoder's). ``binarize="dynamic"`` draws each batch as Bernoulli(x),
-    from the seeded generator. ``device`` (default: the first parameter's) is where the batches go.
+    are the weights trained (the encoder's and decoder's). ``transform`` (the data set's
+    ``transform_batch``, e.g. dynamic binarisation) is applied to each batch with the seeded generator. ``device`` (default: the first parameter's) is where the batches go.
 
     Returns ``{"pretrain_reconstruction_nats": [per epoch], "pretrain_seconds": s}``.
     """
@@ -51,27 +54,28 @@ def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode:
 
     started = time.perf_counter()
     history = _adam_epochs(reconstruction, parameters, x, None, epochs=epochs, batch_size=batch_size,
-                           learning_rate=learning_rate, seed=seed, binarize=binarize, device=device)
+                           learning_rate=learning_rate, seed=seed, transform=transform, device=device)
     return {"pretrain_reconstruction_nats": history, "pretrain_seconds": time.perf_counter() - started}
 
 
 def pretrain_classifier(classify: Callable[[torch.Tensor], torch.Tensor], parameters, x: torch.Tensor,
                         targets: torch.Tensor, *, epochs: int, batch_size: int = 128, learning_rate: float = 1e-3,
-                        seed: int = 0, binarize: str | None = None, device: torch.device | str | None = None) -> dict:
+                        seed: int = 0, transform: BatchTransform | None = None,
+                        device: torch.device | str | None = None) -> dict:
     """Adam on the mean cross-entropy of ``classify(x)`` (logits ``(B, C)``) against ``targets`` ``(N,)``, with the
-    minibatches and binarisation of :func:`pretrain_autoencoder`. Returns ``{"pretrain_classifier_nats": [per
+    minibatches and batch transform of :func:`pretrain_autoencoder`. Returns ``{"pretrain_classifier_nats": [per
     epoch]}``."""
     check_positive_int(epochs, "pretrain_classifier_epochs")
     history = _adam_epochs(lambda batch, target: nn.functional.cross_entropy(classify(batch), target), parameters,
                            x, targets.detach().cpu().long(), epochs=epochs, batch_size=batch_size,
-                           learning_rate=learning_rate, seed=seed, binarize=binarize, device=device)
+                           learning_rate=learning_rate, seed=seed, transform=transform, device=device)
     return {"pretrain_classifier_nats": history}
 
 
 def _adam_epochs(loss_of, parameters, x: torch.Tensor, targets: torch.Tensor | None, *, epochs: int,
-                 batch_size: int, learning_rate: float, seed: int, binarize: str | None, device) -> list[float]:
+                 batch_size: int, learning_rate: float, seed: int, transform: BatchTransform | None, device) -> list[float]:
     """Epochs of Adam on ``loss_of(batch (B, D), targets (B,) or None)``, shuffled by a private generator seeded by
-    ``seed`` (which also draws the dynamic binarisation); the mean loss per item of each epoch."""
+    ``seed`` (which also draws the batch transform, e.g. dynamic binarisation); the mean loss per item of each epoch."""
     parameters = list(parameters)
     device = torch.device(device) if device is not None else parameters[0].device
     generator = torch.Generator().manual_seed(int(seed))
@@ -83,8 +87,8 @@ def _adam_epochs(loss_of, parameters, x: torch.Tensor, targets: torch.Tensor | N
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             batch = x[rows]
-            if binarize == "dynamic":
-                batch = torch.bernoulli(batch, generator=generator)
+            if transform is not None:
+                batch = transform((batch,), generator)[0]
             batch = batch.to(device=device, dtype=parameters[0].dtype)
             loss = loss_of(batch, None if targets is None else targets[rows].to(device))
             optimizer.zero_grad()

@@ -75,7 +75,7 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     model.train(), guide.train()
     out = pretrain_autoencoder(encode, decode, parameters, x, epochs=config.pretrain_epochs,
                                batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
-                               seed=train_config.seed, binarize=getattr(train_data, "binarize", None), device=device)
+                               seed=train_config.seed, transform=getattr(train_data, "transform_batch", None), device=device)
     started = time.perf_counter()
     codes = encode_in_chunks(encode, x, device=device, dtype=parameters[0].dtype).double()
     full = config.prior_covariance == "full"
@@ -163,7 +163,7 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config, 
                                                      *decoder.parameters()],
                                    x, epochs=config.pretrain_epochs,
                                    batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
-                                   seed=train_config.seed, binarize=getattr(train_data, "binarize", None),
+                                   seed=train_config.seed, transform=getattr(train_data, "transform_batch", None),
                                    device=device)
         codes = encode_in_chunks(encode, x, device=device, dtype=dtype)
     finally:
@@ -191,7 +191,7 @@ def _cluster_then_label(classify, parameters, train_data, x, codes, config: SSVA
     out = pretrain_classifier(classify, parameters, x, targets,
                               epochs=config.pretrain_classifier_epochs, batch_size=train_config.batch_size,
                               learning_rate=train_config.learning_rate, seed=train_config.seed + 1,
-                              binarize=getattr(train_data, "binarize", None), device=codes.device)
+                              transform=getattr(train_data, "transform_batch", None), device=codes.device)
     agreement = float((names[clusters[mask]] == labels[mask]).float().mean()) if mask.any() else float("nan")
     return {"pretrain_classifier_nats": out["pretrain_classifier_nats"][-1],
             "pretrain_labelled_cluster_agreement": agreement}

@@ -758,7 +758,7 @@ def test_benchmark_scores_the_test_draw_that_emvi_evaluate_scores():
     the grey levels and draws per step."""
     from dataclasses import replace
 
-    from emvi.analysis.deep_mixture import evaluation_tensors
+    from emvi.data.binarize import evaluation_tensors
 
     bench = _benchmark_module()
     data = load_dataset("digits").subset(range(50))
