@@ -49,6 +49,7 @@ from emvi.data import load_dataset
 from emvi.data.binarize import evaluation_draw
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
+from emvi.inference.starts import GMVAEStart, SSVAEStart
 from emvi.models import VAEConfig
 from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig
 from emvi.runs import build_model, pretrain, svi_config
@@ -67,10 +68,10 @@ def pixel_baselines(train_x, test_x, test_y, seed: int, k: int = 10) -> dict:
             "cluster_acc_kmeans": cluster_accuracy(kmeans.predict(test_x), test_y)}
 
 
-def fit(name, config, data, train_config):
+def fit(name, config, data, train_config, start=None):
     """Build, start (gmvae: the autoencoder and the clusters of its codes) and train, as ``emvi fit`` does."""
     model, guide = build_model(name, config, data.info(), seed=train_config.seed)
-    pretrain(name, model, guide, data, config, train_config)
+    pretrain(name, model, guide, data, config, train_config, start)
     train(model, guide, data, config=train_config)
     return model.eval(), guide.eval()
 
@@ -100,10 +101,9 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
     binary_test = binarized_test(test_data, args.binarize)
 
     started = time.perf_counter()
-    model, guide = fit("gmvae", GMVAEConfig(num_components=10, pretrain_epochs=args.pretrain_epochs,
-                                            pretrain_clusters=args.pretrain_clusters,
-                                            prior_covariance=args.prior_covariance, **sizes),
-                       binary_train, schedule)
+    model, guide = fit("gmvae", GMVAEConfig(num_components=10, prior_covariance=args.prior_covariance, **sizes),
+                       binary_train, schedule, GMVAEStart(pretrain_epochs=args.pretrain_epochs,
+                                                          pretrain_clusters=args.pretrain_clusters))
     out["seconds_gmvae_fit"] = time.perf_counter() - started
     gmvae = evaluate_gmvae(model, guide, binary_test, num_samples=args.num_samples)
     out |= {"cluster_acc_gmvae": gmvae["cluster_accuracy"], "is_loglik_gmvae": gmvae["is_loglik_nats"],
@@ -119,14 +119,15 @@ def one_seed(train_data, test_data, args, seed: int) -> dict:
 
     config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
                          latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims),
-                         classify_weight=args.classify_weight, pretrain_epochs=args.ssvae_pretrain_epochs)
+                         classify_weight=args.classify_weight)
     inputs = ("x", "y", "y_mask")
     labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
     model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
     classifier = copy.deepcopy(guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
     started = time.perf_counter()
     ssvae_schedule = replace(schedule, epochs=args.ssvae_epochs)
-    start = pretrain("ssvae", model, guide, labelled_train, config, ssvae_schedule)
+    start = pretrain("ssvae", model, guide, labelled_train, config, ssvae_schedule,
+                     SSVAEStart(pretrain_epochs=args.ssvae_pretrain_epochs))
     out |= {f"ssvae_{k}": v for k, v in start.items() if k in ("pretrain_seconds", "pretrain_labelled_cluster_agreement")}
     labelled_test = label_view(config, binary_test, "test").with_inputs(inputs)
     if args.ssvae_pretrain_epochs:  # q(y | x) at the start: what M2's SVI then keeps or changes

@@ -47,7 +47,7 @@ def vae_case(device: str, quick: bool) -> float:
 def gmvae_case(device: str, quick: bool) -> float:
     x = _digits(200 if quick else 1500)
     entry = emvi.get_model("gmvae")
-    config = entry.config_class(num_components=10, latent_dim=2, hidden_dims=(64,), pretrain_epochs=0)
+    config = entry.config_class(num_components=10, latent_dim=2, hidden_dims=(64,))
     info = DataInfo(len(x), (x.shape[1],), arrays={"x": [x.shape[1]]})
     model, guide = emvi.build_model(entry, config, info, seed=0)
     result = train(model, guide, x, config=TrainConfig(epochs=2 if quick else 5, batch_size=100, seed=0,
@@ -99,7 +99,7 @@ def declared_case(device: str, quick: bool) -> float:
 def nuts_case(device: str, quick: bool) -> float:
     x = _gaussian_blobs(300 if quick else 3_000)[:, :2]
     fitted = Mixture(3, "gaussian-diag", method="mcmc", num_samples=10 if quick else 100,
-                     warmup_steps=10 if quick else 100, seed=0, device=device).fit(x)
+                     warmup_steps=10 if quick else 100, num_chains=1, seed=0, device=device).fit(x)
     return float(np.sort(fitted.means_[:, 0]).mean())
 
 

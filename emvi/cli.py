@@ -81,6 +81,9 @@ def _build_parser() -> argparse.ArgumentParser:
                               "'torchrun --standalone --nproc-per-node N -m emvi fit ...')")
         aliases = getattr(entry.config_class, "cli_aliases", {})
         add_config_arguments(sub, entry.config_class, group_title=f"{name} model", aliases=aliases)
+        if entry.start_config is not None:  # training procedure before SVI, kept out of the model's config
+            add_config_arguments(sub, entry.start_config, group_title=f"{name} start before SVI "
+                                 f"({entry.start_config.__name__})")
         seen: set[str] = set()
         for method in method_names():  # each method's own options; seed, device and progress are shared
             cls = method_config_class(method)
@@ -375,8 +378,9 @@ def _cmd_fit(args) -> int:
         valid_fraction=0.0 if args.valid_fraction is None else args.valid_fraction,
     )
     outputs = OutputSpec(out=args.out, run_dir=args.run_dir, plots=not args.no_plots)
+    start_config = None if entry.start_config is None else config_from_args(entry.start_config, args)
     spec = Spec(model=entry.name, model_config=model_config, method=args.method, method_config=method_config,
-                data=data, outputs=outputs, module=_IMPORTED[-1] if _IMPORTED else None)
+                data=data, outputs=outputs, module=_IMPORTED[-1] if _IMPORTED else None, start_config=start_config)
     run_spec(spec, resume=args.resume)
     return 0
 

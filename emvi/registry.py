@@ -64,14 +64,18 @@ class ModelEntry:
     ``"test"``) before ``inputs`` picks its arrays, e.g. the semi-supervised VAE hides the labels outside a seeded
     class-balanced subset; the same config always gives the same view."""
     pretrain: Callable | None = None
-    """``pretrain(model, guide, train_data, config, train_config) -> dict``: sets the freshly built model and guide's
-    starting weights before SVI (e.g. ``gmvae``'s autoencoder and mixture fit, VaDE's start), on the device of their
-    parameters, seeded by ``train_config.seed``; it returns metrics for the run's summary. :func:`emvi.runs.run_fit`
-    calls it on a new SVI fit only: a resumed fit's checkpoint already holds the pretrained, then trained, weights."""
-    stratify: Callable[[Any], str | None] | None = None
-    """``stratify(config) -> name`` of the data array whose values split the items into strata that every SVI step
-    draws from (:attr:`emvi.inference.TrainConfig.stratify`), when the training options name none; e.g. the
-    semi-supervised VAE puts its labelled images in every step."""
+    """``pretrain(model, guide, train_data, config, start_config, train_config) -> dict``: sets the freshly built
+    model and guide's starting weights before SVI (e.g. ``gmvae``'s autoencoder and mixture fit, VaDE's start), on the
+    device of their parameters, seeded by ``train_config.seed``; it returns metrics for the run's summary.
+    :func:`emvi.runs.run_fit` calls it on a new SVI fit only: a resumed fit's checkpoint already holds the
+    pretrained, then trained, weights."""
+    start_config: type | None = None
+    """The dataclass of ``pretrain``'s options (training procedure, kept out of the model's config): a spec's
+    ``[start]`` table, ``emvi fit``'s options, ``config.json``'s ``start_config``."""
+    stratify: str | None = None
+    """The data array whose values split the items into strata that every SVI step draws from
+    (:attr:`emvi.inference.TrainConfig.stratify`) when the training options name none (``"off"``: plain steps);
+    e.g. the semi-supervised VAE puts its labelled images in every step."""
 
 
 _MODELS: dict[str, ModelEntry] = {}
@@ -89,7 +93,7 @@ def register_model(
 
     ``hooks`` are the optional :class:`ModelEntry` fields: ``evaluate``, ``sample``, ``plots``,
     ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``,
-    ``summarize``, ``prepare_data``, ``pretrain``.
+    ``summarize``, ``prepare_data``, ``pretrain``, ``start_config``, ``stratify``.
     """
     if not dataclasses.is_dataclass(config):
         raise ConfigError(f"register_model({name!r}): config must be a dataclass, got {config!r}")

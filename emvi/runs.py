@@ -66,7 +66,34 @@ def run_model_config(entry, resolved: dict):
     """The model configuration a run directory's config.json records, as ``entry``'s config dataclass."""
     from .config import config_from_dict
 
-    return config_from_dict(entry.config_class, resolved.get("model_config", {}), where="model_config.", strict=True)
+    return config_from_dict(entry.config_class, model_options(entry, resolved.get("model_config", {})),
+                            where="model_config.", strict=True)
+
+
+def model_options(entry, recorded: dict) -> dict:
+    """``recorded`` model options without the entry's start options (runs written before the starts had their own
+    config kept ``pretrain_*`` among the model's)."""
+    start_class = getattr(entry, "start_config", None)
+    if start_class is None or not isinstance(recorded, dict):
+        return recorded
+    start_fields = {f.name for f in dataclasses.fields(start_class)} - {f.name for f in
+                                                                       dataclasses.fields(entry.config_class)}
+    return {key: value for key, value in recorded.items() if key not in start_fields}
+
+
+def start_options(entry, start_config=None):
+    """``entry``'s start config (its ``start_config`` class's defaults when None); None for an entry without one."""
+    start_class = getattr(entry, "start_config", None)
+    if start_class is None:
+        if start_config is not None:
+            raise ConfigError(f"model {entry.name!r} has no start options; drop them (the [start] table)")
+        return None
+    if start_config is None:
+        return start_class()
+    if not isinstance(start_config, start_class):
+        raise ConfigError(f"model {entry.name!r} takes a {start_class.__name__} as its start options, "
+                          f"got {type(start_config).__name__}")
+    return start_config
 
 
 def run_seed(resolved: dict) -> int:
@@ -91,13 +118,14 @@ def build_model(model, config, data_info, *, seed: int = 0):
 
 
 def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str = "svi", out="runs", run_dir=None,
-            resume: bool = False, plots: bool = True, spec: dict | None = None) -> Path:
+            resume: bool = False, plots: bool = True, spec: dict | None = None, start_config=None) -> Path:
     """Fit ``entry``'s model as configured and fill a run directory; returns its path.
 
     ``method_config`` is the method's configuration (:func:`method_config_class`). Everything is validated (data
     loaded, model built, a resumed run's configuration compared) before the run directory is created or changed.
     ``spec`` is the resolved spec (see :mod:`emvi.spec`); it is written to ``spec.toml`` and stored in
-    ``config.json`` and in every checkpoint.
+    ``config.json`` and in every checkpoint. ``start_config`` holds the entry's start options (its ``start_config``
+    class; default: that class's defaults), used by a new fit of a method with a start (SVI's ``pretrain``).
 
     Under torchrun (a process group of several ranks) every rank loads the data and fits its part; rank 0 alone
     checks and writes the run directory and prints. NUTS (``mcmc``) runs on rank 0 alone; the other ranks return.
@@ -115,6 +143,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                           f"got {type(method_config).__name__}")
     if fitter.configure is not None:
         method_config = fitter.configure(entry, model_config, method_config)
+    start_config = start_options(entry, start_config)
     if resume and run_dir is None:
         raise ConfigError("--resume needs --run-dir pointing at the run to continue")
     if fitter.single_process and distributed.is_distributed():
@@ -122,7 +151,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
             return Path(run_dir) if run_dir else Path(out)  # e.g. NUTS chains run in one process: rank 0's
         with distributed.single_process():
             return run_fit(entry, model_config, method_config, data_cfg, method=method, out=out, run_dir=run_dir,
-                           resume=resume, plots=plots, spec=spec)
+                           resume=resume, plots=plots, spec=spec, start_config=start_config)
     main = distributed.is_main_process()
     say = print if main else (lambda *args, **kwargs: None)
     resolve_device(method_config.device)
@@ -147,6 +176,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
     resolved = {
         "model": entry.name,
         "model_config": config_to_dict(model_config),
+        **({} if start_config is None else {"start_config": config_to_dict(start_config)}),
         "method": method,
         "data": data_cfg,
         "data_info": dataclasses.asdict(data_info),
@@ -185,7 +215,7 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
         summary: dict = {"num_train_items": len(train_data),
                          "num_held_out_items": 0 if valid_data is None else len(valid_data)}
         if fitter.start is not None and not resume:  # a resumed fit's checkpoint holds the started weights
-            summary |= fitter.start(entry, model, guide, train_data, model_config, method_config)
+            summary |= fitter.start(entry, model, guide, train_data, model_config, method_config, start_config)
         with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
             result = fitter.fit(model, guide, train_data, method_config, valid_data=valid_data,
                                 run=run if main else None, resume=resume)
@@ -222,14 +252,15 @@ def svi_config(entry, model_config, train_config):
     return configure(get_model(entry) if isinstance(entry, str) else entry, model_config, train_config)
 
 
-def pretrain(entry, model, guide, train_data, model_config, train_config) -> dict:
-    """The entry's start before SVI (its ``pretrain`` hook, e.g. gmvae's autoencoder and clusters), on the training
-    device; ``{}`` for an entry without one. Returns what the hook reports for the run's summary."""
+def pretrain(entry, model, guide, train_data, model_config, train_config, start_config=None) -> dict:
+    """The entry's start before SVI (its ``pretrain`` hook with ``start_config``, default: the entry's start
+    defaults; e.g. gmvae's autoencoder and clusters), on the training device; ``{}`` for an entry without one.
+    Returns what the hook reports for the run's summary."""
     from .inference.methods.svi import start
     from .registry import get_model
 
-    return start(get_model(entry) if isinstance(entry, str) else entry, model, guide, train_data, model_config,
-                 train_config)
+    entry = get_model(entry) if isinstance(entry, str) else entry
+    return start(entry, model, guide, train_data, model_config, train_config, start_options(entry, start_config))
 
 
 def convergence_note(method: str, method_config, summary: dict) -> str | None:
@@ -245,6 +276,7 @@ def _check_resume(run, resolved: dict, method_config, model=None, guide=None, fi
     fit, or no usable checkpoint; changes nothing in it."""
     from .errors import CheckpointError
     from .inference.runner import check_resumable
+    from .registry import get_model
 
     saved = run.read_config()
     if "model" not in saved:
@@ -252,6 +284,8 @@ def _check_resume(run, resolved: dict, method_config, model=None, guide=None, fi
                               "model); pick another --run-dir")
     for key in ("model", "method", "model_config", "data"):
         ours, theirs = resolved.get(key), saved.get(key)
+        if key == "model_config" and saved.get("model") == resolved.get("model"):
+            theirs = model_options(get_model(saved["model"]), theirs)  # a run from before the start options
         if theirs == ours:
             continue
         if isinstance(ours, dict) and isinstance(theirs, dict):

@@ -1,6 +1,6 @@
 """Model specs: a whole fit described in one TOML or YAML file, validated before anything runs.
 
-A spec has five tables; only ``model.name`` is required::
+A spec has up to five tables; only ``model.name`` is required::
 
     [model]                 # a registered model and its configuration fields
     name = "mixture"
@@ -10,6 +10,9 @@ A spec has five tables; only ``model.name`` is required::
     [inference]             # the method and its own options
     method = "em"           # svi (TrainConfig fields: epochs, ...) | em (EMConfig: max_iter, tol, n_init, init)
     max_iter = 500          # | mcmc (MCMCConfig: num_samples, warmup_steps, num_chains), as the model allows
+
+    [start]                 # the model's start before SVI, where it has one (gmvae, ssvae: pretrain_epochs, ...)
+    pretrain_epochs = 120
 
     [data]                  # where the observations come from
     dataset = "counts.csv"  # mnist | fashion-mnist | digits | a .npy/.npz/.csv path (relative to the spec file)
@@ -76,6 +79,8 @@ class Spec:
     outputs: OutputSpec = field(default_factory=OutputSpec)
     module: str | None = None
     """A Python module imported before the model is looked up (it registers the model: ``[model] module``)."""
+    start_config: Any = None
+    """The model entry's start options (``[start]``), or None for an entry without a start."""
 
     def to_dict(self) -> dict:
         """The resolved spec as plain data (every default filled in), in the file layout."""
@@ -83,12 +88,13 @@ class Spec:
         return {
             "model": {**model, **config_to_dict(self.model_config)},
             "inference": {"method": self.method, **config_to_dict(self.method_config)},
+            **({} if self.start_config is None else {"start": config_to_dict(self.start_config)}),
             "data": config_to_dict(self.data),
             "outputs": config_to_dict(self.outputs),
         }
 
 
-TABLES = ("model", "inference", "data", "outputs")
+TABLES = ("model", "inference", "start", "data", "outputs")
 
 
 def read_spec_file(path: str | Path) -> dict:
@@ -170,6 +176,7 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
 
         import_user_module(module, base_dir, where="model.module")
     entry = get_model(name)
+    start_config = _start_config(entry, raw.get("start"), model_table)
     model_config = config_from_dict(entry.config_class, model_table, where="model.", strict=True)
 
     inference = dict(raw.get("inference") or {})
@@ -190,7 +197,21 @@ def parse_spec(raw: dict, *, base_dir: str | Path | None = None) -> Spec:
             data = dataclasses.replace(data, dataset=str(resolved))
     outputs = config_from_dict(OutputSpec, raw.get("outputs") or {}, where="outputs.", strict=True)
     return Spec(model=name, model_config=model_config, method=method, method_config=method_config, data=data,
-                outputs=outputs, module=module)
+                outputs=outputs, module=module, start_config=start_config)
+
+
+def _start_config(entry, table: dict | None, model_table: dict):
+    """The entry's start options from the ``[start]`` table (refusing them under ``[model]``, where they once were)."""
+    if entry.start_config is None:
+        if table:
+            raise ConfigError(f"model {entry.name!r} has no start options; remove the [start] table")
+        return None
+    start_fields = {f.name for f in dataclasses.fields(entry.start_config)}
+    misplaced = sorted(set(model_table) & start_fields)
+    if misplaced:
+        raise ConfigError(f"model.{misplaced[0]} is a start option of {entry.name!r}, not part of the model; move it "
+                          "to the [start] table (e.g. start.pretrain_epochs = 10)")
+    return config_from_dict(entry.start_config, table or {}, where="start.", strict=True)
 
 
 def method_defaults(entry, method: str, model_config=None) -> dict:
@@ -254,4 +275,5 @@ def run_spec(spec: Spec, *, resume: bool = False) -> Path:
         resume=resume,
         plots=spec.outputs.plots,
         spec=spec.to_dict(),
+        start_config=spec.start_config,
     )

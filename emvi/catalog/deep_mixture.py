@@ -4,11 +4,13 @@ registry entries and their wiring.
 * ``gmvae`` — the mixture-prior VAE (unsupervised clustering); ``ssvae`` — the semi-supervised VAE (M2). Their
   stories, configs and declarations are in :mod:`emvi.models.deep_mixture`; both are built by
   :func:`emvi.catalog.declared.build_declared`, fit by SVI with ``TraceEnum_ELBO``.
-* Before SVI, a new fit runs the entry's ``pretrain`` hook (:mod:`emvi.inference.starts`): gmvae's autoencoder and
-  the clusters of its codes; ssvae's autoencoder start of q(y | x) and cluster-then-label.
+* Before SVI, a new fit runs the entry's ``pretrain`` hook with its start config (:mod:`emvi.inference.starts`:
+  ``GMVAEStart``, ``SSVAEStart``): gmvae's autoencoder and the clusters of its codes; ssvae's autoencoder start of
+  q(y | x) and cluster-then-label.
 * ``ssvae``'s ``prepare_data`` (:func:`label_view`) keeps a seeded, class-balanced subset of the labels
   (``labels_per_class``) and hides the others (-1): the model never sees them; evaluation hides every test label and
-  scores argmax q(y | x). ``stratify`` makes every SVI step hold the labelled images (``labelled_in_every_batch``).
+  scores argmax q(y | x). Its ``stratify`` default (``y_mask``) makes every SVI step hold labelled images
+  (``stratify = "off"`` in the SVI options: plain steps).
 
 Both report, on ``emvi evaluate``, the held-out ELBO and importance-sampled log p(x) (the classification term is no
 part of either), plus clustering accuracy / NMI / effective number of clusters (``gmvae``) or test accuracy
@@ -35,7 +37,7 @@ from ..data import DataInfo
 from ..data.binarize import evaluation_tensors
 from ..data.labels import balanced_label_mask
 from ..errors import DataError
-from ..inference.starts import pretrain_gmvae
+from ..inference.starts import GMVAEStart, SSVAEStart, pretrain_gmvae
 from ..inference.starts import pretrain_ssvae as _pretrain_ssvae
 from ..models.deep_mixture import GMVAEConfig, SSVAEConfig, gmvae_declaration, ssvae_declaration
 from ..registry import ModelEntry
@@ -52,10 +54,10 @@ def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
                           hidden_dims=config.hidden_dims)
 
 
-def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config) -> dict:
+def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, start: SSVAEStart, train_config) -> dict:
     """ssvae's start (:func:`emvi.inference.starts.pretrain_ssvae`), clusters named by
     :func:`emvi.analysis.clustering.cluster_names`."""
-    return _pretrain_ssvae(model, guide, train_data, config, train_config, name_clusters=cluster_names)
+    return _pretrain_ssvae(model, guide, train_data, config, start, train_config, name_clusters=cluster_names)
 
 
 # -- data -----------------------------------------------------------------------------------------------------------
@@ -119,16 +121,16 @@ ENTRIES = (
                description="mixture-prior VAE: unsupervised clustering, the cluster enumerated exactly",
                evaluate=evaluate_gmvae, sample=sample_declared, plots=plots_gmvae, summarize=summarize_gmvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum", max_plate_nesting=1,
-               inputs=lambda config: gmvae_declaration(config).data_names, pretrain=pretrain_gmvae),
+               inputs=lambda config: gmvae_declaration(config).data_names, pretrain=pretrain_gmvae,
+               start_config=GMVAEStart),
     ModelEntry("ssvae", SSVAEConfig, build_ssvae,
                description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
                inference_data=declared_inference_data, check_data=check_images, elbo="enum",
                max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
-               prepare_data=label_view, pretrain=pretrain_ssvae,
-               stratify=lambda config: "y_mask" if config.labelled_in_every_batch else None),
+               prepare_data=label_view, pretrain=pretrain_ssvae, start_config=SSVAEStart, stratify="y_mask"),
 )
 
-__all__ = ["ENTRIES", "GMVAEConfig", "SSVAEConfig", "build_gmvae", "build_ssvae", "check_images", "cluster_report",
+__all__ = ["ENTRIES", "GMVAEConfig", "GMVAEStart", "SSVAEConfig", "SSVAEStart", "build_gmvae", "build_ssvae", "check_images", "cluster_report",
            "evaluate_gmvae", "evaluate_ssvae", "gmvae_declaration", "label_view", "predicted_labels", "pretrain_gmvae",
            "pretrain_ssvae", "ssvae_declaration"]

@@ -68,9 +68,9 @@ class HMM(EmviEstimator):
     """
 
     def __init__(self, num_states: int = 3, emission: str = "gaussian", *, method: str = EM,
-                 initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = 100,
-                 tol: float = 1e-4, n_init: int = EMConfig.n_init, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
-                 num_samples: int = MCMCConfig.num_samples, warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = 1, seed: int = 0,
+                 initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = EMConfig.max_iter,
+                 tol: float = EMConfig.tol, n_init: int = EMConfig.n_init, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
+                 num_samples: int = MCMCConfig.num_samples, warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = MCMCConfig.num_chains, seed: int = 0,
                  device: str = "cpu", dtype: str = "float64", verbose: bool = False):
         self.num_states = num_states
         self.emission = emission

@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 from ..inference.convergence import warn_not_converged
 from ..inference.em import EMConfig, fit_em
 from ..inference.initialization import INITS, initialise_mixture
+from ..inference.mcmc import MCMCConfig
 from ..inference.methods import EM, MCMC, SVI
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
@@ -48,7 +49,7 @@ class Mixture(DensityMixin, EmviEstimator):
     ``max_iter`` iterations. ``seed`` seeds every random draw (starts, mini-batches, NUTS, :meth:`sample`); ``dtype``
     "float64" or "float32"; ``device`` cpu, cuda or auto.
 
-    SVI options: ``epochs`` (defaults to ``max_iter``), ``batch_size`` (None = full batch), ``svi_steps``
+    SVI options: ``epochs``, ``batch_size`` (None = full batch), ``svi_steps``
     ("natural": :func:`~emvi.inference.natural_gradient.natural_gradient_svi`, step size ``learning_rate`` default
     1; "adam": the runner :func:`emvi.inference.train` with Adam, ``learning_rate`` default 0.05; gaussian-full always
     uses adam). MCMC options: ``num_samples``, ``warmup_steps``, ``num_chains``; the point estimate is the posterior
@@ -56,11 +57,11 @@ class Mixture(DensityMixin, EmviEstimator):
     """
 
     def __init__(self, num_components: int = 3, family: str = "gaussian-diag", *, method: str = EM,
-                 init: str = EMConfig.init, n_init: int = EMConfig.n_init, max_iter: int = 100, tol: float = 1e-3,
+                 init: str = EMConfig.init, n_init: int = EMConfig.n_init, max_iter: int = EMConfig.max_iter, tol: float = EMConfig.tol,
                  num_categories: int = 2, weight_concentration: float = 1.0, prior_strength: float = 0.0,
-                 floor: float = 1e-6, means_init=None, epochs: int | None = None, batch_size: int | None = None,
-                 learning_rate: float | None = None, svi_steps: str = "natural", num_samples: int = 200,
-                 warmup_steps: int = 200, num_chains: int = 1, dtype: str = "float64", device: str = "cpu",
+                 floor: float = 1e-6, means_init=None, epochs: int = 100, batch_size: int | None = None,
+                 learning_rate: float | None = None, svi_steps: str = "natural", num_samples: int = MCMCConfig.num_samples,
+                 warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = MCMCConfig.num_chains, dtype: str = "float64", device: str = "cpu",
                  seed: int = 0, verbose: bool = False):
         self.num_components = num_components
         self.family = family
@@ -165,7 +166,7 @@ class Mixture(DensityMixin, EmviEstimator):
 
     def _fit_svi(self, model: MixtureModel, x: torch.Tensor, svi_steps: str, learning_rate: float) -> dict:
         if svi_steps == "natural":
-            history = natural_gradient_svi(model, x, epochs=self.epochs or self.max_iter, batch_size=self.batch_size,
+            history = natural_gradient_svi(model, x, epochs=self.epochs, batch_size=self.batch_size,
                                            step_size=learning_rate, seed=self.seed)
             with torch.no_grad():
                 objective = float(model.log_likelihood(x).sum() + model.log_prior())
@@ -174,7 +175,7 @@ class Mixture(DensityMixin, EmviEstimator):
                     "n_iter": len(history), "history": history}
         from ..inference.runner import TrainConfig, train
 
-        config = TrainConfig(epochs=self.epochs or self.max_iter, batch_size=self.batch_size or x.shape[0],
+        config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size or x.shape[0],
                              learning_rate=learning_rate, elbo="enum", max_plate_nesting=1, seed=self.seed,
                              device=str(self._device), progress=self.verbose)
         result = train(model, MixtureGuide(), x, config=config)
@@ -187,7 +188,7 @@ class Mixture(DensityMixin, EmviEstimator):
                 "n_iter": result.epochs_run, "history": history}
 
     def _fit_mcmc(self, model: MixtureModel, x: torch.Tensor) -> dict:
-        from ..inference.mcmc import MCMCConfig, fit_posterior
+        from ..inference.mcmc import fit_posterior
 
         # The chain samples a Bayesian copy of the same model, started from the EM (MAP) fit to shorten warm-up.
         fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False)

@@ -10,7 +10,9 @@ their registry entries' ``pretrain`` hook on a new SVI fit only (never on ``--re
   the codes clustered as gmvae's, each cluster named after the labelled items it holds, and q(y | x) trained on
   those names.
 
-Deterministic given the fit's seed; the global random streams are untouched. Each returns the entries it adds to
+Their options (:class:`GMVAEStart`, :class:`SSVAEStart`) are the entries' start configs: a spec's ``[start]``
+table, the CLI's ``--pretrain-*`` options, ``config.json``'s ``start_config``. Deterministic given the fit's seed;
+the global random streams are untouched. Each returns the entries it adds to
 the run's summary. The measurements behind each choice are in ``docs/experiments/deep_mixture.md``.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -25,11 +28,63 @@ from ..errors import ConfigError, DataError
 from ..models.deep_mixture import GMVAEConfig, SSVAEConfig
 from ..models.mixture import MixtureConfig, MixtureModel, check_mixture_data
 from ..nn import FlatMLP
-from ..validation import check_number, check_positive_int
+from ..validation import check_choice, check_number, check_positive_int
 from .em import fit_em
 from .initialization import initialise_mixture
 from .pretraining import encode_in_chunks, pretrain_autoencoder, pretrain_classifier, spectral_clusters
 from .restarts import best_of_restarts
+
+PRETRAIN_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class GMVAEStart:
+    """gmvae's start before SVI (:func:`pretrain_gmvae`): a training procedure, not part of the model."""
+
+    pretrain_epochs: int = PRETRAIN_EPOCHS
+    """Epochs of the autoencoder start: the encoder mean and decoder trained as a deterministic autoencoder, then
+    μ_k, σ_k (and π if learned) from the clusters of its codes; 0: none."""
+    pretrain_clusters: str = "tsne"
+    """Where the prior's start comes from after the autoencoder: tsne (the moments of the clusters that a Gaussian
+    mixture finds on the codes' t-SNE map, N2D's recipe), spectral (the same from spectral clustering of the codes'
+    nearest-neighbour graph) or gmm (a GMM fit to the codes by EM, VaDE's)."""
+    pretrain_neighbors: int = 10
+    """Nearest neighbours per code in spectral's graph."""
+    pretrain_perplexity: float = 30.0
+    """t-SNE's perplexity (tsne's map of the codes; capped at (N - 1) / 3)."""
+    pretrain_restarts: int = 10
+    """k-means++ starts (seeded by the fit's seed) of tsne's GMM on the map, of spectral's k-means or of the GMM; the
+    best objective is kept."""
+
+    def __post_init__(self):
+        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
+        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
+        check_choice(self.pretrain_clusters, "pretrain_clusters", ("tsne", "spectral", "gmm"))
+        check_positive_int(self.pretrain_neighbors, "pretrain_neighbors")
+        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
+
+
+@dataclass(frozen=True)
+class SSVAEStart:
+    """ssvae's start before SVI (:func:`pretrain_ssvae`): a training procedure, not part of the model."""
+
+    pretrain_epochs: int = 0
+    """Epochs of an autoencoder start: q(y | x)'s hidden layers trained as the encoder of a deterministic
+    autoencoder on every training image, labels unseen; 0: none."""
+    pretrain_classifier_epochs: int = 3
+    """With ``pretrain_epochs`` > 0: epochs of cross-entropy that train q(y | x) on the clusters of the
+    autoencoder's codes (t-SNE map and GMM, as gmvae's start), each cluster named after the labelled items it holds
+    (cluster-then-label); 0: only the hidden layer's autoencoder start."""
+    pretrain_perplexity: float = 30.0
+    """t-SNE's perplexity for those clusters (capped at (N - 1) / 3)."""
+    pretrain_restarts: int = 10
+    """k-means++ starts of the GMM on the t-SNE map; the best log-likelihood is kept."""
+
+    def __post_init__(self):
+        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
+        check_positive_int(self.pretrain_classifier_epochs, "pretrain_classifier_epochs", minimum=0)
+        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
+        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
 
 
 def gmvae_autoencoder(model, guide):
@@ -47,8 +102,8 @@ def gmvae_autoencoder(model, guide):
     return encode, decoder, [*encoder.parameters(), *decoder.parameters()]
 
 
-def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) -> dict:
-    """The start before SVI, with ``config.pretrain_epochs`` > 0:
+def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, start: GMVAEStart, train_config) -> dict:
+    """The start before SVI, with ``start.pretrain_epochs`` > 0:
 
     1. the encoder mean m(x) (the location of q(t | x)) and the decoder f are trained as a deterministic autoencoder,
        min Σ_n BCE(x_n, sigmoid f(m(x_n))) (:func:`emvi.inference.pretraining.pretrain_autoencoder`), with the SVI
@@ -67,28 +122,28 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
     model's parameters. Returns what goes into the run's summary: the epochs, the reconstruction nats per item of
     the last epoch, the log-likelihood per item of the codes under the starting mixture
     (``pretrain_start_loglik``), and the seconds taken."""
-    if config.pretrain_epochs == 0:
+    if start.pretrain_epochs == 0:
         return {}
     device = next(model.parameters()).device
     x = (train_data.tensors[0] if hasattr(train_data, "tensors") else train_data).detach()
     encode, decode, parameters = gmvae_autoencoder(model, guide)
     model.train(), guide.train()
-    out = pretrain_autoencoder(encode, decode, parameters, x, epochs=config.pretrain_epochs,
+    out = pretrain_autoencoder(encode, decode, parameters, x, epochs=start.pretrain_epochs,
                                batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
                                seed=train_config.seed, transform=getattr(train_data, "transform_batch", None), device=device)
     started = time.perf_counter()
     codes = encode_in_chunks(encode, x, device=device, dtype=parameters[0].dtype).double()
     full = config.prior_covariance == "full"
-    if config.pretrain_clusters in ("tsne", "spectral"):
-        if config.pretrain_clusters == "tsne":
-            labels = embedded_clusters(codes, config.num_components, perplexity=config.pretrain_perplexity,
-                                       restarts=config.pretrain_restarts, seed=train_config.seed)
+    if start.pretrain_clusters in ("tsne", "spectral"):
+        if start.pretrain_clusters == "tsne":
+            labels = embedded_clusters(codes, config.num_components, perplexity=start.pretrain_perplexity,
+                                       restarts=start.pretrain_restarts, seed=train_config.seed)
         else:
-            labels = spectral_clusters(codes, config.num_components, neighbors=config.pretrain_neighbors,
-                                       restarts=config.pretrain_restarts, seed=train_config.seed)
+            labels = spectral_clusters(codes, config.num_components, neighbors=start.pretrain_neighbors,
+                                       restarts=start.pretrain_restarts, seed=train_config.seed)
         weights, means, covariances = cluster_moments(codes, labels, config.num_components, floor=1e-4, full=full)
     else:  # a GMM that stops at max_iter is still a good start
-        gmm = gaussian_mixture(codes, config.num_components, full=full, n_init=config.pretrain_restarts, max_iter=300,
+        gmm = gaussian_mixture(codes, config.num_components, full=full, n_init=start.pretrain_restarts, max_iter=300,
                                floor=1e-4, seed=train_config.seed)
         weights, means, covariances = mixture_moments(gmm)
     tables, dtype = model.learned, parameters[0].dtype
@@ -105,15 +160,15 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, train_config) 
         if "z__logits" in tables:  # learned π
             tables["z__logits"].copy_(weights.log().to(dtype))
     log_joint = weights.log() + prior.log_prob(codes[:, None])
-    return {"pretrain_epochs": config.pretrain_epochs,
+    return {"pretrain_epochs": start.pretrain_epochs,
             "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1],
             "pretrain_start_loglik": float(log_joint.logsumexp(-1).mean()),
             "pretrain_seconds": out["pretrain_seconds"] + time.perf_counter() - started}
 
 
-def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config, *,
+def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, start: SSVAEStart, train_config, *,
                    name_clusters: Callable) -> dict:
-    """The start before SVI, with ``config.pretrain_epochs`` > 0 (cluster-then-label, then M2):
+    """The start before SVI, with ``start.pretrain_epochs`` > 0 (cluster-then-label, then M2):
 
     1. the hidden layers h(x) of the classifier q(y | x) become the encoder of a deterministic autoencoder,
 
@@ -135,7 +190,7 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config, 
     ``train_config.seed``; the global random streams are untouched. Returns the run summary's entries: the epochs,
     the reconstruction nats per item of the last epoch, the classifier's cross-entropy on its targets and the share
     of labelled items whose cluster bears their label (step 2), and the seconds taken."""
-    if config.pretrain_epochs == 0:
+    if start.pretrain_epochs == 0:
         return {}
     started = time.perf_counter()
     classifier = guide.encoders["y"]
@@ -161,7 +216,7 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config, 
     try:
         out = pretrain_autoencoder(encode, decoder, [*classifier.parameters(), *code.parameters(),
                                                      *decoder.parameters()],
-                                   x, epochs=config.pretrain_epochs,
+                                   x, epochs=start.pretrain_epochs,
                                    batch_size=train_config.batch_size, learning_rate=train_config.learning_rate,
                                    seed=train_config.seed, transform=getattr(train_data, "transform_batch", None),
                                    device=device)
@@ -169,27 +224,28 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, train_config, 
     finally:
         hook.remove()
     _share_first_layer(classifier, guide.encoders["t"])
-    summary = {"pretrain_epochs": config.pretrain_epochs,
+    summary = {"pretrain_epochs": start.pretrain_epochs,
                "pretrain_reconstruction_nats": out["pretrain_reconstruction_nats"][-1]}
-    if config.pretrain_classifier_epochs:
-        summary |= _cluster_then_label(classify, classifier.parameters(), train_data, x, codes, config, train_config,
+    if start.pretrain_classifier_epochs:
+        summary |= _cluster_then_label(classify, classifier.parameters(), train_data, x, codes, config, start, train_config,
                                        name_clusters)
     summary["pretrain_seconds"] = time.perf_counter() - started
     return summary
 
 
-def _cluster_then_label(classify, parameters, train_data, x, codes, config: SSVAEConfig, train_config,
+def _cluster_then_label(classify, parameters, train_data, x, codes, config: SSVAEConfig, start: SSVAEStart,
+                        train_config,
                         name_clusters: Callable) -> dict:
     """q(y | x) trained by cross-entropy on targets y_n where labelled, else the name of x_n's cluster: the codes'
     clusters (:func:`embedded_clusters`, no label) named by the one-to-one map that agrees with most labelled
     items (``name_clusters``)."""
     labels, mask = train_data.array("y").long(), train_data.array("y_mask").bool()
-    clusters = embedded_clusters(codes.double(), config.num_classes, perplexity=config.pretrain_perplexity,
-                                 restarts=config.pretrain_restarts, seed=train_config.seed)
+    clusters = embedded_clusters(codes.double(), config.num_classes, perplexity=start.pretrain_perplexity,
+                                 restarts=start.pretrain_restarts, seed=train_config.seed)
     names = torch.as_tensor(name_clusters(clusters[mask], labels[mask], config.num_classes, config.num_classes))
     targets = torch.where(mask, labels, names[clusters])
     out = pretrain_classifier(classify, parameters, x, targets,
-                              epochs=config.pretrain_classifier_epochs, batch_size=train_config.batch_size,
+                              epochs=start.pretrain_classifier_epochs, batch_size=train_config.batch_size,
                               learning_rate=train_config.learning_rate, seed=train_config.seed + 1,
                               transform=getattr(train_data, "transform_batch", None), device=codes.device)
     agreement = float((names[clusters[mask]] == labels[mask]).float().mean()) if mask.any() else float("nan")

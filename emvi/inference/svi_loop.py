@@ -37,6 +37,7 @@ from . import distributed
 from .elbo import DifferentiableRenyiELBO
 from .seeding import seed_everything
 from .train_config import (
+    NO_STRATA,
     TrainConfig,
     TrainResult,
     elbo_for,
@@ -403,7 +404,7 @@ def epoch_batches(num_data: int, batch_size: int, *, seed: int, epoch: int, stra
 
 def strata_of(data, name: str | None, num_data: int) -> torch.Tensor | None:
     """The stratum labels ``(N,)`` named by ``TrainConfig.stratify`` (checked), or None."""
-    if name is None:
+    if name is None or name == NO_STRATA:
         return None
     if not hasattr(data, "array"):
         raise ConfigError(f"stratify={name!r} needs an ArrayDataset holding an array {name!r}; got "

@@ -27,6 +27,10 @@ from .sites import discrete_sites, enumerate_discrete
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 LR_SCHEDULES = (None, "exponential", "step", "cosine", "plateau")
 
+NO_STRATA = "off"
+"""``TrainConfig.stratify`` value for plain (unstratified) steps, overriding a model entry's default."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that controls an SVI fit (the model's own hyper-parameters live in its config)."""
@@ -73,7 +77,8 @@ class TrainConfig:
     holds up to ``batch_size`` items of each stratum (the whole stratum when it is smaller), an epoch is one pass
     over the largest, and each stratum's part is scaled by its own size N_s, so the step still estimates the
     full-data ELBO without bias, with far less variance when a small stratum weighs much (M2's labelled images,
-    Kingma et al. 2014). Sites outside the data plate (global latents) count once per step, not once per stratum."""
+    Kingma et al. 2014). Sites outside the data plate (global latents) count once per step, not once per stratum.
+    None: the model entry's default (e.g. ssvae's ``y_mask``); ``"off"``: plain steps."""
 
     def __post_init__(self):
         check_positive_int(self.epochs, "epochs", minimum=0)

@@ -16,8 +16,8 @@
   guide q(y_n | x_n) q(t_n | x_n, y_n): y observed where ``y_mask`` holds, enumerated in the guide elsewhere, plus
   the classification term c · Σ_labelled log q(y_n | x_n) (``classify_weight``, tagged as a training term).
 
-The ``pretrain_*`` fields configure the starts of :mod:`emvi.inference.starts`; ``labelled_in_every_batch`` the
-runner's stratified steps. Why each default (uniform π, full covariance, the t-SNE start, q = 2 for M2, the size of
+The starts before SVI (``pretrain_*``) are training procedure, configured by :mod:`emvi.inference.starts`'s start
+configs; ssvae's stratified SVI steps are its entry's default ``stratify``. Why each default (uniform π, full covariance, the t-SNE start, q = 2 for M2, the size of
 c, stratified steps) is recorded with its measurements in ``docs/experiments/deep_mixture.md``.
 """
 
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from ..declaration import Declaration, declare, latent, learned, mlp, observed, table
 from ..validation import check_choice, check_number, check_positive_int
 
-PRETRAIN_EPOCHS = 10
 """gmvae's default autoencoder epochs before SVI (measurements: docs/experiments/deep_mixture.md)."""
 
 
@@ -61,34 +60,12 @@ class GMVAEConfig(_EncoderDecoderSizes):
     """full: t | z ~ Normal(μ_z, L_z L_zᵀ), L_z ``(q, q)`` lower triangular (the ``mvnormal`` family), so a cluster
     may be an elongated, tilted ellipsoid in t; diag: t | z ~ Normal(μ_z, diag σ_z²). See
     docs/experiments/deep_mixture.md for the measurements behind the default."""
-    pretrain_epochs: int = PRETRAIN_EPOCHS
-    """Epochs of the autoencoder start before SVI (:func:`emvi.inference.starts.pretrain_gmvae`): the encoder mean
-    and decoder trained as a deterministic autoencoder, then μ_k, σ_k (and π if learned) from the clusters of its
-    codes; 0: none."""
-    pretrain_clusters: str = "tsne"
-    """Where the prior's start comes from after the autoencoder: tsne (the moments of the clusters that a Gaussian
-    mixture finds on the codes' t-SNE map, N2D's recipe), spectral (the same from spectral clustering of the codes'
-    nearest-neighbour graph) or gmm (a GMM fit to the codes by EM, VaDE's). See docs/experiments/deep_mixture.md for
-    the measurements behind the default."""
-    pretrain_neighbors: int = 10
-    """Nearest neighbours per code in spectral's graph."""
-    pretrain_perplexity: float = 30.0
-    """t-SNE's perplexity (tsne's map of the codes; capped at (N - 1) / 3)."""
-    pretrain_restarts: int = 10
-    """k-means++ starts (seeded by the fit's seed) of tsne's GMM on the map, of spectral's k-means or of the GMM; the
-    best objective is kept."""
-
     cli_aliases = {"num_components": ("-k",)}
 
     def __post_init__(self):
         self._check_sizes("num_components")
         check_choice(self.cluster_posterior, "cluster_posterior", ("exact", "amortised"))
         check_choice(self.prior_covariance, "prior_covariance", ("diag", "full"))
-        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
-        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
-        check_choice(self.pretrain_clusters, "pretrain_clusters", ("tsne", "spectral", "gmm"))
-        check_positive_int(self.pretrain_neighbors, "pretrain_neighbors")
-        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
 
 
 @dataclass(frozen=True)
@@ -107,32 +84,12 @@ class SSVAEConfig(_EncoderDecoderSizes):
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
     """Seed of the labelled subset."""
-    pretrain_epochs: int = 0
-    """Epochs of an autoencoder start before SVI (:func:`emvi.inference.starts.pretrain_ssvae`): q(y | x)'s hidden
-    layers trained as the encoder of a deterministic autoencoder on every training image, labels unseen; 0: none."""
-    pretrain_classifier_epochs: int = 3
-    """With ``pretrain_epochs`` > 0: epochs of cross-entropy that train q(y | x) on the clusters of the
-    autoencoder's codes (t-SNE map and GMM, as gmvae's start), each cluster named after the labelled items it holds
-    (cluster-then-label); 0: only the hidden layer's autoencoder start."""
-    pretrain_perplexity: float = 30.0
-    """t-SNE's perplexity for those clusters (capped at (N - 1) / 3)."""
-    pretrain_restarts: int = 10
-    """k-means++ starts of the GMM on the t-SNE map; the best log-likelihood is kept."""
-    labelled_in_every_batch: bool = True
-    """Stratified SVI steps (``TrainConfig.stratify = "y_mask"``): every step holds up to ``batch_size`` labelled
-    images besides ``batch_size`` unlabelled ones, each part scaled by its own count (Kingma et al.'s sampling); off:
-    items drawn uniformly, so a step holds a labelled image now and then, with weight c · N / batch_size."""
-
     def __post_init__(self):
         self._check_sizes("num_classes")
         check_number(self.classify_weight, "classify_weight", minimum=0)
         if self.labels_per_class is not None:
             check_positive_int(self.labels_per_class, "labels_per_class")
         check_positive_int(self.label_seed, "label_seed", minimum=0)
-        check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
-        check_positive_int(self.pretrain_classifier_epochs, "pretrain_classifier_epochs", minimum=0)
-        check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
-        check_positive_int(self.pretrain_restarts, "pretrain_restarts")
 
 
 def gmvae_declaration(config: GMVAEConfig) -> Declaration:
@@ -159,4 +116,4 @@ def ssvae_declaration(config: SSVAEConfig, classify: float = 0.0) -> Declaration
     )
 
 
-__all__ = ["PRETRAIN_EPOCHS", "GMVAEConfig", "SSVAEConfig", "gmvae_declaration", "ssvae_declaration"]
+__all__ = ["GMVAEConfig", "SSVAEConfig", "gmvae_declaration", "ssvae_declaration"]

@@ -33,8 +33,8 @@ import torch
 from sklearn.cluster import KMeans
 
 from emvi.analysis.clustering import cluster_accuracy
-from emvi.catalog.deep_mixture import (GMVAEConfig, SSVAEConfig, evaluate_gmvae, evaluate_ssvae, label_view,
-                                       predicted_labels, pretrain_gmvae)
+from emvi.catalog.deep_mixture import (GMVAEConfig, GMVAEStart, SSVAEConfig, SSVAEStart, evaluate_gmvae,
+                                       evaluate_ssvae, label_view, predicted_labels, pretrain_gmvae)
 from emvi.data import load_dataset
 from emvi.inference import TrainConfig, train
 from emvi.runs import build_model, pretrain, svi_config
@@ -58,7 +58,7 @@ code("""guide_trace = poutine.trace(guide).get_trace(digits.x[:5])
 replayed = poutine.enum(poutine.replay(model, trace=guide_trace), first_available_dim=-2)
 model_trace = poutine.trace(replayed).get_trace(digits.x[:5])
 {name: tuple(site["value"].shape) for name, site in model_trace.nodes.items() if site["type"] == "sample"}""")
-code("""pretrain_gmvae(model, guide, digits, config, schedule)  # an autoencoder, then the prior from clusters of its codes' t-SNE map
+code("""pretrain_gmvae(model, guide, digits, config, GMVAEStart(), schedule)  # an autoencoder, then the prior from clusters of its codes' t-SNE map
 train(model, guide, digits, config=schedule)
 metrics = evaluate_gmvae(model, guide, test, num_samples=NUM_SAMPLES)
 kmeans = KMeans(NUM_COMPONENTS, n_init=3, random_state=SEED).fit(digits.x.numpy())
@@ -82,15 +82,14 @@ named by the labelled images it holds, and q(y | x) is trained on those names (c
 objective pulls q(y | x) back to where it ends from random weights; the heavy classification weight c holds the
 start.""")
 code("""config = SSVAEConfig(num_classes=10, latent_dim=SSVAE_LATENT_DIM, hidden_dims=HIDDEN_DIMS,
-                     labels_per_class=LABELS_PER_CLASS, label_seed=SEED, classify_weight=3e6,
-                     pretrain_epochs=SSVAE_PRETRAIN_EPOCHS)
+                     labels_per_class=LABELS_PER_CLASS, label_seed=SEED, classify_weight=3e6)
 inputs = ("x", "y", "y_mask")
 labelled = label_view(config, digits, "train").with_inputs(inputs)
 test_view = label_view(config, test, "test").with_inputs(inputs)
 model, guide = build_model("ssvae", config, labelled.info(), seed=SEED)
 print(model.declaration.story(model.shapes))
 classifier = type(guide.encoders["y"])([64, *HIDDEN_DIMS, 10])
-print(pretrain("ssvae", model, guide, labelled, config, schedule))
+print(pretrain("ssvae", model, guide, labelled, config, schedule, SSVAEStart(pretrain_epochs=SSVAE_PRETRAIN_EPOCHS)))
 start_accuracy = float((predicted_labels(model, guide, test_view) == test.y).float().mean())
 train(model, guide, labelled, config=svi_config("ssvae", config, schedule))  # the labelled images in every step
 metrics = evaluate_ssvae(model, guide, test_view, num_samples=NUM_SAMPLES) | {"start_accuracy": start_accuracy}

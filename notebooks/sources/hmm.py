@@ -88,7 +88,8 @@ from emvi.data import ArrayDataset
 data = ArrayDataset(x=x, lengths=lens)
 fits, bic = {}, {}
 for k in CANDIDATE_STATES:
-    nuts = HMM(k, "poisson", method="mcmc", num_samples=NUTS_DRAWS, warmup_steps=NUTS_DRAWS, seed=SEED).fit(sequences)
+    nuts = HMM(k, "poisson", method="mcmc", num_samples=NUTS_DRAWS, warmup_steps=NUTS_DRAWS, num_chains=1,
+               seed=SEED).fit(sequences)
     fits[f"K={k}"] = hmm_inference_data(nuts.model_, None, data, method="mcmc", samples=nuts.mcmc_.samples)
     bic[f"K={k}"] = HMM(k, "poisson", max_iter=200, seed=SEED).fit(sequences).bic(sequences)
     print(f"K={k}: {nuts.mcmc_.num_divergent} divergent transitions, {nuts.mcmc_.seconds:.1f} s")

@@ -64,7 +64,8 @@ LOO averages over the posterior, so it needs draws: NUTS for each K. For the EM 
 meaningless; BIC and the held-out log-likelihood stand in.""")
 code("""posterior_fits, rows = {}, []
 for k in K_VALUES:
-    nuts = Mixture(k, "poisson", method="mcmc", num_samples=NUM_SAMPLES, warmup_steps=NUM_SAMPLES, seed=SEED).fit(counts)
+    nuts = Mixture(k, "poisson", method="mcmc", num_samples=NUM_SAMPLES, warmup_steps=NUM_SAMPLES, num_chains=1,
+                   seed=SEED).fit(counts)
     posterior_fits[f"K={k}"] = mixture_inference_data(nuts.model_, nuts.guide_, counts, method="mcmc",
                                                       samples=nuts.mcmc_.samples)
     em = Mixture(k, "poisson", method="em", n_init=3, seed=SEED).fit(counts)

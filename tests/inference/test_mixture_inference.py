@@ -58,7 +58,7 @@ def test_full_batch_natural_gradient_svi_retraces_em(family):
          "poisson": torch.poisson((1.0 + 3 * z[:, None]).expand(200, 3).double(), generator=g),
          "bernoulli": torch.bernoulli((0.2 + 0.3 * z[:, None]).expand(200, 3).double(), generator=g),
          "categorical": torch.randint(0, 3, (200, 3), generator=g).double()}[family]
-    options = dict(num_categories=3, weight_concentration=2.0, prior_strength=1.5, max_iter=12, tol=0.0)
+    options = dict(num_categories=3, weight_concentration=2.0, prior_strength=1.5, max_iter=12, epochs=12, tol=0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         em = Mixture(3, family, **options).fit(x)
@@ -81,7 +81,7 @@ def test_minibatch_natural_gradient_svi_approaches_the_optimum():
 @pytest.mark.slow
 def test_nuts_on_the_collapsed_model():
     x = counts(n=150, seed=1)
-    est = Mixture(2, "poisson", method="mcmc", num_samples=100, warmup_steps=100, seed=0).fit(x)
+    est = Mixture(2, "poisson", method="mcmc", num_samples=100, warmup_steps=100, num_chains=1, seed=0).fit(x)
     draws = est.mcmc_.samples
     assert draws["rates"].shape == (1, 100, 2, 2) and draws["weights"].shape == (1, 100, 2)
     assert "z" not in draws  # the assignments are summed out, never sampled

@@ -93,12 +93,12 @@ def test_ssvae_puts_its_labelled_images_in_every_step_unless_told_not_to(tmp_pat
     from emvi.cli import main
 
     run = tmp_path / "run"
-    flag = [] if every_batch else ["--labelled-in-every-batch", "false"]
+    flag = [] if every_batch else ["--stratify", "off"]
     assert main(["fit", "ssvae", "--dataset", "digits", "--binarize", "static", "--limit", "300", "--epochs", "1",
                  "--latent-dim", "2", "--hidden-dims", "8", "--labels-per-class", "2", "--batch-size", "64",
                  "--progress", "false", "--no-plots", *flag, "--run-dir", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["method_config"]["stratify"] == ("y_mask" if every_batch else None)
+    assert config["method_config"]["stratify"] == ("y_mask" if every_batch else "off")
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert math.isfinite(metrics[0]["train_loss"])
     # ceil(280 unlabelled / 64) = 5 steps of 64 (+ 20 labelled), against ceil(300 / 64) = 5 uniform ones:

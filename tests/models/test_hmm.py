@@ -385,7 +385,7 @@ def test_nuts_draws_cover_the_truth_and_loo_prefers_the_true_number_of_states():
     data = ArrayDataset(x=x, lengths=lengths)
     fits = {}
     for k in (1, 2):
-        est = HMM(k, "poisson", method="mcmc", num_samples=100, warmup_steps=100, seed=0).fit(x, lengths)
+        est = HMM(k, "poisson", method="mcmc", num_samples=100, warmup_steps=100, num_chains=1, seed=0).fit(x, lengths)
         assert est.mcmc_.samples["transition"].shape == (1, 100, k, k)
         fits[f"K={k}"] = idata = hmm_inference_data(est.model_, None, data, method="mcmc",
                                                     samples=est.mcmc_.samples)

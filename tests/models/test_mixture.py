@@ -254,7 +254,7 @@ def test_mcmc_is_rejected_for_full_covariance():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ConfigError, match="gaussian-full"):
-            Mixture(2, "gaussian-full", method="mcmc", num_samples=4, warmup_steps=2, max_iter=2).fit(gaussian_blobs(40))
+            Mixture(2, "gaussian-full", method="mcmc", num_samples=4, warmup_steps=2, num_chains=1, max_iter=2).fit(gaussian_blobs(40))
 
 
 def test_initialisation_is_seeded_and_picks_distinct_data_points():

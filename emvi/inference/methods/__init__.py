@@ -60,8 +60,8 @@ class Method:
     configure: Callable[..., Any] | None = None
     """``configure(entry, model_config, config) -> config``: the model entry's defaults for the method's options."""
     start: Callable[..., dict] | None = None
-    """``start(entry, model, guide, train_data, model_config, config) -> dict``: the model entry's start before a
-    new (not resumed) fit; returns metrics for the summary."""
+    """``start(entry, model, guide, train_data, model_config, config, start_config) -> dict``: the model entry's
+    start before a new (not resumed) fit, with the entry's start options; returns metrics for the summary."""
     resumable: bool = False
     """A fit can continue from the run directory's checkpoint (``--resume``)."""
     single_process: bool = False

@@ -33,18 +33,16 @@ def load(model, guide, run, device) -> None:
 
 
 def configure(entry, model_config, config: TrainConfig) -> TrainConfig:
-    """``config`` with the entry's strata (its ``stratify`` hook, e.g. ssvae's ``y_mask``) when it names none."""
+    """``config`` with the entry's strata (its ``stratify``, e.g. ssvae's ``y_mask``) when it names none."""
     stratify = getattr(entry, "stratify", None)
     if config.stratify is None and stratify is not None:
-        name = stratify(model_config)
-        if name is not None:
-            return dataclasses.replace(config, stratify=name)
+        return dataclasses.replace(config, stratify=stratify)
     return config
 
 
-def start(entry, model, guide, train_data, model_config, config: TrainConfig) -> dict:
-    """The entry's start before SVI (its ``pretrain`` hook, e.g. gmvae's autoencoder and clusters), on the training
-    device; else, for a model that asks for it (``svi_data_start``) and has EM's protocol, EM's start (k-means++
+def start(entry, model, guide, train_data, model_config, config: TrainConfig, start_config=None) -> dict:
+    """The entry's start before SVI (its ``pretrain`` hook with ``start_config``, default: its ``start_config``
+    class's defaults; e.g. gmvae's autoencoder and clusters), on the training device; else, for a model that asks for it (``svi_data_start``) and has EM's protocol, EM's start (k-means++
     hard assignments of the first array's rows and one closed-form M-step), so that the components begin apart
     instead of all at the prior's centre; ``{}`` otherwise."""
     from ...validation import resolve_device
@@ -54,7 +52,9 @@ def start(entry, model, guide, train_data, model_config, config: TrainConfig) ->
         return data_start(model, train_data, config)
     device = resolve_device(config.device)
     model.to(device), guide.to(device)
-    return pretrain(model, guide, train_data, model_config, config) or {}
+    if start_config is None and getattr(entry, "start_config", None) is not None:
+        start_config = entry.start_config()
+    return pretrain(model, guide, train_data, model_config, start_config, config) or {}
 
 
 def _starts_from_data(model) -> bool:
