@@ -9,7 +9,7 @@ JSON object as its last JSON line: that object is the record's ``result``. The r
 
 * ``benchmark`` (the script's name) and ``argv`` (its arguments), ``command`` (the line that reproduces it);
 * ``date`` (UTC, ISO 8601), ``emvi_version``, ``commit`` (``git rev-parse HEAD`` of this checkout, ``+dirty`` when
-  ``emvi/`` or ``benchmarks/`` differ from it, results excepted);
+  ``emvi/`` or the benchmark's script differ from it);
 * ``machine``: ``cpu_cores`` (``os.cpu_count()``), ``cpu`` (model name), ``torch_threads`` and
   ``torch_interop_threads`` (as the benchmark left them), ``load_average`` (1 minute, at the start: the cores
   may be shared), ``platform``, ``python``, ``torch``;
@@ -58,10 +58,10 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def commit() -> str:
-    """HEAD of this checkout, ``+dirty`` when the measured code (emvi/, benchmarks/ but results) differs from it."""
+def commit(script: Path) -> str:
+    """HEAD of this checkout, ``+dirty`` when the measured code (emvi/ and the benchmark's script) differs from it."""
     head = _git("rev-parse", "HEAD") or "unknown"
-    changed = _git("status", "--porcelain", "--", "emvi", "benchmarks", ":(exclude)benchmarks/results")
+    changed = _git("status", "--porcelain", "--", "emvi", str(script.relative_to(ROOT)))
     return head + ("+dirty" if changed else "")
 
 
@@ -118,7 +118,7 @@ def run_and_record(name: str, args: list[str], out: Path) -> dict:
     record = {
         "benchmark": name, "argv": args,
         "command": shlex.join(["python", f"benchmarks/{name}.py", *args]),
-        "date": date, "emvi_version": emvi.__version__, "commit": commit(),
+        "date": date, "emvi_version": emvi.__version__, "commit": commit(script),
         "machine": {"cpu_cores": os.cpu_count(), "cpu": cpu_model(), "torch_threads": facts["torch_threads"],
                     "torch_interop_threads": facts["torch_interop_threads"], "load_average": load,
                     "platform": platform.platform(), "python": platform.python_version(), "torch": facts["torch"]},
