@@ -61,7 +61,7 @@ def _git(*args: str) -> str:
 def commit(script: Path) -> str:
     """HEAD of this checkout, ``+dirty`` when the measured code (emvi/ and the benchmark's script) differs from it."""
     head = _git("rev-parse", "HEAD") or "unknown"
-    changed = _git("status", "--porcelain", "--", "emvi", str(script.relative_to(ROOT)))
+    changed = _git("status", "--porcelain", "--", "emvi", str(script))
     return head + ("+dirty" if changed else "")
 
 
