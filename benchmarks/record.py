@@ -8,8 +8,8 @@ and afterwards writes the torch thread count it ended with); its output passes t
 JSON object as its last JSON line: that object is the record's ``result``. The record, one line appended to the file:
 
 * ``benchmark`` (the script's name) and ``argv`` (its arguments), ``command`` (the line that reproduces it);
-* ``date`` (UTC, ISO 8601), ``emvi_version``, ``commit`` (``git rev-parse HEAD`` of this checkout, ``+dirty`` when
-  ``emvi/`` or the benchmark's script differ from it);
+* ``date`` (UTC, ISO 8601) and ``commit`` (``git rev-parse HEAD`` of this checkout, ``+dirty`` when ``emvi/`` or the
+  benchmark's script differ from it), both taken at the start; ``emvi_version``;
 * ``machine``: ``cpu_cores`` (``os.cpu_count()``), ``cpu`` (model name), ``torch_threads`` and
   ``torch_interop_threads`` (as the benchmark left them), ``load_average`` (1 minute, at the start: the cores
   may be shared), ``platform``, ``python``, ``torch``;
@@ -98,17 +98,18 @@ def run_and_record(name: str, args: list[str], out: Path) -> dict:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     date = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    measured = commit(script)  # before the run: the code that runs is the code at its start
     with tempfile.TemporaryDirectory() as folder:
         facts_path = os.path.join(folder, "facts.json")
         began = time.perf_counter()
-        child = subprocess.Popen([sys.executable, __file__, "--child", str(script), facts_path, *args],
-                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)
         lines = []
-        for line in child.stdout:
-            sys.stdout.write(line)
-            sys.stdout.flush()
-            lines.append(line)
-        if child.wait() != 0:
+        with subprocess.Popen([sys.executable, __file__, "--child", str(script), facts_path, *args],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT) as child:
+            for line in child.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                lines.append(line)
+        if child.returncode != 0:
             raise SystemExit(f"record.py: error: {name}.py exited with status {child.returncode}; nothing recorded")
         seconds = time.perf_counter() - began
         facts = json.loads(Path(facts_path).read_text())
@@ -118,7 +119,7 @@ def run_and_record(name: str, args: list[str], out: Path) -> dict:
     record = {
         "benchmark": name, "argv": args,
         "command": shlex.join(["python", f"benchmarks/{name}.py", *args]),
-        "date": date, "emvi_version": emvi.__version__, "commit": commit(script),
+        "date": date, "emvi_version": emvi.__version__, "commit": measured,
         "machine": {"cpu_cores": os.cpu_count(), "cpu": cpu_model(), "torch_threads": facts["torch_threads"],
                     "torch_interop_threads": facts["torch_interop_threads"], "load_average": load,
                     "platform": platform.platform(), "python": platform.python_version(), "torch": facts["torch"]},
@@ -126,7 +127,7 @@ def run_and_record(name: str, args: list[str], out: Path) -> dict:
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as file:
-        file.write(json.dumps(record, sort_keys=True) + "\n")
+        file.write(json.dumps(record) + "\n")
     print(f"recorded in {out}", file=sys.stderr)
     return record
 
