@@ -69,6 +69,10 @@ def microseconds(seconds) -> str:
     return number(None if seconds is None else 1e6 * seconds)
 
 
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def line(cells):
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
@@ -108,7 +112,7 @@ def hmm_choice(result: dict) -> list[str]:
     rows = [[f"{int(key.removeprefix('T=')):,}", number(row["sequential_seconds"]), number(row["blocked_seconds"]),
              number(row["scan_seconds"])] for key, row in result["choice"].items()]
     return markdown_table(["T (one sequence)", "step by step, one thread (s)", "blocked, one thread (s)",
-                           f"scan, {result['threads']} threads (s)"], rows)
+                           f"scan, {plural(result['threads'], 'thread')} (s)"], rows)
 
 
 def hmm_fit(result: dict) -> list[str]:
@@ -139,7 +143,7 @@ def mixture_chunks(result: dict) -> list[str]:
     rows = [[label(key), milliseconds(result["rows"][key]["float64"]), milliseconds(result["rows"][key]["float32"])]
             for key in sorted(result["rows"], key=order)]
     caption = (f"{result['case']}: N = {result['n']:,}, D = {result['d']}, K = {result['k']}, "
-               f"{result['threads']} threads; milliseconds per pass, median")
+               f"{plural(result['threads'], 'thread')}; milliseconds per pass, median")
     return [caption, ""] + markdown_table(["chunk", "float64 (ms)", "float32 (ms)"], rows)
 
 
@@ -184,7 +188,7 @@ def vae_step(result: dict) -> list[str]:
     if "optimizer_default_adam" in times.get("torch", {}):
         rows.append(["optimizer, torch's default (unfused) Adam", number(times["torch"]["optimizer_default_adam"])]
                     + [""] * (len(names) - 1))
-    caption = f"batch {result['batch_size']}, {result['threads']} threads, {result['steps']} timed steps; ms, median"
+    caption = f"batch {result['batch_size']}, {plural(result['threads'], 'thread')}, {result['steps']} timed steps; ms, median"
     return [caption, ""] + markdown_table(["phase"] + names, rows)
 
 
