@@ -19,6 +19,15 @@ whole process's peak, ``fit_rss`` that peak minus the peak reached before the fi
 the data were loaded), i.e. what the fit itself added. After the fit each child also decodes the sequence with its
 fitted parameters (Viterbi; ``decode_time_ratio``, and whether both libraries found the same path). Ratios are emvi / hmmlearn; ``loglik_rel_diff`` is
 |emvi - hmmlearn| / |hmmlearn|. The last line is one JSON object with one entry per length.
+
+``--recursions`` times the recursions of ``emvi.models.hmm_recursions`` themselves on random emission densities
+(K=``--states``), the cases behind its CPU choices (docs/experiments/hmm.md): the step-by-step forward-backward on
+``--sequences`` x ``--length`` steps (seconds per step) and the blocked one on one sequence of 10^5 steps, each on one
+intra-op thread and on two; then, for one sequence of T = 10^4 and 10^5 steps (and 10^6 without ``--quick``), the
+step-by-step, blocked and scan recursions at ``--threads`` threads (the first two at one thread, as the model runs
+them when their steps are small). Median of ``--repeats`` runs; the last line is one JSON object.
+
+    python benchmarks/hmm.py --recursions --quick
 """
 
 from __future__ import annotations
@@ -40,6 +49,11 @@ import emvi
 from emvi.inference.em import fit_em
 from emvi.inference.initialization import initialise_hmm
 from emvi.models.hmm import HMMConfig, HMMModel
+from emvi.models.hmm_recursions import (
+    blocked_forward_backward,
+    scan_forward_backward,
+    sequential_forward_backward,
+)
 
 
 def simulate(num_sequences, length, num_states, num_features, seed):
@@ -150,6 +164,56 @@ def long_sequences(args) -> dict:
     return summary
 
 
+def _random_chain(n: int, steps: int, k: int, seed: int):
+    """A random start ``(K,)``, transition ``(K, K)``, emission log-densities ``(N, T, K)`` and validity ``(N, T)``."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.rand(k, generator=g, dtype=torch.float64) + 0.1
+    transition = torch.rand(k, k, generator=g, dtype=torch.float64) + 0.1
+    log_b = torch.randn(n, steps, k, generator=g, dtype=torch.float64) * 3
+    return start / start.sum(), transition / transition.sum(1, keepdim=True), log_b, torch.ones(n, steps, dtype=bool)
+
+
+def _median_seconds(run, threads: int, repeats: int) -> float:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - began)
+    finally:
+        torch.set_num_threads(previous)
+    return float(np.median(times))
+
+
+def recursions(args) -> dict:
+    """``--recursions``: the thread and recursion-choice cases (see the module docstring)."""
+    k, repeats = args.states, args.repeats
+    chain = _random_chain(args.sequences, args.length, k, args.seed)
+    long_chain = _random_chain(1, 10**5, k, args.seed)
+    summary = {"states": k, "repeats": repeats, "threads": args.threads,
+               "step": {"sequences": args.sequences, "length": args.length},
+               "blocked": {"length": 10**5}, "choice": {}}
+    with torch.no_grad():
+        for threads in (1, 2):
+            seconds = _median_seconds(lambda: sequential_forward_backward(*chain), threads, repeats)
+            summary["step"][f"seconds_per_step_{threads}_threads"] = seconds / args.length
+            summary["blocked"][f"seconds_{threads}_threads"] = _median_seconds(
+                lambda: blocked_forward_backward(*long_chain), threads, repeats)
+            print(f"{threads} thread(s): step {seconds / args.length * 1e6:.1f} us, blocked E-step (T=1e5) "
+                  f"{summary['blocked'][f'seconds_{threads}_threads']:.2f} s", flush=True)
+        for length in [10**4, 10**5] + ([] if args.quick else [10**6]):
+            one = long_chain if length == 10**5 else _random_chain(1, length, k, args.seed)
+            row = {"sequential_seconds": _median_seconds(lambda one=one: sequential_forward_backward(*one), 1, repeats),
+                   "blocked_seconds": _median_seconds(lambda one=one: blocked_forward_backward(*one), 1, repeats),
+                   "scan_seconds": _median_seconds(lambda one=one: scan_forward_backward(*one), args.threads, repeats)}
+            summary["choice"][f"T={length}"] = row
+            print(f"T={length:.0e}: " + ", ".join(f"{key} {value:.2f}" for key, value in row.items()), flush=True)
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -162,6 +226,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--long", action="store_true", help="one long sequence, T=1e5 and 1e6 (see the docstring)")
     parser.add_argument("--long-iterations", type=int, default=10)
+    parser.add_argument("--recursions", action="store_true", help="time the recursions (see the docstring)")
+    parser.add_argument("--repeats", type=int, default=5, help="--recursions: runs per case, the median counts")
     parser.add_argument("--long-child", nargs=2, metavar=("LIBRARY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.long_child:
@@ -170,6 +236,9 @@ def main(argv=None) -> dict:
         return long_sequences(args)
     if args.quick:
         args.sequences, args.length, args.iterations = 40, 200, 20
+        args.repeats = min(args.repeats, 3)
+    if args.recursions:
+        return recursions(args)
     torch.set_num_threads(args.threads)
     x = simulate(args.sequences, args.length, args.states, args.features, args.seed)
     print(f"data: {args.sequences} sequences x {args.length} steps, D={args.features}, K={args.states}; "

@@ -22,6 +22,12 @@ synthetic case's.
     python benchmarks/mixture.py            # full sizes
     python benchmarks/mixture.py --quick    # N=20,000 synthetic and 4,000 MNIST images, under a minute
     python benchmarks/mixture.py --em-only  # EM and scikit-learn only
+    python benchmarks/mixture.py --chunks   # the chunked E-step's cost against its chunk size and dtype
+
+``--chunks`` times :meth:`MixtureModel.expected_statistics` (the E-step fused with the M-step's reduction: one EM
+iteration's data pass) on MNIST-PCA50 (all training images; the synthetic case when MNIST is absent), K=10, for
+chunks of 250 ... 8,000 rows, the default (``CHUNK_ELEMENTS`` per chunk) and one chunk of all rows, in float64 and
+float32, at ``--threads`` threads; the median of ``--repeats`` (at least 5) passes after one untimed pass.
 
 Where EM's time goes (torch.profiler and process CPU time, one thread, MNIST-PCA50: N=15,604 here, D=50, K=10;
 scikit-learn ~17-23 ms per iteration on the same machine). Before (whole-data E-step read off the Pyro trace,
@@ -56,7 +62,7 @@ import emvi  # noqa: F401  (module-local Pyro params before the models are built
 from emvi.inference import TrainConfig, fit_em, train
 from emvi.inference.initialization import initialise_mixture
 from emvi.inference.natural_gradient import natural_gradient_svi
-from emvi.models.mixture import MixtureConfig, MixtureGuide, MixtureModel
+from emvi.models.mixture import CHUNK_ELEMENTS, MixtureConfig, MixtureGuide, MixtureModel
 
 REACH_TOL = 0.0
 
@@ -171,6 +177,31 @@ def run_case(name: str, x: np.ndarray, k: int, *, svi_epochs: int, repeats: int 
     return row
 
 
+def chunk_case(repeats: int, seed: int = 0) -> dict:
+    """``--chunks``: seconds per data pass of the chunked E-step against the chunk size and the dtype."""
+    x, name = mnist_pca(None), "mnist-pca50"
+    if x is None:
+        x, name = synthetic(20_000), "synthetic"
+    n, d = x.shape
+    summary = {"case": name, "n": n, "d": d, "k": 10, "chunk_elements": CHUNK_ELEMENTS, "rows": {}}
+    for dtype in (torch.float64, torch.float32):
+        xt = torch.as_tensor(x, dtype=dtype)
+        model = MixtureModel(MixtureConfig(num_components=10, floor=1e-6), d, dtype=dtype)
+        initialise_mixture(model, xt, "kmeans++", torch.Generator().manual_seed(seed))
+        for rows in (250, 500, 1000, 2000, 4000, 8000, None, n):
+            with torch.no_grad():
+                model.expected_statistics(xt, chunk_size=rows)
+                times = []
+                for _ in range(max(repeats, 5)):
+                    began = time.perf_counter()
+                    model.expected_statistics(xt, chunk_size=rows)
+                    times.append(time.perf_counter() - began)
+            key = "default" if rows is None else "all" if rows == n else str(rows)
+            summary["rows"].setdefault(key, {})[str(dtype).removeprefix("torch.")] = float(np.median(times))
+            print(f"  {name} {dtype} chunk {key:>7s}: {np.median(times) * 1e3:7.2f} ms per pass", flush=True)
+    return summary
+
+
 def finite_or_none(value):
     if isinstance(value, dict):
         return {k: finite_or_none(v) for k, v in value.items()}
@@ -185,9 +216,14 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (scikit-learn uses numpy's BLAS)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of sklearn and em per case; the fastest counts")
     parser.add_argument("--em-only", action="store_true", help="EM against scikit-learn only (no SVI runs)")
+    parser.add_argument("--chunks", action="store_true", help="the E-step's time against chunk size and dtype only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
+    if args.chunks:
+        summary = chunk_case(args.repeats) | {"threads": args.threads}
+        print(json.dumps(summary))
+        return 0
     n_synth, mnist_limit, svi_epochs = (20_000, 4_000, 100) if args.quick else (100_000, None, 300)
     rows = [run_case("synthetic", synthetic(n_synth), 8, svi_epochs=svi_epochs, repeats=args.repeats,
                      em_only=args.em_only)]

@@ -115,7 +115,7 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
     try:
         # NUTS on small data is thousands of tiny tensor operations; with several intra-op threads each one pays
-        # thread hand-off (measured 12x slower with 2 threads on a busy 2-core machine), so run them on one.
+        # thread hand-off (docs/experiments/mcmc.md), so run them on one.
         if small:
             torch.set_num_threads(1)
         with pyro.validation_enabled(False):

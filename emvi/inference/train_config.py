@@ -142,7 +142,7 @@ def make_optimizer(config: TrainConfig, params, optim=None) -> torch.optim.Optim
         return resolve_optim(optim, config)(params)
     lr, wd = config.learning_rate, config.weight_decay
     # torch's fused kernels update all parameters in one pass; on CPU its default is a Python loop over parameters,
-    # which costs 0.7-0.85 ms of a 7 ms VAE step on MNIST with 2 threads (benchmarks/vae_step.py).
+    # a visible share of a small VAE step (docs/experiments/vae.md, from benchmarks/vae_step.py).
     fused = {"fused": True} if _fused_kernels_apply(params) else {}
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
