@@ -243,7 +243,7 @@ result = (X, Z, Z2, remodel.score(X), remodel.monitor_.converged, remodel.transm
     theirs, ours = {}, {}
     exec(script, theirs)
     exec(script.replace("from hmmlearn import hmm", "from emvi import estimators as hmm"), ours)
-    for expected, value in zip(theirs["result"][:3], ours["result"][:3]):
+    for expected, value in zip(theirs["result"][:3], ours["result"][:3], strict=True):
         np.testing.assert_allclose(value, expected, rtol=1e-10)
     assert ours["result"][3] == pytest.approx(theirs["result"][3], rel=1e-8)
     assert ours["result"][4] == theirs["result"][4]
