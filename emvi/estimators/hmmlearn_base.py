@@ -68,7 +68,6 @@ class ConvergenceMonitor:
 class HMMLearnHMM(EmviEstimator):
     """What the three classes share: data layout, the fitted check, EM, scoring, decoding, sampling, criteria."""
 
-    _emission = ""
     _letters: dict[str, str] = {"s": "startprob_", "t": "transmat_"}
     """hmmlearn's letter -> attribute (for ``params``/``init_params``)."""
 

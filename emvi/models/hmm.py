@@ -61,7 +61,7 @@ class HMMConfig:
     num_states: int = 3
     """Number of hidden states K."""
     emission: str = "gaussian"
-    """gaussian (diagonal covariance), poisson (counts) or categorical (integer codes)."""
+    """gaussian (covariances by covariance_type), poisson (counts) or categorical (integer codes)."""
     num_categories: int = 2
     """Categories C per feature of categorical emissions."""
     initial: str = "free"

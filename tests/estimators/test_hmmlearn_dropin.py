@@ -296,3 +296,28 @@ def test_hmm_model_covariance_types_ml_step_is_map_step_with_flat_priors_and_em_
     assert (np.diff(history) >= -1e-9 * np.abs(history[1:])).all()
     assert model.num_parameters() == (K - 1) + K * (K - 1) + K * D + {"full": K * 3, "tied": 3, "spherical": K}[
         covariance_type]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical"])
+def test_hmm_estimator_with_a_covariance_type_scores_as_the_dropin_with_its_parameters(covariance_type):
+    """emvi's own HMM estimator fits the new covariance types by Baum-Welch (never decreasing) and scores like
+    GaussianHMM given its fitted parameters."""
+    x = _data("gaussian")
+    sequences = [x[:30], x[30:50], x[50:]]
+    fitted = estimators.HMM(num_states=2, covariance_type=covariance_type, max_iter=30, tol=0.0, seed=0)
+    with pytest.warns(estimators.ConvergenceWarning):
+        fitted.fit(sequences)
+    assert (np.diff(fitted.history_) >= -1e-9 * np.abs(np.array(fitted.history_[1:]))).all()
+    dropin = GaussianHMM(2, covariance_type)
+    dropin.startprob_, dropin.transmat_ = fitted.startprob_, fitted.transmat_
+    dropin.means_, dropin.covars_ = fitted.params_["means"], fitted.params_[fitted.model_.parameter_names()[-1]]
+    assert dropin.score(x, LENGTHS) == pytest.approx(fitted.score(sequences), rel=1e-10)
+
+
+def test_covariance_types_other_than_diag_are_refused_where_they_do_not_apply():
+    from emvi.catalog.hmm import HMM as CatalogHMM
+
+    with pytest.raises(ConfigError, match="gaussian emissions only"):
+        HMMConfig(emission="poisson", covariance_type="full")
+    assert "diagonal Gaussian covariances only" in CatalogHMM(HMMConfig(covariance_type="tied"), D).mcmc_ready()
+    assert CatalogHMM(HMMConfig(), D).mcmc_ready() is None
