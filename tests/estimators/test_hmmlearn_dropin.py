@@ -321,3 +321,31 @@ def test_covariance_types_other_than_diag_are_refused_where_they_do_not_apply():
         HMMConfig(emission="poisson", covariance_type="full")
     assert "diagonal Gaussian covariances only" in CatalogHMM(HMMConfig(covariance_type="tied"), D).mcmc_ready()
     assert CatalogHMM(HMMConfig(), D).mcmc_ready() is None
+
+
+@pytest.mark.parametrize("family", ["gaussian", "poisson", "categorical"])
+def test_constructor_parameters_and_defaults_are_hmmlearns(family):
+    from sklearn.base import clone
+
+    ours_class = {"gaussian": GaussianHMM, "poisson": PoissonHMM, "categorical": CategoricalHMM}[family]
+    theirs_class = {"gaussian": hmm.GaussianHMM, "poisson": hmm.PoissonHMM, "categorical": hmm.CategoricalHMM}[family]
+    ours, theirs = ours_class().get_params(), theirs_class().get_params()
+    assert ours.pop("device") == "cpu"
+    assert ours == theirs
+    assert clone(ours_class(n_components=4, random_state=2)).get_params()["n_components"] == 4
+
+
+def test_random_state_instances_implementation_and_verbose_follow_hmmlearn(capsys):
+    x = _data("gaussian")
+    theirs = hmm.GaussianHMM(K, n_iter=4, random_state=np.random.RandomState(9), implementation="scaling",
+                             verbose=True).fit(x, LENGTHS)
+    expected_report = capsys.readouterr().err
+    ours = GaussianHMM(K, n_iter=4, random_state=np.random.RandomState(9), implementation="scaling",
+                       verbose=True).fit(x, LENGTHS)
+    report = capsys.readouterr().err
+    _assert_same_parameters(theirs, ours, rtol=1e-7)
+    assert len(report.splitlines()) == len(expected_report.splitlines()) == 4
+    for line, expected in zip(report.splitlines(), expected_report.splitlines(), strict=True):
+        assert [float(v) for v in line.split()[:2]] == pytest.approx([float(v) for v in expected.split()[:2]], rel=1e-10)
+    with pytest.raises(ConfigError, match="implementation"):
+        GaussianHMM(K, implementation="fast").fit(x, LENGTHS)
