@@ -349,3 +349,19 @@ def test_random_state_instances_implementation_and_verbose_follow_hmmlearn(capsy
         assert [float(v) for v in line.split()[:2]] == pytest.approx([float(v) for v in expected.split()[:2]], rel=1e-10)
     with pytest.raises(ConfigError, match="implementation"):
         GaussianHMM(K, implementation="fast").fit(x, LENGTHS)
+
+
+def test_a_left_right_model_keeps_its_forbidden_transitions_at_zero_as_hmmlearn():
+    """hmmlearn's left-right recipe: zeros in startprob_/transmat_ stay zero through EM (init_params="mc")."""
+    x = np.sort(_data("gaussian"), axis=0)
+    models = []
+    for model_class in (hmm.GaussianHMM, GaussianHMM):
+        model = model_class(K, "full", init_params="mc", params="stmc", n_iter=5, random_state=0)
+        model.startprob_ = np.array([1.0, 0.0, 0.0])
+        model.transmat_ = np.array([[0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+        models.append(model.fit(x, LENGTHS))
+    theirs, ours = models
+    assert (ours.transmat_[np.tril_indices(K, -1)] == 0).all() and (ours.transmat_[0, 2] == 0)
+    assert (ours.startprob_[1:] == 0).all()
+    _assert_same_parameters(theirs, ours, rtol=1e-7)
+    np.testing.assert_array_equal(ours.predict(x, LENGTHS), theirs.predict(x, LENGTHS))
