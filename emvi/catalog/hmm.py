@@ -42,6 +42,13 @@ class HMM(HMMModel):
     def num_observations(self, x: torch.Tensor, lengths: torch.Tensor) -> int:
         return int(lengths.sum())
 
+    def mcmc_ready(self) -> str | None:
+        """NUTS samples diagonal Gaussian covariances only (:meth:`HMMModel.bayesian`)."""
+        if self.config.covariance_type != "diag":
+            return (f"the Bayesian HMM has diagonal Gaussian covariances only, got covariance_type="
+                    f"{self.config.covariance_type!r}; fit it by em or svi, or use --covariance-type diag")
+        return None
+
     def bayesian_view(self, x: torch.Tensor, lengths: torch.Tensor) -> dict:
         bayesian = HMMModel(self.config, x.shape[-1], dtype=x.dtype).to(x.device)
         valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]

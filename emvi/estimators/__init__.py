@@ -6,7 +6,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from .base import NotFittedError
 from .hmm import HMM
+from .hmmlearn_api import CategoricalHMM, ConvergenceMonitor, GaussianHMM, PoissonHMM
 from .mixture import Mixture
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["ConvergenceWarning", "HMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]
+__all__ = ["CategoricalHMM", "ConvergenceMonitor", "ConvergenceWarning", "GaussianHMM", "HMM", "PoissonHMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]

@@ -49,7 +49,8 @@ class HMM(EmviEstimator):
     """Hidden Markov model with K states (see :class:`emvi.models.hmm.HMMConfig`); hmmlearn's interface.
 
     Parameters are stored as given and checked by :meth:`fit` (scikit-learn's convention). ``num_states`` K,
-    ``emission`` gaussian (diagonal), poisson or categorical (``num_categories`` C), ``initial`` free or stationary;
+    ``emission`` gaussian (``covariance_type`` diag, full, tied or spherical), poisson or categorical
+    (``num_categories`` C), ``initial`` free or stationary;
     ``floor`` > 0 is the numerical floor of the emission parameters: it is added to every Gaussian variance at each
     M-step (hmmlearn's ``min_covar``) and is the smallest Poisson rate and categorical probability.
 
@@ -62,7 +63,8 @@ class HMM(EmviEstimator):
     "float32"; ``device`` cpu, cuda or auto.
 
     Fitted attributes: ``startprob_`` ``(K,)``, ``transmat_`` ``(K, K)``, ``params_`` (every parameter by name as
-    numpy: ``means``/``variances`` ``(K, D)``, ``rates`` ``(K, D)`` or ``probs`` ``(K, D, C)``), ``n_features_in_``
+    numpy: ``means`` ``(K, D)`` and ``variances`` ``(K, D)`` (spherical ``(K,)``) or ``covariances`` ``(K, D, D)``
+    (tied ``(D, D)``), ``rates`` ``(K, D)`` or ``probs`` ``(K, D, C)``), ``n_features_in_``
     (D), ``converged_``, ``n_iter_``, ``log_likelihood_`` (total, nats), ``history_`` (total log-likelihood per
     iteration / epoch), ``fit_seconds_``, ``model_`` (the fitted :class:`~emvi.models.hmm.HMMModel`) and ``mcmc_``.
     """
@@ -71,7 +73,7 @@ class HMM(EmviEstimator):
                  initial: str = "free", num_categories: int = 2, floor: float = 1e-6, max_iter: int = EMConfig.max_iter,
                  tol: float = EMConfig.tol, n_init: int = EMConfig.n_init, epochs: int = 100, batch_size: int = 64, learning_rate: float = 0.05,
                  num_samples: int = MCMCConfig.num_samples, warmup_steps: int = MCMCConfig.warmup_steps, num_chains: int = MCMCConfig.num_chains, seed: int = 0,
-                 device: str = "cpu", dtype: str = "float64", verbose: bool = False):
+                 device: str = "cpu", dtype: str = "float64", verbose: bool = False, covariance_type: str = "diag"):
         self.num_states = num_states
         self.emission = emission
         self.method = method
@@ -91,11 +93,12 @@ class HMM(EmviEstimator):
         self.device = device
         self.dtype = dtype
         self.verbose = verbose
+        self.covariance_type = covariance_type
 
     def _config(self) -> HMMConfig:
         """Check every parameter (one-line :class:`~emvi.errors.ConfigError`) and build the model's config."""
         config = HMMConfig(num_states=self.num_states, emission=self.emission, num_categories=self.num_categories,
-                           initial=self.initial, floor=self.floor)
+                           initial=self.initial, floor=self.floor, covariance_type=self.covariance_type)
         if not (isinstance(self.floor, (int, float)) and self.floor > 0):
             raise ConfigError(f"floor must be a number > 0, got {self.floor!r}")
         check_choice(self.method, "method", (EM, SVI, MCMC))

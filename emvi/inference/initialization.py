@@ -85,7 +85,8 @@ def initialise_mixture(model, x: torch.Tensor, init: str, generator: torch.Gener
 
 def initialise_hmm(model, x: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> None:
     """Uniform start and near-uniform transitions (a little mass on staying), emissions from k-means++ centres of
-    the observations, as hmmlearn's default initialisation."""
+    the observations, as hmmlearn's default initialisation; Gaussian covariances start at the data's (plus the floor),
+    in the shape of the model's ``covariance_type``."""
     cfg = model.config
     k = cfg.num_states
     valid = torch.arange(x.shape[1]) < lengths[:, None]
@@ -99,6 +100,13 @@ def initialise_hmm(model, x: torch.Tensor, lengths: torch.Tensor, generator: tor
     centres = initial_centres(observations, k, "kmeans++", generator)
     if cfg.emission == "gaussian":
         model.set_parameter("means", centres)
-        model.set_parameter("variances", (observations.var(0, unbiased=False) + cfg.floor).expand(k, -1).clone())
+        variances = observations.var(0, unbiased=False) + cfg.floor
+        if cfg.covariance_type in ("diag", "spherical"):
+            start = variances.expand(k, -1) if cfg.covariance_type == "diag" else variances.mean().expand(k)
+        else:
+            covariance = torch.atleast_2d(observations.T.cov(correction=0))
+            covariance = covariance + cfg.floor * torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
+            start = covariance.expand(k, -1, -1) if cfg.covariance_type == "full" else covariance
+        model.set_parameter(model.parameter_names()[-1], start.clone())
     else:
         model.set_parameter("rates", centres.clamp_min(cfg.floor))

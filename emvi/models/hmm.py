@@ -4,11 +4,12 @@ Generative story, for each sequence n (plate ``"data"``) of length L_n::
 
     z_n1 ~ Categorical(π)                          π free, or the stationary distribution of A
     z_nt | z_n,t-1 ~ Categorical(A[z_n,t-1])       t = 2..L_n   (pyro.markov: each z_nt enumerated in parallel)
-    x_nt | z_nt = k ~ F(θ_k)                       F: gaussian (diagonal), poisson, categorical
+    x_nt | z_nt = k ~ F(θ_k)                       F: gaussian, poisson, categorical
 
 Shapes: ``x`` ``(batch, T, D)`` padded to the longest sequence (categorical: integer codes), ``lengths``
 ``(batch,)``; steps t >= L_n are masked out. ``π`` ``(K,)``, ``A`` ``(K, K)`` (rows sum to one), emission parameters
-``(K, D)`` (``(K, D, C)`` for categorical).
+``(K, D)`` (``(K, D, C)`` for categorical); Gaussian covariances by ``covariance_type`` (hmmlearn's four): ``variances``
+``(K, D)`` (diag) or ``(K,)`` (spherical: Σ_k = v_k I), ``covariances`` ``(K, D, D)`` (full) or ``(D, D)`` (tied).
 
 For NUTS (:meth:`HMMModel.bayesian`) the globals become sample sites with proper priors::
 
@@ -30,7 +31,7 @@ import torch
 from pyro.nn import PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..nn import LocalPyroModule
 from ..plates import data_plate
 from ..validation import check_choice, check_positive_int
@@ -49,6 +50,7 @@ from .hmm_recursions import (
 )
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
+COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
 INITIAL = ("free", "stationary")
 
 
@@ -59,13 +61,15 @@ class HMMConfig:
     num_states: int = 3
     """Number of hidden states K."""
     emission: str = "gaussian"
-    """gaussian (diagonal covariance), poisson (counts) or categorical (integer codes)."""
+    """gaussian (covariances by covariance_type), poisson (counts) or categorical (integer codes)."""
     num_categories: int = 2
     """Categories C per feature of categorical emissions."""
     initial: str = "free"
     """free (π learned) or stationary (π is the stationary distribution of the transition matrix)."""
     floor: float = 1e-6
     """Added to Gaussian variances (hmmlearn's min_covar); minimum Poisson rate; probability clip."""
+    covariance_type: str = "diag"
+    """Gaussian covariances: diag, full, tied (one full matrix shared by the states) or spherical (v_k I)."""
 
     cli_aliases = {"num_states": ("-k",)}
 
@@ -74,6 +78,10 @@ class HMMConfig:
         check_choice(self.emission, "emission", EMISSIONS)
         check_choice(self.initial, "initial", INITIAL)
         check_positive_int(self.num_categories, "num_categories", minimum=2)
+        check_choice(self.covariance_type, "covariance_type", COVARIANCE_TYPES)
+        if self.covariance_type != "diag" and self.emission != "gaussian":
+            raise ConfigError(f"covariance_type={self.covariance_type!r} applies to gaussian emissions only, not "
+                              f"{self.emission}; leave it at 'diag'")
 
 
 def check_sequences(x, lengths, config: HMMConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +135,12 @@ class HMMModel(LocalPyroModule):
         self.transition = PyroParam(torch.full((k, k), 1.0 / k, dtype=dtype), constraint=constraints.simplex)
         if config.emission == "gaussian":
             self.means = PyroParam(torch.randn(k, d, dtype=dtype))
-            self.variances = PyroParam(torch.ones(k, d, dtype=dtype), constraint=constraints.positive)
+            shape = {"diag": (k, d), "spherical": (k,), "full": (k, d, d), "tied": (d, d)}[config.covariance_type]
+            if config.covariance_type in ("diag", "spherical"):
+                self.variances = PyroParam(torch.ones(shape, dtype=dtype), constraint=constraints.positive)
+            else:
+                eye = torch.eye(d, dtype=dtype).expand(shape).clone()
+                self.covariances = PyroParam(eye, constraint=constraints.positive_definite)
         elif config.emission == "poisson":
             self.rates = PyroParam(torch.rand(k, d, dtype=dtype) + 0.5, constraint=constraints.positive)
         else:
@@ -143,6 +156,9 @@ class HMMModel(LocalPyroModule):
         mixtures). The story is unchanged; NUTS samples ``forward(x, lengths, sum_states_by="recursion")``.
         """
         cfg = self.config
+        if cfg.covariance_type != "diag":
+            raise ConfigError(f"the Bayesian HMM (NUTS) has diagonal Gaussian covariances only, got "
+                              f"covariance_type={cfg.covariance_type!r}; fit it by EM or SVI, or use 'diag'")
         k, d = cfg.num_states, self.num_features
         m, v = data_mean, data_variance.clamp_min(cfg.floor)
         ones = torch.ones((), dtype=m.dtype, device=m.device)
@@ -167,7 +183,8 @@ class HMMModel(LocalPyroModule):
     # -- the distributions -----------------------------------------------------------------------------------------
 
     def parameter_names(self) -> tuple[str, ...]:
-        emission = {"gaussian": ("means", "variances"), "poisson": ("rates",), "categorical": ("probs",)}
+        covariance = "variances" if self.config.covariance_type in ("diag", "spherical") else "covariances"
+        emission = {"gaussian": ("means", covariance), "poisson": ("rates",), "categorical": ("probs",)}
         return ("initial_probs", "transition", *emission[self.config.emission])
 
     def start_probs(self) -> torch.Tensor:
@@ -183,7 +200,14 @@ class HMMModel(LocalPyroModule):
             return value if index is None else value[index]
 
         if self.config.emission == "gaussian":
-            return dist.Normal(pick(self.means), pick(self.variances).sqrt()).to_event(1)
+            covariance_type = self.config.covariance_type
+            if covariance_type == "diag":
+                return dist.Normal(pick(self.means), pick(self.variances).sqrt()).to_event(1)
+            means = pick(self.means)
+            if covariance_type == "spherical":
+                return dist.Normal(means, pick(self.variances).sqrt().unsqueeze(-1).expand(means.shape)).to_event(1)
+            scale_tril = torch.linalg.cholesky(self.covariances)  # (K, D, D), or (D, D) shared when tied
+            return dist.MultivariateNormal(means, scale_tril=scale_tril if covariance_type == "tied" else pick(scale_tril))
         if self.config.emission == "poisson":
             return dist.Poisson(pick(self.rates)).to_event(1)
         return dist.Categorical(probs=pick(self.probs)).to_event(1)
@@ -321,7 +345,8 @@ class HMMModel(LocalPyroModule):
         """The expected counts of :meth:`e_step`'s marginals summed over sequences, which add over sequences (EM on
         several processes sums them over ranks): ``sequences`` (1,), ``start`` Σ_n γ_n1 (K,), ``transitions``
         Σ_n Σ_t ξ_nt (K, K), ``occupancy`` Σ_nt γ_nt (K,), and the emissions' Σ_nt γ_nt x_nt and Σ_nt γ_nt x_nt²
-        (K, D) (``sums``, ``squares``), or one-hot counts (K, D, C) (``categories``)."""
+        (K, D) (``sums``, ``squares``; full and tied covariances: Σ_nt γ_nt x_nt x_ntᵀ (K, D, D), ``outer``), or one-hot
+        counts (K, D, C) (``categories``)."""
         gamma, xi_sum = stats
         cfg = self.config
         weights = gamma.reshape(-1, cfg.num_states)  # (N T, K), zero at padding
@@ -333,7 +358,9 @@ class HMMModel(LocalPyroModule):
             out["categories"] = torch.einsum("nk,ndc->kdc", weights, one_hot)
         else:
             out["sums"] = weights.T @ flat
-            if cfg.emission == "gaussian":
+            if cfg.emission == "gaussian" and cfg.covariance_type in ("full", "tied"):
+                out["outer"] = torch.einsum("nk,nd,ne->kde", weights, flat, flat)
+            elif cfg.emission == "gaussian":
                 out["squares"] = weights.T @ (flat * flat)
         return out
 
@@ -349,7 +376,14 @@ class HMMModel(LocalPyroModule):
         if cfg.initial == "free":
             self.set_parameter("initial_probs", (stats["start"] / stats["sequences"][0]).clamp_min(1e-300))
         totals = stats["occupancy"].clamp_min(1e-300)[:, None]
-        if cfg.emission == "gaussian":
+        if cfg.emission == "gaussian" and cfg.covariance_type != "diag":
+            means = stats["sums"] / totals
+            self.set_parameter("means", means)
+            name, value = self.parameter_names()[-1], maximum_likelihood_covariances(stats, means, cfg.covariance_type)
+            eye = torch.eye(means.shape[-1], dtype=means.dtype, device=means.device)
+            self.set_parameter(name, (value + cfg.floor).clamp_min(cfg.floor) if name == "variances" else
+                               value + cfg.floor * eye)
+        elif cfg.emission == "gaussian":
             means = stats["sums"] / totals
             variances = stats["squares"] / totals - means**2 + cfg.floor
             self.set_parameter("means", means)
@@ -398,8 +432,23 @@ class HMMModel(LocalPyroModule):
 
     def num_parameters(self) -> int:
         k, d = self.config.num_states, self.num_features
-        emission = {"gaussian": 2 * k * d, "poisson": k * d, "categorical": k * d * (self.config.num_categories - 1)}
+        covariances = {"diag": k * d, "spherical": k, "full": k * d * (d + 1) // 2, "tied": d * (d + 1) // 2}
+        emission = {"gaussian": k * d + covariances[self.config.covariance_type], "poisson": k * d,
+                    "categorical": k * d * (self.config.num_categories - 1)}
         return (k - 1 if self.config.initial == "free" else 0) + k * (k - 1) + emission[self.config.emission]
+
+
+def maximum_likelihood_covariances(stats: dict[str, torch.Tensor], means: torch.Tensor, covariance_type: str):
+    """The Gaussian M-step's covariances for ``means`` ``(K, D)`` from :meth:`HMMModel.additive_statistics` (N_k =
+    ``occupancy``, S_k = ``sums``): full Σ_k = Σ_nt γ_ntk x xᵀ / N_k - μ_k μ_kᵀ ``(K, D, D)``; tied Σ = Σ_k (Σ_nt γ_ntk
+    x xᵀ - N_k μ_k μ_kᵀ) / Σ_k N_k ``(D, D)``; spherical v_k = mean over d of the diagonal variances ``(K,)``."""
+    totals = stats["occupancy"].clamp_min(1e-300)
+    if covariance_type == "spherical":
+        return (stats["squares"] / totals[:, None] - means**2).mean(-1)
+    centred = stats["outer"] - totals[:, None, None] * means[:, :, None] * means[:, None, :]
+    if covariance_type == "tied":
+        return centred.sum(0) / totals.sum()
+    return centred / totals[:, None, None]
 
 
 def stationary_distribution(transition: torch.Tensor) -> torch.Tensor:
