@@ -10,7 +10,7 @@ import torch
 from emvi.catalog.declared import build
 from emvi.cli import main
 from emvi.data import DataInfo
-from emvi.declaration import declare, latent, observed, table
+from emvi.declaration import declare, latent, linear, observed, table
 from emvi.runs import load_run
 
 
@@ -104,3 +104,30 @@ def test_observed_data_outside_the_familys_support_is_refused_before_anything_is
     err = capsys.readouterr().err.strip()
     assert f"observed site 'x' ({family}) needs" in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def _guide_enumerated_mixture():
+    """z is a parent of the continuous t, so the guide enumerates it: q(z | x) q(t | x, z)."""
+    decl = declare("mixture_prior", latent("z", "categorical", categories=3),
+                   latent("t", "normal", dim=2, loc=table("z"), scale=1.0),
+                   observed("x", "normal", dim=3, loc=linear("t"), scale=1.0))
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    return (*build(decl, DataInfo(30, (3,), arrays={"x": [3]})), x)
+
+
+def test_renyi_on_a_guide_enumerated_site_names_auto_as_the_fix_and_auto_fits():
+    """Pyro's RenyiELBO has no enumeration: elbo='renyi' on a guide that enumerates z is refused before training,
+    naming 'auto' (which fits it), not 'trace'; the ELBO object itself names the same fix."""
+    import emvi
+    from emvi.errors import ConfigError
+    from emvi.inference.elbo import make_elbo
+
+    model, guide, x = _guide_enumerated_mixture()
+    config = emvi.TrainConfig(epochs=1, batch_size=10, elbo="renyi", num_particles=2, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot sum out the guide's site\(s\) z .*use elbo 'auto' \(or 'enum'\)"):
+        emvi.train(model, guide, x, config=config)
+    with pytest.raises(ConfigError, match=r"guide site 'z' is not; use elbo 'auto' \(or 'enum'\)"), \
+            pytest.warns(UserWarning, match="use TraceEnum_ELBO"):  # Pyro's own check of the flat trace
+        make_elbo("renyi", num_particles=2, max_plate_nesting=1).differentiable_loss(model, guide, x, num_data=30)
+    result = emvi.train(model, guide, x, config=emvi.TrainConfig(epochs=1, batch_size=10, progress=False))
+    assert np.isfinite(result.history[-1]["train_loss"])
