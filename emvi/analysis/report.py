@@ -68,8 +68,9 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(axes).ravel()[0].figure
         outputs["trace"] = _save(fig, run.plot_path("trace"), plt)
     else:
-        # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows
-        names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims]
+        # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows, and
+        # network weights (named by their module path, ``x_logits.net.0.weight``) hundreds more
+        names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims and "." not in v]
         axes = az.plot_forest(idata, combined=True, var_names=names or None)
         fig = np.asarray(axes).ravel()[0].figure
         outputs["estimates"] = _save(fig, run.plot_path("estimates"), plt)
