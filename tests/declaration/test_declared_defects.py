@@ -131,3 +131,27 @@ def test_renyi_on_a_guide_enumerated_site_names_auto_as_the_fix_and_auto_fits():
         make_elbo("renyi", num_particles=2, max_plate_nesting=1).differentiable_loss(model, guide, x, num_data=30)
     result = emvi.train(model, guide, x, config=emvi.TrainConfig(epochs=1, batch_size=10, progress=False))
     assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_a_bernoulli_latent_with_learned_logits_gives_the_exact_enumerated_likelihood():
+    """z ~ Bernoulli(σ(a)) with a learned scalar a (the default logits of a scalar site, once a reshape to shape ()
+    that failed), x | z ~ N(μ_z, 1): TraceEnum_ELBO's loss is -Σ_n log Σ_z p(z) p(x_n | z), value and gradient."""
+    import pyro
+    from torch.nn.functional import logsigmoid
+
+    decl = declare("switch", latent("z", "bernoulli"), observed("x", "normal", dim=2, loc=table("z"), scale=1.0))
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    model, guide = build(decl, DataInfo(20, (2,), arrays={"x": [2]}))
+    with torch.no_grad():
+        model.learned["z__logits"].fill_(0.4)
+    elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    loss = elbo.differentiable_loss(model, guide, x)
+    (grad,) = torch.autograd.grad(loss, model.learned["z__logits"])
+    a = model.learned["z__logits"].detach().clone().requires_grad_()
+    means = model.learned["x__loc"].detach()
+    log_px_given_z = torch.distributions.Normal(means[:, None], 1.0).log_prob(x).sum(-1)  # (2, N)
+    log_pz = torch.stack([logsigmoid(-a), logsigmoid(a)]).reshape(2, 1)
+    expected = -torch.logsumexp(log_pz + log_px_given_z, 0).sum()
+    (expected_grad,) = torch.autograd.grad(expected, a)
+    torch.testing.assert_close(loss.detach(), expected.detach())
+    torch.testing.assert_close(grad, expected_grad)
