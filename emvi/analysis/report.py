@@ -95,6 +95,9 @@ def with_constant_rows(summary, idata, column: str):
     rows = {}
     for name, variable in idata.constant_data.data_vars.items():
         values = np.asarray(variable.values)
+        if variable.dims == (f"{name}_dim_0",) and values.size == 1:  # ArviZ stores a scalar constant as (1,)
+            rows[name] = float(values.reshape(()))
+            continue
         for index in np.ndindex(values.shape):
             labels = [str(variable[dim].values[i]) if dim in variable.coords else str(i)
                       for dim, i in zip(variable.dims, index, strict=True)]

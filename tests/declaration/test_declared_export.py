@@ -339,3 +339,21 @@ def test_the_log_likelihood_attribute_names_the_models_own_sites():
     attrs = declared_inference_data(model, guide, data, num_samples=2).posterior.attrs
     assert attrs["log_likelihood"] == ("log p(x_n, t_n,s) - log q(t_n,s | x_n), with z summed out exactly; draw s "
                                        "from the guide")
+
+
+def test_constant_data_rows_join_the_summary_with_arviz_labels():
+    """posterior_summary.csv of a NUTS fit: each element of a constant_data variable is a row labelled as ArviZ
+    labels the posterior's (``x_loc[1, 0]``), its value in the mean column."""
+    import pandas as pd
+
+    from emvi.analysis.arviz_io import to_inference_data
+    from emvi.analysis.report import with_constant_rows
+
+    loc = torch.tensor([[0.5, -1.0], [2.0, 3.0]], dtype=torch.float64)
+    idata = to_inference_data(posterior={"mu": torch.zeros(1, 4, 2)}, constant_data={"x_loc": loc, "tau": 0.25},
+                              dims={"x_loc": ["z", "x_feature"], "mu": ["z"]},
+                              coords={"z": [0, 1], "x_feature": [0, 1]})
+    summary = pd.DataFrame({"mean": [0.0, 0.0], "sd": [0.0, 0.0]}, index=["mu[0]", "mu[1]"])
+    table = with_constant_rows(summary, idata, "mean")
+    assert table.loc["x_loc[1, 0]", "mean"] == 2.0 and table.loc["tau", "mean"] == 0.25
+    assert math.isnan(table.loc["x_loc[0, 1]", "sd"]) and list(table.index[:2]) == ["mu[0]", "mu[1]"]
