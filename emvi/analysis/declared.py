@@ -2,11 +2,15 @@
 
 * ``posterior``: per-item continuous latents ``(1, S, obs, <site>_dim)`` drawn from the guide; for every enumerated
   discrete site its posterior p(z_n = k | x_n, t_{n,s}) as ``<site>_responsibility`` ``(1, S, obs, <site>_value)``
-  (exact in the model: read off the enumerated trace; from q(z | x) for a site enumerated in the guide); the globals
-  (point estimates, repeated over the S draws; a mean-field global's own draws);
+  (exact in the model: read off the enumerated trace; from q(z | x) for a site enumerated in the guide); a mean-field
+  global's own draws; every fitted quantity of :mod:`emvi.models.declared_parameters` (MAP globals, tables, learned
+  tensors, linear weights and biases, small networks' weights by name, q's of mean-field globals) at its point
+  value, repeated over the S draws, dims named after sites (``z``, ``t_dim``, ``x_feature``); the network weights
+  too large to export are listed in the ``network_weights`` attribute (name -> shape);
 * ``log_likelihood`` ``<first observed site>`` and ``sample_stats`` ``log_importance_weight`` ``(1, S, obs)``:
-  log p(x_n, t_{n,s}) - log q(t_{n,s} | x_n) with every enumerated site summed out; with no continuous latent it is
-  the exact log p(x_n) (S = 1, a point fit). Its log-mean-exp over draws is the importance-sampled log p(x_n);
+  log p(x_n, t_{n,s}) - log q(t_{n,s} | x_n) with every enumerated site summed out (the ``log_likelihood`` attribute
+  writes it in the model's site names); with no continuous latent it is the exact log p(x_n) (S = 1, a point fit).
+  Its log-mean-exp over draws is the importance-sampled log p(x_n);
 * ``observed_data``: every observed site.
 """
 
@@ -22,6 +26,7 @@ from ..errors import ConfigError
 from ..inference.likelihood import enumerated_log_joint, importance_traces, site_log_probs
 from ..inference.mcmc import load_mcmc_draws, saved_draws
 from ..inference.methods import MCMC
+from ..models.declared_parameters import fitted_parameters, guide_parameters, parameter_coords
 from .arviz_io import to_inference_data
 from .local_latents import LOCAL_LATENTS
 
@@ -38,7 +43,7 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
     total = tensors[0].shape[0]
     if total == 0:
         raise ConfigError("no items to analyse: the data set is empty")
-    dtype = next(model.parameters()).dtype
+    dtype = next(iter([*model.parameters(), *guide.parameters()]), torch.empty(0)).dtype  # a model may have none
     tensors = tuple((t.to(dtype) if t.is_floating_point() else t)[:max_items] for t in tensors)
     batch = tensors[0].shape[0]
     continuous = [s for s in decl.sites if s.role == "latent" and not s.is_discrete]
@@ -65,15 +70,12 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
                 responsibilities.setdefault(site.name, []).append(
                     _posterior(model_trace, guide_trace, name, site.num_values, batch))
             for site in decl.sites:
-                if site.role == "param":
-                    value = (guide_trace.nodes[site.name]["value"] if site.guide == "meanfield"
-                             else model.global_value(site.name))
-                    global_draws.setdefault(site.name, []).append(value)
+                if site.role == "param" and site.guide == "meanfield":
+                    global_draws.setdefault(site.name, []).append(guide_trace.nodes[site.name]["value"])
     finally:
         model.train(was_training[0]), guide.train(was_training[1])
-    for name, value in learned_tables(model).items():
-        global_draws[name] = [value] * draws
-    posterior, dims, coords = {}, {}, {"obs": list(range(batch))}
+    fitted, listed = exported_parameters(model, guide)
+    posterior, dims, coords = {}, {}, {"obs": list(range(batch))} | parameter_coords(fitted)
     for name, values in latent_draws.items():
         posterior[name] = torch.stack(values)[None]
         dims[name] = ["obs", f"{name}_dim"]
@@ -86,6 +88,9 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
     for name, values in global_draws.items():
         posterior[name] = torch.stack(values)[None]
         _indexed_dims(name, posterior[name].shape[2:], dims, coords)
+    for name, p in fitted.items():  # point values, repeated over the draws (the existing convention)
+        posterior[name] = p.value.expand(1, draws, *p.value.shape)
+        dims[name] = list(p.dims)
     log_weight = torch.stack(log_weights)  # (S, N)
     observed = _observed_sites(decl, tensors, dims, coords)
     first = next(iter(observed))
@@ -93,9 +98,8 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
     importance = torch.logsumexp(log_weight, 0) - math.log(draws)
     attrs = {"model": decl.name, "method": method, "declaration": decl.to_dict(), "story": decl.story(model.shapes),
              "items": f"the first {batch} of {total}", "importance_log_likelihood_per_item": float(importance.mean()),
-             "elbo_per_item": float(log_weight.mean()),
-             "log_likelihood": "log p(x_n, t_n,s) - log q(t_n,s | x_n) with enumerated sites summed out; with no "
-                               "continuous latent, the exact log p(x_n)"}
+             "elbo_per_item": float(log_weight.mean()), "log_likelihood": log_weight_formula(decl),
+             "network_weights": listed}
     if continuous:
         attrs["latent_posterior"] = LOCAL_LATENTS
     return to_inference_data(
@@ -112,8 +116,8 @@ def declared_inference_data(model, guide, data, *, method: str = "svi", num_samp
 @torch.no_grad()
 def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = MAX_ITEMS, samples=None):
     """A NUTS fit (``--method mcmc``): ``posterior`` holds the draws ``(chain, draw, ...)`` of every global with a
-    prior; ``constant_data`` the point values of what has none (tables and learned tensors as ``<site>_<param>``,
-    globals without a family by name); ``log_likelihood``
+    prior; ``constant_data`` the point values of every other fitted quantity (:mod:`emvi.models.declared_parameters`:
+    tables, learned tensors, linear maps, globals without a family, small networks); ``log_likelihood``
     ``<first observed site>`` ``(chain, draw, obs)`` is the exact log p(x_n | θ_s) with the discrete sites summed
     out, so LOO and WAIC apply; ``sample_stats`` ``diverging``. The draws come from ``samples`` or ``run_dir``'s
     checkpoint."""
@@ -139,19 +143,24 @@ def declared_mcmc_inference_data(model, data, *, run_dir=None, max_items: int = 
             trace = poutine.trace(poutine.enum(conditioned, first_available_dim=-2)).get_trace(*tensors)
             log_lik[c, d] = enumerated_log_joint(trace, batch)
     posterior = dict(samples)
-    fixed = learned_tables(model) | {s.name: model.global_value(s.name).detach() for s in decl.sites
-                                     if s.role == "param" and s.family is None}
-    constant = {name: value.to(dtype) for name, value in fixed.items()}
-    dims, coords = {}, {"obs": list(range(batch))}
+    fitted, listed = exported_parameters(model, None)
+    fitted = {name: p for name, p in fitted.items() if name not in posterior}
+    constant = {name: p.value.to(dtype) for name, p in fitted.items()}
+    dims, coords = {name: list(p.dims) for name, p in fitted.items()}, {"obs": list(range(batch))}
+    coords |= parameter_coords(fitted)
+    reference = fitted_parameters(model)  # a sampled global's dims as its point value's (``z`` for ``mu[z]``)
     for name, value in posterior.items():
-        _indexed_dims(name, value.shape[2:], dims, coords)
-    for name, value in constant.items():
-        _indexed_dims(name, value.shape, dims, coords)
+        if name in reference and reference[name].value.shape == value.shape[2:]:
+            dims[name] = list(reference[name].dims)
+            coords |= parameter_coords({name: reference[name]})
+        else:
+            _indexed_dims(name, value.shape[2:], dims, coords)
     observed = _observed_sites(decl, tensors, dims, coords)
     attrs = {"model": decl.name, "method": MCMC, "declaration": decl.to_dict(), "story": decl.story(model.shapes),
              "items": f"the first {batch} of {total}",
              "log_likelihood": "log p(x_n | theta_s), the discrete sites summed out exactly",
-             "note": "chains start from one point fit, so components keep their labels; check r_hat if not"}
+             "note": "chains start from one point fit, so components keep their labels; check r_hat if not",
+             "network_weights": listed}
     sample_stats = {"diverging": diverging.reshape(chains, num_draws).bool()} if diverging is not None else None
     return to_inference_data(posterior=posterior, log_likelihood={next(iter(observed)): log_lik},
                              observed_data=observed, sample_stats=sample_stats, constant_data=constant, coords=coords,
@@ -175,23 +184,28 @@ def _observed_sites(decl, tensors, dims: dict, coords: dict) -> dict:
     return observed
 
 
-def learned_tables(model) -> dict[str, torch.Tensor]:
-    """The point estimates of the tables and learned tensors, ``<site>_<param>``, on the parameter's natural scale
-    (``exp`` of a log-scale table): a table is ``(K, *parameter shape)``."""
-    from ..declaration import FAMILIES, param_shape
+def exported_parameters(model, guide) -> tuple[dict, dict[str, list[int]]]:
+    """The model's (and ``guide``'s, if given) fitted quantities that are exported
+    (:mod:`emvi.models.declared_parameters`), and the network weights only listed: ``{name: shape}``."""
+    fitted = fitted_parameters(model) | (guide_parameters(guide) if guide is not None else {})
+    listed = {name: list(p.value.shape) for name, p in fitted.items() if not p.exported}
+    return {name: p for name, p in fitted.items() if p.exported}, listed
 
-    out = {}
-    for site in model.declaration.sites:
-        for p, e in site.params:
-            if e.kind not in ("table", "learned"):
-                continue
-            value = model.learned[f"{site.name}__{p}"].detach()
-            shape = param_shape(site, p, model.shapes)
-            value = value.reshape(*value.shape[:-1], *shape) if shape else value.reshape(value.shape[:-1])
-            if FAMILIES[site.family].constraint(p) == "positive":
-                value = value.exp()
-            out[f"{site.name}_{p}"] = value
-    return out
+
+def log_weight_formula(decl) -> str:
+    """The ``log_likelihood`` group's formula in the model's own site names."""
+    observed = ", ".join(f"{s.name}_n" for s in decl.sites if s.role == "observed")
+    given = ", ".join(f"{s.name}_n" for s in decl.sites if s.role == "covariate")
+    given = f" | {given}" if given else ""
+    inputs = ", ".join(f"{s.name}_n" for s in decl.sites
+                       if s.role == "covariate" or (s.role == "observed" and s.mask is None))
+    continuous = [f"{s.name}_n,s" for s in decl.sites if s.role == "latent" and not s.is_discrete]
+    summed = [s.name for s in decl.sites if s.enumerated]
+    tail = f", with {', '.join(summed)} summed out exactly" if summed else ""
+    if not continuous:
+        return f"the exact log p({observed}{given}){tail}"
+    latents = ", ".join(continuous)
+    return f"log p({observed}, {latents}{given}) - log q({latents} | {inputs}){tail}; draw s from the guide"
 
 
 def _posterior(model_trace, guide_trace, name: str, num_values: int, batch: int) -> torch.Tensor:

@@ -57,6 +57,7 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
             summary = az.summary(idata, kind="stats")[["mean"]].rename(columns={"mean": "estimate"})
     else:
         summary = az.summary(idata, kind="all", hdi_prob=0.94)
+    summary = with_constant_rows(summary, idata, "estimate" if point else "mean")
     outputs["summary"] = run.posterior_summary_path
     summary.to_csv(outputs["summary"])
 
@@ -67,8 +68,9 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(axes).ravel()[0].figure
         outputs["trace"] = _save(fig, run.plot_path("trace"), plt)
     else:
-        # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows
-        names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims]
+        # the globals only: per-item variables (a declared model's responsibilities) would be hundreds of rows, and
+        # network weights (named by their module path, ``x_logits.net.0.weight``) hundreds more
+        names = [v for v in idata.posterior.data_vars if "obs" not in idata.posterior[v].dims and "." not in v]
         axes = az.plot_forest(idata, combined=True, var_names=names or None)
         fig = np.asarray(axes).ravel()[0].figure
         outputs["estimates"] = _save(fig, run.plot_path("estimates"), plt)
@@ -80,6 +82,28 @@ def write_analysis(idata, run_dir: str | Path, *, label: str = "") -> dict[str, 
         fig = np.asarray(ax).ravel()[0].figure
         outputs["ppc"] = _save(fig, run.plot_path("posterior_predictive"), plt)
     return outputs
+
+
+def with_constant_rows(summary, idata, column: str):
+    """``summary`` with one row per element of each ``constant_data`` variable (the point values a NUTS fit held
+    fixed: tables, learned tensors, linear maps), its value in ``column``, labelled as ArviZ labels rows
+    (``x_loc[0, 1]``), the other columns empty."""
+    import pandas as pd
+
+    if "constant_data" not in idata.groups():
+        return summary
+    rows = {}
+    for name, variable in idata.constant_data.data_vars.items():
+        values = np.asarray(variable.values)
+        if variable.dims == (f"{name}_dim_0",) and values.size == 1:  # ArviZ stores a scalar constant as (1,)
+            rows[name] = float(values.reshape(()))
+            continue
+        for index in np.ndindex(values.shape):
+            labels = [str(variable[dim].values[i]) if dim in variable.coords else str(i)
+                      for dim, i in zip(variable.dims, index, strict=True)]
+            rows[f"{name}[{', '.join(labels)}]" if labels else name] = float(values[index])
+    extra = pd.DataFrame({column: pd.Series(rows, dtype=float)}).reindex(columns=summary.columns)
+    return pd.concat([summary, extra]) if rows else summary
 
 
 def _plot_bounds(idata, path: Path, plt) -> Path:

@@ -78,10 +78,11 @@ class DifferentiableRenyiELBO(infer.RenyiELBO):
             for name, site in guide_trace.nodes.items():
                 if site["type"] == "sample":
                     if not is_identically_zero(site["score_parts"].score_function):
-                        raise ConfigError(
-                            f"elbo 'renyi' needs a reparameterised guide, but guide site {name!r} is not; "
-                            "use elbo 'trace' for this guide"
-                        )
+                        fix = ("use elbo 'auto' (or 'enum'), which sums it out exactly: Pyro's RenyiELBO does not "
+                               "enumerate" if site["infer"].get("enumerate") else
+                               "use elbo 'trace' (score-function gradients) for this guide")
+                        raise ConfigError(f"elbo 'renyi' needs a reparameterised guide, but guide site {name!r} is "
+                                          f"not; {fix}")
                     log_weight = log_weight - torch_sum(site["log_prob"], sum_dims)
             log_weight_particles.append(torch.as_tensor(log_weight))
         if self.vectorize_particles and self.num_particles > 1:

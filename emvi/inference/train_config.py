@@ -244,6 +244,10 @@ def follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
     if hidden:
         warnings.warn(f"elbo={config.elbo!r} samples the discrete site(s) {', '.join(hidden)} from the prior; "
                       "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=4)
+    if marked and config.elbo == "renyi":  # Pyro's RenyiELBO draws every site (flat traces): no enumeration
+        raise ConfigError(f"elbo 'renyi' cannot sum out the guide's site(s) {', '.join(marked)} marked for "
+                          "enumeration (Pyro's RenyiELBO does not enumerate); use elbo 'auto' (or 'enum'), which sums "
+                          "them out exactly")
     if marked:
         warnings.warn(f"elbo={config.elbo!r} samples the guide's site(s) {', '.join(marked)} marked for enumeration; "
                       "elbo='enum' (or 'auto') sums them out exactly", UserWarning, stacklevel=4)

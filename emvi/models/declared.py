@@ -41,6 +41,7 @@ from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
 from ..plates import data_plate
 from ._enumeration import normalise_log_joint
+from .declared_parameters import fitted_parameters
 
 IMPOSSIBLE = -1e30
 """Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
@@ -203,6 +204,13 @@ class DeclaredModel(nn.Module):
     def global_values(self) -> dict[str, torch.Tensor]:
         return {name: self.global_value(name) for name in self.globals_}
 
+    def parameters_dict(self) -> dict[str, torch.Tensor]:
+        """Every fitted quantity by its name in the ArviZ export, constrained (``exp`` of a log-scale table, a
+        global through its support's bijection): MAP globals ``g``, tables and learned tensors ``<site>_<param>``,
+        linear maps ``<site>_<param>_weight_<input>`` ``(*rows, *param, *input)`` and ``<site>_<param>_bias``,
+        network weights ``<site>_<param>.<name>``; see :mod:`emvi.models.declared_parameters`."""
+        return {name: p.value for name, p in fitted_parameters(self).items()}
+
     def global_prior(self, site: Site, values: dict) -> dist.Distribution:
         """The prior of a global with a family, expanded to its shape (event: the whole shape)."""
         params = {p: self._evaluate(site, p, e, values) for p, e in site.params}
@@ -247,7 +255,7 @@ class DeclaredModel(nn.Module):
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
                                         for i in e.inputs])
             out = self.networks[key](features)
-        out = out.reshape(*out.shape[:-1], *target)
+        out = out.reshape(out.shape[:-1] + tuple(target))  # a tuple: a scalar parameter's shape is ()
         constraint = FAMILIES[site.family].constraint(p)
         if constraint == "positive":
             out = out.clamp(max=MAX_LOG).exp()

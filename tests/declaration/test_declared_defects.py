@@ -10,7 +10,7 @@ import torch
 from emvi.catalog.declared import build
 from emvi.cli import main
 from emvi.data import DataInfo
-from emvi.declaration import declare, latent, observed, table
+from emvi.declaration import declare, latent, linear, observed, table
 from emvi.runs import load_run
 
 
@@ -104,3 +104,54 @@ def test_observed_data_outside_the_familys_support_is_refused_before_anything_is
     err = capsys.readouterr().err.strip()
     assert f"observed site 'x' ({family}) needs" in err and "\n" not in err
     assert not (tmp_path / "runs").exists()
+
+
+def _guide_enumerated_mixture():
+    """z is a parent of the continuous t, so the guide enumerates it: q(z | x) q(t | x, z)."""
+    decl = declare("mixture_prior", latent("z", "categorical", categories=3),
+                   latent("t", "normal", dim=2, loc=table("z"), scale=1.0),
+                   observed("x", "normal", dim=3, loc=linear("t"), scale=1.0))
+    x = torch.randn(30, 3, generator=torch.Generator().manual_seed(0))
+    return (*build(decl, DataInfo(30, (3,), arrays={"x": [3]})), x)
+
+
+def test_renyi_on_a_guide_enumerated_site_names_auto_as_the_fix_and_auto_fits():
+    """Pyro's RenyiELBO has no enumeration: elbo='renyi' on a guide that enumerates z is refused before training,
+    naming 'auto' (which fits it), not 'trace'; the ELBO object itself names the same fix."""
+    import emvi
+    from emvi.errors import ConfigError
+    from emvi.inference.elbo import make_elbo
+
+    model, guide, x = _guide_enumerated_mixture()
+    config = emvi.TrainConfig(epochs=1, batch_size=10, elbo="renyi", num_particles=2, progress=False)
+    with pytest.raises(ConfigError, match=r"cannot sum out the guide's site\(s\) z .*use elbo 'auto' \(or 'enum'\)"):
+        emvi.train(model, guide, x, config=config)
+    with pytest.raises(ConfigError, match=r"guide site 'z' is not; use elbo 'auto' \(or 'enum'\)"), \
+            pytest.warns(UserWarning, match="use TraceEnum_ELBO"):  # Pyro's own check of the flat trace
+        make_elbo("renyi", num_particles=2, max_plate_nesting=1).differentiable_loss(model, guide, x, num_data=30)
+    result = emvi.train(model, guide, x, config=emvi.TrainConfig(epochs=1, batch_size=10, progress=False))
+    assert np.isfinite(result.history[-1]["train_loss"])
+
+
+def test_a_bernoulli_latent_with_learned_logits_gives_the_exact_enumerated_likelihood():
+    """z ~ Bernoulli(σ(a)) with a learned scalar a (the default logits of a scalar site, once a reshape to shape ()
+    that failed), x | z ~ N(μ_z, 1): TraceEnum_ELBO's loss is -Σ_n log Σ_z p(z) p(x_n | z), value and gradient."""
+    import pyro
+    from torch.nn.functional import logsigmoid
+
+    decl = declare("switch", latent("z", "bernoulli"), observed("x", "normal", dim=2, loc=table("z"), scale=1.0))
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    model, guide = build(decl, DataInfo(20, (2,), arrays={"x": [2]}))
+    with torch.no_grad():
+        model.learned["z__logits"].fill_(0.4)
+    elbo = pyro.infer.TraceEnum_ELBO(max_plate_nesting=1)
+    loss = elbo.differentiable_loss(model, guide, x)
+    (grad,) = torch.autograd.grad(loss, model.learned["z__logits"])
+    a = model.learned["z__logits"].detach().clone().requires_grad_()
+    means = model.learned["x__loc"].detach()
+    log_px_given_z = torch.distributions.Normal(means[:, None], 1.0).log_prob(x).sum(-1)  # (2, N)
+    log_pz = torch.stack([logsigmoid(-a), logsigmoid(a)]).reshape(2, 1)
+    expected = -torch.logsumexp(log_pz + log_px_given_z, 0).sum()
+    (expected_grad,) = torch.autograd.grad(expected, a)
+    torch.testing.assert_close(loss.detach(), expected.detach())
+    torch.testing.assert_close(grad, expected_grad)
