@@ -43,8 +43,8 @@ class Declaration:
         in the guide (q(z | x), so that q(t | x, z) can condition on it); other discrete sites are enumerated in the
         model."""
         site = self.by_name[name]
-        if not site.enumerated or site.summed_in == "model" or site.num_values is None:
-            return False  # a Pyro family's finite support has no one-hot width for q(t | x, z): summed in the model
+        if not site.enumerated or site.summed_in == "model" or site.family not in ("categorical", "bernoulli"):
+            return False  # q(z | x) is a categorical or bernoulli; a Pyro family's finite support is summed in the model
         return any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or any(
             name in c.guide_given for c in self.sites)
 
@@ -223,7 +223,8 @@ def _check_guide_options(decl: Declaration, s: Site) -> None:
                             "lognormal or gamma site)")
     for name in s.guide_given:
         other = decl.by_name.get(name)
-        if other is None or not other.is_local or not other.is_discrete or other.num_values is None:
+        if other is None or not other.is_local or not other.is_discrete or other.family not in ("categorical",
+                                                                                              "bernoulli"):
             _fail(decl, s.name, f"guide_given lists {name!r}; only discrete local sites (a categorical/bernoulli "
                                 "latent or partly observed label) may be listed")
     if s.summed_in not in ("auto", "model"):

@@ -107,6 +107,13 @@ class Family:
             raise ConfigError(f"the {self.pyro_name} family has no fixed continuous support to map values onto")
         return self.support_constraint
 
+    def support_size(self, constants: tuple[tuple[str, float], ...]) -> int | None:
+        """K of an enumerable Pyro family whose support is 0..K-1 once its constant parameters (``(name, value)``
+        pairs, e.g. Binomial's total_count) are known; None otherwise (e.g. an alias, or a learned total_count)."""
+        if self.alias or not self.enumerable:
+            return None
+        return _support_size(self.pyro_name, tuple(sorted(constants)))
+
     @property
     def reparameterisable(self) -> bool:
         """A continuous latent of this family gets the derived guide: a Normal pushed through
@@ -135,6 +142,22 @@ def constraint_name(c) -> str:
     if base.is_discrete:
         return "integer"
     return type(base).__name__.strip("_").lower()
+
+
+@cache
+def _support_size(pyro_name: str, constants: tuple[tuple[str, float], ...]) -> int | None:
+    import torch
+    from torch.distributions import transform_to
+
+    family = pyro_family(pyro_name)
+    given = dict(constants)
+    if any(p not in given for p in family.integer if p in family.names):
+        return None
+    # the other parameters at an arbitrary valid value: the support depends only on the integer ones
+    args = {p: transform_to(family.constraints[p])(torch.zeros(())) for p in family.names if p not in family.integer}
+    args.update({p: torch.tensor(float(given[p])) for p in family.integer if p in given})
+    values = getattr(dist, pyro_name)(**args, validate_args=False).enumerate_support(expand=False).reshape(-1)
+    return len(values) if torch.equal(values, torch.arange(len(values), dtype=values.dtype)) else None
 
 
 def _support_name(support, enumerable: bool) -> str:

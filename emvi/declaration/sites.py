@@ -71,15 +71,20 @@ class Site:
 
     @property
     def may_index(self) -> bool:
-        """Can pick rows of a table: a scalar discrete site (an observed one is checked against its data)."""
-        return self.family in ("categorical", "bernoulli") and self.dim is None and self.role in ("latent", "observed")
+        """Can pick rows of a table: a scalar discrete site (an observed one is checked against its data): categorical,
+        bernoulli, or a Pyro family with support 0..K-1 (Binomial with a constant total_count)."""
+        return self.dim is None and self.role in ("latent", "observed") and (
+            self.family in ("categorical", "bernoulli") or self.num_values is not None)
 
     @property
     def num_values(self) -> int | None:
         """K of a scalar discrete site."""
         if self.family == "bernoulli" and self.dim is None:
             return 2
-        return self.categories if self.family == "categorical" and self.dim is None else None
+        if self.family == "categorical" or self.family is None or self.dim is not None or not self.is_local:
+            return self.categories if self.family == "categorical" and self.dim is None else None
+        constants = tuple((p, e.value) for p, e in self.params if e.kind == "constant")
+        return find_family(self.family).support_size(constants)
 
     def values_given(self, shapes: dict) -> int | None:
         """K when the site is scalar discrete given the per-item ``shapes`` (one-hot as a network input), else

@@ -11,10 +11,12 @@ For each site in topological order (globals first, then, inside the data plate `
 
 Shapes: every per-item site has batch shape ``(batch,)`` (enumeration adds dimensions on the left); a vector site
 (``dim`` or a data array ``(N, D)``) has event shape ``(D,)``; a categorical site's logits are ``(..., C)`` (scalar)
-or ``(..., D, C)`` (a vector of codes). A partly observed site ``y`` is two sites: ``y`` observed under
-``poutine.mask(mask)`` and ``y_missing`` enumerated, whose logits are replaced by a point mass on the given value
-where the mask is true, so the enumerated sum is exact: log p(y_n) + log p(x_n | y_n) for labelled items and
-log Σ_k p(k) p(x_n | k) for the others.
+or ``(..., D, C)`` (a vector of codes); a table indexed by z and s is ``(K_z, K_s, width)`` and the enumerated
+values of z ``(K_z, 1)`` and s ``(K_s, 1, 1)`` pick ``(K_s, K_z, 1, width)``. Family is any
+:mod:`~emvi.declaration.families` name (an alias or a ``pyro.distributions`` class). A partly observed site
+``y`` is two sites: ``y`` observed under ``poutine.mask(mask)`` and ``y_missing`` enumerated, whose logits are
+replaced by a point mass on the given value where the mask is true, so the enumerated sum is exact:
+log p(y_n) + log p(x_n | y_n) for labelled items and log Σ_k p(k) p(x_n | k) for the others.
 
 The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
 covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
@@ -48,6 +50,7 @@ MAX_LOG = 30.0
 """Learned log-scale parameters are clamped here before ``exp`` (as the composed model's Poisson rate is)."""
 FLOOR = 1e-6
 """Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
+
 
 def import_object(path: str):
     """``"pkg.mod:Class"`` -> an ``nn.Module`` class (or instance) of the user's module. A spec names code to run, so
@@ -244,7 +247,7 @@ class DeclaredModel(nn.Module):
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
                                         for i in e.inputs])
             out = self.networks[key](features)
-        out = out.reshape(*out.shape[:-1], *target)
+        out = out.reshape(out.shape[:-1] + torch.Size(target))
         family = FAMILIES[site.family]
         constraint = family.constraint(p)
         if constraint == "positive":
