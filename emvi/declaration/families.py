@@ -15,7 +15,7 @@ A learned expression feeding a parameter passes through ``transform_to(constrain
 ``sigmoid`` for a probability). Declarations take families with a scalar support (a vector site applies one per
 feature); vector-valued ones are the aliases ``mvnormal``, ``multinomial`` and ``dirichlet``. The aliases
 (:data:`ALIASES`: ``normal``, ``categorical``...) are a thin name map onto the same classes, restricted to the
-parameters they always took. ``Categorical`` and ``Bernoulli`` are their aliases under another spelling.
+parameters they always took; their Pyro spellings (``Normal``, ``Categorical``...) are stored as the alias.
 """
 
 from __future__ import annotations
@@ -30,8 +30,11 @@ from torch.distributions import Distribution, constraints
 
 from ..errors import ConfigError
 
-SPELLINGS = {"Categorical": "categorical", "Bernoulli": "bernoulli"}
-"""Pyro names that are an alias's family (so they may index tables and be enumerated as such)."""
+SPELLINGS = {"Normal": "normal", "MultivariateNormal": "mvnormal", "LogNormal": "lognormal", "Gamma": "gamma",
+             "Bernoulli": "bernoulli", "Categorical": "categorical", "Poisson": "poisson",
+             "Multinomial": "multinomial", "Dirichlet": "dirichlet"}
+"""Pyro names stored as their alias (so that EM, table indexing and the vector families treat them alike); ``Beta``
+stays the Pyro family (any role, a latent's guide through sigmoid), ``beta`` the alias of globals' priors."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,20 @@ def constraint_name(c) -> str:
     return type(base).__name__.strip("_").lower()
 
 
+def _probe_event_shape(pyro_name: str, names: tuple[str, ...], integer: tuple[str, ...]):
+    """The event shape of the class built from scalar placeholders (None where that fails)."""
+    import torch
+    from torch.distributions import transform_to
+
+    cls = getattr(dist, pyro_name)
+    try:
+        args = {p: torch.tensor(1.0) if p in integer else transform_to(cls.arg_constraints[p])(torch.zeros(()))
+                for p in names}
+        return tuple(cls(**args, validate_args=False).event_shape)
+    except Exception:  # noqa: BLE001 - any class that cannot be built this way is refused by the caller
+        return None
+
+
 @cache
 def _support_size(pyro_name: str, constants: tuple[tuple[str, float], ...]) -> int | None:
     import torch
@@ -189,7 +206,8 @@ def pyro_family(name: str) -> Family:
         raise ConfigError(f"unknown family {name!r}; use one of {', '.join(ALIASES)} or the name of a "
                           "pyro.distributions class (e.g. StudentT, ZeroInflatedPoisson, VonMises)")
     arg_constraints = cls.__dict__.get("arg_constraints", getattr(cls, "arg_constraints", None))
-    if not isinstance(arg_constraints, dict):
+    if not isinstance(arg_constraints, dict) or any(isinstance(c, constraints._Dependent)
+                                                     for c in arg_constraints.values()):
         raise ConfigError(f"family {name!r}: its parameters' constraints depend on each other (computed per "
                           "instance), so a declaration cannot transform learned values into them; pick another family")
     signature = inspect.signature(cls.__init__).parameters
@@ -222,6 +240,9 @@ def pyro_family(name: str) -> Family:
     alternatives = tuple(tuple(group) for group in groups.values())
     params = tuple((p, constraint_name(arg_constraints[p])) for p in [*required, *(g[0] for g in alternatives)])
     integer = tuple(p for p, c in arg_constraints.items() if c.is_discrete)
+    if _probe_event_shape(name, tuple(p for p, _ in params), integer) != ():
+        raise ConfigError(f"family {name!r} does not build a scalar distribution from scalar parameters; declarations "
+                          "take families with a scalar support (or the aliases mvnormal, multinomial, dirichlet)")
     return Family(params, _support_name(support, enumerable), pyro_name=name, alternatives=alternatives,
                   optional=tuple(optional), integer=integer, constraints=dict(arg_constraints),
                   support_constraint=support, enumerable=enumerable)

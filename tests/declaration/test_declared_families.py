@@ -219,8 +219,10 @@ def test_a_bounded_continuous_latent_gets_a_guide_through_its_supports_bijection
 
 @pytest.mark.parametrize("sites, message", [
     ([latent("k", "Poisson", rate=2.0), observed("x", "normal", loc="k", scale=1.0)],
-     "site 'k': an enumerated site needs finite support, and Poisson has unbounded support (it cannot be "
+     "site 'k': an enumerated site needs finite support, and poisson has unbounded support (it cannot be "
      "enumerated, and a discrete site has no reparameterised guide)"),
+    ([latent("k", "GammaPoisson", concentration=2.0, rate=1.0), observed("x", "normal", loc="k", scale=1.0)],
+     "site 'k': an enumerated site needs finite support, and GammaPoisson has unbounded support"),
     ([latent("z", "categorical", categories=2),
       observed("x", "ZeroInflatedPoisson", rate=table("z"), gate=0.1, gate_logits=0.0)],
      "site 'x': give gate or gate_logits, not both"),
@@ -228,7 +230,7 @@ def test_a_bounded_continuous_latent_gets_a_guide_through_its_supports_bijection
                                                         "['gate or gate_logits']"),
     ([latent("k", "Binomial", total_count=learned(), logits=0.0), observed("x", "normal", loc="k", scale=1.0)],
      "site 'k': parameter 'total_count' of Binomial is a whole number; give it as a constant"),
-    ([param("n", "Poisson", rate=1.0), observed("x", "normal", loc="n", scale=1.0)],
+    ([param("n", "GammaPoisson", concentration=1.0, rate=1.0), observed("x", "normal", loc="n", scale=1.0)],
      "site 'n': a global's prior needs a fixed continuous support"),
 ])
 def test_pyro_families_that_cannot_serve_are_refused_in_one_line(sites, message):
@@ -240,9 +242,11 @@ def test_pyro_families_that_cannot_serve_are_refused_in_one_line(sites, message)
 
 @pytest.mark.parametrize("family, message", [
     ("NoSuchFamily", "unknown family 'NoSuchFamily'; use one of normal, mvnormal"),
-    ("MultivariateNormal", "family 'MultivariateNormal' has a vector event"),
+    ("LowRankMultivariateNormal", "family 'LowRankMultivariateNormal' has a vector event"),
     ("Uniform", "family 'Uniform': its parameters' constraints depend on each other"),
     ("LKJCholesky", "family 'LKJCholesky' needs the non-tensor argument 'dim'"),
+    ("OneOneMatching", "family 'OneOneMatching' does not build a scalar distribution from scalar parameters"),
+    ("Delta", "family 'Delta': its parameters' constraints depend on each other"),
 ])
 def test_unknown_or_unusable_family_names_are_refused_in_one_line(family, message):
     with pytest.raises(ConfigError, match=None) as caught:
@@ -258,5 +262,7 @@ def test_a_spec_file_names_a_pyro_family_as_the_python_declaration_does():
               "scale": {"table": "z"}}}})
     assert spec.sites == python.sites
     assert "x_n ~ StudentT(df=table[z], loc=table[z], scale=table[z])" in spec.story()
-    assert declare("same", latent("z", "Categorical", categories=2), observed("x", "normal", loc=table("z"),
-                                                                               scale=1.0)).by_name["z"].is_discrete
+    pyro_spelling = declare("same", latent("z", "Categorical", categories=2),
+                            observed("x", "Normal", loc=table("z"), scale=1.0))
+    assert pyro_spelling.sites == declare("same", latent("z", "categorical", categories=2),
+                                          observed("x", "normal", loc=table("z"), scale=1.0)).sites
