@@ -165,13 +165,16 @@ def check_declared_data(declaration: Declaration, data) -> None:
             keep = arrays[site.mask].bool()
             values = values[keep.reshape(keep.shape[0], *([1] * (values.dim() - 1))).expand_as(values)]
         values = values.to(torch.float64)
-        support = FAMILIES[site.family].support
+        family = FAMILIES[site.family]
+        support = family.support
         if support == "finite" and site.categories is not None:
             what, ok = f"whole numbers in 0..{site.categories - 1}", (values >= 0) & (values < site.categories) & \
                 (values == values.round())
         elif support in SUPPORT_CHECKS:
             what, test = SUPPORT_CHECKS[support]
             ok = test(values)
+        elif not family.alias and family.support_constraint is not None:  # a Pyro family: its support's check
+            what, ok = f"values in {family.support_constraint}", family.support_constraint.check(values)
         else:
             continue
         if not bool(ok.all()):

@@ -29,7 +29,7 @@ def em_ready(decl: Declaration) -> str | None:
             if s.family not in ("normal", "poisson", "bernoulli", "categorical"):
                 return f"site {s.name!r}: no closed-form M-step for the {s.family} family"
             for p, e in s.params:
-                if e.kind not in ("table", "learned", "constant") or (e.kind == "table" and e.index != z.name):
+                if e.kind not in ("table", "learned", "constant") or (e.kind == "table" and e.indices != (z.name,)):
                     return f"site {s.name!r}: EM needs parameter {p!r} as a table[{z.name}], learned or constant"
                 if e.kind == "learned" and not (s.family == "normal" and p == "scale"):
                     return f"site {s.name!r}: EM supports a shared learned value only for a normal scale"

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .expressions import CONTINUOUS_LATENTS, FAMILIES, GLOBAL_GUIDES, ROLES, STORY_NAMES, Expr
+from .expressions import CONTINUOUS_LATENTS, GLOBAL_GUIDES, ROLES, STORY_NAMES, Expr
+from .families import ALIASES, FAMILIES
+from .families import family as find_family
 from .sites import Site, site_from_data
 
 
@@ -41,8 +43,8 @@ class Declaration:
         in the guide (q(z | x), so that q(t | x, z) can condition on it); other discrete sites are enumerated in the
         model."""
         site = self.by_name[name]
-        if not site.enumerated or site.summed_in == "model":
-            return False
+        if not site.enumerated or site.summed_in == "model" or site.family not in ("categorical", "bernoulli"):
+            return False  # q(z | x) is a categorical or bernoulli; a Pyro family's finite support is summed in the model
         return any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or any(
             name in c.guide_given for c in self.sites)
 
@@ -88,7 +90,8 @@ class Declaration:
         lines = [f"model {self.name!r}: {self.description}".rstrip(": ") if self.description else f"model {self.name!r}"]
         for site in self.order():
             args = ", ".join(f"{p}={e}" for p, e in site.params)
-            dist = f"{STORY_NAMES.get(site.family, site.family.capitalize())}({args})" if site.family else ""
+            shown = STORY_NAMES.get(site.family, site.family.capitalize() if site.family in ALIASES else site.family)
+            dist = f"{shown}({args})" if site.family else ""
             if site.role == "param":
                 shape = tuple(site.shape)
                 rhs = f"~ {dist}" if site.family else ("learned (> 0)" if site.positive else "learned")
@@ -105,7 +108,8 @@ class Declaration:
                     "observed" if site.role == "observed" else "enumerated")
                 if site.enumerated and self.guide_enumerated(site.name):
                     how += " in the guide q(" + site.name + " | data)"
-                detail = f"values 0..{site.num_values - 1}; {how}"
+                values = f"values 0..{site.num_values - 1}" if site.num_values else "finite support"
+                detail = f"{values}; {how}"
             elif site.role == "observed":
                 detail = f"shape {shape if shape else '(from data)'}; observed"
             else:
@@ -152,22 +156,29 @@ def validate(decl: Declaration) -> None:
     if not any(s.role == "observed" for s in decl.sites):
         raise ConfigError(f"model {decl.name!r} has no observed site; declare the data with observed(...)")
     for s in decl.sites:
-        fam = FAMILIES.get(s.family) if s.family else None
+        fam = find_family(s.family) if s.family else None
         if s.role not in ROLES:
             _fail(decl, s.name, f"role must be one of {', '.join(ROLES)}, got {s.role!r}")
         if s.role in ("latent", "observed") and fam is None:
-            _fail(decl, s.name, f"a {s.role} site needs a family; use one of {', '.join(FAMILIES)}")
+            _fail(decl, s.name, f"a {s.role} site needs a family; use one of {', '.join(FAMILIES)} or a "
+                                "pyro.distributions class name")
         if fam is not None and s.role not in fam.roles:
             _fail(decl, s.name, f"the {s.family} family is for {' or '.join(fam.roles)} sites, not {s.role}")
         if fam is not None:
-            missing = [p for p in fam.names if p not in s.param_dict and not (p == "logits" and "probs" in s.param_dict)]
-            if "logits" in s.param_dict and "probs" in s.param_dict:
-                _fail(decl, s.name, "give logits or probs, not both")
-            if "probs" in s.param_dict and s.param_dict["probs"].kind != "ref":
+            given = s.param_dict
+            if fam.conflicts(given):
+                _fail(decl, s.name, f"give {' or '.join(fam.conflicts(given)[0])}, not both")
+            if "probs" in given and fam.alias and given["probs"].kind != "ref":
                 _fail(decl, s.name, "probs must name a global on the simplex (e.g. a dirichlet param); learned "
                                     "probabilities are given as logits")
-            if missing:
-                _fail(decl, s.name, f"{s.family} needs parameter(s) {missing}")
+            if fam.missing(given):
+                _fail(decl, s.name, f"{s.family} needs parameter(s) {fam.missing(given)}")
+            if s.role == "param" and not fam.alias and (fam.discrete or fam.support_constraint is None):
+                _fail(decl, s.name, f"a global's prior needs a fixed continuous support to map values onto, and "
+                                    f"{s.family}'s is discrete or depends on its parameters; use another family")
+            for p in fam.integer:
+                if p in given and given[p].kind != "constant":
+                    _fail(decl, s.name, f"parameter {p!r} of {s.family} is a whole number; give it as a constant")
         if s.guide not in GLOBAL_GUIDES:
             _fail(decl, s.name, f"guide must be one of {', '.join(GLOBAL_GUIDES)}, got {s.guide!r}")
         if s.guide != "map" and (s.role != "param" or fam is None):
@@ -182,15 +193,17 @@ def validate(decl: Declaration) -> None:
             _fail(decl, s.name, "a multinomial site's size comes from its logits (the vocabulary); drop dim")
         if s.role == "latent":
             if fam.discrete and not fam.finite:
-                _fail(decl, s.name, f"an enumerated site needs finite support, and {s.family} has unbounded support; "
+                _fail(decl, s.name, f"an enumerated site needs finite support, and {s.family} has unbounded support "
+                                    "(it cannot be enumerated, and a discrete site has no reparameterised guide); "
                                     "observe it, or use a categorical latent")
             if fam.finite and s.dim is not None:
                 _fail(decl, s.name, "a discrete latent is enumerated per item and must be scalar; drop dim")
             if not fam.discrete:
-                if s.family not in CONTINUOUS_LATENTS:
+                if not fam.reparameterisable:
                     _fail(decl, s.name, f"a continuous latent needs a reparameterisable family for the derived guide "
-                                        f"({', '.join(CONTINUOUS_LATENTS)}), got {s.family}; make it a global "
-                                        "(param) or use one of those")
+                                        f"({', '.join(CONTINUOUS_LATENTS)}, or a Pyro class with a fixed continuous "
+                                        f"support, e.g. 'Beta'), got {s.family}; make it a global (param) or use "
+                                        "one of those")
                 if s.dim is None:
                     _fail(decl, s.name, "a continuous latent needs its size, dim = q")
         if s.mask is not None and not (s.role == "observed" and s.is_discrete):
@@ -205,12 +218,13 @@ def validate(decl: Declaration) -> None:
 
 def _check_guide_options(decl: Declaration, s: Site) -> None:
     """``guide_given`` lists discrete local sites of a continuous latent; ``classify`` needs a q(y | x)."""
-    if s.guide_given and not (s.role == "latent" and s.family in CONTINUOUS_LATENTS):
+    if s.guide_given and not (s.role == "latent" and not s.is_discrete and find_family(s.family).reparameterisable):
         _fail(decl, s.name, "guide_given is for continuous latents (the guide q(t | data, y) of a normal, mvnormal, "
                             "lognormal or gamma site)")
     for name in s.guide_given:
         other = decl.by_name.get(name)
-        if other is None or not other.is_local or not other.is_discrete:
+        if other is None or not other.is_local or not other.is_discrete or other.family not in ("categorical",
+                                                                                              "bernoulli"):
             _fail(decl, s.name, f"guide_given lists {name!r}; only discrete local sites (a categorical/bernoulli "
                                 "latent or partly observed label) may be listed")
     if s.summed_in not in ("auto", "model"):
@@ -240,11 +254,14 @@ def _check_expr(decl: Declaration, s: Site, p: str, e: Expr) -> None:
         _fail(decl, s.name, f"global parameter {p!r} may depend only on other globals, got {list(e.parents)}")
     if s.role == "param" and e.learned:
         _fail(decl, s.name, f"parameter {p!r} of a global prior must be a constant or a global, got {e}")
+    for name in e.indices:
+        if not sites[name].may_index:
+            _fail(decl, s.name, f"parameter {p!r} is indexed by {name!r}, which is not a scalar discrete local "
+                                "site (categorical or bernoulli)")
+    if len(set(e.indices)) != len(e.indices):
+        _fail(decl, s.name, f"parameter {p!r} names an index site twice: {list(e.indices)}")
     if e.index is not None:
         index = sites[e.index]
-        if not index.may_index:
-            _fail(decl, s.name, f"parameter {p!r} is indexed by {e.index!r}, which is not a scalar discrete local "
-                                "site (categorical or bernoulli)")
         if e.kind == "ref":
             ref = sites[e.inputs[0]]
             if ref.role != "param":

@@ -30,50 +30,6 @@ ROLES = ("param", "latent", "observed", "covariate")
 GLOBAL_GUIDES = ("map", "meanfield")
 
 
-@dataclass(frozen=True)
-class Family:
-    """A distribution family: its parameters and their constraints (``"real"``, ``"positive"`` or
-    ``"lower_cholesky"``), its support."""
-
-    params: tuple[tuple[str, str], ...]
-    support: str
-    """real, positive, binary, finite (categorical), count (unbounded integers), simplex, unit, counts (multinomial)."""
-    roles: tuple[str, ...] = ("param", "latent", "observed")
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.params)
-
-    @property
-    def accepted(self) -> tuple[str, ...]:
-        """Parameter names a declaration may give: categorical and bernoulli take ``probs`` instead of ``logits``
-        (a global on the simplex / in (0, 1), e.g. Dirichlet-distributed mixture weights)."""
-        return self.names + (("probs",) if "logits" in self.names else ())
-
-    def constraint(self, param: str) -> str:
-        return "probability" if param == "probs" else dict(self.params)[param]
-
-    @property
-    def discrete(self) -> bool:
-        return self.support in ("binary", "finite", "count", "counts")
-
-    @property
-    def finite(self) -> bool:
-        return self.support in ("binary", "finite")
-
-
-FAMILIES: dict[str, Family] = {
-    "normal": Family((("loc", "real"), ("scale", "positive")), "real"),
-    "mvnormal": Family((("loc", "real"), ("scale_tril", "lower_cholesky")), "real", ("latent", "observed")),
-    "lognormal": Family((("loc", "real"), ("scale", "positive")), "positive"),
-    "gamma": Family((("concentration", "positive"), ("rate", "positive")), "positive"),
-    "bernoulli": Family((("logits", "real"),), "binary", ("latent", "observed")),
-    "categorical": Family((("logits", "real"),), "finite", ("latent", "observed")),
-    "poisson": Family((("rate", "positive"),), "count", ("latent", "observed")),
-    "multinomial": Family((("logits", "real"),), "counts", ("observed",)),
-    "dirichlet": Family((("concentration", "positive"),), "simplex", ("param", "latent")),
-    "beta": Family((("concentration1", "positive"), ("concentration0", "positive")), "unit", ("param", "latent")),
-}
 STORY_NAMES = {"mvnormal": "MultivariateNormal", "lognormal": "LogNormal"}
 CONTINUOUS_LATENTS = ("normal", "mvnormal", "lognormal", "gamma")
 """Continuous local latents the derived guide can reparameterise (Normal, or LogNormal for positive support)."""
@@ -92,7 +48,9 @@ class Expr:
     """constant, ref, table, learned, linear, mlp, conv or module."""
     inputs: tuple[str, ...] = ()
     index: str | None = None
-    """The discrete site picking a row (``ref`` with ``[z]``, ``table``)."""
+    """The discrete site picking a row (``ref`` with ``[z]``, ``table``, ``linear(..., by=)``)."""
+    also_by: tuple[str, ...] = ()
+    """Further discrete sites indexing a table or a linear map: ``table("z", "s")`` is ``(K_z, K_s, ...)``."""
     value: float | None = None
     hidden: tuple[int, ...] = ()
     module: Any = field(default=None, compare=False)
@@ -103,8 +61,13 @@ class Expr:
         return self.kind in LEARNED_KINDS
 
     @property
+    def indices(self) -> tuple[str, ...]:
+        """Every discrete site indexing the expression, in the order of the table's leading dimensions."""
+        return ((self.index,) if self.index else ()) + self.also_by
+
+    @property
     def parents(self) -> tuple[str, ...]:
-        return self.inputs + ((self.index,) if self.index else ())
+        return self.inputs + self.indices
 
     def __str__(self) -> str:
         if self.kind == "constant":
@@ -112,10 +75,11 @@ class Expr:
         if self.kind == "ref":
             return self.inputs[0] + (f"[{self.index}]" if self.index else "")
         if self.kind == "table":
-            return f"table[{self.index}]"
+            return f"table[{', '.join(self.indices)}]"
         if self.kind == "learned":
             return "learned"
-        extra = f"; hidden {list(self.hidden)}" if self.kind == "mlp" else (f"; per {self.index}" if self.index else "")
+        extra = f"; hidden {list(self.hidden)}" if self.kind == "mlp" else (
+            f"; per {', '.join(self.indices)}" if self.index else "")
         name = self.kind if self.kind != "module" else _module_name(self.module)
         return f"{name}({', '.join(self.inputs)}{extra})"
 
@@ -126,14 +90,14 @@ class Expr:
         if self.kind == "ref":
             return str(self)
         if self.kind == "table":
-            return {"table": self.index}
+            return {"table": self.index if not self.also_by else list(self.indices)}
         if self.kind == "learned":
             return {"learned": True}
         out: dict = {self.kind: list(self.inputs)}
         if self.kind == "mlp":
             out["hidden"] = list(self.hidden)
         if self.kind == "linear" and self.index:
-            out["by"] = self.index
+            out["by"] = self.index if not self.also_by else list(self.indices)
         if self.kind == "module":
             out = {"module": self.module if isinstance(self.module, str) else _module_name(self.module),
                    "inputs": list(self.inputs)}
@@ -147,9 +111,12 @@ def _module_name(module) -> str:
     return getattr(module, "__qualname__", None) or cls.__name__
 
 
-def table(by: str) -> Expr:
-    """A learned table with one row per value of the discrete site ``by``."""
-    return Expr("table", index=by)
+def table(*by: str) -> Expr:
+    """A learned table with one row per value of the discrete site ``by``; several sites ``table("z", "s")``: one
+    entry per combination of their values, shape ``(K_z, K_s, ...)``."""
+    if not by:
+        raise ConfigError("table() needs the discrete site(s) indexing it, e.g. table('z') or table('z', 's')")
+    return Expr("table", index=by[0], also_by=tuple(by[1:]))
 
 
 def learned() -> Expr:
@@ -157,10 +124,11 @@ def learned() -> Expr:
     return Expr("learned")
 
 
-def linear(*inputs: str, by: str | None = None) -> Expr:
+def linear(*inputs: str, by: str | tuple[str, ...] | None = None) -> Expr:
     """An affine map of the inputs; ``by="z"``: one map per value of the discrete site ``z`` (a regression per
-    component)."""
-    return Expr("linear", inputs=tuple(inputs), index=by)
+    component); ``by=("z", "s")``: one per combination of their values."""
+    by = (by,) if isinstance(by, str) else tuple(by or ())
+    return Expr("linear", inputs=tuple(inputs), index=by[0] if by else None, also_by=by[1:])
 
 
 def mlp(*inputs: str, hidden=(64,)) -> Expr:
@@ -199,7 +167,7 @@ def expr(value, where: str = "") -> Expr:
         kind = kinds[0]
         raw = value[kind]
         if kind == "table":
-            return table(str(raw))
+            return table(*_names(raw, where))
         if kind == "learned":
             return learned()
         if kind == "module":
@@ -208,7 +176,8 @@ def expr(value, where: str = "") -> Expr:
         if kind == "mlp":
             return mlp(*inputs, hidden=value.get("hidden", (64,)))
         if kind == "linear":
-            return linear(*inputs, by=value.get("by"))
+            by = value.get("by")
+            return linear(*inputs, by=None if by is None else _names(by, where))
         return Expr(kind, inputs=inputs)
     raise ConfigError(f"{where}: expected a number, a site name or a mapping, got {type(value).__name__}")
 

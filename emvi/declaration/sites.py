@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .expressions import FAMILIES, LATENT_DEFAULTS, ROLES, Expr, _names, expr, learned
+from .expressions import LATENT_DEFAULTS, ROLES, Expr, _names, expr, learned
+from .families import canonical
+from .families import family as find_family
 
 
 @dataclass(frozen=True)
@@ -60,21 +62,29 @@ class Site:
 
     @property
     def is_discrete(self) -> bool:
-        """A scalar discrete site known without the data: a discrete latent, or a partly observed label."""
-        return self.family in ("categorical", "bernoulli") and self.dim is None and (
-            self.role == "latent" or self.mask is not None)
+        """A scalar discrete site known without the data: a discrete latent (categorical, bernoulli, or a Pyro family
+        with an enumerable support), or a partly observed label."""
+        if self.family in ("categorical", "bernoulli"):
+            return self.dim is None and (self.role == "latent" or self.mask is not None)
+        return self.role == "latent" and self.dim is None and self.family is not None and \
+            find_family(self.family).enumerable
 
     @property
     def may_index(self) -> bool:
-        """Can pick rows of a table: a scalar discrete site (an observed one is checked against its data)."""
-        return self.family in ("categorical", "bernoulli") and self.dim is None and self.role in ("latent", "observed")
+        """Can pick rows of a table: a scalar discrete site (an observed one is checked against its data): categorical,
+        bernoulli, or a Pyro family with support 0..K-1 (Binomial with a constant total_count)."""
+        return self.dim is None and self.role in ("latent", "observed") and (
+            self.family in ("categorical", "bernoulli") or self.num_values is not None)
 
     @property
     def num_values(self) -> int | None:
         """K of a scalar discrete site."""
         if self.family == "bernoulli" and self.dim is None:
             return 2
-        return self.categories if self.family == "categorical" and self.dim is None else None
+        if self.family == "categorical" or self.family is None or self.dim is not None or not self.is_local:
+            return self.categories if self.family == "categorical" and self.dim is None else None
+        constants = tuple((p, e.value) for p, e in self.params if e.kind == "constant")
+        return find_family(self.family).support_size(constants)
 
     def values_given(self, shapes: dict) -> int | None:
         """K when the site is scalar discrete given the per-item ``shapes`` (one-hot as a network input), else
@@ -141,11 +151,19 @@ def covariate(name: str, dim: int | None = None) -> Site:
     return Site(name, "covariate", dim=dim)
 
 
+def _resolve(family, where: str):
+    """The family's stored name and :class:`~emvi.declaration.families.Family` (None, None without one)."""
+    if family is None:
+        return None, None
+    try:
+        return canonical(family), find_family(family)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _site(name, role, family, params, **kwargs) -> Site:
     where = f"site {name!r}"
-    fam = FAMILIES.get(family) if family is not None else None
-    if family is not None and fam is None:
-        raise ConfigError(f"{where}: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+    family, fam = _resolve(family, where)
     unknown = sorted(set(params) - set(fam.accepted if fam else ()))
     if unknown:
         allowed = ", ".join(fam.accepted) if fam else "none (a family-less param)"
@@ -167,9 +185,7 @@ def site_from_data(name: str, data: dict, where: str) -> Site:
     if role not in ROLES:
         raise ConfigError(f"{where}.role must be one of {', '.join(ROLES)}, got {role!r}")
     family = data.get("family")
-    fam = FAMILIES.get(family) if family else None
-    if family is not None and fam is None:
-        raise ConfigError(f"{where}.family: unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+    family, fam = _resolve(family, f"{where}.family") if family else (None, None)
     unknown = sorted(set(data) - set(SITE_KEYS) - set(fam.accepted if fam else ()))
     if unknown:
         allowed = list(SITE_KEYS) + list(fam.accepted if fam else ())

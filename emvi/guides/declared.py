@@ -5,7 +5,8 @@
 * A discrete latent that is a parent of a continuous latent (or listed in its ``guide_given``): q(z_n | data_n) =
   Categorical(g_z(data_n)), enumerated in parallel (exact expectation over z), and a point mass on the given value
   where a mask says it is observed. Other discrete latents are enumerated in the model and have no guide site.
-* A continuous latent t: q(t_n | data_n, z_n) = Normal(g_μ, diag g_σ²) (LogNormal for a positive support),
+* A continuous latent t: q(t_n | data_n, z_n) = Normal(g_μ, diag g_σ²) (LogNormal for a positive support; a Pyro
+  family's support S: that Normal pushed through ``transform_to(S)``, e.g. a logistic-normal on (0, 1)),
   reparameterised, from an MLP on the concatenated observations and covariates (categorical codes one-hot) and the
   one-hot values of the guide-enumerated z of :meth:`~emvi.declaration.Declaration.guide_inputs` (t's discrete
   parents and ``guide_given``): q(t | x, z). The value of t therefore has shape ``(K, batch, q)`` under
@@ -29,7 +30,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.distributions import biject_to, constraints, transforms
+from torch.distributions import biject_to, transform_to, transforms
 
 from ..declaration import FAMILIES, Declaration, Site, site_shapes
 from ..distributions import DiagonalNormal
@@ -39,8 +40,6 @@ from ..plates import TRAINING_TERM, data_plate
 
 MIN_SCALE = 1e-5
 IMPOSSIBLE = -1e30
-SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex": constraints.simplex,
-            "unit": constraints.unit_interval}
 
 
 class DeclaredGuide(nn.Module):
@@ -65,7 +64,7 @@ class DeclaredGuide(nn.Module):
         self.raw_scale = nn.ParameterDict()
         for site in self.order:
             if site.role == "param" and site.guide == "meanfield":
-                shape = biject_to(SUPPORTS[FAMILIES[site.family].support]).inverse_shape(torch.Size(site.shape))
+                shape = biject_to(FAMILIES[site.family].bijection_support()).inverse_shape(torch.Size(site.shape))
                 self.loc[site.name] = nn.Parameter(0.1 * torch.randn(shape))
                 self.raw_scale[site.name] = nn.Parameter(torch.full(shape, -3.0))
             elif self.guided(site):
@@ -111,7 +110,7 @@ class DeclaredGuide(nn.Module):
         values: dict = {}
         for site in self.order:
             if site.role == "param" and site.guide == "meanfield":
-                support = SUPPORTS[FAMILIES[site.family].support]
+                support = FAMILIES[site.family].bijection_support()
                 base = dist.Normal(self.loc[site.name], nn.functional.softplus(self.raw_scale[site.name]) + MIN_SCALE)
                 base = base.to_event(base.batch_shape.__len__())
                 q = dist.TransformedDistribution(base, [biject_to(support)])
@@ -132,8 +131,11 @@ class DeclaredGuide(nn.Module):
                     continue
                 loc, raw_scale = raw.chunk(2, -1)
                 q = DiagonalNormal(loc, nn.functional.softplus(raw_scale) + MIN_SCALE)
-                if FAMILIES[site.family].support == "positive":
+                family = FAMILIES[site.family]
+                if family.alias and family.support == "positive":
                     q = dist.TransformedDistribution(q, [transforms.ExpTransform()])
+                elif not family.alias and family.support != "real":  # a Pyro family: through its support's bijection
+                    q = dist.TransformedDistribution(q, [transform_to(family.bijection_support())])
                 values[site.name] = pyro.sample(site.name, q)
         return values
 

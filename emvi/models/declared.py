@@ -11,10 +11,12 @@ For each site in topological order (globals first, then, inside the data plate `
 
 Shapes: every per-item site has batch shape ``(batch,)`` (enumeration adds dimensions on the left); a vector site
 (``dim`` or a data array ``(N, D)``) has event shape ``(D,)``; a categorical site's logits are ``(..., C)`` (scalar)
-or ``(..., D, C)`` (a vector of codes). A partly observed site ``y`` is two sites: ``y`` observed under
-``poutine.mask(mask)`` and ``y_missing`` enumerated, whose logits are replaced by a point mass on the given value
-where the mask is true, so the enumerated sum is exact: log p(y_n) + log p(x_n | y_n) for labelled items and
-log Σ_k p(k) p(x_n | k) for the others.
+or ``(..., D, C)`` (a vector of codes); a table indexed by z and s is ``(K_z, K_s, width)`` and the enumerated
+values of z ``(K_z, 1)`` and s ``(K_s, 1, 1)`` pick ``(K_s, K_z, 1, width)``. Family is any
+:mod:`~emvi.declaration.families` name (an alias or a ``pyro.distributions`` class). A partly observed site
+``y`` is two sites: ``y`` observed under ``poutine.mask(mask)`` and ``y_missing`` enumerated, whose logits are
+replaced by a point mass on the given value where the mask is true, so the enumerated sum is exact:
+log p(y_n) + log p(x_n | y_n) for labelled items and log Σ_k p(k) p(x_n | k) for the others.
 
 The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
 covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
@@ -32,7 +34,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from torch import nn
-from torch.distributions import biject_to, constraints
+from torch.distributions import biject_to, constraints, transform_to
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
 from ..declaration.capabilities import em_ready, mcmc_ready
@@ -49,8 +51,6 @@ MAX_LOG = 30.0
 """Learned log-scale parameters are clamped here before ``exp`` (as the composed model's Poisson rate is)."""
 FLOOR = 1e-6
 """Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
-SUPPORTS = {"real": constraints.real, "positive": constraints.positive, "simplex": constraints.simplex,
-            "unit": constraints.unit_interval}
 
 
 def import_object(path: str):
@@ -131,8 +131,8 @@ def family_distribution(site: Site, params: dict[str, torch.Tensor], event_dims:
         return dist.Dirichlet(params["concentration"])
     elif family == "beta":
         d = dist.Beta(params["concentration1"], params["concentration0"])
-    else:  # pragma: no cover - validated by the declaration
-        raise ConfigError(f"site {site.name!r}: unknown family {family!r}")
+    else:  # any pyro.distributions class: its parameters by name (validated by the declaration)
+        d = getattr(dist, FAMILIES[family].pyro_name)(**params)
     return d.to_event(event_dims) if event_dims else d
 
 
@@ -167,17 +167,17 @@ class DeclaredModel(nn.Module):
             for p, e in site.params:
                 key = f"{site.name}__{p}"
                 width = math.prod(param_shape(site, p, self.shapes))
-                if e.kind == "table":
-                    rows = sites[e.index].num_values
-                    self.learned[key] = nn.Parameter(0.1 * torch.randn(rows, width))
+                if e.kind == "table":  # (K_z, [K_s, ...,] width): one entry per value of each index site
+                    rows = [sites[i].num_values for i in e.indices]
+                    self.learned[key] = nn.Parameter(0.1 * torch.randn(*rows, width))
                 elif e.kind == "learned":
                     self.learned[key] = nn.Parameter(torch.zeros(width))
                 elif e.kind == "linear" and e.index is not None:  # one affine map per value of the index site
                     in_features = sum(feature_width(sites[i], self.shapes) for i in e.inputs)
-                    rows = sites[e.index].num_values
+                    rows = [sites[i].num_values for i in e.indices]
                     bound = 1 / math.sqrt(in_features)
-                    self.learned[key] = nn.Parameter(bound * (2 * torch.rand(rows, in_features * width) - 1))
-                    self.learned[key + "__bias"] = nn.Parameter(bound * (2 * torch.rand(rows, width) - 1))
+                    self.learned[key] = nn.Parameter(bound * (2 * torch.rand(*rows, in_features * width) - 1))
+                    self.learned[key + "__bias"] = nn.Parameter(bound * (2 * torch.rand(*rows, width) - 1))
                 elif e.kind in ("linear", "mlp", "conv", "module"):
                     in_features = sum(feature_width(sites[i], self.shapes) for i in e.inputs)
                     self.networks[key] = build_network(e, in_features, width, image_shape)
@@ -187,7 +187,7 @@ class DeclaredModel(nn.Module):
     def _support(self, site: Site):
         if site.family is None:
             return constraints.positive if site.positive else constraints.real
-        return SUPPORTS[FAMILIES[site.family].support]
+        return FAMILIES[site.family].bijection_support()
 
     def _initial_global(self, site: Site) -> torch.Tensor:
         transform = biject_to(self._support(site))
@@ -238,15 +238,15 @@ class DeclaredModel(nn.Module):
             return value.to(dtype) if not value.is_floating_point() else value
         key = f"{site.name}__{p}"
         target = param_shape(site, p, self.shapes)
-        if e.kind == "table":
-            out = self.learned[key][values[e.index].long().clamp_min(0)]
+        if e.kind == "table":  # indices broadcast: enumerated z (K_z, 1) and s (K_s, 1, 1) pick (K_s, K_z, 1, width)
+            out = self.learned[key][self._indices(e, values)]
         elif e.kind == "learned":
             out = self.learned[key]
         elif e.kind == "linear" and e.index is not None:
             sites = self.declaration.by_name
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
                                         for i in e.inputs])
-            index = values[e.index].long().clamp_min(0)
+            index = self._indices(e, values)
             weight = self.learned[key][index]
             weight = weight.reshape(*weight.shape[:-1], features.shape[-1], -1)  # (..., in, out)
             out = (features.unsqueeze(-2) @ weight).squeeze(-2) + self.learned[key + "__bias"][index]
@@ -255,13 +255,21 @@ class DeclaredModel(nn.Module):
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
                                         for i in e.inputs])
             out = self.networks[key](features)
-        out = out.reshape(out.shape[:-1] + tuple(target))  # a tuple: a scalar parameter's shape is ()
-        constraint = FAMILIES[site.family].constraint(p)
+        out = out.reshape(out.shape[:-1] + torch.Size(target))
+        family = FAMILIES[site.family]
+        constraint = family.constraint(p)
         if constraint == "positive":
             out = out.clamp(max=MAX_LOG).exp()
         elif constraint == "lower_cholesky":  # strict lower triangle as is, diagonal exp of the log scale
             out = out.tril(-1) + out.diagonal(dim1=-2, dim2=-1).clamp(max=MAX_LOG).exp().diag_embed()
+        elif constraint != "real":  # a Pyro family's other constraints: their bijection (sigmoid for a probability)
+            out = transform_to(family.constraints[p])(out)
         return out
+
+    @staticmethod
+    def _indices(e: Expr, values: dict) -> tuple[torch.Tensor, ...]:
+        """The values of the sites indexing a table or a linear map (advanced indices, broadcast together)."""
+        return tuple(values[name].long().clamp_min(0) for name in e.indices)
 
     def local_distribution(self, site: Site, values: dict, data=None) -> dist.Distribution:
         """The distribution of a per-item site given the values of its parents (``{name: tensor}``; the dtype and
