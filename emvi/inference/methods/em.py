@@ -9,6 +9,7 @@ import torch
 
 from ...errors import ConfigError, DataError
 from ..em import EMConfig, fit_em_from_starts
+from ..enumerated_em import em_protocol
 from . import EM, FitResult, Method
 from .common import fitted_dtype, likelihood_metrics, load_point, model_dtype, model_inputs, save_point
 
@@ -47,7 +48,10 @@ def fit(model, guide, train_data, config: EMConfig, *, valid_data=None, run=None
         history.append({"epoch": len(history), "log_likelihood": finished / n, "train_loss": -finished / n,
                         "seconds": seconds})
     metrics = {"objective_per_item": result.lower_bound if finished is None else finished / n}
-    metrics |= likelihood_metrics(model, data, valid_data)
+    metrics |= likelihood_metrics(em_protocol(model), data, valid_data)
+    from .svi import warn_if_a_component_emptied
+
+    warn_if_a_component_emptied(model, train_data, method="EM")
     model.to(fitted_dtype(model, dtype))
     fitted = FitResult(NAME, config.seed, bool(result.converged), int(result.n_iter), tuple(history), metrics, seconds)
     save_point(run, model, fitted.summary())

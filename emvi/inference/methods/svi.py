@@ -68,35 +68,46 @@ def data_start(model, train_data, config: TrainConfig) -> dict:
     """EM's start (:func:`emvi.inference.em.em_start`, seeded by ``config.seed``) for a model with
     ``svi_data_start`` and a ready EM protocol; ``{}`` for any other."""
     from ..em import EMConfig, em_start
+    from ..enumerated_em import em_protocol
 
     if not _starts_from_data(model):
         return {}
     dtype = model_dtype(model)
     model.to(torch.float64)
-    em_start(model, model_inputs(model, train_data), EMConfig(seed=config.seed),
+    em_start(em_protocol(model), model_inputs(model, train_data), EMConfig(seed=config.seed),
              torch.Generator().manual_seed(config.seed))
     model.to(dtype)
     return {"start": "kmeans++ and one M-step"}
 
 
-def warn_if_a_component_emptied(model, train_data) -> None:
+def warn_if_a_component_emptied(model, train_data, *, method: str = "SVI") -> None:
     """Warn when a fitted mixture (EM's protocol) gives a component less than 1/(10 K) of the items' weight: a
-    start that left it behind, or more components than the data hold."""
+    start that left it behind, or more components than the data hold. With several discrete sites (EM by
+    enumeration) each site's values are checked, K its number of values."""
+    from ..enumerated_em import EnumeratedEM, em_protocol
+
     if not _starts_from_data(model):
         return
     dtype = model_dtype(model)
+    protocol = em_protocol(model)
     with torch.no_grad():
         model.to(torch.float64)
-        responsibilities = model.e_step(*model_inputs(model, train_data))[0]
+        data = model_inputs(model, train_data)
+        if isinstance(protocol, EnumeratedEM):
+            shares = protocol.site_weights(*data)
+        else:
+            shares = {"": protocol.e_step(*data)[0].mean(0)}
         model.to(dtype)
-    weights = responsibilities.mean(0)
-    k = weights.shape[-1]
-    low = [(i, float(w)) for i, w in enumerate(weights.tolist()) if w < 1.0 / (10 * k)]
-    if low:
-        listed = ", ".join(f"{i}: {w:.3g}" for i, w in low)
-        warnings.warn(f"after SVI, component(s) {listed} hold less than 1/(10 K) = {1 / (10 * k):.3g} of the items; "
-                      "fewer components may fit as well, or refit with another --seed or by --method em",
-                      UserWarning, stacklevel=2)
+    for site, weights in shares.items():
+        k = weights.shape[-1]
+        low = [(i, float(w)) for i, w in enumerate(weights.tolist()) if w < 1.0 / (10 * k)]
+        if low:
+            listed = ", ".join(f"{i}: {w:.3g}" for i, w in low)
+            where = f" of site {site!r}" if site else ""
+            other = "by --method em" if method == "SVI" else "with a larger --n-init"
+            warnings.warn(f"after {method}, component(s){where} {listed} hold less than 1/(10 K) = "
+                          f"{1 / (10 * k):.3g} of the items; fewer components may fit as well, or refit with another "
+                          f"--seed or {other}", UserWarning, stacklevel=2)
 
 
 METHOD = Method(NAME, TrainConfig, fit, load, configure=configure, start=start, resumable=True)
