@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from .initialization import hard_assignments, initial_centres
 from .sites import is_enumerable
 
-GRADIENT_STEPS = 50
+GRADIENT_STEPS = 20
 """L-BFGS iterations per M-step (its line search may evaluate Q a few times per iteration)."""
 BACKTRACKS = 30
 """Halvings of a step that lowered Q before the M-step keeps the old parameters."""
@@ -191,8 +191,8 @@ def ascend(parameters: list[torch.Tensor], objective, steps: int) -> None:
     with torch.no_grad():
         before = [p.detach().clone() for p in parameters]
         start = float(objective())
-    optimiser = torch.optim.LBFGS(parameters, lr=1.0, max_iter=steps, history_size=20, tolerance_grad=1e-12,
-                                  tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(parameters, lr=1.0, max_iter=steps, history_size=20, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
