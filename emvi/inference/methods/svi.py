@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import torch
 
 from ..runner import TrainConfig, load_run_modules, train
 from . import SVI, FitResult, Method
 from .common import model_dtype, model_inputs
+from .em import starts_from_data, warn_if_a_component_emptied
 
 NAME = SVI
 
@@ -57,20 +57,13 @@ def start(entry, model, guide, train_data, model_config, config: TrainConfig) ->
     return pretrain(model, guide, train_data, model_config, config) or {}
 
 
-def _starts_from_data(model) -> bool:
-    """The model asks for EM's start before SVI (``svi_data_start``) and has a ready EM protocol."""
-    from .em import ready
-
-    return bool(getattr(model, "svi_data_start", False)) and ready(model, None) is None
-
-
 def data_start(model, train_data, config: TrainConfig) -> dict:
     """EM's start (:func:`emvi.inference.em.em_start`, seeded by ``config.seed``) for a model with
     ``svi_data_start`` and a ready EM protocol; ``{}`` for any other."""
     from ..em import EMConfig, em_start
     from ..enumerated_em import em_protocol
 
-    if not _starts_from_data(model):
+    if not starts_from_data(model):
         return {}
     dtype = model_dtype(model)
     model.to(torch.float64)
@@ -78,36 +71,6 @@ def data_start(model, train_data, config: TrainConfig) -> dict:
              torch.Generator().manual_seed(config.seed))
     model.to(dtype)
     return {"start": "kmeans++ and one M-step"}
-
-
-def warn_if_a_component_emptied(model, train_data, *, method: str = "SVI") -> None:
-    """Warn when a fitted mixture (EM's protocol) gives a component less than 1/(10 K) of the items' weight: a
-    start that left it behind, or more components than the data hold. With several discrete sites (EM by
-    enumeration) each site's values are checked, K its number of values."""
-    from ..enumerated_em import EnumeratedEM, em_protocol
-
-    if not _starts_from_data(model):
-        return
-    dtype = model_dtype(model)
-    protocol = em_protocol(model)
-    with torch.no_grad():
-        model.to(torch.float64)
-        data = model_inputs(model, train_data)
-        if isinstance(protocol, EnumeratedEM):
-            shares = protocol.site_weights(*data)
-        else:
-            shares = {"": protocol.e_step(*data)[0].mean(0)}
-        model.to(dtype)
-    for site, weights in shares.items():
-        k = weights.shape[-1]
-        low = [(i, float(w)) for i, w in enumerate(weights.tolist()) if w < 1.0 / (10 * k)]
-        if low:
-            listed = ", ".join(f"{i}: {w:.3g}" for i, w in low)
-            where = f" of site {site!r}" if site else ""
-            other = "by --method em" if method == "SVI" else "with a larger --n-init"
-            warnings.warn(f"after {method}, component(s){where} {listed} hold less than 1/(10 K) = "
-                          f"{1 / (10 * k):.3g} of the items; fewer components may fit as well, or refit with another "
-                          f"--seed or {other}", UserWarning, stacklevel=2)
 
 
 METHOD = Method(NAME, TrainConfig, fit, load, configure=configure, start=start, resumable=True)
