@@ -4,7 +4,8 @@
 :class:`~emvi.models.declared.DeclaredModel` and the derived :class:`~emvi.guides.declared.DeclaredGuide`), its ELBO
 (TraceEnum_ELBO when a discrete local is latent), the data arrays it reads, held-out ELBO and importance-sampled
 log p(x) (enumerated sites summed inside each weight), sampling and the ArviZ export; the model itself has EM's
-protocol when its only latent is categorical with closed-form M-steps, and NUTS's when its globals have priors. The entry ``declared`` takes the declaration from the spec file itself
+protocol when its per-item latents are all discrete (closed-form M-steps for one categorical latent, else
+:mod:`emvi.inference.enumerated_em`), and NUTS's when its globals have priors. The entry ``declared`` takes the declaration from the spec file itself
 (``[model.sites.NAME] ...``).
 """
 

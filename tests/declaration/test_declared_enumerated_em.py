@@ -179,3 +179,15 @@ def test_a_value_of_a_latent_left_with_almost_no_weight_is_reported():
         model.learned["s__logits"].zero_()
         model.learned["z__logits"].zero_()
     warn_if_a_component_emptied(model, data, method="EM")  # every value holds items: silent
+
+
+def test_em_by_enumeration_is_refused_in_one_line_naming_the_site():
+    from emvi.declaration import param
+
+    continuous = declare("c", latent("t", "normal", dim=2), observed("x", "normal", loc=linear("t"), scale=1.0))
+    assert enumerated_em_ready(continuous) == "EM sums out discrete latents exactly, but latent site 't' is continuous (normal)"
+    meanfield = declare("m", param("mu", "normal", shape=(2, 1), loc=0.0, scale=1.0, guide="meanfield"),
+                        latent("z", "categorical", categories=2), observed("x", "normal", loc="mu[z]", scale=1.0))
+    assert "site 'mu'" in enumerated_em_ready(meanfield) and "mean-field" in enumerated_em_ready(meanfield)
+    plain = declare("p", covariate("c"), observed("x", "normal", loc=linear("c"), scale=1.0))
+    assert "no discrete latent" not in (enumerated_em_ready(plain) or "") and "has none" in enumerated_em_ready(plain)

@@ -1,5 +1,6 @@
 """em: expectation maximisation (:mod:`emvi.inference.em`) as a method of the table, for any model with the EM
-protocol (``e_step``/``m_step``; optional ``initialise``, ``em_inputs``, ``em_steps``, ``finish_em``, ``em_ready``)."""
+protocol (``e_step``/``m_step``; optional ``initialise``, ``em_inputs``, ``em_steps``, ``finish_em``, ``em_ready``,
+``em_by_enumeration``: :mod:`emvi.inference.enumerated_em` steps the model)."""
 
 from __future__ import annotations
 
