@@ -146,11 +146,15 @@ def test_a_latent_feeding_a_linear_map_climbs_monotonically_to_at_least_the_svi_
     assert em["converged"] and len(history) > 3
     assert all(b >= a - 1e-10 * abs(a) for a, b in zip(history, history[1:], strict=False))
     fitted = {}
-    for name in ("em", "svi"):
-        assert main(["evaluate", str(tmp_path / name), "--split", "train", "--num-samples", "2"]) == 0
-        fitted[name] = json.loads((tmp_path / name / "evaluation_train.json").read_text())["log_likelihood_per_item"]
-    assert fitted["em"] == pytest.approx(em["log_likelihood_per_item"], rel=1e-6)  # stored in float32
-    assert fitted["em"] >= fitted["svi"], fitted
+    for name in ("em", "svi"):  # the exact log p(x) of each fitted model (stored in float32), summed in float64
+        _, model, _, data, _ = load_run(tmp_path / name)
+        model.double()
+        inputs = tuple(t.double() for t in data.tensors)
+        fitted[name] = float(em_protocol(model).log_likelihood(*inputs).mean())
+    assert fitted["em"] == pytest.approx(em["log_likelihood_per_item"], rel=1e-6)
+    # Both reach the same optimum here (SVI from EM's data start): EM stops once an iteration gains < tol = 1e-9
+    # nats per item, so it may end that close below it (measured: 1.1e-11 below SVI's point).
+    assert fitted["em"] >= fitted["svi"] - 1e-9, fitted
 
 
 def test_restarts_keep_the_best_final_objective():
