@@ -4,7 +4,8 @@
 :class:`~emvi.models.declared.DeclaredModel` and the derived :class:`~emvi.guides.declared.DeclaredGuide`), its ELBO
 (TraceEnum_ELBO when a discrete local is latent), the data arrays it reads, held-out ELBO and importance-sampled
 log p(x) (enumerated sites summed inside each weight), sampling and the ArviZ export; the model itself has EM's
-protocol when its only latent is categorical with closed-form M-steps, and NUTS's when its globals have priors. The entry ``declared`` takes the declaration from the spec file itself
+protocol when its per-item latents are all discrete (closed-form M-steps for one categorical latent, else
+:mod:`emvi.inference.enumerated_em`), and NUTS's when its globals have priors. The entry ``declared`` takes the declaration from the spec file itself
 (``[model.sites.NAME] ...``).
 """
 
@@ -18,10 +19,11 @@ from ..analysis.declared import declared_inference_data
 from ..config import check_expanded_size
 from ..data import DataInfo
 from ..declaration import FAMILIES, Declaration
-from ..declaration.capabilities import elbo_name, em_ready
+from ..declaration.capabilities import elbo_name
 from ..errors import ConfigError, DataError, short_repr
 from ..guides.declared import DeclaredGuide
 from ..inference.elbo import make_elbo
+from ..inference.enumerated_em import em_protocol
 from ..inference.likelihood import estimate_log_likelihood, without_training_terms
 from ..inference.runner import evaluate_loss
 from ..models.declared import DeclaredModel
@@ -123,10 +125,11 @@ def evaluate_declared(model, guide, data, *, num_samples: int = 100) -> dict:
     out = {"elbo_nats_per_item": -evaluate_loss(elbo, model, without_training_terms(guide), tensors)}
     estimates = estimate_log_likelihood(model, guide, tensors, num_samples=max(1, num_samples), prior=False)
     out["is_loglik_nats"] = float(estimates.importance.mean())
-    if em_ready(decl) is None:
+    if model.em_ready() is None:  # every latent discrete: the exact log p(x_n), everything summed out
         with torch.no_grad():
             dtype = next(model.parameters()).dtype
-            out["log_likelihood_per_item"] = float(model.log_likelihood(*(_cast(t, dtype) for t in tensors)).mean())
+            exact = em_protocol(model).log_likelihood(*(_cast(t, dtype) for t in tensors))
+            out["log_likelihood_per_item"] = float(exact.mean())
     return out
 
 

@@ -1,5 +1,5 @@
-"""What can fit a :class:`~emvi.declaration.Declaration`: the ELBO it needs, and whether generic EM
-(``--method em``) or NUTS (``--method mcmc``) applies. Each check returns None when the method applies, else one
+"""What can fit a :class:`~emvi.declaration.Declaration`: the ELBO it needs, and whether EM (``--method em``: closed
+form, or enumerated with a gradient M-step) or NUTS (``--method mcmc``) applies. Each check returns None when the method applies, else one
 line saying why not (shown to the user as is)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ def elbo_name(decl: Declaration) -> str:
 
 
 def em_ready(decl: Declaration) -> str | None:
-    """None if generic EM applies (every latent discrete, closed-form M-steps), else why not."""
+    """None if closed-form EM applies (one categorical latent, closed-form M-steps), else why not; the wider
+    :func:`enumerated_em_ready` covers every model whose per-item latents are all discrete."""
     latents = [s for s in decl.sites if s.role == "latent"]
     if len(latents) != 1 or not latents[0].is_discrete or latents[0].family != "categorical":
         return "EM needs exactly one latent site, a categorical one"
@@ -33,6 +34,22 @@ def em_ready(decl: Declaration) -> str | None:
                     return f"site {s.name!r}: EM needs parameter {p!r} as a table[{z.name}], learned or constant"
                 if e.kind == "learned" and not (s.family == "normal" and p == "scale"):
                     return f"site {s.name!r}: EM supports a shared learned value only for a normal scale"
+    return None
+
+
+def enumerated_em_ready(decl: Declaration) -> str | None:
+    """None if EM by enumeration applies (:mod:`emvi.inference.enumerated_em`): every per-item latent is a scalar
+    discrete site summed out exactly (chains such as z -> s -> x included), no global has a mean-field guide, and
+    at least one site is enumerated; the M-step is then a gradient ascent on the expected complete log joint.
+    Else one line saying why not."""
+    for s in decl.sites:
+        if s.role == "latent" and not s.is_discrete:
+            kind = "a vector of codes" if s.family in ("categorical", "bernoulli") else f"continuous ({s.family})"
+            return f"EM sums out discrete latents exactly, but latent site {s.name!r} is {kind}"
+        if s.role == "param" and s.guide != "map":
+            return f"site {s.name!r}: EM fits point values (MAP) of the globals, not a mean-field guide"
+    if not decl.has_enumeration:
+        return "EM needs a discrete latent (or a partly observed discrete site) to sum out; this model has none"
     return None
 
 
@@ -63,4 +80,4 @@ def mcmc_ready(decl: Declaration) -> str | None:
     return None
 
 
-__all__ = ["elbo_name", "em_ready", "mcmc_ready"]
+__all__ = ["elbo_name", "em_ready", "enumerated_em_ready", "mcmc_ready"]

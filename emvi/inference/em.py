@@ -41,6 +41,7 @@ from ..errors import ConfigError, NonFiniteLossError
 from ..validation import check_choice, check_positive_int, check_seed
 from . import distributed
 from .convergence import ConvergenceWarning, warn_not_converged  # noqa: F401  (ConvergenceWarning: re-exported)
+from .enumerated_em import em_protocol
 from .initialization import INITS, hard_assignments, initial_centres
 from .methods.names import EM
 from .restarts import best_of_restarts
@@ -282,19 +283,22 @@ def fit_em_from_starts(model, data: tuple, config: EMConfig) -> tuple[EMResult, 
     """:func:`fit_em` on ``data`` from ``config.n_init`` starts (:func:`em_start`), keeping the best; returns the
     result and the value of the model's ``finish_em(*data)`` hook (None without one), a climb past EM's fixed point
     (e.g. the exact likelihood of an HMM whose start is its stationary distribution). A model's ``em_steps(*data)``
-    hook replaces it as the object EM steps (its E- and M-step on a sufficient statistic, e.g. factor analysis)."""
+    hook replaces it as the object EM steps (its E- and M-step on a sufficient statistic, e.g. factor analysis); a
+    model whose ``em_by_enumeration()`` hook is true is stepped (and started) by
+    :class:`emvi.inference.enumerated_em.EnumeratedEM`."""
     import copy
 
-    if not callable(getattr(model, "initialise", None)) and em_components(model) > data[0].shape[0]:
+    protocol = em_protocol(model)  # the model, or its enumerated E-step and gradient M-step
+    if not callable(getattr(protocol, "initialise", None)) and em_components(model) > data[0].shape[0]:
         raise ConfigError(f"num_components={em_components(model)} exceeds the {data[0].shape[0]} items; lower it")
     initial_state = copy.deepcopy(model.state_dict())
 
     def fit_once(generator: torch.Generator):
         model.load_state_dict(initial_state)
-        em_start(model, data, config, generator)
-        steps = model.em_steps(*data) if callable(getattr(model, "em_steps", None)) else model
-        if steps is model:
-            result = fit_em(model, *data, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
+        em_start(protocol, data, config, generator)
+        steps = model.em_steps(*data) if callable(getattr(model, "em_steps", None)) else protocol
+        if steps is protocol:
+            result = fit_em(protocol, *data, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)
         else:
             with distributed.single_process():  # a sufficient statistic every rank holds: the same updates
                 result = fit_em(steps, *data, max_iter=config.max_iter, tol=config.tol, warn=False, seed=config.seed)

@@ -21,7 +21,8 @@ log p(y_n) + log p(x_n | y_n) for labelled items and log Σ_k p(k) p(x_n | k) fo
 The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
 covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
 also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): the E-step reads
-p(z_n = k | x_n) off the enumerated trace and each family has a closed-form M-step.
+p(z_n = k | x_n) off the enumerated trace and each family has a closed-form M-step; any other model whose per-item
+latents are all discrete is fit by EM through :meth:`DeclaredModel.em_by_enumeration`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from torch import nn
 from torch.distributions import biject_to, constraints, transform_to
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
-from ..declaration.capabilities import em_ready, mcmc_ready
+from ..declaration.capabilities import em_ready, enumerated_em_ready, mcmc_ready
 from ..distributions import BernoulliLogits
 from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
@@ -385,12 +386,20 @@ class DeclaredModel(nn.Module):
         """
         return self(*data, sample_globals=True)
 
-    # -- EM: one categorical latent, closed-form M-steps ----------------------------------------------------------------
+    # -- EM: one categorical latent, closed-form M-steps; else by enumeration ------------------------------------------
 
     def em_ready(self) -> str | None:
-        """Why EM cannot fit this model (None when it can): one categorical latent, closed-form M-steps."""
-        reason = em_ready(self.declaration)
+        """Why EM cannot fit this model (None when it can): one categorical latent with closed-form M-steps
+        (:meth:`e_step`, :meth:`m_step`), or every per-item latent discrete (:meth:`em_by_enumeration`)."""
+        if em_ready(self.declaration) is None:
+            return None
+        reason = enumerated_em_ready(self.declaration)
         return None if reason is None else f"{reason}; fit it by svi"
+
+    def em_by_enumeration(self) -> bool:
+        """EM's protocol hook: this model's E-step enumerates all its discrete sites jointly and its M-step is a
+        gradient ascent (:mod:`emvi.inference.enumerated_em`), as no closed-form M-step below applies."""
+        return em_ready(self.declaration) is not None and enumerated_em_ready(self.declaration) is None
 
     def em_components(self) -> int:
         """Values of the categorical latent (the responsibilities' last axis)."""

@@ -12,6 +12,7 @@ import torch
 
 from ...errors import ConfigError
 from ..em import EMConfig, fit_em_from_starts
+from ..enumerated_em import em_protocol
 from ..mcmc import MCMCConfig, fit_posterior, map_start
 from . import EM, MCMC, FitResult, Method
 from . import em as em_method
@@ -58,7 +59,7 @@ def fit(model, guide, train_data, config: MCMCConfig, *, valid_data=None, run=No
     result = fit_posterior(model, *data, config=config)
     seconds = time.perf_counter() - started
     if em_method.ready(model) is None:
-        metrics |= likelihood_metrics(model, data, valid_data)
+        metrics |= likelihood_metrics(em_protocol(model), data, valid_data)
     metrics |= result.summary()
     model.to(fitted_dtype(model, dtype))
     fitted = FitResult(NAME, config.seed, None, config.num_samples, (), metrics, seconds)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 
 import torch
 
 from ..runner import TrainConfig, load_run_modules, train
 from . import SVI, FitResult, Method
 from .common import model_dtype, model_inputs
+from .em import starts_from_data, warn_if_a_component_emptied
 
 NAME = SVI
 
@@ -57,46 +57,20 @@ def start(entry, model, guide, train_data, model_config, config: TrainConfig, st
     return pretrain(model, guide, train_data, model_config, start_config, config) or {}
 
 
-def _starts_from_data(model) -> bool:
-    """The model asks for EM's start before SVI (``svi_data_start``) and has a ready EM protocol."""
-    from .em import ready
-
-    return bool(getattr(model, "svi_data_start", False)) and ready(model, None) is None
-
-
 def data_start(model, train_data, config: TrainConfig) -> dict:
     """EM's start (:func:`emvi.inference.em.em_start`, seeded by ``config.seed``) for a model with
     ``svi_data_start`` and a ready EM protocol; ``{}`` for any other."""
     from ..em import EMConfig, em_start
+    from ..enumerated_em import em_protocol
 
-    if not _starts_from_data(model):
+    if not starts_from_data(model):
         return {}
     dtype = model_dtype(model)
     model.to(torch.float64)
-    em_start(model, model_inputs(model, train_data), EMConfig(seed=config.seed),
+    em_start(em_protocol(model), model_inputs(model, train_data), EMConfig(seed=config.seed),
              torch.Generator().manual_seed(config.seed))
     model.to(dtype)
     return {"start": "kmeans++ and one M-step"}
-
-
-def warn_if_a_component_emptied(model, train_data) -> None:
-    """Warn when a fitted mixture (EM's protocol) gives a component less than 1/(10 K) of the items' weight: a
-    start that left it behind, or more components than the data hold."""
-    if not _starts_from_data(model):
-        return
-    dtype = model_dtype(model)
-    with torch.no_grad():
-        model.to(torch.float64)
-        responsibilities = model.e_step(*model_inputs(model, train_data))[0]
-        model.to(dtype)
-    weights = responsibilities.mean(0)
-    k = weights.shape[-1]
-    low = [(i, float(w)) for i, w in enumerate(weights.tolist()) if w < 1.0 / (10 * k)]
-    if low:
-        listed = ", ".join(f"{i}: {w:.3g}" for i, w in low)
-        warnings.warn(f"after SVI, component(s) {listed} hold less than 1/(10 K) = {1 / (10 * k):.3g} of the items; "
-                      "fewer components may fit as well, or refit with another --seed or by --method em",
-                      UserWarning, stacklevel=2)
 
 
 METHOD = Method(NAME, TrainConfig, fit, load, configure=configure, start=start, resumable=True)
