@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributions import transform_to
 
 from ..declaration import FAMILIES, feature_width, param_shape
 from ..guides.declared import MIN_SCALE
@@ -74,11 +75,15 @@ def input_dims(site, shapes: dict) -> tuple[str, ...]:
     return (site.name,) if site.values_given(shapes) else site_dims(site, shapes)
 
 
-def _natural(value: torch.Tensor, constraint: str) -> torch.Tensor:
+def _natural(value: torch.Tensor, family, p: str) -> torch.Tensor:
+    """The stored value of parameter ``p`` of ``family`` on its natural scale, as the model maps it."""
+    constraint = family.constraint(p)
     if constraint == "positive":
         return value.clamp(max=MAX_LOG).exp()
     if constraint == "lower_cholesky":
         return value.tril(-1) + value.diagonal(dim1=-2, dim2=-1).clamp(max=MAX_LOG).exp().diag_embed()
+    if constraint != "real":  # a Pyro family's other constraints: their bijection (sigmoid for a probability)
+        return transform_to(family.constraints[p])(value)
     return value
 
 
@@ -103,11 +108,10 @@ def fitted_parameters(model) -> dict[str, FittedParameter]:
         for p, e in site.params:
             key, name = f"{site.name}__{p}", f"{site.name}_{p}"
             shape, dims = param_shape(site, p, shapes), param_dims(site, p, shapes)
-            constraint = FAMILIES[site.family].constraint(p)
             if e.kind in ("table", "learned"):
                 raw = model.learned[key].detach()
-                value = _natural(raw.reshape(raw.shape[:-1] + tuple(shape)), constraint)
-                rows = (e.index,) if e.kind == "table" else ()
+                value = _natural(raw.reshape(raw.shape[:-1] + tuple(shape)), FAMILIES[site.family], p)
+                rows = tuple(e.indices) if e.kind == "table" else ()
                 out[name] = FittedParameter(value, rows + dims, (f"learned.{key}",))
             elif e.kind == "linear":
                 out.update(_linear(model, site, p, e, shape, dims))

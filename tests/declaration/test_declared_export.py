@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.distributions import biject_to
+from torch.distributions import biject_to, constraints
 from torch.nn.functional import one_hot, softplus
 
 import emvi
@@ -24,7 +24,6 @@ from emvi.declaration.capabilities import elbo_name
 from emvi.guides.declared import MIN_SCALE
 from emvi.inference.mcmc import MCMCConfig
 from emvi.inference.methods import get_method
-from emvi.models.declared import SUPPORTS
 from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig, gmvae_declaration, ssvae_declaration
 from emvi.spec import load_spec
 
@@ -155,8 +154,8 @@ def expected_entries(model, guide):
             if site.guide == "meanfield":  # the model's tensor is unused: the guide's q(u) holds the site
                 assert f"loc.{rest}" in dict(guide.named_parameters())
                 continue
-            support = SUPPORTS[FAMILIES[site.family].support if site.family else (
-                "positive" if site.positive else "real")]
+            support = (FAMILIES[site.family].bijection_support() if site.family else
+                       constraints.positive if site.positive else constraints.real)
             yield name, {rest: biject_to(support)(raw)}
             continue
         key, _, sub = rest.partition(".") if group == "networks" else (rest, "", "")

@@ -266,3 +266,22 @@ def test_a_spec_file_names_a_pyro_family_as_the_python_declaration_does():
                             observed("x", "Normal", loc=table("z"), scale=1.0))
     assert pyro_spelling.sites == declare("same", latent("z", "categorical", categories=2),
                                           observed("x", "normal", loc=table("z"), scale=1.0)).sites
+
+
+def test_the_export_gives_a_constrained_table_of_any_family_on_its_natural_scale_with_both_index_dims(float64):
+    """A Binomial's ``probs`` table over (z, s) is exported as probabilities (the sigmoid of the stored value, as
+    the model reads it), shape (2, 3) for a scalar site (stored as (2, 3, 1)), its dims named after both sites."""
+    from emvi.models.declared_parameters import fitted_parameters
+
+    decl = declare("two_way_counts", latent("z", "categorical", categories=2),
+                   latent("s", "categorical", categories=3),
+                   observed("x", "Binomial", total_count=5, probs=table("z", "s")))
+    x = torch.tensor(np.random.default_rng(2).binomial(5, 0.4, N).astype(float))
+    model, _ = built(decl, {"x": x})
+    with torch.no_grad():
+        model.learned["x__probs"].normal_()
+    exported = fitted_parameters(model)["x_probs"]
+    stored = model.learned["x__probs"].detach()
+    assert exported.dims == ("z", "s") and tuple(exported.value.shape) == (2, 3)
+    assert torch.allclose(exported.value.reshape(-1), torch.sigmoid(stored).reshape(-1), rtol=0, atol=1e-15)
+    assert torch.equal(model.parameters_dict()["x_probs"], exported.value)
