@@ -5,8 +5,9 @@ scikit-learn's ``ConvergenceWarning`` when a fit stops at ``max_iter``."""
 from sklearn.exceptions import ConvergenceWarning
 
 from .base import NotFittedError
+from .gaussian_mixture import GaussianMixture
 from .hmm import HMM
 from .mixture import Mixture
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["ConvergenceWarning", "HMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]
+__all__ = ["ConvergenceWarning", "FactorAnalysis", "GaussianMixture", "HMM", "Mixture", "NotFittedError", "PPCA"]

@@ -93,6 +93,8 @@ class Mixture(DensityMixin, EmviEstimator):
         config = MixtureConfig(num_components=self.num_components, family=self.family,
                                num_categories=self.num_categories, weight_concentration=self.weight_concentration,
                                prior_strength=self.prior_strength, floor=self.floor)
+        if not self.floor > 0:  # the model takes 0 for Gaussian families (GaussianMixture's reg_covar=0); not here
+            raise ConfigError(f"floor must be a finite number > 0, got {self.floor}")
         check_choice(self.method, "method", (EM, SVI, MCMC))
         check_choice(self.init, "init", INITS)
         check_choice(self.svi_steps, "svi_steps", SVI_STEPS)

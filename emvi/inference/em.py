@@ -120,6 +120,7 @@ def fit_em(
     warn: bool = True,
     seed: int | None = None,
     local_shard: bool = False,
+    previous: float = -math.inf,
 ) -> EMResult:
     """Run EM until the per-item objective changes by less than ``tol`` or ``max_iter`` M-steps were taken.
 
@@ -127,6 +128,8 @@ def fit_em(
     called with ``(iteration, objective)`` after every E-step. ``seed`` is only recorded in the result (EM itself
     draws nothing): pass the seed that chose the starting point. Raises :class:`emvi.errors.NonFiniteLossError` when
     the objective stops being finite and :class:`emvi.errors.ConfigError` for a negative ``max_iter`` or ``tol``.
+    ``previous`` is the total objective before this fit (a continued fit's last one, as scikit-learn's
+    ``warm_start``): the first E-step's change is measured against it.
 
     With a process group of several ranks, ``data`` is the whole data set on every rank and each rank keeps its
     part (``local_shard=True``: ``data`` is already this rank's part, and ``num_data`` defaults to the total over
@@ -137,12 +140,11 @@ def fit_em(
         raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
     if distributed.is_distributed():
         return _fit_em_distributed(model, data, max_iter=max_iter, tol=tol, num_data=num_data, callback=callback,
-                                   warn=warn, local_shard=local_shard, seed=seed)
+                                   warn=warn, local_shard=local_shard, seed=seed, previous=previous)
     num_data = num_data if num_data is not None else int(data[0].shape[0])
     history, seconds = [], []
     converged, n_iter = False, 0
     start = time.perf_counter()
-    previous = -math.inf
     expectation = getattr(model, "expected_statistics", None) or model.e_step
     with torch.no_grad():
         for iteration in range(max_iter + 1):
@@ -179,7 +181,8 @@ def _warn_if_not_converged(history, converged: bool, warn: bool, max_iter: int, 
         )
 
 
-def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn, local_shard, seed) -> EMResult:
+def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn, local_shard, seed,
+                        previous) -> EMResult:
     """:func:`fit_em` on this rank's part of the data, with the statistics and the objective summed over ranks."""
     for method in ("additive_statistics", "m_step_from_statistics"):
         if not callable(getattr(model, method, None)):
@@ -199,7 +202,6 @@ def _fit_em_distributed(model, data, *, max_iter, tol, num_data, callback, warn,
     history, seconds = [], []
     converged, n_iter = False, 0
     start = time.perf_counter()
-    previous = -math.inf
     with torch.no_grad():
         for iteration in range(max_iter + 1):
             stats, objective = expectation(*data)
