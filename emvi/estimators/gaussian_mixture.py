@@ -180,11 +180,11 @@ class GaussianMixture(DensityMixin, EmviEstimator):
         for init in range(1 if continued else self.n_init):
             self._say(f"Initialization {init}", start=True)
             if continued:
-                model, previous = self.model_, float(self.lower_bound_)
+                model, previous, offset = self.model_, float(self.lower_bound_), 0.0
                 model.config = config  # reg_covar may have changed; K and the covariance type may not
             else:
-                model, previous = self._start(x, config, initial, random_state), -math.inf
-            outcome = self._run_em(model, x, previous)
+                (model, offset), previous = self._start(x, config, initial, random_state), -math.inf
+            outcome = self._run_em(model, x, previous, offset)
             if best is None or self.max_iter == 0 or outcome["lower_bound"] > best["lower_bound"] \
                     or best["lower_bound"] == -math.inf:
                 best = outcome
@@ -202,13 +202,20 @@ class GaussianMixture(DensityMixin, EmviEstimator):
         with torch.no_grad():
             return to_numpy(self.model_.responsibilities(x).argmax(-1))
 
-    def _start(self, x: torch.Tensor, config: MixtureConfig, initial: dict, random_state) -> MixtureModel:
+    def _start(self, x: torch.Tensor, config: MixtureConfig, initial: dict, random_state):
         """scikit-learn's start: an M-step from the responsibilities of ``init_params`` (skipped when all three
-        initial values are given), then the given initial values replace what it set."""
+        initial values are given), then the given initial values replace what it set. Returns the model and the
+        offset of scikit-learn's first lower bound: its start weights N_k / N sum to s = Σ_k N_k / N, below 1 for
+        the seed-only starts, so its first lower bound is log s plus the log-likelihood (the normalised weights')."""
         model = MixtureModel(config, x.shape[1], dtype=x.dtype).to(x.device)
+        offset = 0.0
         with torch.no_grad():
             if len(initial) < 3:
-                model.m_step(self._initial_responsibilities(x, random_state), x)
+                resp = self._initial_responsibilities(x, random_state)
+                model.m_step(resp, x)
+                offset = 0.0 if "weights" in initial else math.log(float(resp.sum()) / x.shape[0])
+                if config.family == "gaussian-tied":
+                    self._count_unheld_items(model, x, resp)
             if "weights" in initial:
                 model.set_parameter("weights", initial["weights"])
             if "means" in initial:
@@ -216,7 +223,19 @@ class GaussianMixture(DensityMixin, EmviEstimator):
             if "precision" in initial:
                 model.set_parameter(covariance_name(config.family),
                                     self._guard(covariance_from_precisions, config.family, initial["precision"]))
-        return model
+        return model, offset
+
+    @staticmethod
+    def _count_unheld_items(model: MixtureModel, x: torch.Tensor, resp: torch.Tensor) -> None:
+        """scikit-learn's tied covariance is (Σ_n x_n x_nᵀ - Σ_k N_k μ_k μ_kᵀ) / Σ_k N_k + ε I, which is the pooled
+        scatter only when every row of ``resp`` sums to 1. The seed-only starts (k-means++, random_from_data) leave
+        the other items unheld, and scikit-learn's start then also counts their uncentred Σ x_n x_nᵀ: added here,
+        so the start and every iterate equal scikit-learn's."""
+        unheld = (1 - resp.sum(1)).clamp_min(0)  # (N,)
+        if bool(unheld.any()):
+            tril = model.scale_tril.detach()
+            extra = (x * unheld[:, None]).T @ x / resp.sum()
+            model.set_parameter("scale_tril", torch.linalg.cholesky(tril @ tril.mT + extra))
 
     def _initial_responsibilities(self, x: torch.Tensor, random_state) -> torch.Tensor:
         """``(N, K)``: one-hot k-means labels (kmeans), the seeds alone (k-means++, random_from_data: each component
@@ -236,9 +255,11 @@ class GaussianMixture(DensityMixin, EmviEstimator):
         resp[indices, torch.arange(k, device=x.device)] = 1
         return resp
 
-    def _run_em(self, model: MixtureModel, x: torch.Tensor, previous: float) -> dict:
+    def _run_em(self, model: MixtureModel, x: torch.Tensor, previous: float, offset: float) -> dict:
         """At most ``max_iter`` scikit-learn iterations: :func:`fit_em` runs the first ``max_iter - 1`` with their
-        convergence checks (its history is the lower bounds), then the M-step that follows every E-step."""
+        convergence checks (its history is the lower bounds), then the M-step that follows every E-step. ``offset``
+        is added to the reported first lower bound (see :meth:`_start`; the second iteration's convergence check
+        reads the log-likelihood itself, larger by -log s > 0: the two differ only for a tol above that change)."""
         n = x.shape[0]
         if self.max_iter == 0:
             return {"model": model, "lower_bound": -math.inf, "lower_bounds": [], "n_iter": 0, "converged": False}
@@ -254,6 +275,7 @@ class GaussianMixture(DensityMixin, EmviEstimator):
         with torch.no_grad():
             self._guard(lambda: model.m_step(model.expected_statistics(x)[0], x))
         bounds = [value / n for value in result.log_likelihood_history]
+        bounds[0] += offset
         status = "converged" if result.converged else "did not converge"
         self._say(f"Initialization {status}.", lower_bound=bounds[-1])
         return {"model": model, "lower_bound": bounds[-1], "lower_bounds": bounds, "n_iter": result.n_iter + 1,
@@ -289,7 +311,10 @@ class GaussianMixture(DensityMixin, EmviEstimator):
             cholesky = precision_cholesky(family, covariance)
             self.weights_ = to_numpy(model.weights)
             self.means_ = to_numpy(model.means)
-            self.covariances_ = to_numpy(covariance_matrices(family, covariance))
+            covariances = covariance_matrices(family, covariance)
+            if covariances.dim() > 1 and covariances.shape[-1] == covariances.shape[-2] and family != "gaussian-diag":
+                covariances = 0.5 * (covariances + covariances.mT)  # exactly symmetric (numpy's sampler checks)
+            self.covariances_ = to_numpy(covariances)
             self.precisions_cholesky_ = to_numpy(cholesky)
             self.precisions_ = to_numpy(cholesky @ cholesky.mT if family in ("gaussian-full", "gaussian-tied")
                                         else cholesky.square())
@@ -308,7 +333,8 @@ class GaussianMixture(DensityMixin, EmviEstimator):
     @torch.no_grad()
     def score_samples(self, X) -> np.ndarray:
         """``(N,)`` log p(x_n) = log Σ_k π_k Normal(x_n | μ_k, Σ_k) of ``X`` ``(N, D)``."""
-        return to_numpy(self.model_.log_likelihood(self._fitted_data(X)))
+        x = self._fitted_data(X)
+        return to_numpy(self.model_.log_likelihood(x))
 
     def score(self, X, y=None) -> float:
         """Average log-likelihood per item of ``X`` ``(N, D)`` (nats)."""
@@ -317,7 +343,8 @@ class GaussianMixture(DensityMixin, EmviEstimator):
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         """``(N, K)`` responsibilities p(z_n = k | x_n) of ``X`` ``(N, D)``."""
-        return to_numpy(self.model_.responsibilities(self._fitted_data(X)))
+        x = self._fitted_data(X)
+        return to_numpy(self.model_.responsibilities(x))
 
     def predict(self, X) -> np.ndarray:
         """``(N,)`` most probable component of each item of ``X`` ``(N, D)``."""
