@@ -269,3 +269,15 @@ def test_parameters_round_trip_and_clone_keeps_emvi_extras():
     sklearn_params = sklearn.mixture.GaussianMixture().get_params()
     assert set(params) == set(sklearn_params) | {"device"}
     assert clone(model).get_params() == params
+
+
+def test_verbose_prints_scikit_learns_progress_lines(capsys):
+    params = {"covariance_type": "diag", "init_params": "random", "random_state": 0, "n_init": 2, "max_iter": 5,
+              "tol": 0.0, "verbose": 1, "verbose_interval": 2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        sklearn.mixture.GaussianMixture(3, **params).fit(X)
+        theirs = capsys.readouterr().out
+        GaussianMixture(3, **params).fit(X)
+        ours = capsys.readouterr().out
+    assert ours == theirs and "  Iteration 4\n" in ours
