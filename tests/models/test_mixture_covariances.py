@@ -147,3 +147,15 @@ def test_lloyd_kmeans_finds_scikit_learns_partition_of_separated_clusters():
     centres = np.stack([x.numpy()[ours == k].mean(0) for k in range(3)])
     nearest = ((x.numpy()[:, None] - centres) ** 2).sum(-1).argmin(1)
     assert (nearest == ours).all()  # a fixed point of Lloyd's iteration
+
+
+@pytest.mark.parametrize("family, shape", [("gaussian-tied", (3, 3)), ("gaussian-spherical", (3,))])
+def test_mixture_estimator_fits_the_new_families_by_em(family, shape):
+    from emvi.estimators import Mixture
+
+    x = blobs(n=300).numpy()
+    fitted = Mixture(3, family, max_iter=200, tol=1e-8).fit(x)
+    history = np.array([h["log_likelihood"] for h in fitted.history_])
+    assert fitted.converged_ and fitted.covariances_.shape == shape
+    assert (np.diff(history) >= -1e-12 * np.abs(history[1:])).all()
+    assert fitted.score(x) == pytest.approx(fitted.lower_bound_, rel=1e-12)  # the objective is the log-likelihood
