@@ -8,6 +8,7 @@ from .base import NotFittedError
 from .gaussian_mixture import GaussianMixture
 from .hmm import HMM
 from .mixture import Mixture
+from .pca import PCA
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["ConvergenceWarning", "FactorAnalysis", "GaussianMixture", "HMM", "Mixture", "NotFittedError", "PPCA"]
+__all__ = ["ConvergenceWarning", "FactorAnalysis", "GaussianMixture", "HMM", "Mixture", "NotFittedError", "PCA", "PPCA"]
