@@ -247,6 +247,7 @@ def sklearn_script(GaussianMixture):  # noqa: N803  (the class, passed as the im
             "sample_labels": sample_labels, "converged": model.converged_, "n_iter": model.n_iter_}
 
 
+@pytest.mark.slow  # 32 fits on each side
 def test_a_scikit_learn_script_runs_unchanged_with_the_import_changed():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
