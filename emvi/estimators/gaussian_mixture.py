@@ -172,6 +172,11 @@ class GaussianMixture(DensityMixin, EmviEstimator):
             self.__dict__.pop("n_features_in_", None)  # a refit starts afresh
         x = self._data(X, fitting=True)
         if continued:
+            fitted = self.model_.config
+            if (fitted.num_components, fitted.family) != (config.num_components, config.family):
+                raise ConfigError(f"warm_start continues the last fit ({fitted.num_components} components, "
+                                  f"{self.model_.config.family}): keep n_components and covariance_type, or set "
+                                  "warm_start=False")
             x = x.to(self.model_.means)
         initial = self._initial_values(x.shape[1], x.dtype)
         random_state = check_random_state(self.random_state)

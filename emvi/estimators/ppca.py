@@ -326,8 +326,8 @@ class FactorAnalysis(_LinearGaussianEstimator):
             noise_init = as_float_tensor(self.noise_variance_init, "noise_variance_init", ndim=1,
                                          dtype=x.dtype).to(x.device)
             if noise_init.shape != (x.shape[1],):
-                raise DataError(f"noise_variance_init dimension does not with number of features : "
-                                f"{tuple(noise_init.shape)} != ({x.shape[1]},); pass one variance per feature")
+                raise DataError(f"noise_variance_init has shape {tuple(noise_init.shape)} but the data has "
+                                f"{x.shape[1]} features; pass one variance per feature")
         result = fit_profile_likelihood(model, x, max_iter=self.max_iter, tol=self.tol, noise_init=noise_init)
         self.loglike_ = [np.float64(ll) for ll in result.log_likelihood_history]
         history = result.log_likelihood_history

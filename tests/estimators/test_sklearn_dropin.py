@@ -282,3 +282,12 @@ def test_verbose_prints_scikit_learns_progress_lines(capsys):
         GaussianMixture(3, **params).fit(X)
         ours = capsys.readouterr().out
     assert ours == theirs and "  Iteration 4\n" in ours
+
+
+def test_warm_start_with_another_shape_is_refused_in_one_line():
+    model = GaussianMixture(2, warm_start=True, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        model.fit(X)
+    with pytest.raises(ConfigError, match="warm_start continues the last fit"):
+        model.set_params(n_components=3).fit(X)
