@@ -8,7 +8,7 @@ from ..analysis.mixture import mixture_inference_data
 from ..data import DataInfo
 from ..inference.initialization import initialise_mixture
 from ..inference.methods.em import NAME as EM
-from ..models.mixture import MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
+from ..models.mixture import MCMC_FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
 from ..registry import ModelEntry
 from ..validation import first_tensor
 
@@ -28,8 +28,8 @@ class Mixture(MixtureModel):
         initialise_mixture(self, x, init, generator)
 
     def mcmc_ready(self) -> str | None:
-        if self.config.family == "gaussian-full":
-            return "mcmc supports the gaussian-diag, poisson, bernoulli and categorical families; fit gaussian-full by em or svi"
+        if self.config.family not in MCMC_FAMILIES:
+            return f"mcmc supports the {', '.join(MCMC_FAMILIES)} families; fit {self.config.family} by em or svi"
         return None
 
     def bayesian_view(self, x: torch.Tensor) -> dict:

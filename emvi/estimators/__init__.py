@@ -5,9 +5,12 @@ scikit-learn's ``ConvergenceWarning`` when a fit stops at ``max_iter``."""
 from sklearn.exceptions import ConvergenceWarning
 
 from .base import NotFittedError
+from .gaussian_mixture import GaussianMixture
 from .hmm import HMM
 from .hmmlearn_api import CategoricalHMM, ConvergenceMonitor, GaussianHMM, PoissonHMM
 from .mixture import Mixture
+from .pca import PCA
 from .ppca import PPCA, FactorAnalysis
 
-__all__ = ["CategoricalHMM", "ConvergenceMonitor", "ConvergenceWarning", "GaussianHMM", "HMM", "PoissonHMM", "FactorAnalysis", "Mixture", "NotFittedError", "PPCA"]
+__all__ = ["CategoricalHMM", "ConvergenceMonitor", "ConvergenceWarning", "FactorAnalysis", "GaussianHMM",
+           "GaussianMixture", "HMM", "Mixture", "NotFittedError", "PCA", "PoissonHMM", "PPCA"]

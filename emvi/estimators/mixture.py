@@ -5,7 +5,7 @@
 
 Inputs are array-likes (numpy, lists, torch); outputs are numpy arrays and Python numbers. Fitted attributes end in
 ``_``: ``weights_`` ``(K,)``, ``means_`` ``(K, D)`` (E[x | z = k] for every family), ``covariances_`` ``(K, D)``
-(diag) or ``(K, D, D)`` (full), ``rates_`` ``(K, D)`` (poisson) / ``probs_`` ``(K, D)`` (bernoulli) or
+(diag), ``(K, D, D)`` (full), ``(D, D)`` (tied) or ``(K,)`` (spherical), ``rates_`` ``(K, D)`` (poisson) / ``probs_`` ``(K, D)`` (bernoulli) or
 ``(K, D, C)`` (categorical), ``n_features_in_`` (D), ``converged_``, ``n_iter_``, ``lower_bound_`` (final objective
 per item, nats), ``history_`` (one dict per iteration/epoch), ``fit_seconds_``, ``model_`` (the fitted Pyro model),
 ``guide_`` and ``mcmc_`` (the :class:`~emvi.inference.mcmc.MCMCResult` draws of a NUTS fit, else None).
@@ -29,6 +29,7 @@ from ..inference.methods import EM, MCMC, SVI
 from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
+from ..models.mixture_covariances import GAUSSIAN_FAMILIES, covariance_matrices, covariance_name
 from ..validation import check_choice, check_positive_int, resolve_device
 from .base import EmviEstimator, as_input, check_shape, resolve_dtype, to_numpy
 
@@ -94,6 +95,8 @@ class Mixture(DensityMixin, EmviEstimator):
         config = MixtureConfig(num_components=self.num_components, family=self.family,
                                num_categories=self.num_categories, weight_concentration=self.weight_concentration,
                                prior_strength=self.prior_strength, floor=self.floor)
+        if not self.floor > 0:  # the model takes 0 for Gaussian families (GaussianMixture's reg_covar=0); not here
+            raise ConfigError(f"floor must be a finite number > 0, got {self.floor}")
         check_choice(self.method, "method", (EM, SVI, MCMC))
         check_choice(self.init, "init", INITS)
         check_choice(self.svi_steps, "svi_steps", SVI_STEPS)
@@ -209,11 +212,8 @@ class Mixture(DensityMixin, EmviEstimator):
             self.weights_ = to_numpy(model.weights)
             self.means_ = to_numpy(model.components().mean)
             family = model.config.family
-            if family == "gaussian-diag":
-                self.covariances_ = to_numpy(model.variances)
-            elif family == "gaussian-full":
-                tril = model.scale_tril.detach()
-                self.covariances_ = to_numpy(tril @ tril.transpose(-1, -2))
+            if family in GAUSSIAN_FAMILIES:  # scikit-learn's layout per covariance type
+                self.covariances_ = to_numpy(covariance_matrices(family, getattr(model, covariance_name(family))))
             elif family == "poisson":
                 self.rates_ = to_numpy(model.rates)
             else:

@@ -1,6 +1,6 @@
 """``PPCA`` and ``FactorAnalysis``: scikit-learn-style estimators over :class:`emvi.models.ppca.LinearGaussianModel`.
 
-    fa = FactorAnalysis(latent_dim=3).fit(x)          # x (N, D); closed-form EM to convergence
+    fa = FactorAnalysis(3).fit(x)          # x (N, D); scikit-learn's FactorAnalysis iteration to convergence
     fa.score(x), fa.transform(x), fa.components_, fa.noise_variance_, fa.bic(x), fa.sample(10)
 
 ``method="svi"`` fits the same model by the shared runner with a guide (``guide="mlp" | "linear" | "linear-full" |
@@ -13,6 +13,7 @@ torch); outputs are numpy arrays and Python numbers, as in scikit-learn; ``model
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -22,7 +23,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from ..errors import ConfigError, DataError
 from ..inference.convergence import warn_not_converged
 from ..inference.em import EMConfig, fit_em
-from ..inference.factor_analysis import fit_factor_analysis
+from ..inference.factor_analysis import fit_profile_likelihood, rotate_loadings
 from ..inference.methods import EM, SVI
 from ..models.ppca import (
     FactorAnalysisConfig,
@@ -53,6 +54,8 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
     """
 
     config_class: type[LinearGaussianConfig] = LinearGaussianConfig
+    full_rank: bool = False
+    """Whether q = D is allowed (factor analysis: scikit-learn's ``n_components=None``)."""
 
     def __init__(self, latent_dim: int = 2, *, method: str = EM, max_iter: int = EMConfig.max_iter, tol: float = EMConfig.tol,
                  epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, guide: str = "mlp",
@@ -89,10 +92,10 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
             return as_float_tensor(x, "X", dtype=self._dtype).to(self._device)
         if x.shape[0] == 1:
             raise DataError(f"{type(self).__name__} needs at least 2 items to estimate a covariance, got n_samples=1")
-        if x.shape[1] <= latent_dim:
-            raise DataError(f"latent_dim={latent_dim} must be below the number of features, got {x.shape[1]} "
-                            "feature(s); lower latent_dim")
-        return check_linear_gaussian_data(x, latent_dim, dtype=self._dtype).to(self._device)
+        if x.shape[1] < latent_dim + (0 if self.full_rank else 1):
+            raise DataError(f"latent_dim={latent_dim} must be {'at most' if self.full_rank else 'below'} the number "
+                            f"of features, got {x.shape[1]} feature(s); lower latent_dim")
+        return check_linear_gaussian_data(x, latent_dim, dtype=self._dtype, full_rank=self.full_rank).to(self._device)
 
     def _fitted_data(self, x) -> torch.Tensor:
         self._check_fitted()
@@ -110,10 +113,7 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         model = LinearGaussianModel(config, x.shape[1], dtype=self._dtype).to(self._device)
         model.initialise(x, generator)
         if self.method == EM:
-            if config.noise == "diagonal":  # W exactly maximised given Ψ each step: tens of iterations
-                result = fit_factor_analysis(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
-            else:
-                result = fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
+            result = self._fit_em(model, x)
             self.converged_, self.n_iter_ = bool(result.converged), int(result.n_iter)
             self.history_ = [ll / x.shape[0] for ll in result.log_likelihood_history]
         else:
@@ -136,9 +136,14 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         if self.method == "svi":
             self.elbo_gap_ = self.lower_bound_ - self.elbo_
         if not self.converged_:
-            warn_not_converged(f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter",
-                               stacklevel=2)
+            warn_not_converged(self._not_converged_message(), stacklevel=2)
         return self
+
+    def _fit_em(self, model: LinearGaussianModel, x: torch.Tensor):
+        return fit_em(model, x, max_iter=self.max_iter, tol=self.tol, warn=False, seed=self.seed)
+
+    def _not_converged_message(self) -> str:
+        return f"EM did not converge in {self.max_iter} iterations (tol={self.tol}); raise max_iter"
 
     @property
     def _n_features_out(self) -> int:
@@ -217,6 +222,15 @@ class _LinearGaussianEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin
         self._check_fitted()
         return to_numpy(self.model_.covariance())
 
+    @torch.no_grad()
+    def get_precision(self) -> np.ndarray:
+        """``(D, D)`` C⁻¹ = Ψ⁻¹ - Ψ⁻¹ W M⁻¹ Wᵀ Ψ⁻¹ with M = I + Wᵀ Ψ⁻¹ W (Woodbury: one q x q solve)."""
+        self._check_fitted()
+        weight, psi = self.model_.weight, self.model_.noise_variance
+        scaled = weight / psi[:, None]  # Ψ⁻¹ W  (D, q)
+        capacitance = torch.eye(weight.shape[1], dtype=psi.dtype, device=psi.device) + weight.T @ scaled
+        return to_numpy(torch.diag(1 / psi) - scaled @ torch.linalg.solve(capacitance, scaled.T))
+
     def bic(self, x) -> float:
         """-2 log p(x) + k log N of ``x`` ``(N, D)``, k free parameters (W counted up to rotation)."""
         log_likelihood = self.score_samples(x)
@@ -253,6 +267,77 @@ class PPCA(_LinearGaussianEstimator):
 
 
 class FactorAnalysis(_LinearGaussianEstimator):
-    """Factor analysis (diagonal noise), fit by EM or SVI."""
+    """Factor analysis (diagonal noise) with scikit-learn's ``FactorAnalysis`` parameters, fit by its iteration
+    (:func:`~emvi.inference.factor_analysis.fit_profile_likelihood`) or by SVI (``method="svi"``).
+
+    scikit-learn's parameters: ``n_components`` q (None: D), ``tol`` on the change of the total log-likelihood
+    (nats), ``max_iter``, ``noise_variance_init`` ``(D,)`` (None: emvi's start, the SMC uniquenesses; ``np.ones(D)``
+    is scikit-learn's), ``rotation`` None, "varimax" or "quartimax"; ``copy``, ``svd_method``, ``iterated_power``
+    and ``random_state`` are accepted and change nothing (the eigendecomposition is exact and draws nothing).
+    Fitted, besides the base class's: ``loglike_`` (the profile log-likelihood, total nats, per iteration) and
+    ``n_iter_`` (its evaluations), as scikit-learn. emvi's options follow (``method``, ``epochs``, ... ``dtype``).
+    """
 
     config_class = FactorAnalysisConfig
+    full_rank = True
+
+    def __init__(self, n_components=None, *, tol=1e-2, copy=True, max_iter=1000, noise_variance_init=None,
+                 svd_method="randomized", iterated_power=3, rotation=None, random_state=0, method: str = EM,
+                 epochs: int = 100, batch_size: int = 128, learning_rate: float = 1e-2, guide: str = "mlp",
+                 hidden_dims=(64,), seed: int = 0, device: str = "cpu", dtype: str = "float64"):
+        # Stored verbatim under the names of the signature (scikit-learn's convention); q is the property below.
+        self.n_components = n_components
+        self.tol = tol
+        self.max_iter = max_iter
+        self.method = method
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.guide = guide
+        self.hidden_dims = hidden_dims
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+        self.copy = copy
+        self.noise_variance_init = noise_variance_init
+        self.svd_method = svd_method
+        self.iterated_power = iterated_power
+        self.rotation = rotation
+        self.random_state = random_state
+
+    @property
+    def latent_dim(self) -> int:
+        """q: ``n_components``, or the number of features seen by the last :meth:`fit` when it is None."""
+        if self.n_components is not None:
+            return self.n_components
+        return getattr(self, "_num_features", 2)
+
+    def fit(self, x, y=None):
+        """Fit to ``x`` ``(N, D)`` (``y`` is ignored); see the class docstring. Returns self."""
+        check_choice(self.svd_method, "svd_method", ("lapack", "randomized"))
+        if self.rotation is not None:
+            check_choice(self.rotation, "rotation", ("varimax", "quartimax"))
+        self._num_features = int(check_shape(as_input(x)).shape[1])
+        return super().fit(x, y)
+
+    def _fit_em(self, model: LinearGaussianModel, x: torch.Tensor):
+        noise_init = None
+        if self.noise_variance_init is not None:
+            noise_init = as_float_tensor(self.noise_variance_init, "noise_variance_init", ndim=1,
+                                         dtype=x.dtype).to(x.device)
+            if noise_init.shape != (x.shape[1],):
+                raise DataError(f"noise_variance_init has shape {tuple(noise_init.shape)} but the data has "
+                                f"{x.shape[1]} features; pass one variance per feature")
+        result = fit_profile_likelihood(model, x, max_iter=self.max_iter, tol=self.tol, noise_init=noise_init)
+        self.loglike_ = [np.float64(ll) for ll in result.log_likelihood_history]
+        history = result.log_likelihood_history
+        if not result.converged:  # Ψ moved after the last evaluation (scikit-learn's order): the final parameters' value
+            with torch.no_grad():
+                history += (float(model.log_likelihood(x).sum()),)
+        if self.rotation is not None:
+            with torch.no_grad():
+                model.weight.copy_(rotate_loadings(model.weight, self.rotation))
+        return dataclasses.replace(result, n_iter=len(self.loglike_), log_likelihood_history=history)
+
+    def _not_converged_message(self) -> str:
+        return "FactorAnalysis did not converge. You might want to increase the number of iterations."

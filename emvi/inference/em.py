@@ -121,6 +121,7 @@ def fit_em(
     warn: bool = True,
     seed: int | None = None,
     local_shard: bool = False,
+    previous: float = -math.inf,
 ) -> EMResult:
     """Run EM until the per-item objective changes by less than ``tol`` or ``max_iter`` M-steps were taken.
 
@@ -128,6 +129,8 @@ def fit_em(
     called with ``(iteration, objective)`` after every E-step. ``seed`` is only recorded in the result (EM itself
     draws nothing): pass the seed that chose the starting point. Raises :class:`emvi.errors.NonFiniteLossError` when
     the objective stops being finite and :class:`emvi.errors.ConfigError` for a negative ``max_iter`` or ``tol``.
+    ``previous`` is the total objective before this fit (a continued fit's last one, as scikit-learn's
+    ``warm_start``): the first E-step's change is measured against it.
 
     With a process group of several ranks, ``data`` is the whole data set on every rank and each rank keeps its
     part (``local_shard=True``: ``data`` is already this rank's part, and ``num_data`` defaults to the total over
@@ -145,7 +148,6 @@ def fit_em(
     history, seconds = [], []
     converged, n_iter = False, 0
     start = time.perf_counter()
-    previous = -math.inf
     with torch.no_grad():
         for iteration in range(max_iter + 1):
             stats, objective = reducer.expect(data, iteration)

@@ -34,6 +34,62 @@ class _ProfileSteps:
         self.model.profile_update(self.covariance)
 
 
+class _ProfileLikelihoodSteps(_ProfileSteps):
+    """scikit-learn's iteration in the EM protocol: the objective is the profile log-likelihood at Ψ, with W set to
+    its maximiser given Ψ (:meth:`maximise_weight`) before it is evaluated; the update is Ψ ← diag(S - W Wᵀ)."""
+
+    def e_step(self, x):
+        self.model.maximise_weight(self.covariance)
+        return super().e_step(x)
+
+    def m_step(self, stats, x) -> None:
+        self.model.update_noise(self.covariance)
+
+
+def fit_profile_likelihood(model, x: torch.Tensor, *, max_iter: int, tol: float,
+                           noise_init: torch.Tensor | None = None) -> EMResult:
+    """Factor analysis as scikit-learn's ``FactorAnalysis.fit``: μ the data mean, Ψ from ``noise_init`` ``(D,)``
+    (default :func:`smc_uniquenesses`), then at most ``max_iter`` evaluations of the profile log-likelihood
+    ℓ(Ψ) = max_W ℓ(W, Ψ) (W set to the maximiser each time), each followed by Ψ ← diag(S - W Wᵀ), until ℓ changes by
+    less than ``tol`` (total, nats). As scikit-learn, a fit that stops at ``max_iter`` has updated Ψ after its last
+    evaluation, and one that converged has not. The history's i-th entry is ℓ(Ψ_i), scikit-learn's ``loglike_``."""
+    steps = profile_steps(model, x, init="smc" if noise_init is None else "model")
+    with torch.no_grad():
+        if noise_init is not None:
+            model.log_noise.copy_(noise_init.to(model.log_noise).clamp_min(MIN_VARIANCE).log())
+    steps = _ProfileLikelihoodSteps(model, steps.covariance, steps.num_data)
+    with distributed.single_process():
+        result = fit_em(steps, x, num_data=steps.num_data, max_iter=max_iter - 1, tol=tol / steps.num_data,
+                        warn=False)
+    if not result.converged:
+        steps.m_step(None, x)
+    return result
+
+
+def rotate_loadings(loadings: torch.Tensor, method: str, *, tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
+    """``(D, q)`` loadings Λ R after the orthogonal rotation R that maximises Kaiser's criterion (varimax, γ = 1)
+    or the sum of fourth powers (quartimax, γ = 0): each round sets R = U Vᵀ from the SVD U S Vᵀ of
+    Λᵀ (L³ - (γ / D) L diag(Σ_d L²)) at L = Λ R, until Σ S grows by less than the factor 1 + ``tol`` (at most
+    ``max_iter`` rounds; scikit-learn's rule). The covariance W Wᵀ and so the likelihood are unchanged."""
+    if method not in ("varimax", "quartimax"):
+        raise ConfigError(f"rotation must be 'varimax', 'quartimax' or None, got {method!r}")
+    d, q = loadings.shape
+    rotation = torch.eye(q, dtype=loadings.dtype, device=loadings.device)
+    criterion = 0.0
+    for _ in range(max_iter):
+        rotated = loadings @ rotation
+        target = rotated**3
+        if method == "varimax":
+            target = target - rotated * (rotated**2).sum(0) / d
+        u, singular, vh = torch.linalg.svd(loadings.T @ target)
+        rotation = u @ vh
+        new_criterion = float(singular.sum())
+        if criterion != 0 and new_criterion < criterion * (1 + tol):
+            break
+        criterion = new_criterion
+    return loadings @ rotation
+
+
 def smc_uniquenesses(covariance: torch.Tensor) -> torch.Tensor:
     """``(D,)`` starting noise variances ψ_d = 1 / (S⁻¹)_dd: the part of x_d's variance that a linear regression on
     the other features leaves unexplained (one minus the squared multiple correlation, in x_d's units).

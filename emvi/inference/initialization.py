@@ -11,16 +11,22 @@ INITS = ("kmeans++", "random")
 
 
 def kmeans_plusplus(x: torch.Tensor, num_centres: int, generator: torch.Generator) -> torch.Tensor:
-    """``(K, D)`` centres chosen by k-means++ (Arthur & Vassilvitskii): each next centre is a data point drawn with
-    probability proportional to its squared distance to the nearest centre chosen so far.
+    """``(K, D)`` centres chosen by k-means++: the rows of :func:`kmeans_plusplus_indices`."""
+    return x[kmeans_plusplus_indices(x, num_centres, generator)]
+
+
+def kmeans_plusplus_indices(x: torch.Tensor, num_centres: int, generator: torch.Generator) -> torch.Tensor:
+    """``(K,)`` row indices of centres chosen by k-means++ (Arthur & Vassilvitskii): each next centre is a data point
+    drawn with probability proportional to its squared distance to the nearest centre chosen so far.
 
     Like scikit-learn, each step tries ``2 + log K`` candidates and keeps the one that lowers the total squared
-    distance most ("greedy" k-means++), which makes the seeding far less sensitive to unlucky draws.
+    distance most ("greedy" k-means++), which makes the seeding far less sensitive to unlucky draws. With fewer
+    distinct points than centres the remaining centres repeat points (any of them: every distance is already 0).
     """
     n = x.shape[0]
     candidates_per_step = 2 + int(torch.log(torch.tensor(float(num_centres))).item())
     first = torch.randint(n, (1,), generator=generator, device=generator.device).item()
-    centres = [x[first]]
+    indices = [first]
     closest = (x - x[first]).pow(2).sum(-1)
     for _ in range(1, num_centres):
         total = closest.sum()
@@ -34,9 +40,33 @@ def kmeans_plusplus(x: torch.Tensor, num_centres: int, generator: torch.Generato
         distances = torch.cdist(x[choice], x).pow(2)  # (candidates, N)
         candidate_closest = torch.minimum(closest.unsqueeze(0), distances)
         best = candidate_closest.sum(-1).argmin()
-        centres.append(x[choice[best]])
+        indices.append(int(choice[best]))
         closest = candidate_closest[best]
-    return torch.stack(centres)
+    return torch.tensor(indices, device=x.device)
+
+
+def lloyd_kmeans(x: torch.Tensor, num_centres: int, generator: torch.Generator, *, max_iter: int = 300,
+                 tol: float = 1e-4) -> torch.Tensor:
+    """``(N,)`` cluster labels of ``x`` ``(N, D)`` by Lloyd's k-means from k-means++ centres (scikit-learn's
+    ``KMeans(n_init=1)``): assign each item to its nearest centre, move each centre to its items' mean, until the
+    labels repeat, the centres move by at most ``tol`` times the mean feature variance (squared shift summed over
+    centres, scikit-learn's rule) or ``max_iter`` rounds; an emptied cluster keeps its centre."""
+    centres = kmeans_plusplus(x, num_centres, generator)
+    threshold = tol * float(x.var(0, unbiased=False).mean())
+    labels = None
+    for _ in range(max_iter):
+        new_labels = torch.cdist(x, centres).argmin(-1)
+        if labels is not None and torch.equal(new_labels, labels):
+            break
+        labels = new_labels
+        one_hot = torch.nn.functional.one_hot(labels, num_centres).to(x.dtype)  # (N, K)
+        counts = one_hot.sum(0)
+        means = (one_hot.T @ x) / counts.clamp_min(1)[:, None]
+        moved = torch.where(counts[:, None] > 0, means, centres)
+        shift, centres = float((moved - centres).square().sum()), moved
+        if shift <= threshold:
+            break
+    return torch.cdist(x, centres).argmin(-1)  # the labels of the final centres
 
 
 def random_subsample(x: torch.Tensor, num_centres: int, generator: torch.Generator) -> torch.Tensor:

@@ -40,9 +40,9 @@ def natural_gradient_svi(model: MixtureModel, x: torch.Tensor, *, epochs: int, b
 
 
     cfg, family = model.config, model.config.family
-    if family == "gaussian-full":
+    if family not in ("gaussian-diag", "poisson", "bernoulli", "categorical"):
         raise ConfigError("natural-gradient SVI supports gaussian-diag, poisson, bernoulli and categorical; use "
-                          "svi_steps='adam' for gaussian-full")
+                          f"svi_steps='adam' for {family}")
     n, k = x.shape[0], cfg.num_components
     batch_size = min(batch_size or n, n)
     decay = (0.0 if batch_size == n else 0.6) if decay is None else decay

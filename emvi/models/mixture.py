@@ -5,11 +5,12 @@ Generative story, for each data item n (plate ``"data"``)::
     π ~ Dirichlet(α)                                  mixture weights (MAP prior; α = 1 is flat)
     θ_k ~ p(θ)                                        component parameters (conjugate MAP priors, optional)
     z_n ~ Categorical(π)                              enumerated in parallel, never sampled
-    x_n | z_n = k ~ F(θ_k)                            F: gaussian-diag, gaussian-full, poisson, bernoulli, categorical
+    x_n | z_n = k ~ F(θ_k)                            F: gaussian-{diag,full,tied,spherical}, poisson, bernoulli,
+                                                      categorical
 
 Shapes: ``x`` is ``(batch, D)`` (categorical: integer codes in ``[0, C)`` stored as floats or ints); ``π`` is ``(K,)``;
-component parameters are ``(K, D)`` (``(K, D, D)`` Cholesky factors for gaussian-full, ``(K, D, C)`` probabilities for
-categorical). :meth:`MixtureModel.components` is the one place the densities F(θ_k) are written: the Pyro model
+component parameters are ``(K, D)`` (``(K, D, C)`` probabilities for categorical; the Gaussian covariances by type in
+:mod:`emvi.models.mixture_covariances`). :meth:`MixtureModel.components` is the one place the densities F(θ_k) are written: the Pyro model
 observes ``x`` under it, and EM's E-step evaluates the same distribution object for all K components at once.
 
 EM protocol (see :mod:`emvi.inference.em`): ``e_step(x)`` returns the responsibilities r_nk = p(z_n = k | x_n) —
@@ -37,9 +38,24 @@ from ..nn import LocalPyroModule
 from ..plates import data_plate
 from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
+from .mixture_covariances import (
+    GAUSSIAN_FAMILIES,
+    SCATTER_FAMILIES,
+    covariance_name,
+    covariance_parameter,
+    covariance_parameter_count,
+    diagonal_natural,
+    feature_variances,
+    gaussian_update,
+    scatter_statistics,
+)
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
-LOG_2PI = math.log(2 * math.pi)
+"""The families of the CLI and :class:`emvi.estimators.Mixture`."""
+COVARIANCE_FAMILIES = ("gaussian-tied", "gaussian-spherical")
+"""scikit-learn's other two covariance types (:class:`emvi.estimators.GaussianMixture`); EM and SVI fit them too."""
+MCMC_FAMILIES = ("gaussian-diag", "poisson", "bernoulli", "categorical")
+"""The families :meth:`MixtureModel.bayesian` gives priors to."""
 
 
 class ExponentialFamily(TorchDistribution):
@@ -119,7 +135,7 @@ def sufficient_statistics(x: torch.Tensor, family: str, num_categories: int = 2,
 
 CHUNK_ELEMENTS = 2**17
 """Elements (1 MiB in float64) of the per-chunk temporaries of the chunked E-step: rows of T(x) and of the (rows, K)
-joint for the exponential families, the (K, rows, D) centred data for gaussian-full. Chunks this size stay in cache
+joint for the exponential families, the (K, rows, D) centred data for gaussian-full and -tied. Chunks this size stay in cache
 between the E-step's product, the normalisation and the M-step's product (the size: docs/experiments/mixture.md)."""
 
 
@@ -147,7 +163,7 @@ def chunk_rows(row_elements: int, chunk_size: int | None = None) -> int:
 class ExpectedStatistics:
     """What EM's M-step reads from an E-step: ``counts`` ``(K,)`` = Σ_n r_nk and ``sums`` = Σ_n r_nk T(x_n) ``(K, S)``.
 
-    For gaussian-full the statistics are taken about a shift c_k ``(K, D)`` (the means before the step), so the
+    For gaussian-full and -tied the statistics are taken about a shift c_k ``(K, D)`` (the means before the step), so the
     covariance never subtracts two large uncentred moments: ``sums`` ``(K, D)`` = Σ_n r_nk (x_n - c_k) and ``scatter``
     ``(K, D, D)`` = Σ_n r_nk (x_n - c_k)(x_n - c_k)ᵀ.
     """
@@ -165,7 +181,8 @@ class MixtureConfig:
     num_components: int = 3
     """Number of components K."""
     family: str = "gaussian-diag"
-    """gaussian-diag, gaussian-full, poisson, bernoulli (binary data) or categorical (integer codes)."""
+    """gaussian-diag, gaussian-full, poisson, bernoulli (binary data) or categorical (integer codes); also
+    gaussian-tied and gaussian-spherical."""
     num_categories: int = 2
     """Categories C per feature of the categorical family."""
     weight_concentration: float = 1.0
@@ -174,21 +191,23 @@ class MixtureConfig:
     """Pseudo-observations s of the conjugate priors (Gamma on Poisson rates, Beta on Bernoulli, Dirichlet on
     categorical probabilities), centred on the data mean; 0 = maximum likelihood."""
     floor: float = 1e-6
-    """Added to every Gaussian variance (scikit-learn's reg_covar); minimum Poisson rate; probability clip."""
+    """Added to every Gaussian variance (scikit-learn's reg_covar, may be 0); minimum Poisson rate; probability
+    clip (> 0)."""
 
     cli_aliases = {"num_components": ("-k",)}
 
     def __post_init__(self):
         check_positive_int(self.num_components, "num_components")
-        check_choice(self.family, "family", FAMILIES)
+        check_choice(self.family, "family", FAMILIES + COVARIANCE_FAMILIES)
         check_positive_int(self.num_categories, "num_categories", minimum=2)
         if not 1.0 <= self.weight_concentration < math.inf:
             raise ConfigError(f"weight_concentration must be a finite number >= 1 (a MAP prior with a mode), got "
                               f"{self.weight_concentration}")
         if not 0.0 <= self.prior_strength < math.inf:
             raise ConfigError(f"prior_strength must be a finite number >= 0, got {self.prior_strength}")
-        if not 0.0 < self.floor < math.inf:
-            raise ConfigError(f"floor must be a finite number > 0, got {self.floor}")
+        gaussian = self.family in GAUSSIAN_FAMILIES
+        if not (0.0 <= self.floor < math.inf and (gaussian or self.floor > 0)):
+            raise ConfigError(f"floor must be a finite number {'>=' if gaussian else '>'} 0, got {self.floor}")
 
 
 def check_mixture_data(x: torch.Tensor, config: MixtureConfig, *, fitting: bool = True) -> torch.Tensor:
@@ -234,13 +253,9 @@ class MixtureModel(LocalPyroModule):
         self.is_bayesian = False
         k, d, family = config.num_components, num_features, config.family
         self.weights = PyroParam(torch.full((k,), 1.0 / k, dtype=dtype), constraint=constraints.simplex)
-        if family.startswith("gaussian"):
+        if family in GAUSSIAN_FAMILIES:
             self.means = PyroParam(torch.zeros(k, d, dtype=dtype))
-            if family == "gaussian-diag":
-                self.variances = PyroParam(torch.ones(k, d, dtype=dtype), constraint=constraints.positive)
-            else:
-                self.scale_tril = PyroParam(torch.eye(d, dtype=dtype).expand(k, d, d).clone(),
-                                            constraint=constraints.lower_cholesky)
+            setattr(self, *covariance_parameter(family, k, d, dtype))
         elif family == "poisson":
             self.rates = PyroParam(torch.ones(k, d, dtype=dtype), constraint=constraints.positive)
         elif family == "bernoulli":
@@ -259,9 +274,8 @@ class MixtureModel(LocalPyroModule):
         with s = ``prior_strength`` (1 when it is 0, since NUTS needs proper priors), m, v the data mean and variance.
         """
         cfg = self.config
-        if cfg.family == "gaussian-full":
-            raise ConfigError("mcmc supports the gaussian-diag, poisson, bernoulli and categorical families; fit "
-                              "gaussian-full by em or svi")
+        if cfg.family not in MCMC_FAMILIES:
+            raise ConfigError(f"mcmc supports the {', '.join(MCMC_FAMILIES)} families; fit {cfg.family} by em or svi")
         k, d = cfg.num_components, self.num_features
         s = cfg.prior_strength if cfg.prior_strength > 0 else 1.0
         m, v = data_mean, data_variance.clamp_min(cfg.floor)
@@ -283,8 +297,9 @@ class MixtureModel(LocalPyroModule):
 
     def parameter_names(self) -> tuple[str, ...]:
         family = self.config.family
-        return {"gaussian-diag": ("weights", "means", "variances"), "gaussian-full": ("weights", "means", "scale_tril"),
-                "poisson": ("weights", "rates")}.get(family, ("weights", "probs"))
+        if family in GAUSSIAN_FAMILIES:
+            return "weights", "means", covariance_name(family)
+        return ("weights", "rates") if family == "poisson" else ("weights", "probs")
 
     def components(self, index=None) -> dist.Distribution:
         """F(θ_k) for all k (batch shape ``(K,)``), or for ``θ_index`` when an index tensor is given; event ``(D,)``."""
@@ -293,13 +308,14 @@ class MixtureModel(LocalPyroModule):
             return value if index is None else value[index]
 
         family = self.config.family
-        if family == "gaussian-full":
-            return dist.MultivariateNormal(pick(self.means), scale_tril=pick(self.scale_tril))
-        if family == "gaussian-diag":
-            mean, variance = pick(self.means), pick(self.variances)
+        if family in SCATTER_FAMILIES:  # a tied factor (D, D) broadcasts over the components
+            tril = pick(self.scale_tril) if family == "gaussian-full" else self.scale_tril
+            return dist.MultivariateNormal(pick(self.means), scale_tril=tril)
+        if family in GAUSSIAN_FAMILIES:  # diag, spherical: T(x) = [x, x²]
+            mean, variance = pick(self.means), pick(feature_variances(family, self.variances, self.num_features))
             base = dist.Normal(mean, variance.sqrt()).to_event(1)
-            natural = (torch.cat([mean / variance, -0.5 / variance], -1),
-                       (0.5 * mean**2 / variance + 0.5 * variance.log()).sum(-1) + 0.5 * mean.shape[-1] * LOG_2PI)
+            natural = diagonal_natural(mean, variance)
+            family = "gaussian-diag"
         elif family == "poisson":
             rate = pick(self.rates)
             base, natural = dist.Poisson(rate).to_event(1), (rate.log(), rate.sum(-1))
@@ -376,8 +392,8 @@ class MixtureModel(LocalPyroModule):
         tensor operations per chunk, since each costs microseconds of dispatch.
         """
         cfg = self.config
-        if cfg.family == "gaussian-full":
-            return self._full_statistics(x, None, self.means.detach(), chunk_size)
+        if cfg.family in SCATTER_FAMILIES:
+            return self._scatter_statistics(x, None, self.means.detach(), chunk_size)
         components = self.components()
         natural = components.natural.T.contiguous()  # (S, K)
         bias = self.weights.log() - components.log_normaliser  # (K,)
@@ -400,7 +416,7 @@ class MixtureModel(LocalPyroModule):
         """``(Σ_n r_nk (K,), Σ_n r_nk T(x_n) (K, S), Σ_n log p(x_n))`` of the rows of ``x``, chunk by chunk."""
         cfg = self.config
         (s, k), dtype, device = natural.shape, natural.dtype, natural.device
-        gaussian = cfg.family == "gaussian-diag"
+        gaussian = cfg.family in GAUSSIAN_FAMILIES  # diag or spherical: blocks x and [x², 1]
         d = x.shape[1]
         rows = min(rows, x.shape[0])
         joint_buffer = torch.empty(k, rows, dtype=dtype, device=device)
@@ -441,33 +457,16 @@ class MixtureModel(LocalPyroModule):
             counts, sums = sum_square[:, d], torch.cat([sum_x, sum_square[:, :d]], 1)
         return counts, sums, total
 
-    def _full_statistics(self, x: torch.Tensor, resp: torch.Tensor | None, shift: torch.Tensor,
-                         chunk_size: int | None):
-        """gaussian-full statistics about ``shift`` ``(K, D)``, in chunks; from ``resp`` ``(N, K)`` when given (then
-        the objective is None), else fused with the E-step (``shift`` = the current means, which the log-density
-        centres on too). The chunk's centred data ``(K, rows, D)`` is the largest temporary."""
-        means, tril = shift, self.scale_tril
-        k, d = means.shape
-        rows = chunk_rows(k * d, chunk_size)
-        counts = torch.zeros(k, dtype=means.dtype, device=means.device)
-        sums, scatter = torch.zeros_like(means), means.new_zeros(k, d, d)
-        total = torch.zeros((), dtype=means.dtype, device=means.device)
-        bias = self.weights.log() - tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI  # (K,)
-        for begin in range(0, x.shape[0], rows):
-            centred = x[begin:begin + rows].to(means).unsqueeze(0) - means.unsqueeze(1)  # (K, rows, D)
-            if resp is None:
-                white = torch.linalg.solve_triangular(tril, centred.mT, upper=False)  # (K, D, rows)
-                joint = (bias[:, None] - 0.5 * white.square().sum(1)).T.contiguous()  # (rows, K)
-                chunk_resp, log_norm = normalise_log_joint(joint.T)
-                total += log_norm.sum()
-            else:
-                chunk_resp = resp[begin:begin + rows].to(means)
-            weighted = centred * chunk_resp.T.unsqueeze(-1)  # (K, rows, D)
-            counts += chunk_resp.sum(0)
-            sums += weighted.sum(1)
-            scatter += weighted.mT @ centred
-        stats = ExpectedStatistics(counts, sums, scatter, means.clone())
-        return stats, (None if resp is not None else total + self.log_prior())
+    def _scatter_statistics(self, x: torch.Tensor, resp: torch.Tensor | None, shift: torch.Tensor,
+                            chunk_size: int | None):
+        """Full and tied statistics about ``shift`` ``(K, D)`` (:func:`~emvi.models.mixture_covariances.
+        scatter_statistics`): from ``resp`` ``(N, K)`` when given (the objective is then None), else fused with the
+        E-step (``shift`` = the current means)."""
+        k, d = shift.shape
+        counts, sums, scatter, total = scatter_statistics(self.weights, shift, self.scale_tril, x, resp,
+                                                          chunk_rows(k * d, chunk_size))
+        stats = ExpectedStatistics(counts, sums, scatter, shift.clone())
+        return stats, (None if total is None else total + self.log_prior())
 
     @torch.no_grad()
     def statistics_from_responsibilities(self, resp: torch.Tensor, x: torch.Tensor,
@@ -475,17 +474,18 @@ class MixtureModel(LocalPyroModule):
         """:class:`ExpectedStatistics` of given responsibilities ``(N, K)`` (hard assignments at initialisation, an
         :meth:`e_step`), accumulated in chunks of rows like :meth:`expected_statistics`."""
         cfg = self.config
-        if cfg.family == "gaussian-full":
+        if cfg.family in SCATTER_FAMILIES:
             # Centre on this step's own means (one cheap pass for Σ r x), as a centred covariance would.
             shift = (resp.T @ x.to(resp)) / resp.sum(0).clamp_min(10 * torch.finfo(resp.dtype).eps)[:, None]
-            return self._full_statistics(x, resp, shift, chunk_size)[0]
+            return self._scatter_statistics(x, resp, shift, chunk_size)[0]
         k = resp.shape[1]
+        family = "gaussian-diag" if cfg.family in GAUSSIAN_FAMILIES else cfg.family  # T(x) = [x, x²]
         first = x[:1]
-        s = sufficient_statistics(first, cfg.family, cfg.num_categories, resp.dtype, cache=False)[0].shape[1]
+        s = sufficient_statistics(first, family, cfg.num_categories, resp.dtype, cache=False)[0].shape[1]
         rows = chunk_rows(s, chunk_size)
         sums = resp.new_zeros(k, s)
         for begin in range(0, x.shape[0], rows):
-            stats = sufficient_statistics(x[begin:begin + rows], cfg.family, cfg.num_categories, resp.dtype,
+            stats = sufficient_statistics(x[begin:begin + rows], family, cfg.num_categories, resp.dtype,
                                           cache=False)[0]
             sums.addmm_(resp[begin:begin + rows].T, stats)
         return ExpectedStatistics(resp.sum(0), sums)
@@ -500,7 +500,7 @@ class MixtureModel(LocalPyroModule):
     @torch.no_grad()
     def additive_statistics(self, stats: torch.Tensor | ExpectedStatistics, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """What EM on several processes sums over ranks: ``items`` (1,), ``counts``, ``sums`` (and ``scatter`` for
-        gaussian-full, about the current means: the shift of :meth:`expected_statistics`, the same on every rank)."""
+        gaussian-full and -tied, about the current means: the shift of :meth:`expected_statistics`, the same on every rank)."""
         if isinstance(stats, torch.Tensor):
             stats = self.statistics_from_responsibilities(stats, x)
         out = {"items": torch.tensor([float(x.shape[0])], dtype=stats.counts.dtype, device=stats.counts.device),
@@ -525,18 +525,9 @@ class MixtureModel(LocalPyroModule):
         safe = counts.clamp_min(10 * torch.finfo(counts.dtype).eps)[:, None]
         s, m = cfg.prior_strength, self.data_mean
         sums = stats.sums
-        if cfg.family == "gaussian-diag":
-            d = self.num_features
-            means = sums[:, :d] / safe
-            variances = sums[:, d:] / safe - means**2 + cfg.floor
-            self.set_parameter("means", means)
-            self.set_parameter("variances", variances.clamp_min(cfg.floor))
-        elif cfg.family == "gaussian-full":
-            offset = sums / safe  # new mean - shift
-            covariances = stats.scatter / safe[:, :, None] - offset.unsqueeze(-1) * offset.unsqueeze(-2)
-            covariances = covariances + cfg.floor * torch.eye(self.num_features, dtype=counts.dtype, device=counts.device)
-            self.set_parameter("means", stats.shift + offset)
-            self.set_parameter("scale_tril", torch.linalg.cholesky(covariances))
+        if cfg.family in GAUSSIAN_FAMILIES:
+            for name, value in gaussian_update(cfg.family, counts, sums, stats.scatter, stats.shift, cfg.floor).items():
+                self.set_parameter(name, value)
         elif cfg.family == "poisson":
             self.set_parameter("rates", ((sums + s * m) / (safe + s)).clamp_min(cfg.floor))
         elif cfg.family == "bernoulli":
@@ -587,8 +578,9 @@ class MixtureModel(LocalPyroModule):
     def num_parameters(self) -> int:
         """Free parameters, for BIC/AIC: K - 1 weights plus the family's per-component parameters."""
         k, d, family = self.config.num_components, self.num_features, self.config.family
-        per_component = {"gaussian-diag": 2 * d, "gaussian-full": d + d * (d + 1) // 2, "poisson": d, "bernoulli": d,
-                         "categorical": d * (self.config.num_categories - 1)}[family]
+        if family in GAUSSIAN_FAMILIES:
+            return k - 1 + k * d + covariance_parameter_count(family, k, d)
+        per_component = {"poisson": d, "bernoulli": d, "categorical": d * (self.config.num_categories - 1)}[family]
         return k - 1 + k * per_component
 
 

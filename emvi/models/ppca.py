@@ -87,8 +87,10 @@ class FactorAnalysisConfig(LinearGaussianConfig):
     noise: ClassVar[str] = "diagonal"
 
 
-def check_linear_gaussian_data(x, latent_dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Validate ``x`` ``(N, D)``: numbers, finite, at least 2 items, more features than latent dimensions.
+def check_linear_gaussian_data(x, latent_dim: int, *, dtype: torch.dtype | None = None,
+                               full_rank: bool = False) -> torch.Tensor:
+    """Validate ``x`` ``(N, D)``: numbers, finite, at least 2 items, more features than latent dimensions (or as
+    many, with ``full_rank``: factor analysis' q = D, scikit-learn's ``n_components=None``).
 
     Returns a floating tensor (``dtype`` if given; else float tensors keep theirs and the rest become float64).
     """
@@ -96,7 +98,7 @@ def check_linear_gaussian_data(x, latent_dim: int, *, dtype: torch.dtype | None 
     x = as_float_tensor(x, "PPCA/FA data", ndim=2, dtype=keep)
     if x.shape[0] < 2:
         raise DataError(f"PPCA/FA needs at least 2 items to estimate a covariance, got shape {tuple(x.shape)}")
-    if latent_dim >= x.shape[1]:
+    if latent_dim > x.shape[1] - (0 if full_rank else 1):
         raise DataError(f"latent_dim={latent_dim} must be below the number of features D={x.shape[1]}; "
                         "lower --latent-dim")
     return x
@@ -270,6 +272,12 @@ class LinearGaussianModel(nn.Module):
         makes it converge in tens of iterations where EM crawls along the ridge of W for thousands.
         Only for diagonal noise (the isotropic case has its closed form).
         """
+        self.maximise_weight(covariance)
+        self.update_noise(covariance)
+
+    @torch.no_grad()
+    def maximise_weight(self, covariance: torch.Tensor) -> None:
+        """Step 1 of :meth:`profile_update`: W ← Ψ^½ U_q (Λ_q - I)₊^½, the maximiser given Ψ."""
         if self.config.noise != "diagonal":
             raise ConfigError("profile_update is the factor-analysis (diagonal noise) update; PPCA has a closed form")
         q = self.config.latent_dim
@@ -277,9 +285,12 @@ class LinearGaussianModel(nn.Module):
         whitened = covariance / root[:, None] / root[None, :]
         eigenvalues, eigenvectors = torch.linalg.eigh(whitened)  # ascending
         top, vectors = eigenvalues[-q:].flip(0), eigenvectors[:, -q:].flip(1)
-        weight = root[:, None] * vectors * (top - 1).clamp_min(0).sqrt()
-        psi = (torch.diagonal(covariance) - (weight * weight).sum(1)).clamp_min(MIN_VARIANCE)
-        self.weight.copy_(weight)
+        self.weight.copy_(root[:, None] * vectors * (top - 1).clamp_min(0).sqrt())
+
+    @torch.no_grad()
+    def update_noise(self, covariance: torch.Tensor) -> None:
+        """Step 2 of :meth:`profile_update`: ψ ← diag(S - W Wᵀ), floored at ``MIN_VARIANCE``."""
+        psi = (torch.diagonal(covariance) - (self.weight * self.weight).sum(1)).clamp_min(MIN_VARIANCE)
         self.log_noise.copy_(psi.log())
 
     @torch.no_grad()

@@ -94,7 +94,7 @@ def test_fa_reaches_at_least_sklearn_optimum_and_scores_its_parameters_alike(dat
     # (2) emvi's optimum is at least scikit-learn's
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ours = FactorAnalysis(q, tol=1e-8, max_iter=5000).fit(x)
+        ours = FactorAnalysis(q, tol=1e-8 * len(x), max_iter=5000).fit(x)  # tol: total nats, as scikit-learn's
     assert ours.score(x) >= sklearn_score - 1e-6 * abs(sklearn_score)
     assert ours.lower_bound_ == pytest.approx(ours.history_[-1], rel=1e-10)
     history = np.asarray(ours.history_)

@@ -1,0 +1,158 @@
+"""The Gaussian components of :mod:`emvi.models.mixture` by covariance structure (scikit-learn's four types).
+
+    family               covariance of component k      parameter                   shape
+    gaussian-full        Σ_k                            ``scale_tril`` L_k, Σ_k = L_k L_kᵀ   (K, D, D)
+    gaussian-tied        Σ (shared)                     ``scale_tril`` L, Σ = L Lᵀ           (D, D)
+    gaussian-diag        diag(σ²_k1 ... σ²_kD)          ``variances``                       (K, D)
+    gaussian-spherical   σ²_k I                         ``variances``                       (K,)
+
+The means are ``(K, D)``. Closed-form M-steps (maximum likelihood; ε = the config's ``floor``, scikit-learn's
+``reg_covar``, added to every variance), with N_k = Σ_n r_nk and μ_k = Σ_n r_nk x_n / N_k::
+
+    full       Σ_k = Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ / N_k + ε I
+    tied       Σ   = Σ_k N_k (Σ_k - ε I) / Σ_k N_k + ε I            (the pooled within-component scatter)
+    diag       σ²_kd = Σ_n r_nk x_nd² / N_k - μ_kd² + ε
+    spherical  σ²_k = (1/D) Σ_d σ²_kd                                (the diag update averaged over features)
+
+Diag and spherical components are exponential families with T(x) = [x, x²] (their E-step is one matrix product,
+:class:`emvi.models.mixture.ExponentialFamily`); full and tied read scatter matrices about a shift c_k (the means
+before the step), computed here in chunks of rows by :func:`scatter_statistics`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from pyro.nn import PyroParam
+from torch.distributions import constraints
+
+from ._enumeration import normalise_log_joint
+
+GAUSSIAN_FAMILIES = ("gaussian-diag", "gaussian-full", "gaussian-tied", "gaussian-spherical")
+SCATTER_FAMILIES = ("gaussian-full", "gaussian-tied")
+"""Families whose statistics are scatter matrices ``(K, D, D)``; the others' are [x, x²] ``(K, 2 D)``."""
+COVARIANCE_TYPES = {"full": "gaussian-full", "tied": "gaussian-tied", "diag": "gaussian-diag",
+                    "spherical": "gaussian-spherical"}
+"""scikit-learn's ``covariance_type`` -> the mixture family."""
+LOG_2PI = math.log(2 * math.pi)
+
+
+def covariance_parameter(family: str, num_components: int, num_features: int, dtype: torch.dtype):
+    """``(name, PyroParam)`` of the family's covariance at its start: identity covariances (see the module table)."""
+    k, d = num_components, num_features
+    if family in SCATTER_FAMILIES:
+        shape = (k, d, d) if family == "gaussian-full" else (d, d)
+        eye = torch.eye(d, dtype=dtype).expand(shape).clone()
+        return "scale_tril", PyroParam(eye, constraint=constraints.lower_cholesky)
+    shape = (k, d) if family == "gaussian-diag" else (k,)
+    return "variances", PyroParam(torch.ones(shape, dtype=dtype), constraint=constraints.positive)
+
+
+def covariance_name(family: str) -> str:
+    return "scale_tril" if family in SCATTER_FAMILIES else "variances"
+
+
+def feature_variances(family: str, variances: torch.Tensor, num_features: int) -> torch.Tensor:
+    """``(K, D)`` per-feature variances of a diag or spherical family (a spherical σ²_k repeated D times)."""
+    return variances if family == "gaussian-diag" else variances[:, None].expand(-1, num_features)
+
+
+def diagonal_natural(mean: torch.Tensor, variance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Natural parameters ``(..., 2 D)`` = [μ/σ², -1/(2σ²)] and log-normaliser ``(...)`` =
+    Σ_d [μ_d²/(2σ²_d) + ½ log σ²_d] + (D/2) log 2π of diagonal Gaussians ``mean``, ``variance`` ``(..., D)``."""
+    natural = torch.cat([mean / variance, -0.5 / variance], -1)
+    log_normaliser = (0.5 * mean**2 / variance + 0.5 * variance.log()).sum(-1) + 0.5 * mean.shape[-1] * LOG_2PI
+    return natural, log_normaliser
+
+
+def covariance_matrices(family: str, covariance: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's ``covariances_`` from the stored parameter: L Lᵀ (full ``(K, D, D)``, tied ``(D, D)``), the
+    variances themselves (diag ``(K, D)``, spherical ``(K,)``)."""
+    return covariance @ covariance.mT if family in SCATTER_FAMILIES else covariance
+
+
+def precision_cholesky(family: str, covariance: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's ``precisions_cholesky_`` U from the stored parameter: Σ⁻¹ = U Uᵀ with U = L⁻ᵀ upper
+    triangular (full ``(K, D, D)``, tied ``(D, D)``), 1/σ (diag ``(K, D)``, spherical ``(K,)``)."""
+    if family in SCATTER_FAMILIES:
+        eye = torch.eye(covariance.shape[-1], dtype=covariance.dtype, device=covariance.device)
+        return torch.linalg.solve_triangular(covariance, eye.expand_as(covariance), upper=False).mT
+    return covariance.rsqrt()
+
+
+def covariance_from_precisions(family: str, precisions: torch.Tensor) -> torch.Tensor:
+    """The stored parameter from precisions Λ (scikit-learn's ``precisions_init`` layout): L = U⁻ᵀ, where Λ = U Uᵀ
+    with U upper triangular is the Cholesky factor of the row- and column-reversed Λ, reversed back (so Σ = Λ⁻¹ =
+    L Lᵀ without inverting Λ); 1/λ for diag and spherical."""
+    if family not in SCATTER_FAMILIES:
+        return 1 / precisions
+    upper = torch.linalg.cholesky(precisions.flip(-2, -1)).flip(-2, -1)
+    eye = torch.eye(precisions.shape[-1], dtype=precisions.dtype, device=precisions.device)
+    return torch.linalg.solve_triangular(upper, eye.expand_as(upper), upper=True).mT
+
+
+def covariance_parameter_count(family: str, num_components: int, num_features: int) -> int:
+    """Free covariance parameters of all K components (for BIC/AIC; scikit-learn's count)."""
+    k, d = num_components, num_features
+    return {"gaussian-full": k * d * (d + 1) // 2, "gaussian-tied": d * (d + 1) // 2, "gaussian-diag": k * d,
+            "gaussian-spherical": k}[family]
+
+
+def scatter_statistics(weights: torch.Tensor, shift: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
+                       resp: torch.Tensor | None, rows: int):
+    """Statistics of full and tied components about ``shift`` c ``(K, D)``, in chunks of ``rows`` rows.
+
+    Returns ``(counts (K,), sums (K, D), scatter (K, D, D), total)``: N_k, Σ_n r_nk (x_n - c_k),
+    Σ_n r_nk (x_n - c_k)(x_n - c_k)ᵀ and Σ_n log p(x_n). With ``resp`` ``(N, K)`` given those are the weights (total
+    is None); else the E-step is fused in, and ``shift`` must be the current means (the log-density centres on
+    them). ``scale_tril`` is ``(K, D, D)`` or ``(D, D)`` (tied: broadcast over k). The chunk's centred data
+    ``(K, rows, D)`` is the largest temporary.
+    """
+    k, d = shift.shape
+    counts = torch.zeros(k, dtype=shift.dtype, device=shift.device)
+    sums, scatter = torch.zeros_like(shift), shift.new_zeros(k, d, d)
+    total = torch.zeros((), dtype=shift.dtype, device=shift.device)
+    bias = weights.log() - scale_tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI  # (K,)
+    for begin in range(0, x.shape[0], rows):
+        centred = x[begin:begin + rows].to(shift).unsqueeze(0) - shift.unsqueeze(1)  # (K, rows, D)
+        if resp is None:
+            white = torch.linalg.solve_triangular(scale_tril, centred.mT, upper=False)  # (K, D, rows)
+            joint = (bias[:, None] - 0.5 * white.square().sum(1)).T.contiguous()  # (rows, K)
+            chunk_resp, log_norm = normalise_log_joint(joint.T)
+            total += log_norm.sum()
+        else:
+            chunk_resp = resp[begin:begin + rows].to(shift)
+        weighted = centred * chunk_resp.T.unsqueeze(-1)  # (K, rows, D)
+        counts += chunk_resp.sum(0)
+        sums += weighted.sum(1)
+        scatter += weighted.mT @ centred
+    return counts, sums, scatter, (None if resp is not None else total)
+
+
+def gaussian_update(family: str, counts: torch.Tensor, sums: torch.Tensor, scatter: torch.Tensor | None,
+                    shift: torch.Tensor | None, floor: float) -> dict[str, torch.Tensor]:
+    """The M-step's means ``(K, D)`` and covariance parameter (module table) from the expected statistics:
+    ``sums`` = Σ r [x, x²] ``(K, 2 D)`` (diag, spherical) or Σ r (x - c) with ``scatter`` about ``shift`` c."""
+    safe = counts.clamp_min(10 * torch.finfo(counts.dtype).eps)[:, None]  # an emptied component keeps finite values
+    if family in SCATTER_FAMILIES:
+        d = sums.shape[1]
+        eye = torch.eye(d, dtype=counts.dtype, device=counts.device)
+        offset = sums / safe  # new mean - shift
+        if family == "gaussian-full":
+            covariance = scatter / safe[:, :, None] - offset.unsqueeze(-1) * offset.unsqueeze(-2) + floor * eye
+        else:  # the scatter about each new mean, pooled over the components
+            within = scatter - (counts[:, None] * offset).unsqueeze(-1) * offset.unsqueeze(-2)
+            covariance = within.sum(0) / counts.sum() + floor * eye
+        return {"means": shift + offset, "scale_tril": torch.linalg.cholesky(covariance)}
+    d = sums.shape[1] // 2
+    means = sums[:, :d] / safe
+    variances = sums[:, d:] / safe - means**2 + floor
+    if family == "gaussian-spherical":
+        variances = variances.mean(1)
+    return {"means": means, "variances": variances.clamp_min(floor)}
+
+
+__all__ = ["COVARIANCE_TYPES", "GAUSSIAN_FAMILIES", "SCATTER_FAMILIES", "covariance_from_precisions",
+           "covariance_matrices", "covariance_name", "covariance_parameter", "covariance_parameter_count",
+           "diagonal_natural", "feature_variances", "gaussian_update", "precision_cholesky", "scatter_statistics"]
