@@ -151,6 +151,9 @@ def train(
             raise ConfigError("emvi.inference.runner.train takes run= (or run_dir=) as a run-directory object such as "
                               "emvi.rundir.RunDirectory(path); for a path, call emvi.train(..., run_dir=path)")
         run = run_dir
+    if config.n_init != 1:  # restarts rebuild the model for every seed, which a model object alone cannot
+        raise ConfigError(f"train fits once, got n_init={config.n_init}; for restarts fit a registered or declared "
+                          "model by emvi fit --n-init (emvi.runs.run_fit), or loop over seeds yourself")
     reducer = reducer or Reducer()
     if resume and (run is None or not reducer.on_main(run.has_checkpoint)):
         where = "" if run is None else f" in {run.path}"

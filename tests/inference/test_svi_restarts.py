@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from emvi.cli import main
-from emvi.inference.runner import TrainConfig, training_objective
+from emvi.errors import ConfigError
+from emvi.inference.methods import svi
+from emvi.inference.restarts import run_restarts
+from emvi.inference.runner import TrainConfig, train, training_objective
 from emvi.runs import load_run
 
 SITES = ('{"z": {"role": "latent", "family": "categorical", "categories": 2}, "x": {"role": "observed", '
@@ -88,3 +91,19 @@ def test_cli_n_init_writes_one_run_and_resume_continues_the_winner(three_cluster
     fit(three_clusters, straight, "--seed", str(3 + chosen), "--epochs", "20")
     expected, continued = parameters(straight), parameters(run)
     assert all(torch.equal(expected[name], continued[name]) for name in expected)
+
+
+def test_restarts_keep_the_first_highest_finite_objective():
+    values = [float("nan"), 1.0, 3.0, 3.0, float("inf")]
+    kept = run_restarts(lambda r: r, len(values), objective=lambda r: values[r])
+    assert (kept.best, kept.chosen) == (2, 2) and kept.objectives[1:4] == (1.0, 3.0, 3.0)
+
+
+def test_restarts_without_a_way_to_rebuild_the_model_are_refused():
+    model = torch.nn.Linear(1, 1)
+    with pytest.raises(ConfigError, match="train fits once, got n_init=2"):
+        train(model, model, torch.zeros(4, 1), config=TrainConfig(n_init=2))
+    with pytest.raises(ConfigError, match="n_init > 1 needs rebuild="):
+        svi.fit(model, model, torch.zeros(4, 1), TrainConfig(n_init=2))
+    with pytest.raises(ConfigError, match="n_init"):
+        TrainConfig(n_init=0)
