@@ -17,7 +17,7 @@ import time
 import torch
 
 from ...config import METHOD_CONFIG, config_to_dict
-from ...errors import ConfigError
+from ...errors import CheckpointError, ConfigError
 from ..restarts import run_restarts
 from ..runner import TrainConfig, load_run_modules, train, training_objective
 from ..train_config import RESTART_KEY, restart_config
@@ -81,6 +81,8 @@ def _best_restart(model, guide, train_data, config: TrainConfig, valid_data, run
 
 def _resume_winner(model, guide, train_data, config: TrainConfig, valid_data, run, extra):
     """Continue the restart whose checkpoint ``run`` holds (the winner), seeded as it was."""
+    if run is None or not run.has_checkpoint():
+        raise CheckpointError("nothing to resume: no checkpoint of an n_init fit here; drop --resume to start afresh")
     recorded = json.loads(run.load_checkpoint()["config"])
     restart = int(recorded.get(RESTART_KEY, 0))
     result = train(model, guide, train_data, config=restart_config(config, restart), valid_data=valid_data, run=run,
