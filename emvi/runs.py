@@ -216,9 +216,17 @@ def run_fit(entry, model_config, method_config, data_cfg: dict, *, method: str =
                          "num_held_out_items": 0 if valid_data is None else len(valid_data)}
         if fitter.start is not None and not resume:  # a resumed fit's checkpoint holds the started weights
             summary |= fitter.start(entry, model, guide, train_data, model_config, method_config, start_config)
+        def rebuild(seed: int):  # a restart's fresh pair: built and started from ``seed``
+            fresh = build_model(entry, model_config, data_info, seed=seed)
+            if fitter.start is not None:
+                fitter.start(entry, *fresh, train_data, model_config, dataclasses.replace(method_config, seed=seed),
+                             start_config)
+            return fresh
+
         with convergence_reported():  # the summary says whether the fit converged (and convergence_note why not)
             result = fitter.fit(model, guide, train_data, method_config, valid_data=valid_data,
-                                run=run if main else None, resume=resume)
+                                run=run if main else None, resume=resume,
+                                **({"rebuild": rebuild} if fitter.rebuilds else {}))
         summary |= result.summary()
         history = list(result.history)
         if main:

@@ -39,6 +39,9 @@ from .svi_loop import (
 )
 from .train_config import TrainConfig, TrainResult, check_resumable, describe
 
+OBJECTIVE_PARTICLES = 16
+"""Particles (at least) of the full-data ELBO that ranks the restarts of an ``n_init`` fit."""
+
 
 class MetricsWriter(Callback):
     """Writes the run's configuration (``resolved``) and its metrics, one line per epoch, through ``run``."""
@@ -148,6 +151,9 @@ def train(
             raise ConfigError("emvi.inference.runner.train takes run= (or run_dir=) as a run-directory object such as "
                               "emvi.rundir.RunDirectory(path); for a path, call emvi.train(..., run_dir=path)")
         run = run_dir
+    if config.n_init != 1:  # restarts rebuild the model for every seed, which a model object alone cannot
+        raise ConfigError(f"train fits once, got n_init={config.n_init}; for restarts fit a registered or declared "
+                          "model by emvi fit --n-init (emvi.runs.run_fit), or loop over seeds yourself")
     reducer = reducer or Reducer()
     if resume and (run is None or not reducer.on_main(run.has_checkpoint)):
         where = "" if run is None else f" in {run.path}"
@@ -173,6 +179,20 @@ def train(
     if run is not None:
         result = dataclasses.replace(result, run_dir=run.path)
     return result
+
+
+def training_objective(model, guide, train_data, config: TrainConfig, *,
+                       num_particles: int = OBJECTIVE_PARTICLES) -> float:
+    """The full-data ELBO per item of a fitted ``model`` and ``guide`` over ``train_data``: ``config``'s ELBO (``auto``
+    resolved as in training, no KL warm-up, eager) with at least ``num_particles`` particles, its random stream seeded
+    by ``config.seed``, so that every restart of a fit is scored by the same estimator. Higher is better."""
+    scored = dataclasses.replace(config, num_particles=max(config.num_particles, num_particles), kl_warmup_epochs=0.0,
+                                 jit=False, early_stopping_patience=None)
+    with fit_scope(scored, model, guide) as store:
+        loop = SVI(model, guide, scored).init(train_data, store=store)
+        seed_everything(scored.seed)
+        return -evaluate_loss(loop.elbo, loop.loss_model, loop.guide, loop.train_tensors,
+                              batch_size=loop.batch_size, transform=loop.transform)
 
 
 def load_modules(state: dict, model, guide, store) -> None:
@@ -233,4 +253,4 @@ def load_run_modules(run, model, guide, *, which: str = "checkpoint", device="cp
 
 
 __all__ = ["Checkpointer", "MetricsWriter", "TrainConfig", "TrainResult", "check_resumable", "epoch_batches",
-           "evaluate_loss", "load_run_modules", "train"]
+           "evaluate_loss", "load_run_modules", "train", "training_objective"]

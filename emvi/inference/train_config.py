@@ -61,6 +61,9 @@ class TrainConfig:
     kl_warmup_epochs: float = 0.0
     """Scale latent sites by min(1, epochs done / kl_warmup_epochs): a KL warm-up against posterior collapse."""
     seed: int = 0
+    n_init: int = 1
+    """Restarts: fits from seeds seed, seed+1, ... (start and SVI alike, freshly built parameters each); the one
+    with the highest full-data ELBO at the end is kept (for EM, the highest objective)."""
     device: str = "cpu"
     """cpu, cuda, cuda:N or auto."""
     early_stopping_patience: int | None = None
@@ -95,6 +98,7 @@ class TrainConfig:
         check_number(self.kl_warmup_epochs, "kl_warmup_epochs", minimum=0)
         check_number(self.renyi_alpha, "renyi_alpha")
         check_seed(self.seed)
+        check_positive_int(self.n_init, "n_init")
         if self.max_plate_nesting is not None:
             check_positive_int(self.max_plate_nesting, "max_plate_nesting", minimum=0)
         if self.early_stopping_patience is not None:
@@ -254,11 +258,24 @@ def follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
     return model, config
 
 
+RESTART_KEY = "restart"
+"""Key of a checkpoint's configuration naming the restart (0, 1, ...) of an ``n_init`` fit it holds."""
+
+
+def restart_config(config: TrainConfig, restart: int) -> TrainConfig:
+    """The configuration of restart ``restart`` of an ``n_init`` fit: one fit seeded by ``seed + restart``."""
+    return dataclasses.replace(config, seed=config.seed + int(restart), n_init=1)
+
+
 def check_resumable(state: dict, config: TrainConfig) -> None:
     """Raise :class:`CheckpointError` unless ``state`` (a checkpoint) was written by an SVI fit with the same training
-    options as ``config`` but for ``epochs`` (and ``progress``)."""
+    options as ``config`` but for ``epochs`` (and ``progress``); for ``config.n_init`` > 1, the options of the
+    restart the checkpoint holds (:func:`restart_config`)."""
     try:
-        saved = method_settings(json.loads(state["config"])) or None
+        recorded = json.loads(state["config"])
+        saved = method_settings(recorded) or None
+        if config.n_init > 1:
+            config = restart_config(config, int(recorded.get(RESTART_KEY, 0)))
     except (KeyError, TypeError, ValueError, AttributeError):
         saved = None
     missing = [k for k in ("model", "optimizer", "rng", "epoch", "history") if k not in state]
@@ -274,5 +291,5 @@ def check_resumable(state: dict, config: TrainConfig) -> None:
         )
 
 
-__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "TrainConfig", "TrainResult", "check_resumable", "make_optimizer",
-           "make_scheduler", "resolve_optim"]
+__all__ = ["LR_SCHEDULES", "OPTIMIZERS", "RESTART_KEY", "TrainConfig", "TrainResult", "check_resumable",
+           "make_optimizer", "make_scheduler", "resolve_optim", "restart_config"]

@@ -62,6 +62,8 @@ class Method:
     start: Callable[..., dict] | None = None
     """``start(entry, model, guide, train_data, model_config, config, start_config) -> dict``: the model entry's
     start before a new (not resumed) fit, with the entry's start options; returns metrics for the summary."""
+    rebuilds: bool = False
+    """``fit`` takes ``rebuild(seed) -> (model, guide)``, a freshly built and started pair (for restarts)."""
     resumable: bool = False
     """A fit can continue from the run directory's checkpoint (``--resume``)."""
     single_process: bool = False
