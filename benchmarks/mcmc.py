@@ -191,7 +191,7 @@ def summarise(case: str, samples: dict) -> tuple[float, dict]:
 
 
 def run_case(case: str, length: int, args, models) -> dict:
-    data = simulate(case, length, args.seed)
+    data = simulate(case, length or 0, args.seed)
     rows = {"emvi": [], "numpyro": []}
     for repeat in range(args.repeats):
         seed = args.seed + repeat
@@ -211,7 +211,7 @@ def run_case(case: str, length: int, args, models) -> dict:
     def median(tool, key):
         return statistics.median(row[key] for row in rows[tool])
 
-    result = {"case": case, "length": length if case == "hmm" else None, "warmup": args.warmup, "draws": args.draws,
+    result = {"case": case, "length": length, "warmup": args.warmup, "draws": args.draws,
               "repeats": args.repeats, "threads": args.threads,
               "ess_per_s_ratio": median("emvi", "ess_per_s") / median("numpyro", "ess_per_s"),
               "ess_per_s_ratio_compiled": median("emvi", "ess_per_s_compiled") / median("numpyro", "ess_per_s_compiled")}
@@ -237,6 +237,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--draws", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--lengths", default=None, help="HMM sequence lengths (default 500,5000; --quick: 500)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of torch and XLA")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -247,7 +248,8 @@ def main(argv=None) -> list[dict]:
     models = numpyro_models(args.threads)
     results = []
     for case in args.cases.split(","):
-        for length in ((500,) if args.quick or case != "hmm" else (500, 5000)):
+        lengths = [int(v) for v in (args.lengths or ("500" if args.quick else "500,5000")).split(",")]
+        for length in (lengths if case == "hmm" else [None]):
             results.append(run_case(case, length, args, models))
             print(json.dumps(results[-1]), flush=True)
     return results
