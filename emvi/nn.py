@@ -150,6 +150,12 @@ class LocalPyroModule(PyroModule):
         with pyro.settings.context(module_local_params=True):
             return super().__call__(*args, **kwargs)
 
+    def prior_log_prob(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Σ_site log p(values[site]) under the priors of the module's ``PyroSample`` sites named in ``values`` (each
+        summed over its event and batch dims, as a trace's log-joint sums them)."""
+        priors = self.__dict__["_pyro_samples"]  # PyroModule keeps {name: prior} here
+        return sum(priors[name].log_prob(value).sum() for name, value in values.items())
+
 
 def uses_local_params(*modules) -> bool | None:
     """Whether the user's PyroModules among ``modules`` (and their children) were built with module-local

@@ -3,6 +3,8 @@ ArviZ."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..analysis.hmm import hmm_inference_data
@@ -58,7 +60,8 @@ class HMM(HMMModel):
         key = self.parameter_names()[2]  # means / rates / probs
         axes = {name: (0, 1) if name == "transition" else (0,) for name in names}
         return {"model": bayesian, "init_values": {name: getattr(self, name).detach().clone() for name in names},
-                "kwargs": {"sum_states_by": "recursion"}, "relabel": (key, getattr(self, key).detach(), axes)}
+                "kwargs": {"sum_states_by": "recursion"}, "relabel": (key, getattr(self, key).detach(), axes),
+                "log_density": functools.partial(bayesian.bayesian_log_density, x, lengths)}
 
     @torch.no_grad()
     def load_posterior_mean(self, samples: dict[str, torch.Tensor]) -> None:

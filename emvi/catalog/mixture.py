@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..analysis.mixture import mixture_inference_data
@@ -36,7 +38,8 @@ class Mixture(MixtureModel):
         bayesian = MixtureModel(self.config, x.shape[1], dtype=x.dtype).to(x.device)
         bayesian.bayesian(x.mean(0), x.var(0, unbiased=False))
         start = {name: getattr(self, name).detach().clone() for name in self.parameter_names()}
-        return {"model": bayesian, "init_values": start}
+        return {"model": bayesian, "init_values": start,
+                "log_density": functools.partial(bayesian.bayesian_log_density, x)}
 
 
 def build_mixture(config: MixtureConfig, data_info: DataInfo):

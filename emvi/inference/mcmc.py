@@ -2,6 +2,10 @@
 
 Pyro's NUTS sums enumerated sites (``infer={"enumerate": "parallel"}``) out of the potential energy, so a mixture's
 assignments never enter the chain; ``max_plate_nesting`` tells it where the enumeration dimensions may start.
+
+A model may also hand over its log joint as one torch function ``log_density({site: constrained value}) -> ()``
+(the Bayesian view's ``"log_density"``): NUTS then runs on U(u) = -log p(x, T(u)) - Σ log|det ∂T(u)/∂u| over the
+unconstrained globals u, Pyro's own potential with the same bijections T, without tracing the model at each step.
 """
 
 from __future__ import annotations
@@ -88,29 +92,94 @@ class MCMCResult:
                 "max_r_hat": max(finite) if finite else float("nan"), "min_ess": min(ess) if ess else float("nan")}
 
 
+START_SHRINK = 0.01
+"""A point-fit start moves this fraction of the way to the prior mean (:func:`interior_start`)."""
+
+
+def interior_start(params: dict[str, torch.Tensor], transforms: dict, priors: dict,
+                   shrink: float = START_SHRINK) -> dict[str, torch.Tensor]:
+    """Unconstrained ``params`` moved to ``(1 - shrink) θ + shrink E_prior[θ]`` per site (θ = T⁻¹(u)): inside the
+    support, which is convex and holds the prior mean. EM's point may sit on the boundary (an HMM's π = (1, 2e-29) is
+    about -66 in stick-breaking coordinates), where NUTS's warm-up spends most of its steps walking in; a site whose
+    prior has no finite mean keeps its value."""
+    moved = dict(params)
+    for name, transform in transforms.items():
+        try:
+            mean = priors[name].mean
+        except (KeyError, NotImplementedError):
+            continue
+        if torch.isfinite(mean).all():
+            value = transform.inv(params[name])
+            moved[name] = transform((1 - shrink) * value + shrink * mean.to(value).expand_as(value))
+    return moved
+
+
+def density_potential(log_density, transforms: dict):
+    """U(u) = -(log_density(v) + Σ_site log|det ∂v/∂u|) with v = T⁻¹(u), ``transforms`` Pyro's constrained ->
+    unconstrained bijections: the formula of Pyro's traced potential, with the model's log joint as one function."""
+
+    def potential(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        values = {name: transforms[name].inv(u) for name, u in params.items()}
+        log_joint = log_density(values)
+        for name, transform in transforms.items():
+            log_joint = log_joint - transform.log_abs_det_jacobian(values[name], params[name]).sum()
+        return -log_joint
+
+    return potential
+
+
+def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_accept_prob, log_density=None):
+    """``(kernel, initial_params or None)``: NUTS on the traced ``model``, or with ``log_density`` on
+    :func:`density_potential` with the model's bijections. A start ``init_values`` is moved inside the support
+    (:func:`interior_start`); the model is traced once, to find the bijections and the priors."""
+    from pyro.infer import NUTS
+    from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+    from pyro.infer.mcmc.util import initialize_model
+
+    init = init_to_value(values=init_values) if init_values else init_to_median
+    if log_density is None and not init_values:
+        return NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
+                    target_accept_prob=target_accept_prob, jit_compile=False), None
+    params, _, transforms, trace = initialize_model(model, data, kwargs, max_plate_nesting=max_plate_nesting,
+                                                    init_strategy=init)
+    if init_values:
+        priors = {name: trace.nodes[name]["fn"] for name in transforms}
+        params = interior_start(params, transforms, priors)
+    if log_density is None:
+        kernel = NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
+                      target_accept_prob=target_accept_prob, jit_compile=False)
+    else:
+        kernel = NUTS(potential_fn=density_potential(log_density, transforms), target_accept_prob=target_accept_prob)
+        kernel.transforms = transforms  # MCMC reads them to return constrained draws
+    return kernel, {name: value.detach() for name, value in params.items()}
+
+
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
              init_values: dict[str, torch.Tensor] | None = None, max_plate_nesting: int = 1,
-             target_accept_prob: float = 0.8, progress: bool = False, **kwargs) -> MCMCResult:
-    """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median).
+             target_accept_prob: float = 0.8, progress: bool = False, log_density=None, **kwargs) -> MCMCResult:
+    """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median); with
+    ``log_density`` (the model's log joint at constrained site values, see the module docstring) on that function.
 
     Several chains run in parallel processes (Pyro's multiprocessing sampler).
     """
-    from pyro.infer import MCMC, NUTS
-    from pyro.infer.autoguide.initialization import init_to_median, init_to_value
+    from pyro.infer import MCMC
 
     check_positive_int(num_samples, "num_samples")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
     check_positive_int(num_chains, "num_chains")
-    init = init_to_value(values=init_values) if init_values else init_to_median
     pyro.set_rng_seed(seed)
-    kernel = NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init, target_accept_prob=target_accept_prob,
-                  jit_compile=False)
+    start = time.perf_counter()  # the one tracing of the model counts too
+    with pyro.validation_enabled(False):
+        kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
+                                      max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
+    if initial is not None and num_chains > 1:
+        initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
     with warnings.catch_warnings():
         # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
         warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
         mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                    initial_params=initial, transforms=getattr(kernel, "transforms", None),
                     disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
-    start = time.perf_counter()
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
     try:
@@ -223,11 +292,13 @@ def fit_posterior(model, *data, config: MCMCConfig, view: dict | None = None) ->
     with ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally
     ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`),
     ``posterior_mean`` (``f(samples)``, default: the model's ``load_posterior_mean`` hook, if any), which then sets
-    the model's parameters to the posterior mean."""
+    the model's parameters to the posterior mean; ``log_density`` (see :func:`fit_mcmc`). The start is moved inside the
+    support (:func:`interior_start`)."""
     view = model.bayesian_view(*data) if view is None else view
     result = fit_mcmc(view["model"], *data, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
                       num_chains=config.num_chains, seed=config.seed, init_values=view["init_values"],
-                      max_plate_nesting=1, progress=config.progress, **view.get("kwargs", {}))
+                      max_plate_nesting=1, progress=config.progress, log_density=view.get("log_density"),
+                      **view.get("kwargs", {}))
     if view.get("relabel") is not None:
         from .relabel import relabel_components
 

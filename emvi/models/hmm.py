@@ -47,6 +47,7 @@ from .hmm_recursions import (
     sequential_viterbi,
     small_blocks,
     small_steps,
+    tree_forward_log_likelihood,
 )
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
@@ -175,6 +176,16 @@ class HMMModel(LocalPyroModule):
         self.is_bayesian = True
         return self
 
+    def bayesian_log_density(self, x: torch.Tensor, lengths: torch.Tensor, values: dict[str, torch.Tensor]):
+        """log p(x, θ) = log p(θ) + Σ_n log p(x_n | θ) at the globals ``values`` (:meth:`sampled_names`) of a Bayesian
+        HMM: the log joint NUTS samples, as one function (no tracing per step); the states summed by
+        :func:`~emvi.models.hmm_recursions.tree_forward_log_likelihood` (⌈log2 T⌉ batched rounds, a short gradient
+        graph for every T). ``x`` ``(N, T, D)``, ``lengths`` ``(N,)``; returns a scalar."""
+        transition = values["transition"]
+        start = values["initial_probs"] if self.config.initial == "free" else stationary_distribution(transition)
+        log_b = self.emission_log_prob(x, lengths, values)
+        return self.prior_log_prob(values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+
     def sampled_names(self) -> tuple[str, ...]:
         """The global sites a Bayesian HMM samples (no ``initial_probs`` when π is the stationary distribution)."""
         names = self.parameter_names()
@@ -193,24 +204,29 @@ class HMMModel(LocalPyroModule):
             return self.initial_probs
         return stationary_distribution(self.transition)
 
-    def emissions(self, index=None) -> dist.Distribution:
-        """F(θ_k) for all states (batch ``(K,)``) or for ``θ_index``; event ``(D,)``."""
+    def emissions(self, index=None, values: dict | None = None) -> dist.Distribution:
+        """F(θ_k) for all states (batch ``(K,)``) or for ``θ_index``; event ``(D,)``; θ the module's parameters or
+        ``values`` {name: tensor}."""
 
-        def pick(value):
+        def pick(name):
+            value = getattr(self, name) if values is None else values[name]
             return value if index is None else value[index]
 
         if self.config.emission == "gaussian":
             covariance_type = self.config.covariance_type
+            means = pick("means")
             if covariance_type == "diag":
-                return dist.Normal(pick(self.means), pick(self.variances).sqrt()).to_event(1)
-            means = pick(self.means)
+                return dist.Normal(means, pick("variances").sqrt()).to_event(1)
             if covariance_type == "spherical":
-                return dist.Normal(means, pick(self.variances).sqrt().unsqueeze(-1).expand(means.shape)).to_event(1)
-            scale_tril = torch.linalg.cholesky(self.covariances)  # (K, D, D), or (D, D) shared when tied
-            return dist.MultivariateNormal(means, scale_tril=scale_tril if covariance_type == "tied" else pick(scale_tril))
+                return dist.Normal(means, pick("variances").sqrt().unsqueeze(-1).expand(means.shape)).to_event(1)
+            covariances = self.covariances if values is None else values["covariances"]
+            scale_tril = torch.linalg.cholesky(covariances)  # (K, D, D), or (D, D) shared when tied
+            if covariance_type == "full" and index is not None:
+                scale_tril = scale_tril[index]
+            return dist.MultivariateNormal(means, scale_tril=scale_tril)
         if self.config.emission == "poisson":
-            return dist.Poisson(pick(self.rates)).to_event(1)
-        return dist.Categorical(probs=pick(self.probs)).to_event(1)
+            return dist.Poisson(pick("rates")).to_event(1)
+        return dist.Categorical(probs=pick("probs")).to_event(1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, num_data: int | None = None, *,
                 sum_states_by: str = "enumeration"):
@@ -240,12 +256,12 @@ class HMMModel(LocalPyroModule):
 
     # -- exact recursions ----------------------------------------------------------------------------------------
 
-    def emission_log_prob(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(N, T, K)`` log F(x_nt | θ_k), zero at padded steps."""
+    def emission_log_prob(self, x: torch.Tensor, lengths: torch.Tensor, values: dict | None = None) -> torch.Tensor:
+        """``(N, T, K)`` log F(x_nt | θ_k), zero at padded steps (θ as in :meth:`emissions`)."""
         # In chunks of steps: the (N, steps, K, D) temporaries of one chunk stay in cache (one long sequence's whole
         # (N, T, K, D) broadcast was the E-step's largest allocation); elementwise, so the values are the same.
         chunk = max(1, EMISSION_CHUNK_ELEMENTS // (x.shape[0] * self.config.num_states * x.shape[-1]))
-        emissions = self.emissions()
+        emissions = self.emissions(values=values)
         log_prob = torch.cat([emissions.log_prob(x[:, s:s + chunk].unsqueeze(-2)) for s in range(0, x.shape[1], chunk)],
                              1)
         valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]

@@ -137,6 +137,35 @@ def forward_log_likelihood(start: torch.Tensor, transition: torch.Tensor, log_b:
     return torch.stack(log_scales).sum((0, 2)) + shift.sum((1, 2))
 
 
+def tree_forward_log_likelihood(start: torch.Tensor, transition: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` log p(x_n) = log (π ∘ e_1)ᵀ M_2 ⋯ M_T 1 + Σ_t m_t with M_t = A diag(e_t), e_t = exp(log b_t - m_t) and
+    m_t the per-step maximum: the T - 1 step matrices multiplied pairwise, ⌈log2 T⌉ rounds of batched K×K products
+    instead of T dependent steps, so the graph autograd walks for NUTS's gradient is short (few nodes per round:
+    its cost is per operation, not arithmetic). Each product is divided by the sum of its entries (the logs of
+    these sums added once at the end), so nothing overflows and its largest entry never underflows. The steps are
+    padded to a power of two with identities (exact). Padded steps of a sequence have e_t = 1, so M_t = A, and
+    A 1 = 1 leaves the sum unchanged. Differentiable; O(T K³) arithmetic."""
+    n, steps, k = log_b.shape
+    shift = log_b.amax(-1, keepdim=True)  # (N, T, 1)
+    e = (log_b - shift).exp()
+    weights = start * e[:, 0]  # (N, K)
+    log_scale = shift.sum((1, 2))
+    if steps == 1:
+        return weights.sum(-1).log() + log_scale
+    padded = 1 << (steps - 2).bit_length()  # transitions rounded up to a power of two
+    identity = torch.eye(k, dtype=log_b.dtype, device=log_b.device).expand(n, padded - steps + 1, k, k)
+    matrices = torch.cat([transition * e[:, 1:, None, :], identity], 1).reshape(n * padded, k, k)  # (N P, K, K)
+    norms = []
+    while matrices.shape[0] > n:
+        pairs = matrices.view(-1, 2, k, k)  # consecutive steps of one sequence pair up (P is even)
+        product = torch.bmm(pairs[:, 0], pairs[:, 1])
+        norms.append(product.sum((-2, -1), keepdim=True))
+        matrices = product / norms[-1]
+    if norms:  # none for a single transition
+        log_scale = log_scale + torch.cat([norm.view(n, -1) for norm in norms], 1).log().sum(1)
+    return (weights[:, None, :] @ matrices).sum((-2, -1)).log() + log_scale
+
+
 def sequential_viterbi(log_start: torch.Tensor, log_transition: torch.Tensor, log_b: torch.Tensor,
                        valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The step-by-step max-product recursion and backtrack (T Python steps each)."""

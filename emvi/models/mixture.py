@@ -23,13 +23,11 @@ in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the 
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroParam, PyroSample
 from torch.distributions import constraints, transform_to
 
@@ -38,6 +36,7 @@ from ..nn import LocalPyroModule
 from ..plates import data_plate
 from ..validation import check_choice, check_positive_int
 from ._enumeration import enumerated_log_joint, normalise_log_joint
+from .exponential_family import ExponentialFamily, sufficient_statistics
 from .mixture_covariances import (
     GAUSSIAN_FAMILIES,
     SCATTER_FAMILIES,
@@ -56,81 +55,6 @@ COVARIANCE_FAMILIES = ("gaussian-tied", "gaussian-spherical")
 """scikit-learn's other two covariance types (:class:`emvi.estimators.GaussianMixture`); EM and SVI fit them too."""
 MCMC_FAMILIES = ("gaussian-diag", "poisson", "bernoulli", "categorical")
 """The families :meth:`MixtureModel.bayesian` gives priors to."""
-
-
-class ExponentialFamily(TorchDistribution):
-    """``F(x | θ)`` with event ``(D,)`` written as ``log F(x | θ) = T(x)·η(θ) - A(θ) + h(x)``.
-
-    Sampling and the general ``log_prob`` are the ``base`` distribution's. The form matters when the enumerated
-    ``z`` puts the K components on a batch dimension of their own: the data plate is ``(N,)`` and the parameters
-    ``(K, 1)``, and ``log_prob(x)`` ``(K, N)`` is one matrix product ``η (K, S) @ T(x)ᵀ (S, N)`` instead of a
-    ``(K, N, D)`` elementwise tensor, which is what makes EM on 10^5 items fast. ``natural`` is ``(..., S)`` and
-    ``log_normaliser`` ``(...)`` with the base's batch shape; the statistics T(x) ``(N, S)`` are [x, x²] (Gaussian), x
-    (Poisson, Bernoulli) or one-hot codes (categorical).
-    """
-
-    arg_constraints = {}
-
-    def __init__(self, base, natural, log_normaliser, *, family: str, num_categories: int = 2, validate_args=None):
-        self.base, self.natural, self.log_normaliser = base, natural, log_normaliser
-        self.family, self.num_categories = family, num_categories
-        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
-
-    @property
-    def support(self):
-        return self.base.support
-
-    @property
-    def mean(self):
-        return self.base.mean
-
-    def expand(self, batch_shape, _instance=None):
-        size = torch.Size(batch_shape)
-        # The natural parameters stay un-expanded (the plate broadcasts (K, 1) to (K, N)): log_prob broadcasts them.
-        return ExponentialFamily(self.base.expand(size), self.natural, self.log_normaliser, family=self.family,
-                                 num_categories=self.num_categories)
-
-    def sample(self, sample_shape=torch.Size()):
-        return self.base.sample(sample_shape)
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if value.dim() == 2 and self.natural.dim() == 3 and self.natural.shape[1] == 1:
-            stats, base_measure = sufficient_statistics(value, self.family, self.num_categories, self.natural.dtype)
-            log_prob = torch.addmm(-self.log_normaliser, self.natural[:, 0], stats.T)  # (K, 1) + (K, S) @ (S, N)
-            if base_measure is not None:
-                log_prob = log_prob + base_measure
-            return log_prob.expand(torch.broadcast_shapes(self.batch_shape, log_prob.shape))
-        return self.base.log_prob(value)
-
-
-_STATISTICS_CACHE: dict = {}
-
-
-def sufficient_statistics(x: torch.Tensor, family: str, num_categories: int = 2, dtype=None, *, cache: bool = True):
-    """``(T(x) (N, S), h(x) (N,))`` of :class:`ExponentialFamily`: [x, x²] for gaussian-diag, x for poisson and
-    bernoulli, flattened one-hot codes ``(N, D C)`` for categorical; h(x) = -Σ_d log x_d! for poisson, else None (0).
-
-    The Pyro trace evaluates them for the same data at every call, so with ``cache`` the last result is kept, keyed by
-    the tensor's identity and in-place version (data that requires grad is never cached). The chunked E-step passes
-    ``cache=False``: its chunks are new views every time, and a cached (N, S) table would outlive the fit.
-    """
-    dtype = dtype or (x.dtype if x.is_floating_point() else torch.get_default_dtype())
-    key = (id(x), x._version, x.data_ptr(), tuple(x.shape), family, num_categories, dtype)
-    hit = _STATISTICS_CACHE.get("last") if cache else None
-    if hit is not None and hit[0] == key and hit[1]() is x:
-        return hit[2]
-    xs = x.to(dtype)
-    if family == "gaussian-diag":
-        result = torch.cat([xs, xs * xs], -1), None
-    elif family == "poisson":
-        result = xs, -torch.lgamma(xs + 1).sum(-1)
-    elif family == "bernoulli":
-        result = xs, None
-    else:
-        result = torch.nn.functional.one_hot(x.long(), num_categories).to(dtype).flatten(-2), None
-    if cache and not x.requires_grad:
-        _STATISTICS_CACHE["last"] = (key, weakref.ref(x), result)
-    return result
 
 
 CHUNK_ELEMENTS = 2**17
@@ -301,30 +225,35 @@ class MixtureModel(LocalPyroModule):
             return "weights", "means", covariance_name(family)
         return ("weights", "rates") if family == "poisson" else ("weights", "probs")
 
-    def components(self, index=None) -> dist.Distribution:
-        """F(θ_k) for all k (batch shape ``(K,)``), or for ``θ_index`` when an index tensor is given; event ``(D,)``."""
+    def components(self, index=None, values: dict | None = None) -> dist.Distribution:
+        """F(θ_k) for all k (batch shape ``(K,)``), or for ``θ_index`` when an index tensor is given; event ``(D,)``;
+        θ the module's parameters, or ``values`` {name: tensor} (NUTS's potential)."""
 
-        def pick(value):
+        def pick(name):
+            value = getattr(self, name) if values is None else values[name]
             return value if index is None else value[index]
 
         family = self.config.family
         if family in SCATTER_FAMILIES:  # a tied factor (D, D) broadcasts over the components
-            tril = pick(self.scale_tril) if family == "gaussian-full" else self.scale_tril
-            return dist.MultivariateNormal(pick(self.means), scale_tril=tril)
+            tril = self.scale_tril if values is None else values["scale_tril"]
+            return dist.MultivariateNormal(pick("means"), scale_tril=tril[index] if family == "gaussian-full"
+                                           and index is not None else tril)
         if family in GAUSSIAN_FAMILIES:  # diag, spherical: T(x) = [x, x²]
-            mean, variance = pick(self.means), pick(feature_variances(family, self.variances, self.num_features))
+            variances = feature_variances(family, self.variances if values is None else values["variances"],
+                                          self.num_features)
+            mean, variance = pick("means"), variances if index is None else variances[index]
             base = dist.Normal(mean, variance.sqrt()).to_event(1)
             natural = diagonal_natural(mean, variance)
             family = "gaussian-diag"
         elif family == "poisson":
-            rate = pick(self.rates)
+            rate = pick("rates")
             base, natural = dist.Poisson(rate).to_event(1), (rate.log(), rate.sum(-1))
         elif family == "bernoulli":
-            probs = pick(self.probs)
+            probs = pick("probs")
             base = dist.Bernoulli(probs=probs).to_event(1)
             natural = (probs.log() - (-probs).log1p(), -(-probs).log1p().sum(-1))
         else:
-            probs = pick(self.probs)
+            probs = pick("probs")
             base = dist.Categorical(probs=probs).to_event(1)
             natural = (probs.log().flatten(-2), torch.zeros(probs.shape[:-2], dtype=probs.dtype, device=probs.device))
         return ExponentialFamily(base, *natural, family=family, num_categories=self.config.num_categories)
@@ -355,6 +284,15 @@ class MixtureModel(LocalPyroModule):
             # logits normalised once on (K,): Categorical(probs) would take the log of the plate-expanded (N, K) table.
             z = pyro.sample("z", dist.Categorical(logits=self.weights.log()), infer={"enumerate": "parallel"})
             pyro.sample("x", self.components(z), obs=x)
+
+    def bayesian_log_density(self, x: torch.Tensor, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """log p(x, θ) = log p(θ) + Σ_n log Σ_k π_k F(x_n | θ_k) at the globals ``values`` of :meth:`bayesian`: the
+        enumerated model's log joint as one function (NUTS's potential without Pyro's per-step tracing). ``x``
+        ``(N, D)``; the component log-densities ``(K, N)`` as the model computes them; returns a scalar."""
+        log_weights = dist.Categorical(logits=values["weights"].log()).logits  # normalised, as in forward
+        states = torch.arange(self.config.num_components, device=x.device)[:, None]  # (K, 1): z's enumerated values
+        joint = log_weights[:, None] + self.components(states, values).log_prob(x)  # (K, N)
+        return self.prior_log_prob(values) + torch.logsumexp(joint, 0).sum()
 
     # -- exact posterior of the enumerated site and the closed-form M-step -------------------------------------------
 
