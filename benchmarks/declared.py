@@ -357,7 +357,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--large-items", type=int, default=50_000, help="items of the large EM case (0: none)")
     parser.add_argument("--svi-items", type=int, default=None, help="first items of the digits (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device of the models and data (cpu, cuda, ...)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared machine a second thread waits on loaded cores)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
