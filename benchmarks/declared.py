@@ -209,18 +209,28 @@ def check_equal_svi(elbo, declared: tuple, hand: HandGMVAE, batch, num_data: int
 # -- timing -------------------------------------------------------------------------------------------------------------
 
 
+MIN_SAMPLE_SECONDS = 0.1
+"""A timed sample repeats a short run until it lasts about this long, so a scheduler's time slice on the shared
+machine is a small part of it."""
+
+
 def alternate(declared, hand, pairs: int) -> tuple[tuple[list[float], list[float]], tuple[list[float], list[float]]]:
-    """Wall and CPU seconds (this process, every thread) of ``declared()`` and ``hand()`` run alternately, one
-    warm-up run of each first: ``((wall declared, wall hand), (cpu declared, cpu hand))``. On a loaded machine the
-    CPU seconds leave out the time the process waited for a core."""
-    declared(), hand()
+    """Wall and CPU seconds (this process, every thread) per run of ``declared()`` and ``hand()``, timed alternately
+    after one warm-up run of each: ``((wall declared, wall hand), (cpu declared, cpu hand))``, one entry per pair.
+    Each sample is ``repeats`` runs (the same number on both sides) lasting about :data:`MIN_SAMPLE_SECONDS`. On a
+    loaded machine the CPU seconds leave out the time the process waited for a core."""
+    declared()
+    began = time.perf_counter()
+    hand()
+    repeats = max(1, math.ceil(MIN_SAMPLE_SECONDS / max(time.perf_counter() - began, 1e-6)))
     wall, cpu = ([], []), ([], [])
     for _ in range(pairs):
         for side, run in enumerate((declared, hand)):
             began, began_cpu = time.perf_counter(), time.process_time()
-            run()
-            wall[side].append(time.perf_counter() - began)
-            cpu[side].append(time.process_time() - began_cpu)
+            for _ in range(repeats):
+                run()
+            wall[side].append((time.perf_counter() - began) / repeats)
+            cpu[side].append((time.process_time() - began_cpu) / repeats)
     return wall, cpu
 
 
