@@ -28,6 +28,12 @@ step-by-step, blocked and scan recursions at ``--threads`` threads (the first tw
 them when their steps are small). Median of ``--repeats`` runs; the last line is one JSON object.
 
     python benchmarks/hmm.py --recursions --quick
+
+``--covariance-types`` (also run by ``--quick``, as the summary's ``covariance_types``): for diag, full, tied and
+spherical, :class:`emvi.estimators.GaussianHMM` against hmmlearn's ``GaussianHMM`` from the same given parameters
+(the k-means++ start's variances in the type's layout; ``--quick`` on its first 10 sequences, ``init_params=""``, the same ``n_iter``, ``tol=0``, no priors),
+the two fits alternating ``--pairs`` (>= 3) times; one JSON line per type: ``time_ratio`` (emvi / hmmlearn median
+wall time) and both final log-likelihoods.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import torch
 from hmmlearn import hmm as hmmlearn
 
 import emvi
+from emvi.estimators import GaussianHMM as EmviGaussianHMM
 from emvi.inference.em import fit_em
 from emvi.inference.initialization import initialise_hmm
 from emvi.models.hmm import HMMConfig, HMMModel
@@ -214,6 +221,47 @@ def recursions(args) -> dict:
     return summary
 
 
+COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
+
+
+def given_covars(variances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """The start's per-state variances ``(K, D)`` in hmmlearn's ``covars_`` layout for the type."""
+    if covariance_type == "diag":
+        return variances
+    if covariance_type == "spherical":
+        return variances.mean(1)
+    if covariance_type == "full":
+        return np.stack([np.diag(row) for row in variances])
+    return np.diag(variances.mean(0))
+
+
+def covariance_types(x: np.ndarray, init: dict, args) -> dict:
+    """``--covariance-types``: emvi's GaussianHMM drop-in against hmmlearn's per type, alternating runs."""
+    flat, lengths = x.reshape(-1, x.shape[-1]), [x.shape[1]] * len(x)
+    settings = dict(init_params="", n_iter=args.iterations, tol=0.0, min_covar=1e-6, covars_prior=0.0,
+                    means_prior=0.0, means_weight=0.0)
+    rows = {}
+    for covariance_type in COVARIANCE_TYPES:
+        times, fitted = {"hmmlearn": [], "emvi": []}, {}
+        for _ in range(max(args.pairs, 3)):
+            for library, estimator in (("hmmlearn", hmmlearn.GaussianHMM), ("emvi", EmviGaussianHMM)):
+                model = estimator(args.states, covariance_type=covariance_type, **settings)
+                model.startprob_, model.transmat_ = init["initial_probs"], init["transition"]
+                model.means_, model.covars_ = init["means"], given_covars(init["variances"], covariance_type)
+                began = time.perf_counter()
+                model.fit(flat, lengths)
+                times[library].append(time.perf_counter() - began)
+                fitted[library] = model
+        hmmlearn_seconds, emvi_seconds = float(np.median(times["hmmlearn"])), float(np.median(times["emvi"]))
+        rows[covariance_type] = row = {
+            "covariance_type": covariance_type, "pairs": max(args.pairs, 3), "hmmlearn_seconds": hmmlearn_seconds,
+            "emvi_seconds": emvi_seconds, "time_ratio": emvi_seconds / hmmlearn_seconds,
+            "hmmlearn_loglik": float(fitted["hmmlearn"].score(flat, lengths)),
+            "emvi_loglik": float(fitted["emvi"].score(flat, lengths)), "iterations": args.iterations}
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -228,6 +276,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--long-iterations", type=int, default=10)
     parser.add_argument("--recursions", action="store_true", help="time the recursions (see the docstring)")
     parser.add_argument("--repeats", type=int, default=5, help="--recursions: runs per case, the median counts")
+    parser.add_argument("--covariance-types", action="store_true",
+                        help="the GaussianHMM drop-in against hmmlearn per covariance type only")
+    parser.add_argument("--pairs", type=int, default=3, help="--covariance-types: alternating runs per library")
     parser.add_argument("--long-child", nargs=2, metavar=("LIBRARY", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.long_child:
@@ -249,6 +300,10 @@ def main(argv=None) -> dict:
     model = HMMModel(HMMConfig(args.states, "gaussian"), args.features, dtype=torch.float64)
     initialise_hmm(model, xt, lengths, torch.Generator().manual_seed(args.seed))
     init = {name: getattr(model, name).detach().numpy().copy() for name in model.parameter_names()}
+    if args.covariance_types:
+        rows = covariance_types(x, init, args)
+        print(json.dumps({"quick": args.quick, "covariance_types": rows}))
+        return rows
 
     reference = hmmlearn.GaussianHMM(args.states, covariance_type="diag", init_params="", n_iter=args.iterations,
                                      tol=0.0, min_covar=1e-6, covars_prior=0.0, means_prior=0.0, means_weight=0.0)
@@ -270,6 +325,8 @@ def main(argv=None) -> dict:
                "hmmlearn_seconds": hmmlearn_seconds, "emvi_loglik": result.log_likelihood,
                "hmmlearn_loglik": hmmlearn_loglik, "iterations": args.iterations, "sequences": args.sequences,
                "length": args.length, "states": args.states, "features": args.features, "threads": args.threads}
+    if args.quick:  # 10 of the sequences: hmmlearn's full and tied M-steps take ~0.8 s per iteration on 40
+        summary["covariance_types"] = covariance_types(x[:10], init, args)
     print(json.dumps(summary))
     return summary
 

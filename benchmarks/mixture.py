@@ -23,6 +23,14 @@ synthetic case's.
     python benchmarks/mixture.py --quick    # N=20,000 synthetic and 4,000 MNIST images, under a minute
     python benchmarks/mixture.py --em-only  # EM and scikit-learn only
     python benchmarks/mixture.py --chunks   # the chunked E-step's cost against its chunk size and dtype
+    python benchmarks/mixture.py --covariance-types  # the drop-ins against scikit-learn, per covariance type
+
+``--covariance-types`` (also run, small, by ``--quick``, as the summary's ``covariance_types``): for full, tied, diag
+and spherical, :class:`emvi.estimators.GaussianMixture` against scikit-learn's from one given start (k-means++ means,
+the nearest-centre assignments' weights and covariances in the type's layout, as ``weights_init``/``means_init``/
+``precisions_init``) and the same ``tol``/``max_iter``/``reg_covar``, the two fits alternating ``--repeats`` (>= 3)
+times; one JSON line per type: ``em_time_ratio`` (emvi / scikit-learn median wall time), both ``lower_bound_`` and
+``n_iter_``.
 
 ``--chunks`` times :meth:`MixtureModel.expected_statistics` (the E-step fused with the M-step's reduction: one EM
 iteration's data pass) on MNIST-PCA50 (all training images; the synthetic case when MNIST is absent), K=10, for
@@ -59,6 +67,7 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 import emvi  # noqa: F401  (module-local Pyro params before the models are built)
+from emvi.estimators import GaussianMixture as EmviGaussianMixture
 from emvi.inference import TrainConfig, fit_em, train
 from emvi.inference.initialization import initialise_mixture
 from emvi.inference.natural_gradient import natural_gradient_svi
@@ -202,6 +211,67 @@ def chunk_case(repeats: int, seed: int = 0) -> dict:
     return summary
 
 
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def given_start(x: np.ndarray, k: int, covariance_type: str, reg_covar: float, seed: int = 0):
+    """``(weights (K,), means (K, D), precisions)`` in scikit-learn's ``precisions_init`` layout for the type: k-means++
+    means, then one M-step on the nearest-centre assignments (covariances + ``reg_covar``, inverted)."""
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    means = MixtureModel(MixtureConfig(num_components=k, floor=1e-6), x.shape[1], dtype=torch.float64)
+    initialise_mixture(means, xt, "kmeans++", torch.Generator().manual_seed(seed))
+    centres = means.means.detach().numpy()
+    labels = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+    counts = np.bincount(labels, minlength=k).astype(float)
+    means = np.stack([x[labels == j].mean(0) if counts[j] else centres[j] for j in range(k)])
+    d = x.shape[1]
+    # (K, D, D) scatter per component; an empty component keeps the data's covariance.
+    covariances = np.stack([np.cov(x[labels == j].T, bias=True) if counts[j] > 1 else np.cov(x.T, bias=True)
+                            for j in range(k)])
+    if covariance_type == "tied":
+        covariance = np.einsum("k,kij->ij", counts, covariances) / counts.sum() + reg_covar * np.eye(d)
+        precisions = np.linalg.inv(covariance)
+    elif covariance_type == "full":
+        precisions = np.linalg.inv(covariances + reg_covar * np.eye(d))
+    else:
+        variances = np.diagonal(covariances, axis1=1, axis2=2) + reg_covar
+        precisions = 1 / (variances if covariance_type == "diag" else variances.mean(1))
+    return counts / counts.sum(), means, precisions
+
+
+def covariance_case(x: np.ndarray, k: int, covariance_type: str, repeats: int, tol: float = 1e-3,
+                    max_iter: int = 1000, reg_covar: float = 1e-6, seed: int = 0) -> dict:
+    """emvi's GaussianMixture drop-in against scikit-learn's from the same given start, alternating runs."""
+    weights, means, precisions = given_start(x, k, covariance_type, reg_covar, seed)
+    settings = dict(covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar,
+                    weights_init=weights, means_init=means, precisions_init=precisions, random_state=seed)
+    times = {"sklearn": [], "emvi": []}
+    fitted = {}
+    for _ in range(max(repeats, 3)):
+        for library, estimator in (("sklearn", GaussianMixture), ("emvi", EmviGaussianMixture)):
+            model = estimator(k, **settings)
+            began = time.perf_counter()
+            model.fit(x)
+            times[library].append(time.perf_counter() - began)
+            fitted[library] = model
+    sk, ours = fitted["sklearn"], fitted["emvi"]
+    sklearn_seconds, emvi_seconds = float(np.median(times["sklearn"])), float(np.median(times["emvi"]))
+    return {"covariance_type": covariance_type, "n": x.shape[0], "d": x.shape[1], "k": k, "pairs": max(repeats, 3),
+            "sklearn_seconds": sklearn_seconds, "emvi_seconds": emvi_seconds,
+            "em_time_ratio": emvi_seconds / sklearn_seconds, "sklearn_lower_bound": float(sk.lower_bound_),
+            "emvi_lower_bound": float(ours.lower_bound_), "sklearn_n_iter": int(sk.n_iter_),
+            "emvi_n_iter": int(ours.n_iter_)}
+
+
+def covariance_types(n: int, repeats: int) -> dict:
+    """``--covariance-types``: one JSON line per type on the synthetic data (D=10, K=8); returns them by type."""
+    x, rows = synthetic(n), {}
+    for covariance_type in COVARIANCE_TYPES:
+        rows[covariance_type] = row = covariance_case(x, 8, covariance_type, repeats)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def finite_or_none(value):
     if isinstance(value, dict):
         return {k: finite_or_none(v) for k, v in value.items()}
@@ -217,12 +287,18 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs of sklearn and em per case; the fastest counts")
     parser.add_argument("--em-only", action="store_true", help="EM against scikit-learn only (no SVI runs)")
     parser.add_argument("--chunks", action="store_true", help="the E-step's time against chunk size and dtype only")
+    parser.add_argument("--covariance-types", action="store_true",
+                        help="the GaussianMixture drop-in against scikit-learn per covariance type only")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
     if args.chunks:
         summary = chunk_case(args.repeats) | {"threads": args.threads}
         print(json.dumps(summary))
+        return 0
+    if args.covariance_types:
+        n = 10_000 if args.quick else 50_000
+        print(json.dumps({"quick": args.quick, "covariance_types": covariance_types(n, args.repeats)}))
         return 0
     n_synth, mnist_limit, svi_epochs = (20_000, 4_000, 100) if args.quick else (100_000, None, 300)
     rows = [run_case("synthetic", synthetic(n_synth), 8, svi_epochs=svi_epochs, repeats=args.repeats,
@@ -237,6 +313,8 @@ def main(argv=None) -> int:
     summary = {key: synth[key] for key in ("em_time_ratio", "svi_time_ratio", "em_loglik", "sklearn_loglik",
                                            "svi_loglik", "svi_adam_time_ratio") if key in synth}
     summary.update(quick=args.quick, cases=rows)
+    if args.quick:
+        summary["covariance_types"] = covariance_types(10_000, args.repeats)
     # "never reached" is infinite time; JSON has no infinity, so it is written as null.
     print(json.dumps(finite_or_none(summary)))
     return 0

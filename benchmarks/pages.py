@@ -124,6 +124,16 @@ def hmm_fit(result: dict) -> list[str]:
     return [caption, ""] + markdown_table(["library", "fit (s)", "log-likelihood"], rows)
 
 
+def hmm_covariance_types(result: dict) -> list[str]:
+    """The ``covariance_types`` rows of ``hmm.py --quick``: the GaussianHMM drop-in against hmmlearn's per type."""
+    if "covariance_types" not in result:
+        return ["Not in this record: rerun `python benchmarks/record.py hmm --quick`."]
+    rows = [[kind, number(row["hmmlearn_seconds"]), number(row["time_ratio"]), fixed(row["hmmlearn_loglik"]),
+             fixed(row["emvi_loglik"])] for kind, row in result["covariance_types"].items()]
+    return markdown_table(["covariance_type", "hmmlearn fit (s)", "time ratio emvi / hmmlearn",
+                           "log-likelihood, hmmlearn", "log-likelihood, emvi"], rows)
+
+
 def hmm_long(result: dict) -> list[str]:
     rows = [[f"{int(key.removeprefix('T=')):,}", number(row["time_ratio"]), number(row["cpu_time_ratio"]),
              number(row["fit_rss_ratio"]), number(row["loglik_rel_diff"]), number(row["decode_same_path"])]
@@ -156,6 +166,18 @@ def mixture_fit(result: dict) -> list[str]:
                      fixed(case["em_loglik"])])
     return markdown_table(["case", "data", "scikit-learn fit (s)", "EM", "natural-gradient SVI", "SVI, Adam",
                            "log-likelihood, scikit-learn", "log-likelihood, EM"], rows)
+
+
+def mixture_covariance_types(result: dict) -> list[str]:
+    """The ``covariance_types`` rows of ``mixture.py --quick``: the GaussianMixture drop-in against scikit-learn's."""
+    if "covariance_types" not in result:
+        return ["Not in this record: rerun `python benchmarks/record.py mixture --quick`."]
+    rows = [[kind, f"{row['n']:,} x {row['d']}, K = {row['k']}", number(row["sklearn_seconds"]),
+             number(row["em_time_ratio"]), f"{row['sklearn_n_iter']} / {row['emvi_n_iter']}",
+             fixed(row["sklearn_lower_bound"]), fixed(row["emvi_lower_bound"])]
+            for kind, row in result["covariance_types"].items()]
+    return markdown_table(["covariance_type", "data", "scikit-learn fit (s)", "time ratio emvi / scikit-learn",
+                           "iterations, scikit-learn / emvi", "lower bound, scikit-learn", "lower bound, emvi"], rows)
 
 
 def fa_starts(result: dict) -> list[str]:
@@ -246,10 +268,12 @@ TABLES = {
     "hmm-threads": Table("hmm", ("--recursions", "--quick"), hmm_threads),
     "hmm-choice": Table("hmm", ("--recursions", "--quick"), hmm_choice),
     "hmm-fit": Table("hmm", ("--quick",), hmm_fit),
+    "hmm-covariance-types": Table("hmm", ("--quick",), hmm_covariance_types),
     "hmm-long": Table("hmm", ("--long", "--quick"), hmm_long),
     "mixture-chunks": Table("mixture", ("--chunks", "--threads", "1", "--repeats", "9"), mixture_chunks),
     "mixture-chunks-two-threads": Table("mixture", ("--chunks",), mixture_chunks),
     "mixture-fit": Table("mixture", ("--quick",), mixture_fit),
+    "mixture-covariance-types": Table("mixture", ("--quick",), mixture_covariance_types),
     "fa-starts": Table("ppca", ("--fa-starts",), fa_starts),
     "ppca-fit": Table("ppca", ("--quick",), ppca_fit),
     "nuts": Table("mcmc", ("--quick",), generic),
