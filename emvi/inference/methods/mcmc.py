@@ -1,7 +1,7 @@
 """mcmc: NUTS as a method of the table (:func:`emvi.inference.mcmc.fit_posterior`), for any model with a Bayesian
 view (``bayesian_view(*data)``; optional ``mcmc_ready``, ``load_posterior_mean``). The chains start from a point
 fit: EM (the model's EM protocol, :class:`~emvi.inference.em.EMConfig`'s defaults) or, when the view asks for
-``start="map"`` or the model has no EM protocol, the MAP (:func:`~emvi.inference.mcmc.map_start`), moved 1% toward
+``start="map"`` or the model has no EM protocol, the MAP (:func:`~emvi.inference.mcmc.map_start`), moved a little toward
 the prior mean (:func:`~emvi.inference.mcmc.interior_start`); a view's ``log_density`` is NUTS's potential."""
 
 from __future__ import annotations
