@@ -41,7 +41,12 @@ MODELS = tuple(entry.name for family in FAMILIES for entry in family.ENTRIES)
 # Values an option may get. Sizes may be huge (the memory guard must answer); counts of iterations stay small so a
 # value that happens to be valid still fits in milliseconds.
 BAD_VALUES = ("-1", "0", "-3.5", "nan", "inf", "-inf", "1e999", "abc", "", " ", "true", "none", "0x10", "１", "1,2",
-              "-", "--", "é", "9" * 40)
+              "-", "--", "é", "9" * 40, "-0", "1e300", "1e-320", "+inf", "NaN", "1e20", str(2**63), str(2**63 - 1),
+              str(-(2**63) - 1), "a\nb", "\x1b[31mred\x1b[0m", "\t", "\x00")
+"""Special floats, integers at and past torch's 64-bit sizes, and hostile text (newlines, ANSI escapes, NUL)."""
+DEVICE_VALUES = ("cpu", "cuda", "cuda:0", "cuda:99", "cuda:-1", "mps", "meta", "xla", "cpu:0", "auto", "CPU", "gpu",
+                 "cuda:0\n", "cuda:1e9")
+HOSTILE_PATHS = ("run\nx", "\x1b[2Jrun", "run\t", "..", "./", "r" * 300, "run/../run", "~")
 SMALL_VALUES = ("1", "2")
 HUGE_VALUES = ("1000000000", "123456789012")
 SIZE_OPTIONS = {"latent_dim", "hidden_dims", "num_components", "num_states", "num_topics", "num_categories"}
@@ -84,8 +89,11 @@ def _option_values(name: str):
         pool += ["svi", "em", "mcmc", "gibbs"]
     if name == "binarize":
         pool += ["static", "dynamic"]
+    if name == "device":
+        pool += list(DEVICE_VALUES)
     if name in ("dataset", "run_dir", "out"):
-        pool += ["digits", "mnist", "missing.csv", "run", "AFILE", "AFILE/x", "data/unit.csv", "/proc/version"]
+        pool += ["digits", "mnist", "missing.csv", "run", "AFILE", "AFILE/x", "data/unit.csv", "/proc/version",
+                 *HOSTILE_PATHS]
     return st.sampled_from(pool)
 
 
@@ -114,7 +122,7 @@ def cli_cases(draw):
         flag = "--" + name.replace("_", "-")
         value = draw(_option_values(name))
         if name in ("num_samples", "limit") and value in HUGE_VALUES:
-            value = "-2"
+            value = "-2"  # valid but slow; the values past the bounds (1e20, 2**63) stay
         argv += [flag, value] if draw(st.booleans()) else [f"{flag}={value}"]
     if draw(st.integers(0, 9)) == 0:
         argv.insert(draw(st.integers(1, len(argv))), draw(st.sampled_from(["--resume", "--help-me", "-k", "--"])))
@@ -147,7 +155,7 @@ def arrays(draw):
 
 @st.composite
 def data_cases(draw):
-    kind = draw(st.sampled_from(("npy", "npz", "csv", "truncated", "extension", "encoding", "garbage")))
+    kind = draw(st.sampled_from(("npy", "npz", "csv", "truncated", "extension", "encoding", "garbage", "header")))
     name, payload = "input.npy", b""
     if kind == "npy":
         buffer = io.BytesIO()
@@ -176,6 +184,8 @@ def data_cases(draw):
         name = "input.csv"
         payload = draw(st.sampled_from([text.encode("utf-16"), b"\xef\xbb\xbf" + text.encode(), "é,1\n".encode("latin-1"),
                                         b"\x00\x01\x02", b"1,2\r\n3\x00,4\n"]))
+    elif kind == "header":
+        name, payload = draw(_hostile_headers())
     else:
         name = draw(st.sampled_from(("input.npy", "input.npz", "input.csv")))
         payload = draw(st.binary(max_size=64))
@@ -187,10 +197,39 @@ def data_cases(draw):
     return {"argv": argv, "files": {name: payload}, "run": None}
 
 
+@st.composite
+def _hostile_headers(draw):
+    """``(name, bytes)`` of an .npy (or an .npz holding one) whose header claims a huge length or a huge shape, or
+    is no Python literal: the reader must refuse it before allocating or evaluating anything."""
+    version = draw(st.sampled_from((1, 2, 3)))
+    shape = draw(st.sampled_from(["(3, 2)", f"({2**62}, {2**62})", f"({2**31}, 8)", "(-1, 2)", "(3,)", "()",
+                                  "__import__('os')", "(" + "1, " * 40 + ")"]))
+    descr = draw(st.sampled_from(["'<f8'", "'|O'", "'<c16'", "'>i4'", "[('a', '<f8')]", "'<U9999999999'"]))
+    header = ("{'descr': " + descr + ", 'fortran_order': False, 'shape': " + shape + ", }").encode("latin-1")
+    header = header + b" " * draw(st.sampled_from([0, 10, 70000])) + b"\n"
+    claimed = len(header) if draw(st.booleans()) else draw(st.sampled_from([0, 65535, 2**31, 2**32 - 1]))
+    size = "<H" if version == 1 else "<I"
+    if version == 1:
+        claimed = min(claimed, 65535)
+    import struct
+
+    payload = b"\x93NUMPY" + bytes([version, 0]) + struct.pack(size, claimed) + header
+    payload += b"\x00" * draw(st.sampled_from([0, 8, 48]))
+    if draw(st.booleans()):
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("x.npy", payload)
+        return "input.npz", buffer.getvalue()
+    return "input.npy", payload
+
+
 # -- spec files --------------------------------------------------------------------------------------------------------
 
 _SPEC_VALUES = st.one_of(st.integers(-3, 3), st.sampled_from([10**9, 1.5, -0.5, float("nan"), float("inf")]),
-                         st.booleans(), st.sampled_from(["1", "abc", "", "none", "svi", "em", "digits", "static"]),
+                         st.booleans(), st.sampled_from(["1", "abc", "", "none", "svi", "em", "digits", "static", "a\nb",
+                                                          "\x1b[31mred", "cuda:99", "1e999"]),
                          st.lists(st.integers(-2, 4), max_size=3), st.just({"nested": 1}))
 
 
@@ -263,12 +302,19 @@ def spec_cases(draw):
 
 # -- checkpoints and config.json ---------------------------------------------------------------------------------------
 
+TRAINING_STATE_DAMAGE = {"layout-optimizer": ("optimizer", {"weights": [1.0]}), "layout-rng": ("rng", "seed"),
+                         "layout-epoch": ("epoch", "3"), "layout-history": ("history", 5),
+                         "layout-scheduler": ("scheduler", [0.5]), "layout-groups": ("optimizer", {"state": {},
+                                                                                              "param_groups": [1]})}
+"""A checkpoint whose training state (optimiser, RNG, epoch, history) has another layout."""
+
+
 @st.composite
 def checkpoint_cases(draw):
     run = draw(st.sampled_from(("vae", "mixture-em")))
     damage = draw(st.sampled_from(("truncate", "garbage", "foreign", "no-format", "missing-keys", "nan", "shape",
                                    "pickle", "config-garbage", "config-model", "config-types", "config-missing",
-                                   "checkpoint-missing", "checkpoint-dir")))
+                                   "checkpoint-missing", "checkpoint-dir", *TRAINING_STATE_DAMAGE)))
     command = draw(st.sampled_from(("evaluate", "sample", "analyze", "resume")))
     return {"damage": damage, "run": run, "command": command, "offset": draw(st.integers(0, 2000))}
 
@@ -491,6 +537,9 @@ def _damage(run: Path, damage: str, offset: int) -> None:
             state = {"format": state["format"], "config": state.get("config", "{}")}
         elif damage == "nan":
             state["model"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in state["model"].items()}
+        elif damage in TRAINING_STATE_DAMAGE:
+            key, value = TRAINING_STATE_DAMAGE[damage]
+            state[key] = value
         elif damage == "shape":
             state["model"] = {k: torch.zeros(*(s + 1 for s in v.shape)) for k, v in state["model"].items()}
         elif damage == "config-garbage":
