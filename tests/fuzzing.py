@@ -9,7 +9,10 @@ asked to create; the shared fixtures (data files, valid runs) are never changed.
 Hypothesis strategies generate the cases in five categories: ``cli`` (options of every command and model, with bad
 values), ``data`` (files of every kind: dtype, shape, NaN/inf, empty, truncated, wrong extension, wrong encoding),
 ``spec`` (TOML/YAML with wrong types, unknown keys, odd encodings), ``checkpoint`` (truncated, foreign, NaN, wrong
-shapes, damaged config.json) and ``rundir`` (missing, a file, another model's, half-written, foreign files).
+shapes, damaged config.json, training state of another layout) and ``rundir`` (missing, a file, another model's,
+half-written, foreign files). Every numeric option of every model gets special floats (nan, inf, 1e300, 1e-320) and
+integers at and past 2**63; devices get odd strings (cuda:99, mps, meta); names and paths get newlines, ANSI escapes
+and NUL; .npy/.npz files get headers claiming huge lengths or shapes (issue 33).
 """
 
 from __future__ import annotations
