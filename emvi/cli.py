@@ -272,6 +272,9 @@ def _parse(argv: list[str]):
         from .spec import load_spec
 
         return load_spec(spec_path, overrides), None, argv
+    dashes = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.endswith("=--")]
+    if dashes:  # argparse drops a '--' value and leaves an empty list where one value belongs
+        raise ConfigError(f"{dashes[0]}=-- gives no value ('--' ends the options); give {dashes[0]} a value or drop it")
     return None, _build_parser().parse_args(argv), argv
 
 

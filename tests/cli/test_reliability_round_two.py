@@ -249,3 +249,11 @@ def test_bad_estimator_arguments_raise_one_line(make, error, needle):
     with pytest.raises(error, match=needle) as caught:
         make(x)
     assert isinstance(caught.value, EmviError) and "\n" not in str(caught.value)
+
+
+def test_an_option_given_a_bare_double_dash_is_one_line(files, capsys, svi_run):
+    """``--compare-out=--``: argparse drops the '--' and leaves a list where one path belongs (found by the fuzzer)."""
+    before = snapshot(svi_run[0])
+    rc, err = run_cli(capsys, "analyze", svi_run[0], "--num-samples", "2", "--compare-out=--")
+    assert_one_line_error(rc, err, "--compare-out=--")
+    assert snapshot(svi_run[0]) == before
