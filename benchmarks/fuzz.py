@@ -54,10 +54,20 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         workspace = Workspace(Path(root))
-        for category in CATEGORIES:
-            _run_category(workspace, category, total // len(CATEGORIES), args.seed, outcomes)
+        active, seed = list(CATEGORIES), args.seed
+        while len(outcomes) < total and active:
+            # A category whose search space is smaller than its share (rundir's states) gives the rest to the
+            # others: the later rounds draw with another seed.
+            share = -(-(total - len(outcomes)) // len(active))
+            for category in list(active):
+                before = len(outcomes)
+                _run_category(workspace, category, min(share, total - len(outcomes)), seed, outcomes)
+                if len(outcomes) - before < share and len(outcomes) < total:
+                    active.remove(category)
+            seed += 1
     summary = summarise(outcomes)
     summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["cases_per_second"] = round(len(outcomes) / max(summary["seconds"], 1e-9), 2)
     print(json.dumps(summary))
 
 

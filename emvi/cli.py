@@ -272,6 +272,9 @@ def _parse(argv: list[str]):
         from .spec import load_spec
 
         return load_spec(spec_path, overrides), None, argv
+    dashes = [a.split("=", 1)[0] for a in argv if a.startswith("--") and a.endswith("=--")]
+    if dashes:  # argparse drops a '--' value and leaves an empty list where one value belongs
+        raise ConfigError(f"{dashes[0]}=-- gives no value ('--' ends the options); give {dashes[0]} a value or drop it")
     return None, _build_parser().parse_args(argv), argv
 
 
@@ -314,6 +317,8 @@ def _runs_held(args):
     try:
         for run in runs:
             run.lock(args.command)
+            if not (args.command == "sample" and args.output):  # sample --output writes elsewhere only
+                run.check_writable(args.command)
         yield
     finally:
         for run in runs:
@@ -388,9 +393,9 @@ def _cmd_fit(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .rundir import RunDirectory, atomic_write_text
     from .runs import default_evaluate, evaluation_data
-    from .validation import check_positive_int, resolve_device
+    from .validation import MONTE_CARLO_SAMPLES_MAX, check_positive_int, resolve_device
 
-    check_positive_int(args.num_samples, "--num-samples")
+    check_positive_int(args.num_samples, "--num-samples", maximum=MONTE_CARLO_SAMPLES_MAX)
     if args.limit is not None:
         check_positive_int(args.limit, "--limit")
     resolve_device(args.device)
@@ -474,9 +479,9 @@ def _cmd_analyze(args) -> int:
     from .analysis.report import compare_fits, loo_applies, plot_comparison, write_analysis
     from .rundir import comparison_paths
     from .runs import held_out_split, load_run, run_seed
-    from .validation import check_positive_int
+    from .validation import MONTE_CARLO_SAMPLES_MAX, check_positive_int
 
-    check_positive_int(args.num_samples, "--num-samples")
+    check_positive_int(args.num_samples, "--num-samples", maximum=MONTE_CARLO_SAMPLES_MAX)
     if args.limit is not None:
         check_positive_int(args.limit, "--limit")
     if args.compare_out is not None and Path(args.compare_out).exists() and not Path(args.compare_out).is_dir():

@@ -8,6 +8,11 @@ import reprlib
 MESSAGE_VALUE_LIMIT = 200
 """Characters of a quoted value in an error message: a huge or deeply nested value is cut, never expanded."""
 
+SIZE_MAX = 2**31 - 1
+"""The largest size or count an option or declaration takes (refused above it, in one line): far beyond any memory,
+and a product of a few such sizes still fits torch's 64-bit sizes, so the memory guard answers a huge one rather
+than an overflow deep in torch."""
+
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxset = 3, 6, 6, 6, 6
 _SHORT.maxstring = _SHORT.maxother = 80

@@ -74,8 +74,12 @@ run that never finished one, which a new fit may reuse."""
 
 def _atomic_write(path: Path, write) -> Path:
     """Call ``write(binary_handle)`` on a temporary file beside ``path``, fsync it and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError:  # a read-only run or output folder: nothing was written
+        raise ConfigError(f"cannot write {path}: {path.parent} is read-only (permission denied); make it writable "
+                          "or copy the run to a folder you can write") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -270,6 +274,12 @@ class RunDirectory:
                               "or analyze writing it); wait for it to finish or pick another --run-dir") from None
         _HELD[key] = fd
         return self
+
+    def check_writable(self, action: str) -> None:
+        """Refuse in one line, before any work, a run folder this process cannot write in (``action`` writes there)."""
+        if self.path.is_dir() and not os.access(self.path, os.W_OK | os.X_OK):
+            raise ConfigError(f"cannot {action} {self.path}: the folder is read-only (permission denied); make it "
+                              "writable or copy the run to a folder you can write")
 
     def check_free(self, action: str = "fit") -> None:
         """Refuse in one line, now, when another process holds the run (checked again when :meth:`lock` is taken)."""

@@ -4,9 +4,10 @@ the model and the site), their order, what the guide enumerates, and the printed
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import SIZE_MAX, ConfigError, short_repr
 from .expressions import CONTINUOUS_LATENTS, GLOBAL_GUIDES, ROLES, STORY_NAMES, Expr
 from .families import ALIASES, FAMILIES
 from .families import family as find_family
@@ -146,7 +147,15 @@ def validate(decl: Declaration) -> None:
     """Check a declaration once; every error is one line naming the model and the site."""
     if not isinstance(decl.name, str) or not decl.name:
         raise ConfigError(f"a declared model needs a name, got {decl.name!r}")
+    strays = [type(s).__name__ for s in decl.sites if not isinstance(s, Site)]
+    if strays:
+        raise ConfigError(f"model {decl.name!r}: declare() takes sites made by param, latent, observed or covariate, "
+                          f"got {', '.join(strays)}")
     names = [s.name for s in decl.sites]
+    odd = [n for n in names if not isinstance(n, str) or not n.isidentifier()]
+    if odd:  # a name becomes a Pyro site, a parameter prefix (name__loc) and a spec key (model.sites.NAME)
+        raise ConfigError(f"model {decl.name!r}: site name(s) {short_repr(odd)} are not identifiers; use letters, "
+                          "digits and _ (no dots, spaces or empty names)")
     if not names:
         raise ConfigError(f"model {decl.name!r} declares no sites")
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -183,10 +192,11 @@ def validate(decl: Declaration) -> None:
             _fail(decl, s.name, f"guide must be one of {', '.join(GLOBAL_GUIDES)}, got {s.guide!r}")
         if s.guide != "map" and (s.role != "param" or fam is None):
             _fail(decl, s.name, "a mean-field guide is for global sites with a family (a prior)")
-        for key in ("dim", "categories"):
-            value = getattr(s, key)
-            if value is not None and value < 1:
-                _fail(decl, s.name, f"{key} must be >= 1, got {value}")
+        for key, values in (("dim", (s.dim,)), ("categories", (s.categories,)), ("shape", s.shape)):
+            for value in values:
+                if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                          or not 1 <= value <= SIZE_MAX):
+                    _fail(decl, s.name, f"{key} must be an integer in [1, {SIZE_MAX}], got {short_repr(value)}")
         if s.family in ("categorical", "multinomial") and s.family == "categorical" and (s.categories or 0) < 2:
             _fail(decl, s.name, "a categorical site needs categories >= 2")
         if s.family == "multinomial" and s.dim is not None:

@@ -20,11 +20,12 @@ expression gives its q² entries, the strict lower triangle as they are and the 
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import SIZE_MAX, ConfigError, short_repr
 
 ROLES = ("param", "latent", "observed", "covariate")
 GLOBAL_GUIDES = ("map", "meanfield")
@@ -132,7 +133,12 @@ def linear(*inputs: str, by: str | tuple[str, ...] | None = None) -> Expr:
 
 
 def mlp(*inputs: str, hidden=(64,)) -> Expr:
-    return Expr("mlp", inputs=tuple(inputs), hidden=tuple(int(h) for h in hidden))
+    sizes = tuple(hidden) if isinstance(hidden, (list, tuple)) else None
+    if sizes is None or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or not 1 <= h <= SIZE_MAX
+                            for h in sizes):
+        raise ConfigError(f"mlp hidden must be a list of layer widths in [1, {SIZE_MAX}] such as [64], got "
+                          f"{short_repr(hidden)}")
+    return Expr("mlp", inputs=tuple(inputs), hidden=tuple(int(h) for h in sizes))
 
 
 def conv(input_site: str) -> Expr:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, short_repr
 from .expressions import LATENT_DEFAULTS, ROLES, Expr, _names, expr, learned
 from .families import canonical
 from .families import family as find_family
@@ -196,7 +196,10 @@ def site_from_data(name: str, data: dict, where: str) -> Site:
             raise ConfigError(f"{where}.{key} must be an integer, got {data[key]!r}")
     try:
         if role == "param":
-            return param(name, family, tuple(data.get("shape", ())), guide=data.get("guide", "map"),
+            shape = data.get("shape", ())
+            if not isinstance(shape, (list, tuple)):
+                raise ConfigError(f"{where}.shape must be a list of sizes such as [3], got {short_repr(shape)}")
+            return param(name, family, tuple(shape), guide=data.get("guide", "map"),
                          positive=bool(data.get("positive", False)), **params)
         if role == "covariate":
             return covariate(name, data.get("dim"))

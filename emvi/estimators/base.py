@@ -64,7 +64,7 @@ def as_input(x, name: str = "X") -> torch.Tensor:
             raise NonNumericDataError(f"{name} must hold numbers ({exc}); pass numbers only") from None
         except ValueError as exc:
             raise DataError(f"{name} must hold numbers ({exc}); pass numbers only") from None
-    if not array.flags.writeable:
+    if not array.flags.writeable or any(stride < 0 for stride in array.strides):  # torch takes neither
         array = array.copy()
     if np.iscomplexobj(array):
         raise DataError(f"Complex data not supported: {name} has dtype {array.dtype}; pass real numbers")

@@ -31,7 +31,7 @@ from ..inference.natural_gradient import natural_gradient_svi
 from ..inference.restarts import best_of_restarts
 from ..models.mixture import FAMILIES, MixtureConfig, MixtureGuide, MixtureModel, check_mixture_data
 from ..models.mixture_covariances import GAUSSIAN_FAMILIES, covariance_matrices, covariance_name
-from ..validation import check_choice, check_positive_int, resolve_device
+from ..validation import check_choice, check_number, check_positive_int, check_seed, resolve_device
 from .base import EmviEstimator, as_input, check_shape, resolve_dtype, to_numpy
 
 SVI_STEPS = ("natural", "adam")
@@ -112,9 +112,9 @@ class Mixture(DensityMixin, EmviEstimator):
                 check_positive_int(getattr(self, name), name)
         if not (isinstance(self.tol, (int, float)) and self.tol >= 0):
             raise ConfigError(f"tol must be a number >= 0, got {self.tol!r}")
-        if self.learning_rate is not None and not (isinstance(self.learning_rate, (int, float))
-                                                   and self.learning_rate > 0):
-            raise ConfigError(f"learning_rate must be a positive number or None, got {self.learning_rate!r}")
+        if self.learning_rate is not None:
+            check_number(self.learning_rate, "learning_rate", minimum=0, exclusive_minimum=True)
+        check_seed(self.seed)
         return config
 
     def _data(self, x, config: MixtureConfig, *, fitting: bool = False) -> torch.Tensor:

@@ -75,11 +75,22 @@ def random_subsample(x: torch.Tensor, num_centres: int, generator: torch.Generat
 
 
 def initial_centres(x: torch.Tensor, num_centres: int, method: str, generator: torch.Generator) -> torch.Tensor:
+    check_squares_finite(x)
     if method == "kmeans++":
         return kmeans_plusplus(x, num_centres, generator)
     if method == "random":
         return random_subsample(x, num_centres, generator)
     raise ConfigError(f"init must be one of {', '.join(INITS)}, got {method!r}")
+
+
+def check_squares_finite(x: torch.Tensor, name: str = "data") -> None:
+    """Refuse data so large that squared distances and variances (sums of D squares) overflow ``x``'s dtype: k-means++
+    would draw from NaN weights and EM would divide infinities."""
+    largest = float(x.abs().max()) if x.numel() else 0.0
+    limit = (torch.finfo(x.dtype).max / max(1, 4 * x.shape[-1])) ** 0.5
+    if largest > limit:
+        raise DataError(f"{name} values reach {largest:.3g}, whose squares overflow {x.dtype} (usable up to about "
+                        f"{limit:.3g}); rescale the data first, e.g. divide it by its standard deviation")
 
 
 def hard_assignments(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -103,6 +114,10 @@ def initialise_mixture(model, x: torch.Tensor, init: str, generator: torch.Gener
             centres = torch.as_tensor(means_init).to(x)
             if centres.shape != (k, x.shape[1]):
                 raise DataError(f"means_init must have shape (K, D) = {(k, x.shape[1])}, got {tuple(centres.shape)}")
+            if not torch.isfinite(centres).all():
+                raise DataError("means_init contains NaN or infinite values; pass finite starting means (or leave "
+                                "means_init unset for k-means++)")
+            check_squares_finite(x)
         else:
             centres = initial_centres(x, k, init, generator)
         resp = hard_assignments(x, centres)

@@ -166,7 +166,7 @@ def train(
     hooks: list = []
     checkpointer = None
     if run is not None:
-        loop.where = f" in {run.path}"
+        loop.run_directory = run
         if reducer.rank == 0:  # rank 0 alone writes the run directory
             hooks.append(MetricsWriter(run, resolved))
         checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0)

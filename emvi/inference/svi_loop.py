@@ -40,6 +40,7 @@ from .train_config import (
     NO_STRATA,
     TrainConfig,
     TrainResult,
+    check_plate_nesting,
     elbo_for,
     follow_discrete_sites,
     kl_weight,
@@ -181,6 +182,8 @@ class SVI:
         else:
             if config.elbo != "enum":
                 self.loss_model, config = follow_discrete_sites(config, self.model, self.guide, first_batch, num_data)
+            else:
+                check_plate_nesting(config, self.model, self.guide, first_batch, num_data)
             self.config = config
             # One pass creates lazily initialised parameters (autoguides, pyro.param) before the optimizer sees them.
             self.elbo = _warm_up(elbo_for(config, jit=config.jit), config, self.loss_model, self.guide, first_batch,
@@ -230,8 +233,8 @@ class SVI:
             value = self.step(parts, warmup)
             if not math.isfinite(value):
                 raise NonFiniteLossError(
-                    f"loss became {value} at epoch {epoch + 1}, step {index + 1}; the last good checkpoint is "
-                    f"kept{self.where}; lower --learning-rate or set --clip-grad-norm")
+                    f"loss became {value} at epoch {epoch + 1}, step {index + 1}{self.checkpoint_note()}; lower "
+                    "--learning-rate or set --clip-grad-norm")
             step_items = sum(items.shape[0] for items, _ in parts)
             total += value * step_items
             seen += step_items
@@ -250,12 +253,20 @@ class SVI:
             metrics["valid_loss"] = evaluate_loss(self.elbo, self.loss_model, self.guide, self.valid_tensors,
                                                   batch_size=self.batch_size, transform=self.valid_transform)
             if not math.isfinite(metrics["valid_loss"]):
-                raise NonFiniteLossError(f"held-out loss became {metrics['valid_loss']} at epoch {epoch + 1}; the "
-                                         "last good checkpoint is kept; lower --learning-rate")
+                raise NonFiniteLossError(f"held-out loss became {metrics['valid_loss']} at epoch {epoch + 1}"
+                                         f"{self.checkpoint_note()}; lower --learning-rate")
         return metrics
 
-    where = ""
-    """Where the last good checkpoint is, for error messages (set by the checkpointer)."""
+    run_directory = None
+    """The run directory checkpoints go to (set by the runner), for error messages."""
+
+    def checkpoint_note(self) -> str:
+        """``; the last good checkpoint is kept in RUN`` when one exists there, else that none was written."""
+        if self.run_directory is None:
+            return ""
+        if self.run_directory.has_checkpoint():
+            return f"; the last good checkpoint is kept in {self.run_directory.path}"
+        return f"; no checkpoint was written to {self.run_directory.path} yet"
 
     def run(self, callbacks=()) -> TrainResult:
         """Epochs from ``self.epoch`` to ``config.epochs``: schedules, early stopping, then the callbacks (objects of
@@ -330,14 +341,16 @@ def _full_size(frame) -> int:
 
 
 class _ScaleLatentSites(Messenger):
-    """Multiplies the log-density of every unobserved sample site by ``factor`` (KL warm-up)."""
+    """Multiplies the log-density of every unobserved sample site by ``factor`` (KL warm-up). Sites summed out by
+    enumeration are left alone: they are part of the marginal likelihood, not of a KL term, and TraceEnum_ELBO needs
+    them to share the scale of the observations that depend on them."""
 
     def __init__(self, factor: float):
         super().__init__()
         self.factor = factor
 
     def _process_message(self, msg):
-        if msg["type"] == "sample" and not msg["is_observed"]:
+        if msg["type"] == "sample" and not msg["is_observed"] and not msg["infer"].get("enumerate"):
             msg["scale"] = self.factor * msg["scale"]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..config import method_settings
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, short_repr
 from ..validation import check_choice, check_number, check_positive_int, check_seed
 from .elbo import ELBO_NAMES, make_elbo
 from .seeding import seed_everything
@@ -239,6 +239,10 @@ def follow_discrete_sites(config: TrainConfig, model, guide, batch, num_data):
     else Trace_ELBO. An explicit non-enumerating ELBO on such a model gets a warning: it would sample those sites."""
     hidden, marked, nesting = discrete_sites(model, guide, *batch, num_data=num_data)
     seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
+    _check_plate_nesting(config, nesting)
+    if hidden and config.elbo == "meanfield":  # TraceMeanField_ELBO needs every latent site in the guide
+        raise ConfigError(f"elbo 'meanfield' cannot handle the discrete site(s) {', '.join(hidden)} the guide leaves "
+                          "out (they are summed out); use elbo 'auto' (or 'enum')")
     if config.elbo == "auto":
         if not hidden and not marked:
             return model, dataclasses.replace(config, elbo="trace")
@@ -267,6 +271,49 @@ def restart_config(config: TrainConfig, restart: int) -> TrainConfig:
     return dataclasses.replace(config, seed=config.seed + int(restart), n_init=1)
 
 
+def check_plate_nesting(config: TrainConfig, model, guide, batch, num_data) -> None:
+    """Refuse a ``max_plate_nesting`` below the model's nested plates (one trace of the model against the guide)."""
+    if config.max_plate_nesting is not None:
+        _check_plate_nesting(config, discrete_sites(model, guide, *batch, num_data=num_data).max_plate_nesting)
+        seed_everything(config.seed)  # the inspection drew random numbers; start the stream as if it had not run
+
+
+def _check_plate_nesting(config: TrainConfig, nesting: int) -> None:
+    if config.max_plate_nesting is not None and config.max_plate_nesting < nesting:
+        raise ConfigError(f"max_plate_nesting={config.max_plate_nesting} is below the model's {nesting} nested "
+                          f"plate(s); leave it unset (the model's own) or set it >= {nesting}")
+
+
+RNG_STATE_KEYS = {"python": torch.Tensor, "python_version": int, "numpy_keys": torch.Tensor, "numpy_pos": int,
+                  "numpy_has_gauss": int, "numpy_gauss": float, "numpy_name": str, "torch": torch.Tensor}
+"""What :func:`emvi.inference.seeding.get_rng_state` writes, and each entry's type."""
+
+
+def _training_state_problem(state: dict) -> str | None:
+    """What in a checkpoint's training state (optimiser, schedule, RNG, epoch, history) is not as the SVI loop writes
+    it, or None: a resume reads each of these, and would fail half-way on another layout."""
+    optimizer = state["optimizer"]
+    if not (isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict)
+            and isinstance(optimizer.get("param_groups"), list)
+            and all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in optimizer["param_groups"])):
+        return "optimizer is not a torch optimiser state"
+    if state.get("scheduler") is not None and not isinstance(state["scheduler"], dict):
+        return "scheduler is not a schedule state"
+    states = [state["rng"], *(state.get("rng_ranks") or [])]
+    for rng in states:
+        if not isinstance(rng, dict) or any(not isinstance(rng.get(k), t) or isinstance(rng.get(k), bool)
+                                            for k, t in RNG_STATE_KEYS.items()):
+            return "rng is not a random-number-generator state"
+    if isinstance(state["epoch"], bool) or not isinstance(state["epoch"], int) or state["epoch"] < 0:
+        return f"epoch is {short_repr(state['epoch'])}"
+    if not isinstance(state["history"], list) or not all(isinstance(h, dict) for h in state["history"]):
+        return "history is not a list of per-epoch metrics"
+    for key, kind in (("best_valid", (int, float)), ("epochs_without_improvement", int), ("world_size", int)):
+        if key in state and (isinstance(state[key], bool) or not isinstance(state[key], kind)):
+            return f"{key} is {short_repr(state[key])}"
+    return None
+
+
 def check_resumable(state: dict, config: TrainConfig) -> None:
     """Raise :class:`CheckpointError` unless ``state`` (a checkpoint) was written by an SVI fit with the same training
     options as ``config`` but for ``epochs`` (and ``progress``); for ``config.n_init`` > 1, the options of the
@@ -282,6 +329,10 @@ def check_resumable(state: dict, config: TrainConfig) -> None:
     if not isinstance(saved, dict) or missing:
         raise CheckpointError("cannot resume: the checkpoint was not written by an SVI fit (no training state); "
                               "refit into a new --run-dir")
+    layout = _training_state_problem(state)
+    if layout:
+        raise CheckpointError(f"cannot resume: the checkpoint's training state has another layout ({layout}); it was "
+                              "written by another emvi version or edited: refit into a new --run-dir")
     # Only the number of epochs may change between a run and its resumption.
     differing = [k for k, v in config.to_dict().items() if k not in ("epochs", "progress") and saved.get(k, v) != v]
     if differing:

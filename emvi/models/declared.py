@@ -28,6 +28,7 @@ latents are all discrete is fit by EM through :meth:`DeclaredModel.em_by_enumera
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 
 import pyro
@@ -78,6 +79,16 @@ def import_object(path: str):
     return value
 
 
+def _check_callable_as(function, count: int, what: str, form: str) -> None:
+    """Refuse in one line a user callable that cannot take ``count`` positional arguments (checked, not called)."""
+    try:
+        inspect.signature(function).bind(*range(count))
+    except TypeError as exc:
+        raise ConfigError(f"{what} cannot be called as {form} ({exc}); give it that signature") from None
+    except ValueError:  # no signature to read (a builtin): it is called as is
+        pass
+
+
 def build_network(e: Expr, in_features: int, out_features: int, image_shape) -> nn.Module:
     if e.kind == "linear":
         return nn.Linear(in_features, out_features)
@@ -89,12 +100,13 @@ def build_network(e: Expr, in_features: int, out_features: int, image_shape) -> 
         return ConvDecoder(in_features, image_shape)
     net = import_object(e.module) if isinstance(e.module, str) else e.module
     if isinstance(net, nn.Module):
-        return net
+        return _check_callable_as(net.forward, 1, f"module {e.module!r}'s forward", "forward(inputs)") or net
     if isinstance(net, type) and issubclass(net, nn.Module) or callable(net):
+        _check_callable_as(net, 2, f"module factory {e.module!r}", "f(in_features, out_features)")
         built = net(in_features, out_features)
         if not isinstance(built, nn.Module):
             raise ConfigError(f"module factory {e.module!r} must return an nn.Module, got {type(built).__name__}")
-        return built
+        return _check_callable_as(built.forward, 1, f"module {e.module!r}'s forward", "forward(inputs)") or built
     raise ConfigError(f"module {e.module!r} is neither an nn.Module nor a factory f(in_features, out_features)")
 
 
