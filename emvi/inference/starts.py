@@ -18,10 +18,12 @@ the run's summary. The measurements behind each choice are in ``docs/experiments
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
@@ -294,6 +296,23 @@ def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int
     return counts / counts.sum(), means, variances.clamp_min(0) + floor
 
 
+def _tsne_scale(points):
+    """``points`` ``(N, q)`` at a spread Barnes-Hut t-SNE handles. scikit-learn's kills the process (a segmentation
+    fault) on identical points and on spreads far from 1 (seen beyond about 1e30 and below 1e-20), so codes that
+    are not finite or all equal are refused in one line, and a spread outside [1e-6, 1e6] is divided out (the
+    affinities are calibrated per point by the perplexity, so a global scale only moves the rounding). Codes within
+    that range, every trained autoencoder's, are passed as they are."""
+    if not np.isfinite(points).all():
+        raise DataError("the autoencoder's codes are not finite (its training diverged); lower --learning-rate, or "
+                        "start with --pretrain-epochs 0")
+    centre = points.max(0) / 2 + points.min(0) / 2  # no overflow near the largest floats, unlike a mean
+    spread = float(np.abs(points - centre).max())
+    if spread == 0 or not math.isfinite(spread):
+        raise DataError("the autoencoder's codes are all equal (it collapsed) or too far apart to cluster; lower "
+                        "--learning-rate, or start with --pretrain-epochs 0")
+    return points if 1e-6 <= spread <= 1e6 else (points - centre) / spread
+
+
 def embedded_clusters(codes: torch.Tensor, num_clusters: int, *, perplexity: float = 30.0, restarts: int = 10,
                       seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(N,)`` of ``codes`` ``(N, q)`` by a Gaussian mixture on their t-SNE map (N2D's recipe,
@@ -321,7 +340,7 @@ def embedded_clusters(codes: torch.Tensor, num_clusters: int, *, perplexity: flo
         raise DataError(f"t-SNE clustering needs at least {max(4, 2 * num_clusters)} items for {num_clusters} "
                         f"clusters, got {points.shape[0]}; lower num_components or use more data")
     perplexity = min(float(perplexity), (points.shape[0] - 1) / 3)
-    embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(_tsne_scale(points))
     # A mixture that stops at max_iter still gives good labels. The tolerance is tight: on the map, EM creeps for
     # hundreds of iterations before two blobs part (docs/experiments/deep_mixture.md).
     gmm = gaussian_mixture(embedding, num_clusters, full=True, n_init=restarts, max_iter=1000, tol=1e-6, floor=1e-6,

@@ -796,3 +796,23 @@ def test_benchmark_scores_the_test_draw_that_emvi_evaluate_scores():
     train = bench.binarized(data, "dynamic")
     assert train.binarize == "dynamic" and torch.equal(train.x, data.x)
     assert torch.equal(bench.binarized_test(data, "static").x, (data.x > 0.5).to(data.x.dtype))
+
+
+def test_tsne_clusters_survive_codes_at_any_spread_and_refuse_equal_or_non_finite_codes():
+    """scikit-learn's Barnes-Hut t-SNE kills the process on identical points and on spreads near 1e40 or 1e-30
+    (found by the fuzz suite through a diverged autoencoder); embedded_clusters divides such a spread out, so two
+    separated blobs are still found at either scale, and refuses codes that are all equal or not finite."""
+    from emvi.analysis.clustering import cluster_accuracy
+    from emvi.inference.starts import embedded_clusters
+
+    g = torch.Generator().manual_seed(0)
+    blobs = torch.cat([torch.randn(30, 3, generator=g, dtype=torch.float64) - 5,
+                       torch.randn(30, 3, generator=g, dtype=torch.float64) + 5])
+    truth = np.repeat([0, 1], 30)
+    for scale in (1e40, 1e-30):
+        labels = embedded_clusters(blobs * scale, 2, perplexity=10, restarts=2, seed=0)
+        assert cluster_accuracy(labels.numpy(), truth) == 1.0
+    with pytest.raises(DataError, match="codes are all equal"):
+        embedded_clusters(torch.ones(60, 3, dtype=torch.float64), 2, restarts=2)
+    with pytest.raises(DataError, match="codes are not finite"):
+        embedded_clusters(blobs.index_fill(0, torch.tensor([3]), float("nan")), 2, restarts=2)
