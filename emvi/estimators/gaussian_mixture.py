@@ -382,13 +382,14 @@ class GaussianMixture(DensityMixin, EmviEstimator):
 
     def bic(self, X) -> float:
         """-2 log p(X) + p log N of ``X`` ``(N, D)`` (lower is better)."""
-        n = self._fitted_data(X).shape[0]
-        return float(-2 * self.score(X) * n + self._n_parameters() * math.log(n))
+        log_likelihood = self.score_samples(X)  # X read and checked once
+        n = len(log_likelihood)
+        return float(-2 * log_likelihood.mean() * n + self._n_parameters() * math.log(n))
 
     def aic(self, X) -> float:
         """-2 log p(X) + 2 p of ``X`` ``(N, D)``."""
-        n = self._fitted_data(X).shape[0]
-        return float(-2 * self.score(X) * n + 2 * self._n_parameters())
+        log_likelihood = self.score_samples(X)
+        return float(-2 * log_likelihood.mean() * len(log_likelihood) + 2 * self._n_parameters())
 
 
 __all__ = ["GaussianMixture"]
