@@ -118,9 +118,10 @@ def configure(entry, model_config, config: TrainConfig) -> TrainConfig:
     return config
 
 
-def start(entry, model, guide, train_data, model_config, config: TrainConfig, start_config=None) -> dict:
-    """The entry's start before SVI (its ``pretrain`` hook with ``start_config``, default: its ``start_config``
-    class's defaults; e.g. gmvae's autoencoder and clusters), on the training device; else, for a model that asks for it (``svi_data_start``) and has EM's protocol, EM's start (k-means++
+def start(entry, model, guide, train_data, model_config, config: TrainConfig, start_config) -> dict:
+    """The entry's start before SVI (its ``pretrain`` hook with ``start_config``, as
+    :func:`emvi.runs.start_options` resolved it; e.g. gmvae's autoencoder and clusters), on the training device;
+    else, for a model that asks for it (``svi_data_start``) and has EM's protocol, EM's start (k-means++
     hard assignments of the first array's rows and one closed-form M-step), so that the components begin apart
     instead of all at the prior's centre; ``{}`` otherwise."""
     from ...validation import resolve_device
@@ -130,8 +131,6 @@ def start(entry, model, guide, train_data, model_config, config: TrainConfig, st
         return data_start(model, train_data, config)
     device = resolve_device(config.device)
     model.to(device), guide.to(device)
-    if start_config is None and getattr(entry, "start_config", None) is not None:
-        start_config = entry.start_config()
     return pretrain(model, guide, train_data, model_config, start_config, config) or {}
 
 
