@@ -36,7 +36,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from torch import nn
-from torch.distributions import biject_to, constraints, transform_to
+from torch.distributions import biject_to, constraints
 
 from ..declaration import FAMILIES, Declaration, Expr, Site, feature_width, param_shape, site_shapes
 from ..declaration.capabilities import em_ready, enumerated_em_ready, mcmc_ready
@@ -45,12 +45,10 @@ from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
 from ..plates import data_plate
 from ._enumeration import normalise_log_joint
-from .declared_parameters import fitted_parameters
+from .declared_parameters import fitted_parameters, natural_value
 
 IMPOSSIBLE = -1e30
 """Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
-MAX_LOG = 30.0
-"""Learned log-scale parameters are clamped here before ``exp`` (as the composed model's Poisson rate is)."""
 FLOOR = 1e-6
 """Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
 
@@ -273,16 +271,7 @@ class DeclaredModel(nn.Module):
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
                                         for i in e.inputs])
             out = self.networks[key](features)
-        out = out.reshape(out.shape[:-1] + torch.Size(target))
-        family = FAMILIES[site.family]
-        constraint = family.constraint(p)
-        if constraint == "positive":
-            out = out.clamp(max=MAX_LOG).exp()
-        elif constraint == "lower_cholesky":  # strict lower triangle as is, diagonal exp of the log scale
-            out = out.tril(-1) + out.diagonal(dim1=-2, dim2=-1).clamp(max=MAX_LOG).exp().diag_embed()
-        elif constraint != "real":  # a Pyro family's other constraints: their bijection (sigmoid for a probability)
-            out = transform_to(family.constraints[p])(out)
-        return out
+        return natural_value(out.reshape(out.shape[:-1] + torch.Size(target)), FAMILIES[site.family], p)
 
     @staticmethod
     def _indices(e: Expr, values: dict) -> tuple[torch.Tensor, ...]:

@@ -36,7 +36,8 @@ from ..guides.declared import MIN_SCALE
 
 NETWORK_EXPORT_LIMIT = 1000
 """Largest network (total parameter count) whose weights are exported value by value; larger ones are listed."""
-MAX_LOG = 30.0  # the model's clamp of a log-scale parameter before exp
+MAX_LOG = 30.0
+"""Learned log-scale parameters are clamped here before ``exp`` (as the composed model's Poisson rate is)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def input_dims(site, shapes: dict) -> tuple[str, ...]:
     return (site.name,) if site.values_given(shapes) else site_dims(site, shapes)
 
 
-def _natural(value: torch.Tensor, family, p: str) -> torch.Tensor:
-    """The stored value of parameter ``p`` of ``family`` on its natural scale, as the model maps it."""
+def natural_value(value: torch.Tensor, family, p: str) -> torch.Tensor:
+    """The stored value of parameter ``p`` of ``family`` on its natural scale: the one map the model reads its
+    tables, learned tensors and expressions through, and the export reports."""
     constraint = family.constraint(p)
     if constraint == "positive":
         return value.clamp(max=MAX_LOG).exp()
@@ -110,7 +112,7 @@ def fitted_parameters(model) -> dict[str, FittedParameter]:
             shape, dims = param_shape(site, p, shapes), param_dims(site, p, shapes)
             if e.kind in ("table", "learned"):
                 raw = model.learned[key].detach()
-                value = _natural(raw.reshape(raw.shape[:-1] + tuple(shape)), FAMILIES[site.family], p)
+                value = natural_value(raw.reshape(raw.shape[:-1] + tuple(shape)), FAMILIES[site.family], p)
                 rows = tuple(e.indices) if e.kind == "table" else ()
                 out[name] = FittedParameter(value, rows + dims, (f"learned.{key}",))
             elif e.kind == "linear":
