@@ -324,9 +324,11 @@ def test_sotu_corpus_loads_and_fits():
     train(model, guide, train_corpus.counts,
           config=TrainConfig(epochs=10, batch_size=100, learning_rate=0.1, elbo="enum", max_plate_nesting=2))
     ours = elbo_perplexity(model, guide, test_corpus.counts, num_particles=2)["perplexity"]
+    # The reference gets float64 counts: its float32 path once raised "invalid value encountered in dot" inside
+    # scikit-learn in a full CI run (not reproducible alone; a float32 BLAS kernel's floating-point flags).
     sk = LatentDirichletAllocation(n_components=5, doc_topic_prior=0.1, topic_word_prior=0.01, max_iter=10,
-                                   learning_method="batch", random_state=0).fit(train_corpus.counts.numpy())
-    theirs = sk.perplexity(test_corpus.counts.numpy())
+                                   learning_method="batch", random_state=0).fit(train_corpus.counts.double().numpy())
+    theirs = sk.perplexity(test_corpus.counts.double().numpy())
     # ~1,900 held-out words against a 5 x 300 topic matrix: both bounds are dominated by the topics' KL term, counted
     # once (scikit-learn's definition too), so they are far above the vocabulary size; they must agree in range.
     assert math.isfinite(ours) and 0.5 < ours / theirs < 2.0
