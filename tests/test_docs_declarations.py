@@ -1,4 +1,4 @@
-"""docs/declarations.md runs as written: its Python blocks in order in one namespace, its `emvi` commands through the
+"""docs/guide/declaring.md runs as written: its Python blocks in order in one namespace, its `emvi` commands through the
 CLI, from a copy of the repository's examples; the values its comments state are checked."""
 
 import re
@@ -12,7 +12,7 @@ import torch
 from emvi.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDE = ROOT / "docs" / "declarations.md"
+GUIDE = ROOT / "docs" / "guide" / "declaring.md"
 
 
 def blocks(text: str) -> list[tuple[str, str]]:

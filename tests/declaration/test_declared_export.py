@@ -142,7 +142,7 @@ def point_value(idata, name):
 
 def expected_entries(model, guide):
     """``(module parameter, {export name: constrained value})`` for every parameter of the model and the guide, by
-    the naming rules of docs/declarations.md, computed here from the raw tensors."""
+    the naming rules of docs/guide/declaring.md, computed here from the raw tensors."""
     decl, shapes = model.declaration, model.shapes
     sites = decl.by_name
     expressions = {f"{s.name}__{p}": (s, p, e) for s in decl.sites for p, e in s.params}
