@@ -20,9 +20,10 @@ log p(y_n) + log p(x_n | y_n) for labelled items and log Σ_k p(k) p(x_n | k) fo
 
 The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
 covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
-also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): the E-step reads
-p(z_n = k | x_n) off the enumerated trace and each family has a closed-form M-step; any other model whose per-item
-latents are all discrete is fit by EM through :meth:`DeclaredModel.em_by_enumeration`.
+also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): EM's E-step computes the
+responsibility-weighted sufficient statistics of each family (:mod:`emvi.models.declared_em`) and the M-step is
+closed-form; any other model whose per-item latents are all discrete is fit by EM through
+:meth:`DeclaredModel.em_by_enumeration`.
 """
 
 from __future__ import annotations
