@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .mixture import chunk_rows
+from .mixture import _thread_pool, chunk_rows
 
 FLOOR = 1e-6
 """Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
@@ -121,32 +121,50 @@ def _fill_statistics(out: torch.Tensor, arrays: dict, rows: slice, layout, centr
     return base
 
 
-def _chunk_buffer(model, data: tuple, width: int, row_elements: int, chunk_size: int | None):
-    """``(arrays by name, N, rows per chunk, buffer (rows, width) of ones)``: the buffer is reused by every chunk;
-    a chunk's temporaries hold about ``rows * row_elements`` numbers."""
-    arrays = model.bind(data)
+def _chunking(model, data: tuple, row_elements: int, chunk_size: int | None) -> tuple[dict, int, int]:
+    """``(arrays by name, N, rows per chunk)``: ``chunk_size`` rows, else as many as keep a chunk's temporaries
+    (``rows * row_elements`` numbers) near :data:`emvi.models.mixture.CHUNK_ELEMENTS`."""
     n = data[0].shape[0]
-    rows = min(chunk_rows(row_elements, chunk_size), n)
-    buffer = torch.ones(rows, width, dtype=model.parameter_dtype(data), device=data[0].device)
-    return arrays, n, rows, buffer
+    return model.bind(data), n, min(chunk_rows(row_elements, chunk_size), n)
 
 
 @torch.no_grad()
 def expected_statistics(model, data: tuple, chunk_size: int | None = None) -> tuple[DeclaredStatistics, torch.Tensor]:
     """The E-step fused with the M-step's reduction, in chunks of rows: ``(DeclaredStatistics, Σ_n log p(x_n))``.
 
-    Per chunk the joint ``(rows, K)`` is written column-major, ``(K, rows)`` in memory, so the max and sum over k are
-    elementwise over K contiguous rows and the responsibilities' transpose is contiguous for the second product.
+    On the CPU the chunks are split into one shard per torch thread, each run by a thread of its own (torch releases
+    the GIL inside every operation; a chunk's products are too small for the BLAS to split), as MixtureModel does.
     """
     layout = statistic_layout(model)
     natural, centres = natural_parameters(model, layout)
-    (width, k) = natural.shape
-    arrays, n, rows, buffer = _chunk_buffer(model, data, width, width + k, chunk_size)
-    joint_buffer = torch.empty(k, rows, dtype=natural.dtype, device=natural.device)
-    sums = torch.zeros(k, width, dtype=natural.dtype, device=natural.device)
-    total = torch.zeros((), dtype=natural.dtype, device=natural.device)
-    for begin in range(0, n, rows):
-        stats = buffer[:min(rows, n - begin)]
+    arrays, n, rows = _chunking(model, data, sum(natural.shape), chunk_size)
+    num_chunks = -(-n // rows)
+    workers = min(torch.get_num_threads(), num_chunks) if data[0].device.type == "cpu" else 1
+    bounds = [min(n, rows * (num_chunks * i // workers)) for i in range(workers + 1)]
+
+    def shard(i: int):
+        return _shard_statistics(arrays, range(bounds[i], bounds[i + 1], rows), bounds[i + 1], natural, centres,
+                                 layout, rows)
+
+    parts = [shard(0)] if workers == 1 else list(_thread_pool(workers).map(shard, range(workers)))
+    sums, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
+    return DeclaredStatistics(n, sums[:, -1], sums[:, :-1], centres), total
+
+
+def _shard_statistics(arrays: dict, begins: range, end: int, natural: torch.Tensor, centres: dict, layout,
+                      rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Σ_n r_nk [T(x_n), 1] (K, S + 1), Σ_n log p(x_n))`` over the chunks starting at ``begins`` (up to ``end``).
+
+    Per chunk the joint ``(rows, K)`` is written column-major, ``(K, rows)`` in memory, so the max and sum over k are
+    elementwise over K contiguous rows and the responsibilities' transpose is contiguous for the second product.
+    """
+    (width, k), dtype, device = natural.shape, natural.dtype, natural.device
+    buffer = torch.ones(rows, width, dtype=dtype, device=device)
+    joint_buffer = torch.empty(k, rows, dtype=dtype, device=device)
+    sums = torch.zeros(k, width, dtype=dtype, device=device)
+    total = torch.zeros((), dtype=dtype, device=device)
+    for begin in begins:
+        stats = buffer[:min(rows, end - begin)]
         base = _fill_statistics(stats, arrays, slice(begin, begin + stats.shape[0]), layout, centres)
         joint_t = joint_buffer[:, :stats.shape[0]]  # (K, rows): the joint (rows, K) column-major
         torch.mm(stats, natural, out=joint_t.T)
@@ -157,7 +175,7 @@ def expected_statistics(model, data: tuple, chunk_size: int | None = None) -> tu
         joint_t.div_(norm)  # r_nk, transposed
         total += peak.sum() + norm.log_().sum()
         sums.addmm_(joint_t, stats)
-    return DeclaredStatistics(n, sums[:, -1], sums[:, :-1], centres), total
+    return sums, total
 
 
 @torch.no_grad()
@@ -168,7 +186,8 @@ def statistics_from_responsibilities(model, resp: torch.Tensor, data: tuple,
     layout = statistic_layout(model)
     _, centres = natural_parameters(model, layout)
     width = (layout[-1].stop if layout else 0) + 1
-    arrays, n, rows, buffer = _chunk_buffer(model, data, width, width + resp.shape[1], chunk_size)
+    arrays, n, rows = _chunking(model, data, width + resp.shape[1], chunk_size)
+    buffer = torch.ones(rows, width, dtype=model.parameter_dtype(data), device=data[0].device)
     resp = resp.to(buffer.dtype)
     sums = buffer.new_zeros(resp.shape[1], width)
     for begin in range(0, n, rows):

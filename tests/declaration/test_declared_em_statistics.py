@@ -74,8 +74,14 @@ def statistics_by_hand(model, resp, data):
 def test_fused_statistics_and_objective_equal_the_traced_e_step(name):
     model, data = random_model(name)
     resp, objective = model.e_step(*data)
-    for chunk_size in (None, 37):  # one chunk, and several with a shorter last one
-        stats, fused_objective = model.expected_statistics(*data, chunk_size=chunk_size)
+    threads = torch.get_num_threads()
+    # one chunk; several with a shorter last one; the same in shards run by three threads
+    for chunk_size, workers in ((None, 1), (37, 1), (37, 3)):
+        torch.set_num_threads(workers)
+        try:
+            stats, fused_objective = model.expected_statistics(*data, chunk_size=chunk_size)
+        finally:
+            torch.set_num_threads(threads)
         assert float(fused_objective) == pytest.approx(float(objective), rel=1e-12)
         torch.testing.assert_close(stats.counts, resp.sum(0), rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(stats.sums.numpy(), statistics_by_hand(model, resp, data), rtol=1e-10, atol=1e-9)
