@@ -20,9 +20,10 @@ log p(y_n) + log p(x_n | y_n) for labelled items and log Σ_k p(k) p(x_n | k) fo
 
 The model takes the data arrays positionally in :attr:`Declaration.data_names` order (observed sites, masks,
 covariates), then ``num_data``. A model whose only latent is one categorical site with table/learned parameters
-also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): the E-step reads
-p(z_n = k | x_n) off the enumerated trace and each family has a closed-form M-step; any other model whose per-item
-latents are all discrete is fit by EM through :meth:`DeclaredModel.em_by_enumeration`.
+also has the EM protocol (:meth:`DeclaredModel.e_step`, :meth:`DeclaredModel.m_step`): EM's E-step computes the
+responsibility-weighted sufficient statistics of each family (:mod:`emvi.models.declared_em`) and the M-step is
+closed-form; any other model whose per-item latents are all discrete is fit by EM through
+:meth:`DeclaredModel.em_by_enumeration`.
 """
 
 from __future__ import annotations
@@ -45,12 +46,11 @@ from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
 from ..plates import data_plate
 from ._enumeration import normalise_log_joint
+from .declared_em import expected_statistics, statistics_from_responsibilities, update_from_statistics
 from .declared_parameters import fitted_parameters, natural_value
 
 IMPOSSIBLE = -1e30
 """Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
-FLOOR = 1e-6
-"""Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""
 
 
 def import_object(path: str):
@@ -309,7 +309,7 @@ class DeclaredModel(nn.Module):
         global with a family is a sample site from its prior (NUTS's target, see :meth:`with_random_globals`)."""
         arrays = self.bind(data)
         first = data[0]
-        dtype = self._parameter_dtype(data)
+        dtype = self.parameter_dtype(data)
         values: dict = {"__dtype__": dtype, "__device__": first.device}
         decl = self.declaration
         for site in self.order:
@@ -342,7 +342,7 @@ class DeclaredModel(nn.Module):
                     values[site.name] = pyro.sample(site.name, d, obs=obs)
         return values
 
-    def _parameter_dtype(self, data: tuple) -> torch.dtype:
+    def parameter_dtype(self, data: tuple) -> torch.dtype:
         """The dtype the model computes in: its globals' or tables', else the data's (floating), else the default."""
         if self.globals_:
             return next(iter(self.globals_.values())).dtype
@@ -416,21 +416,39 @@ class DeclaredModel(nn.Module):
         return self._em_latent().num_values
 
     def _em_latent(self) -> Site:
-        reason = em_ready(self.declaration)
-        if reason is not None:
-            raise ConfigError(f"model {self.declaration.name!r} cannot be fit by em: {reason}; fit it by svi")
-        return next(s for s in self.declaration.sites if s.role == "latent")
+        latent = self.__dict__.get("_em_latent_site")
+        if latent is None:
+            reason = em_ready(self.declaration)
+            if reason is not None:
+                raise ConfigError(f"model {self.declaration.name!r} cannot be fit by em: {reason}; fit it by svi")
+            latent = self.__dict__["_em_latent_site"] = next(s for s in self.declaration.sites if s.role == "latent")
+        return latent
+
+    @property
+    def em_latent_name(self) -> str:
+        """The categorical latent z of closed-form EM."""
+        return self._em_latent().name
+
+    def component_parameters(self, name: str) -> dict[str, torch.Tensor]:
+        """Each family parameter of the observed site ``name`` on its natural scale at every value of z:
+        ``{param: (K, *param shape)}``, as the model evaluates it (a table's rows, a learned or constant value)."""
+        z, site = self._em_latent(), self.declaration.by_name[name]
+        some = next(iter(self.learned.values()))
+        values = {"__dtype__": some.dtype, "__device__": some.device,
+                  z.name: torch.arange(z.num_values, device=some.device)}
+        return {p: self._evaluate(site, p, e, values).expand(z.num_values, *param_shape(site, p, self.shapes))
+                for p, e in site.params}
 
     def component_log_joint(self, *data) -> torch.Tensor:
         """``(K, N)`` log p(z_n = k) + Σ_observed log p(x_n | z_n = k), read off the enumerated trace of the model.
 
         Each observed site is scored by its distribution given the traced value of z ``(K, 1)``, not by the trace's
         copy that the data plate expanded to ``(K, N)``: the same numbers, but a Normal's log-scale is then taken
-        once per component instead of once per item (most of an E-step's time on a large data set)."""
+        once per component instead of once per item."""
         z = self._em_latent()
         trace = poutine.trace(poutine.enum(self, first_available_dim=-2)).get_trace(*data)
         total = trace.nodes[z.name]["fn"].log_prob(trace.nodes[z.name]["value"])
-        values = {"__dtype__": self._parameter_dtype(data), "__device__": data[0].device,
+        values = {"__dtype__": self.parameter_dtype(data), "__device__": data[0].device,
                   z.name: trace.nodes[z.name]["value"]}
         for site in self.declaration.sites:
             if site.role == "observed":
@@ -444,56 +462,28 @@ class DeclaredModel(nn.Module):
 
     @torch.no_grad()
     def e_step(self, *data):
-        """Responsibilities ``(N, K)`` and Σ_n log p(x_n)."""
+        """Responsibilities ``(N, K)`` and Σ_n log p(x_n), off the enumerated trace (the generic E-step)."""
         resp, log_norm = normalise_log_joint(self.component_log_joint(*data))
         return resp, log_norm.sum()
 
+    def expected_statistics(self, *data, chunk_size: int | None = None):
+        """The E-step EM runs (:func:`~emvi.inference.em.fit_em` prefers it to :meth:`e_step`): the same objective
+        and, in place of the responsibilities, their sufficient statistics, computed in chunks of rows as one matrix
+        product per chunk (:func:`emvi.models.declared_em.expected_statistics`)."""
+        self._em_latent()
+        return expected_statistics(self, data, chunk_size)
+
     @torch.no_grad()
-    def m_step(self, resp: torch.Tensor, *data) -> None:
-        """Closed-form maximiser of E_r[log p(x, z)]: π_k = n_k / N; per observed site, with x̄_k the
-        responsibility-weighted means: Normal loc x̄_k, scale² = weighted variance + floor (per component for a
-        table, pooled for a learned scale); Poisson rate x̄_k; Bernoulli probability x̄_k; categorical one-hot
-        averages. Written back as logits, log-rates and log-scales."""
-        z = self._em_latent()
-        arrays = self.bind(data)
-        n, k = resp.shape
-        counts = resp.sum(0)
-        self.learned[f"{z.name}__logits"].copy_((counts / n).clamp_min(1e-300).log())
-        safe = counts.clamp_min(10 * torch.finfo(resp.dtype).eps)[:, None]
-        for site in self.declaration.sites:
-            if site.role != "observed":
-                continue
-            x = arrays[site.name]
-            x = x.reshape(n, -1)
-            p = site.param_dict
-            table = {name: self.learned[f"{site.name}__{name}"] for name, e in site.params if e.kind != "constant"}
-            if site.family == "categorical":
-                c = site.categories
-                onehot = nn.functional.one_hot(x.long(), c).to(resp.dtype).flatten(1)
-                probs = (resp.T @ onehot / safe).reshape(k, -1, c).clamp_min(FLOOR)
-                table["logits"].copy_((probs / probs.sum(-1, keepdim=True)).log().flatten(1))
-                continue
-            x = x.to(resp.dtype)
-            sums = resp.T @ torch.cat([x, x * x], -1)  # (K, 2D): Σ_n r_nk [x_n, x_n²]
-            d = x.shape[1]
-            means = sums[:, :d] / safe
-            if site.family == "poisson":
-                table["rate"].copy_(means.clamp_min(FLOOR).log())
-            elif site.family == "bernoulli":
-                probs = means.clamp(FLOOR, 1 - FLOOR)
-                table["logits"].copy_(probs.log() - (-probs).log1p())
-            else:  # normal
-                if p["loc"].kind == "table":
-                    table["loc"].copy_(means)
-                    centre = means
-                else:
-                    centre = torch.full_like(means, p["loc"].value)
-                if p["scale"].kind == "table":
-                    variance = sums[:, d:] / safe - 2 * centre * means + centre**2 + FLOOR
-                    table["scale"].copy_(0.5 * variance.clamp_min(FLOOR).log())
-                elif p["scale"].kind == "learned":
-                    pooled = (sums[:, d:] - 2 * centre * sums[:, :d] + counts[:, None] * centre**2).sum(0) / n
-                    table["scale"].copy_(0.5 * (pooled + FLOOR).clamp_min(FLOOR).log())
+    def m_step(self, stats, *data) -> None:
+        """Closed-form maximiser of E_r[log p(x, z)] from responsibilities ``(N, K)`` or from
+        :meth:`expected_statistics`: π_k = n_k / N; per observed site, with x̄_k the responsibility-weighted means:
+        Normal loc x̄_k, scale² = weighted variance + floor (per component for a table, pooled for a learned scale);
+        Poisson rate x̄_k; Bernoulli probability x̄_k; categorical one-hot averages. Written back as logits,
+        log-rates and log-scales (:func:`emvi.models.declared_em.update_from_statistics`)."""
+        self._em_latent()
+        if isinstance(stats, torch.Tensor):
+            stats = statistics_from_responsibilities(self, stats, data)
+        update_from_statistics(self, stats)
 
     # -- sampling and printing ----------------------------------------------------------------------------------------
 
