@@ -123,6 +123,8 @@ def default_elbo(entry: ModelEntry, config) -> str:
 
 
 def get_model(name: str) -> ModelEntry:
+    """The registered :class:`ModelEntry` called ``name``; an unknown name is a one-line :class:`ConfigError` listing
+    the registered ones."""
     try:
         return _MODELS[name]
     except (KeyError, TypeError):  # TypeError: an unhashable name from a spec file
@@ -130,6 +132,7 @@ def get_model(name: str) -> ModelEntry:
 
 
 def available_models() -> dict[str, ModelEntry]:
+    """Every registered model entry by name, sorted by name (the built-in catalog and the user's own)."""
     return dict(sorted(_MODELS.items()))
 
 

@@ -105,6 +105,8 @@ def _builtins() -> None:
 
 
 def get_method(name: str) -> Method:
+    """The fitting method called ``name`` in the method table (``svi``, ``em``, ``mcmc`` or one registered with
+    :func:`register_method`); an unknown name is a one-line :class:`ConfigError` listing the known ones."""
     _builtins()
     try:
         return _METHODS[name]
