@@ -160,7 +160,7 @@ def test_api_pages_list_every_public_name_and_each_class_and_function_has_a_docs
         page = emvi_docs.api_page(module_name)
         module = importlib.import_module(module_name)
         for name in emvi_docs.public_names(module_name):
-            assert re.search(rf"^(   |\.\. autodata:: ){re.escape(name)}$", page, re.M), (module_name, name)
+            assert re.search(rf"^(   |\.\. py:data:: ){re.escape(name)}$", page, re.M), (module_name, name)
             value = getattr(module, name)
             if (inspect.isclass(value) or inspect.isfunction(value)) and not own_docstring(value):
                 undocumented.append(f"{module_name}.{name}")

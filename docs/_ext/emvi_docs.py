@@ -65,27 +65,45 @@ def _kind(value) -> str:
     return "Constants"
 
 
+def home(module_name: str, name: str) -> str:
+    """The module whose page documents ``module_name.name``: a class or function ``emvi`` re-exports from a subpackage
+    is documented there once (two descriptions of one object would be a duplicate), and ``emvi``'s page links to it."""
+    value = getattr(importlib.import_module(module_name), name)
+    if module_name == "emvi" and (inspect.isclass(value) or inspect.isfunction(value)):
+        for sub in API_MODULES[1:]:
+            if name in public_names(sub) and getattr(importlib.import_module(sub), name) is value:
+                return sub
+    return module_name
+
+
 def api_page(module_name: str) -> str:
-    """reStructuredText for one module: its docstring, then an autosummary table per kind of public name."""
+    """reStructuredText for one module: its docstring, then an autosummary table per kind of public name (one per
+    documenting module on ``emvi``'s page, so that each summary's short references resolve where it is documented)."""
     module = importlib.import_module(module_name)
-    groups: dict[str, list[str]] = {"Classes": [], "Exceptions": [], "Functions": [], "Constants": []}
+    groups: dict[str, dict[str, list[str]]] = {"Classes": {}, "Exceptions": {}, "Functions": {}, "Constants": {}}
     for name in public_names(module_name):
-        groups[_kind(getattr(module, name))].append(name)
-    lines = [module_name, "=" * len(module_name), "", f".. automodule:: {module_name}", "   :no-members:", "",
-             f".. currentmodule:: {module_name}", ""]
-    for title, names in groups.items():
-        if not names:
+        kind = _kind(getattr(module, name))
+        groups[kind].setdefault(module_name if kind == "Constants" else home(module_name, name), []).append(name)
+    lines = [module_name, "=" * len(module_name), "", f".. automodule:: {module_name}", "   :no-members:", ""]
+    for title, by_home in groups.items():
+        if not by_home:
             continue
         lines += [title, "-" * len(title), ""]
-        if title == "Constants":  # no page of their own: a constant has no docstring, only a value
-            for name in names:
-                lines += [f".. autodata:: {name}"]
-                if len(repr(getattr(module, name))) > LONG_VALUE:
-                    lines += ["   :no-value:"]
-                lines += [""]
-            continue
-        lines += [".. autosummary::", "   :toctree: ../objects", "   :nosignatures:", ""]
-        lines += [f"   {name}" for name in names] + [""]
+        for where, names in by_home.items():
+            lines += [f".. currentmodule:: {where}", ""]
+            if title == "Constants":  # no docstring of their own (autodata would show their type's): type, value
+                for name in names:
+                    value = getattr(module, name)
+                    kind = type(value).__name__ if type(value).__module__ == "builtins" else (
+                        f"{type(value).__module__}.{type(value).__qualname__}")
+                    lines += [f".. py:data:: {name}", f"   :type: {kind}"]
+                    if len(repr(value)) <= LONG_VALUE:
+                        lines += [f"   :value: {value!r}"]
+                    lines += [""]
+                continue
+            lines += [".. autosummary::", "   :toctree: ../objects", "   :nosignatures:", ""]
+            lines += [f"   {name}" for name in names] + [""]
+    lines += [f".. currentmodule:: {module_name}", ""]
     return "\n".join(lines)
 
 
@@ -220,6 +238,7 @@ def copy_notebooks(srcdir: Path) -> list[str]:
 
 def write_generated(srcdir: str | Path) -> None:
     srcdir = Path(srcdir)
+    shutil.rmtree(srcdir / "api" / "objects", ignore_errors=True)  # autosummary rewrites them; none may go stale
     modules = api_modules()
     for module_name in modules:
         write_if_changed(srcdir / "api" / "modules" / f"{module_name}.rst", api_page(module_name))

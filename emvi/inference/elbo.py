@@ -41,7 +41,7 @@ def make_elbo(
 ) -> infer.ELBO:
     """A Pyro ELBO by name: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``, closed-form KL
     where Pyro has one), ``"enum"`` (``TraceEnum_ELBO``: discrete sites summed out exactly; needs
-    ``max_plate_nesting``) or ``"renyi"`` (:class:`DifferentiableRenyiELBO` with ``alpha = renyi_alpha``; 0 is the
+    ``max_plate_nesting``) or ``"renyi"`` (:class:`~emvi.inference.elbo.DifferentiableRenyiELBO` with ``alpha = renyi_alpha``; 0 is the
     IWAE bound over ``num_particles`` samples). ``jit`` picks Pyro's compiled variant where there is one."""
     check_choice(name, "elbo", ELBO_NAMES)
     num_particles = check_positive_int(num_particles, "num_particles")
