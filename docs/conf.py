@@ -13,7 +13,8 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # emvi from this checkout, whether or not it is installed
 sys.path.insert(0, str(DOCS / "_ext"))
 
-os.environ.setdefault("MPLBACKEND", "Agg")
+# The notebooks' kernels inherit this process's environment: CI's MPLBACKEND=Agg would leave their figures out.
+os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
 
 import emvi_docs  # noqa: E402
 
@@ -97,13 +98,15 @@ def setup(app):
 # --- Markdown and notebooks ---
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist", "substitution"]
 myst_heading_anchors = 3
-smartquotes_action = "qe"  # keep "--option" as typed (no en dash)
+smartquotes = False  # options and quoted commands stay as typed ("--option", 'emvi fit MODEL')
+highlight_language = "none"  # unlabelled blocks are usage lines and equations, not Python
 nb_execution_mode = "cache"
 nb_execution_raise_on_error = True
 nb_execution_timeout = 600  # seconds per cell; the slowest notebook cell takes well under a minute
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_show_tb = True
 nb_merge_streams = True
+nb_output_stderr = "remove"  # progress bars and library notices (tqdm's "IProgress not found"), not content
 
 # --- HTML ---
 html_theme = "pydata_sphinx_theme"
@@ -114,5 +117,7 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
 }
 html_show_sourcelink = False
+html_static_path = ["_static"]
+html_css_files = ["emvi.css"]
 copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True

@@ -120,7 +120,21 @@ def _default(field: dataclasses.Field) -> str:
         value = field.default_factory()
     else:
         return "required"
-    return f"`{value!r}`"
+    return toml_value(value)
+
+
+def toml_value(value) -> str:
+    """``value`` as a spec file writes it (TOML: ``"text"``, ``[64, 64]``, ``true``); None, the unset default, as
+    *unset*."""
+    import tomli_w
+
+    if value is None:
+        return "*unset*"
+    plain = list(value) if isinstance(value, tuple) else value
+    try:
+        return "`" + tomli_w.dumps({"v": plain}).split("=", 1)[1].strip() + "`"
+    except TypeError:  # a value TOML cannot hold (none today): its Python form
+        return f"`{value!r}`"
 
 
 def _escape(text: str) -> str:
@@ -186,13 +200,14 @@ def example_specs() -> list[Path]:
     return sorted(path for pattern in ("*.toml", "*.yaml") for path in (ROOT / "examples").rglob(pattern))
 
 
-def _leading_comment(path: Path) -> str:
+def _leading_comment(path: Path) -> list[str]:
+    """The comment lines a spec file starts with (its description), without the ``#``."""
     lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
         if not line.startswith("#"):
             break
         lines.append(line.lstrip("#").strip())
-    return " ".join(lines)
+    return lines
 
 
 def examples_page() -> str:
@@ -208,13 +223,15 @@ def examples_page() -> str:
         shown = Path(dataset).relative_to(ROOT).as_posix() if Path(dataset).is_absolute() else dataset
         module = f" (registered by `{spec.module}`)" if spec.module else ""
         language = "toml" if path.suffix == ".toml" else "yaml"
-        lines += [f"## `{relative}`", "", _leading_comment(path), "",
+        comment = _leading_comment(path)
+        lines += [f"## {path.name}", "", " ".join(comment).replace("$", "\\$"), "",  # "$EMVI_DATA" is no math
                   "| fits | method | data |", "| --- | --- | --- |",
                   f"| `{spec.model}`{module} | `{spec.method}` | `{shown}` |", "",
                   "```bash", f"emvi fit {relative}", "```", "",
-                  f"```{{literalinclude}} /../{relative}", f":language: {language}", "```", ""]
-    lines += ["## `examples/declared/models.py`", "",
-              "The declared examples in Python: importing the module registers them "
+                  f"```{{literalinclude}} /../{relative}", f":language: {language}",
+                  f":lines: {len(comment) + 1}-", "```", ""]  # the comment is the prose above
+    lines += ["## models.py", "",
+              "The declared examples in Python (`examples/declared/models.py`): importing the module registers them "
               "(`emvi --import models fit ...`, or `module = \"models\"` in a spec file).", "",
               "```{literalinclude} /../examples/declared/models.py", ":language: python", "```", ""]
     return "\n".join(lines)
