@@ -49,6 +49,12 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-column", help="name of a label column in a .csv file")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The ``emvi`` command's parser: every subcommand, and under ``fit`` one subcommand per registered model with its
+    data, method, model, start and method options (the documentation's CLI reference is rendered from it)."""
+    return _build_parser()
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
     from .inference.methods import method_names

@@ -91,7 +91,7 @@ def register_model(
 ):
     """Decorator registering ``build(config, data_info) -> (model, guide)`` under ``name``.
 
-    ``hooks`` are the optional :class:`ModelEntry` fields: ``evaluate``, ``sample``, ``plots``,
+    ``hooks`` are the optional :class:`~emvi.registry.ModelEntry` fields: ``evaluate``, ``sample``, ``plots``,
     ``inference_data``, ``check_data``, ``elbo``, ``max_plate_nesting``, ``sequential``, ``inputs``,
     ``summarize``, ``prepare_data``, ``pretrain``, ``start_config``, ``stratify``.
     """
@@ -123,6 +123,8 @@ def default_elbo(entry: ModelEntry, config) -> str:
 
 
 def get_model(name: str) -> ModelEntry:
+    """The registered :class:`~emvi.registry.ModelEntry` called ``name``; an unknown name is a one-line
+    :class:`~emvi.errors.ConfigError` listing the registered ones."""
     try:
         return _MODELS[name]
     except (KeyError, TypeError):  # TypeError: an unhashable name from a spec file
@@ -130,6 +132,7 @@ def get_model(name: str) -> ModelEntry:
 
 
 def available_models() -> dict[str, ModelEntry]:
+    """Every registered model entry by name, sorted by name (the built-in catalog and the user's own)."""
     return dict(sorted(_MODELS.items()))
 
 

@@ -6,7 +6,7 @@ and ``guide=None`` (an ``AutoNormal`` over the continuous latents, discrete ones
 directory records what rebuilds the fit: the model and guide as ``module:qualname`` (functions, or modules built
 with their default arguments, defined in an importable module, not ``__main__``), the data, and the parameters in the checkpoint, so ``emvi evaluate RUN``
 (importance-sampled log p(x)) and ``emvi analyze RUN`` (per-item latents) work on it with no ``register_model``.
-:func:`load_python_run` is their side of it.
+:func:`~emvi.training.load_python_run` is their side of it.
 
 The mini-batch ELBO is unbiased for the full data only when the model scales its data plate by N / batch: a model
 that takes ``num_data`` gets the full size (``emvi.plates.data_plate(x, num_data)``); one that does not gets none,
@@ -55,7 +55,7 @@ def train(model: Callable, guide: Callable | None = None, data=None, *, loss=Non
         run_dir: a folder (or :class:`emvi.rundir.RunDirectory`) for metrics, checkpoints and configuration.
         resume: continue the checkpoint in ``run_dir``.
         extra_config: what the run's configuration records beside the training options (``emvi fit`` passes its
-            model and data); without it a run directory records how :func:`load_python_run` rebuilds the fit.
+            model and data); without it a run directory records how :func:`~emvi.training.load_python_run` rebuilds the fit.
         callbacks: functions of each epoch's metrics, or :class:`~emvi.inference.svi_loop.Callback` objects.
         auto_guide: ``normal`` (AutoNormal) or ``delta`` (AutoDelta, MAP) for ``guide=None``.
     """
@@ -121,7 +121,7 @@ def python_record(model, guide, auto_guide: str) -> dict:
 
 def _importable(fn, what: str) -> str:
     """``module:qualname`` of a function, ``module:qualname()`` of a module whose class needs no arguments, else
-    ``!why`` (the note :func:`load_python_run` refuses the run with)."""
+    ``!why`` (the note :func:`~emvi.training.load_python_run` refuses the run with)."""
     target, suffix = (type(fn), "()") if isinstance(fn, torch.nn.Module) else (fn, "")
     module, qualname = getattr(target, "__module__", None), getattr(target, "__qualname__", None)
     if suffix and _needs_arguments(target):

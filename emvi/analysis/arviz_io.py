@@ -90,4 +90,6 @@ def compare(inference_data: Mapping[str, object], *, ic: str = "loo"):
 
 
 def loo(idata, *, pointwise: bool = False):
+    """ArviZ's Pareto-smoothed importance-sampling leave-one-out estimate (``elpd_loo``, its standard error, ``p_loo``)
+    of an InferenceData with a ``log_likelihood`` group; ``pointwise`` keeps the per-item values."""
     return _arviz().loo(idata, pointwise=pointwise)

@@ -36,6 +36,10 @@ MAX_ITEMS = 100
 @torch.no_grad()
 def declared_inference_data(model, guide, data, *, method: str = "svi", num_samples: int = 100, run_dir=None,
                             max_items: int = MAX_ITEMS, samples: dict | None = None):
+    """The ArviZ InferenceData of a fitted declared model on (at most ``max_items`` of) ``data``: with posterior
+    draws (a NUTS fit, given as ``samples`` or saved in ``run_dir``) :func:`declared_mcmc_inference_data`; otherwise
+    ``num_samples`` draws of the continuous latents from the guide, the fitted globals, and each item's
+    log-likelihood with the discrete sites summed out exactly."""
     if samples is not None or saved_draws(run_dir)[0] is not None:  # posterior draws (a NUTS fit)
         return declared_mcmc_inference_data(model, data, run_dir=run_dir, max_items=max_items, samples=samples)
     decl = model.declaration

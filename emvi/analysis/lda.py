@@ -12,7 +12,7 @@ Groups (dims in brackets):
   so it cannot share the name and dims of the per-word counts.)
 
 Label switching: draws of one guide come from one mode of q and share their labelling; draws passed in with
-``draws=`` (e.g. from MCMC) are relabelled with :func:`emvi.analysis.arviz_io.relabel_components` on the topics, and the
+``draws=`` (e.g. from MCMC) are relabelled with :func:`emvi.inference.relabel.relabel_components` on the topics, and the
 ``label_switching`` attribute says which was done.
 """
 

@@ -173,6 +173,8 @@ def compare_fits(fits: dict[str, object], *, held_out: dict[str, np.ndarray] | N
 
 
 def plot_comparison(table, path: str | Path) -> Path:
+    """Write a dot plot of a comparison table (``elpd_loo`` with its standard error, or the held-out
+    log-likelihood), one row per fit, best first, to ``path``; return ``path``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -189,6 +191,7 @@ def plot_comparison(table, path: str | Path) -> Path:
 
 
 def json_safe(value):
+    """``value`` as plain JSON data: a non-finite float becomes ``None``, anything JSON cannot hold its ``str``."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return json.loads(json.dumps(value, default=str))

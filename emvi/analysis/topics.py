@@ -102,7 +102,7 @@ def topics_kl_divergence(model, guide) -> float:
 
 def _theta_samples(model, guide, counts: torch.Tensor, num_samples: int, refine_steps: int = 0) -> torch.Tensor:
     """θ draws ``(S, N, K)`` from the guide's posterior given word counts ``(N, V)``; for LDA with ``refine_steps``
-    the encoder's q(θ_d) is refined by that many coordinate-ascent sweeps (:meth:`LDAGuide.refined_doc_concentration`)."""
+    the encoder's q(θ_d) is refined by that many coordinate-ascent sweeps (:meth:`~emvi.guides.lda.LDAGuide.refined_doc_concentration`)."""
     if isinstance(guide, LDAGuide):
         if refine_steps:
             gamma = guide.refined_doc_concentration(counts, model.alpha, max_steps=refine_steps)
@@ -216,7 +216,7 @@ def importance_weighted_perplexity(model, guide, counts: torch.Tensor, *, num_sa
     """The importance-weighted bound (Burda et al. 2016) on held-out perplexity given the point topics.
 
     For each document ``log p(w_d | topics) >= E[log (1/S) Σ_s p(w_d | θ_s) p(θ_s) / q(θ_s | w_d)]``, θ_s ~ q: for LDA
-    q(θ_d) = Dir(γ_d) refined by :meth:`LDAGuide.refined_doc_concentration` and the topics E_q[β]; for prodLDA the
+    q(θ_d) = Dir(γ_d) refined by :meth:`~emvi.guides.lda.LDAGuide.refined_doc_concentration` and the topics E_q[β]; for prodLDA the
     encoder's Normal over h_d (θ = softmax h) and its point topics. It tightens as S grows and is never looser than the
     per-document ELBO (S = 1). Unlike :func:`elbo_perplexity` it conditions on the topics instead of paying their KL.
     Returns ``{"estimator": "importance-weighted bound given topics", "perplexity", "log_likelihood", "num_words",

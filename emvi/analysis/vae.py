@@ -55,6 +55,8 @@ def two_dimensional_view(codes: torch.Tensor, name: str = "t") -> tuple[torch.Te
 
 
 def plot_latent_space(guide, x: torch.Tensor, labels: torch.Tensor | None, path: str | Path) -> Path:
+    """Scatter the guide means of ``x`` ``(N, D)`` in two dimensions (:func:`two_dimensional_view`), coloured by
+    ``labels`` ``(N,)`` when given, into the PNG ``path``; return ``path``."""
     plt = _pyplot()
     _, view, axis = latent_codes(guide, x)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -111,5 +113,6 @@ def evaluate_vae(model, guide, data, *, num_samples: int = 1000) -> dict:
 
 
 def sample_vae(model, guide, num_samples: int) -> torch.Tensor:
+    """``(num_samples, D)`` decoder means at ``t ~ Normal(0, I)`` (the catalog's sample hook; the guide is unused)."""
     return sample_images(model, num_samples)
 

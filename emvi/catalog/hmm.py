@@ -22,7 +22,7 @@ SAMPLED_LENGTH = 100
 
 class HMM(HMMModel):
     """The HMM with the fitting methods' protocols: EM's start (:func:`~emvi.inference.initialization.initialise_hmm`)
-    and, for a stationary initial distribution, its L-BFGS finish; NUTS's Bayesian view (:meth:`HMMModel.bayesian`
+    and, for a stationary initial distribution, its L-BFGS finish; NUTS's Bayesian view (:meth:`~emvi.models.hmm.HMMModel.bayesian`
     of a copy, the states summed by the forward recursion, draws relabelled to this model's state order)."""
 
     fitted_dtype = torch.float64
@@ -45,7 +45,7 @@ class HMM(HMMModel):
         return int(lengths.sum())
 
     def mcmc_ready(self) -> str | None:
-        """NUTS samples diagonal Gaussian covariances only (:meth:`HMMModel.bayesian`)."""
+        """NUTS samples diagonal Gaussian covariances only (:meth:`~emvi.models.hmm.HMMModel.bayesian`)."""
         if self.config.covariance_type != "diag":
             return (f"the Bayesian HMM has diagonal Gaussian covariances only, got covariance_type="
                     f"{self.config.covariance_type!r}; fit it by em or svi, or use --covariance-type diag")

@@ -133,6 +133,8 @@ def linear(*inputs: str, by: str | tuple[str, ...] | None = None) -> Expr:
 
 
 def mlp(*inputs: str, hidden=(64,)) -> Expr:
+    """A multilayer perceptron of the inputs (concatenated, one-hot for discrete sites) with hidden layer widths
+    ``hidden``, e.g. ``logits=mlp("t", hidden=(64,))`` for a VAE's decoder."""
     sizes = tuple(hidden) if isinstance(hidden, (list, tuple)) else None
     if sizes is None or any(isinstance(h, bool) or not isinstance(h, numbers.Integral) or not 1 <= h <= SIZE_MAX
                             for h in sizes):
@@ -142,6 +144,8 @@ def mlp(*inputs: str, hidden=(64,)) -> Expr:
 
 
 def conv(input_site: str) -> Expr:
+    """A convolutional decoder of one per-item site (a linear layer, then two stride-2 transposed convolutions,
+    ``emvi.nn.ConvDecoder``) whose output has the observed images' shape; needs image data."""
     return Expr("conv", inputs=(input_site,))
 
 

@@ -57,7 +57,7 @@ class HMM(EmviEstimator):
 
     ``method``: ``em`` (Baum-Welch, ``max_iter``/``tol`` on the change of the total log-likelihood per sequence,
     ``n_init`` restarts), ``svi`` (gradient ascent on the enumerated marginal, ``epochs``/``batch_size``/
-    ``learning_rate``) or ``mcmc`` (NUTS on the Bayesian HMM of :meth:`HMMModel.bayesian` with the states summed out,
+    ``learning_rate``) or ``mcmc`` (NUTS on the Bayesian HMM of :meth:`~emvi.models.hmm.HMMModel.bayesian` with the states summed out,
     started from the EM fit: ``num_samples`` draws after ``warmup_steps`` per chain, ``num_chains`` chains; the draws
     are relabelled to the EM fit's state order, the fitted parameters are their mean, and ``mcmc_`` holds them for
     :func:`emvi.analysis.hmm.hmm_inference_data` and LOO). ``seed`` seeds every random draw; ``dtype`` "float64" or

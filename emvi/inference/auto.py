@@ -38,6 +38,10 @@ from .sites import enumerate_discrete
 
 @dataclass
 class PreparedModel:
+    """What :func:`prepare_model` learned of a model on an example batch: the model and guide to fit (the guide
+    built by an autoguide when none was given), the ELBO (``"enum"`` when a site is discrete, else ``"trace"``), the
+    ``max_plate_nesting`` for enumeration, and the names of the discrete and continuous latent sites."""
+
     model: Callable
     guide: Callable
     elbo: str

@@ -1,4 +1,4 @@
-"""The one convergence monitor: every iterative fit that stops at ``max_iter`` says so through :func:`warn_not_converged`.
+"""The one convergence monitor: every iterative fit that stops at ``max_iter`` says so through :func:`~emvi.inference.convergence.warn_not_converged`.
 
 The warning is scikit-learn's ``sklearn.exceptions.ConvergenceWarning``, so ``warnings`` filters and
 ``pytest.warns`` written for scikit-learn catch emvi's too. scikit-learn is imported only when a warning is due, never
@@ -35,7 +35,7 @@ class _StandsForScikitLearn(type):
 
 class ConvergenceWarning(UserWarning, metaclass=_StandsForScikitLearn):
     """A fit stopped at ``max_iter`` before its objective settled: stands for scikit-learn's ``ConvergenceWarning``,
-    which is what :func:`warn_not_converged` emits (``issubclass(sklearn_class, ConvergenceWarning)`` holds)."""
+    which is what :func:`~emvi.inference.convergence.warn_not_converged` emits (``issubclass(sklearn_class, ConvergenceWarning)`` holds)."""
 
 
 def warn_not_converged(message: str, *, stacklevel: int = 1) -> None:

@@ -39,6 +39,11 @@ def make_elbo(
     vectorize_particles: bool = False,
     jit: bool = False,
 ) -> infer.ELBO:
+    """A Pyro ELBO by name: ``"trace"`` (``Trace_ELBO``'s estimator, :class:`~emvi.inference.elbo.LeanTrace_ELBO`),
+    ``"meanfield"`` (``TraceMeanField_ELBO``'s: closed-form KL where one exists), ``"enum"`` (``TraceEnum_ELBO``:
+    discrete sites summed out exactly, over ``max_plate_nesting`` plates) or ``"renyi"``
+    (:class:`~emvi.inference.elbo.DifferentiableRenyiELBO` with ``alpha = renyi_alpha``; 0 is the IWAE bound over
+    ``num_particles`` samples). ``jit`` picks Pyro's compiled variant of the first three."""
     check_choice(name, "elbo", ELBO_NAMES)
     num_particles = check_positive_int(num_particles, "num_particles")
     kwargs = {"num_particles": num_particles, "vectorize_particles": vectorize_particles}

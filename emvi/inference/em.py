@@ -252,7 +252,7 @@ def fit_em_with_restarts(model, x: torch.Tensor, config: EMConfig) -> EMResult:
     ``config.n_init`` starts; ``model`` ends with the parameters of the start that reached the highest objective.
 
     Each start is scikit-learn's ``init_params="kmeans"``: hard assignments to k-means++ (or random) centres and
-    one M-step, then :func:`fit_em` for at most ``config.max_iter`` iterations (see :func:`fit_em_from_starts`).
+    one M-step, then :func:`fit_em` for at most ``config.max_iter`` iterations (see :func:`~emvi.inference.em.fit_em_from_starts`).
     """
     return fit_em_from_starts(model, (x,), config)[0]
 

@@ -290,7 +290,7 @@ def fit_posterior(model, *data, config: MCMCConfig, view: dict | None = None) ->
     """NUTS on the Bayesian view of a point-fitted ``model`` (its parameters are the chains' start), then relabelled
     and summarised: the one recipe of every model with a ``bayesian_view(*data)`` hook (or given ``view``), a dict
     with ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally
-    ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`relabel_components`),
+    ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`~emvi.inference.relabel.relabel_components`),
     ``posterior_mean`` (``f(samples)``, default: the model's ``load_posterior_mean`` hook, if any), which then sets
     the model's parameters to the posterior mean; ``log_density`` (see :func:`fit_mcmc`). The start is moved inside the
     support (:func:`interior_start`)."""

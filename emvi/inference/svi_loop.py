@@ -7,11 +7,11 @@ Each step estimates the negative ELBO of the full data set from a mini-batch,
 
 through ``elbo.differentiable_loss(model, guide, *batch, num_data=N)`` (the model's data plate does the N/|B|
 scaling) and takes one step of a single torch optimiser over the parameters of ``model`` and ``guide``. Stratified
-batches (:func:`epoch_batches`) and the several-process reduction (:class:`Reducer`) are described where they live.
+batches (:func:`~emvi.inference.svi_loop.epoch_batches`) and the several-process reduction (:class:`~emvi.inference.svi_loop.Reducer`) are described where they live.
 
 Everything a fit keeps on disk is a callback: :class:`Callback` objects see the loop at its start, after every epoch
 and when it stops (:mod:`emvi.inference.runner` passes the metrics writer and the checkpointer); the loop itself
-knows no run directory. It runs inside :func:`fit_scope`: a fresh Pyro param-store scope and validation as
+knows no run directory. It runs inside :func:`~emvi.inference.svi_loop.fit_scope`: a fresh Pyro param-store scope and validation as
 configured, so two fits in one process never share parameters by accident.
 """
 
@@ -100,7 +100,7 @@ def rank_seed(seed: int, rank: int) -> int:
 
 class Callback:
     """What :meth:`SVI.run` calls; override what you need. ``loop`` is the :class:`SVI` (its ``epoch``, ``history``,
-    ``improved``, :meth:`SVI.state_dict`...)."""
+    ``improved``, :meth:`~emvi.inference.svi_loop.SVI.state_dict`...)."""
 
     def on_start(self, loop: SVI) -> None:
         """Before the first epoch run (after a checkpoint was restored)."""
@@ -155,7 +155,7 @@ class SVI:
 
     def init(self, train_data, valid_data=None, *, store=None) -> SVI:
         """Check the data, move the modules to the device, resolve the ELBO (``auto``), create lazily initialised
-        parameters with one loss evaluation, and build the optimiser and schedule. Call inside :func:`fit_scope`."""
+        parameters with one loss evaluation, and build the optimiser and schedule. Call inside :func:`~emvi.inference.svi_loop.fit_scope`."""
         config = self.config
         self.device = device = resolve_device(config.device)
         self.train_tensors, self.transform = as_tensors(train_data, "training data", device)
@@ -197,7 +197,7 @@ class SVI:
         return self
 
     def step(self, parts: list[tuple[torch.Tensor, int]], warmup: float = 1.0) -> float:
-        """One update from the step's parts ``[(item indices, N_part)]`` (:func:`epoch_batches`); returns the loss
+        """One update from the step's parts ``[(item indices, N_part)]`` (:func:`~emvi.inference.svi_loop.epoch_batches`); returns the loss
         summed over the parts and ranks (a negative ELBO of the full data set)."""
         self.optimizer.zero_grad(set_to_none=True)
         local = 0.0

@@ -11,9 +11,9 @@ Shapes: ``x`` ``(batch, T, D)`` padded to the longest sequence (categorical: int
 ``(K, D)`` (``(K, D, C)`` for categorical); Gaussian covariances by ``covariance_type`` (hmmlearn's four): ``variances``
 ``(K, D)`` (diag) or ``(K,)`` (spherical: Σ_k = v_k I), ``covariances`` ``(K, D, D)`` (full) or ``(D, D)`` (tied).
 
-For NUTS (:meth:`HMMModel.bayesian`) the globals become sample sites with proper priors::
+For NUTS (:meth:`~emvi.models.hmm.HMMModel.bayesian`) the globals become sample sites with proper priors::
 
-    π ~ Dirichlet(1),  A_k ~ Dirichlet(1),  θ_k ~ p(θ)       (see :meth:`HMMModel.bayesian`)
+    π ~ Dirichlet(1),  A_k ~ Dirichlet(1),  θ_k ~ p(θ)       (see :meth:`~emvi.models.hmm.HMMModel.bayesian`)
 
 The Pyro model enumerates the chain, so ``TraceEnum_ELBO`` gives the exact marginal log p(x). The same distributions
 (:meth:`HMMModel.emissions`, ``π``, ``A``) feed an exact forward-backward recursion in log space

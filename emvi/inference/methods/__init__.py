@@ -105,6 +105,8 @@ def _builtins() -> None:
 
 
 def get_method(name: str) -> Method:
+    """The fitting method called ``name`` in the method table (``svi``, ``em``, ``mcmc`` or one registered with
+    :func:`register_method`); an unknown name is a one-line :class:`~emvi.errors.ConfigError` listing the known ones."""
     _builtins()
     try:
         return _METHODS[name]
@@ -123,7 +125,7 @@ def method_names() -> tuple[str, ...]:
 
 
 def check_method_name(method) -> None:
-    """Raise a one-line :class:`ConfigError` unless ``method`` names a row of the table."""
+    """Raise a one-line :class:`~emvi.errors.ConfigError` unless ``method`` names a row of the table."""
     if method not in method_names():
         raise ConfigError(f"method must be one of {', '.join(method_names())}, got {method!r}")
 
