@@ -44,6 +44,7 @@ from .mixture_covariances import (
     covariance_parameter,
     covariance_parameter_count,
     diagonal_natural,
+    exp_floor,
     feature_variances,
     gaussian_update,
     scatter_statistics,
@@ -59,9 +60,10 @@ MCMC_FAMILIES = ("gaussian-diag", "poisson", "bernoulli", "categorical")
 
 
 CHUNK_ELEMENTS = 2**17
-"""Elements (1 MiB in float64) of the per-chunk temporaries of the chunked E-step: rows of T(x) and of the (rows, K)
-joint for the exponential families, the (K, rows, D) centred data for gaussian-full and -tied. Chunks this size stay in cache
-between the E-step's product, the normalisation and the M-step's product (the size: docs/experiments/mixture.md)."""
+"""Elements (1 MiB in float64; twice as many with float32 products) of the per-chunk temporaries of the chunked E-step:
+rows of T(x) and of the (rows, K) joint for the exponential families, the (K, D, rows) whitened residuals for
+gaussian-full and -tied. Chunks this size stay in cache between the E-step's product, the normalisation and the
+M-step's product (the size: docs/experiments/mixture.md)."""
 
 
 _POOLS: dict = {}
@@ -354,7 +356,7 @@ class MixtureModel(LocalPyroModule):
         if cfg.family in SCATTER_FAMILIES:
             k, d = self.means.shape
             means, tril, weights = self.means.detach(), self.scale_tril.detach(), self.weights.detach()
-            rows = min(chunk_rows(k * d, chunk_size), x.shape[0])
+            rows = min(chunk_rows(k * d * self._product_bytes() // 8, chunk_size), x.shape[0])
             parts = _over_shards(x, rows, lambda shard: whitened_statistics(weights, means, tril, shard, rows,
                                                                               self.product_dtype))
             counts, sums, scatter, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
@@ -362,10 +364,15 @@ class MixtureModel(LocalPyroModule):
         components = self.components()
         natural = components.natural.T.contiguous()  # (S, K)
         bias = self.weights.log() - components.log_normaliser  # (K,)
-        rows = min(chunk_rows(sum(natural.shape), chunk_size), x.shape[0])
+        rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), x.shape[0])
         parts = _over_shards(x, rows, lambda shard: self._shard_statistics(shard, natural, bias, rows))
         counts, sums, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
         return ExpectedStatistics(counts, sums), total + self.log_prior()
+
+    def _product_bytes(self) -> int:
+        """Bytes per element of the chunked E-step's products (a Gaussian family's ``product_dtype``)."""
+        dtype = self.product_dtype if self.config.family in GAUSSIAN_FAMILIES else None
+        return (dtype or self.weights.dtype).itemsize
 
     def _shard_statistics(self, x: torch.Tensor, natural: torch.Tensor, bias: torch.Tensor, rows: int):
         """``(Σ_n r_nk (K,), Σ_n r_nk T(x_n) (K, S), Σ_n log p(x_n))`` of the rows of ``x``, chunk by chunk."""
@@ -400,7 +407,7 @@ class MixtureModel(LocalPyroModule):
                 if base_measure is not None:
                     joint.add_(base_measure[:, None])
             peak = joint_t.amax(0)  # log-sum-exp over k fused with the normalisation, as normalise_log_joint
-            norm = joint_t.sub_(peak).exp_().sum(0)
+            norm = joint_t.sub_(peak).clamp_(min=exp_floor(product_dtype)).exp_().sum(0)
             joint_t.div_(norm)  # r_nk, transposed
             total += peak.sum() + norm.log_().sum()
             if product_dtype == dtype:

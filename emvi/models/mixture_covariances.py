@@ -119,12 +119,20 @@ def scatter_statistics(shift: torch.Tensor, x: torch.Tensor, resp: torch.Tensor,
     return counts, sums, scatter
 
 
+def exp_floor(dtype: torch.dtype) -> float:
+    """The least t whose exp(t) is a normal number of ``dtype`` (-87 in float32, -708 in float64): log-joints below
+    it are raised to it before exp, which is many times slower where its result underflows; the responsibilities
+    change by less than the dtype's smallest normal number, far below round-off against their sum (>= 1)."""
+    return float(math.ceil(math.log(torch.finfo(dtype).tiny)))
+
+
 def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
                         rows: int, product_dtype: torch.dtype | None = None):
     """The E-step of full and tied components fused with their statistics about the current means μ ``(K, D)``.
 
     With U_k = L_k⁻ᵀ (Σ_k⁻¹ = U_k U_kᵀ) the whitened residuals y_nk = U_kᵀ (x_n - μ_k) of a chunk are one product
-    ``x (rows, D) @ [U_1 … U_K] (D, K D)`` minus μ_kᵀ U_k (no per-component loop, no triangular solve per row), and
+    ``[U_kᵀ, -U_kᵀ μ_k]`` stacked over k ``(K D, D + 1)`` @ ``[x, 1]ᵀ`` ``(D + 1, rows)`` (no per-component loop, no
+    triangular solve per row), and
 
         log π_k F(x_n | θ_k) = log π_k - Σ_d log L_k,dd - (D/2) log 2π - |y_nk|² / 2
         Σ_n r_nk (x_n - μ_k) = L_k Σ_n r_nk y_nk,    Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ = L_k (Σ_n r_nk y_nk y_nkᵀ) L_kᵀ
@@ -132,7 +140,7 @@ def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: 
     so the M-step's scatter is one batched product of the residuals the E-step already holds. Returns ``(counts (K,),
     sums (K, D), scatter (K, D, D), Σ_n log p(x_n))``, the first three as :func:`scatter_statistics`'s. ``scale_tril`` is ``(K, D, D)``
     or ``(D, D)`` (tied). The products run in ``product_dtype`` (default: the parameters' dtype); counts, sums,
-    scatter and the total are accumulated in the parameters' dtype chunk by chunk. Largest temporary: ``(rows, K D)``.
+    scatter and the total are accumulated in the parameters' dtype chunk by chunk. Largest temporary: ``(K, D, rows)``.
     """
     k, d = means.shape
     dtype, device = means.dtype, means.device
@@ -140,9 +148,8 @@ def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: 
     tril = scale_tril.expand(k, d, d)
     eye = torch.eye(d, dtype=dtype, device=device).expand(k, d, d)
     upper = torch.linalg.solve_triangular(tril, eye, upper=False).mT  # U_k = L_k⁻ᵀ, (K, D, D)
-    # [U_1 … U_K] over -[μ_1ᵀ U_1 … μ_Kᵀ U_K]: a column of ones beside the chunk's x subtracts μ_kᵀ U_k in the product.
-    projection = torch.cat([upper.permute(1, 0, 2).reshape(d, k * d),
-                            -(means.unsqueeze(1) @ upper).reshape(1, k * d)]).to(product_dtype)  # (D + 1, K D)
+    # Rows U_kᵀ beside -U_kᵀ μ_k, stacked over k: with a column of ones beside the chunk's x, one product gives every y_nk.
+    projection = torch.cat([upper.mT, -(upper.mT @ means.unsqueeze(-1))], -1).reshape(k * d, d + 1).to(product_dtype)
     extended = torch.ones(min(rows, x.shape[0]), d + 1, dtype=product_dtype, device=device)
     bias = (weights.log() - tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI).to(product_dtype)  # (K,)
     counts, white_sums = torch.zeros(k, dtype=dtype, device=device), means.new_zeros(k, d)
@@ -150,17 +157,18 @@ def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: 
     for begin in range(0, x.shape[0], rows):
         chunk = extended[:min(rows, x.shape[0] - begin)]
         chunk[:, :d].copy_(x[begin:begin + rows])
-        white = torch.mm(chunk, projection).view(-1, k, d)  # (rows, K, D): y_nk
-        joint = torch.linalg.vector_norm(white, dim=-1).square_().mul_(-0.5).add_(bias)  # (rows, K)
-        peak = joint.amax(1, keepdim=True)  # log-sum-exp over k fused with the normalisation
-        resp = joint.sub_(peak).exp_()
-        norm = resp.sum(1, keepdim=True)
+        # (K, D, rows): y_nk as columns, so the scatter's batched product reads both factors unit-stride.
+        white = torch.mm(projection, chunk.T).view(k, d, -1)
+        joint = white.square().sum(1).mul_(-0.5).add_(bias[:, None])  # (K, rows)
+        peak = joint.amax(0)  # log-sum-exp over k fused with the normalisation
+        resp = joint.sub_(peak).clamp_(min=exp_floor(product_dtype)).exp_()
+        norm = resp.sum(0)
         resp.div_(norm)
-        total += (peak + norm.log()).sum().to(dtype)
-        weighted = white * resp.unsqueeze(-1)  # (rows, K, D)
-        counts += resp.sum(0).to(dtype)
-        white_sums += weighted.sum(0).to(dtype)
-        white_scatter += torch.bmm(weighted.permute(1, 2, 0), white.permute(1, 0, 2)).to(dtype)  # (K, D, D)
+        total += (peak.sum() + norm.log_().sum()).to(dtype)
+        weighted = white * resp.unsqueeze(1)  # (K, D, rows)
+        counts += resp.sum(1).to(dtype)
+        white_sums += weighted.sum(2).to(dtype)
+        white_scatter += torch.bmm(weighted, white.mT).to(dtype)  # (K, D, D)
     sums = (tril @ white_sums.unsqueeze(-1)).squeeze(-1)
     return counts, sums, tril @ white_scatter @ tril.mT, total
 
@@ -191,4 +199,4 @@ def gaussian_update(family: str, counts: torch.Tensor, sums: torch.Tensor, scatt
 __all__ = ["COVARIANCE_TYPES", "GAUSSIAN_FAMILIES", "SCATTER_FAMILIES", "covariance_from_precisions",
            "covariance_matrices", "covariance_name", "covariance_parameter", "covariance_parameter_count",
            "diagonal_natural", "feature_variances", "gaussian_update", "precision_cholesky", "scatter_statistics",
-           "whitened_statistics"]
+           "exp_floor", "whitened_statistics"]
