@@ -282,6 +282,9 @@ class MixtureModel(LocalPyroModule):
     def log_prior(self) -> torch.Tensor:
         """log p(π) + log p(θ) up to a constant (the conjugate kernels); 0 for maximum likelihood."""
         cfg = self.config
+        if cfg.weight_concentration == 1.0 and (cfg.prior_strength == 0 or cfg.family in GAUSSIAN_FAMILIES):
+            # Maximum likelihood: exactly 0, without reading the constrained parameters (EM asks every iteration).
+            return self.data_mean.new_zeros(())
         # xlogy: 0 * log 0 = 0, so an emptied component costs nothing under the flat Dirichlet(1) (0 * -inf is NaN).
         total = torch.special.xlogy(self.weights.new_tensor(cfg.weight_concentration - 1.0), self.weights).sum()
         s = cfg.prior_strength
