@@ -41,17 +41,15 @@ iteration's data pass) on MNIST-PCA50 (all training images; the synthetic case w
 chunks of 250 ... 8,000 rows, the default (``CHUNK_ELEMENTS`` per chunk) and one chunk of all rows, in float64 and
 float32, at ``--threads`` threads; the median of ``--repeats`` (at least 5) passes after one untimed pass.
 
-Where EM's time goes (torch.profiler and process CPU time, one thread, MNIST-PCA50: N=15,604 here, D=50, K=10;
-scikit-learn ~17-23 ms per iteration on the same machine). Before (whole-data E-step read off the Pyro trace,
-(K, N) joint, cached [x, x²] (N, 2D)): ~27 ms/iteration in the profile, of which the M-step's ``resp.T @ [x, x²]``
-(K, N) @ (N, 2D) 26 %, the E-step's ``η @ [x, x²]ᵀ`` (K, 2D) @ (2D, N) 24 %, adding log π to the (K, N) joint 10 %,
-the max/subtract/exp/sum/divide/log of the normalisation over (K, N) ~25 %, Pyro's trace and parameter transforms
-the rest; the whole-data products ran at ~2-4 GFLOP/s in float64 (MKL on tall-skinny shapes). After
-(``MixtureModel.expected_statistics``: chunks of ~1,000 rows, joint written column-major (K, rows) so the reductions
-over k are elementwise, x and [x², 1] multiplied separately so the bias enters and Σ_n r_nk leaves through the
-products, the M-step's reduction fused into the same pass): ~11-13 ms/iteration of process time, the four small
-products ~55 %, the normalisation ~15 %, per-operation dispatch (views, transposes) ~10 %; with ``--threads 2`` the
-chunks are split between two threads.
+Where EM's time goes (torch.profiler and process CPU time, one thread, on a shared 2-core machine). MNIST-PCA50,
+diag: the chunk's two products (E: [x, x², 1] @ [η; log π - A], M: r.T @ [x, x², 1]) are over half of a pass and run
+near the core's peak in float32; exp over the (K, rows) joint, the cast of x into the [x, x², 1] buffer and the square
+most of the rest; exp slowed down many times where it underflowed (well-separated components, float32), hence the
+floor on the log-joint. Full covariance: before, per chunk, the centred data (K, rows, D), a batched triangular solve
+per row and a second batched product over the centred data for the scatter; now one product gives the whitened
+residuals (K, D, rows) and one batched product of them the scatter (L_k (Σ r y yᵀ) L_kᵀ), about twice as fast.
+scikit-learn with two OpenBLAS threads slows down many times when the cores are loaded (its fit time varies the most),
+so ``--threads 1`` is the comparison to trust on a shared machine.
 """
 
 from __future__ import annotations
