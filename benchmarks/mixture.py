@@ -1,26 +1,30 @@
 """emvi's mixture (EM and SVI on one Pyro model) against scikit-learn's GaussianMixture, side by side in one run.
 
-All three start from the same point: k-means++ means (``emvi.inference.initialization.kmeans_plusplus``, seeded),
-with weights and diagonal variances from one M-step on the nearest-centre assignments; scikit-learn receives them as
-``weights_init``/``means_init``/``precisions_init`` (so its own k-means never runs) and the same ``reg_covar`` floor.
+All methods start from the same point: k-means++ means (``emvi.inference.initialization.kmeans_plusplus``, seeded),
+with weights and (diagonal or full) covariances from one M-step on the nearest-centre assignments; scikit-learn
+receives them as ``weights_init``/``means_init``/``precisions_init`` (so its own k-means never runs) and the same
+``reg_covar`` floor, and runs with the same number of BLAS/OpenMP threads as torch (``threadpoolctl``).
 
-* sklearn: ``GaussianMixture(covariance_type="diag", tol=1e-3)``; its wall-clock fit time is the reference.
-* em: :func:`emvi.inference.fit_em` on :class:`emvi.models.mixture.MixtureModel` (E-step read off the enumerated
-  Pyro trace, closed-form M-step), float64, ``tol=1e-4``.
+* sklearn: ``GaussianMixture(covariance_type=..., tol=1e-3)``; its wall-clock fit time is the reference.
+* em: :func:`emvi.inference.fit_em` on :class:`emvi.models.mixture.MixtureModel` (the chunked E-step fused with the
+  M-step's statistics, closed-form M-step), float64 parameters and sums, ``tol=1e-4``; ``--product-dtype float32``
+  runs the E-step's products in float32 (the model's ``product_dtype``). The final log-likelihood is evaluated in float64.
 * svi: :func:`emvi.inference.natural_gradient.natural_gradient_svi`: gradients of TraceEnum_ELBO (full batch, the exact
   marginal, float64) turned into natural-gradient steps of size 1 on the mean parameters, which retrace EM.
 * svi-adam (for reference): ``emvi.inference.train`` with TraceEnum_ELBO, full batch, float64, Adam lr 0.3.
 
 Reported per case: final log-likelihoods (nats per item) and the time each method needs to reach scikit-learn's final
-log-likelihood (reaching it exactly: EM repeats scikit-learn's iterations, so the ratio is the cost per iteration), as a ratio
-to scikit-learn's fit time. Cases:
-synthetic N=100,000, D=10, K=8 (overlapping components) and MNIST train images projected on 50 principal
-components, K=10 (MNIST from $EMVI_DATA, default ../shared/data; skipped with a note when absent). The last line is
-one JSON object whose top-level ``em_time_ratio``/``svi_time_ratio``/``em_loglik``/``sklearn_loglik`` are the
-synthetic case's.
+log-likelihood (EM repeats scikit-learn's iterations from the same start, so ``em_reach_iterations`` equals
+``sklearn_iterations`` and the ratio is the cost per iteration), as a ratio to scikit-learn's fit time; scikit-learn
+and EM alternate ``--repeats`` times (who goes first alternates too) and the medians count. Cases: synthetic
+N=100,000, D=10, K=8 (overlapping components), diagonal; MNIST train images projected on 50 principal components,
+K=10, diagonal (MNIST from $EMVI_DATA, default ../shared/data; skipped with a note when absent); the synthetic data
+with full covariances (``synthetic-full``; EM only, natural-gradient SVI is written for the diagonal family). The
+last line is one JSON object whose top-level ``em_time_ratio``/``svi_time_ratio``/``em_loglik``/``sklearn_loglik``
+are the synthetic case's, with ``em_time_ratio_worst`` over the cases and ``em_loglik_not_below_sklearn``.
 
     python benchmarks/mixture.py            # full sizes
-    python benchmarks/mixture.py --quick    # N=20,000 synthetic and 4,000 MNIST images, under a minute
+    python benchmarks/mixture.py --quick    # N=20,000 synthetic and 4,000 MNIST images
     python benchmarks/mixture.py --em-only  # EM and scikit-learn only
     python benchmarks/mixture.py --chunks   # the chunked E-step's cost against its chunk size and dtype
     python benchmarks/mixture.py --covariance-types  # the drop-ins against scikit-learn, per covariance type
@@ -37,17 +41,15 @@ iteration's data pass) on MNIST-PCA50 (all training images; the synthetic case w
 chunks of 250 ... 8,000 rows, the default (``CHUNK_ELEMENTS`` per chunk) and one chunk of all rows, in float64 and
 float32, at ``--threads`` threads; the median of ``--repeats`` (at least 5) passes after one untimed pass.
 
-Where EM's time goes (torch.profiler and process CPU time, one thread, MNIST-PCA50: N=15,604 here, D=50, K=10;
-scikit-learn ~17-23 ms per iteration on the same machine). Before (whole-data E-step read off the Pyro trace,
-(K, N) joint, cached [x, x²] (N, 2D)): ~27 ms/iteration in the profile, of which the M-step's ``resp.T @ [x, x²]``
-(K, N) @ (N, 2D) 26 %, the E-step's ``η @ [x, x²]ᵀ`` (K, 2D) @ (2D, N) 24 %, adding log π to the (K, N) joint 10 %,
-the max/subtract/exp/sum/divide/log of the normalisation over (K, N) ~25 %, Pyro's trace and parameter transforms
-the rest; the whole-data products ran at ~2-4 GFLOP/s in float64 (MKL on tall-skinny shapes). After
-(``MixtureModel.expected_statistics``: chunks of ~1,000 rows, joint written column-major (K, rows) so the reductions
-over k are elementwise, x and [x², 1] multiplied separately so the bias enters and Σ_n r_nk leaves through the
-products, the M-step's reduction fused into the same pass): ~11-13 ms/iteration of process time, the four small
-products ~55 %, the normalisation ~15 %, per-operation dispatch (views, transposes) ~10 %; with ``--threads 2`` the
-chunks are split between two threads.
+Where EM's time goes (torch.profiler and process CPU time, one thread, on a shared 2-core machine). MNIST-PCA50,
+diag: the chunk's two products (E: [x, x², 1] @ [η; log π - A], M: r.T @ [x, x², 1]) are over half of a pass and run
+near the core's peak in float32; exp over the (K, rows) joint, the cast of x into the [x, x², 1] buffer and the square
+most of the rest; exp slowed down many times where it underflowed (well-separated components, float32), hence the
+floor on the log-joint. Full covariance: before, per chunk, the centred data (K, rows, D), a batched triangular solve
+per row and a second batched product over the centred data for the scatter; now one product gives the whitened
+residuals (K, D, rows) and one batched product of them the scatter (L_k (Σ r y yᵀ) L_kᵀ), about twice as fast.
+scikit-learn with two OpenBLAS threads slows down many times when the cores are loaded (its fit time varies the most),
+so ``--threads 1`` is the comparison to trust on a shared machine.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 import emvi  # noqa: F401  (module-local Pyro params before the models are built)
 from emvi.estimators import GaussianMixture as EmviGaussianMixture
@@ -72,6 +75,8 @@ from emvi.inference import TrainConfig, fit_em, train
 from emvi.inference.initialization import initialise_mixture
 from emvi.inference.natural_gradient import natural_gradient_svi
 from emvi.models.mixture import CHUNK_ELEMENTS, MixtureConfig, MixtureGuide, MixtureModel
+from emvi.models.mixture_covariances import COVARIANCE_TYPES as COVARIANCE_FAMILIES
+from emvi.models.mixture_covariances import SCATTER_FAMILIES, covariance_name, precision_cholesky
 
 REACH_TOL = 0.0
 
@@ -101,39 +106,64 @@ def first_reach(seconds: list[float], logliks: list[float], target: float) -> fl
     return next((s for s, ll in zip(seconds, logliks, strict=True) if ll >= target), math.inf)
 
 
+def sklearn_precisions(model: MixtureModel) -> np.ndarray:
+    """scikit-learn's ``precisions_init`` of ``model``'s covariances: 1/σ² (diag) or U Uᵀ = Σ⁻¹ (full)."""
+    family = model.config.family
+    upper = precision_cholesky(family, getattr(model, covariance_name(family)).detach())
+    return (upper @ upper.mT if family in SCATTER_FAMILIES else upper**2).numpy()
+
+
+def median(values: list[float]) -> float:
+    return float(np.median(values)) if values else math.inf
+
+
 def run_case(name: str, x: np.ndarray, k: int, *, svi_epochs: int, repeats: int = 3, seed: int = 0,
-             em_only: bool = False) -> dict:
+             em_only: bool = False, covariance_type: str = "diag", threads: int = 2,
+             product_dtype: torch.dtype | None = None) -> dict:
     n, d = x.shape
     xt = torch.as_tensor(x, dtype=torch.float64)
-    start = MixtureModel(MixtureConfig(num_components=k, floor=1e-6), d, dtype=torch.float64)
+    family = COVARIANCE_FAMILIES[covariance_type]
+    start = MixtureModel(MixtureConfig(num_components=k, family=family, floor=1e-6), d, dtype=torch.float64)
     initialise_mixture(start, xt, "kmeans++", torch.Generator().manual_seed(seed))
     weights, means = start.weights.detach().numpy(), start.means.detach().numpy()
-    precisions = 1 / start.variances.detach().numpy()
 
-    sk = GaussianMixture(k, covariance_type="diag", reg_covar=1e-6, tol=1e-3, max_iter=1000, weights_init=weights,
-                         means_init=means, precisions_init=precisions, init_params="random_from_data",
-                         random_state=seed)
-    # The 2 cores are shared, so scikit-learn and EM (both cheap) alternate `repeats` times and keep their fastest run.
-    sklearn_seconds, em_seconds, em_reach = math.inf, math.inf, math.inf
-    for _ in range(repeats):
-        began = time.perf_counter()
-        sk.fit(x)
-        sklearn_seconds = min(sklearn_seconds, time.perf_counter() - began)
-        sklearn_loglik = float(sk.score(x))
-        target = sklearn_loglik - REACH_TOL
+    sk = GaussianMixture(k, covariance_type=covariance_type, reg_covar=1e-6, tol=1e-3, max_iter=1000,
+                         weights_init=weights, means_init=means, precisions_init=sklearn_precisions(start),
+                         init_params="random_from_data", random_state=seed)
+    # The cores are shared: scikit-learn and EM alternate (who goes first alternates too) `repeats` times and the
+    # medians count; scikit-learn's BLAS and OpenMP get the same number of threads as torch.
+    sklearn_times, em_times, em_reaches = [], [], []
+    for repeat in range(repeats):
+        for library in ("sklearn", "em") if repeat % 2 == 0 else ("em", "sklearn"):
+            if library == "sklearn":
+                with threadpool_limits(limits=threads):
+                    began = time.perf_counter()
+                    sk.fit(x)
+                    sklearn_times.append(time.perf_counter() - began)
+                sklearn_loglik = float(sk.score(x))
+                continue
+            em_model = copy.deepcopy(start)
+            em_model.product_dtype = product_dtype
+            began = time.perf_counter()
+            em = fit_em(em_model, xt, max_iter=1000, tol=1e-4, warn=False)
+            em_times.append(time.perf_counter() - began)
+            with torch.no_grad():
+                em_loglik = float(em_model.log_likelihood(xt).mean())
+            em_history = [ll / n for ll in em.log_likelihood_history]
+        em_reaches.append(first_reach(em.seconds_history, em_history, sklearn_loglik - REACH_TOL))
+    target = sklearn_loglik - REACH_TOL
+    sklearn_seconds, em_seconds, em_reach = median(sklearn_times), median(em_times), median(em_reaches)
+    # EM's iterations (M-steps) to reach scikit-learn's final log-likelihood: the same count from the same start.
+    em_reach_iterations = next((i for i, ll in enumerate(em_history) if ll >= target), None)
 
-        em_model = copy.deepcopy(start)
-        began = time.perf_counter()
-        em = fit_em(em_model, xt, max_iter=1000, tol=1e-4, warn=False)
-        em_seconds = min(em_seconds, time.perf_counter() - began)
-        em_loglik = float(em_model.log_likelihood(xt).mean())
-        em_reach = min(em_reach, first_reach(em.seconds_history, [ll / n for ll in em.log_likelihood_history], target))
-
-    if em_only:
-        row = {"case": name, "n": n, "d": d, "k": k, "sklearn_seconds": sklearn_seconds,
-               "sklearn_iterations": int(sk.n_iter_), "sklearn_loglik": sklearn_loglik, "em_seconds": em_seconds,
-               "em_iterations": em.n_iter, "em_loglik": em_loglik, "em_reach_seconds": em_reach,
-               "em_time_ratio": em_reach / sklearn_seconds}
+    em_row = {"case": name, "covariance_type": covariance_type, "n": n, "d": d, "k": k, "repeats": repeats,
+              "threads": threads, "em_product_dtype": str(product_dtype or torch.float64).removeprefix("torch."),
+              "sklearn_seconds": sklearn_seconds, "sklearn_iterations": int(sk.n_iter_),
+              "sklearn_loglik": sklearn_loglik, "em_seconds": em_seconds, "em_iterations": em.n_iter,
+              "em_loglik": em_loglik, "em_reach_seconds": em_reach, "em_reach_iterations": em_reach_iterations,
+              "em_time_ratio": em_reach / sklearn_seconds}
+    if em_only or covariance_type != "diag":  # natural-gradient SVI is written for the diagonal family
+        row = em_row
         print(f"[{name}] N={n} D={d} K={k}")
         print(f"  sklearn  {sklearn_seconds:7.2f} s  {sk.n_iter_:4d} it  loglik {sklearn_loglik:.6f}")
         print(f"  em       {em_seconds:7.2f} s  {em.n_iter:4d} it  loglik {em_loglik:.6f}  reaches sklearn in "
@@ -165,14 +195,11 @@ def run_case(name: str, x: np.ndarray, k: int, *, svi_epochs: int, repeats: int 
         svi_loglik = float(svi_model.log_likelihood(xt).mean())
     svi_reach = first_reach(seconds, logliks, target)
 
-    row = {
-        "case": name, "n": n, "d": d, "k": k,
-        "sklearn_seconds": sklearn_seconds, "sklearn_iterations": int(sk.n_iter_), "sklearn_loglik": sklearn_loglik,
-        "em_seconds": em_seconds, "em_iterations": em.n_iter, "em_loglik": em_loglik, "em_reach_seconds": em_reach,
+    row = em_row | {
         "svi_seconds": ng_seconds, "svi_steps": len(ng), "svi_loglik": ng_loglik, "svi_reach_seconds": ng_reach,
         "svi_adam_seconds": svi_seconds, "svi_adam_epochs": len(logliks), "svi_adam_loglik": svi_loglik,
         "svi_adam_reach_seconds": svi_reach,
-        "em_time_ratio": em_reach / sklearn_seconds, "svi_time_ratio": ng_reach / sklearn_seconds,
+        "svi_time_ratio": ng_reach / sklearn_seconds,
         "svi_adam_time_ratio": svi_reach / sklearn_seconds,
     }
     print(f"[{name}] N={n} D={d} K={k}")
@@ -284,7 +311,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (scikit-learn uses numpy's BLAS)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of sklearn and em per case; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of sklearn and em per case; medians")
+    parser.add_argument("--product-dtype", choices=("float64", "float32"), default="float64",
+                        help="dtype of EM's E-step products (the statistics add up in float64 either way)")
     parser.add_argument("--em-only", action="store_true", help="EM against scikit-learn only (no SVI runs)")
     parser.add_argument("--chunks", action="store_true", help="the E-step's time against chunk size and dtype only")
     parser.add_argument("--covariance-types", action="store_true",
@@ -301,18 +330,21 @@ def main(argv=None) -> int:
         print(json.dumps({"quick": args.quick, "covariance_types": covariance_types(n, args.repeats)}))
         return 0
     n_synth, mnist_limit, svi_epochs = (20_000, 4_000, 100) if args.quick else (100_000, None, 300)
-    rows = [run_case("synthetic", synthetic(n_synth), 8, svi_epochs=svi_epochs, repeats=args.repeats,
-                     em_only=args.em_only)]
+    options = dict(svi_epochs=svi_epochs, repeats=args.repeats, em_only=args.em_only, threads=args.threads,
+                   product_dtype=getattr(torch, args.product_dtype))
+    rows = [run_case("synthetic", synthetic(n_synth), 8, **options)]
     images = mnist_pca(mnist_limit)
     if images is None:
         print("[mnist-pca50] skipped: no MNIST under $EMVI_DATA or ../shared/data")
     else:
-        rows.append(run_case("mnist-pca50", images, 10, svi_epochs=svi_epochs, repeats=args.repeats,
-                             em_only=args.em_only))
+        rows.append(run_case("mnist-pca50", images, 10, **options))
+    rows.append(run_case("synthetic-full", synthetic(n_synth), 8, covariance_type="full", **options))
     synth = rows[0]
     summary = {key: synth[key] for key in ("em_time_ratio", "svi_time_ratio", "em_loglik", "sklearn_loglik",
                                            "svi_loglik", "svi_adam_time_ratio") if key in synth}
-    summary.update(quick=args.quick, cases=rows)
+    summary.update(quick=args.quick, em_time_ratio_worst=max(row["em_time_ratio"] for row in rows),
+                   em_loglik_not_below_sklearn=all(row["em_loglik"] >= row["sklearn_loglik"] for row in rows),
+                   cases=rows)
     if args.quick:
         summary["covariance_types"] = covariance_types(10_000, args.repeats)
     # "never reached" is infinite time; JSON has no infinity, so it is written as null.

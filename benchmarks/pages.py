@@ -168,6 +168,19 @@ def mixture_fit(result: dict) -> list[str]:
                            "log-likelihood, scikit-learn", "log-likelihood, EM"], rows)
 
 
+def mixture_em(result: dict) -> list[str]:
+    """``mixture.py --em-only`` in full sizes: EM against scikit-learn per case, both covariance layouts."""
+    rows = [[case["case"], f"{case['n']:,} x {case['d']}, K = {case['k']}", case.get("covariance_type", "diag"),
+             case.get("em_product_dtype", "float64"), number(case["sklearn_seconds"]),
+             f"{case['sklearn_iterations']} / {case.get('em_reach_iterations')}", number(case["em_time_ratio"]),
+             fixed(case["sklearn_loglik"]), fixed(case["em_loglik"])] for case in result["cases"]]
+    caption = (f"{plural(result['cases'][0].get('threads', 2), 'thread')} for torch and for scikit-learn's BLAS; "
+               f"medians of {result['cases'][0].get('repeats', 3)} alternating runs")
+    return [caption, ""] + markdown_table(
+        ["case", "data", "covariance", "EM products", "scikit-learn fit (s)", "iterations, scikit-learn / EM to reach it",
+         "time ratio EM / scikit-learn", "log-likelihood, scikit-learn", "log-likelihood, EM"], rows)
+
+
 def mixture_covariance_types(result: dict) -> list[str]:
     """The ``covariance_types`` rows of ``mixture.py --quick``: the GaussianMixture drop-in against scikit-learn's."""
     if "covariance_types" not in result:
@@ -274,6 +287,10 @@ TABLES = {
     "mixture-chunks-two-threads": Table("mixture", ("--chunks",), mixture_chunks),
     "mixture-fit": Table("mixture", ("--quick",), mixture_fit),
     "mixture-covariance-types": Table("mixture", ("--quick",), mixture_covariance_types),
+    "mixture-em": Table("mixture", ("--em-only", "--product-dtype", "float32", "--repeats", "5"), mixture_em),
+    "mixture-em-one-thread": Table("mixture", ("--em-only", "--product-dtype", "float32", "--threads", "1",
+                                               "--repeats", "5"), mixture_em),
+    "mixture-em-float64": Table("mixture", ("--em-only", "--threads", "1", "--repeats", "5"), mixture_em),
     "fa-starts": Table("ppca", ("--fa-starts",), fa_starts),
     "ppca-fit": Table("ppca", ("--quick",), ppca_fit),
     "nuts": Table("mcmc", ("--quick",), generic),

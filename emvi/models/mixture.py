@@ -44,9 +44,11 @@ from .mixture_covariances import (
     covariance_parameter,
     covariance_parameter_count,
     diagonal_natural,
+    exp_floor,
     feature_variances,
     gaussian_update,
     scatter_statistics,
+    whitened_statistics,
 )
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
@@ -58,9 +60,10 @@ MCMC_FAMILIES = ("gaussian-diag", "poisson", "bernoulli", "categorical")
 
 
 CHUNK_ELEMENTS = 2**17
-"""Elements (1 MiB in float64) of the per-chunk temporaries of the chunked E-step: rows of T(x) and of the (rows, K)
-joint for the exponential families, the (K, rows, D) centred data for gaussian-full and -tied. Chunks this size stay in cache
-between the E-step's product, the normalisation and the M-step's product (the size: docs/experiments/mixture.md)."""
+"""Elements (1 MiB in float64; twice as many with float32 products) of the per-chunk temporaries of the chunked E-step:
+rows of T(x) and of the (rows, K) joint for the exponential families, the (K, D, rows) whitened residuals for
+gaussian-full and -tied. Chunks this size stay in cache between the E-step's product, the normalisation and the
+M-step's product (the size: docs/experiments/mixture.md)."""
 
 
 _POOLS: dict = {}
@@ -73,6 +76,17 @@ def _thread_pool(workers: int):
 
         _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="emvi-estep")
     return _POOLS[workers]
+
+
+def _over_shards(x: torch.Tensor, rows: int, statistics) -> list:
+    """``statistics(shard)`` of one shard of whole ``rows``-row chunks of ``x`` per torch thread, each run by a thread
+    of its own (torch releases the GIL inside every operation; the per-chunk products are too small for the BLAS to
+    split over threads itself); one shard, in this thread, off the CPU."""
+    num_chunks = -(-x.shape[0] // rows)
+    workers = min(torch.get_num_threads(), num_chunks) if x.device.type == "cpu" else 1
+    bounds = [rows * (num_chunks * i // workers) for i in range(workers + 1)]
+    shards = [x[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [statistics(shards[0])] if workers == 1 else list(_thread_pool(workers).map(statistics, shards))
 
 
 def chunk_rows(row_elements: int, chunk_size: int | None = None) -> int:
@@ -170,9 +184,16 @@ class MixtureModel(LocalPyroModule):
     :meth:`bayesian` turns the globals into sample sites with proper priors (for NUTS); the story is unchanged.
     """
 
-    def __init__(self, config: MixtureConfig, num_features: int, *, dtype: torch.dtype = torch.float32):
+    def __init__(self, config: MixtureConfig, num_features: int, *, dtype: torch.dtype = torch.float32,
+                 product_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = config
+        # Gaussian families: the dtype of the chunked E-step's products (e.g. float32 for a float64 model); the
+        # statistics and the objective still add up in the parameters' dtype. None: the parameters' dtype (exact).
+        if product_dtype is not None and not (isinstance(product_dtype, torch.dtype) and product_dtype.is_floating_point):
+            raise ConfigError(f"product_dtype must be a floating torch dtype (e.g. torch.float32) or None, got "
+                              f"{product_dtype!r}")
+        self.product_dtype = product_dtype
         self.num_features = num_features
         self.is_bayesian = False
         k, d, family = config.num_components, num_features, config.family
@@ -261,6 +282,9 @@ class MixtureModel(LocalPyroModule):
     def log_prior(self) -> torch.Tensor:
         """log p(π) + log p(θ) up to a constant (the conjugate kernels); 0 for maximum likelihood."""
         cfg = self.config
+        if cfg.weight_concentration == 1.0 and (cfg.prior_strength == 0 or cfg.family in GAUSSIAN_FAMILIES):
+            # Maximum likelihood: exactly 0, without reading the constrained parameters (EM asks every iteration).
+            return self.data_mean.new_zeros(())
         # xlogy: 0 * log 0 = 0, so an emptied component costs nothing under the flat Dirichlet(1) (0 * -inf is NaN).
         total = torch.special.xlogy(self.weights.new_tensor(cfg.weight_concentration - 1.0), self.weights).sum()
         s = cfg.prior_strength
@@ -325,46 +349,50 @@ class MixtureModel(LocalPyroModule):
 
         Layout (profiled on MNIST-PCA50, one thread): the joint is written column-major, ``(K, rows)`` in memory, so
         the max and sum over k are elementwise over K contiguous rows instead of reductions over a length-K axis,
-        and ``r.T`` is contiguous for the M-step's product; the Gaussian's statistics stay two blocks, x and
-        [x², 1] (a buffer reused across chunks), multiplied separately, rather than copying x into [x, x²]; few
-        tensor operations per chunk, since each costs microseconds of dispatch.
+        and ``r.T`` is contiguous for the M-step's product; the Gaussian's T(x) = [x, x², 1] is one reused buffer
+        (the ones carry the bias in and Σ_n r_nk out), so each direction is one product; few tensor operations per
+        chunk, since each costs microseconds of dispatch. Full and tied: :func:`~emvi.models.mixture_covariances.
+        whitened_statistics`. Chunks are split between the torch threads. The model's ``product_dtype`` (Gaussian
+        families; e.g. float32 for a float64 model) sets the products' dtype; the sums stay in the model's dtype.
         """
         cfg = self.config
         if cfg.family in SCATTER_FAMILIES:
-            return self._scatter_statistics(x, None, self.means.detach(), chunk_size)
+            k, d = self.means.shape
+            means, tril, weights = self.means.detach(), self.scale_tril.detach(), self.weights.detach()
+            rows = min(chunk_rows(k * d * self._product_bytes() // 8, chunk_size), x.shape[0])
+            parts = _over_shards(x, rows, lambda shard: whitened_statistics(weights, means, tril, shard, rows,
+                                                                              self.product_dtype))
+            counts, sums, scatter, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
+            return ExpectedStatistics(counts, sums, scatter, means.clone()), total + self.log_prior()
         components = self.components()
         natural = components.natural.T.contiguous()  # (S, K)
         bias = self.weights.log() - components.log_normaliser  # (K,)
-        rows = min(chunk_rows(sum(natural.shape), chunk_size), x.shape[0])
-        # One shard of whole chunks per torch thread, run by a thread each (torch releases the GIL inside every
-        # operation): the per-chunk products are too small for the BLAS to split over threads itself.
-        num_chunks = -(-x.shape[0] // rows)
-        workers = min(torch.get_num_threads(), num_chunks) if x.device.type == "cpu" else 1
-        bounds = [rows * (num_chunks * i // workers) for i in range(workers + 1)]
-        shards = [x[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
-        if workers == 1:
-            parts = [self._shard_statistics(shards[0], natural, bias, rows)]
-        else:
-            parts = list(_thread_pool(workers).map(lambda shard: self._shard_statistics(shard, natural, bias, rows),
-                                                   shards))
+        rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), x.shape[0])
+        parts = _over_shards(x, rows, lambda shard: self._shard_statistics(shard, natural, bias, rows))
         counts, sums, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
         return ExpectedStatistics(counts, sums), total + self.log_prior()
+
+    def _product_bytes(self) -> int:
+        """Bytes per element of the chunked E-step's products (a Gaussian family's ``product_dtype``)."""
+        dtype = self.product_dtype if self.config.family in GAUSSIAN_FAMILIES else None
+        return (dtype or self.weights.dtype).itemsize
 
     def _shard_statistics(self, x: torch.Tensor, natural: torch.Tensor, bias: torch.Tensor, rows: int):
         """``(Σ_n r_nk (K,), Σ_n r_nk T(x_n) (K, S), Σ_n log p(x_n))`` of the rows of ``x``, chunk by chunk."""
         cfg = self.config
         (s, k), dtype, device = natural.shape, natural.dtype, natural.device
-        gaussian = cfg.family in GAUSSIAN_FAMILIES  # diag or spherical: blocks x and [x², 1]
+        gaussian = cfg.family in GAUSSIAN_FAMILIES  # diag or spherical: T(x) = [x, x²]
+        product_dtype = (self.product_dtype or dtype) if gaussian else dtype
         d = x.shape[1]
         rows = min(rows, x.shape[0])
-        joint_buffer = torch.empty(k, rows, dtype=dtype, device=device)
+        joint_buffer = torch.empty(k, rows, dtype=product_dtype, device=device)
         total = torch.zeros((), dtype=dtype, device=device)
         if gaussian:
-            # Blocks x and [x², 1]: the column of ones carries the bias into the product and Σ_n r_nk out of it.
-            linear, quadratic = natural[:d].contiguous(), torch.cat([natural[d:], bias[None]]).contiguous()
-            square = torch.ones(rows, d + 1, dtype=dtype, device=device)
-            sum_x, sum_square = torch.zeros(k, d, dtype=dtype, device=device), torch.zeros(k, d + 1, dtype=dtype,
-                                                                                           device=device)
+            # T(x) = [x, x², 1] in one buffer: the column of ones carries the bias into the E-step's product and
+            # Σ_n r_nk out of the M-step's; one product each way (cheaper than two on these thin shapes).
+            natural = torch.cat([natural, bias[None]]).to(product_dtype)  # (2 D + 1, K)
+            extended = torch.ones(rows, 2 * d + 1, dtype=product_dtype, device=device)
+            sums = torch.zeros(k, 2 * d + 1, dtype=dtype, device=device)
         else:
             counts, sums = torch.zeros(k, dtype=dtype, device=device), torch.zeros(k, s, dtype=dtype, device=device)
         for begin in range(0, x.shape[0], rows):
@@ -372,39 +400,28 @@ class MixtureModel(LocalPyroModule):
             m = chunk.shape[0]
             joint_t = joint_buffer[:, :m]  # (K, rows): the joint (rows, K) column-major
             if gaussian:
-                chunk = chunk.to(dtype)
-                extended = square[:m]
-                torch.mul(chunk, chunk, out=extended[:, :d])
-                torch.mm(chunk, linear, out=joint_t.T).addmm_(extended, quadratic)
+                stats = extended[:m]
+                stats[:, :d].copy_(chunk)
+                torch.mul(stats[:, :d], stats[:, :d], out=stats[:, d:2 * d])
+                torch.mm(stats, natural, out=joint_t.T)
             else:
                 stats, base_measure = sufficient_statistics(chunk, cfg.family, cfg.num_categories, dtype, cache=False)
                 joint = torch.addmm(bias, stats, natural, out=joint_t.T)
                 if base_measure is not None:
                     joint.add_(base_measure[:, None])
             peak = joint_t.amax(0)  # log-sum-exp over k fused with the normalisation, as normalise_log_joint
-            norm = joint_t.sub_(peak).exp_().sum(0)
+            norm = joint_t.sub_(peak).clamp_(min=exp_floor(product_dtype)).exp_().sum(0)
             joint_t.div_(norm)  # r_nk, transposed
             total += peak.sum() + norm.log_().sum()
-            if gaussian:
-                sum_x.addmm_(joint_t, chunk)
-                sum_square.addmm_(joint_t, extended)
-            else:
-                counts += joint_t.sum(1)
+            if product_dtype == dtype:
                 sums.addmm_(joint_t, stats)
+            else:  # the chunk's sums in the product dtype, added up in the parameters' dtype
+                sums += joint_t @ stats
+            if not gaussian:
+                counts += joint_t.sum(1)
         if gaussian:
-            counts, sums = sum_square[:, d], torch.cat([sum_x, sum_square[:, :d]], 1)
+            counts, sums = sums[:, 2 * d], sums[:, :2 * d]
         return counts, sums, total
-
-    def _scatter_statistics(self, x: torch.Tensor, resp: torch.Tensor | None, shift: torch.Tensor,
-                            chunk_size: int | None):
-        """Full and tied statistics about ``shift`` ``(K, D)`` (:func:`~emvi.models.mixture_covariances.
-        scatter_statistics`): from ``resp`` ``(N, K)`` when given (the objective is then None), else fused with the
-        E-step (``shift`` = the current means)."""
-        k, d = shift.shape
-        counts, sums, scatter, total = scatter_statistics(self.weights, shift, self.scale_tril, x, resp,
-                                                          chunk_rows(k * d, chunk_size))
-        stats = ExpectedStatistics(counts, sums, scatter, shift.clone())
-        return stats, (None if total is None else total + self.log_prior())
 
     @torch.no_grad()
     def statistics_from_responsibilities(self, resp: torch.Tensor, x: torch.Tensor,
@@ -415,7 +432,8 @@ class MixtureModel(LocalPyroModule):
         if cfg.family in SCATTER_FAMILIES:
             # Centre on this step's own means (one cheap pass for Σ r x), as a centred covariance would.
             shift = (resp.T @ x.to(resp)) / resp.sum(0).clamp_min(10 * torch.finfo(resp.dtype).eps)[:, None]
-            return self._scatter_statistics(x, resp, shift, chunk_size)[0]
+            counts, sums, scatter = scatter_statistics(shift, x, resp, chunk_rows(shift.numel(), chunk_size))
+            return ExpectedStatistics(counts, sums, scatter, shift.clone())
         k = resp.shape[1]
         family = "gaussian-diag" if cfg.family in GAUSSIAN_FAMILIES else cfg.family  # T(x) = [x, x²]
         first = x[:1]

@@ -16,7 +16,8 @@ The means are ``(K, D)``. Closed-form M-steps (maximum likelihood; ε = the conf
 
 Diag and spherical components are exponential families with T(x) = [x, x²] (their E-step is one matrix product,
 :class:`emvi.models.mixture.ExponentialFamily`); full and tied read scatter matrices about a shift c_k (the means
-before the step), computed here in chunks of rows by :func:`scatter_statistics`.
+before the step), computed here in chunks of rows: by :func:`whitened_statistics` (fused with the E-step) or
+:func:`scatter_statistics` (from given responsibilities).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import math
 import torch
 from pyro.nn import PyroParam
 from torch.distributions import constraints
-
-from ._enumeration import normalise_log_joint
 
 GAUSSIAN_FAMILIES = ("gaussian-diag", "gaussian-full", "gaussian-tied", "gaussian-spherical")
 SCATTER_FAMILIES = ("gaussian-full", "gaussian-tied")
@@ -99,35 +98,79 @@ def covariance_parameter_count(family: str, num_components: int, num_features: i
             "gaussian-spherical": k}[family]
 
 
-def scatter_statistics(weights: torch.Tensor, shift: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
-                       resp: torch.Tensor | None, rows: int):
-    """Statistics of full and tied components about ``shift`` c ``(K, D)``, in chunks of ``rows`` rows.
+def scatter_statistics(shift: torch.Tensor, x: torch.Tensor, resp: torch.Tensor, rows: int):
+    """Statistics of full and tied components about ``shift`` c ``(K, D)`` under given responsibilities ``resp``
+    ``(N, K)`` (hard assignments at initialisation, an :meth:`e_step`), in chunks of ``rows`` rows.
 
-    Returns ``(counts (K,), sums (K, D), scatter (K, D, D), total)``: N_k, Σ_n r_nk (x_n - c_k),
-    Σ_n r_nk (x_n - c_k)(x_n - c_k)ᵀ and Σ_n log p(x_n). With ``resp`` ``(N, K)`` given those are the weights (total
-    is None); else the E-step is fused in, and ``shift`` must be the current means (the log-density centres on
-    them). ``scale_tril`` is ``(K, D, D)`` or ``(D, D)`` (tied: broadcast over k). The chunk's centred data
-    ``(K, rows, D)`` is the largest temporary.
+    Returns ``(counts (K,), sums (K, D), scatter (K, D, D))``: N_k, Σ_n r_nk (x_n - c_k) and
+    Σ_n r_nk (x_n - c_k)(x_n - c_k)ᵀ. The chunk's centred data ``(K, rows, D)`` is the largest temporary. EM's own
+    E-step, fused with these statistics, is :func:`whitened_statistics`.
     """
     k, d = shift.shape
     counts = torch.zeros(k, dtype=shift.dtype, device=shift.device)
     sums, scatter = torch.zeros_like(shift), shift.new_zeros(k, d, d)
-    total = torch.zeros((), dtype=shift.dtype, device=shift.device)
-    bias = weights.log() - scale_tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI  # (K,)
     for begin in range(0, x.shape[0], rows):
         centred = x[begin:begin + rows].to(shift).unsqueeze(0) - shift.unsqueeze(1)  # (K, rows, D)
-        if resp is None:
-            white = torch.linalg.solve_triangular(scale_tril, centred.mT, upper=False)  # (K, D, rows)
-            joint = (bias[:, None] - 0.5 * white.square().sum(1)).T.contiguous()  # (rows, K)
-            chunk_resp, log_norm = normalise_log_joint(joint.T)
-            total += log_norm.sum()
-        else:
-            chunk_resp = resp[begin:begin + rows].to(shift)
+        chunk_resp = resp[begin:begin + rows].to(shift)
         weighted = centred * chunk_resp.T.unsqueeze(-1)  # (K, rows, D)
         counts += chunk_resp.sum(0)
         sums += weighted.sum(1)
         scatter += weighted.mT @ centred
-    return counts, sums, scatter, (None if resp is not None else total)
+    return counts, sums, scatter
+
+
+def exp_floor(dtype: torch.dtype) -> float:
+    """The least t whose exp(t) is a normal number of ``dtype`` (-87 in float32, -708 in float64): log-joints below
+    it are raised to it before exp, which is many times slower where its result underflows; the responsibilities
+    change by less than the dtype's smallest normal number, far below round-off against their sum (>= 1)."""
+    return float(math.ceil(math.log(torch.finfo(dtype).tiny)))
+
+
+def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
+                        rows: int, product_dtype: torch.dtype | None = None):
+    """The E-step of full and tied components fused with their statistics about the current means μ ``(K, D)``.
+
+    With U_k = L_k⁻ᵀ (Σ_k⁻¹ = U_k U_kᵀ) the whitened residuals y_nk = U_kᵀ (x_n - μ_k) of a chunk are one product
+    ``[U_kᵀ, -U_kᵀ μ_k]`` stacked over k ``(K D, D + 1)`` @ ``[x, 1]ᵀ`` ``(D + 1, rows)`` (no per-component loop, no
+    triangular solve per row), and
+
+        log π_k F(x_n | θ_k) = log π_k - Σ_d log L_k,dd - (D/2) log 2π - |y_nk|² / 2
+        Σ_n r_nk (x_n - μ_k) = L_k Σ_n r_nk y_nk,    Σ_n r_nk (x_n - μ_k)(x_n - μ_k)ᵀ = L_k (Σ_n r_nk y_nk y_nkᵀ) L_kᵀ
+
+    so the M-step's scatter is one batched product of the residuals the E-step already holds. Returns ``(counts (K,),
+    sums (K, D), scatter (K, D, D), Σ_n log p(x_n))``, the first three as :func:`scatter_statistics`'s. ``scale_tril`` is ``(K, D, D)``
+    or ``(D, D)`` (tied). The products run in ``product_dtype`` (default: the parameters' dtype); counts, sums,
+    scatter and the total are accumulated in the parameters' dtype chunk by chunk. Largest temporary: ``(K, D, rows)``.
+    """
+    k, d = means.shape
+    dtype, device = means.dtype, means.device
+    product_dtype = product_dtype or dtype
+    tril = scale_tril.expand(k, d, d)
+    eye = torch.eye(d, dtype=dtype, device=device).expand(k, d, d)
+    upper = torch.linalg.solve_triangular(tril, eye, upper=False).mT  # U_k = L_k⁻ᵀ, (K, D, D)
+    # Rows U_kᵀ beside -U_kᵀ μ_k, stacked over k: with a column of ones beside the chunk's x, one product gives every y_nk.
+    projection = torch.cat([upper.mT, -(upper.mT @ means.unsqueeze(-1))], -1).reshape(k * d, d + 1).to(product_dtype)
+    extended = torch.ones(min(rows, x.shape[0]), d + 1, dtype=product_dtype, device=device)
+    bias = (weights.log() - tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI).to(product_dtype)  # (K,)
+    counts, white_sums = torch.zeros(k, dtype=dtype, device=device), means.new_zeros(k, d)
+    white_scatter, total = means.new_zeros(k, d, d), torch.zeros((), dtype=dtype, device=device)
+    for begin in range(0, x.shape[0], rows):
+        chunk = extended[:min(rows, x.shape[0] - begin)]
+        chunk[:, :d].copy_(x[begin:begin + rows])
+        # (K, D, rows): y_nk as columns, so the scatter's batched product reads both factors unit-stride.
+        white = torch.mm(projection, chunk.T).view(k, d, -1)
+        joint = white.square().sum(1).mul_(-0.5).add_(bias[:, None])  # (K, rows)
+        peak = joint.amax(0)  # log-sum-exp over k fused with the normalisation
+        resp = joint.sub_(peak).clamp_(min=exp_floor(product_dtype)).exp_()
+        norm = resp.sum(0)
+        resp.div_(norm)
+        total += (peak.sum() + norm.log_().sum()).to(dtype)
+        weighted = white * resp.unsqueeze(1)  # (K, D, rows)
+        counts += resp.sum(1).to(dtype)
+        white_sums += weighted.sum(2).to(dtype)
+        white_scatter += torch.bmm(weighted, white.mT).to(dtype)  # (K, D, D)
+    sums = (tril @ white_sums.unsqueeze(-1)).squeeze(-1)
+    return counts, sums, tril @ white_scatter @ tril.mT, total
 
 
 def gaussian_update(family: str, counts: torch.Tensor, sums: torch.Tensor, scatter: torch.Tensor | None,
@@ -155,4 +198,5 @@ def gaussian_update(family: str, counts: torch.Tensor, sums: torch.Tensor, scatt
 
 __all__ = ["COVARIANCE_TYPES", "GAUSSIAN_FAMILIES", "SCATTER_FAMILIES", "covariance_from_precisions",
            "covariance_matrices", "covariance_name", "covariance_parameter", "covariance_parameter_count",
-           "diagonal_natural", "feature_variances", "gaussian_update", "precision_cholesky", "scatter_statistics"]
+           "diagonal_natural", "feature_variances", "gaussian_update", "precision_cholesky", "scatter_statistics",
+           "exp_floor", "whitened_statistics"]
