@@ -94,6 +94,7 @@ def skip_member(app, what, name, obj, skip, options):
 def setup(app):
     app.connect("autodoc-skip-member", skip_member)
     app.connect("autodoc-process-docstring", google_sections)
+    app.connect("missing-reference", emvi_docs.resolve_reexport)
 
 # --- Markdown and notebooks ---
 myst_enable_extensions = ["colon_fence", "dollarmath", "amsmath", "deflist", "substitution"]

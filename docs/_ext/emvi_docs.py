@@ -262,3 +262,16 @@ def write_generated(srcdir: str | Path) -> None:
     write_if_changed(srcdir / "generated" / "spec_tables.md", spec_reference())
     write_if_changed(srcdir / "generated" / "examples.md", examples_page())
     copy_notebooks(srcdir)
+
+
+def resolve_reexport(app, env, node, contnode):
+    """``emvi.NAME`` for a class or function ``emvi`` re-exports resolves to its one description at :func:`home`
+    (``{py:class}`emvi.TrainConfig``` reads as users import it, and links to ``emvi.inference.TrainConfig``)."""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("emvi.") or target.count(".") != 1:
+        return None
+    name = target.split(".", 1)[1]
+    if name not in public_names("emvi") or (module := home("emvi", name)) == "emvi":
+        return None
+    return env.get_domain("py").resolve_xref(env, node["refdoc"], app.builder, node["reftype"], f"{module}.{name}",
+                                             node, contnode)
