@@ -33,6 +33,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # MathJax served from the site itself: equations render without a network
     "sphinx_copybutton",
     "sphinx_design",
     "sphinxarg.ext",

@@ -166,3 +166,18 @@ def test_api_pages_list_every_public_name_and_each_class_and_function_has_a_docs
                 undocumented.append(f"{module_name}.{name}")
     assert not undocumented, f"public names without a docstring: {undocumented}"
     assert {"emvi", "emvi.estimators", "emvi.analysis.hmm"} <= set(emvi_docs.api_modules())
+
+
+def readme_commands() -> list[str]:
+    """The README's set-up commands: the one-line ``bash`` blocks of its "Set up and run" section."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Set up and run", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_getting_started_shows_the_readmes_commands_verbatim():
+    commands = readme_commands()
+    assert len(commands) == 2, "the README's set-up section should hold two one-line commands"
+    page = (DOCS / "getting_started.md").read_text()
+    for command in commands:
+        assert command in page, f"docs/getting_started.md lacks the README's command: {command}"
