@@ -3,9 +3,10 @@ their registry entries' ``pretrain`` hook on a new SVI fit only (never on ``--re
 
 * gmvae (:func:`pretrain_gmvae`): the encoder mean and the decoder trained as a deterministic autoencoder
   (:func:`emvi.inference.pretraining.pretrain_autoencoder`, VaDE), then the prior's μ_k, Σ_k (and π if learned) set
-  from clusters of the codes, without labels: a GMM on their t-SNE map (:func:`embedded_clusters`, N2D), spectral
-  clustering of their neighbour graph (:func:`emvi.inference.pretraining.spectral_clusters`), each cluster's
-  moments (:func:`cluster_moments`), or a GMM on the codes themselves (:func:`gaussian_mixture`).
+  from clusters of the codes, without labels: a GMM on their t-SNE map (:func:`embedded_clusters`, N2D; the map by
+  openTSNE's FFT-accelerated t-SNE, :func:`tsne_map`), spectral clustering of their neighbour graph
+  (:func:`emvi.inference.pretraining.spectral_clusters`), each cluster's moments (:func:`cluster_moments`), or a
+  GMM on the codes themselves (:func:`gaussian_mixture`).
 * ssvae (:func:`pretrain_ssvae`): q(y | x)'s hidden layers as an autoencoder's encoder, then cluster-then-label:
   the codes clustered as gmvae's, each cluster named after the labelled items it holds, and q(y | x) trained on
   those names.
@@ -397,4 +398,4 @@ def mixture_moments(model: MixtureModel) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 __all__ = ["cluster_moments", "embedded_clusters", "gaussian_mixture", "gmvae_autoencoder", "mixture_moments",
-           "pretrain_gmvae", "pretrain_ssvae"]
+           "pretrain_gmvae", "pretrain_ssvae", "tsne_map"]

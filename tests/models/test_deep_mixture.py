@@ -876,3 +876,34 @@ def test_m2_with_a_normal_likelihood_is_the_enumerated_elbo_written_out_in_value
     check_ssvae_data(config, emvi.data.ArrayDataset(x=x.float()))
     with pytest.raises(DataError, match="flat, finite features"):
         check_ssvae_data(config, emvi.data.ArrayDataset(x=x.float().index_fill(0, torch.tensor([0]), math.nan)))
+
+
+@pytest.mark.slow
+def test_benchmark_fixes_its_settings_on_validation_before_scoring_the_test_images_once(tmp_path, capsys):
+    """``benchmarks/deep_mixture.py --dataset fashion`` on generated Fashion-MNIST files: the validation images are
+    held out of training, the line with the settings and the validation scores (no test score in it) is printed
+    before any test score, every metric comes as ``valid_*`` and ``test_*``, and NMI/ARI are scikit-learn's."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    bench = _benchmark_module()
+    fake_fashion_mnist(tmp_path, per_class_train=20)
+    summary = bench.main(["--dataset", "fashion", "--data-root", str(tmp_path), "--valid-fraction", "0.3",
+                          "--valid-labels-per-class", "1", "--labels-per-class", "2", "--epochs", "2",
+                          "--early-stopping", "1", "--ssvae-epochs", "1", "--m1m2-epochs", "1",
+                          "--pretrain-epochs", "1", "--ssvae-pretrain-epochs", "1", "--hidden-dims", "8",
+                          "--latent-dim", "2", "--num-samples", "2", "--num-test", "40", "--classifier-steps", "2",
+                          "--threads", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert "settings_fixed_before_test" in lines[0] and not any(k.startswith("test_") for k in lines[0])
+    assert lines[0]["settings_fixed_before_test"]["early_stopping"] == 1
+    result = summary["results"]["fashion"]
+    assert (result["num_train"], result["num_valid"], result["num_test"]) == (140, 60, 40)
+    for metric in bench.METRICS:
+        assert f"valid_{metric}" in result and f"test_{metric}" in result
+        assert lines[0][f"valid_{metric}"] == result[f"valid_{metric}"]
+    assert len(result["per_seed"][0]["valid_curve_gmvae_loss"]) == result["gmvae_epochs_run"] <= 2
+    assert len(result["per_seed"][0]["valid_curve_ssvae_acc_100"]) == 2  # the start, then one epoch
+    clusters, labels = np.array([0, 0, 1, 1, 2, 2]), np.array([1, 1, 0, 0, 0, 2])
+    scores = bench.clustering_scores(clusters, labels, "x")
+    assert scores["nmi_x"] == normalized_mutual_info_score(labels, clusters)
+    assert scores["ari_x"] == adjusted_rand_score(labels, clusters) and scores["cluster_acc_x"] == 5 / 6
