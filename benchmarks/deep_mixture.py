@@ -1,32 +1,34 @@
 """Clustering and semi-supervised classification with enumerated VAEs against pixel-space baselines, in one run.
 
-On the same training images (MNIST's first 15,604 by default) and scored on the same test images. The VAEs see a
-fresh Bernoulli draw of each training image's grey levels in every step (``--binarize dynamic``, the default; it
-acts as data augmentation, which the 100 labelled images and the autoencoder start both need) and are all scored on
-one fixed Bernoulli draw of the test images (the draw ``emvi evaluate`` scores); ``--binarize static`` thresholds
-both at 0.5 instead:
+Protocol: per data set (``--dataset digits mnist fashion``; MNIST's or Fashion-MNIST's first ``--num-train`` images),
+a seeded ``--valid-fraction`` of the training images is held out as the validation split; every method is fit on
+the rest. Every setting is an option, fixed before the run; the only choices made in the run are made on the
+validation split (the gmvae's epochs by early stopping on its validation ELBO with ``--early-stopping``; M2's epoch,
+0 being its start, by accuracy on ``--valid-labels-per-class`` labels per class among the validation images). The
+settings and the validation scores are printed, then the test images are scored once. Each metric is reported as
+``valid_<metric>`` (the validation images; their labels serve only this report, and M2's only its 100 labelled
+ones) and ``test_<metric>``. The VAEs see a fresh Bernoulli draw of each training image's grey levels in every step
+(``--binarize dynamic``) and are scored on one fixed draw (the draw ``emvi evaluate`` scores); ``static``
+thresholds at 0.5. Metrics:
 
-* (a) ``cluster_acc_gmm_pixels``: scikit-learn's ``GaussianMixture`` (diagonal, K = 10) on the grey-level pixels;
-* (b) ``cluster_acc_kmeans``: k-means (K = 10) on the pixels;
-* (c) ``cluster_acc_gmvae``: emvi's ``gmvae`` (K = 10), argmax q(z | x); clustering accuracy is the Hungarian
-  matching of clusters to labels (:func:`emvi.analysis.clustering.cluster_accuracy`);
-* (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x); as ``emvi fit`` trains it:
-  the start (:func:`emvi.inference.starts.pretrain_ssvae`, ``--ssvae-pretrain-epochs``: q(y | x)'s hidden
-  layer as an autoencoder's encoder on every training image, then q(y | x) trained on the clusters of the codes'
-  t-SNE map, each named by the labelled images it holds; ``ssvae_start_acc_100`` scores q(y | x) there), then
-  TraceEnum_ELBO, every step holding the 100 labelled images beside 128 unlabelled ones (stratified steps);
-* (e) ``supervised_only_acc_100``: the same classifier network as (d)'s q(y | x), from the same initial weights,
-  trained by cross-entropy on those labelled images alone (a fresh Bernoulli draw of them in each step, as (d));
-* ``is_loglik_gmvae`` and ``is_loglik_vae``: the importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and
-  of emvi's plain ``vae`` of the same latent size and hidden layers, trained for the same epochs, on the same test
-  images, by the same estimator.
+* ``cluster_acc_*``, ``nmi_*``, ``ari_*`` (Hungarian accuracy, scikit-learn's NMI and ARI) of (a) ``gmm_pixels``:
+  scikit-learn's ``GaussianMixture`` (diagonal, K = 10) on the pixels, (b) ``kmeans``: k-means (K = 10) on the
+  pixels, (c) ``gmvae``: emvi's ``gmvae`` (K = 10, its start and SVI as ``emvi fit``), argmax q(z | x);
+* (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x): the start
+  (:func:`emvi.inference.starts.pretrain_ssvae`), then TraceEnum_ELBO with stratified steps;
+* ``m1m2_acc_100``: M1+M2 (Kingma et al. 2014), M2 with a normal likelihood on the codes of the plain ``vae``
+  below, its classification term weighted α·N as the paper's (``--m1m2-alpha``);
+* (e) ``supervised_only_acc_100``: (d)'s classifier network from the same initial weights, trained by cross-entropy
+  on the labelled images alone;
+* ``is_loglik_gmvae``, ``is_loglik_vae``: importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and of a
+  plain ``vae`` of the same sizes and epochs.
 
-With several ``--seeds`` every number is the mean over seeds, with ``<key>_std`` its standard deviation and the
-per-seed values under ``per_seed``. The last line is one JSON object.
+Per data set, every number is the mean over ``--seeds``, with ``<key>_std`` and ``per_seed`` (which also holds the
+validation curves ``valid_curve_*``). The last line is one JSON object: ``settings`` and ``results`` by data set.
 
-    python benchmarks/deep_mixture.py                  # MNIST from $EMVI_DATA (default ../shared/data)
-    python benchmarks/deep_mixture.py --quick          # digits, a few epochs, under a minute
-    python benchmarks/deep_mixture.py --seeds 0 1 2    # mean and spread over three seeds
+    python benchmarks/deep_mixture.py                          # MNIST from $EMVI_DATA (default ../shared/data)
+    python benchmarks/deep_mixture.py --quick                  # digits, a few epochs
+    python benchmarks/deep_mixture.py --dataset mnist fashion --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from emvi.analysis.clustering import cluster_accuracy
-from emvi.analysis.deep_mixture import predicted_labels
+from emvi.analysis.clustering import cluster_accuracy, effective_num_clusters
+from emvi.analysis.deep_mixture import cluster_probabilities, predicted_labels
 from emvi.catalog.deep_mixture import evaluate_gmvae, label_view
-from emvi.data import load_dataset
-from emvi.data.binarize import evaluation_draw
+from emvi.data import load_dataset, train_valid_split
+from emvi.data.binarize import evaluation_draw, evaluation_tensors
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.inference.starts import GMVAEStart, SSVAEStart
@@ -54,32 +57,44 @@ from emvi.models import VAEConfig
 from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig
 from emvi.runs import build_model, pretrain, svi_config
 
-KEYS = ("cluster_acc_gmvae", "cluster_acc_gmm_pixels", "cluster_acc_kmeans", "ssvae_acc_100",
-        "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
+METRICS = ("cluster_acc_gmvae", "nmi_gmvae", "ari_gmvae", "cluster_acc_gmm_pixels", "nmi_gmm_pixels",
+           "ari_gmm_pixels", "cluster_acc_kmeans", "nmi_kmeans", "ari_kmeans", "ssvae_acc_100",
+           "m1m2_acc_100", "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
+"""Every metric, reported as ``valid_<metric>`` and ``test_<metric>``."""
+DATASETS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion-mnist"}
 
 
-def pixel_baselines(train_x, test_x, test_y, seed: int, k: int = 10) -> dict:
+def clustering_scores(clusters, labels, name: str) -> dict:
+    """Hungarian accuracy, NMI and ARI of cluster labels against true labels (the latter used for nothing else)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    return {f"cluster_acc_{name}": cluster_accuracy(clusters, labels),
+            f"nmi_{name}": float(normalized_mutual_info_score(labels, clusters)),
+            f"ari_{name}": float(adjusted_rand_score(labels, clusters))}
+
+
+def pixel_baselines(train_x, seed: int, k: int = 10) -> dict:
+    """scikit-learn's diagonal GMM and k-means (K = ``k``) fit to the training pixels, by name."""
     from sklearn.cluster import KMeans
     from sklearn.mixture import GaussianMixture
 
-    gmm = GaussianMixture(k, covariance_type="diag", reg_covar=1e-3, random_state=seed).fit(train_x)
-    kmeans = KMeans(k, n_init=3, random_state=seed).fit(train_x)
-    return {"cluster_acc_gmm_pixels": cluster_accuracy(gmm.predict(test_x), test_y),
-            "cluster_acc_kmeans": cluster_accuracy(kmeans.predict(test_x), test_y)}
+    return {"gmm_pixels": GaussianMixture(k, covariance_type="diag", reg_covar=1e-3, random_state=seed).fit(train_x),
+            "kmeans": KMeans(k, n_init=3, random_state=seed).fit(train_x)}
 
 
-def fit(name, config, data, train_config, start=None):
-    """Build, start (gmvae: the autoencoder and the clusters of its codes) and train, as ``emvi fit`` does."""
+def fit(name, config, data, train_config, start=None, valid_data=None):
+    """Build, start (gmvae: the autoencoder and the clusters of its codes) and train, as ``emvi fit`` does; with
+    ``valid_data`` the held-out loss of every epoch is in the returned history (and early stopping reads it)."""
     model, guide = build_model(name, config, data.info(), seed=train_config.seed)
     pretrain(name, model, guide, data, config, train_config, start)
-    train(model, guide, data, config=train_config)
-    return model.eval(), guide.eval()
+    result = train(model, guide, data, config=train_config, valid_data=valid_data)
+    return model.eval(), guide.eval(), result
 
 
-def supervised_only(classifier, labelled_x, labelled_y, test_x, test_y, *, steps: int, seed: int,
-                    dynamic: bool) -> float:
-    """Cross-entropy on the labelled images alone (full batch, Adam), accuracy on the test images; ``dynamic``: each
-    step sees a fresh Bernoulli draw of the grey-level ``labelled_x``, as M2's classifier does."""
+def supervised_only(classifier, labelled_x, labelled_y, *, steps: int, seed: int, dynamic: bool):
+    """Cross-entropy on the labelled images alone (full batch, Adam); ``dynamic``: each step sees a fresh Bernoulli
+    draw of the grey-level ``labelled_x``, as M2's classifier does. Returns the trained classifier."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3)
@@ -88,61 +103,146 @@ def supervised_only(classifier, labelled_x, labelled_y, test_x, test_y, *, steps
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(classifier(inputs), labelled_y).backward()
         optimizer.step()
-    with torch.no_grad():
-        return float((classifier(test_x).argmax(-1) == test_y).float().mean())
+    return classifier
 
 
-def one_seed(train_data, test_data, args, seed: int) -> dict:
-    out = pixel_baselines(train_data.x.numpy(), test_data.x.numpy(), test_data.y.numpy(), seed)
+class BestByValidation:
+    """Keeps the model and guide weights at the best validation accuracy, measured at the start (before SVI) and
+    after every SVI epoch: the epoch is a setting chosen on the labelled validation images alone."""
+
+    def __init__(self, model, guide, score):
+        self.model, self.guide, self.score = model, guide, score
+        self.curve, self.best, self.state = [], -1.0, None
+        self(None)  # the start
+
+    def __call__(self, metrics):
+        value = self.score()
+        self.curve.append(value)
+        if value > self.best:
+            self.best, self.epoch = value, len(self.curve) - 1
+            self.state = copy.deepcopy((self.model.state_dict(), self.guide.state_dict()))
+        self.model.train(), self.guide.train()
+
+    def restore(self):
+        self.model.load_state_dict(self.state[0]), self.guide.load_state_dict(self.state[1])
+        return self.model.eval(), self.guide.eval()
+
+
+def m1m2(vae_guide, train_data, scored: dict, valid_mask, args, seed: int):
+    """M1+M2 (Kingma et al. 2014): M2 (``ssvae`` with ``likelihood="normal"``, no start) on the codes z1 = the mean of
+    the trained VAE's q(z1 | x) at each image as the VAEs are scored (one fixed draw), the classification term weighted as the
+    paper's α·N: c = α N / N_labelled per labelled item (``--m1m2-alpha``); the epoch kept is the one with the best
+    accuracy on the validation labels. Returns ``(model, guide, views by split, curve, epoch chosen)``."""
+    def codes(data):
+        with torch.no_grad():
+            return replace(data, x=vae_guide.loc_scale(data.x)[0], binarize=None, image_shape=None)
+    train_codes = codes(binarized_test(train_data, args.binarize))  # one fixed draw, as the scored splits
+    config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
+                         latent_dim=args.m1m2_latent_dim, hidden_dims=tuple(args.hidden_dims), likelihood="normal",
+                         classify_weight=args.m1m2_alpha * len(train_data) / (10 * args.labels_per_class))
+    inputs = ("x", "y", "y_mask")
+    labelled = label_view(config, train_codes, "train").with_inputs(inputs)
+    views = {split: label_view(config, codes(data), "test").with_inputs(inputs) for split, data in scored.items()}
+    model, guide = build_model("ssvae", config, labelled.info(), seed=seed)
+    chooser = BestByValidation(model, guide, lambda: accuracy(model, guide, views["valid"], valid_mask))
+    schedule = TrainConfig(epochs=args.m1m2_epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           seed=seed, progress=False)
+    train(model.train(), guide.train(), labelled, config=svi_config("ssvae", config, schedule), callbacks=(chooser,))
+    model, guide = chooser.restore()
+    return model, guide, views, chooser.curve, chooser.epoch
+
+
+def accuracy(model, guide, data, mask=None) -> float:
+    """Accuracy of argmax q(y | x) against ``data.y`` (on the items of ``mask`` only, if given)."""
+    correct = predicted_labels(model.eval(), guide.eval(), data) == data.y.cpu()
+    return float((correct if mask is None else correct[mask]).float().mean())
+
+
+def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
+    """Fit every method on ``train_data``, choose what is chosen on ``valid_data``, print the settings and the
+    validation scores, and only then score ``test_data``, once. Returns ``valid_*``, ``test_*`` and the curves."""
+    baselines = pixel_baselines(train_data.x.numpy(), seed)
     sizes = {"latent_dim": args.latent_dim, "hidden_dims": tuple(args.hidden_dims)}
     schedule = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=seed, progress=False)
     binary_train = binarized(train_data, args.binarize)
-    binary_test = binarized_test(test_data, args.binarize)
+    scored = {"valid": binarized_test(valid_data, args.binarize), "test": binarized_test(test_data, args.binarize)}
+    out: dict = {}
 
     started = time.perf_counter()
-    model, guide = fit("gmvae", GMVAEConfig(num_components=10, prior_covariance=args.prior_covariance, **sizes),
-                       binary_train, schedule, GMVAEStart(pretrain_epochs=args.pretrain_epochs,
-                                                          pretrain_clusters=args.pretrain_clusters))
+    gmvae_schedule = replace(schedule, early_stopping_patience=args.early_stopping)
+    gmvae, gmvae_guide, gmvae_fit = fit(
+        "gmvae", GMVAEConfig(num_components=10, prior_covariance=args.prior_covariance, **sizes), binary_train,
+        gmvae_schedule, GMVAEStart(pretrain_epochs=args.pretrain_epochs, pretrain_clusters=args.pretrain_clusters),
+        valid_data=scored["valid"])
     out["seconds_gmvae_fit"] = time.perf_counter() - started
-    gmvae = evaluate_gmvae(model, guide, binary_test, num_samples=args.num_samples)
-    out |= {"cluster_acc_gmvae": gmvae["cluster_accuracy"], "is_loglik_gmvae": gmvae["is_loglik_nats"],
-            "effective_num_clusters_gmvae": gmvae["effective_num_clusters"], "nmi_gmvae": gmvae["nmi"]}
+    out["valid_curve_gmvae_loss"] = [h["valid_loss"] for h in gmvae_fit.history]
+    out["gmvae_epochs_run"] = gmvae_fit.epochs_run
 
     started = time.perf_counter()
-    vae_model, vae_guide = fit("vae", VAEConfig(**sizes), binary_train, schedule)
+    vae, vae_guide, _ = fit("vae", VAEConfig(**sizes), binary_train, schedule)
     out["seconds_vae_fit"] = time.perf_counter() - started
-    with torch.no_grad():
-        estimates = estimate_log_likelihood(vae_model, vae_guide, binary_test.x, num_samples=args.num_samples,
-                                            prior=False)
-    out["is_loglik_vae"] = float(estimates.importance.mean())
 
     config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
                          latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims),
                          classify_weight=args.classify_weight)
     inputs = ("x", "y", "y_mask")
     labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
-    model, guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
-    classifier = copy.deepcopy(guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
+    # M2's validation labels: labels_per_class of every class among the validation images, beyond the training ones
+    valid_config = replace(config, labels_per_class=args.valid_labels_per_class)
+    valid_mask = label_view(valid_config, scored["valid"], "train").array("y_mask")
+    views = {split: label_view(config, data, "test").with_inputs(inputs) for split, data in scored.items()}
+    ssvae, ssvae_guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
+    classifier = copy.deepcopy(ssvae_guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
     started = time.perf_counter()
     ssvae_schedule = replace(schedule, epochs=args.ssvae_epochs)
-    start = pretrain("ssvae", model, guide, labelled_train, config, ssvae_schedule,
+    start = pretrain("ssvae", ssvae, ssvae_guide, labelled_train, config, ssvae_schedule,
                      SSVAEStart(pretrain_epochs=args.ssvae_pretrain_epochs))
     out |= {f"ssvae_{k}": v for k, v in start.items() if k in ("pretrain_seconds", "pretrain_labelled_cluster_agreement")}
-    labelled_test = label_view(config, binary_test, "test").with_inputs(inputs)
-    if args.ssvae_pretrain_epochs:  # q(y | x) at the start: what M2's SVI then keeps or changes
-        out["ssvae_start_acc_100"] = float((predicted_labels(model.eval(), guide.eval(), labelled_test)
-                                            == binary_test.y).float().mean())
-    train(model.train(), guide.train(), labelled_train,
-          config=svi_config("ssvae", config, ssvae_schedule))  # labelled in every step
+    chooser = BestByValidation(ssvae, ssvae_guide, lambda: accuracy(ssvae, ssvae_guide, views["valid"], valid_mask))
+    train(ssvae.train(), ssvae_guide.train(), labelled_train,  # labelled in every step
+          config=svi_config("ssvae", config, ssvae_schedule), callbacks=(chooser,))
+    ssvae, ssvae_guide = chooser.restore()
     out["seconds_ssvae_fit"] = time.perf_counter() - started
-    predicted = predicted_labels(model.eval(), guide.eval(), labelled_test)
-    out["ssvae_acc_100"] = float((predicted == binary_test.y).float().mean())  # M2's log p(x) is not asked for
+    out |= {"valid_curve_ssvae_acc_100": chooser.curve, "ssvae_epochs_chosen": chooser.epoch,
+            "valid_ssvae_start_acc_100": chooser.curve[0]}  # the test images are not scored at the start
+    started = time.perf_counter()
+    m1m2_model, m1m2_guide, m1m2_views, curve, epoch = m1m2(vae_guide, train_data, scored, valid_mask, args, seed)
+    out |= {"seconds_m1m2_fit": time.perf_counter() - started, "valid_curve_m1m2_acc_100": curve,
+            "m1m2_epochs_chosen": epoch}
     mask = labelled_train.array("y_mask")
-    out["supervised_only_acc_100"] = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask],
-                                                     binary_test.x, binary_test.y, steps=args.classifier_steps,
-                                                     seed=seed, dynamic=args.binarize == "dynamic")
-    return out
+    classifier = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask], steps=args.classifier_steps,
+                                 seed=seed, dynamic=args.binarize == "dynamic")
+
+    def score(split: str) -> dict:
+        data, only = scored[split], (valid_mask if split == "valid" else None)
+        result = {}
+        for name, baseline in baselines.items():  # the baselines see grey-level pixels, as they were fit
+            images = (valid_data if split == "valid" else test_data).x.numpy()
+            result |= clustering_scores(baseline.predict(images), data.y.numpy(), name)
+        probs = cluster_probabilities(gmvae, gmvae_guide, "z", evaluation_tensors(data))
+        result |= clustering_scores(probs.argmax(-1).numpy(), data.y.numpy(), "gmvae")
+        result["effective_num_clusters_gmvae"] = effective_num_clusters(probs.numpy())
+        result["is_loglik_gmvae"] = evaluate_gmvae(gmvae, gmvae_guide, data, num_samples=args.num_samples)[
+            "is_loglik_nats"]
+        with torch.no_grad():
+            result["is_loglik_vae"] = float(estimate_log_likelihood(vae, vae_guide, data.x,
+                                                                    num_samples=args.num_samples,
+                                                                    prior=False).importance.mean())
+        result["ssvae_acc_100"] = accuracy(ssvae, ssvae_guide, views[split], only)
+        result["m1m2_acc_100"] = accuracy(m1m2_model, m1m2_guide, m1m2_views[split], only)
+        with torch.no_grad():
+            predicted = classifier(data.x).argmax(-1) == data.y
+        result["supervised_only_acc_100"] = float((predicted if only is None else predicted[only]).float().mean())
+        return {f"{split}_{key}": value for key, value in result.items()}
+
+    out |= score("valid")
+    settings = {key: value for key, value in vars(args).items() if key not in ("seeds", "data_root", "dataset")}
+    print(json.dumps({"seed": seed, "settings_fixed_before_test": settings, "chosen": {
+        "gmvae_epochs_run": out["gmvae_epochs_run"], "ssvae_epochs_chosen": out["ssvae_epochs_chosen"],
+        "m1m2_epochs_chosen": out["m1m2_epochs_chosen"]}}
+                     | {k: v for k, v in out.items() if k.startswith("valid_")}), flush=True)
+    return out | score("test")  # the test images, scored once, after every setting is fixed
 
 
 def binarized(data, mode: str):
@@ -164,23 +264,35 @@ def binarized_test(data, mode: str):
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="digits, 10 epochs, K=50 on 200 test images")
-    parser.add_argument("--num-train", type=int, default=15604, help="training images (MNIST's first N)")
+    parser.add_argument("--dataset", nargs="+", choices=tuple(DATASETS), default=None,
+                        help="data sets, each reported on its own (default: mnist; digits with --quick)")
+    parser.add_argument("--num-train", type=int, default=15604,
+                        help="training images (the first N of MNIST or Fashion-MNIST), the validation split included")
+    parser.add_argument("--valid-fraction", type=float, default=0.1,
+                        help="share of the training images held out for validation (a split seeded by 0)")
+    parser.add_argument("--valid-labels-per-class", type=int, default=10,
+                        help="labels per class among the validation images that choose M2's epoch")
     parser.add_argument("--num-test", type=int, default=10000, help="test images scored")
     parser.add_argument("--epochs", type=int, default=30, help="SVI epochs of the gmvae and the vae")
-    parser.add_argument("--ssvae-epochs", type=int, default=10, help="SVI epochs of the ssvae (after its start)")
+    parser.add_argument("--early-stopping", type=int, default=None, metavar="PATIENCE",
+                        help="stop the gmvae's SVI after PATIENCE epochs without a better validation ELBO and return "
+                             "to its best epoch (TrainConfig.early_stopping_patience); default: every epoch")
+    parser.add_argument("--ssvae-epochs", type=int, default=10,
+                        help="most SVI epochs of the ssvae after its start; the epoch kept (0: the start) is the one "
+                             "with the best accuracy on the validation labels")
     parser.add_argument("--binarize", choices=("static", "dynamic"), default="dynamic",
                         help="training images for the VAEs: thresholded once, or a fresh Bernoulli draw per step")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--pretrain-epochs", type=int, default=120,
-                        help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEConfig.pretrain_epochs)")
+                        help="gmvae's autoencoder epochs before SVI (VaDE's start; GMVAEStart.pretrain_epochs)")
     parser.add_argument("--prior-covariance", choices=("diag", "full"), default="full",
                         help="gmvae's prior covariance per cluster (GMVAEConfig.prior_covariance)")
     parser.add_argument("--pretrain-clusters", choices=("tsne", "spectral", "gmm"), default="tsne",
-                        help="gmvae's prior start on the codes (GMVAEConfig.pretrain_clusters)")
+                        help="gmvae's prior start on the codes (GMVAEStart.pretrain_clusters)")
     parser.add_argument("--ssvae-pretrain-epochs", type=int, default=120,
                         help="ssvae's start: autoencoder epochs of q(y | x)'s hidden layer, then q(y | x) trained on the "
-                             "codes' clusters named by the labelled images (SSVAEConfig.pretrain_epochs; 0: none)")
+                             "codes' clusters named by the labelled images (SSVAEStart.pretrain_epochs; 0: none)")
     parser.add_argument("--classify-weight", type=float, default=3e6,
                         help="ssvae's classification weight c (SSVAEConfig.classify_weight)")
     parser.add_argument("--latent-dim", type=int, default=10, help="t's size in the gmvae and the vae")
@@ -188,6 +300,11 @@ def main(argv=None) -> dict:
                         help="t's size in the ssvae (SSVAEConfig.latent_dim: small, so that y carries the class)")
     parser.add_argument("--hidden-dims", type=int, nargs="+", default=[500])
     parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--m1m2-epochs", type=int, default=30,
+                        help="most SVI epochs of M1+M2's M2 on the VAE's codes (the epoch kept: best validation accuracy)")
+    parser.add_argument("--m1m2-alpha", type=float, default=0.1,
+                        help="M1+M2's α: the classification term weighs α N over the labelled items (Kingma et al.)")
+    parser.add_argument("--m1m2-latent-dim", type=int, default=10, help="M1+M2's M2 latent size")
     parser.add_argument("--classifier-steps", type=int, default=2000, help="Adam steps of the supervised-only net")
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples K (the issue's 1000; the whole run then exceeded 30 minutes on a "
@@ -202,33 +319,44 @@ def main(argv=None) -> dict:
         args.pretrain_epochs = args.ssvae_pretrain_epochs = 20
         args.learning_rate = 3e-3
         args.latent_dim, args.ssvae_latent_dim, args.classifier_steps = 4, 2, 200
+        args.valid_fraction, args.valid_labels_per_class = 0.2, 5
+    args.dataset = args.dataset or (["digits"] if args.quick else ["mnist"])
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    name = "digits" if args.quick else "mnist"
-    train_data = load_dataset(name, root=args.data_root, limit=None if args.quick else args.num_train)
+    results = {}
+    for key in args.dataset:
+        results[key] = one_dataset(key, args)
+    summary = {"datasets": args.dataset, "seeds": args.seeds, "settings": {
+        k: v for k, v in vars(args).items() if k not in ("seeds", "data_root", "dataset")}, "results": results,
+        "seconds": time.perf_counter() - started}
+    print(json.dumps(summary))
+    return summary
+
+
+def one_dataset(key: str, args) -> dict:
+    """Every seed on data set ``key``: means over seeds, ``<metric>_std`` beside them, ``per_seed``."""
+    name = DATASETS[key]
+    limit = None if name == "digits" else args.num_train
+    train_data, valid_data = train_valid_split(load_dataset(name, root=args.data_root, limit=limit),
+                                               args.valid_fraction, seed=0)
     test_data = load_dataset(name, root=args.data_root, split="test")
     test_data = test_data.subset(range(min(args.num_test, len(test_data))))
     per_seed = []
     for seed in args.seeds:
-        per_seed.append(one_seed(train_data, test_data, args, seed))
-        print(json.dumps({"seed": seed} | per_seed[-1]), flush=True)
-    summary: dict = {"dataset": name, "num_train": len(train_data), "num_test": len(test_data),
-                     "epochs": args.epochs, "ssvae_epochs": args.ssvae_epochs, "binarize": args.binarize,
-                     "pretrain_epochs": args.pretrain_epochs, "ssvae_pretrain_epochs": args.ssvae_pretrain_epochs,
-                     "classify_weight": args.classify_weight,
-                     "pretrain_clusters": args.pretrain_clusters,
-                     "prior_covariance": args.prior_covariance,
-                     "ssvae_latent_dim": args.ssvae_latent_dim, "num_samples": args.num_samples, "seeds": args.seeds}
-    for key in per_seed[0]:
-        values = [r[key] for r in per_seed]
-        summary[key] = statistics.fmean(values)
+        per_seed.append(one_seed(train_data, valid_data, test_data, args, seed))
+        print(json.dumps({"dataset": key, "seed": seed} | per_seed[-1]), flush=True)
+    summary: dict = {"dataset": name, "num_train": len(train_data), "num_valid": len(valid_data),
+                     "num_test": len(test_data)}
+    for metric in per_seed[0]:
+        values = [r[metric] for r in per_seed]
+        if isinstance(values[0], list):
+            continue
+        summary[metric] = statistics.fmean(values)
         if len(values) > 1:
-            summary[f"{key}_std"] = statistics.stdev(values)
+            summary[f"{metric}_std"] = statistics.stdev(values)
     summary["per_seed"] = per_seed
-    summary["seconds"] = time.perf_counter() - started
-    missing = [k for k in KEYS if k not in summary]
+    missing = [f"{split}_{m}" for m in METRICS for split in ("valid", "test") if f"{split}_{m}" not in summary]
     assert not missing, missing
-    print(json.dumps(summary))
     return summary
 
 

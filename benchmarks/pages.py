@@ -236,17 +236,58 @@ def vae_fit(result: dict) -> list[str]:
     return [caption, ""] + markdown_table(["training loop", "images per second"], rows)
 
 
+DEEP_MIXTURE_METRICS = (
+    ("cluster_acc_gmvae", "gmvae clustering accuracy"), ("nmi_gmvae", "gmvae NMI"), ("ari_gmvae", "gmvae ARI"),
+    ("cluster_acc_kmeans", "k-means on pixels, accuracy"), ("nmi_kmeans", "k-means NMI"), ("ari_kmeans", "k-means ARI"),
+    ("cluster_acc_gmm_pixels", "GMM on pixels, accuracy"), ("nmi_gmm_pixels", "GMM on pixels, NMI"),
+    ("ari_gmm_pixels", "GMM on pixels, ARI"), ("ssvae_start_acc_100", "ssvae q(y | x) at the start"),
+    ("ssvae_acc_100", "ssvae (M2), epoch chosen on validation"), ("m1m2_acc_100", "M1+M2, epoch chosen on validation"),
+    ("supervised_only_acc_100", "classifier on the labelled images alone"),
+    ("is_loglik_gmvae", "log p(x), gmvae"), ("is_loglik_vae", "log p(x), plain VAE"))
+
+
+def mean_std(summary: dict, key: str) -> str:
+    if key not in summary:
+        return "—"
+    std = summary.get(f"{key}_std")
+    return number(summary[key], 4) + (f" ± {number(std, 2)}" if std is not None else "")
+
+
 def deep_mixture(result: dict) -> list[str]:
+    if "results" not in result:
+        return deep_mixture_single_split(result)
+    settings = result["settings"]
+    lines = [f"Settings (fixed before the test images were scored): {settings['epochs']} SVI epochs"
+             + (f" with early stopping after {settings['early_stopping']} epochs without a better validation ELBO"
+                if settings.get("early_stopping") else "")
+             + f", at most {settings['ssvae_epochs']} for the ssvae and {settings['m1m2_epochs']} for M1+M2 (epoch "
+             f"chosen on the validation labels), {settings['pretrain_epochs']} autoencoder epochs, "
+             f"`{settings['pretrain_clusters']}` start, `{settings['prior_covariance']}` covariance, "
+             f"`{settings['binarize']}` binarisation, seeds {', '.join(str(seed) for seed in result['seeds'])}.", ""]
+    for summary in result["results"].values():
+        rows = [[label, mean_std(summary, f"valid_{key}"), mean_std(summary, f"test_{key}")]
+                for key, label in DEEP_MIXTURE_METRICS
+                if f"valid_{key}" in summary or f"test_{key}" in summary]
+        curves = [f"- `{key}` (seed {seed}): " + ", ".join(number(v, 4) for v in run[key])
+                  for seed, run in zip(result["seeds"], summary["per_seed"], strict=True)
+                  for key in sorted(run) if key.startswith("valid_curve_")]
+        lines += [f"{summary['dataset']}: {summary['num_train']:,} training, {summary['num_valid']:,} validation "
+                  f"and {summary['num_test']:,} test images", ""]
+        lines += markdown_table(["quantity", "validation", "test"], rows) + ["", "Validation curves (per epoch; "
+                                                                              "the ssvae's and M1+M2's from the start):", ""]
+        lines += curves + [""]
+    return lines[:-1]
+
+
+def deep_mixture_single_split(result: dict) -> list[str]:
+    """Records written before the validation split: test numbers only."""
     keys = [("cluster_acc_gmvae", "gmvae clustering accuracy"), ("cluster_acc_gmm_pixels", "GMM on pixels"),
             ("cluster_acc_kmeans", "k-means on pixels"), ("ssvae_start_acc_100", "ssvae q(y | x) at the start"),
             ("ssvae_acc_100", "ssvae accuracy after SVI"),
             ("supervised_only_acc_100", "classifier on the labelled images alone"),
             ("is_loglik_gmvae", "log p(x), gmvae"), ("is_loglik_vae", "log p(x), plain VAE")]
-    def mean_std(key):
-        std = result.get(f"{key}_std")
-        return number(result[key], 4) + (f" ± {number(std, 2)}" if std is not None else "")
-    rows = [[label, mean_std(key)] for key, label in keys if key in result]
-    rows += [[f"`{key}`", mean_std(key)] for key, value in result.items()
+    rows = [[label, mean_std(result, key)] for key, label in keys if key in result]
+    rows += [[f"`{key}`", mean_std(result, key)] for key, value in result.items()
              if key not in dict(keys) and key not in ("classify_weight", "seconds") and isinstance(value, float)
              and not key.endswith("_std")]
     caption = (f"{result['dataset']}: {result['num_train']:,} training and {result['num_test']:,} test images, "
@@ -255,6 +296,13 @@ def deep_mixture(result: dict) -> list[str]:
                f"`{result['prior_covariance']}` covariance, `{result['binarize']}` binarisation, seeds "
                f"{', '.join(str(seed) for seed in result['seeds'])}")
     return [caption, ""] + markdown_table(["quantity", "value"], rows)
+
+
+def deep_mixture_value(result: dict, key: str):
+    """A comparison cell: the first data set's test value (a record with a validation split) or the value itself."""
+    if "results" in result:
+        return next(iter(result["results"].values())).get(f"test_{key}")
+    return result.get(key)
 
 
 @dataclass(frozen=True)
@@ -271,6 +319,8 @@ class Comparison:
     benchmark: str
     runs: tuple[tuple[str, tuple[str, ...]], ...]  # (column label, argv)
     rows: tuple[tuple[str, str], ...]  # (result key, row label)
+    value: Callable[[dict, str], object] = dict.get
+    """A cell: the value of a result key in a run's result."""
 
 
 DEEP_MIXTURE_ROWS = (("cluster_acc_gmvae", "gmvae clustering accuracy"),
@@ -301,13 +351,13 @@ TABLES = {
     "deep-mixture-starts": Comparison("deep_mixture", (
         ("t-SNE map + GMM (default)", ("--quick",)),
         ("neighbour graph", ("--quick", "--pretrain-clusters", "spectral")),
-        ("GMM on the codes", ("--quick", "--pretrain-clusters", "gmm"))), DEEP_MIXTURE_ROWS),
+        ("GMM on the codes", ("--quick", "--pretrain-clusters", "gmm"))), DEEP_MIXTURE_ROWS, deep_mixture_value),
     "deep-mixture-covariance": Comparison("deep_mixture", (
         ("full (default)", ("--quick",)),
-        ("diagonal", ("--quick", "--prior-covariance", "diag"))), DEEP_MIXTURE_ROWS),
+        ("diagonal", ("--quick", "--prior-covariance", "diag"))), DEEP_MIXTURE_ROWS, deep_mixture_value),
     "deep-mixture-binarize": Comparison("deep_mixture", (
         ("dynamic (default)", ("--quick",)),
-        ("static", ("--quick", "--binarize", "static"))), DEEP_MIXTURE_ROWS),
+        ("static", ("--quick", "--binarize", "static"))), DEEP_MIXTURE_ROWS, deep_mixture_value),
 }
 
 
@@ -349,7 +399,8 @@ def render_table(key: str, records: dict[str, list[dict]]) -> str:
         runs = [(label, argv, latest(records, table.benchmark, argv)) for label, argv in table.runs]
         body = [f"- {label}: " + (provenance(record) if record else not_recorded(table.benchmark, argv))
                 for label, argv, record in runs]
-        cells = [[label] + [number(record["result"].get(result_key), 4) if record else "—" for *_, record in runs]
+        cells = [[label] + [number(table.value(record["result"], result_key), 4) if record else "—"
+                            for *_, record in runs]
                  for result_key, label in table.rows]
         if any(record for *_, record in runs):
             body += [""] + markdown_table([""] + [label for label, *_ in runs], cells)

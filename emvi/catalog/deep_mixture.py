@@ -70,6 +70,15 @@ def check_images(config, data, method: str = "svi") -> None:
     check_unit_interval(data.x, "data")
 
 
+def check_ssvae_data(config: SSVAEConfig, data, method: str = "svi") -> None:
+    """Flat observations: in [0, 1] for the Bernoulli likelihood, finite for the normal one (M1+M2's codes)."""
+    if config.likelihood == "bernoulli":
+        return check_images(config, data, method)
+    if data.x.dim() != 2 or not torch.isfinite(data.x).all():
+        raise DataError(f"ssvae with likelihood 'normal' needs flat, finite features (items, features), got shape "
+                        f"{tuple(data.x.shape)}{'' if data.x.dim() != 2 else ' with values that are not finite'}")
+
+
 def label_view(config: SSVAEConfig, dataset, split: str):
     """The data as M2 sees it: ``y`` the labels kept (train: ``labels_per_class`` per class, seeded by
     ``label_seed``; test: none) and -1 elsewhere, ``y_mask`` where they are kept; ``dataset.y`` keeps every true
@@ -126,11 +135,11 @@ ENTRIES = (
     ModelEntry("ssvae", SSVAEConfig, build_ssvae,
                description="semi-supervised VAE (M2): q(y | x) q(t | x, y), labels for a class-balanced subset",
                evaluate=evaluate_ssvae, sample=sample_declared, plots=plots_ssvae, summarize=summarize_ssvae,
-               inference_data=declared_inference_data, check_data=check_images, elbo="enum",
+               inference_data=declared_inference_data, check_data=check_ssvae_data, elbo="enum",
                max_plate_nesting=1, inputs=lambda config: ssvae_declaration(config).data_names,
                prepare_data=label_view, pretrain=pretrain_ssvae, start_config=SSVAEStart, stratify="y_mask"),
 )
 
-__all__ = ["ENTRIES", "GMVAEConfig", "GMVAEStart", "SSVAEConfig", "SSVAEStart", "build_gmvae", "build_ssvae", "check_images", "cluster_report",
+__all__ = ["ENTRIES", "GMVAEConfig", "GMVAEStart", "SSVAEConfig", "SSVAEStart", "build_gmvae", "build_ssvae", "check_images", "check_ssvae_data", "cluster_report",
            "evaluate_gmvae", "evaluate_ssvae", "gmvae_declaration", "label_view", "predicted_labels", "pretrain_gmvae",
            "pretrain_ssvae", "ssvae_declaration"]

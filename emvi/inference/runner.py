@@ -116,6 +116,27 @@ class Checkpointer(Callback):
             load_modules(_to_device(best_state, loop.device), loop.model, loop.guide, loop.store)
 
 
+class BestWeights(Callback):
+    """Keeps a copy, in memory, of the weights of the best held-out epoch and returns to them when early stopping
+    ends the fit: what :class:`Checkpointer` does through ``best.pt`` for a fit that keeps no run directory."""
+
+    def __init__(self):
+        self.best: dict | None = None
+
+    def on_epoch_end(self, loop, metrics):
+        if loop.improved:
+            self.best = {"model": _cloned(module_state(loop.model)), "guide": _cloned(module_state(loop.guide)),
+                         "param_store": param_store_values(loop.store)}
+
+    def on_stop(self, loop):
+        if self.best is not None:
+            load_modules(self.best, loop.model, loop.guide, loop.store)
+
+
+def _cloned(state: dict) -> dict:
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
 def train(
     model: Callable,
     guide: Callable,
@@ -171,6 +192,8 @@ def train(
             hooks.append(MetricsWriter(run, resolved))
         checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0)
         hooks.append(checkpointer)
+    elif config.early_stopping_patience is not None:
+        hooks.append(BestWeights())
     with fit_scope(config, model, guide) as store:
         loop.init(train_data, valid_data, store=store)
         if resume:
@@ -252,5 +275,5 @@ def load_run_modules(run, model, guide, *, which: str = "checkpoint", device="cp
     return state
 
 
-__all__ = ["Checkpointer", "MetricsWriter", "TrainConfig", "TrainResult", "check_resumable", "epoch_batches",
+__all__ = ["BestWeights", "Checkpointer", "MetricsWriter", "TrainConfig", "TrainResult", "check_resumable", "epoch_batches",
            "evaluate_loss", "load_run_modules", "train", "training_objective"]

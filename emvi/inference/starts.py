@@ -3,9 +3,10 @@ their registry entries' ``pretrain`` hook on a new SVI fit only (never on ``--re
 
 * gmvae (:func:`pretrain_gmvae`): the encoder mean and the decoder trained as a deterministic autoencoder
   (:func:`emvi.inference.pretraining.pretrain_autoencoder`, VaDE), then the prior's μ_k, Σ_k (and π if learned) set
-  from clusters of the codes, without labels: a GMM on their t-SNE map (:func:`embedded_clusters`, N2D), spectral
-  clustering of their neighbour graph (:func:`emvi.inference.pretraining.spectral_clusters`), each cluster's
-  moments (:func:`cluster_moments`), or a GMM on the codes themselves (:func:`gaussian_mixture`).
+  from clusters of the codes, without labels: a GMM on their t-SNE map (:func:`embedded_clusters`, N2D; the map by
+  openTSNE's FFT-accelerated t-SNE, :func:`tsne_map`), spectral clustering of their neighbour graph
+  (:func:`emvi.inference.pretraining.spectral_clusters`), each cluster's moments (:func:`cluster_moments`), or a
+  GMM on the codes themselves (:func:`gaussian_mixture`).
 * ssvae (:func:`pretrain_ssvae`): q(y | x)'s hidden layers as an autoencoder's encoder, then cluster-then-label:
   the codes clustered as gmvae's, each cluster named after the labelled items it holds, and q(y | x) trained on
   those names.
@@ -297,11 +298,11 @@ def cluster_moments(codes: torch.Tensor, labels: torch.Tensor, num_clusters: int
 
 
 def _tsne_scale(points):
-    """``points`` ``(N, q)`` at a spread Barnes-Hut t-SNE handles. scikit-learn's kills the process (a segmentation
-    fault) on identical points and on spreads far from 1 (seen beyond about 1e30 and below 1e-20), so codes that
-    are not finite or all equal are refused in one line, and a spread outside [1e-6, 1e6] is divided out (the
-    affinities are calibrated per point by the perplexity, so a global scale only moves the rounding). Codes within
-    that range, every trained autoencoder's, are passed as they are."""
+    """``points`` ``(N, q)`` at a spread t-SNE handles. scikit-learn's Barnes-Hut t-SNE killed the process (a
+    segmentation fault) on identical points and on spreads far from 1 (seen beyond about 1e30 and below 1e-20), so
+    codes that are not finite or all equal are refused in one line, and a spread outside [1e-6, 1e6] is divided out
+    (the affinities are calibrated per point by the perplexity, so a global scale only moves the rounding). Codes
+    within that range, every trained autoencoder's, are passed as they are."""
     if not np.isfinite(points).all():
         raise DataError("the autoencoder's codes are not finite (its training diverged); lower --learning-rate, or "
                         "start with --pretrain-epochs 0")
@@ -313,25 +314,37 @@ def _tsne_scale(points):
     return points if 1e-6 <= spread <= 1e6 else (points - centre) / spread
 
 
+def tsne_map(points: np.ndarray, *, perplexity: float, seed: int) -> np.ndarray:
+    """The 2-d t-SNE map ``(N, 2)`` of ``points`` ``(N, q)`` by openTSNE (Poličar et al. 2024): the affinities of
+    each point's 3·perplexity approximate nearest neighbours (Annoy), a PCA start, 250 iterations of early
+    exaggeration (12) and 500 plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al.
+    2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant, 15,604
+    MNIST codes took minutes). Deterministic given ``seed`` (one thread; its own generators)."""
+    from openTSNE import TSNE
+
+    points = np.ascontiguousarray(_tsne_scale(points), dtype=np.float64)
+    # openTSNE's "auto" picks Barnes-Hut below 10,000 points and FFT above; FFT alone keeps one method at any size.
+    embedding = TSNE(2, perplexity=perplexity, initialization="pca", negative_gradient_method="fft",
+                     n_jobs=1, random_state=seed, verbose=False).fit(points)
+    return np.asarray(embedding, dtype=np.float64)
+
+
 def embedded_clusters(codes: torch.Tensor, num_clusters: int, *, perplexity: float = 30.0, restarts: int = 10,
                       seed: int = 0) -> torch.Tensor:
     """Cluster labels ``(N,)`` of ``codes`` ``(N, q)`` by a Gaussian mixture on their t-SNE map (N2D's recipe,
     McConville et al. 2019, with t-SNE as the manifold learner)::
 
-        e_n = t-SNE(codes)_n  ``(N, 2)``   (Barnes-Hut, ``perplexity`` neighbours' worth of bandwidth, PCA start)
+        e_n = t-SNE(codes)_n  ``(N, 2)``   (:func:`tsne_map`: ``perplexity`` neighbours' worth of bandwidth)
         labels_n = argmax_k p(k | e_n) under a full-covariance K-component GMM fit to e by EM (best log-likelihood
                    of ``restarts`` k-means++ starts)
 
     t-SNE keeps each code's neighbourhood and lets distinct neighbourhoods drift apart, so clusters that touch in
     the codes (a 4 and a 9 drawn alike) come out as separate blobs, which a Gaussian mixture then finds. The
     neighbour graph of :func:`emvi.inference.pretraining.spectral_clusters` sees the same neighbourhoods but cuts
-    where the graph is thinnest, which for some autoencoders is through a digit rather than between two. Costs
-    O(N log N) per t-SNE iteration (timings in docs/experiments/deep_mixture.md).
+    where the graph is thinnest, which for some autoencoders is through a digit rather than between two.
     ``perplexity`` is capped at (N - 1) / 3 for small data.
     Deterministic given ``seed``; the global random streams are untouched. Uses no label.
     """
-    from sklearn.manifold import TSNE
-
     check_positive_int(num_clusters, "num_clusters", minimum=2)
     check_positive_int(restarts, "restarts")
     check_number(perplexity, "perplexity", minimum=0, exclusive_minimum=True)
@@ -340,7 +353,7 @@ def embedded_clusters(codes: torch.Tensor, num_clusters: int, *, perplexity: flo
         raise DataError(f"t-SNE clustering needs at least {max(4, 2 * num_clusters)} items for {num_clusters} "
                         f"clusters, got {points.shape[0]}; lower num_components or use more data")
     perplexity = min(float(perplexity), (points.shape[0] - 1) / 3)
-    embedding = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(_tsne_scale(points))
+    embedding = tsne_map(points, perplexity=perplexity, seed=seed)
     # A mixture that stops at max_iter still gives good labels. The tolerance is tight: on the map, EM creeps for
     # hundreds of iterations before two blobs part (docs/experiments/deep_mixture.md).
     gmm = gaussian_mixture(embedding, num_clusters, full=True, n_init=restarts, max_iter=1000, tol=1e-6, floor=1e-6,
@@ -385,4 +398,4 @@ def mixture_moments(model: MixtureModel) -> tuple[torch.Tensor, torch.Tensor, to
 
 
 __all__ = ["cluster_moments", "embedded_clusters", "gaussian_mixture", "gmvae_autoencoder", "mixture_moments",
-           "pretrain_gmvae", "pretrain_ssvae"]
+           "pretrain_gmvae", "pretrain_ssvae", "tsne_map"]

@@ -13,6 +13,9 @@
 
       y_n ~ Categorical(1/C),   t_n ~ Normal(0, I),   x_n | y_n, t_n ~ Bernoulli(f(t_n, y_n))
 
+  or, ``likelihood="normal"``, x_n | y_n, t_n ~ Normal(f(t_n, y_n), diag g(t_n, y_n)²) (g through exp): M2 on
+  real-valued features, e.g. on the codes z1 of a trained VAE, M1+M2 (Kingma et al. 2014);
+
   guide q(y_n | x_n) q(t_n | x_n, y_n): y observed where ``y_mask`` holds, enumerated in the guide elsewhere, plus
   the classification term c · Σ_labelled log q(y_n | x_n) (``classify_weight``, tagged as a training term).
 
@@ -84,8 +87,13 @@ class SSVAEConfig(_EncoderDecoderSizes):
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
     """Seed of the labelled subset."""
+    likelihood: str = "bernoulli"
+    """bernoulli: x | y, t ~ Bernoulli(f(t, y)), for images in [0, 1]; normal: x | y, t ~ Normal(f(t, y),
+    diag g(t, y)²), for real-valued features such as the codes of a trained VAE (M1+M2, Kingma et al. 2014)."""
+
     def __post_init__(self):
         self._check_sizes("num_classes")
+        check_choice(self.likelihood, "likelihood", ("bernoulli", "normal"))
         check_number(self.classify_weight, "classify_weight", minimum=0)
         if self.labels_per_class is not None:
             check_positive_int(self.labels_per_class, "labels_per_class")
@@ -111,7 +119,9 @@ def ssvae_declaration(config: SSVAEConfig, classify: float = 0.0) -> Declaration
         "ssvae",
         observed("y", "categorical", categories=config.num_classes, mask="y_mask", classify=classify, logits=0.0),
         latent("t", "normal", dim=config.latent_dim, guide_given=("y",)),
-        observed("x", "bernoulli", logits=mlp("t", "y", hidden=config.hidden_dims)),
+        (observed("x", "bernoulli", logits=mlp("t", "y", hidden=config.hidden_dims)) if config.likelihood == "bernoulli"
+         else observed("x", "normal", loc=mlp("t", "y", hidden=config.hidden_dims),
+                       scale=mlp("t", "y", hidden=config.hidden_dims))),
         description="semi-supervised VAE (M2): label y given for a subset, else enumerated in q(y | x) q(t | x, y)",
     )
 

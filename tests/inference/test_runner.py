@@ -316,3 +316,37 @@ def test_jit_option_falls_back_to_eager_with_identical_results():
             result = train(model, guide, data, config=TrainConfig(epochs=2, jit=jit, **FAST))
         losses.append([h["train_loss"] for h in result.history])
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+class _NormalLocation(PyroModule):
+    """x_n ~ Normal(loc, 1) with a learned loc (no latent site): the loss is -log p(x) per item, exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, num_data=None):
+        with pyro.plate("data", num_data or x.shape[0], subsample_size=x.shape[0]):
+            pyro.sample("x", dist.Normal(self.loc, 1.0), obs=x)
+
+
+def test_early_stopping_without_a_run_directory_returns_to_the_best_held_out_weights():
+    """Training items at 3, held-out items at 0: each Adam step moves loc from 0 towards 3, so the held-out loss
+    0.5 loc² + 0.5 log 2π rises every epoch. With patience 2 the fit stops after epoch 3 and, keeping no run
+    directory, returns to the weights of epoch 1, the best held-out epoch (held in memory)."""
+    model = _NormalLocation()
+    locations = []
+
+    def record(metrics):
+        locations.append(float(model.loc.detach()))
+
+    result = train(model, lambda x, num_data=None: None, torch.full((20,), 3.0), valid_data=torch.zeros(10),
+                   config=TrainConfig(epochs=50, early_stopping_patience=2, batch_size=20, learning_rate=0.1,
+                                      progress=False),
+                   callbacks=(record,))
+    valid = [h["valid_loss"] for h in result.history]
+    assert result.stopped_early and result.epochs_run == 3
+    assert valid[0] < valid[1] < valid[2]
+    assert valid[0] == pytest.approx(0.5 * locations[0] ** 2 + 0.5 * math.log(2 * math.pi), rel=1e-6)
+    assert 0 < locations[0] < locations[2]
+    assert float(model.loc.detach()) == locations[0] and result.best_valid_loss == valid[0]

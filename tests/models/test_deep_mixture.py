@@ -816,3 +816,94 @@ def test_tsne_clusters_survive_codes_at_any_spread_and_refuse_equal_or_non_finit
         embedded_clusters(torch.ones(60, 3, dtype=torch.float64), 2, restarts=2)
     with pytest.raises(DataError, match="codes are not finite"):
         embedded_clusters(blobs.index_fill(0, torch.tensor([3]), float("nan")), 2, restarts=2)
+
+
+# -- M1+M2: M2 with a normal likelihood on real-valued codes -----------------------------------------------------------
+
+
+def test_m2_with_a_normal_likelihood_is_the_enumerated_elbo_written_out_in_value_and_gradient():
+    """likelihood="normal" (M2 on the codes of M1): with half the labels hidden, TraceEnum_ELBO's loss equals, value
+    and gradient, the sum written out at the guide's draws t_{y,n} (one per class y, reparameterised):
+
+        labelled n:   log p(y_n) + log N(t_{y_n,n}; 0, I) + log N(x_n; f, diag g²) - log q(t_{y_n,n} | x_n, y_n)
+                      + c log q(y_n | x_n)
+        unlabelled n: Σ_y q(y | x_n) [log p(y) + log N(t_{y,n}; 0, I) + log N(x_n; f, diag g²)
+                                      - log q(t_{y,n} | x_n, y) - log q(y | x_n)]
+
+    f, g = the decoder's two networks at [t, one-hot y] (g through exp), p(y) = 1/C; real-valued x is refused by the
+    Bernoulli likelihood's check and taken by the normal one's."""
+    from emvi.catalog.deep_mixture import check_ssvae_data
+
+    classes, c = 3, 0.7
+    config = SSVAEConfig(num_classes=classes, latent_dim=2, hidden_dims=(8,), classify_weight=c, likelihood="normal")
+    g = torch.Generator().manual_seed(1)
+    x = 3.0 * torch.randn(N, D, generator=g, dtype=torch.float64)
+    y = torch.randint(0, classes, (N,), generator=g)
+    mask = torch.arange(N) % 2 == 0
+    y_seen = torch.where(mask, y, 0)
+    arrays = {"x": x, "y": y_seen, "y_mask": mask}
+    torch.manual_seed(0)
+    model, guide = build_ssvae(config, info(arrays))
+    model, guide = model.double(), guide.double()
+    parameters = [*model.parameters(), *guide.parameters()]
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    pyro.set_rng_seed(3)
+    loss = elbo.differentiable_loss(model, guide, x, y_seen, mask)
+    expected_grads = torch.autograd.grad(loss, parameters, allow_unused=True)
+
+    pyro.set_rng_seed(3)
+    node = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x, y_seen, mask).nodes["t"]
+    t_all = node["value"].reshape(classes, N, -1)  # (C, N, q): the draw for every class
+    log_q_t = node["fn"].log_prob(node["value"]).reshape(classes, N)
+    one_hot = torch.eye(classes, dtype=x.dtype)[:, None].expand(classes, N, classes)
+    decoder_input = torch.cat([t_all, one_hot], -1)  # (C, N, q + C)
+    likelihood = dist.Normal(model.networks["x__loc"](decoder_input),
+                             model.networks["x__scale"](decoder_input).exp()).log_prob(x).sum(-1)  # (C, N)
+    prior_t = dist.Normal(0.0, 1.0).log_prob(t_all).sum(-1)
+    per_class = math.log(1 / classes) + prior_t + likelihood - log_q_t  # (C, N)
+    q_y = guide.classifier_probs("y", x, y_seen, mask).T  # (C, N)
+    labelled = per_class[y, torch.arange(N)] + c * q_y[y, torch.arange(N)].log()
+    unlabelled = (q_y * (per_class - q_y.log())).sum(0)
+    hand = -torch.where(mask, labelled, unlabelled).sum()
+    assert float(loss.detach()) == pytest.approx(float(hand.detach()), rel=1e-10)
+    for got, want in zip(torch.autograd.grad(hand, parameters, allow_unused=True), expected_grads, strict=True):
+        if want is None:
+            assert got is None or torch.all(got == 0)
+        else:
+            assert torch.allclose(got, want, rtol=1e-8, atol=1e-10)
+    with pytest.raises(DataError, match="must lie in"):
+        check_ssvae_data(SSVAEConfig(), emvi.data.ArrayDataset(x=x.float()))
+    check_ssvae_data(config, emvi.data.ArrayDataset(x=x.float()))
+    with pytest.raises(DataError, match="flat, finite features"):
+        check_ssvae_data(config, emvi.data.ArrayDataset(x=x.float().index_fill(0, torch.tensor([0]), math.nan)))
+
+
+@pytest.mark.slow
+def test_benchmark_fixes_its_settings_on_validation_before_scoring_the_test_images_once(tmp_path, capsys):
+    """``benchmarks/deep_mixture.py --dataset fashion`` on generated Fashion-MNIST files: the validation images are
+    held out of training, the line with the settings and the validation scores (no test score in it) is printed
+    before any test score, every metric comes as ``valid_*`` and ``test_*``, and NMI/ARI are scikit-learn's."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    bench = _benchmark_module()
+    fake_fashion_mnist(tmp_path, per_class_train=20)
+    summary = bench.main(["--dataset", "fashion", "--data-root", str(tmp_path), "--valid-fraction", "0.3",
+                          "--valid-labels-per-class", "1", "--labels-per-class", "2", "--epochs", "2",
+                          "--early-stopping", "1", "--ssvae-epochs", "1", "--m1m2-epochs", "1",
+                          "--pretrain-epochs", "1", "--ssvae-pretrain-epochs", "1", "--hidden-dims", "8",
+                          "--latent-dim", "2", "--num-samples", "2", "--num-test", "40", "--classifier-steps", "2",
+                          "--threads", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert "settings_fixed_before_test" in lines[0] and not any(k.startswith("test_") for k in lines[0])
+    assert lines[0]["settings_fixed_before_test"]["early_stopping"] == 1
+    result = summary["results"]["fashion"]
+    assert (result["num_train"], result["num_valid"], result["num_test"]) == (140, 60, 40)
+    for metric in bench.METRICS:
+        assert f"valid_{metric}" in result and f"test_{metric}" in result
+        assert lines[0][f"valid_{metric}"] == result[f"valid_{metric}"]
+    assert len(result["per_seed"][0]["valid_curve_gmvae_loss"]) == result["gmvae_epochs_run"] <= 2
+    assert len(result["per_seed"][0]["valid_curve_ssvae_acc_100"]) == 2  # the start, then one epoch
+    clusters, labels = np.array([0, 0, 1, 1, 2, 2]), np.array([1, 1, 0, 0, 0, 2])
+    scores = bench.clustering_scores(clusters, labels, "x")
+    assert scores["nmi_x"] == normalized_mutual_info_score(labels, clusters)
+    assert scores["ari_x"] == adjusted_rand_score(labels, clusters) and scores["cluster_acc_x"] == 5 / 6
