@@ -154,15 +154,134 @@ def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_a
     return kernel, {name: value.detach() for name, value in params.items()}
 
 
+def _stick_breaking(u: torch.Tensor, log_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's stick-breaking bijection ℝ^{K-1} -> simplex and its log|det J| (summed), with the offsets log(K-1-i)
+    precomputed: z = σ(u - offset), v = (z, 1) ∘ (1, cumprod(1 - z)), log|J| = Σ (-x + log σ(x) + log v_{:-1})."""
+    shifted = u - log_offset
+    z = torch.sigmoid(shifted)
+    remaining = torch.nn.functional.pad((1 - z).cumprod(-1), [1, 0], value=1.0)
+    value = torch.nn.functional.pad(z, [0, 1], value=1.0) * remaining
+    log_det = (torch.nn.functional.logsigmoid(shifted) - shifted + value[..., :-1].log()).sum()
+    return value, log_det
+
+
+def fast_bijection(bijection, shape: torch.Size):
+    """``u -> (v, Σ log|det ∂v/∂u|)`` for the bijection unconstrained -> constrained of a site of unconstrained
+    ``shape``, written out for the common ones (identity, exp, affine with number coefficients, sigmoid,
+    stick-breaking, and compositions of these) with their constants precomputed; None for any other. The sum over
+    all entries is what the potential needs, so an IndependentTransform is its base."""
+    from torch.distributions import transforms as T
+
+    if isinstance(bijection, T.IndependentTransform):
+        return fast_bijection(bijection.base_transform, shape)
+    if isinstance(bijection, T.ComposeTransform):
+        parts = [fast_bijection(part, shape) for part in bijection.parts]  # element-wise parts keep the shape
+        if any(part is None for part in parts) or any(isinstance(p, T.StickBreakingTransform)
+                                                      for p in bijection.parts[:-1]):
+            return None
+
+        def composed(u):
+            total = torch.zeros((), dtype=u.dtype, device=u.device)
+            for part in parts:
+                u, log_det = part(u)
+                total = total + log_det
+            return u, total
+
+        return composed if parts else (lambda u: (u, 0.0))
+    if isinstance(bijection, T.ExpTransform):
+        return lambda u: (u.exp(), u.sum())
+    if isinstance(bijection, T.SigmoidTransform):
+        def sigmoid(u):
+            return torch.sigmoid(u), (torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)).sum()
+        return sigmoid
+    if isinstance(bijection, T.AffineTransform) and all(isinstance(c, (int, float)) for c in (bijection.loc,
+                                                                                               bijection.scale)):
+        loc, scale = bijection.loc, bijection.scale
+        log_det = math.log(abs(scale)) * math.prod(shape)
+        if loc == 0 and scale == 1:
+            return lambda u: (u, 0.0)
+        return lambda u: (loc + scale * u, log_det)
+    if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
+        size = shape[-1]
+        log_offset = torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64))
+        cache = {}
+
+        def stick(u):
+            key = (u.dtype, u.device)
+            if key not in cache:
+                cache[key] = log_offset.to(dtype=u.dtype, device=u.device)
+            return _stick_breaking(u, cache[key])
+        return stick
+    return None
+
+
+def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size]):
+    """:func:`density_potential` of one flat vector q ``(D,)``: the sites' unconstrained values laid end to end in
+    the order of ``shapes`` (site -> unconstrained shape), what :func:`~emvi.inference.nuts.sample_nuts` samples.
+    Common bijections run as :func:`fast_bijection` (fewer tensor operations per call), the others as Pyro's."""
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    bijections = {}
+    for name, shape in shapes.items():
+        fast = fast_bijection(transforms[name].inv, shape)
+        if fast is None:
+            def fast(u, transform=transforms[name]):
+                value = transform.inv(u)
+                return value, transform.inv.log_abs_det_jacobian(u, value).sum()
+        bijections[name] = fast
+
+    def flat(q: torch.Tensor) -> torch.Tensor:
+        values, log_det = {}, 0.0
+        for (name, shape), part in zip(shapes.items(), q.split(sizes), strict=True):
+            values[name], site_log_det = bijections[name](part.view(shape))
+            log_det = log_det + site_log_det
+        return -(log_density(values) + log_det)
+
+    return flat
+
+
+def _density_nuts(log_density, kernel_params: tuple, *, num_samples: int, warmup_steps: int, num_chains: int,
+                  seed: int, target_accept_prob: float) -> tuple[dict, dict, dict]:
+    """:func:`~emvi.inference.nuts.sample_nuts` on :func:`flat_potential`, chain c seeded ``seed + c``, one after
+    another: ``(samples {site: (chain, draw, ...)} constrained, per-draw statistics {name: (chain, draw)},
+    Pyro-style diagnostics {"divergences", "acceptance rate"} per chain)``."""
+    from .nuts import sample_nuts
+
+    transforms, initial = kernel_params
+    shapes = {name: value.shape for name, value in initial.items()}
+    potential = flat_potential(log_density, transforms, shapes)
+    start = torch.cat([value.reshape(-1) for value in initial.values()]).to(torch.float64)
+    chains, statistics = [], []
+    for chain in range(num_chains):
+        draws, stats = sample_nuts(potential, start, num_samples=num_samples, warmup_steps=warmup_steps,
+                                   seed=seed + chain, target_accept_prob=target_accept_prob)
+        chains.append(draws)
+        statistics.append(stats)
+    flat = torch.stack(chains)  # (chain, draw, D)
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    samples = {}
+    for (name, shape), part in zip(shapes.items(), flat.split(sizes, -1), strict=True):
+        unconstrained = part.reshape(num_chains, num_samples, *shape)
+        samples[name] = transforms[name].inv(unconstrained).to(initial[name].dtype)
+    per_draw = {name: torch.stack([stats[name] for stats in statistics]) for name in statistics[0]}
+    chain_stats = {"divergences": {f"chain {c}": per_draw["diverging"][c].nonzero().view(-1).tolist()
+                                   for c in range(num_chains)},
+                   "acceptance rate": {f"chain {c}": float(per_draw["accept_prob"][c].mean())
+                                       for c in range(num_chains)}}
+    return samples, per_draw, chain_stats
+
+
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
              init_values: dict[str, torch.Tensor] | None = None, max_plate_nesting: int = 1,
              target_accept_prob: float = 0.8, progress: bool = False, log_density=None, **kwargs) -> MCMCResult:
     """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median); with
     ``log_density`` (the model's log joint at constrained site values, see the module docstring) on that function.
 
-    Several chains run in parallel processes (Pyro's multiprocessing sampler).
+    With ``log_density`` the chains run one after another in this process on emvi's own sampler
+    (:mod:`emvi.inference.nuts`, chain c seeded ``seed + c``); otherwise in parallel processes (Pyro's NUTS and
+    multiprocessing sampler). Both return the same result: draws, diagnostics, divergences.
     """
     from pyro.infer import MCMC
+    from pyro.infer.mcmc.util import diagnostics as chain_diagnostics
 
     check_positive_int(num_samples, "num_samples")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
@@ -172,14 +291,6 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     with pyro.validation_enabled(False):
         kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
                                       max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
-    if initial is not None and num_chains > 1:
-        initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
-    with warnings.catch_warnings():
-        # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
-        warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
-                    initial_params=initial, transforms=getattr(kernel, "transforms", None),
-                    disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
     try:
@@ -187,6 +298,23 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         # thread hand-off (docs/experiments/mcmc.md), so run them on one.
         if small:
             torch.set_num_threads(1)
+        if log_density is not None:
+            with pyro.validation_enabled(False):
+                samples, extra, per_chain = _density_nuts(
+                    log_density, (kernel.transforms, initial), num_samples=num_samples, warmup_steps=warmup_steps,
+                    num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob)
+            diagnostics = chain_diagnostics(samples) | per_chain
+            seconds = time.perf_counter() - start
+            num_divergent = int(extra["diverging"].sum())
+            return MCMCResult(samples, diagnostics, num_divergent, seconds, extra, seed=seed)
+        if initial is not None and num_chains > 1:
+            initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
+        with warnings.catch_warnings():
+            # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
+            warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
+            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                        initial_params=initial, transforms=getattr(kernel, "transforms", None),
+                        disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
         with pyro.validation_enabled(False):
             mcmc.run(*data, **kwargs)
     finally:

@@ -49,6 +49,7 @@ from .hmm_recursions import (
     small_steps,
     tree_forward_log_likelihood,
 )
+from .prior_density import module_prior_log_prob
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
@@ -184,7 +185,7 @@ class HMMModel(LocalPyroModule):
         transition = values["transition"]
         start = values["initial_probs"] if self.config.initial == "free" else stationary_distribution(transition)
         log_b = self.emission_log_prob(x, lengths, values)
-        return self.prior_log_prob(values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+        return module_prior_log_prob(self, values) + tree_forward_log_likelihood(start, transition, log_b).sum()
 
     def sampled_names(self) -> tuple[str, ...]:
         """The global sites a Bayesian HMM samples (no ``initial_probs`` when π is the stationary distribution)."""
