@@ -6,6 +6,9 @@ assignments never enter the chain; ``max_plate_nesting`` tells it where the enum
 A model may also hand over its log joint as one torch function ``log_density({site: constrained value}) -> ()``
 (the Bayesian view's ``"log_density"``): NUTS then runs on U(u) = -log p(x, T(u)) - Σ log|det ∂T(u)/∂u| over the
 unconstrained globals u, Pyro's own potential with the same bijections T, without tracing the model at each step.
+
+The sampler is emvi's own NUTS (:mod:`emvi.inference.nuts`, one flat unconstrained vector, the default) or Pyro's
+(``sampler="pyro"``); both run on the same potential.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ..validation import check_positive_int, check_seed
+from ..validation import check_choice, check_positive_int, check_seed
 from .methods.names import MCMC
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
 
+
+SAMPLERS = ("emvi", "pyro")
+"""NUTS implementations :func:`fit_mcmc` runs: emvi's own (:mod:`emvi.inference.nuts`) or Pyro's."""
 
 MIN_DRAWS = 4
 """Fewest draws per chain the diagnostics (split R-hat) accept."""
@@ -128,30 +134,41 @@ def density_potential(log_density, transforms: dict):
     return potential
 
 
-def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_accept_prob, log_density=None):
-    """``(kernel, initial_params or None)``: NUTS on the traced ``model``, or with ``log_density`` on
-    :func:`density_potential` with the model's bijections. A start ``init_values`` is moved inside the support
-    (:func:`interior_start`); the model is traced once, to find the bijections and the priors."""
-    from pyro.infer import NUTS
+def model_start(model, data, kwargs, *, init_values, max_plate_nesting):
+    """``(params, potential_fn, transforms)`` of Pyro's ``initialize_model``: the unconstrained start (``init_values``
+    moved inside the support by :func:`interior_start`, else the prior median), the traced potential U(params) and
+    the constrained -> unconstrained bijections. The model is traced once here."""
     from pyro.infer.autoguide.initialization import init_to_median, init_to_value
     from pyro.infer.mcmc.util import initialize_model
+
+    init = init_to_value(values=init_values) if init_values else init_to_median
+    params, potential_fn, transforms, trace = initialize_model(model, data, kwargs, max_plate_nesting=max_plate_nesting,
+                                                               init_strategy=init)
+    if init_values:
+        priors = {name: trace.nodes[name]["fn"] for name in transforms}
+        params = interior_start(params, transforms, priors)
+    return {name: value.detach() for name, value in params.items()}, potential_fn, transforms
+
+
+def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_accept_prob, log_density=None):
+    """``(kernel, initial_params or None)``: Pyro's NUTS on the traced ``model``, or with ``log_density`` on
+    :func:`density_potential` with the model's bijections, started as :func:`model_start` says."""
+    from pyro.infer import NUTS
+    from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
     init = init_to_value(values=init_values) if init_values else init_to_median
     if log_density is None and not init_values:
         return NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
                     target_accept_prob=target_accept_prob, jit_compile=False), None
-    params, _, transforms, trace = initialize_model(model, data, kwargs, max_plate_nesting=max_plate_nesting,
-                                                    init_strategy=init)
-    if init_values:
-        priors = {name: trace.nodes[name]["fn"] for name in transforms}
-        params = interior_start(params, transforms, priors)
+    params, _, transforms = model_start(model, data, kwargs, init_values=init_values,
+                                        max_plate_nesting=max_plate_nesting)
     if log_density is None:
         kernel = NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
                       target_accept_prob=target_accept_prob, jit_compile=False)
     else:
         kernel = NUTS(potential_fn=density_potential(log_density, transforms), target_accept_prob=target_accept_prob)
         kernel.transforms = transforms  # MCMC reads them to return constrained draws
-    return kernel, {name: value.detach() for name, value in params.items()}
+    return kernel, params
 
 
 def _stick_breaking(u: torch.Tensor, log_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,11 +232,17 @@ def fast_bijection(bijection, shape: torch.Size):
     return None
 
 
-def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size]):
+def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size], potential_fn=None):
     """:func:`density_potential` of one flat vector q ``(D,)``: the sites' unconstrained values laid end to end in
     the order of ``shapes`` (site -> unconstrained shape), what :func:`~emvi.inference.nuts.sample_nuts` samples.
-    Common bijections run as :func:`fast_bijection` (fewer tensor operations per call), the others as Pyro's."""
+    Common bijections run as :func:`fast_bijection` (fewer tensor operations per call), the others as Pyro's.
+    Without ``log_density``, ``potential_fn`` ({site: unconstrained value} -> U, Pyro's traced potential) of q."""
     sizes = [math.prod(shape) for shape in shapes.values()]
+    if log_density is None:
+        def traced(q: torch.Tensor) -> torch.Tensor:
+            return potential_fn({name: part.view(shape) for (name, shape), part
+                                 in zip(shapes.items(), q.split(sizes), strict=True)})
+        return traced
     bijections = {}
     for name, shape in shapes.items():
         fast = fast_bijection(transforms[name].inv, shape)
@@ -239,17 +262,15 @@ def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size])
     return flat
 
 
-def _density_nuts(log_density, kernel_params: tuple, *, num_samples: int, warmup_steps: int, num_chains: int,
-                  seed: int, target_accept_prob: float) -> tuple[dict, dict, dict]:
-    """:func:`~emvi.inference.nuts.sample_nuts` on :func:`flat_potential`, chain c seeded ``seed + c``, one after
-    another: ``(samples {site: (chain, draw, ...)} constrained, per-draw statistics {name: (chain, draw)},
-    Pyro-style diagnostics {"divergences", "acceptance rate"} per chain)``."""
+def _emvi_nuts(potential, transforms: dict, initial: dict, *, num_samples: int, warmup_steps: int, num_chains: int,
+               seed: int, target_accept_prob: float) -> tuple[dict, dict, dict]:
+    """:func:`~emvi.inference.nuts.sample_nuts` on the flat ``potential`` from ``initial`` {site: unconstrained},
+    chain c seeded ``seed + c``, one after another: ``(samples {site: (chain, draw, ...)} constrained, per-draw
+    statistics {name: (chain, draw)}, Pyro-style diagnostics {"divergences", "acceptance rate"} per chain)``."""
     from .nuts import sample_nuts
 
-    transforms, initial = kernel_params
     shapes = {name: value.shape for name, value in initial.items()}
-    potential = flat_potential(log_density, transforms, shapes)
-    start = torch.cat([value.reshape(-1) for value in initial.values()]).to(torch.float64)
+    start = torch.cat([value.reshape(-1) for value in initial.values()])
     chains, statistics = [], []
     for chain in range(num_chains):
         draws, stats = sample_nuts(potential, start, num_samples=num_samples, warmup_steps=warmup_steps,
@@ -272,13 +293,16 @@ def _density_nuts(log_density, kernel_params: tuple, *, num_samples: int, warmup
 
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
              init_values: dict[str, torch.Tensor] | None = None, max_plate_nesting: int = 1,
-             target_accept_prob: float = 0.8, progress: bool = False, log_density=None, **kwargs) -> MCMCResult:
+             target_accept_prob: float = 0.8, progress: bool = False, log_density=None, sampler: str = "emvi",
+             **kwargs) -> MCMCResult:
     """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median); with
     ``log_density`` (the model's log joint at constrained site values, see the module docstring) on that function.
 
-    With ``log_density`` the chains run one after another in this process on emvi's own sampler
-    (:mod:`emvi.inference.nuts`, chain c seeded ``seed + c``); otherwise in parallel processes (Pyro's NUTS and
-    multiprocessing sampler). Both return the same result: draws, diagnostics, divergences.
+    ``sampler="emvi"``: the chains run one after another in this process on emvi's own NUTS
+    (:mod:`emvi.inference.nuts`, chain c seeded ``seed + c``) over one flat vector, on ``log_density``'s potential
+    or else on Pyro's traced one; ``"pyro"``: Pyro's NUTS, chains in parallel processes. Both target the same
+    density and return the same result: draws, diagnostics, divergences (emvi's adds per-draw ``accept_prob``,
+    ``step_size``, ``tree_depth``, ``num_steps`` to ``extra_fields``).
     """
     from pyro.infer import MCMC
     from pyro.infer.mcmc.util import diagnostics as chain_diagnostics
@@ -286,11 +310,9 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     check_positive_int(num_samples, "num_samples")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
     check_positive_int(num_chains, "num_chains")
+    check_choice(sampler, "sampler", SAMPLERS)
     pyro.set_rng_seed(seed)
     start = time.perf_counter()  # the one tracing of the model counts too
-    with pyro.validation_enabled(False):
-        kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
-                                      max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
     try:
@@ -298,15 +320,21 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         # thread hand-off (docs/experiments/mcmc.md), so run them on one.
         if small:
             torch.set_num_threads(1)
-        if log_density is not None:
+        if sampler == "emvi":
             with pyro.validation_enabled(False):
-                samples, extra, per_chain = _density_nuts(
-                    log_density, (kernel.transforms, initial), num_samples=num_samples, warmup_steps=warmup_steps,
+                initial, potential_fn, transforms = model_start(model, data, kwargs, init_values=init_values,
+                                                                max_plate_nesting=max_plate_nesting)
+                shapes = {name: value.shape for name, value in initial.items()}
+                potential = flat_potential(log_density, transforms, shapes, potential_fn)
+                samples, extra, per_chain = _emvi_nuts(
+                    potential, transforms, initial, num_samples=num_samples, warmup_steps=warmup_steps,
                     num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob)
             diagnostics = chain_diagnostics(samples) | per_chain
             seconds = time.perf_counter() - start
-            num_divergent = int(extra["diverging"].sum())
-            return MCMCResult(samples, diagnostics, num_divergent, seconds, extra, seed=seed)
+            return MCMCResult(samples, diagnostics, int(extra["diverging"].sum()), seconds, extra, seed=seed)
+        with pyro.validation_enabled(False):
+            kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
+                                          max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
         if initial is not None and num_chains > 1:
             initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
         with warnings.catch_warnings():

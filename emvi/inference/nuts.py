@@ -274,12 +274,13 @@ def draw_momentum(hamiltonian: Hamiltonian, rng: np.random.Generator) -> np.ndar
 
 def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_steps: int, seed: int,
                 target_accept_prob: float = 0.8, max_tree_depth: int = 10) -> tuple[torch.Tensor, dict]:
-    """One chain of NUTS on exp(-``potential``) (a torch function of a ``(D,)`` vector on ``initial``'s device)
-    from ``initial``: the kept draws ``(num_samples, D)`` (float64, on that device) and per-draw statistics
+    """One chain of NUTS on exp(-``potential``) (a torch function of a ``(D,)`` vector of ``initial``'s device and
+    dtype) from ``initial``: the kept draws ``(num_samples, D)`` (on that device and dtype; the sampler's own
+    arithmetic is float64) and per-draw statistics
     ``{"diverging", "accept_prob", "step_size", "tree_depth", "num_steps"}`` ``(num_samples,)`` (on the CPU). Warm-up
     adapts ε and the diagonal inverse metric (module docstring); its draws are discarded. Seeded by ``seed`` alone."""
     rng, uniform = np.random.default_rng(seed), random.Random(seed)
-    target = Potential(potential, initial.device)
+    target = Potential(potential, initial.device, initial.dtype)
     q = initial.detach().to(torch.float64).cpu().numpy().reshape(-1)
     value, grad = target(q)
     if not math.isfinite(value):
@@ -313,4 +314,4 @@ def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_st
         stats[row] = (transition.diverging, transition.accept_prob, step_size, transition.depth, transition.num_steps)
     dtypes = (torch.bool, torch.float64, torch.float64, torch.long, torch.long)
     per_draw = {name: torch.from_numpy(stats[:, i]).to(dtype) for i, (name, dtype) in enumerate(zip(columns, dtypes, strict=True))}
-    return torch.from_numpy(draws).to(initial.device), per_draw
+    return torch.from_numpy(draws).to(device=initial.device, dtype=initial.dtype), per_draw

@@ -184,8 +184,23 @@ class HMMModel(LocalPyroModule):
         graph for every T). ``x`` ``(N, T, D)``, ``lengths`` ``(N,)``; returns a scalar."""
         transition = values["transition"]
         start = values["initial_probs"] if self.config.initial == "free" else stationary_distribution(transition)
-        log_b = self.emission_log_prob(x, lengths, values)
+        if self.config.emission == "poisson":
+            log_b = self._poisson_log_b(x, lengths, values["rates"])
+        else:
+            log_b = self.emission_log_prob(x, lengths, values)
         return module_prior_log_prob(self, values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+
+    def _poisson_log_b(self, x: torch.Tensor, lengths: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+        """``(N, T, K)`` log Poisson(x_nt | λ_k) = x_nt · log λ_k - Σ_d λ_kd - Σ_d log x_ntd!, zero at padded steps:
+        one product with the data's constants (Σ_d log x!, the step mask) kept for the ``x`` it was last called with
+        (NUTS calls this thousands of times on the same data)."""
+        cached = self.__dict__.get("_poisson_constants")
+        if cached is None or cached[0] is not x or cached[1] is not lengths:
+            valid = (torch.arange(x.shape[1], device=x.device) < lengths[:, None]).to(x.dtype)[..., None]  # (N, T, 1)
+            log_factorial = torch.lgamma(x + 1).sum(-1, keepdim=True)  # (N, T, 1)
+            cached = self.__dict__["_poisson_constants"] = (x, lengths, valid, log_factorial, x * valid)
+        _, _, valid, log_factorial, masked_x = cached
+        return masked_x @ rates.log().T - (rates.sum(-1) + log_factorial) * valid
 
     def sampled_names(self) -> tuple[str, ...]:
         """The global sites a Bayesian HMM samples (no ``initial_probs`` when π is the stationary distribution)."""
