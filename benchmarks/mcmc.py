@@ -64,12 +64,13 @@ def emvi_run(case: str, data: dict, warmup: int, draws: int, seed: int) -> dict:
     if case == "mixture":
         from emvi.estimators import Mixture
 
-        est = Mixture(3, "gaussian-diag", method="mcmc", num_samples=draws, warmup_steps=warmup, seed=seed).fit(x)
+        est = Mixture(3, "gaussian-diag", method="mcmc", num_samples=draws, warmup_steps=warmup, num_chains=1,
+                      seed=seed).fit(x)
         result = est.mcmc_
     elif case == "hmm":
         from emvi.estimators import HMM
 
-        est = HMM(2, "poisson", method="mcmc", num_samples=draws, warmup_steps=warmup, seed=seed)
+        est = HMM(2, "poisson", method="mcmc", num_samples=draws, warmup_steps=warmup, num_chains=1, seed=seed)
         result = est.fit(x).mcmc_
     else:
         from emvi.catalog.declared import build

@@ -10,7 +10,7 @@ summed momenta and p♯ = v ∘ p, checked on every sub-tree and across the seam
 
 Warm-up follows Stan: dual averaging of log ε towards a mean acceptance of ``target_accept_prob`` (γ = 0.05,
 t₀ = 10, κ = 0.75, μ = log 10ε), and a diagonal inverse metric v estimated in doubling windows (buffers 75 / 25 /
-50 steps, or 15% / 75% / 10% of a short warm-up), each estimate shrunk towards 10⁻³ and followed by a fresh ε search
+50 steps, or the fractions 0.15 / 0.75 / 0.1 of a short warm-up), each estimate shrunk towards 10⁻³ and followed by a fresh ε search
 and a restarted dual averaging.
 
 :func:`sample_nuts` runs one chain and returns the kept draws ``(num_samples, D)`` with per-draw statistics.
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..errors import NonFiniteLossError
 
 MAX_DELTA_H = 1000.0
 """A leapfrog step whose energy exceeds the start's by more than this is a divergence (Stan's and NumPyro's)."""
@@ -284,7 +286,8 @@ def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_st
     q = initial.detach().to(torch.float64).cpu().numpy().reshape(-1)
     value, grad = target(q)
     if not math.isfinite(value):
-        raise ValueError("the potential is not finite at the chain's start; start inside the support")
+        raise NonFiniteLossError(f"the potential is {value} at the chain's start; start the chain inside the support "
+                                 "(init_values where the log density is finite)")
     point = Point(q, np.zeros_like(q), value, grad)
     hamiltonian = Hamiltonian(target, np.ones_like(q))
     step_size = find_step_size(hamiltonian, point, 1.0, rng) if warmup_steps else 1.0

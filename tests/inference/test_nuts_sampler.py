@@ -13,6 +13,7 @@ import torch
 from pyro.ops.stats import effective_sample_size
 from torch.distributions import biject_to, constraints
 
+from emvi.errors import NonFiniteLossError
 from emvi.inference.mcmc import density_potential, fit_mcmc, flat_potential
 from emvi.inference.nuts import adaptation_windows, sample_nuts
 
@@ -74,6 +75,12 @@ def test_the_sampler_is_seeded_by_its_seed_alone():
     second, _ = sample_nuts(gaussian_potential, torch.zeros(2, dtype=torch.float64), num_samples=20, warmup_steps=30,
                             seed=5)
     assert torch.equal(first, second)
+
+
+def test_a_start_outside_the_support_is_refused_in_one_line():
+    with pytest.raises(NonFiniteLossError, match="start the chain inside the support"):
+        sample_nuts(lambda q: -torch.log(q).sum(), -torch.ones(2, dtype=torch.float64), num_samples=4,
+                    warmup_steps=0, seed=0)
 
 
 def test_warmup_windows_are_stans():
