@@ -10,6 +10,7 @@ keeps its own ``log_prob``. :class:`PriorDensity` does this for every site of a 
 from __future__ import annotations
 
 import math
+import weakref
 
 import pyro.distributions as dist
 import torch
@@ -66,12 +67,16 @@ class PriorDensity:
         return sum(self.densities[name](value) for name, value in values.items())
 
 
+_MODULE_DENSITIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""module -> its :class:`PriorDensity`, outside the module so that pickling or copying it is unaffected."""
+
+
 def module_prior_log_prob(module, values: dict[str, torch.Tensor]) -> torch.Tensor:
     """Σ_site log p(values[site]) under the priors of ``module``'s ``PyroSample`` sites named in ``values`` (what
-    ``LocalPyroModule.prior_log_prob`` computes), by a :class:`PriorDensity` kept on the module until its priors
+    ``LocalPyroModule.prior_log_prob`` computes), by a :class:`PriorDensity` kept for the module until its priors
     change."""
     priors = module.__dict__["_pyro_samples"]  # PyroModule keeps {name: prior} here
-    density = module.__dict__.get("_prior_density")
+    density = _MODULE_DENSITIES.get(module)
     if density is None or not density.matches(priors):
-        density = module.__dict__["_prior_density"] = PriorDensity(priors)
+        density = _MODULE_DENSITIES[module] = PriorDensity(priors)
     return density(values)
