@@ -107,7 +107,7 @@ def gamma_poisson_log_density(counts, values):
         counts).sum()
 
 
-@pytest.mark.parametrize("with_log_density", [False, True])
+@pytest.mark.parametrize("with_log_density", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_gamma_poisson_posterior_mean_and_variance(with_log_density):
     """rate | x ~ Gamma(2 + Σx, 0.5 + n): mean a / b, variance a / b²; the traced model and its log_density."""
     a, b = 2.0 + float(COUNTS.sum()), 0.5 + COUNTS.numel()
@@ -124,6 +124,7 @@ def beta_binomial(successes, trials):
     pyro.sample("x", dist.Binomial(trials, p), obs=successes)
 
 
+@pytest.mark.slow
 def test_beta_binomial_posterior_mean_and_variance_over_two_chains():
     """p | x ~ Beta(2 + x, 3 + n - x) on the unit interval (sigmoid bijection); two chains, seeded apart."""
     successes, trials = torch.tensor(7.0, dtype=torch.float64), torch.tensor(20.0, dtype=torch.float64)
