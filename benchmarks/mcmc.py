@@ -13,7 +13,7 @@ emvi runs its method's recipe (EM or MAP start, then NUTS on the Bayesian view);
 reuses the compiled sampler. Runs alternate (emvi, NumPyro, emvi, ...) ``--repeats`` times. Draws are put in one
 labelling (components and states sorted by their means or rates) before ArviZ computes the bulk ESS.
 
-One JSON line per case: per tool the minimum bulk ESS over all scalar parameters, ESS/s with and without
+One JSON line per case, then one summary line of all cases (:func:`summary`, what ``record.py`` keeps): per tool the minimum bulk ESS over all scalar parameters, ESS/s with and without
 compilation (emvi has none: both are the NUTS wall time, setup included; its point fit is ``point_fit_s``),
 divergences, and posterior means ± Monte Carlo SE; ``ess_per_s_ratio`` = emvi / NumPyro with NumPyro's compilation
 counted, ``ess_per_s_ratio_compiled`` without it (medians over the repeats). NumPyro and JAX are the ``bench`` extra
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -63,12 +64,13 @@ def emvi_run(case: str, data: dict, warmup: int, draws: int, seed: int) -> dict:
     if case == "mixture":
         from emvi.estimators import Mixture
 
-        est = Mixture(3, "gaussian-diag", method="mcmc", num_samples=draws, warmup_steps=warmup, seed=seed).fit(x)
+        est = Mixture(3, "gaussian-diag", method="mcmc", num_samples=draws, warmup_steps=warmup, num_chains=1,
+                      seed=seed).fit(x)
         result = est.mcmc_
     elif case == "hmm":
         from emvi.estimators import HMM
 
-        est = HMM(2, "poisson", method="mcmc", num_samples=draws, warmup_steps=warmup, seed=seed)
+        est = HMM(2, "poisson", method="mcmc", num_samples=draws, warmup_steps=warmup, num_chains=1, seed=seed)
         result = est.fit(x).mcmc_
     else:
         from emvi.catalog.declared import build
@@ -252,7 +254,30 @@ def main(argv=None) -> list[dict]:
         for length in (lengths if case == "hmm" else [None]):
             results.append(run_case(case, length, args, models))
             print(json.dumps(results[-1]), flush=True)
+    print(json.dumps(summary(results)), flush=True)  # the last JSON line: what benchmarks/record.py keeps
     return results
+
+
+def summary(results: list[dict]) -> dict:
+    """One object for all cases: per case the two ratios, the medians of emvi's and NumPyro's NUTS seconds (with
+    and without compilation), emvi's minimum ESS, and the largest gap between the two tools' posterior means in
+    combined Monte Carlo standard errors; the 1-minute load average at the end (the cores may be shared)."""
+    cases = {}
+    for result in results:
+        emvi, numpyro = result["emvi"], result["numpyro"]
+        gaps = [abs(mean - numpyro["posterior_mean_mcse"][name][0])
+                / max(math.hypot(error, numpyro["posterior_mean_mcse"][name][1]), 1e-12)
+                for name, (mean, error) in emvi["posterior_mean_mcse"].items()]
+        key = result["case"] + (f" T={result['length']}" if result["length"] else "")
+        cases[key] = {"ess_per_s_ratio": round(result["ess_per_s_ratio"], 3),
+                      "ess_per_s_ratio_compiled": round(result["ess_per_s_ratio_compiled"], 3),
+                      "emvi_seconds": statistics.median(emvi["seconds"]),
+                      "numpyro_seconds": statistics.median(numpyro["seconds"]),
+                      "numpyro_seconds_compiled": statistics.median(numpyro["seconds_compiled"]),
+                      "emvi_min_ess": statistics.median(emvi["min_ess"]),
+                      "numpyro_min_ess": statistics.median(numpyro["min_ess"]),
+                      "max_mean_gap_in_mcse": round(max(gaps), 2)}
+    return {"cases": cases, "load_average_end": round(os.getloadavg()[0], 2)}
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ assignments never enter the chain; ``max_plate_nesting`` tells it where the enum
 A model may also hand over its log joint as one torch function ``log_density({site: constrained value}) -> ()``
 (the Bayesian view's ``"log_density"``): NUTS then runs on U(u) = -log p(x, T(u)) - Σ log|det ∂T(u)/∂u| over the
 unconstrained globals u, Pyro's own potential with the same bijections T, without tracing the model at each step.
+
+The sampler is emvi's own NUTS (:mod:`emvi.inference.nuts`, one flat unconstrained vector, the default) or Pyro's
+(``sampler="pyro"``); both run on the same potential.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from dataclasses import dataclass, field
 import pyro
 import torch
 
-from ..validation import check_positive_int, check_seed
+from ..validation import check_choice, check_positive_int, check_seed
 from .methods.names import MCMC
 
 SMALL_DATA = 1_000_000
 """Data with fewer elements than this is sampled with one intra-op thread (see :func:`fit_mcmc`)."""
 
+
+SAMPLERS = ("emvi", "pyro")
+"""NUTS implementations :func:`fit_mcmc` runs: emvi's own (:mod:`emvi.inference.nuts`) or Pyro's."""
 
 MIN_DRAWS = 4
 """Fewest draws per chain the diagnostics (split R-hat) accept."""
@@ -128,58 +134,185 @@ def density_potential(log_density, transforms: dict):
     return potential
 
 
-def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_accept_prob, log_density=None):
-    """``(kernel, initial_params or None)``: NUTS on the traced ``model``, or with ``log_density`` on
-    :func:`density_potential` with the model's bijections. A start ``init_values`` is moved inside the support
-    (:func:`interior_start`); the model is traced once, to find the bijections and the priors."""
-    from pyro.infer import NUTS
+def model_start(model, data, kwargs, *, init_values, max_plate_nesting):
+    """``(params, potential_fn, transforms)`` of Pyro's ``initialize_model``: the unconstrained start (``init_values``
+    moved inside the support by :func:`interior_start`, else the prior median), the traced potential U(params) and
+    the constrained -> unconstrained bijections. The model is traced once here."""
     from pyro.infer.autoguide.initialization import init_to_median, init_to_value
     from pyro.infer.mcmc.util import initialize_model
+
+    init = init_to_value(values=init_values) if init_values else init_to_median
+    params, potential_fn, transforms, trace = initialize_model(model, data, kwargs, max_plate_nesting=max_plate_nesting,
+                                                               init_strategy=init)
+    if init_values:
+        priors = {name: trace.nodes[name]["fn"] for name in transforms}
+        params = interior_start(params, transforms, priors)
+    return {name: value.detach() for name, value in params.items()}, potential_fn, transforms
+
+
+def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_accept_prob, log_density=None):
+    """``(kernel, initial_params or None)``: Pyro's NUTS on the traced ``model``, or with ``log_density`` on
+    :func:`density_potential` with the model's bijections, started as :func:`model_start` says."""
+    from pyro.infer import NUTS
+    from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
     init = init_to_value(values=init_values) if init_values else init_to_median
     if log_density is None and not init_values:
         return NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
                     target_accept_prob=target_accept_prob, jit_compile=False), None
-    params, _, transforms, trace = initialize_model(model, data, kwargs, max_plate_nesting=max_plate_nesting,
-                                                    init_strategy=init)
-    if init_values:
-        priors = {name: trace.nodes[name]["fn"] for name in transforms}
-        params = interior_start(params, transforms, priors)
+    params, _, transforms = model_start(model, data, kwargs, init_values=init_values,
+                                        max_plate_nesting=max_plate_nesting)
     if log_density is None:
         kernel = NUTS(model, max_plate_nesting=max_plate_nesting, init_strategy=init,
                       target_accept_prob=target_accept_prob, jit_compile=False)
     else:
         kernel = NUTS(potential_fn=density_potential(log_density, transforms), target_accept_prob=target_accept_prob)
         kernel.transforms = transforms  # MCMC reads them to return constrained draws
-    return kernel, {name: value.detach() for name, value in params.items()}
+    return kernel, params
+
+
+def _stick_breaking(u: torch.Tensor, log_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's stick-breaking bijection ℝ^{K-1} -> simplex and its log|det J| (summed), with the offsets log(K-1-i)
+    precomputed: z = σ(u - offset), v = (z, 1) ∘ (1, cumprod(1 - z)), log|J| = Σ (-x + log σ(x) + log v_{:-1})."""
+    shifted = u - log_offset
+    z = torch.sigmoid(shifted)
+    remaining = torch.nn.functional.pad((1 - z).cumprod(-1), [1, 0], value=1.0)
+    value = torch.nn.functional.pad(z, [0, 1], value=1.0) * remaining
+    log_det = (torch.nn.functional.logsigmoid(shifted) - shifted + value[..., :-1].log()).sum()
+    return value, log_det
+
+
+def fast_bijection(bijection, shape: torch.Size):
+    """``u -> (v, Σ log|det ∂v/∂u|)`` for the bijection unconstrained -> constrained of a site of unconstrained
+    ``shape``, written out for the common ones (identity, exp, affine with number coefficients, sigmoid,
+    stick-breaking, and compositions of these) with their constants precomputed; None for any other. The sum over
+    all entries is what the potential needs, so an IndependentTransform is its base."""
+    from torch.distributions import transforms as T
+
+    if isinstance(bijection, T.IndependentTransform):
+        return fast_bijection(bijection.base_transform, shape)
+    if isinstance(bijection, T.ComposeTransform):
+        parts = [fast_bijection(part, shape) for part in bijection.parts]  # element-wise parts keep the shape
+        if any(part is None for part in parts) or any(isinstance(p, T.StickBreakingTransform)
+                                                      for p in bijection.parts[:-1]):
+            return None
+
+        def composed(u):
+            total = torch.zeros((), dtype=u.dtype, device=u.device)
+            for part in parts:
+                u, log_det = part(u)
+                total = total + log_det
+            return u, total
+
+        return composed if parts else (lambda u: (u, 0.0))
+    if isinstance(bijection, T.ExpTransform):
+        return lambda u: (u.exp(), u.sum())
+    if isinstance(bijection, T.SigmoidTransform):
+        def sigmoid(u):
+            return torch.sigmoid(u), (torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)).sum()
+        return sigmoid
+    if isinstance(bijection, T.AffineTransform) and all(isinstance(c, (int, float)) for c in (bijection.loc,
+                                                                                               bijection.scale)):
+        loc, scale = bijection.loc, bijection.scale
+        log_det = math.log(abs(scale)) * math.prod(shape)
+        if loc == 0 and scale == 1:
+            return lambda u: (u, 0.0)
+        return lambda u: (loc + scale * u, log_det)
+    if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
+        size = shape[-1]
+        log_offset = torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64))
+        cache = {}
+
+        def stick(u):
+            key = (u.dtype, u.device)
+            if key not in cache:
+                cache[key] = log_offset.to(dtype=u.dtype, device=u.device)
+            return _stick_breaking(u, cache[key])
+        return stick
+    return None
+
+
+def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size], potential_fn=None):
+    """:func:`density_potential` of one flat vector q ``(D,)``: the sites' unconstrained values laid end to end in
+    the order of ``shapes`` (site -> unconstrained shape), what :func:`~emvi.inference.nuts.sample_nuts` samples.
+    Common bijections run as :func:`fast_bijection` (fewer tensor operations per call), the others as Pyro's.
+    Without ``log_density``, ``potential_fn`` ({site: unconstrained value} -> U, Pyro's traced potential) of q."""
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    if log_density is None:
+        def traced(q: torch.Tensor) -> torch.Tensor:
+            return potential_fn({name: part.view(shape) for (name, shape), part
+                                 in zip(shapes.items(), q.split(sizes), strict=True)})
+        return traced
+    bijections = {}
+    for name, shape in shapes.items():
+        fast = fast_bijection(transforms[name].inv, shape)
+        if fast is None:
+            def fast(u, transform=transforms[name]):
+                value = transform.inv(u)
+                return value, transform.inv.log_abs_det_jacobian(u, value).sum()
+        bijections[name] = fast
+
+    def flat(q: torch.Tensor) -> torch.Tensor:
+        values, log_det = {}, 0.0
+        for (name, shape), part in zip(shapes.items(), q.split(sizes), strict=True):
+            values[name], site_log_det = bijections[name](part.view(shape))
+            log_det = log_det + site_log_det
+        return -(log_density(values) + log_det)
+
+    return flat
+
+
+def _emvi_nuts(potential, transforms: dict, initial: dict, *, num_samples: int, warmup_steps: int, num_chains: int,
+               seed: int, target_accept_prob: float) -> tuple[dict, dict, dict]:
+    """:func:`~emvi.inference.nuts.sample_nuts` on the flat ``potential`` from ``initial`` {site: unconstrained},
+    chain c seeded ``seed + c``, one after another: ``(samples {site: (chain, draw, ...)} constrained, per-draw
+    statistics {name: (chain, draw)}, Pyro-style diagnostics {"divergences", "acceptance rate"} per chain)``."""
+    from .nuts import sample_nuts
+
+    shapes = {name: value.shape for name, value in initial.items()}
+    start = torch.cat([value.reshape(-1) for value in initial.values()])
+    chains, statistics = [], []
+    for chain in range(num_chains):
+        draws, stats = sample_nuts(potential, start, num_samples=num_samples, warmup_steps=warmup_steps,
+                                   seed=seed + chain, target_accept_prob=target_accept_prob)
+        chains.append(draws)
+        statistics.append(stats)
+    flat = torch.stack(chains)  # (chain, draw, D)
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    samples = {}
+    for (name, shape), part in zip(shapes.items(), flat.split(sizes, -1), strict=True):
+        unconstrained = part.reshape(num_chains, num_samples, *shape)
+        samples[name] = transforms[name].inv(unconstrained).to(initial[name].dtype)
+    per_draw = {name: torch.stack([stats[name] for stats in statistics]) for name in statistics[0]}
+    chain_stats = {"divergences": {f"chain {c}": per_draw["diverging"][c].nonzero().view(-1).tolist()
+                                   for c in range(num_chains)},
+                   "acceptance rate": {f"chain {c}": float(per_draw["accept_prob"][c].mean())
+                                       for c in range(num_chains)}}
+    return samples, per_draw, chain_stats
 
 
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
              init_values: dict[str, torch.Tensor] | None = None, max_plate_nesting: int = 1,
-             target_accept_prob: float = 0.8, progress: bool = False, log_density=None, **kwargs) -> MCMCResult:
+             target_accept_prob: float = 0.8, progress: bool = False, log_density=None, sampler: str = "emvi",
+             **kwargs) -> MCMCResult:
     """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median); with
     ``log_density`` (the model's log joint at constrained site values, see the module docstring) on that function.
 
-    Several chains run in parallel processes (Pyro's multiprocessing sampler).
+    ``sampler="emvi"``: the chains run one after another in this process on emvi's own NUTS
+    (:mod:`emvi.inference.nuts`, chain c seeded ``seed + c``) over one flat vector, on ``log_density``'s potential
+    or else on Pyro's traced one; ``"pyro"``: Pyro's NUTS, chains in parallel processes. Both target the same
+    density and return the same result: draws, diagnostics, divergences (emvi's adds per-draw ``accept_prob``,
+    ``step_size``, ``tree_depth``, ``num_steps`` to ``extra_fields``).
     """
     from pyro.infer import MCMC
+    from pyro.infer.mcmc.util import diagnostics as chain_diagnostics
 
     check_positive_int(num_samples, "num_samples")
     check_positive_int(warmup_steps, "warmup_steps", minimum=0)
     check_positive_int(num_chains, "num_chains")
+    check_choice(sampler, "sampler", SAMPLERS)
     pyro.set_rng_seed(seed)
     start = time.perf_counter()  # the one tracing of the model counts too
-    with pyro.validation_enabled(False):
-        kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
-                                      max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
-    if initial is not None and num_chains > 1:
-        initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
-    with warnings.catch_warnings():
-        # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
-        warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
-        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
-                    initial_params=initial, transforms=getattr(kernel, "transforms", None),
-                    disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
     threads = torch.get_num_threads()
     small = sum(t.numel() for t in data if isinstance(t, torch.Tensor)) < SMALL_DATA
     try:
@@ -187,6 +320,29 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
         # thread hand-off (docs/experiments/mcmc.md), so run them on one.
         if small:
             torch.set_num_threads(1)
+        if sampler == "emvi":
+            with pyro.validation_enabled(False):
+                initial, potential_fn, transforms = model_start(model, data, kwargs, init_values=init_values,
+                                                                max_plate_nesting=max_plate_nesting)
+                shapes = {name: value.shape for name, value in initial.items()}
+                potential = flat_potential(log_density, transforms, shapes, potential_fn)
+                samples, extra, per_chain = _emvi_nuts(
+                    potential, transforms, initial, num_samples=num_samples, warmup_steps=warmup_steps,
+                    num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob)
+            diagnostics = chain_diagnostics(samples) | per_chain
+            seconds = time.perf_counter() - start
+            return MCMCResult(samples, diagnostics, int(extra["diverging"].sum()), seconds, extra, seed=seed)
+        with pyro.validation_enabled(False):
+            kernel, initial = nuts_kernel(model, data, kwargs, init_values=init_values, log_density=log_density,
+                                          max_plate_nesting=max_plate_nesting, target_accept_prob=target_accept_prob)
+        if initial is not None and num_chains > 1:
+            initial = {name: value.expand(num_chains, *value.shape) for name, value in initial.items()}
+        with warnings.catch_warnings():
+            # With fewer free cores than chains Pyro draws them one after another; same draws, nothing to act on.
+            warnings.filterwarnings("ignore", message="num_chains=.* is more than available_cpu", category=UserWarning)
+            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, num_chains=num_chains,
+                        initial_params=initial, transforms=getattr(kernel, "transforms", None),
+                        disable_progbar=not (progress and sys.stderr.isatty()))  # bars only on a terminal
         with pyro.validation_enabled(False):
             mcmc.run(*data, **kwargs)
     finally:

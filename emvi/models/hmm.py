@@ -23,6 +23,7 @@ marginals), the per-sequence log-likelihood, and with max in place of sum, the V
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import pyro
@@ -49,6 +50,7 @@ from .hmm_recursions import (
     small_steps,
     tree_forward_log_likelihood,
 )
+from .prior_density import module_prior_log_prob
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
@@ -119,6 +121,9 @@ def check_sequences(x, lengths, config: HMMConfig) -> tuple[torch.Tensor, torch.
     return torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype)), lengths.long()
 
 
+_POISSON_CONSTANTS: dict = {}
+"""The last data's constants of :meth:`HMMModel._poisson_log_b`, keyed by weak references to the data."""
+
 EMISSION_CHUNK_ELEMENTS = 1 << 18
 """Elements (N x steps x K x D) of the emission log-density temporaries computed at once."""
 
@@ -183,8 +188,23 @@ class HMMModel(LocalPyroModule):
         graph for every T). ``x`` ``(N, T, D)``, ``lengths`` ``(N,)``; returns a scalar."""
         transition = values["transition"]
         start = values["initial_probs"] if self.config.initial == "free" else stationary_distribution(transition)
-        log_b = self.emission_log_prob(x, lengths, values)
-        return self.prior_log_prob(values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+        if self.config.emission == "poisson":
+            log_b = self._poisson_log_b(x, lengths, values["rates"])
+        else:
+            log_b = self.emission_log_prob(x, lengths, values)
+        return module_prior_log_prob(self, values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+
+    def _poisson_log_b(self, x: torch.Tensor, lengths: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+        """``(N, T, K)`` log Poisson(x_nt | λ_k) = x_nt · log λ_k - Σ_d λ_kd - Σ_d log x_ntd!, zero at padded steps:
+        one product with the data's constants (Σ_d log x!, the step mask) kept for the ``x`` it was last called with
+        (NUTS calls this thousands of times on the same data)."""
+        hit = _POISSON_CONSTANTS.get("last")
+        if hit is None or hit[0]() is not x or hit[1]() is not lengths:
+            valid = (torch.arange(x.shape[1], device=x.device) < lengths[:, None]).to(x.dtype)[..., None]  # (N, T, 1)
+            log_factorial = torch.lgamma(x + 1).sum(-1, keepdim=True)  # (N, T, 1)
+            hit = _POISSON_CONSTANTS["last"] = (weakref.ref(x), weakref.ref(lengths), valid, log_factorial, x * valid)
+        _, _, valid, log_factorial, masked_x = hit
+        return masked_x @ rates.log().T - (rates.sum(-1) + log_factorial) * valid
 
     def sampled_names(self) -> tuple[str, ...]:
         """The global sites a Bayesian HMM samples (no ``initial_probs`` when π is the stationary distribution)."""

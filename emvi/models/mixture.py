@@ -50,6 +50,7 @@ from .mixture_covariances import (
     scatter_statistics,
     whitened_statistics,
 )
+from .prior_density import module_prior_log_prob
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
 """The families of the CLI and :class:`emvi.estimators.Mixture`."""
@@ -313,10 +314,23 @@ class MixtureModel(LocalPyroModule):
         """log p(x, θ) = log p(θ) + Σ_n log Σ_k π_k F(x_n | θ_k) at the globals ``values`` of :meth:`bayesian`: the
         enumerated model's log joint as one function (NUTS's potential without Pyro's per-step tracing). ``x``
         ``(N, D)``; the component log-densities ``(K, N)`` as the model computes them; returns a scalar."""
-        log_weights = dist.Categorical(logits=values["weights"].log()).logits  # normalised, as in forward
-        states = torch.arange(self.config.num_components, device=x.device)[:, None]  # (K, 1): z's enumerated values
-        joint = log_weights[:, None] + self.components(states, values).log_prob(x)  # (K, N)
-        return self.prior_log_prob(values) + torch.logsumexp(joint, 0).sum()
+        if self.config.family in SCATTER_FAMILIES:
+            log_weights = dist.Categorical(logits=values["weights"].log()).logits  # normalised, as in forward
+            states = torch.arange(self.config.num_components, device=x.device)[:, None]  # (K, 1): z's values
+            joint = log_weights[:, None] + self.components(states, values).log_prob(x)  # (K, N)
+            return module_prior_log_prob(self, values) + torch.logsumexp(joint, 0).sum()
+        # Exponential families: one product T(x) (N, S) @ η (S, K) with the statistics cached for x, and no
+        # distribution objects per call (NUTS calls this thousands of times; each tensor operation costs dispatch).
+        log_weights = values["weights"].log()
+        log_weights = log_weights - log_weights.logsumexp(0)  # normalised, as Categorical(logits) in forward
+        components = self.components(values=values)
+        stats, base_measure = sufficient_statistics(x, components.family, self.config.num_categories,
+                                                    log_weights.dtype)
+        joint = torch.addmm(log_weights - components.log_normaliser, stats, components.natural.T)  # (N, K)
+        log_likelihood = torch.logsumexp(joint, 1).sum()
+        if base_measure is not None:  # h(x_n) is shared by the K terms of item n
+            log_likelihood = log_likelihood + base_measure.sum()
+        return module_prior_log_prob(self, values) + log_likelihood
 
     # -- exact posterior of the enumerated site and the closed-form M-step -------------------------------------------
 
