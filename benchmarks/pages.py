@@ -344,6 +344,7 @@ TABLES = {
     "fa-starts": Table("ppca", ("--fa-starts",), fa_starts),
     "ppca-fit": Table("ppca", ("--quick",), ppca_fit),
     "nuts": Table("mcmc", ("--quick",), generic),
+    "nuts-full": Table("mcmc", (), generic),
     "vae-step": Table("vae_step", ("--quick",), vae_step),
     "vae-fit": Table("vae", ("--quick",), vae_fit),
     "deep-mixture": Table("deep_mixture", ("--quick",), deep_mixture),
