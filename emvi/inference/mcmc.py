@@ -46,7 +46,7 @@ class MCMCConfig:
     warmup_steps: int = 300
     """Adaptation steps per chain, discarded."""
     num_chains: int = 2
-    """Chains, run in parallel processes; two or more give R-hat."""
+    """Chains (emvi's sampler runs them one after another, Pyro's in parallel processes); two or more give R-hat."""
     seed: int = 0
     device: str = "cpu"
     """cpu, cuda, cuda:N or auto."""
