@@ -10,10 +10,9 @@ importance-weighted bound given the point topics, 100 samples, the tightest emvi
 only; ``time_ratio`` = (emvi's best model's fit time) / (scikit-learn's fit time). The last line is one JSON object.
 
 The time budget: scikit-learn runs ``--sklearn-iter`` batch iterations (10) and emvi's batch VB (``lda-vb``, the same
-algorithm on the nonzero counts) as many, in about a third of the time; ``--same-time`` lets it iterate instead
-until scikit-learn's fit time would be exceeded. That tightens its ELBO but not the completion: measured on the
-full corpus (seed 0), 10 iterations gave 903.1 and scikit-learn's 100 s budget 934.5, while the
-ELBO bound fell from 5293 to 5134: the extra iterations sharpen the topics on the training documents. Held-out
+algorithm on the nonzero counts) as many; ``--same-time`` lets it iterate instead
+until scikit-learn's fit time would be exceeded, which tightens its ELBO on the training documents but not the
+completion of held-out ones (docs/experiments/lda.md, from the recorded runs). Held-out
 documents get q(θ_d) by the same coordinate ascent from γ = 1 in both libraries.
 
     python benchmarks/lda.py            # full corpus, K = 20, V = 2000
