@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 
 import pyro.distributions as dist
 from torch.distributions import Distribution, constraints
@@ -77,7 +77,12 @@ class Family:
         return tuple(dict.fromkeys([*self.names, *grouped, *self.optional]))
 
     def constraint(self, param: str) -> str:
-        return "probability" if param == "probs" and self.alias else constraint_name(self.constraints[param])
+        return "probability" if param == "probs" and self.alias else self._constraint_names[param]
+
+    @cached_property
+    def _constraint_names(self) -> dict[str, str]:
+        # Named once per family: models ask for a parameter's constraint in every step of a fit.
+        return {name: constraint_name(c) for name, c in self.constraints.items()}
 
     def missing(self, given) -> list[str]:
         """Parameters (or groups, ``"gate or gate_logits"``) a declaration giving ``given`` lacks."""
