@@ -318,7 +318,8 @@ def flat_potential_with_grad(log_density_and_grad, transforms: dict, shapes: dic
     """:func:`flat_potential` of ``log_density_and_grad`` (``values -> (log p(x, θ), {site: ∂/∂θ_site})``, no
     autograd), its gradient chained through the bijections by :func:`bijection_with_grad`:
     ∂U/∂u = -(J(u)ᵀ ∂log p/∂θ + ∂ log|det J|/∂u) per site. None when a site's bijection has no written-out gradient.
-    The returned function of q ``(D,)`` is differentiable by autograd (one node, :class:`_ValueWithGrad`)."""
+    The returned function of q ``(D,)`` is differentiable by autograd (one node, :class:`_ValueWithGrad`) and carries
+    ``value_and_grad(q) -> (U, ∇U)``, which :class:`~emvi.inference.nuts.Potential` calls directly."""
     bijections = {name: bijection_with_grad(transforms[name].inv, shape) for name, shape in shapes.items()}
     if any(bijection is None for bijection in bijections.values()):
         return None
@@ -334,7 +335,11 @@ def flat_potential_with_grad(log_density_and_grad, transforms: dict, shapes: dic
             grad = torch.cat([backwards[name](grads[name]).reshape(-1) for name in shapes])
             return -(log_joint + log_det), -grad
 
-    return lambda q: _ValueWithGrad.apply(q, value_and_grad)
+    def potential(q: torch.Tensor) -> torch.Tensor:
+        return _ValueWithGrad.apply(q, value_and_grad)
+
+    potential.value_and_grad = value_and_grad  # what emvi's NUTS calls, skipping autograd altogether
+    return potential
 
 
 def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size], potential_fn=None):
