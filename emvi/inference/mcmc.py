@@ -14,12 +14,14 @@ The sampler is emvi's own NUTS (:mod:`emvi.inference.nuts`, one flat unconstrain
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
 import torch
 
@@ -232,25 +234,27 @@ def fast_bijection(bijection, shape: torch.Size):
     return None
 
 
-def _stick_breaking_backward(grad: torch.Tensor, value: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def _stick_breaking_backward(grad, value, z, ops):
     """∂(f(v) + log|J|)/∂u of :func:`_stick_breaking` from g = ∂f/∂v ``(..., K)``, v and z = σ(u - offset)
     ``(..., K-1)``: with S_j = Σ_{i>j} g_i v_i, ∂/∂u_j = v_j (1 - z_j) g_j - z_j S_j + 1 - (K - j) z_j (j from 0)."""
-    size = value.shape[-1]
-    weighted = grad * value
-    tail = weighted.flip(-1).cumsum(-1).flip(-1)[..., 1:]  # S_j, j < K-1
-    steps = torch.arange(size, 1, -1, dtype=value.dtype, device=value.device)  # K - j
+    tail = ops.reverse_cumsum(grad * value, -1)[..., 1:]  # S_j, j < K-1
+    steps = ops.arange(value.shape[-1], 1, -1, like=value)  # K - j
     return value[..., :-1] * (1 - z) * grad[..., :-1] - z * tail + 1 - steps * z
 
 
-def bijection_with_grad(bijection, shape: torch.Size):
+def bijection_with_grad(bijection, shape: torch.Size, ops=None):
     """``u -> (v, Σ log|det ∂v/∂u|, backward)`` for the bijections of :func:`fast_bijection`, where
-    ``backward(∂f/∂v) = ∂(f(v) + Σ log|det|)/∂u``, written out (no autograd); None for any other."""
+    ``backward(∂f/∂v) = ∂(f(v) + Σ log|det|)/∂u``, written out (no autograd) on the arrays of ``ops`` (numpy or
+    torch, :data:`~emvi.models.prior_density.NUMPY_OPS`; torch by default); None for any other bijection."""
     from torch.distributions import transforms as T
 
+    from ..models.prior_density import TORCH_OPS
+
+    ops = ops or TORCH_OPS
     if isinstance(bijection, T.IndependentTransform):
-        return bijection_with_grad(bijection.base_transform, shape)
+        return bijection_with_grad(bijection.base_transform, shape, ops)
     if isinstance(bijection, T.ComposeTransform):
-        parts = [bijection_with_grad(part, shape) for part in bijection.parts]
+        parts = [bijection_with_grad(part, shape, ops) for part in bijection.parts]
         if any(part is None for part in parts) or any(isinstance(p, T.StickBreakingTransform)
                                                       for p in bijection.parts[:-1]):
             return None
@@ -269,13 +273,13 @@ def bijection_with_grad(bijection, shape: torch.Size):
         return composed
     if isinstance(bijection, T.ExpTransform):
         def exp(u):
-            value = u.exp()
+            value = ops.exp(u)
             return value, u.sum(), lambda grad: grad * value + 1
         return exp
     if isinstance(bijection, T.SigmoidTransform):
         def sigmoid(u):
-            value = torch.sigmoid(u)
-            log_det = (torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)).sum()
+            value = ops.sigmoid(u)
+            log_det = (ops.log_sigmoid(u) + ops.log_sigmoid(-u)).sum()
             return value, log_det, lambda grad: grad * value * (1 - value) + 1 - 2 * value
         return sigmoid
     if isinstance(bijection, T.AffineTransform) and all(isinstance(c, (int, float)) for c in (bijection.loc,
@@ -285,28 +289,27 @@ def bijection_with_grad(bijection, shape: torch.Size):
         return lambda u: (loc + scale * u, log_det, lambda grad: scale * grad)
     if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
         size = shape[-1]
-        log_offset = torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64))
+        log_offset = ops.convert(torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64)))
 
         def stick(u):
-            shifted = u - log_offset.to(dtype=u.dtype, device=u.device)
-            z = torch.sigmoid(shifted)
-            remaining = torch.nn.functional.pad((1 - z).cumprod(-1), [1, 0], value=1.0)
-            value = torch.nn.functional.pad(z, [0, 1], value=1.0) * remaining
-            log_det = (torch.nn.functional.logsigmoid(shifted) - shifted + value[..., :-1].log()).sum()
-            return value, log_det, lambda grad: _stick_breaking_backward(grad, value, z)
+            shifted = u - (log_offset if ops is not TORCH_OPS else log_offset.to(u))
+            z = ops.sigmoid(shifted)
+            remaining = ops.pad(ops.cumprod(1 - z, -1), 1, 0, 1.0)
+            value = ops.pad(z, 0, 1, 1.0) * remaining
+            log_det = (ops.log_sigmoid(shifted) - shifted + ops.log(value[..., :-1])).sum()
+            return value, log_det, lambda grad: _stick_breaking_backward(grad, value, z, ops)
         return stick
     return None
 
 
 class _ValueWithGrad(torch.autograd.Function):
-    """U(q) as one autograd node whose backward returns the gradient computed with the value (a written-out one):
-    the sampler's ``autograd.grad`` of U then costs one node instead of the whole graph."""
+    """U(q) as one autograd node whose backward returns the gradient computed with the value (a written-out one)."""
 
     @staticmethod
     def forward(ctx, q, value_and_grad):
-        value, grad = value_and_grad(q.detach())
-        ctx.save_for_backward(grad)
-        return value
+        value, grad = value_and_grad(q.detach().cpu().numpy())
+        ctx.save_for_backward(torch.as_tensor(grad, dtype=q.dtype, device=q.device))
+        return torch.as_tensor(value, dtype=q.dtype, device=q.device)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -316,24 +319,37 @@ class _ValueWithGrad(torch.autograd.Function):
 
 def flat_potential_with_grad(log_density_and_grad, transforms: dict, shapes: dict[str, torch.Size]):
     """:func:`flat_potential` of ``log_density_and_grad`` (``values -> (log p(x, θ), {site: ∂/∂θ_site})``, no
-    autograd), its gradient chained through the bijections by :func:`bijection_with_grad`:
-    ∂U/∂u = -(J(u)ᵀ ∂log p/∂θ + ∂ log|det J|/∂u) per site. None when a site's bijection has no written-out gradient.
-    The returned function of q ``(D,)`` is differentiable by autograd (one node, :class:`_ValueWithGrad`) and carries
-    ``value_and_grad(q) -> (U, ∇U)``, which :class:`~emvi.inference.nuts.Potential` calls directly."""
-    bijections = {name: bijection_with_grad(transforms[name].inv, shape) for name, shape in shapes.items()}
+    autograd, on numpy arrays or on tensors as its ``ops`` attribute says, tensors on its ``device``), its gradient
+    chained through the bijections by :func:`bijection_with_grad`: ∂U/∂u = -(J(u)ᵀ ∂log p/∂θ + ∂ log|det J|/∂u) per
+    site. None when a site's bijection has no written-out gradient. The returned function of q ``(D,)`` carries
+    ``value_and_grad(q numpy) -> (U float, ∇U numpy)``, which :class:`~emvi.inference.nuts.Potential` calls directly,
+    and is differentiable by autograd (one node, :class:`_ValueWithGrad`)."""
+    from ..models.prior_density import NUMPY_OPS
+
+    ops = log_density_and_grad.ops
+    bijections = {name: bijection_with_grad(transforms[name].inv, shape, ops) for name, shape in shapes.items()}
     if any(bijection is None for bijection in bijections.values()):
         return None
-    sizes = [math.prod(shape) for shape in shapes.values()]
+    ends = list(itertools.accumulate(math.prod(shape) for shape in shapes.values()))
+    starts = [0, *ends[:-1]]
 
-    def value_and_grad(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            values, backwards, log_det = {}, {}, 0.0
-            for (name, shape), part in zip(shapes.items(), q.split(sizes), strict=True):
-                values[name], site_log_det, backwards[name] = bijections[name](part.view(shape))
-                log_det = log_det + site_log_det
-            log_joint, grads = log_density_and_grad(values)
-            grad = torch.cat([backwards[name](grads[name]).reshape(-1) for name in shapes])
-            return -(log_joint + log_det), -grad
+    def value_and_grad(q):
+        if ops is NUMPY_OPS:
+            with np.errstate(all="ignore"):  # far out in the tails exp overflows: U = inf, as in torch
+                return flat_value_and_grad(q)
+        return flat_value_and_grad(torch.as_tensor(q, dtype=log_density_and_grad.dtype,
+                                                   device=log_density_and_grad.device))
+
+    def flat_value_and_grad(q):
+        values, backwards, log_det = {}, {}, 0.0
+        for (name, shape), start, end in zip(shapes.items(), starts, ends, strict=True):
+            values[name], site_log_det, backwards[name] = bijections[name](q[start:end].reshape(shape))
+            log_det = log_det + site_log_det
+        log_joint, grads = log_density_and_grad(values)
+        grad = ops.concatenate([backwards[name](grads[name]).reshape(-1) for name in shapes], 0)
+        if ops is not NUMPY_OPS:
+            grad = grad.cpu().numpy()
+        return -float(log_joint + log_det), -grad
 
     def potential(q: torch.Tensor) -> torch.Tensor:
         return _ValueWithGrad.apply(q, value_and_grad)

@@ -22,7 +22,6 @@ in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the 
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -336,11 +335,11 @@ class MixtureModel(LocalPyroModule):
     def bayesian_log_density_and_grad(self, x: torch.Tensor):
         """``values -> (log p(x, θ), {site: ∂/∂θ_site})``: :meth:`bayesian_log_density` with its gradient written
         out (:mod:`emvi.models.mixture_density_grad`, no autograd) for NUTS; None for a family without one."""
-        from .mixture_density_grad import GRADIENT_FAMILIES, mixture_log_joint_and_grad
+        from .mixture_density_grad import GRADIENT_FAMILIES, MixtureLogJointAndGrad
 
         if self.config.family not in GRADIENT_FAMILIES or None in module_prior_density(self).gradients.values():
             return None
-        return functools.partial(mixture_log_joint_and_grad, self, x)
+        return MixtureLogJointAndGrad(self, x)
 
     # -- exact posterior of the enumerated site and the closed-form M-step -------------------------------------------
 

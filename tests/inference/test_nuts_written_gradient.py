@@ -3,7 +3,6 @@ path's (``flat_potential`` of ``log_density``, differentiated by torch.autograd)
 and each prior's written-out gradient equals autograd's; and a seeded NUTS run on it gives the autograd run's
 posterior means within Monte Carlo error."""
 
-import functools
 import math
 
 import pyro.distributions as dist
@@ -14,7 +13,8 @@ from torch.distributions import biject_to, constraints
 from emvi.catalog.mixture import Mixture
 from emvi.inference.mcmc import bijection_with_grad, fast_bijection, fit_mcmc, flat_potential, flat_potential_with_grad
 from emvi.models.mixture import MixtureConfig
-from emvi.models.prior_density import summed_log_density_and_grad
+from emvi.models.mixture_density_grad import MixtureLogJointAndGrad
+from emvi.models.prior_density import NUMPY_OPS, TORCH_OPS, summed_log_density_and_grad
 
 TOLERANCE = 1e-10
 """Relative to the largest of 1 and the compared vector's largest entry: float64 sums of ~10^3 terms."""
@@ -55,11 +55,13 @@ def bayesian_mixture(family: str, components: int, features: int, items: int = 3
 @pytest.mark.parametrize("components", [1, 2, 3])
 @pytest.mark.parametrize("features", [1, 3])
 @pytest.mark.parametrize("family", ["gaussian-diag", "poisson", "bernoulli", "categorical"])
-def test_written_out_potential_equals_autograd_potential_in_value_and_gradient(family, components, features):
-    view, _, transforms, shapes = bayesian_mixture(family, components, features)
-    assert view["log_density_and_grad"] is not None
+@pytest.mark.parametrize("ops", [NUMPY_OPS, TORCH_OPS], ids=["numpy", "torch"])
+def test_written_out_potential_equals_autograd_potential_in_value_and_gradient(family, components, features, ops):
+    view, x, transforms, shapes = bayesian_mixture(family, components, features)
+    assert isinstance(view["log_density_and_grad"], MixtureLogJointAndGrad)
     autograd_potential = flat_potential(view["log_density"], transforms, shapes)
-    written = flat_potential_with_grad(view["log_density_and_grad"], transforms, shapes)
+    density = MixtureLogJointAndGrad(view["model"], x, ops)
+    written = flat_potential_with_grad(density, transforms, shapes)
     generator = torch.Generator().manual_seed(2)
     size = sum(math.prod(shape) for shape in shapes.values())
     for _ in range(4):
@@ -73,20 +75,22 @@ def test_written_out_potential_equals_autograd_potential_in_value_and_gradient(f
     (constraints.real, (3, 2)), (constraints.positive, (3, 2)), (constraints.unit_interval, (4,)),
     (constraints.interval(-2.0, 5.0), (4,)), (constraints.simplex, (1,)), (constraints.simplex, (4,)),
     (constraints.simplex, (2, 3, 4)), (constraints.greater_than(1.5), (3,))])
-def test_bijection_gradient_equals_autograd_of_the_bijection(constraint, shape):
+@pytest.mark.parametrize("ops", [NUMPY_OPS, TORCH_OPS], ids=["numpy", "torch"])
+def test_bijection_gradient_equals_autograd_of_the_bijection(constraint, shape, ops):
     """backward(g) = ∂(g·v(u) + log|det ∂v/∂u|)/∂u, with v and log|det| those of fast_bijection."""
     inverse = biject_to(constraint)
     generator = torch.Generator().manual_seed(3)
     u = torch.randn(shape, generator=generator, dtype=torch.float64, requires_grad=True)
     value, log_det = fast_bijection(inverse, u.shape)(u)
     log_det = torch.as_tensor(log_det, dtype=u.dtype)
-    written_value, written_log_det, backward = bijection_with_grad(inverse, u.shape)(u.detach())
-    assert_equal_to_rounding(written_value, value.detach())
-    assert abs(float(written_log_det) - float(log_det.detach())) <= TOLERANCE * max(1.0, abs(float(log_det.detach())))
+    written_value, written_log_det, backward = bijection_with_grad(inverse, u.shape, ops)(ops.convert(u.detach()))
     outer = torch.randn(value.shape, generator=generator, dtype=torch.float64)
     (expected,) = torch.autograd.grad((outer * value).sum() + log_det, u, allow_unused=True)
     expected = torch.zeros_like(u) if expected is None else expected  # no dependence: a zero gradient
-    assert_equal_to_rounding(backward(outer), expected)
+    written_value, written_grad = torch.as_tensor(written_value), torch.as_tensor(backward(ops.convert(outer)))
+    assert_equal_to_rounding(written_value, value.detach())
+    assert abs(float(written_log_det) - float(log_det.detach())) <= TOLERANCE * max(1.0, abs(float(log_det.detach())))
+    assert_equal_to_rounding(written_grad, expected)
 
 
 def t(*values):
@@ -99,14 +103,16 @@ def t(*values):
     lambda: dist.Gamma(t(1.0, 3.5), t(2.0)).to_event(1),
     lambda: dist.Dirichlet(t(1.0, 2.5, 0.5)),
     lambda: dist.Beta(t(1.5), t(0.8, 3.0)).to_event(1)])
-def test_prior_gradient_equals_autograd_of_log_prob(make_prior):
+@pytest.mark.parametrize("ops", [NUMPY_OPS, TORCH_OPS], ids=["numpy", "torch"])
+def test_prior_gradient_equals_autograd_of_log_prob(make_prior, ops):
     prior = make_prior()
     torch.manual_seed(4)
     value = prior.sample().requires_grad_()
     expected = prior.log_prob(value).sum()
     (expected_grad,) = torch.autograd.grad(expected, value)
     expected = expected.detach()
-    written, written_grad = summed_log_density_and_grad(prior)(value.detach())
+    written, written_grad = summed_log_density_and_grad(prior, ops)(ops.convert(value.detach()))
+    written_grad = torch.as_tensor(written_grad)
     assert abs(float(written) - float(expected)) <= TOLERANCE * max(1.0, abs(float(expected)))
     assert_equal_to_rounding(written_grad, expected_grad)
 
