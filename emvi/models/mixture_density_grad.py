@@ -75,9 +75,9 @@ class MixtureLogJointAndGrad:
         self.family, self.prior = model.config.family, module_prior_density(model)
         self.device, self.dtype = x.device, model.data_mean.dtype
         self.ops = ops or (NUMPY_OPS if x.device.type == "cpu" else TORCH_OPS)
-        stats, base_measure = sufficient_statistics(x, self.family, model.config.num_categories, self.dtype,
-                                                    cache=False)
-        self.stats = self.ops.convert(stats.to(torch.float64) if self.ops is NUMPY_OPS else stats)
+        dtype = torch.float64 if self.ops is NUMPY_OPS else self.dtype  # the numpy path is float64 throughout
+        stats, base_measure = sufficient_statistics(x, self.family, model.config.num_categories, dtype, cache=False)
+        self.stats = self.ops.convert(stats)
         self.base_measure = 0.0 if base_measure is None else float(base_measure.sum())
         self.num_items = x.shape[0]
 
