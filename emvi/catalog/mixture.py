@@ -39,7 +39,8 @@ class Mixture(MixtureModel):
         bayesian.bayesian(x.mean(0), x.var(0, unbiased=False))
         start = {name: getattr(self, name).detach().clone() for name in self.parameter_names()}
         return {"model": bayesian, "init_values": start,
-                "log_density": functools.partial(bayesian.bayesian_log_density, x)}
+                "log_density": functools.partial(bayesian.bayesian_log_density, x),
+                "log_density_and_grad": bayesian.bayesian_log_density_and_grad(x)}
 
 
 def build_mixture(config: MixtureConfig, data_info: DataInfo):

@@ -201,7 +201,8 @@ class Mixture(DensityMixin, EmviEstimator):
         bayesian.bayesian(x.mean(0), x.var(0, unbiased=False))
         config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
                             seed=self.seed, progress=self.verbose)
-        view = {"model": bayesian, "init_values": start, "log_density": partial(bayesian.bayesian_log_density, x)}
+        view = {"model": bayesian, "init_values": start, "log_density": partial(bayesian.bayesian_log_density, x),
+                "log_density_and_grad": bayesian.bayesian_log_density_and_grad(x)}
         result = fit_posterior(model, x, config=config, view=view)
         with torch.no_grad():
             objective = float(model.log_likelihood(x).sum() + model.log_prior())

@@ -14,12 +14,14 @@ The sampler is emvi's own NUTS (:mod:`emvi.inference.nuts`, one flat unconstrain
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyro
 import torch
 
@@ -232,6 +234,130 @@ def fast_bijection(bijection, shape: torch.Size):
     return None
 
 
+def _stick_breaking_backward(grad, value, z, ops):
+    """∂(f(v) + log|J|)/∂u of :func:`_stick_breaking` from g = ∂f/∂v ``(..., K)``, v and z = σ(u - offset)
+    ``(..., K-1)``: with S_j = Σ_{i>j} g_i v_i, ∂/∂u_j = v_j (1 - z_j) g_j - z_j S_j + 1 - (K - j) z_j (j from 0)."""
+    tail = ops.reverse_cumsum(grad * value, -1)[..., 1:]  # S_j, j < K-1
+    steps = ops.arange(value.shape[-1], 1, -1, like=value)  # K - j
+    return value[..., :-1] * (1 - z) * grad[..., :-1] - z * tail + 1 - steps * z
+
+
+def bijection_with_grad(bijection, shape: torch.Size, ops=None):
+    """``u -> (v, Σ log|det ∂v/∂u|, backward)`` for the bijections of :func:`fast_bijection`, where
+    ``backward(∂f/∂v) = ∂(f(v) + Σ log|det|)/∂u``, written out (no autograd) on the arrays of ``ops`` (numpy or
+    torch, :data:`~emvi.models.prior_density.NUMPY_OPS`; torch by default); None for any other bijection."""
+    from torch.distributions import transforms as T
+
+    from ..models.prior_density import TORCH_OPS
+
+    ops = ops or TORCH_OPS
+    if isinstance(bijection, T.IndependentTransform):
+        return bijection_with_grad(bijection.base_transform, shape, ops)
+    if isinstance(bijection, T.ComposeTransform):
+        parts = [bijection_with_grad(part, shape, ops) for part in bijection.parts]
+        if any(part is None for part in parts) or any(isinstance(p, T.StickBreakingTransform)
+                                                      for p in bijection.parts[:-1]):
+            return None
+
+        def composed(u):
+            total, backwards = 0.0, []
+            for part in parts:
+                u, log_det, backward = part(u)
+                total, backwards = total + log_det, [*backwards, backward]
+
+            def backward(grad):
+                for step in reversed(backwards):  # chain rule, last bijection first
+                    grad = step(grad)
+                return grad
+            return u, total, backward
+        return composed
+    if isinstance(bijection, T.ExpTransform):
+        def exp(u):
+            value = ops.exp(u)
+            return value, u.sum(), lambda grad: grad * value + 1
+        return exp
+    if isinstance(bijection, T.SigmoidTransform):
+        def sigmoid(u):
+            value = ops.sigmoid(u)
+            log_det = (ops.log_sigmoid(u) + ops.log_sigmoid(-u)).sum()
+            return value, log_det, lambda grad: grad * value * (1 - value) + 1 - 2 * value
+        return sigmoid
+    if isinstance(bijection, T.AffineTransform) and all(isinstance(c, (int, float)) for c in (bijection.loc,
+                                                                                               bijection.scale)):
+        loc, scale = bijection.loc, bijection.scale
+        log_det = math.log(abs(scale)) * math.prod(shape)
+        return lambda u: (loc + scale * u, log_det, lambda grad: scale * grad)
+    if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
+        size = shape[-1]
+        log_offset = ops.convert(torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64)))
+
+        def stick(u):
+            shifted = u - (log_offset if ops is not TORCH_OPS else log_offset.to(u))
+            z = ops.sigmoid(shifted)
+            remaining = ops.pad(ops.cumprod(1 - z, -1), 1, 0, 1.0)
+            value = ops.pad(z, 0, 1, 1.0) * remaining
+            log_det = (ops.log_sigmoid(shifted) - shifted + ops.log(value[..., :-1])).sum()
+            return value, log_det, lambda grad: _stick_breaking_backward(grad, value, z, ops)
+        return stick
+    return None
+
+
+class _ValueWithGrad(torch.autograd.Function):
+    """U(q) as one autograd node whose backward returns the gradient computed with the value (a written-out one)."""
+
+    @staticmethod
+    def forward(ctx, q, value_and_grad):
+        value, grad = value_and_grad(q.detach().cpu().numpy())
+        ctx.save_for_backward(torch.as_tensor(grad, dtype=q.dtype, device=q.device))
+        return torch.as_tensor(value, dtype=q.dtype, device=q.device)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad_output * grad, None
+
+
+def flat_potential_with_grad(log_density_and_grad, transforms: dict, shapes: dict[str, torch.Size]):
+    """:func:`flat_potential` of ``log_density_and_grad`` (``values -> (log p(x, θ), {site: ∂/∂θ_site})``, no
+    autograd, on numpy arrays or on tensors as its ``ops`` attribute says, tensors on its ``device``), its gradient
+    chained through the bijections by :func:`bijection_with_grad`: ∂U/∂u = -(J(u)ᵀ ∂log p/∂θ + ∂ log|det J|/∂u) per
+    site. None when a site's bijection has no written-out gradient. The returned function of q ``(D,)`` carries
+    ``value_and_grad(q numpy) -> (U float, ∇U numpy)``, which :class:`~emvi.inference.nuts.Potential` calls directly,
+    and is differentiable by autograd (one node, :class:`_ValueWithGrad`)."""
+    from ..models.prior_density import NUMPY_OPS
+
+    ops = log_density_and_grad.ops
+    bijections = {name: bijection_with_grad(transforms[name].inv, shape, ops) for name, shape in shapes.items()}
+    if any(bijection is None for bijection in bijections.values()):
+        return None
+    ends = list(itertools.accumulate(math.prod(shape) for shape in shapes.values()))
+    starts = [0, *ends[:-1]]
+
+    def value_and_grad(q):
+        if ops is NUMPY_OPS:
+            with np.errstate(all="ignore"):  # far out in the tails exp overflows: U = inf, as in torch
+                return flat_value_and_grad(q)
+        return flat_value_and_grad(torch.as_tensor(q, dtype=log_density_and_grad.dtype,
+                                                   device=log_density_and_grad.device))
+
+    def flat_value_and_grad(q):
+        values, backwards, log_det = {}, {}, 0.0
+        for (name, shape), start, end in zip(shapes.items(), starts, ends, strict=True):
+            values[name], site_log_det, backwards[name] = bijections[name](q[start:end].reshape(shape))
+            log_det = log_det + site_log_det
+        log_joint, grads = log_density_and_grad(values)
+        grad = ops.concatenate([backwards[name](grads[name]).reshape(-1) for name in shapes], 0)
+        if ops is not NUMPY_OPS:
+            grad = grad.cpu().numpy()
+        return -float(log_joint + log_det), -grad
+
+    def potential(q: torch.Tensor) -> torch.Tensor:
+        return _ValueWithGrad.apply(q, value_and_grad)
+
+    potential.value_and_grad = value_and_grad  # what emvi's NUTS calls, skipping autograd altogether
+    return potential
+
+
 def flat_potential(log_density, transforms: dict, shapes: dict[str, torch.Size], potential_fn=None):
     """:func:`density_potential` of one flat vector q ``(D,)``: the sites' unconstrained values laid end to end in
     the order of ``shapes`` (site -> unconstrained shape), what :func:`~emvi.inference.nuts.sample_nuts` samples.
@@ -294,7 +420,7 @@ def _emvi_nuts(potential, transforms: dict, initial: dict, *, num_samples: int, 
 def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_chains: int = 1, seed: int = 0,
              init_values: dict[str, torch.Tensor] | None = None, max_plate_nesting: int = 1,
              target_accept_prob: float = 0.8, progress: bool = False, log_density=None, sampler: str = "emvi",
-             **kwargs) -> MCMCResult:
+             log_density_and_grad=None, **kwargs) -> MCMCResult:
     """Run NUTS on ``model(*data, **kwargs)``, starting every chain from ``init_values`` (else the prior median); with
     ``log_density`` (the model's log joint at constrained site values, see the module docstring) on that function.
 
@@ -302,7 +428,9 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
     (:mod:`emvi.inference.nuts`, chain c seeded ``seed + c``) over one flat vector, on ``log_density``'s potential
     or else on Pyro's traced one; ``"pyro"``: Pyro's NUTS, chains in parallel processes. Both target the same
     density and return the same result: draws, diagnostics, divergences (emvi's adds per-draw ``accept_prob``,
-    ``step_size``, ``tree_depth``, ``num_steps`` to ``extra_fields``).
+    ``step_size``, ``tree_depth``, ``num_steps`` to ``extra_fields``). ``log_density_and_grad`` (``log_density``
+    with its gradient written out, see :func:`flat_potential_with_grad`) replaces autograd in emvi's sampler where
+    every bijection has a written-out gradient too.
     """
     from pyro.infer import MCMC
     from pyro.infer.mcmc.util import diagnostics as chain_diagnostics
@@ -325,7 +453,11 @@ def fit_mcmc(model, *data, num_samples: int = 500, warmup_steps: int = 300, num_
                 initial, potential_fn, transforms = model_start(model, data, kwargs, init_values=init_values,
                                                                 max_plate_nesting=max_plate_nesting)
                 shapes = {name: value.shape for name, value in initial.items()}
-                potential = flat_potential(log_density, transforms, shapes, potential_fn)
+                potential = None
+                if log_density_and_grad is not None:
+                    potential = flat_potential_with_grad(log_density_and_grad, transforms, shapes)
+                if potential is None:
+                    potential = flat_potential(log_density, transforms, shapes, potential_fn)
                 samples, extra, per_chain = _emvi_nuts(
                     potential, transforms, initial, num_samples=num_samples, warmup_steps=warmup_steps,
                     num_chains=num_chains, seed=seed, target_accept_prob=target_accept_prob)
@@ -448,13 +580,13 @@ def fit_posterior(model, *data, config: MCMCConfig, view: dict | None = None) ->
     with ``model`` (the callable whose globals are sample sites), ``init_values`` (site -> start), optionally
     ``kwargs`` (for the callable), ``relabel`` (``(key, reference, component_axes)`` of :func:`~emvi.inference.relabel.relabel_components`),
     ``posterior_mean`` (``f(samples)``, default: the model's ``load_posterior_mean`` hook, if any), which then sets
-    the model's parameters to the posterior mean; ``log_density`` (see :func:`fit_mcmc`). The start is moved inside the
+    the model's parameters to the posterior mean; ``log_density`` and ``log_density_and_grad`` (see :func:`fit_mcmc`). The start is moved inside the
     support (:func:`interior_start`)."""
     view = model.bayesian_view(*data) if view is None else view
     result = fit_mcmc(view["model"], *data, num_samples=config.num_samples, warmup_steps=config.warmup_steps,
                       num_chains=config.num_chains, seed=config.seed, init_values=view["init_values"],
                       max_plate_nesting=1, progress=config.progress, log_density=view.get("log_density"),
-                      **view.get("kwargs", {}))
+                      log_density_and_grad=view.get("log_density_and_grad"), **view.get("kwargs", {}))
     if view.get("relabel") is not None:
         from .relabel import relabel_components
 

@@ -40,12 +40,18 @@ class Potential:
         self.potential, self.device, self.dtype = potential, torch.device(device), dtype
 
     def __call__(self, q: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(U(q), ∇U(q))`` in one forward and one backward pass; a non-finite U stands for +∞ (zero gradient)."""
-        with torch.enable_grad():
-            position = torch.as_tensor(q, dtype=self.dtype, device=self.device).requires_grad_(True)
-            value = self.potential(position)
-            (grad,) = torch.autograd.grad(value, position)
-        value, grad = float(value.detach()), grad.detach().cpu().numpy()
+        """``(U(q), ∇U(q))`` in one forward and one backward pass, or by the potential's own ``value_and_grad``
+        (numpy ``(D,)`` -> ``(float, (D,))``, a written-out gradient) where it has one; a non-finite U stands for +∞
+        (zero gradient)."""
+        written = getattr(self.potential, "value_and_grad", None)  # numpy in, (float, numpy) out
+        if written is not None:
+            value, grad = written(q)
+        else:
+            with torch.enable_grad():
+                position = torch.as_tensor(q, dtype=self.dtype, device=self.device).requires_grad_(True)
+                value = self.potential(position)
+                (grad,) = torch.autograd.grad(value, position)
+            value, grad = float(value.detach()), grad.detach().cpu().numpy()
         if not math.isfinite(value) or not np.isfinite(grad).all():
             return math.inf, np.zeros_like(grad)
         return value, grad

@@ -50,7 +50,7 @@ from .mixture_covariances import (
     scatter_statistics,
     whitened_statistics,
 )
-from .prior_density import module_prior_log_prob
+from .prior_density import module_prior_density, module_prior_log_prob
 
 FAMILIES = ("gaussian-diag", "gaussian-full", "poisson", "bernoulli", "categorical")
 """The families of the CLI and :class:`emvi.estimators.Mixture`."""
@@ -331,6 +331,15 @@ class MixtureModel(LocalPyroModule):
         if base_measure is not None:  # h(x_n) is shared by the K terms of item n
             log_likelihood = log_likelihood + base_measure.sum()
         return module_prior_log_prob(self, values) + log_likelihood
+
+    def bayesian_log_density_and_grad(self, x: torch.Tensor):
+        """``values -> (log p(x, θ), {site: ∂/∂θ_site})``: :meth:`bayesian_log_density` with its gradient written
+        out (:mod:`emvi.models.mixture_density_grad`, no autograd) for NUTS; None for a family without one."""
+        from .mixture_density_grad import GRADIENT_FAMILIES, MixtureLogJointAndGrad
+
+        if self.config.family not in GRADIENT_FAMILIES or None in module_prior_density(self).gradients.values():
+            return None
+        return MixtureLogJointAndGrad(self, x)
 
     # -- exact posterior of the enumerated site and the closed-form M-step -------------------------------------------
 
