@@ -346,6 +346,7 @@ TABLES = {
     "nuts": Table("mcmc", ("--quick",), generic),
     "nuts-full": Table("mcmc", (), generic),
     "lda-full": Table("lda", (), generic),
+    "declared": Table("declared", ("--pairs", "9"), generic),
     "lda-quick": Table("lda", ("--quick",), generic),
     "lda-same-time": Table("lda", ("--same-time",), generic),
     "vae-step": Table("vae_step", ("--quick",), vae_step),
