@@ -12,7 +12,8 @@ their registry entries' ``pretrain`` hook on a new SVI fit only (never on ``--re
   those names.
 
 Their options (:class:`GMVAEStart`, :class:`SSVAEStart`) are the entries' start configs: a spec's ``[start]``
-table, the CLI's ``--pretrain-*`` options, ``config.json``'s ``start_config``. Deterministic given the fit's seed;
+table, the CLI's ``--pretrain-*`` options, ``config.json``'s ``start_config``. Deterministic given the fit's seed
+(and, for the t-SNE map, torch's thread count);
 the global random streams are untouched. Each returns the entries it adds to
 the run's summary. The measurements behind each choice are in ``docs/experiments/deep_mixture.md``.
 """
@@ -320,8 +321,8 @@ def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int |
     exaggeration (12) and 500 plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al.
     2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant).
     ``threads``: openTSNE's worker threads, torch's thread setting (``torch.get_num_threads()``) by default.
-    Deterministic given ``seed`` at any thread count (its own generators; each thread sums a fixed share of the
-    points, so the sums do not depend on the timing)."""
+    Deterministic given ``seed`` and the thread count (its own generators; tested with two threads, which
+    round the parallel sums otherwise than one thread does, so the map depends on the thread count too)."""
     from openTSNE import TSNE
 
     threads = torch.get_num_threads() if threads is None else threads
