@@ -305,6 +305,30 @@ def deep_mixture_value(result: dict, key: str):
     return result.get(key)
 
 
+def tsne_start_map(result: dict) -> list[str]:
+    rows = [[f"{int(size):,}", number(run["tsne"]["one_thread_wall"]), number(run["tsne"]["one_thread_cpu"]),
+             " / ".join(number(s) for s in run["tsne"]["threads_wall"]),
+             " / ".join(number(s) for s in run["tsne"]["threads_cpu"]), number(run["tsne"]["deterministic"]),
+             number(run["load_average_after"], 2)] for size, run in result["results"].items()]
+    threads = next(iter(result["results"].values()))["tsne"]["threads"]
+    return markdown_table(["N", "one thread, wall (s)", "one thread, CPU (s)",
+                           f"{plural(threads, 'thread')}, wall (s), two runs",
+                           f"{plural(threads, 'thread')}, CPU (s), two runs", "same map twice",
+                           "load average after"], rows)
+
+
+def tsne_start_gmm(result: dict) -> list[str]:
+    settings = result["settings"]
+    labels = {"all": "every start to the end (default)",
+              "screened": f"every start {settings['screen_iter']} iterations, the best continues",
+              "loose": "every start to the end, `tol=1e-4`"}
+    rows = [[f"{int(size):,}", labels[name], number(gmm["wall"]), number(gmm["cpu"]), number(sum(gmm["iterations"])),
+             fixed(gmm["loglik_per_point"]), number(gmm["accuracy"])]
+            for size, run in result["results"].items() for name, gmm in run["gmm"].items()]
+    return markdown_table(["N", f"{settings['restarts']} k-means++ starts", "wall (s)", "CPU (s)",
+                           "EM iterations, all starts", "log-likelihood per point", "accuracy (report only)"], rows)
+
+
 @dataclass(frozen=True)
 class Table:
     benchmark: str
@@ -353,6 +377,8 @@ TABLES = {
     "vae-fit": Table("vae", ("--quick",), vae_fit),
     "deep-mixture": Table("deep_mixture", ("--quick",), deep_mixture),
     "deep-mixture-mnist": Table("deep_mixture", ("--seeds", "0", "1", "2"), deep_mixture),
+    "tsne-start-map": Table("tsne_start", (), tsne_start_map),
+    "tsne-start-gmm": Table("tsne_start", (), tsne_start_gmm),
     "deep-mixture-starts": Comparison("deep_mixture", (
         ("t-SNE map + GMM (default)", ("--quick",)),
         ("neighbour graph", ("--quick", "--pretrain-clusters", "spectral")),

@@ -12,7 +12,8 @@ their registry entries' ``pretrain`` hook on a new SVI fit only (never on ``--re
   those names.
 
 Their options (:class:`GMVAEStart`, :class:`SSVAEStart`) are the entries' start configs: a spec's ``[start]``
-table, the CLI's ``--pretrain-*`` options, ``config.json``'s ``start_config``. Deterministic given the fit's seed;
+table, the CLI's ``--pretrain-*`` options, ``config.json``'s ``start_config``. Deterministic given the fit's seed
+(and, for the t-SNE map, torch's thread count);
 the global random streams are untouched. Each returns the entries it adds to
 the run's summary. The measurements behind each choice are in ``docs/experiments/deep_mixture.md``.
 """
@@ -314,18 +315,22 @@ def _tsne_scale(points):
     return points if 1e-6 <= spread <= 1e6 else (points - centre) / spread
 
 
-def tsne_map(points: np.ndarray, *, perplexity: float, seed: int) -> np.ndarray:
+def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int | None = None) -> np.ndarray:
     """The 2-d t-SNE map ``(N, 2)`` of ``points`` ``(N, q)`` by openTSNE (Poličar et al. 2024): the affinities of
     each point's 3·perplexity approximate nearest neighbours (Annoy), a PCA start, 250 iterations of early
     exaggeration (12) and 500 plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al.
-    2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant, 15,604
-    MNIST codes took minutes). Deterministic given ``seed`` (one thread; its own generators)."""
+    2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant).
+    ``threads``: openTSNE's worker threads, torch's thread setting (``torch.get_num_threads()``) by default.
+    Deterministic given ``seed`` and the thread count (its own generators; tested with two threads, which
+    round the parallel sums otherwise than one thread does, so the map depends on the thread count too)."""
     from openTSNE import TSNE
 
+    threads = torch.get_num_threads() if threads is None else threads
+    check_positive_int(threads, "threads")
     points = np.ascontiguousarray(_tsne_scale(points), dtype=np.float64)
     # openTSNE's "auto" picks Barnes-Hut below 10,000 points and FFT above; FFT alone keeps one method at any size.
     embedding = TSNE(2, perplexity=perplexity, initialization="pca", negative_gradient_method="fft",
-                     n_jobs=1, random_state=seed, verbose=False).fit(points)
+                     n_jobs=threads, random_state=seed, verbose=False).fit(points)
     return np.asarray(embedding, dtype=np.float64)
 
 
@@ -368,21 +373,35 @@ def _mixture_data(points, config: MixtureConfig) -> torch.Tensor:
 
 
 def gaussian_mixture(points, num_components: int, *, full: bool, n_init: int, max_iter: int, tol: float = 1e-3,
-                     floor: float = 1e-6, seed: int = 0) -> MixtureModel:
+                     floor: float = 1e-6, seed: int = 0, screen_iter: int | None = None) -> MixtureModel:
     """A Gaussian mixture (full or diagonal covariances, ``floor`` added to them) fit by EM to ``points`` ``(N, q)``
     in float64 on the CPU: the best final log-likelihood of ``n_init`` k-means++ starts drawn from a generator
     seeded by ``seed``, each run for at most ``max_iter`` iterations. The same starts, iterations and values as
-    the EM path of ``emvi.estimators.Mixture``; stopping at ``max_iter`` is not reported (a start needs none)."""
+    the EM path of ``emvi.estimators.Mixture``; stopping at ``max_iter`` is not reported (a start needs none).
+
+    ``screen_iter``: each start runs at most ``screen_iter`` iterations, and only the one with the best
+    log-likelihood then continues (to ``max_iter`` iterations in all, or ``tol``): its trajectory is the one it has
+    without screening, so the result is the unscreened fit of the start that leads after ``screen_iter``."""
     config = MixtureConfig(num_components=num_components, family="gaussian-full" if full else "gaussian-diag",
                            floor=floor)
     x = _mixture_data(points, config)
+    if screen_iter is not None:
+        check_positive_int(screen_iter, "screen_iter")
+    first_iter = max_iter if screen_iter is None else min(screen_iter, max_iter)
 
     def fit_once(generator: torch.Generator):
         model = MixtureModel(config, x.shape[1], dtype=torch.float64)
         initialise_mixture(model, x, "kmeans++", generator)
-        return model, fit_em(model, x, max_iter=max_iter, tol=tol, warn=False).log_likelihood
+        return model, fit_em(model, x, max_iter=first_iter, tol=tol, warn=False)
 
-    return best_of_restarts(fit_once, n_init, seed=seed, objective=lambda outcome: outcome[1])[0]
+    model, screened = best_of_restarts(fit_once, n_init, seed=seed,
+                                       objective=lambda outcome: outcome[1].log_likelihood)
+    if not screened.converged and screened.n_iter < max_iter:
+        # fit_em's first E-step re-evaluates these parameters; measured against the objective before the last
+        # M-step, its stopping test is the one the unscreened run makes after that step.
+        fit_em(model, x, max_iter=max_iter - screened.n_iter, tol=tol, warn=False,
+               previous=screened.log_likelihood_history[-2])
+    return model
 
 
 @torch.no_grad()
