@@ -315,17 +315,16 @@ def _tsne_scale(points):
     return points if 1e-6 <= spread <= 1e6 else (points - centre) / spread
 
 
-def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int | None = None) -> np.ndarray:
+def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int = 1) -> np.ndarray:
     """The 2-d t-SNE map ``(N, 2)`` of ``points`` ``(N, q)`` by openTSNE (Poličar et al. 2024): the affinities of
     each point's 3·perplexity approximate nearest neighbours (Annoy), a PCA start, 250 iterations of early
     exaggeration (12) and 500 plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al.
     2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant).
-    ``threads``: openTSNE's worker threads, torch's thread setting (``torch.get_num_threads()``) by default.
-    Deterministic given ``seed`` and the thread count (its own generators; tested with two threads, which
-    round the parallel sums otherwise than one thread does, so the map depends on the thread count too)."""
+    ``threads``: openTSNE's worker threads. Deterministic given ``seed`` and the thread count (its own generators);
+    two threads round the parallel sums otherwise than one does, so the default is one thread: a seed gives the same
+    start on every machine (a second thread saved no wall time on two cores, docs/experiments/deep_mixture.md)."""
     from openTSNE import TSNE
 
-    threads = torch.get_num_threads() if threads is None else threads
     check_positive_int(threads, "threads")
     points = np.ascontiguousarray(_tsne_scale(points), dtype=np.float64)
     # openTSNE's "auto" picks Barnes-Hut below 10,000 points and FFT above; FFT alone keeps one method at any size.
