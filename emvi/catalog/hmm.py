@@ -61,7 +61,8 @@ class HMM(HMMModel):
         axes = {name: (0, 1) if name == "transition" else (0,) for name in names}
         return {"model": bayesian, "init_values": {name: getattr(self, name).detach().clone() for name in names},
                 "kwargs": {"sum_states_by": "recursion"}, "relabel": (key, getattr(self, key).detach(), axes),
-                "log_density": functools.partial(bayesian.bayesian_log_density, x, lengths)}
+                "log_density": functools.partial(bayesian.bayesian_log_density, x, lengths),
+                "log_density_and_grad": bayesian.bayesian_log_density_and_grad(x, lengths)}
 
     @torch.no_grad()
     def load_posterior_mean(self, samples: dict[str, torch.Tensor]) -> None:

@@ -199,6 +199,7 @@ class HMM(EmviEstimator):
         view = {"model": bayesian, "init_values": {name: getattr(model, name).detach().clone() for name in names},
                 "kwargs": {"sum_states_by": "recursion"}, "posterior_mean": posterior_mean,
                 "log_density": partial(bayesian.bayesian_log_density, x, lengths),
+                "log_density_and_grad": bayesian.bayesian_log_density_and_grad(x, lengths),
                 "relabel": (key, getattr(model, key).detach(), {n: (0, 1) if n == "transition" else (0,) for n in names})}
         config = MCMCConfig(num_samples=self.num_samples, warmup_steps=self.warmup_steps, num_chains=self.num_chains,
                             seed=self.seed, progress=self.verbose)

@@ -50,7 +50,7 @@ from .hmm_recursions import (
     small_steps,
     tree_forward_log_likelihood,
 )
-from .prior_density import module_prior_log_prob
+from .prior_density import module_prior_density, module_prior_log_prob
 
 EMISSIONS = ("gaussian", "poisson", "categorical")
 COVARIANCE_TYPES = ("diag", "full", "tied", "spherical")
@@ -193,6 +193,18 @@ class HMMModel(LocalPyroModule):
         else:
             log_b = self.emission_log_prob(x, lengths, values)
         return module_prior_log_prob(self, values) + tree_forward_log_likelihood(start, transition, log_b).sum()
+
+    def bayesian_log_density_and_grad(self, x: torch.Tensor, lengths: torch.Tensor):
+        """``values -> (log p(x, θ), {site: ∂/∂θ_site})``: :meth:`bayesian_log_density` with its gradient written out
+        by forward-backward (:mod:`emvi.models.hmm_density_grad`, no autograd) for NUTS; None (autograd of the tree
+        recursion instead) unless the emissions are Poisson, the data on the CPU and every prior has a written-out
+        gradient."""
+        from .hmm_density_grad import PoissonHMMLogJointAndGrad
+
+        if (self.config.emission != "poisson" or x.device.type != "cpu"
+                or None in module_prior_density(self).gradients.values()):
+            return None
+        return PoissonHMMLogJointAndGrad(self, x, lengths)
 
     def _poisson_log_b(self, x: torch.Tensor, lengths: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
         """``(N, T, K)`` log Poisson(x_nt | λ_k) = x_nt · log λ_k - Σ_d λ_kd - Σ_d log x_ntd!, zero at padded steps:
