@@ -3,11 +3,11 @@ autograd path's (``flat_potential`` of the view's ``log_density``, the tree recu
 in value and gradient at random unconstrained points, for one or several sequences of unequal lengths, K ∈ {1, 2, 3},
 free and stationary π; and its doubling scan equals the products multiplied one by one."""
 
-import math
 
 import numpy as np
 import pytest
 import torch
+from test_nuts_written_gradient import points_and_autograd, value_and_gradient
 from torch.distributions import biject_to
 
 from emvi.catalog.hmm import HMM
@@ -17,13 +17,6 @@ from emvi.models.hmm_density_grad import PoissonHMMLogJointAndGrad, scaled_scan
 
 TOLERANCE = 1e-9
 """Relative to the largest of 1 and the compared vector's largest entry: float64 sums over ~10^3-10^4 steps."""
-
-
-def value_and_gradient(potential, q: torch.Tensor) -> torch.Tensor:
-    q = q.detach().clone().requires_grad_()
-    value = potential(q)
-    (grad,) = torch.autograd.grad(value, q)
-    return torch.cat([value.detach().reshape(1), grad])
 
 
 def bayesian_hmm(states: int, features: int, lengths: list[int], initial: str):
@@ -59,12 +52,7 @@ def test_written_out_hmm_potential_equals_autograd_potential_in_value_and_gradie
     assert isinstance(view["log_density_and_grad"], PoissonHMMLogJointAndGrad)
     autograd_potential = flat_potential(view["log_density"], transforms, shapes)
     written = flat_potential_with_grad(view["log_density_and_grad"], transforms, shapes)
-    generator = torch.Generator().manual_seed(3)
-    size = sum(math.prod(shape) for shape in shapes.values())
-    for _ in range(3):
-        q = torch.randn(size, generator=generator, dtype=torch.float64)
-        expected = value_and_gradient(autograd_potential, q)
-        assert torch.isfinite(expected).all()
+    for q, expected in points_and_autograd(autograd_potential, shapes, seed=3, count=3):
         actual = value_and_gradient(written, q)
         scale = max(1.0, float(expected.abs().max()))
         assert float((actual - expected).abs().max()) <= TOLERANCE * scale, (actual, expected)

@@ -32,6 +32,18 @@ def value_and_gradient(potential, q: torch.Tensor) -> torch.Tensor:
     return torch.cat([value.detach().reshape(1), grad])
 
 
+def points_and_autograd(autograd_potential, shapes: dict, seed: int, count: int):
+    """``count`` seeded standard-normal unconstrained points ``q`` (the flat size of ``shapes``), each with the
+    autograd potential's ``[value, *gradient]`` there (checked finite)."""
+    generator = torch.Generator().manual_seed(seed)
+    size = sum(math.prod(shape) for shape in shapes.values())
+    for _ in range(count):
+        q = torch.randn(size, generator=generator, dtype=torch.float64)
+        expected = value_and_gradient(autograd_potential, q)
+        assert torch.isfinite(expected).all()
+        yield q, expected
+
+
 def bayesian_mixture(family: str, components: int, features: int, items: int = 300):
     """``(view, x, transforms, shapes)``: the Bayesian view of a mixture on data drawn from a random one."""
     config = MixtureConfig(num_components=components, family=family, num_categories=3, weight_concentration=1.5)
@@ -62,12 +74,7 @@ def test_written_out_potential_equals_autograd_potential_in_value_and_gradient(f
     autograd_potential = flat_potential(view["log_density"], transforms, shapes)
     density = MixtureLogJointAndGrad(view["model"], x, ops)
     written = flat_potential_with_grad(density, transforms, shapes)
-    generator = torch.Generator().manual_seed(2)
-    size = sum(math.prod(shape) for shape in shapes.values())
-    for _ in range(4):
-        q = torch.randn(size, generator=generator, dtype=torch.float64)
-        expected = value_and_gradient(autograd_potential, q)
-        assert torch.isfinite(expected).all()
+    for q, expected in points_and_autograd(autograd_potential, shapes, seed=2, count=4):
         assert_equal_to_rounding(value_and_gradient(written, q), expected)
 
 
