@@ -173,69 +173,24 @@ def nuts_kernel(model, data, kwargs, *, init_values, max_plate_nesting, target_a
     return kernel, params
 
 
-def _stick_breaking(u: torch.Tensor, log_offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch's stick-breaking bijection ℝ^{K-1} -> simplex and its log|det J| (summed), with the offsets log(K-1-i)
-    precomputed: z = σ(u - offset), v = (z, 1) ∘ (1, cumprod(1 - z)), log|J| = Σ (-x + log σ(x) + log v_{:-1})."""
-    shifted = u - log_offset
-    z = torch.sigmoid(shifted)
-    remaining = torch.nn.functional.pad((1 - z).cumprod(-1), [1, 0], value=1.0)
-    value = torch.nn.functional.pad(z, [0, 1], value=1.0) * remaining
-    log_det = (torch.nn.functional.logsigmoid(shifted) - shifted + value[..., :-1].log()).sum()
-    return value, log_det
-
-
 def fast_bijection(bijection, shape: torch.Size):
     """``u -> (v, Σ log|det ∂v/∂u|)`` for the bijection unconstrained -> constrained of a site of unconstrained
     ``shape``, written out for the common ones (identity, exp, affine with number coefficients, sigmoid,
-    stick-breaking, and compositions of these) with their constants precomputed; None for any other. The sum over
-    all entries is what the potential needs, so an IndependentTransform is its base."""
-    from torch.distributions import transforms as T
+    stick-breaking, and compositions of these) with their constants precomputed; None for any other. It is
+    :func:`bijection_with_grad` on tensors with its backward left unused: autograd differentiates the value."""
+    written = bijection_with_grad(bijection, shape)
+    if written is None:
+        return None
 
-    if isinstance(bijection, T.IndependentTransform):
-        return fast_bijection(bijection.base_transform, shape)
-    if isinstance(bijection, T.ComposeTransform):
-        parts = [fast_bijection(part, shape) for part in bijection.parts]  # element-wise parts keep the shape
-        if any(part is None for part in parts) or any(isinstance(p, T.StickBreakingTransform)
-                                                      for p in bijection.parts[:-1]):
-            return None
-
-        def composed(u):
-            total = torch.zeros((), dtype=u.dtype, device=u.device)
-            for part in parts:
-                u, log_det = part(u)
-                total = total + log_det
-            return u, total
-
-        return composed if parts else (lambda u: (u, 0.0))
-    if isinstance(bijection, T.ExpTransform):
-        return lambda u: (u.exp(), u.sum())
-    if isinstance(bijection, T.SigmoidTransform):
-        def sigmoid(u):
-            return torch.sigmoid(u), (torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)).sum()
-        return sigmoid
-    if isinstance(bijection, T.AffineTransform) and all(isinstance(c, (int, float)) for c in (bijection.loc,
-                                                                                               bijection.scale)):
-        loc, scale = bijection.loc, bijection.scale
-        log_det = math.log(abs(scale)) * math.prod(shape)
-        if loc == 0 and scale == 1:
-            return lambda u: (u, 0.0)
-        return lambda u: (loc + scale * u, log_det)
-    if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
-        size = shape[-1]
-        log_offset = torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64))
-        cache = {}
-
-        def stick(u):
-            key = (u.dtype, u.device)
-            if key not in cache:
-                cache[key] = log_offset.to(dtype=u.dtype, device=u.device)
-            return _stick_breaking(u, cache[key])
-        return stick
-    return None
+    def forward(u):
+        value, log_det, _ = written(u)
+        return value, log_det
+    return forward
 
 
 def _stick_breaking_backward(grad, value, z, ops):
-    """∂(f(v) + log|J|)/∂u of :func:`_stick_breaking` from g = ∂f/∂v ``(..., K)``, v and z = σ(u - offset)
+    """∂(f(v) + log|J|)/∂u of the stick-breaking bijection of :func:`bijection_with_grad` (torch's: z = σ(u - offset),
+    v = (z, 1) ∘ (1, cumprod(1 - z)), log|J| = Σ (-x + log σ(x) + log v_{:-1})) from g = ∂f/∂v ``(..., K)``, v and z
     ``(..., K-1)``: with S_j = Σ_{i>j} g_i v_i, ∂/∂u_j = v_j (1 - z_j) g_j - z_j S_j + 1 - (K - j) z_j (j from 0)."""
     tail = ops.reverse_cumsum(grad * value, -1)[..., 1:]  # S_j, j < K-1
     steps = ops.arange(value.shape[-1], 1, -1, like=value)  # K - j
@@ -243,7 +198,7 @@ def _stick_breaking_backward(grad, value, z, ops):
 
 
 def bijection_with_grad(bijection, shape: torch.Size, ops=None):
-    """``u -> (v, Σ log|det ∂v/∂u|, backward)`` for the bijections of :func:`fast_bijection`, where
+    """``u -> (v, Σ log|det ∂v/∂u|, backward)`` for the common bijections (see :func:`fast_bijection`), where
     ``backward(∂f/∂v) = ∂(f(v) + Σ log|det|)/∂u``, written out (no autograd) on the arrays of ``ops`` (numpy or
     torch, :data:`~emvi.models.prior_density.NUMPY_OPS`; torch by default); None for any other bijection."""
     from torch.distributions import transforms as T
@@ -286,13 +241,21 @@ def bijection_with_grad(bijection, shape: torch.Size, ops=None):
                                                                                                bijection.scale)):
         loc, scale = bijection.loc, bijection.scale
         log_det = math.log(abs(scale)) * math.prod(shape)
+        if loc == 0 and scale == 1:
+            return lambda u: (u, 0.0, lambda grad: grad)
         return lambda u: (loc + scale * u, log_det, lambda grad: scale * grad)
     if isinstance(bijection, T.StickBreakingTransform) and len(shape) >= 1:
         size = shape[-1]
         log_offset = ops.convert(torch.log(size + 1 - torch.arange(1, size + 1, dtype=torch.float64)))
+        offsets = {}  # torch: the offsets on each dtype and device met, converted once
 
         def stick(u):
-            shifted = u - (log_offset if ops is not TORCH_OPS else log_offset.to(u))
+            if ops is TORCH_OPS:
+                key = (u.dtype, u.device)
+                offset = offsets[key] if key in offsets else offsets.setdefault(key, log_offset.to(u))
+            else:
+                offset = log_offset
+            shifted = u - offset
             z = ops.sigmoid(shifted)
             remaining = ops.pad(ops.cumprod(1 - z, -1), 1, 0, 1.0)
             value = ops.pad(z, 0, 1, 1.0) * remaining
