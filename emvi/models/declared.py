@@ -46,11 +46,10 @@ from ..errors import ConfigError, DataError
 from ..nn import ConvDecoder, FlatMLP, as_features, concat_features
 from ..plates import data_plate
 from ._enumeration import normalise_log_joint
+from .declared_density import declared_log_density, point_mass_where
+from .declared_density_grad import declared_log_density_and_grad
 from .declared_em import expected_statistics, statistics_from_responsibilities, update_from_statistics
 from .declared_parameters import fitted_parameters, natural_value
-
-IMPOSSIBLE = -1e30
-"""Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
 
 
 def import_object(path: str):
@@ -379,9 +378,14 @@ class DeclaredModel(nn.Module):
         return None if reason is None else f"{reason}; fit it by svi"
 
     def bayesian_view(self, *data) -> dict:
-        """NUTS's target (:meth:`with_random_globals`) started at the current values of the globals with a prior."""
+        """NUTS's target (:meth:`with_random_globals`) started at the current values of the globals with a prior;
+        its log joint as one torch function (``log_density``, :func:`~emvi.models.declared_density.declared_log_density`)
+        where the model has no continuous per-item latent (else None: Pyro's traced potential), and for a model of
+        globals only its written-out gradient (``log_density_and_grad``, :mod:`emvi.models.declared_density_grad`)."""
         init = {name: self.global_value(name).detach().clone() for name in self.prior_globals()}
-        return {"model": self.with_random_globals, "init_values": init}
+        return {"model": self.with_random_globals, "init_values": init,
+                "log_density": declared_log_density(self, data),
+                "log_density_and_grad": declared_log_density_and_grad(self, data)}
 
     def prior_globals(self) -> tuple[str, ...]:
         """The globals declared with a family: what NUTS samples (see :meth:`with_random_globals`)."""
@@ -520,13 +524,3 @@ class DeclaredModel(nn.Module):
     def __repr__(self) -> str:
         return f"DeclaredModel(\n{self.declaration.story(self.shapes)}\n)"
 
-
-def point_mass_where(d: dist.Distribution, given: torch.Tensor, mask: torch.Tensor) -> dist.Distribution:
-    """``d`` where ``mask`` is false, a point mass on ``given`` (logits 0 / :data:`IMPOSSIBLE`) where it is true."""
-    if isinstance(d, dist.Categorical):
-        logits = d.logits
-        logits = logits.expand(*torch.broadcast_shapes(logits.shape[:-1], given.shape), logits.shape[-1])
-        point = torch.full_like(logits, IMPOSSIBLE).scatter(-1, given.expand(logits.shape[:-1]).unsqueeze(-1), 0.0)
-        return dist.Categorical(logits=torch.where(mask.unsqueeze(-1), point, logits))
-    point = (2 * given.to(d.logits.dtype) - 1) * -IMPOSSIBLE
-    return dist.Bernoulli(logits=torch.where(mask, point, d.logits))

@@ -140,7 +140,9 @@ class PriorDensity:
     def value_and_grad(self, values: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """``(Σ_site log p(values[site]), {site: gradient})`` by :func:`summed_log_density_and_grad`, on numpy arrays
         or tensors as ``values`` are; None when a site's prior has no written-out gradient."""
-        gradients = self.numpy_gradients if isinstance(next(iter(values.values())), np.ndarray) else self.gradients
+        # np.generic too: a scalar site's value after an elementwise bijection (np.exp of a 0-d array) is a numpy scalar
+        numpy = isinstance(next(iter(values.values())), (np.ndarray, np.generic))
+        gradients = self.numpy_gradients if numpy else self.gradients
         if any(gradients[name] is None for name in values):
             return None
         parts = {name: gradients[name](value) for name, value in values.items()}
