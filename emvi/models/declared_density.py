@@ -3,7 +3,7 @@
 For :meth:`~emvi.models.declared.DeclaredModel.with_random_globals` at the constrained values θ of the globals
 declared with a prior (every other global, table, learned tensor or linear map at its point value)::
 
-    log p(x, θ) = Σ_g log p(θ_g | parents)  +  Σ_n log Σ_{z_n} Σ_{local site s} log p(s_n | parents)   (inside exp)
+    log p(x, θ) = Σ_g log p(θ_g | parents) + Σ_n log Σ_{z_n} exp(Σ_{local site s} log p(s_n | parents, z_n))
 
 The expressions are evaluated by the model's own code (``global_prior``, ``local_distribution``, ``_evaluate``).
 The enumerated discrete locals take Pyro's parallel-enumeration values, the first ``(K_1, 1)``, the next

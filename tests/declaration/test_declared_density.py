@@ -1,9 +1,10 @@
 """The declared model's log joint as one torch function (``bayesian_view(...)["log_density"]``,
 :mod:`emvi.models.declared_density`): its potential is Pyro's potential of the traced NUTS target in value and
 gradient, for globals only, a Dirichlet (simplex) global with an enumerated categorical, several enumerated locals
-with a partly observed label and a table indexed by a latent, priors outside prior_density's written families, and a
-prior whose parameters are other sampled globals or point values; a NUTS run on it agrees with one on the traced
-potential; a model it does not cover keeps the traced potential."""
+with a partly observed label and a table indexed by a latent, covariates through per-component linear maps, priors
+outside prior_density's written families, and a prior whose parameters are other sampled globals or point values.
+The written-out gradient (:mod:`emvi.models.declared_density_grad`) equals autograd's where it applies; NUTS on
+either agrees with NUTS on the traced potential; a model neither covers keeps the traced potential."""
 
 import math
 
@@ -14,7 +15,7 @@ from pyro.infer.mcmc.util import initialize_model
 
 from emvi.catalog.declared import build
 from emvi.data import DataInfo
-from emvi.declaration import declare, latent, learned, observed, param, table
+from emvi.declaration import covariate, declare, latent, learned, linear, observed, param, table
 from emvi.inference.mcmc import (
     MCMCConfig,
     density_potential,
@@ -37,7 +38,8 @@ def simulated(generator: torch.Generator) -> dict[str, torch.Tensor]:
     z = torch.randint(0, 3, (N,), generator=generator)
     x = torch.tensor([[-3.0, 0.0], [0.0, 2.0], [3.0, -1.0]])[z] + torch.randn(N, 2, generator=generator)
     return {"x": x.double(), "y": (z == 1).double(), "y_mask": torch.arange(N) % 3 != 0,
-            "counts": torch.poisson(torch.full((N, 2), 4.0), generator=generator).double()}
+            "counts": torch.poisson(torch.full((N, 2), 4.0), generator=generator).double(),
+            "c": torch.randn(N, 2, generator=generator).double()}
 
 
 MODELS = {
@@ -67,6 +69,9 @@ MODELS = {
     "poisson_gamma": declare(
         "poisson_gamma", param("rate", "gamma", shape=(2,), concentration=2.0, rate=0.5),
         observed("counts", "poisson", rate="rate")),
+    "regression_mixture": declare(  # covariates through one linear map per component (point values)
+        "regression_mixture", param("pi", "dirichlet", shape=(3,), concentration=2.0), covariate("c"),
+        latent("z", "categorical", categories=3, probs="pi"), observed("counts", "poisson", rate=linear("c", by="z"))),
     "shared_scale": declare(  # a scalar global broadcast over two features and read by two sites; point values
         "shared_scale", param("tau", "gamma", concentration=3.0, rate=2.0), param("m", positive=True),
         param("mu", "normal", shape=(2,), loc=1.0, scale="m"),
