@@ -51,12 +51,11 @@ from .mixture_covariances import (
 )
 from .mixture_estep import (  # noqa: F401  (CHUNK_ELEMENTS, chunk_rows: re-exported)
     CHUNK_ELEMENTS,
+    EStepData,
     chunk_rows,
-    diagonal_design,
     diagonal_statistics,
     exponential_statistics,
     over_shards,
-    whitening_design,
 )
 from .prior_density import module_prior_density, module_prior_log_prob
 
@@ -332,21 +331,19 @@ class MixtureModel(LocalPyroModule):
         return resp, log_norm.sum() + self.log_prior()
 
     @torch.no_grad()
-    def em_constants(self, x: torch.Tensor) -> torch.Tensor | None:
-        """What :meth:`expected_statistics` reads of ``x`` at every iteration, computed once per EM fit
-        (:func:`emvi.inference.em.fit_em` passes it back as ``constants``): a Gaussian family's T(x) in the product
-        dtype, [x, x², 1] ``(2 D + 1, N)`` (diag, spherical) or [x, 1] ``(N, D + 1)`` (full, tied), so no iteration
-        casts or squares the data again. None for the other families, or when the table would exceed
-        :data:`~emvi.models.mixture_estep.DESIGN_ELEMENTS` (the chunks then build it, in memory independent of N)."""
-        family = self.config.family
-        if family not in GAUSSIAN_FAMILIES:
+    def em_constants(self, x: torch.Tensor) -> EStepData | None:
+        """What :meth:`expected_statistics` reads at every iteration, prepared once per EM fit
+        (:func:`emvi.inference.em.fit_em` passes it back as ``constants``): for a Gaussian family, ``x`` cast to the
+        ``product_dtype`` (no cast per iteration; float32 data are half the memory traffic of float64, which bounds
+        the chunked E-step) and the chunk buffers of diag and spherical components, kept for the fit
+        (:class:`~emvi.models.mixture_estep.EStepData`). None for the other families."""
+        if self.config.family not in GAUSSIAN_FAMILIES:
             return None
-        product_dtype = self.product_dtype or self.weights.dtype
-        return (whitening_design if family in SCATTER_FAMILIES else diagonal_design)(x, product_dtype)
+        return EStepData(x.to(self.product_dtype or x.dtype, memory_format=torch.contiguous_format))
 
     @torch.no_grad()
     def expected_statistics(self, x: torch.Tensor, chunk_size: int | None = None,
-                            constants: torch.Tensor | None = None):
+                            constants: EStepData | None = None):
         """The E-step fused with the M-step's reduction, in chunks of rows: ``(ExpectedStatistics, objective)``.
 
         Per chunk, log π_k + log F(x_n | θ_k) is ``η (K, S) @ T(x)ᵀ (S, rows)`` plus log π_k - A(θ_k) (plus h(x)),
@@ -354,11 +351,12 @@ class MixtureModel(LocalPyroModule):
         (:mod:`emvi.models.mixture_estep`; full and tied: :func:`~emvi.models.mixture_covariances.whitened_statistics`).
         The objective is Σ_n log Σ_k π_k F(x_n | θ_k) + log p(θ), the same as :meth:`e_step`'s. ``chunk_size`` (rows)
         defaults to :data:`CHUNK_ELEMENTS` per chunk; the result does not depend on it beyond round-off. ``constants``:
-        :meth:`em_constants` of this ``x`` (same result, without recomputing T(x)). Chunks are split between the
+        :meth:`em_constants` of this ``x``, read instead of it (the same result, with fewer allocations). Chunks are split between the
         torch threads. The model's ``product_dtype`` (Gaussian families; e.g. float32 for a float64 model) sets the
         products' dtype; the sums stay in the model's dtype.
         """
         cfg = self.config
+        x, buffers = (x, None) if constants is None else (constants.x, constants.buffers)
         n, dtype = x.shape[0], self.weights.dtype
         weights, means = self.weights.detach(), self.means.detach() if cfg.family in GAUSSIAN_FAMILIES else None
         if cfg.family in SCATTER_FAMILIES:
@@ -366,8 +364,7 @@ class MixtureModel(LocalPyroModule):
             tril = self.scale_tril.detach()
             rows = min(chunk_rows(k * d * self._product_bytes() // 8, chunk_size), n)
             parts = over_shards(n, rows, x.device, lambda begin, end: whitened_statistics(
-                weights, means, tril, x[begin:end], rows, self.product_dtype,
-                None if constants is None else constants[begin:end]))
+                weights, means, tril, x[begin:end], rows, self.product_dtype))
             counts, sums, scatter, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
             return ExpectedStatistics(counts, sums, scatter, means.clone()), total + self.log_prior()
         if cfg.family in GAUSSIAN_FAMILIES:  # diag, spherical: T(x) = [x, x², 1], the bias as the last column
@@ -376,7 +373,7 @@ class MixtureModel(LocalPyroModule):
             natural = torch.cat([natural, (weights.log() - log_normaliser)[:, None]], 1).to(self.product_dtype or dtype)
             rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), n)
             parts = over_shards(n, rows, x.device, lambda begin, end: diagonal_statistics(
-                natural, x[begin:end], rows, dtype, None if constants is None else constants[:, begin:end]))
+                natural, x[begin:end], rows, dtype, None if buffers is None else buffers.setdefault(begin, {})))
         else:
             components = self.components()
             natural = components.natural.T.contiguous()  # (S, K)

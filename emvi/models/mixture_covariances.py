@@ -127,7 +127,7 @@ def exp_floor(dtype: torch.dtype) -> float:
 
 
 def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: torch.Tensor, x: torch.Tensor,
-                        rows: int, product_dtype: torch.dtype | None = None, design: torch.Tensor | None = None):
+                        rows: int, product_dtype: torch.dtype | None = None):
     """The E-step of full and tied components fused with their statistics about the current means μ ``(K, D)``.
 
     With U_k = L_k⁻ᵀ (Σ_k⁻¹ = U_k U_kᵀ) the whitened residuals y_nk = U_kᵀ (x_n - μ_k) of a chunk are one product
@@ -141,7 +141,6 @@ def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: 
     sums (K, D), scatter (K, D, D), Σ_n log p(x_n))``, the first three as :func:`scatter_statistics`'s. ``scale_tril`` is ``(K, D, D)``
     or ``(D, D)`` (tied). The products run in ``product_dtype`` (default: the parameters' dtype); counts, sums,
     scatter and the total are accumulated in the parameters' dtype chunk by chunk. Largest temporary: ``(K, D, rows)``.
-    ``design`` ``(N, D + 1)``: [x, 1] of the items in ``product_dtype``, computed once per fit (then ``x`` is unused).
     """
     k, d = means.shape
     dtype, device = means.dtype, means.device
@@ -151,17 +150,13 @@ def whitened_statistics(weights: torch.Tensor, means: torch.Tensor, scale_tril: 
     upper = torch.linalg.solve_triangular(tril, eye, upper=False).mT  # U_k = L_k⁻ᵀ, (K, D, D)
     # Rows U_kᵀ beside -U_kᵀ μ_k, stacked over k: with a column of ones beside the chunk's x, one product gives every y_nk.
     projection = torch.cat([upper.mT, -(upper.mT @ means.unsqueeze(-1))], -1).reshape(k * d, d + 1).to(product_dtype)
-    n = x.shape[0] if design is None else design.shape[0]
-    extended = torch.ones(min(rows, n), d + 1, dtype=product_dtype, device=device) if design is None else None
+    extended = torch.ones(min(rows, x.shape[0]), d + 1, dtype=product_dtype, device=device)
     bias = (weights.log() - tril.diagonal(0, -2, -1).log().sum(-1) - 0.5 * d * LOG_2PI).to(product_dtype)  # (K,)
     counts, white_sums = torch.zeros(k, dtype=dtype, device=device), means.new_zeros(k, d)
     white_scatter, total = means.new_zeros(k, d, d), torch.zeros((), dtype=dtype, device=device)
-    for begin in range(0, n, rows):
-        if design is None:
-            chunk = extended[:min(rows, n - begin)]
-            chunk[:, :d].copy_(x[begin:begin + rows])
-        else:
-            chunk = design[begin:begin + rows]
+    for begin in range(0, x.shape[0], rows):
+        chunk = extended[:min(rows, x.shape[0] - begin)]
+        chunk[:, :d].copy_(x[begin:begin + rows])
         # (K, D, rows): y_nk as columns, so the scatter's batched product reads both factors unit-stride.
         white = torch.mm(projection, chunk.T).view(k, d, -1)
         joint = white.square().sum(1).mul_(-0.5).add_(bias[:, None])  # (K, rows)

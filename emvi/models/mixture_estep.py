@@ -4,14 +4,17 @@ product, normalised over k in place to r_nk, which enter Σ_n r_nk T(x_n) by a s
 
 Shapes: ``x`` ``(N, D)``; η ``(K, S)`` (diag and spherical Gaussians: S = 2 D + 1, T(x) = [x, x², 1] with the bias
 log π_k - A(θ_k) as the last column); the joint and the responsibilities of a chunk ``(K, rows)``, so the max and sum
-over k are elementwise over K contiguous rows and the M-step's product reads them unit-stride. The Gaussian's T(x) is
-either built chunk by chunk in one reused buffer (memory O(rows S) beyond the data) or read from a ``design``
-``(S, N)`` computed once per EM fit (:func:`diagonal_design`: no cast or square of x per iteration). Products run in
-a ``product_dtype`` (e.g. float32 for float64 parameters); counts, sums and Σ_n log p(x_n) add up chunk by chunk in
-the parameters' dtype. Chunks are split between the torch threads on the CPU (:func:`over_shards`).
+over k are elementwise over K contiguous rows and the M-step's product reads them unit-stride. Memory is O(rows (S +
+K)) beyond the data. Both products are bound by memory traffic more than by arithmetic on these thin shapes, so each
+chunk's T(x) is built in one buffer that stays in cache for both, and the data are read once per pass (in the product
+dtype, when the caller cast them once per fit: :meth:`emvi.models.mixture.MixtureModel.em_constants`). Products run
+in a ``product_dtype`` (e.g. float32 for float64 parameters); counts, sums and Σ_n log p(x_n) add up in the
+parameters' dtype. Chunks are split between the torch threads on the CPU (:func:`over_shards`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,9 +27,30 @@ CHUNK_ELEMENTS = 2**17
 rows of T(x) and of the (rows, K) joint for the exponential families, the (K, D, rows) whitened residuals for
 gaussian-full and -tied. Chunks this size stay in cache between the E-step's product, the normalisation and the
 M-step's product (the size: docs/experiments/mixture.md)."""
-DESIGN_ELEMENTS = 2**25
-"""Largest Gaussian design (the data's T(x) for a whole EM fit, :func:`diagonal_design`, :func:`whitening_design`) kept: 256 MiB in float64.
-Larger data sets build T(x) chunk by chunk at every iteration instead (memory independent of N)."""
+
+
+@dataclass
+class EStepData:
+    """What the chunked E-step reads at every iteration of one EM fit, prepared once: the items ``x`` ``(N, D)`` in
+    the product dtype (cast once, and read at half the bytes of float64 data), and each shard's chunk buffers, kept
+    rather than allocated every iteration (a buffer this size is fresh pages of memory, faulted in at every use)."""
+
+    x: torch.Tensor
+    buffers: dict = field(default_factory=dict)
+    """{shard's first item: {name: tensor}}."""
+
+
+def reused(buffers: dict | None, name: str, shape: tuple, dtype: torch.dtype, device: torch.device,
+           make=torch.empty) -> torch.Tensor:
+    """``buffers[name]`` when it has this shape, dtype and device, else a new ``make(shape)`` kept there."""
+    cached = None if buffers is None else buffers.get(name)
+    if cached is not None and cached.shape == shape and cached.dtype == dtype and cached.device == device:
+        return cached
+    tensor = make(shape, dtype=dtype, device=device)
+    if buffers is not None:
+        buffers[name] = tensor
+    return tensor
+
 
 _POOLS: dict = {}
 
@@ -60,70 +84,45 @@ def chunk_rows(row_elements: int, chunk_size: int | None = None) -> int:
     return max(16, CHUNK_ELEMENTS // max(row_elements, 1))
 
 
-def diagonal_design(x: torch.Tensor, product_dtype: torch.dtype) -> torch.Tensor | None:
-    """T(x) = [x, x², 1] of every item as ``(2 D + 1, N)`` in ``product_dtype`` (the ones carry the bias into the
-    E-step's product and Σ_n r_nk out of the M-step's), or None above :data:`DESIGN_ELEMENTS` elements."""
-    n, d = x.shape
-    if n * (2 * d + 1) > DESIGN_ELEMENTS:
-        return None
-    design = torch.ones(2 * d + 1, n, dtype=product_dtype, device=x.device)
-    design[:d].copy_(x.T)
-    torch.mul(design[:d], design[:d], out=design[d:2 * d])
-    return design
-
-
-def whitening_design(x: torch.Tensor, product_dtype: torch.dtype) -> torch.Tensor | None:
-    """[x, 1] of every item as ``(N, D + 1)`` in ``product_dtype``, the right factor of the full and tied
-    components' whitening product (:func:`~emvi.models.mixture_covariances.whitened_statistics`), or None above
-    :data:`DESIGN_ELEMENTS` elements."""
-    n, d = x.shape
-    if n * (d + 1) > DESIGN_ELEMENTS:
-        return None
-    design = torch.ones(n, d + 1, dtype=product_dtype, device=x.device)
-    design[:, :d].copy_(x)
-    return design
-
-
-def normalise_columns_(joint_t: torch.Tensor, total: torch.Tensor) -> None:
+def normalise_columns_(joint_t: torch.Tensor, log_marginals: torch.Tensor) -> None:
     """Turn the joint ``(K, rows)`` into the responsibilities r_nk in place (log-sum-exp over k fused with the
-    normalisation, as :func:`~emvi.models._enumeration.normalise_log_joint`) and add Σ_n log Σ_k exp(joint) to
-    ``total`` (0-dim, in its own dtype). Log-joints below :func:`exp_floor` are raised to it: exp is many times slower
-    where it underflows, and the responsibilities change by less than the dtype's smallest normal number."""
+    normalisation, as :func:`~emvi.models._enumeration.normalise_log_joint`) and add log Σ_k exp(joint_kn) to
+    ``log_marginals`` ``(rows,)`` (in its own dtype; summed once per shard: fewer operations per chunk, each costing
+    microseconds of dispatch). Log-joints below :func:`exp_floor` are raised to it: exp is many times slower where it
+    underflows, and the responsibilities change by less than the dtype's smallest normal number."""
     peak = joint_t.amax(0)
     norm = joint_t.sub_(peak).clamp_(min=exp_floor(joint_t.dtype)).exp_().sum(0)
     joint_t.div_(norm)
-    total += peak.sum(dtype=total.dtype) + norm.log_().sum(dtype=total.dtype)
+    log_marginals.add_(norm.log_().add_(peak))
 
 
 def diagonal_statistics(natural: torch.Tensor, x: torch.Tensor, rows: int, dtype: torch.dtype,
-                        design: torch.Tensor | None = None):
+                        buffers: dict | None = None):
     """``(Σ_n r_nk (K,), Σ_n r_nk [x_n, x_n²] (K, 2 D), Σ_n log p(x_n))`` of diag or spherical Gaussians whose
     ``natural`` ``(K, 2 D + 1)`` = [μ/σ², -1/(2σ²), log π - A] is in the product dtype, over the items ``x`` ``(N, D)``
-    (or their ``design`` ``(2 D + 1, N)``, then ``x`` is unused), in chunks of ``rows``; sums in ``dtype``."""
+    in chunks of ``rows``; sums in ``dtype``. T(x) = [x, x², 1] of a chunk is built in one reused buffer that stays in
+    cache for both products (the ones carry the bias in and Σ_n r_nk out): the data are read from memory once.
+    ``buffers``: where this shard's chunk buffers are kept between calls (:class:`EStepData`)."""
     (k, s), product_dtype, device = natural.shape, natural.dtype, natural.device
-    n, d = (x.shape[0], (s - 1) // 2) if design is None else (design.shape[1], (s - 1) // 2)
+    n, d = x.shape
     rows = min(rows, n)
-    joint_buffer = torch.empty(k, rows, dtype=product_dtype, device=device)
-    total, sums = torch.zeros((), dtype=dtype, device=device), torch.zeros(k, s, dtype=dtype, device=device)
+    joint_buffer = reused(buffers, "joint", (k, rows), product_dtype, device)
+    log_marginals, sums = torch.zeros(rows, dtype=dtype, device=device), torch.zeros(k, s, dtype=dtype, device=device)
     part = None if product_dtype == dtype else torch.empty(k, s, dtype=product_dtype, device=device)
-    extended = torch.ones(rows, s, dtype=product_dtype, device=device) if design is None else None
+    extended = reused(buffers, "statistics", (rows, s), product_dtype, device, torch.ones)  # the ones stay
     for begin in range(0, n, rows):
         m = min(rows, n - begin)
-        if design is None:  # T(x) of the chunk in the reused buffer
-            stats = extended[:m]
-            stats[:, :d].copy_(x[begin:begin + m])
-            torch.mul(stats[:, :d], stats[:, :d], out=stats[:, d:2 * d])
-            stats_t = stats.T
-        else:
-            stats_t = design[:, begin:begin + m]
+        stats = extended[:m]
+        stats[:, :d].copy_(x[begin:begin + m])
+        torch.mul(stats[:, :d], stats[:, :d], out=stats[:, d:2 * d])
         joint_t = joint_buffer[:, :m]
-        torch.mm(natural, stats_t, out=joint_t)
-        normalise_columns_(joint_t, total)
+        torch.mm(natural, stats.T, out=joint_t)
+        normalise_columns_(joint_t, log_marginals[:m])
         if part is None:
-            sums.addmm_(joint_t, stats_t.T)
+            sums.addmm_(joint_t, stats)
         else:  # the chunk's sums in the product dtype, added up in the parameters' dtype
-            sums += torch.mm(joint_t, stats_t.T, out=part)
-    return sums[:, s - 1], sums[:, :s - 1], total
+            sums += torch.mm(joint_t, stats, out=part)
+    return sums[:, s - 1], sums[:, :s - 1], log_marginals.sum()
 
 
 def exponential_statistics(natural: torch.Tensor, bias: torch.Tensor, x: torch.Tensor, rows: int, family: str,
@@ -134,20 +133,21 @@ def exponential_statistics(natural: torch.Tensor, bias: torch.Tensor, x: torch.T
     (s, k), dtype, device = natural.shape, natural.dtype, natural.device
     rows = min(rows, x.shape[0])
     joint_buffer = torch.empty(k, rows, dtype=dtype, device=device)
-    total, counts = torch.zeros((), dtype=dtype, device=device), torch.zeros(k, dtype=dtype, device=device)
+    log_marginals, counts = torch.zeros(rows, dtype=dtype, device=device), torch.zeros(k, dtype=dtype, device=device)
     sums = torch.zeros(k, s, dtype=dtype, device=device)
     for begin in range(0, x.shape[0], rows):
         chunk = x[begin:begin + rows]
-        joint_t = joint_buffer[:, :chunk.shape[0]]  # (K, rows): the joint (rows, K) column-major
+        m = chunk.shape[0]
+        joint_t = joint_buffer[:, :m]  # (K, rows): the joint (rows, K) column-major
         stats, base_measure = sufficient_statistics(chunk, family, num_categories, dtype, cache=False)
         joint = torch.addmm(bias, stats, natural, out=joint_t.T)
         if base_measure is not None:
             joint.add_(base_measure[:, None])
-        normalise_columns_(joint_t, total)
+        normalise_columns_(joint_t, log_marginals[:m])
         sums.addmm_(joint_t, stats)
         counts += joint_t.sum(1)
-    return counts, sums, total
+    return counts, sums, log_marginals.sum()
 
 
-__all__ = ["CHUNK_ELEMENTS", "DESIGN_ELEMENTS", "chunk_rows", "diagonal_statistics", "exponential_statistics",
-           "diagonal_design", "normalise_columns_", "over_shards", "thread_pool", "whitening_design"]
+__all__ = ["CHUNK_ELEMENTS", "EStepData", "chunk_rows", "diagonal_statistics", "exponential_statistics", "normalise_columns_",
+           "over_shards", "reused", "thread_pool"]
