@@ -17,7 +17,8 @@ EM protocol (see :mod:`emvi.inference.em`): ``e_step(x)`` returns the responsibi
 the exact posterior of the enumerated site — with the objective log p(x | θ) + log p(θ); ``m_step(r, x)`` applies the
 closed-form MAP update for the family. The M-step reads the data only through the expected sufficient statistics
 Σ_n r_nk T(x_n), so :meth:`MixtureModel.expected_statistics` (what :func:`emvi.inference.fit_em` calls) computes them
-in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the data, never ``(N, K)`` or ``(N, K, D)``.
+in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the data, never ``(N, K)`` or ``(N, K, D)``
+(an EM fit with float32 products of float64 data also holds the data cast once, :meth:`MixtureModel.em_constants`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ from .mixture_covariances import (
 )
 from .mixture_estep import (  # noqa: F401  (CHUNK_ELEMENTS, chunk_rows: re-exported)
     CHUNK_ELEMENTS,
-    EStepData,
     chunk_rows,
     diagonal_statistics,
     exponential_statistics,
@@ -331,19 +331,19 @@ class MixtureModel(LocalPyroModule):
         return resp, log_norm.sum() + self.log_prior()
 
     @torch.no_grad()
-    def em_constants(self, x: torch.Tensor) -> EStepData | None:
+    def em_constants(self, x: torch.Tensor) -> torch.Tensor | None:
         """What :meth:`expected_statistics` reads at every iteration, prepared once per EM fit
-        (:func:`emvi.inference.em.fit_em` passes it back as ``constants``): for a Gaussian family, ``x`` cast to the
-        ``product_dtype`` (no cast per iteration; float32 data are half the memory traffic of float64, which bounds
-        the chunked E-step) and the chunk buffers of diag and spherical components, kept for the fit
-        (:class:`~emvi.models.mixture_estep.EStepData`). None for the other families."""
-        if self.config.family not in GAUSSIAN_FAMILIES:
+        (:func:`emvi.inference.em.fit_em` passes it back as ``constants``): a Gaussian family's ``x`` cast to its
+        ``product_dtype``, so that no iteration casts it again and each reads float32 data, half the memory traffic
+        of float64 (which bounds the chunked E-step). None when there is nothing to prepare."""
+        product_dtype = self.product_dtype if self.config.family in GAUSSIAN_FAMILIES else None
+        if product_dtype is None or x.dtype == product_dtype:
             return None
-        return EStepData(x.to(self.product_dtype or x.dtype, memory_format=torch.contiguous_format))
+        return x.to(product_dtype, memory_format=torch.contiguous_format)
 
     @torch.no_grad()
     def expected_statistics(self, x: torch.Tensor, chunk_size: int | None = None,
-                            constants: EStepData | None = None):
+                            constants: torch.Tensor | None = None):
         """The E-step fused with the M-step's reduction, in chunks of rows: ``(ExpectedStatistics, objective)``.
 
         Per chunk, log π_k + log F(x_n | θ_k) is ``η (K, S) @ T(x)ᵀ (S, rows)`` plus log π_k - A(θ_k) (plus h(x)),
@@ -351,12 +351,12 @@ class MixtureModel(LocalPyroModule):
         (:mod:`emvi.models.mixture_estep`; full and tied: :func:`~emvi.models.mixture_covariances.whitened_statistics`).
         The objective is Σ_n log Σ_k π_k F(x_n | θ_k) + log p(θ), the same as :meth:`e_step`'s. ``chunk_size`` (rows)
         defaults to :data:`CHUNK_ELEMENTS` per chunk; the result does not depend on it beyond round-off. ``constants``:
-        :meth:`em_constants` of this ``x``, read instead of it (the same result, with fewer allocations). Chunks are split between the
+        :meth:`em_constants` of this ``x``, read instead of it (the same result). Chunks are split between the
         torch threads. The model's ``product_dtype`` (Gaussian families; e.g. float32 for a float64 model) sets the
         products' dtype; the sums stay in the model's dtype.
         """
         cfg = self.config
-        x, buffers = (x, None) if constants is None else (constants.x, constants.buffers)
+        x = x if constants is None else constants
         n, dtype = x.shape[0], self.weights.dtype
         weights, means = self.weights.detach(), self.means.detach() if cfg.family in GAUSSIAN_FAMILIES else None
         if cfg.family in SCATTER_FAMILIES:
@@ -372,8 +372,8 @@ class MixtureModel(LocalPyroModule):
                                                                                 self.num_features))
             natural = torch.cat([natural, (weights.log() - log_normaliser)[:, None]], 1).to(self.product_dtype or dtype)
             rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), n)
-            parts = over_shards(n, rows, x.device, lambda begin, end: diagonal_statistics(
-                natural, x[begin:end], rows, dtype, None if buffers is None else buffers.setdefault(begin, {})))
+            parts = over_shards(n, rows, x.device, lambda begin, end: diagonal_statistics(natural, x[begin:end], rows,
+                                                                                          dtype))
         else:
             components = self.components()
             natural = components.natural.T.contiguous()  # (S, K)

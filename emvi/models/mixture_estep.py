@@ -14,8 +14,6 @@ parameters' dtype. Chunks are split between the torch threads on the CPU (:func:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from ..validation import check_positive_int
@@ -27,29 +25,6 @@ CHUNK_ELEMENTS = 2**17
 rows of T(x) and of the (rows, K) joint for the exponential families, the (K, D, rows) whitened residuals for
 gaussian-full and -tied. Chunks this size stay in cache between the E-step's product, the normalisation and the
 M-step's product (the size: docs/experiments/mixture.md)."""
-
-
-@dataclass
-class EStepData:
-    """What the chunked E-step reads at every iteration of one EM fit, prepared once: the items ``x`` ``(N, D)`` in
-    the product dtype (cast once, and read at half the bytes of float64 data), and each shard's chunk buffers, kept
-    rather than allocated every iteration (a buffer this size is fresh pages of memory, faulted in at every use)."""
-
-    x: torch.Tensor
-    buffers: dict = field(default_factory=dict)
-    """{shard's first item: {name: tensor}}."""
-
-
-def reused(buffers: dict | None, name: str, shape: tuple, dtype: torch.dtype, device: torch.device,
-           make=torch.empty) -> torch.Tensor:
-    """``buffers[name]`` when it has this shape, dtype and device, else a new ``make(shape)`` kept there."""
-    cached = None if buffers is None else buffers.get(name)
-    if cached is not None and cached.shape == shape and cached.dtype == dtype and cached.device == device:
-        return cached
-    tensor = make(shape, dtype=dtype, device=device)
-    if buffers is not None:
-        buffers[name] = tensor
-    return tensor
 
 
 _POOLS: dict = {}
@@ -96,20 +71,18 @@ def normalise_columns_(joint_t: torch.Tensor, log_marginals: torch.Tensor) -> No
     log_marginals.add_(norm.log_().add_(peak))
 
 
-def diagonal_statistics(natural: torch.Tensor, x: torch.Tensor, rows: int, dtype: torch.dtype,
-                        buffers: dict | None = None):
+def diagonal_statistics(natural: torch.Tensor, x: torch.Tensor, rows: int, dtype: torch.dtype):
     """``(Σ_n r_nk (K,), Σ_n r_nk [x_n, x_n²] (K, 2 D), Σ_n log p(x_n))`` of diag or spherical Gaussians whose
     ``natural`` ``(K, 2 D + 1)`` = [μ/σ², -1/(2σ²), log π - A] is in the product dtype, over the items ``x`` ``(N, D)``
     in chunks of ``rows``; sums in ``dtype``. T(x) = [x, x², 1] of a chunk is built in one reused buffer that stays in
-    cache for both products (the ones carry the bias in and Σ_n r_nk out): the data are read from memory once.
-    ``buffers``: where this shard's chunk buffers are kept between calls (:class:`EStepData`)."""
+    cache for both products (the ones carry the bias in and Σ_n r_nk out): the data are read from memory once."""
     (k, s), product_dtype, device = natural.shape, natural.dtype, natural.device
     n, d = x.shape
     rows = min(rows, n)
-    joint_buffer = reused(buffers, "joint", (k, rows), product_dtype, device)
+    joint_buffer = torch.empty(k, rows, dtype=product_dtype, device=device)
     log_marginals, sums = torch.zeros(rows, dtype=dtype, device=device), torch.zeros(k, s, dtype=dtype, device=device)
     part = None if product_dtype == dtype else torch.empty(k, s, dtype=product_dtype, device=device)
-    extended = reused(buffers, "statistics", (rows, s), product_dtype, device, torch.ones)  # the ones stay
+    extended = torch.ones(rows, s, dtype=product_dtype, device=device)
     for begin in range(0, n, rows):
         m = min(rows, n - begin)
         stats = extended[:m]
@@ -149,5 +122,5 @@ def exponential_statistics(natural: torch.Tensor, bias: torch.Tensor, x: torch.T
     return counts, sums, log_marginals.sum()
 
 
-__all__ = ["CHUNK_ELEMENTS", "EStepData", "chunk_rows", "diagonal_statistics", "exponential_statistics", "normalise_columns_",
-           "over_shards", "reused", "thread_pool"]
+__all__ = ["CHUNK_ELEMENTS", "chunk_rows", "diagonal_statistics", "exponential_statistics", "normalise_columns_",
+           "over_shards", "thread_pool"]
