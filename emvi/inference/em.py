@@ -15,7 +15,7 @@ the M-step, which is what makes monotonicity checkable. A model whose M-step rea
 may also offer ``model.expected_statistics(*data) -> (stats, objective)``, an E-step fused with that reduction (the
 mixture's works in chunks of rows, in memory independent of N); :func:`fit_em` then calls it instead of ``e_step``.
 What that E-step reads of the data at every iteration may be computed once per fit by ``model.em_constants(*data)``
-(e.g. the mixture's T(x) in the product dtype); :func:`fit_em` then passes it back as
+(e.g. the mixture's data cast to its product dtype); :func:`fit_em` then passes it back as
 ``model.expected_statistics(*data, constants=...)`` (None: the E-step computes it itself).
 
 On several processes (a ``torch.distributed`` process group, see :mod:`emvi.inference.distributed`) each rank
