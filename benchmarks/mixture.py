@@ -42,9 +42,11 @@ chunks of 250 ... 8,000 rows, the default (``CHUNK_ELEMENTS`` per chunk) and one
 float32, at ``--threads`` threads; the median of ``--repeats`` (at least 5) passes after one untimed pass.
 
 Where EM's time goes (torch.profiler and process CPU time, one thread, on a shared 2-core machine). MNIST-PCA50,
-diag: the chunk's two products (E: [x, x², 1] @ [η; log π - A], M: r.T @ [x, x², 1]) are over half of a pass and run
-near the core's peak in float32; exp over the (K, rows) joint, the cast of x into the [x, x², 1] buffer and the square
-most of the rest; exp slowed down many times where it underflowed (well-separated components, float32), hence the
+diag: the chunk's two products (E: [x, x², 1] @ [η; log π - A], M: r.T @ [x, x², 1]) are over half of a pass; they
+are bound by memory traffic (a cache-resident chunk multiplies about twice as fast as a streamed one), so T(x) is
+built per chunk in a cached buffer rather than read from a precomputed (N, 2 D + 1) table, and with float32 products
+the data are cast once per fit (``em_constants``: half the bytes per pass, no cast per chunk); exp over the
+(K, rows) joint, the copy of x into the [x, x², 1] buffer and the square most of the rest; exp slowed down many times where it underflowed (well-separated components, float32), hence the
 floor on the log-joint. Full covariance: before, per chunk, the centred data (K, rows, D), a batched triangular solve
 per row and a second batched product over the centred data for the scatter; now one product gives the whitened
 residuals (K, D, rows) and one batched product of them the scatter (L_k (Σ r y yᵀ) L_kᵀ), about twice as fast.

@@ -14,6 +14,9 @@ so the objective never decreases.  A model takes part through two methods (the *
 the M-step, which is what makes monotonicity checkable. A model whose M-step reads only expected sufficient statistics
 may also offer ``model.expected_statistics(*data) -> (stats, objective)``, an E-step fused with that reduction (the
 mixture's works in chunks of rows, in memory independent of N); :func:`fit_em` then calls it instead of ``e_step``.
+What that E-step reads of the data at every iteration may be computed once per fit by ``model.em_constants(*data)``
+(e.g. the mixture's data cast to its product dtype); :func:`fit_em` then passes it back as
+``model.expected_statistics(*data, constants=...)`` (None: the E-step computes it itself).
 
 On several processes (a ``torch.distributed`` process group, see :mod:`emvi.inference.distributed`) each rank
 holds a contiguous part of the items, and a model takes part through two more methods that cut the M-step in two::
@@ -139,15 +142,15 @@ def fit_em(
     check_positive_int(max_iter, "max_iter", minimum=0)
     if not (isinstance(tol, (int, float)) and tol >= 0):
         raise ConfigError(f"tol must be a number >= 0, got {tol!r}")
+    start = time.perf_counter()  # the model's data constants (built by the reducer) count as fit time
     if distributed.is_distributed():
         data, num_data = _this_ranks_part(model, data, num_data, local_shard)
-        reducer = _AllReduceStep(model)
+        reducer = _AllReduceStep(model, data)
     else:
         num_data = num_data if num_data is not None else int(data[0].shape[0])
-        reducer = _LocalStep(model)
+        reducer = _LocalStep(model, data)
     history, seconds = [], []
     converged, n_iter = False, 0
-    start = time.perf_counter()
     with torch.no_grad():
         for iteration in range(max_iter + 1):
             stats, objective = reducer.expect(data, iteration)
@@ -183,14 +186,18 @@ def _warn_if_not_converged(history, converged: bool, warn: bool, max_iter: int, 
 
 
 class _LocalStep:
-    """One process: the model's (fused) E-step and its M-step."""
+    """One process: the model's (fused) E-step, with its data constants computed once, and its M-step."""
 
-    def __init__(self, model):
+    def __init__(self, model, data: tuple):
         self.model = model
-        self.expectation = getattr(model, "expected_statistics", None) or model.e_step
+        fused = getattr(model, "expected_statistics", None)
+        self.expectation = fused or model.e_step
+        prepare = getattr(model, "em_constants", None) if fused is not None else None
+        constants = prepare(*data) if callable(prepare) else None
+        self.options = {} if constants is None else {"constants": constants}
 
     def expect(self, data, iteration: int):
-        stats, objective = self.expectation(*data)
+        stats, objective = self.expectation(*data, **self.options)
         return stats, float(objective)
 
     def maximise(self, stats, data) -> None:
@@ -201,8 +208,8 @@ class _AllReduceStep(_LocalStep):
     """Several ranks: this rank's E-step, its additive statistics and objective summed over the ranks with one
     all-reduce, and the M-step from the sums (the same on every rank)."""
 
-    def __init__(self, model):
-        super().__init__(model)
+    def __init__(self, model, data: tuple):
+        super().__init__(model, data)
         self.log_prior = getattr(model, "log_prior", None)
         self.is_main = distributed.is_main_process()
 

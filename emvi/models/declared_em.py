@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .mixture import _thread_pool, chunk_rows
+from .mixture_estep import chunk_rows
+from .mixture_estep import thread_pool as _thread_pool
 
 FLOOR = 1e-6
 """Lower bound on probabilities, rates and variances set by the M-step (the mixture's default floor)."""

@@ -17,7 +17,8 @@ EM protocol (see :mod:`emvi.inference.em`): ``e_step(x)`` returns the responsibi
 the exact posterior of the enumerated site — with the objective log p(x | θ) + log p(θ); ``m_step(r, x)`` applies the
 closed-form MAP update for the family. The M-step reads the data only through the expected sufficient statistics
 Σ_n r_nk T(x_n), so :meth:`MixtureModel.expected_statistics` (what :func:`emvi.inference.fit_em` calls) computes them
-in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the data, never ``(N, K)`` or ``(N, K, D)``.
+in chunks of rows, fused with the E-step: memory is O(chunk (S + K)) beyond the data, never ``(N, K)`` or ``(N, K, D)``
+(an EM fit with float32 products of float64 data also holds the data cast once, :meth:`MixtureModel.em_constants`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,17 @@ from .mixture_covariances import (
     covariance_parameter,
     covariance_parameter_count,
     diagonal_natural,
-    exp_floor,
     feature_variances,
     gaussian_update,
     scatter_statistics,
     whitened_statistics,
+)
+from .mixture_estep import (  # noqa: F401  (CHUNK_ELEMENTS, chunk_rows: re-exported)
+    CHUNK_ELEMENTS,
+    chunk_rows,
+    diagonal_statistics,
+    exponential_statistics,
+    over_shards,
 )
 from .prior_density import module_prior_density, module_prior_log_prob
 
@@ -58,44 +65,6 @@ COVARIANCE_FAMILIES = ("gaussian-tied", "gaussian-spherical")
 """scikit-learn's other two covariance types (:class:`emvi.estimators.GaussianMixture`); EM and SVI fit them too."""
 MCMC_FAMILIES = ("gaussian-diag", "poisson", "bernoulli", "categorical")
 """The families :meth:`MixtureModel.bayesian` gives priors to."""
-
-
-CHUNK_ELEMENTS = 2**17
-"""Elements (1 MiB in float64; twice as many with float32 products) of the per-chunk temporaries of the chunked E-step:
-rows of T(x) and of the (rows, K) joint for the exponential families, the (K, D, rows) whitened residuals for
-gaussian-full and -tied. Chunks this size stay in cache between the E-step's product, the normalisation and the
-M-step's product (the size: docs/experiments/mixture.md)."""
-
-
-_POOLS: dict = {}
-
-
-def _thread_pool(workers: int):
-    """A pool of ``workers`` threads, kept for reuse across E-steps rather than started every iteration."""
-    if workers not in _POOLS:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="emvi-estep")
-    return _POOLS[workers]
-
-
-def _over_shards(x: torch.Tensor, rows: int, statistics) -> list:
-    """``statistics(shard)`` of one shard of whole ``rows``-row chunks of ``x`` per torch thread, each run by a thread
-    of its own (torch releases the GIL inside every operation; the per-chunk products are too small for the BLAS to
-    split over threads itself); one shard, in this thread, off the CPU."""
-    num_chunks = -(-x.shape[0] // rows)
-    workers = min(torch.get_num_threads(), num_chunks) if x.device.type == "cpu" else 1
-    bounds = [rows * (num_chunks * i // workers) for i in range(workers + 1)]
-    shards = [x[begin:end] for begin, end in zip(bounds[:-1], bounds[1:], strict=True)]
-    return [statistics(shards[0])] if workers == 1 else list(_thread_pool(workers).map(statistics, shards))
-
-
-def chunk_rows(row_elements: int, chunk_size: int | None = None) -> int:
-    """Rows per chunk: ``chunk_size`` if given, else as many as keep ``rows * row_elements <= CHUNK_ELEMENTS``."""
-    if chunk_size is not None:
-        check_positive_int(chunk_size, "chunk_size")
-        return int(chunk_size)
-    return max(16, CHUNK_ELEMENTS // max(row_elements, 1))
 
 
 @dataclass
@@ -362,89 +331,62 @@ class MixtureModel(LocalPyroModule):
         return resp, log_norm.sum() + self.log_prior()
 
     @torch.no_grad()
-    def expected_statistics(self, x: torch.Tensor, chunk_size: int | None = None):
+    def em_constants(self, x: torch.Tensor) -> torch.Tensor | None:
+        """What :meth:`expected_statistics` reads at every iteration, prepared once per EM fit
+        (:func:`emvi.inference.em.fit_em` passes it back as ``constants``): a Gaussian family's ``x`` cast to its
+        ``product_dtype``, so that no iteration casts it again and each reads float32 data, half the memory traffic
+        of float64 (which bounds the chunked E-step). None when there is nothing to prepare."""
+        product_dtype = self.product_dtype if self.config.family in GAUSSIAN_FAMILIES else None
+        if product_dtype is None or x.dtype == product_dtype:
+            return None
+        return x.to(product_dtype, memory_format=torch.contiguous_format)
+
+    @torch.no_grad()
+    def expected_statistics(self, x: torch.Tensor, chunk_size: int | None = None,
+                            constants: torch.Tensor | None = None):
         """The E-step fused with the M-step's reduction, in chunks of rows: ``(ExpectedStatistics, objective)``.
 
-        Per chunk, log π_k + log F(x_n | θ_k) is ``T(x) (rows, S) @ η (S, K)`` plus log π_k - A(θ_k) (plus h(x)),
-        normalised over k in place to r_nk, which then enter Σ_n r_nk T(x_n) as ``r.T @ T(x)``. The objective is
-        Σ_n log Σ_k π_k F(x_n | θ_k) + log p(θ), the same as :meth:`e_step`'s. ``chunk_size`` (rows) defaults to
-        :data:`CHUNK_ELEMENTS` per chunk; the result does not depend on it beyond round-off.
-
-        Layout (profiled on MNIST-PCA50, one thread): the joint is written column-major, ``(K, rows)`` in memory, so
-        the max and sum over k are elementwise over K contiguous rows instead of reductions over a length-K axis,
-        and ``r.T`` is contiguous for the M-step's product; the Gaussian's T(x) = [x, x², 1] is one reused buffer
-        (the ones carry the bias in and Σ_n r_nk out), so each direction is one product; few tensor operations per
-        chunk, since each costs microseconds of dispatch. Full and tied: :func:`~emvi.models.mixture_covariances.
-        whitened_statistics`. Chunks are split between the torch threads. The model's ``product_dtype`` (Gaussian
-        families; e.g. float32 for a float64 model) sets the products' dtype; the sums stay in the model's dtype.
+        Per chunk, log π_k + log F(x_n | θ_k) is ``η (K, S) @ T(x)ᵀ (S, rows)`` plus log π_k - A(θ_k) (plus h(x)),
+        normalised over k in place to r_nk, which then enter Σ_n r_nk T(x_n) as ``r @ T(x)``
+        (:mod:`emvi.models.mixture_estep`; full and tied: :func:`~emvi.models.mixture_covariances.whitened_statistics`).
+        The objective is Σ_n log Σ_k π_k F(x_n | θ_k) + log p(θ), the same as :meth:`e_step`'s. ``chunk_size`` (rows)
+        defaults to :data:`CHUNK_ELEMENTS` per chunk; the result does not depend on it beyond round-off. ``constants``:
+        :meth:`em_constants` of this ``x``, read instead of it (the same result). Chunks are split between the
+        torch threads. The model's ``product_dtype`` (Gaussian families; e.g. float32 for a float64 model) sets the
+        products' dtype; the sums stay in the model's dtype.
         """
         cfg = self.config
+        x = x if constants is None else constants
+        n, dtype = x.shape[0], self.weights.dtype
+        weights, means = self.weights.detach(), self.means.detach() if cfg.family in GAUSSIAN_FAMILIES else None
         if cfg.family in SCATTER_FAMILIES:
-            k, d = self.means.shape
-            means, tril, weights = self.means.detach(), self.scale_tril.detach(), self.weights.detach()
-            rows = min(chunk_rows(k * d * self._product_bytes() // 8, chunk_size), x.shape[0])
-            parts = _over_shards(x, rows, lambda shard: whitened_statistics(weights, means, tril, shard, rows,
-                                                                              self.product_dtype))
+            k, d = means.shape
+            tril = self.scale_tril.detach()
+            rows = min(chunk_rows(k * d * self._product_bytes() // 8, chunk_size), n)
+            parts = over_shards(n, rows, x.device, lambda begin, end: whitened_statistics(
+                weights, means, tril, x[begin:end], rows, self.product_dtype))
             counts, sums, scatter, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
             return ExpectedStatistics(counts, sums, scatter, means.clone()), total + self.log_prior()
-        components = self.components()
-        natural = components.natural.T.contiguous()  # (S, K)
-        bias = self.weights.log() - components.log_normaliser  # (K,)
-        rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), x.shape[0])
-        parts = _over_shards(x, rows, lambda shard: self._shard_statistics(shard, natural, bias, rows))
+        if cfg.family in GAUSSIAN_FAMILIES:  # diag, spherical: T(x) = [x, x², 1], the bias as the last column
+            natural, log_normaliser = diagonal_natural(means, feature_variances(cfg.family, self.variances.detach(),
+                                                                                self.num_features))
+            natural = torch.cat([natural, (weights.log() - log_normaliser)[:, None]], 1).to(self.product_dtype or dtype)
+            rows = min(chunk_rows(sum(natural.shape) * self._product_bytes() // 8, chunk_size), n)
+            parts = over_shards(n, rows, x.device, lambda begin, end: diagonal_statistics(natural, x[begin:end], rows,
+                                                                                          dtype))
+        else:
+            components = self.components()
+            natural = components.natural.T.contiguous()  # (S, K)
+            bias = weights.log() - components.log_normaliser  # (K,)
+            rows = min(chunk_rows(sum(natural.shape) * dtype.itemsize // 8, chunk_size), n)
+            parts = over_shards(n, rows, x.device, lambda begin, end: exponential_statistics(
+                natural, bias, x[begin:end], rows, cfg.family, cfg.num_categories))
         counts, sums, total = (sum(values[1:], values[0]) for values in zip(*parts, strict=True))
         return ExpectedStatistics(counts, sums), total + self.log_prior()
 
     def _product_bytes(self) -> int:
         """Bytes per element of the chunked E-step's products (a Gaussian family's ``product_dtype``)."""
-        dtype = self.product_dtype if self.config.family in GAUSSIAN_FAMILIES else None
-        return (dtype or self.weights.dtype).itemsize
-
-    def _shard_statistics(self, x: torch.Tensor, natural: torch.Tensor, bias: torch.Tensor, rows: int):
-        """``(Σ_n r_nk (K,), Σ_n r_nk T(x_n) (K, S), Σ_n log p(x_n))`` of the rows of ``x``, chunk by chunk."""
-        cfg = self.config
-        (s, k), dtype, device = natural.shape, natural.dtype, natural.device
-        gaussian = cfg.family in GAUSSIAN_FAMILIES  # diag or spherical: T(x) = [x, x²]
-        product_dtype = (self.product_dtype or dtype) if gaussian else dtype
-        d = x.shape[1]
-        rows = min(rows, x.shape[0])
-        joint_buffer = torch.empty(k, rows, dtype=product_dtype, device=device)
-        total = torch.zeros((), dtype=dtype, device=device)
-        if gaussian:
-            # T(x) = [x, x², 1] in one buffer: the column of ones carries the bias into the E-step's product and
-            # Σ_n r_nk out of the M-step's; one product each way (cheaper than two on these thin shapes).
-            natural = torch.cat([natural, bias[None]]).to(product_dtype)  # (2 D + 1, K)
-            extended = torch.ones(rows, 2 * d + 1, dtype=product_dtype, device=device)
-            sums = torch.zeros(k, 2 * d + 1, dtype=dtype, device=device)
-        else:
-            counts, sums = torch.zeros(k, dtype=dtype, device=device), torch.zeros(k, s, dtype=dtype, device=device)
-        for begin in range(0, x.shape[0], rows):
-            chunk = x[begin:begin + rows]
-            m = chunk.shape[0]
-            joint_t = joint_buffer[:, :m]  # (K, rows): the joint (rows, K) column-major
-            if gaussian:
-                stats = extended[:m]
-                stats[:, :d].copy_(chunk)
-                torch.mul(stats[:, :d], stats[:, :d], out=stats[:, d:2 * d])
-                torch.mm(stats, natural, out=joint_t.T)
-            else:
-                stats, base_measure = sufficient_statistics(chunk, cfg.family, cfg.num_categories, dtype, cache=False)
-                joint = torch.addmm(bias, stats, natural, out=joint_t.T)
-                if base_measure is not None:
-                    joint.add_(base_measure[:, None])
-            peak = joint_t.amax(0)  # log-sum-exp over k fused with the normalisation, as normalise_log_joint
-            norm = joint_t.sub_(peak).clamp_(min=exp_floor(product_dtype)).exp_().sum(0)
-            joint_t.div_(norm)  # r_nk, transposed
-            total += peak.sum() + norm.log_().sum()
-            if product_dtype == dtype:
-                sums.addmm_(joint_t, stats)
-            else:  # the chunk's sums in the product dtype, added up in the parameters' dtype
-                sums += joint_t @ stats
-            if not gaussian:
-                counts += joint_t.sum(1)
-        if gaussian:
-            counts, sums = sums[:, 2 * d], sums[:, :2 * d]
-        return counts, sums, total
+        return (self.product_dtype or self.weights.dtype).itemsize
 
     @torch.no_grad()
     def statistics_from_responsibilities(self, resp: torch.Tensor, x: torch.Tensor,

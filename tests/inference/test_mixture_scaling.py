@@ -95,7 +95,8 @@ def test_chunked_em_log_likelihood_never_decreases(family):
     model = MixtureModel(MixtureConfig(num_components=3, family=family, num_categories=3), x.shape[1],
                          dtype=torch.float64)
     initialise_mixture(model, x, "random", torch.Generator().manual_seed(1))
-    model.expected_statistics = lambda data: MixtureModel.expected_statistics(model, data, chunk_size=33)
+    model.expected_statistics = lambda data, **options: MixtureModel.expected_statistics(model, data, chunk_size=33,
+                                                                                         **options)
     history = torch.tensor(fit_em(model, x, max_iter=30, tol=0.0, warn=False).log_likelihood_history)
     assert (history.diff() >= -1e-9 * history.abs()[1:]).all()
     assert history[-1] > history[0]
