@@ -277,11 +277,12 @@ def find_step_size(hamiltonian: Hamiltonian, point: Point, step_size: float, rng
 
 
 def curvature_inverse_metric(potential, q: np.ndarray, relative_step: float = 1e-4) -> np.ndarray:
-    """The warm-up's first inverse metric v ``(D,)``: v_i = 1 / ∂²U/∂q_i² at the start ``q`` (central differences of
-    ∇U, 2D gradients), the Laplace scales of a start near a mode, where the unit metric would force ε down to the
-    smallest posterior scale (trajectories of hundreds of steps until the first window's estimate); 1 where the
-    curvature is not positive and finite (a start away from any mode)."""
-    inverse = np.ones_like(q)
+    """The warm-up's first inverse metric v ``(D,)`` from the Hessian H = ∇²U at the start ``q`` (central differences
+    of ∇U, 2D gradients): the Laplace marginal variances diag(H⁻¹) where H is positive definite (a start near a
+    mode, as the first window would estimate them), else 1 / H_ii where that is positive and finite, else 1; at
+    most 1 (Stan's unit metric), as a start in a flat tail would overstate a scale. The unit metric would force ε
+    down to the smallest posterior scale, with trajectories of hundreds of steps until the first window's estimate."""
+    hessian = np.empty((q.size, q.size))
     for i in range(q.size):
         step = relative_step * max(1.0, abs(q[i]))
         shifted = q.copy()
@@ -289,10 +290,18 @@ def curvature_inverse_metric(potential, q: np.ndarray, relative_step: float = 1e
         _, above = potential(shifted)
         shifted[i] = q[i] - step
         _, below = potential(shifted)
-        curvature = (above[i] - below[i]) / (2 * step)
-        if math.isfinite(curvature) and curvature > 0:
-            inverse[i] = 1.0 / curvature
-    return inverse
+        hessian[i] = (above - below) / (2 * step)
+    hessian = 0.5 * (hessian + hessian.T)
+    if np.isfinite(hessian).all():
+        try:
+            factor = np.linalg.cholesky(hessian)
+            inverse_factor = np.linalg.solve(factor, np.eye(q.size))  # L⁻¹: diag(H⁻¹) = column sums of (L⁻¹)²
+            return np.minimum((inverse_factor * inverse_factor).sum(0), 1.0)
+        except np.linalg.LinAlgError:
+            pass
+    diagonal = np.diagonal(hessian)
+    usable = np.isfinite(diagonal) & (diagonal > 0)
+    return np.where(usable, 1.0 / np.maximum(np.where(usable, diagonal, 1.0), 1.0), 1.0)
 
 
 def draw_momentum(hamiltonian: Hamiltonian, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ M_t(i, j) β_t(j) (each normalised over its states), and
 summed over the observed steps of every sequence. For a stationary π (π A = π, Σπ = 1), along the simplex
 dπ = π dA Z with Z = (I - A + 1 πᵀ)⁻¹, so A gains π ⊗ (Z g), g = ∂ log p / ∂π. The normalised α_t and β_t come from a
 product tree of the M_t (:func:`pairwise_products`: pairs, pairs of pairs, ..., each divided by its sum) swept down
-once for each direction (:func:`sweep_forward`, :func:`sweep_backward`): O(T K³) work in ⌈log2 T⌉ levels of a few
+for both directions (:func:`sweep_forward_backward`): O(T K³) work in ⌈log2 T⌉ levels of a few
 array operations, not 2T Python steps, and log p = log Σ(π ∘ e_1) + Σ_t log c_t from the forward normalisers
 c_t = Σ_j (α_{t-1} M_t)_j, α_{t-1} normalised. Float64 numpy, CPU only;
 the priors' gradients come from :class:`~emvi.models.prior_density.PriorDensity`.
@@ -34,21 +34,26 @@ def _matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return product
 
 
-def pairwise_products(matrices: np.ndarray) -> list[np.ndarray]:
-    """The levels of a product tree over ``matrices`` ``(K, K, N, S)`` (states first): level 0 is ``matrices``, level
-    l + 1 holds the products of neighbouring pairs of level l, ``L[i] = L[2i] L[2i + 1]`` (an odd last one carried
-    up alone), each divided by the sum of its entries (only directions matter to the sweeps); ⌈log2 S⌉ levels of
-    S/2, S/4, ... products, O(S K³) work in all."""
-    levels = [matrices]
-    while levels[-1].shape[-1] > 1:
-        below = levels[-1]
-        pairs = below.shape[-1] // 2
-        level = np.empty(below.shape[:-1] + (below.shape[-1] - pairs,))
-        product = _matmul(below[..., 0:2 * pairs:2], below[..., 1:2 * pairs:2])
-        np.divide(product, product.sum((0, 1)), out=level[..., :pairs])
-        if below.shape[-1] % 2:
-            level[..., pairs] = below[..., -1]
-        levels.append(level)
+def pairwise_products(matrices: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """A product tree over ``matrices`` ``(K, K, N, S)`` (states first), one ``(size, children)`` per level from the
+    bottom: level 0 holds the S matrices; level l + 1 the products of level l's neighbouring pairs (an odd last one
+    carried up alone), each divided by the sum of its entries (only directions matter to the sweeps); ``children``
+    ``(2, K, K, N, size // 2)`` stacks each pair's left matrix and its right one transposed, what
+    :func:`sweep_forward_backward` multiplies. ⌈log2 S⌉ levels of S/2, S/4, ... products: O(S K³) work in all."""
+    levels, below = [], matrices
+    while below.shape[-1] > 1:
+        size = below.shape[-1]
+        pairs = size // 2
+        children = np.empty((2, *below.shape[:-1], pairs))
+        children[0] = below[..., 0:2 * pairs:2]
+        children[1] = below[..., 1:2 * pairs:2].swapaxes(0, 1)
+        levels.append((size, children))
+        above = np.empty(below.shape[:-1] + (size - pairs,))
+        product = _matmul(children[0], children[1].swapaxes(0, 1))
+        np.divide(product, product.sum((0, 1)), out=above[..., :pairs])
+        if size % 2:
+            above[..., pairs] = below[..., -1]
+        below = above
     return levels
 
 
@@ -56,39 +61,32 @@ def _normalised(vectors: np.ndarray) -> np.ndarray:
     return vectors / vectors.sum(0)
 
 
-def sweep_forward(levels: list[np.ndarray], first: np.ndarray) -> np.ndarray:
-    """Normalised row vectors entering each matrix of level 0, ``f_s ∝ first M_0 ⋯ M_{s-1}`` ``(K, N, S)``, from
-    ``first`` ``(K, N)``, down the tree of :func:`pairwise_products`: a block's first half is entered with the block's
-    vector, its second half with that vector times the first half's product."""
-    entering = _normalised(first)[..., None]  # the single top block's
-    for level in reversed(levels[:-1]):
-        pairs = level.shape[-1] // 2
-        below = np.empty(level.shape[1:])
-        below[..., 0::2] = entering
-        left = level[..., 0:2 * pairs:2]
-        moved = sum(entering[i, :, :pairs] * left[i] for i in range(len(first)))  # (K, N, pairs) row vector times matrix
-        below[..., 1::2] = _normalised(moved)
-        entering = below
-    return entering
-
-
-def sweep_backward(levels: list[np.ndarray]) -> np.ndarray:
-    """Normalised column vectors leaving each matrix of level 0, ``b_s ∝ M_{s+1} ⋯ M_{S-1} 1`` ``(K, N, S)``, down
-    the tree: a block's second half leaves with the block's vector, its first half with the second half's product
-    times that vector."""
-    k = levels[0].shape[0]
-    leaving = np.full((k, levels[0].shape[2], 1), 1.0 / k)
-    for level in reversed(levels[:-1]):
-        pairs = level.shape[-1] // 2
-        below = np.empty(level.shape[1:])
-        below[..., 1:2 * pairs:2] = leaving[..., :pairs]
-        if level.shape[-1] % 2:
-            below[..., -1] = leaving[..., -1]
-        right = level[..., 1:2 * pairs:2]
-        moved = sum(right[:, j] * leaving[j, :, :pairs] for j in range(k))  # matrix times column vector
-        below[..., 0:2 * pairs:2] = _normalised(moved)
-        leaving = below
-    return leaving
+def sweep_forward_backward(levels: list[tuple[int, np.ndarray]], first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Down the tree of :func:`pairwise_products` from ``first`` ``(K, N)``: ``(entering, leaving)`` ``(K, N, S)``,
+    the normalised row vectors entering each matrix of level 0, f_s ∝ first M_0 ⋯ M_{s-1}, and the normalised column
+    vectors leaving it, b_s ∝ M_{s+1} ⋯ M_{S-1} 1. A block's first half is entered with the block's row vector and
+    its second half with that vector times the first half's product; its second half leaves with the block's column
+    vector and its first half with the second half's product times it, i.e. that vector times the transposed
+    product: both directions in one stacked row-vector product per level."""
+    k, sequences = first.shape
+    vectors = np.empty((2, k, sequences, 1))  # (direction, K, N, blocks): the single top block's
+    vectors[0, :, :, 0] = _normalised(first)
+    vectors[1] = 1.0 / k
+    for size, children in reversed(levels):
+        pairs = size // 2
+        moved = vectors[:, 0, None, :, :pairs] * children[:, 0]  # (2, K, N, pairs): Σ_i v_i C[i, j]
+        for i in range(1, k):
+            moved += vectors[:, i, None, :, :pairs] * children[:, i]
+        moved /= moved.sum(1, keepdims=True)
+        below = np.empty((2, k, sequences, size))
+        below[0, ..., 0::2] = vectors[0]
+        below[0, ..., 1::2] = moved[0]
+        below[1, ..., 1:2 * pairs:2] = vectors[1, ..., :pairs]
+        below[1, ..., 0:2 * pairs:2] = moved[1]
+        if size % 2:
+            below[1, ..., -1] = vectors[1, ..., -1]
+        vectors = below
+    return vectors[0], vectors[1]
 
 
 def stationary_numpy(transition: np.ndarray) -> np.ndarray:
@@ -140,8 +138,7 @@ class PoissonHMMLogJointAndGrad:
         matrices = transition[:, :, None, None] * e[None, :, :, 1:]  # (K, K, N, T-1): M_2..M_T
         if self.padded_steps is not None:
             matrices[:, :, self.padded_steps] = np.eye(k)[:, :, None]  # the identity: nothing happens after L_n
-        levels = pairwise_products(matrices)
-        entering, leaving = sweep_forward(levels, first), sweep_backward(levels)  # (K, N, T-1) each
+        entering, leaving = sweep_forward_backward(pairwise_products(matrices), first)  # (K, N, T-1) each
         moved = sum(entering[i] * matrices[i] for i in range(k))  # f_s M_s (K, N, T-1)
         log_likelihood += np.log(moved.sum(0)).sum()  # padded steps: Σ f_s = 1
         forward = np.concatenate([entering, _normalised(moved[..., -1:])], -1)  # α_1..α_T

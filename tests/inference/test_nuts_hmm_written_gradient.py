@@ -14,7 +14,7 @@ from torch.distributions import biject_to
 from emvi.catalog.hmm import HMM
 from emvi.inference.mcmc import flat_potential, flat_potential_with_grad
 from emvi.models.hmm import HMMConfig
-from emvi.models.hmm_density_grad import PoissonHMMLogJointAndGrad, pairwise_products, sweep_backward, sweep_forward
+from emvi.models.hmm_density_grad import PoissonHMMLogJointAndGrad, pairwise_products, sweep_forward_backward
 
 TOLERANCE = 1e-9
 """Relative to the largest of 1 and the compared vector's largest entry: float64 sums over ~10^3-10^4 steps."""
@@ -93,8 +93,7 @@ def test_product_tree_sweeps_equal_vectors_multiplied_one_step_at_a_time(steps):
     matrices = generator.uniform(0.1, 2.0, size=(2, steps, 3, 3))  # (N, S, K, K)
     first = generator.uniform(0.1, 1.0, size=(2, 3))
     levels = pairwise_products(np.ascontiguousarray(np.moveaxis(matrices, (2, 3), (0, 1))))  # states first
-    entering = np.moveaxis(sweep_forward(levels, first.T.copy()), 0, -1)  # (N, S, K)
-    leaving = np.moveaxis(sweep_backward(levels), 0, -1)
+    entering, leaving = (np.moveaxis(v, 0, -1) for v in sweep_forward_backward(levels, first.T.copy()))  # (N, S, K)
     for n in range(2):
         forward, backward = first[n], np.ones(3)
         for s in range(steps):
