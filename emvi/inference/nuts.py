@@ -11,8 +11,8 @@ summed momenta and p♯ = v ∘ p, checked on every sub-tree and across the seam
 Warm-up follows Stan: dual averaging of log ε towards a mean acceptance of ``target_accept_prob`` (γ = 0.05,
 t₀ = 10, κ = 0.75, μ = log 10ε), and a diagonal inverse metric v estimated in doubling windows (buffers 75 / 25 /
 50 steps, or the fractions 0.15 / 0.75 / 0.1 of a short warm-up), each estimate shrunk towards 10⁻³ and followed by a fresh ε search
-and a restarted dual averaging. Before the first window v is 1 / diag ∇²U at the start (Stan: 1), the scales of a
-start near a mode (:func:`curvature_inverse_metric`).
+and a restarted dual averaging. Before the first window v is the start's Laplace marginal variances diag((∇²U)⁻¹),
+at most 1 (Stan: 1), the scales of a start near a mode (:func:`curvature_inverse_metric`).
 
 :func:`sample_nuts` runs one chain and returns the kept draws ``(num_samples, D)`` with per-draw statistics.
 """
