@@ -11,7 +11,8 @@ summed momenta and p♯ = v ∘ p, checked on every sub-tree and across the seam
 Warm-up follows Stan: dual averaging of log ε towards a mean acceptance of ``target_accept_prob`` (γ = 0.05,
 t₀ = 10, κ = 0.75, μ = log 10ε), and a diagonal inverse metric v estimated in doubling windows (buffers 75 / 25 /
 50 steps, or the fractions 0.15 / 0.75 / 0.1 of a short warm-up), each estimate shrunk towards 10⁻³ and followed by a fresh ε search
-and a restarted dual averaging.
+and a restarted dual averaging. Before the first window v is the start's Laplace marginal variances diag((∇²U)⁻¹),
+at most 1 (Stan: 1), the scales of a start near a mode (:func:`curvature_inverse_metric`).
 
 :func:`sample_nuts` runs one chain and returns the kept draws ``(num_samples, D)`` with per-draw statistics.
 """
@@ -275,6 +276,34 @@ def find_step_size(hamiltonian: Hamiltonian, point: Point, step_size: float, rng
     return step_size
 
 
+def curvature_inverse_metric(potential, q: np.ndarray, relative_step: float = 1e-4) -> np.ndarray:
+    """The warm-up's first inverse metric v ``(D,)`` from the Hessian H = ∇²U at the start ``q`` (central differences
+    of ∇U, 2D gradients): the Laplace marginal variances diag(H⁻¹) where H is positive definite (a start near a
+    mode, as the first window would estimate them), else 1 / H_ii where that is positive and finite, else 1; at
+    most 1 (Stan's unit metric), as a start in a flat tail would overstate a scale. The unit metric would force ε
+    down to the smallest posterior scale, with trajectories of hundreds of steps until the first window's estimate."""
+    hessian = np.empty((q.size, q.size))
+    for i in range(q.size):
+        step = relative_step * max(1.0, abs(q[i]))
+        shifted = q.copy()
+        shifted[i] = q[i] + step
+        _, above = potential(shifted)
+        shifted[i] = q[i] - step
+        _, below = potential(shifted)
+        hessian[i] = (above - below) / (2 * step)
+    hessian = 0.5 * (hessian + hessian.T)
+    if np.isfinite(hessian).all():
+        try:
+            factor = np.linalg.cholesky(hessian)
+            inverse_factor = np.linalg.solve(factor, np.eye(q.size))  # L⁻¹: diag(H⁻¹) = column sums of (L⁻¹)²
+            return np.minimum((inverse_factor * inverse_factor).sum(0), 1.0)
+        except np.linalg.LinAlgError:
+            pass
+    diagonal = np.diagonal(hessian)
+    usable = np.isfinite(diagonal) & (diagonal > 0)
+    return np.where(usable, 1.0 / np.maximum(np.where(usable, diagonal, 1.0), 1.0), 1.0)
+
+
 def draw_momentum(hamiltonian: Hamiltonian, rng: np.random.Generator) -> np.ndarray:
     """p ~ N(0, diag(1 / v))."""
     return rng.standard_normal(hamiltonian.inverse_mass.shape[0]) / np.sqrt(hamiltonian.inverse_mass)
@@ -295,7 +324,9 @@ def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_st
         raise NonFiniteLossError(f"the potential is {value} at the chain's start; start the chain inside the support "
                                  "(init_values where the log density is finite)")
     point = Point(q, np.zeros_like(q), value, grad)
-    hamiltonian = Hamiltonian(target, np.ones_like(q))
+    # The start's curvature as the first metric, where its 2D gradients cost less than one per warm-up iteration.
+    metric = curvature_inverse_metric(target, q) if 0 < 2 * q.size <= warmup_steps else np.ones_like(q)
+    hamiltonian = Hamiltonian(target, metric)
     step_size = find_step_size(hamiltonian, point, 1.0, rng) if warmup_steps else 1.0
     averaging = DualAveraging(step_size, target_accept_prob)
     window_start, window_ends = adaptation_windows(warmup_steps)

@@ -1,7 +1,8 @@
 """The Bayesian Poisson HMM's written-out potential (forward-backward, no autograd): its flat potential equals the
 autograd path's (``flat_potential`` of the view's ``log_density``, the tree recursion differentiated by torch.autograd)
 in value and gradient at random unconstrained points, for one or several sequences of unequal lengths, K ∈ {1, 2, 3},
-free and stationary π; and its doubling scan equals the products multiplied one by one."""
+free and stationary π; the log joint and its gradient in the constrained globals equal autograd of
+``HMMModel.bayesian_log_density`` (along the simplices for π and A); and the product tree's sweeps equal the vectors multiplied one step at a time."""
 
 
 import numpy as np
@@ -13,7 +14,7 @@ from torch.distributions import biject_to
 from emvi.catalog.hmm import HMM
 from emvi.inference.mcmc import flat_potential, flat_potential_with_grad
 from emvi.models.hmm import HMMConfig
-from emvi.models.hmm_density_grad import PoissonHMMLogJointAndGrad, scaled_scan
+from emvi.models.hmm_density_grad import PoissonHMMLogJointAndGrad, pairwise_products, sweep_forward_backward
 
 TOLERANCE = 1e-9
 """Relative to the largest of 1 and the compared vector's largest entry: float64 sums over ~10^3-10^4 steps."""
@@ -60,18 +61,46 @@ def test_written_out_hmm_potential_equals_autograd_potential_in_value_and_gradie
         assert np.allclose(np.concatenate([[value], grad]), actual.numpy(), rtol=0, atol=TOLERANCE * scale)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_doubling_scan_equals_products_multiplied_one_by_one(reverse):
-    generator = np.random.default_rng(0)
-    matrices = generator.uniform(0.1, 2.0, size=(2, 11, 3, 3))
-    products, log_scales = scaled_scan(np.moveaxis(matrices, (2, 3), (0, 1)), reverse)  # the scan's states first
-    products = np.moveaxis(products, (0, 1), (2, 3))
+@pytest.mark.parametrize("lengths", [[1], [7], [500], [1000, 333, 1, 64]])
+@pytest.mark.parametrize("states", [2, 3])
+@pytest.mark.parametrize("initial", ["free", "stationary"])
+def test_log_joint_and_its_gradient_equal_autograd_of_the_bayesian_log_density(lengths, states, initial):
+    view, x, lengths, _, _ = bayesian_hmm(states, 2, lengths, initial)
+    generator = torch.Generator().manual_seed(states)
+
+    def simplex(*shape):  # Dirichlet(1) draws: normalised exponentials
+        draws = -torch.rand(*shape, states, dtype=torch.float64, generator=generator).log()
+        return draws / draws.sum(-1, keepdim=True)
+    for _ in range(2):  # random globals inside the support
+        values = {"initial_probs": simplex(), "transition": simplex(states),
+                  "rates": 0.5 + 8 * torch.rand(states, 2, dtype=torch.float64, generator=generator)}
+        values = {name: values[name] for name in view["init_values"]}
+        leaves = {name: value.clone().requires_grad_(True) for name, value in values.items()}
+        expected = view["model"].bayesian_log_density(x, lengths, leaves)
+        expected_grads = dict(zip(leaves, torch.autograd.grad(expected, list(leaves.values())), strict=True))
+        value, grads = view["log_density_and_grad"]({name: v.numpy() for name, v in values.items()})
+        assert abs(value - expected.item()) <= 1e-10 * abs(expected.item())
+        for name, grad in grads.items():
+            reference = expected_grads[name].numpy()
+            if name != "rates":  # a simplex's rows: only the gradient along the simplex (sum zero) is defined
+                grad, reference = grad - grad.mean(-1, keepdims=True), reference - reference.mean(-1, keepdims=True)
+            np.testing.assert_allclose(grad, reference, rtol=0, atol=1e-10 * max(1.0, np.abs(reference).max()))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 11, 64, 100])
+def test_product_tree_sweeps_equal_vectors_multiplied_one_step_at_a_time(steps):
+    generator = np.random.default_rng(steps)
+    matrices = generator.uniform(0.1, 2.0, size=(2, steps, 3, 3))  # (N, S, K, K)
+    first = generator.uniform(0.1, 1.0, size=(2, 3))
+    levels = pairwise_products(np.ascontiguousarray(np.moveaxis(matrices, (2, 3), (0, 1))))  # states first
+    entering, leaving = (np.moveaxis(v, 0, -1) for v in sweep_forward_backward(levels, first.T.copy()))  # (N, S, K)
     for n in range(2):
-        for s in range(11):
-            expected = np.eye(3)
-            for step in (range(s, 11) if reverse else range(s + 1)):
-                expected = expected @ matrices[n, step]
-            np.testing.assert_allclose(products[n, s] * np.exp(log_scales[n, s]), expected, rtol=1e-12)
+        forward, backward = first[n], np.ones(3)
+        for s in range(steps):
+            np.testing.assert_allclose(entering[n, s], forward / forward.sum(), rtol=1e-12)
+            forward = forward @ matrices[n, s]
+            np.testing.assert_allclose(leaving[n, steps - 1 - s], backward / backward.sum(), rtol=1e-12)
+            backward = matrices[n, steps - 1 - s] @ backward
 
 
 def test_views_without_a_written_out_gradient_fall_back_to_autograd():

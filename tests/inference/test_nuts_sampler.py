@@ -15,7 +15,7 @@ from torch.distributions import biject_to, constraints
 
 from emvi.errors import NonFiniteLossError
 from emvi.inference.mcmc import density_potential, fit_mcmc, flat_potential
-from emvi.inference.nuts import adaptation_windows, sample_nuts
+from emvi.inference.nuts import Potential, adaptation_windows, curvature_inverse_metric, sample_nuts
 
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
 COVARIANCE = torch.tensor([[1.0, 2.4], [2.4, 9.0]], dtype=torch.float64)  # correlation 0.8, scales 1 and 3
@@ -81,6 +81,20 @@ def test_a_start_outside_the_support_is_refused_in_one_line():
     with pytest.raises(NonFiniteLossError, match="start the chain inside the support"):
         sample_nuts(lambda q: -torch.log(q).sum(), -torch.ones(2, dtype=torch.float64), num_samples=4,
                     warmup_steps=0, seed=0)
+
+
+def test_first_metric_is_the_laplace_marginal_variances_capped_at_one():
+    """At a Gaussian's mean, diag(H⁻¹) = diag(Σ) exactly (U quadratic: central differences are exact), capped at
+    Stan's unit metric; a coordinate of negative curvature (a saddle: H not positive definite) keeps 1, the others
+    1 / H_ii."""
+    small = COVARIANCE / 100  # variances 0.01 and 0.09
+    quadratic = Potential(lambda q: 0.5 * (q - MEAN) @ torch.linalg.solve(small, q - MEAN), "cpu")
+    inverse = curvature_inverse_metric(quadratic, MEAN.numpy())
+    assert inverse == pytest.approx(small.diagonal().numpy(), rel=1e-6)
+    wide = curvature_inverse_metric(Potential(gaussian_potential, "cpu"), MEAN.numpy())
+    assert wide == pytest.approx([1.0, 1.0])  # variances 1 and 9
+    saddle = Potential(lambda q: 50.0 * q[0] ** 2 - 0.5 * q[1] ** 2, "cpu")
+    assert curvature_inverse_metric(saddle, MEAN.numpy()) == pytest.approx([0.01, 1.0], rel=1e-6)
 
 
 def test_warmup_windows_are_stans():
