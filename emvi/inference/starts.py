@@ -315,21 +315,30 @@ def _tsne_scale(points):
     return points if 1e-6 <= spread <= 1e6 else (points - centre) / spread
 
 
-def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int = 1) -> np.ndarray:
+def tsne_map(points: np.ndarray, *, perplexity: float, seed: int, threads: int = 1, neighbours: str = "exact",
+             interval_width: float = 2.0) -> np.ndarray:
     """The 2-d t-SNE map ``(N, 2)`` of ``points`` ``(N, q)`` by openTSNE (Poličar et al. 2024): the affinities of
-    each point's 3·perplexity approximate nearest neighbours (Annoy), a PCA start, 250 iterations of early
-    exaggeration (12) and 500 plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al.
-    2019: O(N) per iteration, where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant).
-    ``threads``: openTSNE's worker threads. Deterministic given ``seed`` and the thread count (its own generators);
-    two threads round the parallel sums otherwise than one does, so the default is one thread: a seed gives the same
-    start on every machine (a second thread saved no wall time on two cores, docs/experiments/deep_mixture.md)."""
+    each point's 3·perplexity nearest neighbours, a PCA start, 250 iterations of early exaggeration (12) and 500
+    plain ones, the repulsive forces by FFT interpolation (FIt-SNE, Linderman et al. 2019: O(N) per iteration,
+    where scikit-learn's Barnes-Hut tree is O(N log N) with a large constant).
+
+    ``neighbours``: ``"exact"`` (scikit-learn's tree search, the default: on low-dimensional codes faster than the
+    approximate index and without its randomness) or ``"annoy"`` (approximate). ``interval_width``: the width, in map
+    units, of each interval of the interpolation grid (openTSNE's ``ints_in_interval``; its default is 1): the grid
+    grows with the map's spread, so late iterations cost most, and a grid twice as coarse roughly halves the map's
+    time at the same clusters (docs/experiments/deep_mixture.md). ``threads``: openTSNE's worker threads.
+    Deterministic given ``seed`` and the thread count (its own generators); two threads round the parallel sums
+    otherwise than one does, so the default is one thread: a seed gives the same start on every machine."""
     from openTSNE import TSNE
 
     check_positive_int(threads, "threads")
+    check_choice(neighbours, "neighbours", ("exact", "annoy"))
+    check_number(interval_width, "interval_width", minimum=0, exclusive_minimum=True)
     points = np.ascontiguousarray(_tsne_scale(points), dtype=np.float64)
     # openTSNE's "auto" picks Barnes-Hut below 10,000 points and FFT above; FFT alone keeps one method at any size.
     embedding = TSNE(2, perplexity=perplexity, initialization="pca", negative_gradient_method="fft",
-                     n_jobs=threads, random_state=seed, verbose=False).fit(points)
+                     neighbors=neighbours, ints_in_interval=interval_width, n_jobs=threads, random_state=seed,
+                     verbose=False).fit(points)
     return np.asarray(embedding, dtype=np.float64)
 
 
