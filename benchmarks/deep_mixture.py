@@ -123,6 +123,16 @@ class GMVAEValidationCurve:
         self.model.train(), self.guide.train()
 
 
+def gmvae_setting(args, schedule: TrainConfig) -> tuple[GMVAEConfig, TrainConfig]:
+    """The gmvae's config (K = 10) and SVI schedule: its own options (``--gmvae-*``) where given, else the shared
+    ones; ``--early-stopping`` on its validation ELBO."""
+    config = GMVAEConfig(num_components=10, prior_covariance=args.prior_covariance,
+                         latent_dim=args.gmvae_latent_dim or args.latent_dim,
+                         hidden_dims=tuple(args.gmvae_hidden_dims or args.hidden_dims))
+    return config, replace(schedule, epochs=args.gmvae_epochs or args.epochs, early_stopping_patience=args.early_stopping,
+                           learning_rate=args.gmvae_learning_rate or args.learning_rate)
+
+
 def fit_gmvae(config, data, schedule, start, valid_data, score_valid):
     """:func:`fit` for the gmvae, with :class:`GMVAEValidationCurve` (``score_valid(model, guide)``: the validation
     clustering scores) watching its start and every epoch. Returns ``(model, guide, result, curve)``."""
@@ -211,11 +221,7 @@ def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
     out: dict = {}
 
     started = time.perf_counter()
-    gmvae_schedule = replace(schedule, early_stopping_patience=args.early_stopping,
-                             epochs=args.gmvae_epochs or args.epochs,
-                             learning_rate=args.gmvae_learning_rate or args.learning_rate)
-    gmvae_sizes = {"latent_dim": args.gmvae_latent_dim or args.latent_dim,
-                   "hidden_dims": tuple(args.gmvae_hidden_dims or args.hidden_dims)}
+    gmvae_config, gmvae_schedule = gmvae_setting(args, schedule)
     def gmvae_scores(split):
         def score_clusters(model, guide):
             probs = gmvae_cluster_probabilities(model, guide, valid_data if split == "valid" else test_data,
@@ -225,8 +231,8 @@ def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
         return score_clusters
 
     gmvae, gmvae_guide, gmvae_fit, gmvae_curve = fit_gmvae(
-        GMVAEConfig(num_components=10, prior_covariance=args.prior_covariance, **gmvae_sizes), binary_train,
-        gmvae_schedule, GMVAEStart(pretrain_epochs=args.pretrain_epochs, pretrain_clusters=args.pretrain_clusters),
+        gmvae_config, binary_train, gmvae_schedule,
+        GMVAEStart(pretrain_epochs=args.pretrain_epochs, pretrain_clusters=args.pretrain_clusters),
         scored["valid"], gmvae_scores("valid"))
     out["seconds_gmvae_fit"] = time.perf_counter() - started
     out["valid_curve_gmvae_loss"] = [h["valid_loss"] for h in gmvae_fit.history]

@@ -77,3 +77,24 @@ def test_the_validation_curve_scores_the_start_before_any_svi_step_and_every_epo
     assert curve.start == score(started, started_guide)
     assert curve.curve[0] == curve.start["cluster_acc_gmvae"]
     assert replace(valid_data, binarize=None).x.unique().numel() > 2  # scored on grey levels, not a draw
+
+
+def test_the_gmvae_takes_its_own_options_where_given_and_the_shared_ones_elsewhere():
+    """``--gmvae-*`` set the gmvae's sizes, epochs and learning rate (its autoencoder's too: the pretraining reads
+    the schedule); unset, the shared ``--latent-dim``, ``--hidden-dims``, ``--epochs``, ``--learning-rate`` apply;
+    ``GMVAE_SETTING`` (what ``--quick`` keeps) gives the gmvae's own."""
+    from argparse import Namespace
+
+    bench = _benchmark_module()
+    shared = dict(latent_dim=4, hidden_dims=[64], epochs=10, learning_rate=3e-3, prior_covariance="diag",
+                  early_stopping=2)
+    schedule = TrainConfig(epochs=10, learning_rate=3e-3, seed=5, progress=False)
+    unset = Namespace(**shared, gmvae_latent_dim=None, gmvae_hidden_dims=None, gmvae_epochs=None,
+                      gmvae_learning_rate=None)
+    config, own_schedule = bench.gmvae_setting(unset, schedule)
+    assert (config.latent_dim, config.hidden_dims, config.prior_covariance) == (4, (64,), "diag")
+    assert own_schedule == replace(schedule, early_stopping_patience=2)
+    given = Namespace(**shared, **bench.GMVAE_SETTING)
+    config, own_schedule = bench.gmvae_setting(given, schedule)
+    assert (config.latent_dim, config.hidden_dims, config.num_components) == (10, (500,), 10)
+    assert (own_schedule.epochs, own_schedule.learning_rate, own_schedule.seed) == (30, 2e-3, 5)
