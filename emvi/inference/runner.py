@@ -117,8 +117,9 @@ class Checkpointer(Callback):
 
 
 class BestWeights(Callback):
-    """Keeps a copy, in memory, of the weights of the best held-out epoch and returns to them when early stopping
-    ends the fit: what :class:`Checkpointer` does through ``best.pt`` for a fit that keeps no run directory."""
+    """Keeps a copy, in memory, of the weights of the best held-out epoch and returns to them when a fit under early
+    stopping ends (stopped, or out of epochs): what :class:`Checkpointer` does through ``best.pt`` for a fit that
+    keeps no run directory."""
 
     def __init__(self):
         self.best: dict | None = None

@@ -109,7 +109,8 @@ class Callback:
         """After each epoch, with its metrics (already in ``loop.history``)."""
 
     def on_stop(self, loop: SVI) -> None:
-        """When early stopping ended the fit."""
+        """When a fit under early stopping ends: stopped by it, or out of epochs after the best held-out epoch (the
+        fit then returns to that epoch's weights either way, as scikit-learn's ``early_stopping`` does)."""
 
 
 class _MetricsCallback(Callback):
@@ -295,9 +296,10 @@ class SVI:
                 callback.on_epoch_end(self, metrics)
             if stop:
                 self.stopped_early = True
-                for callback in callbacks:
-                    callback.on_stop(self)
                 break
+        if self.stopped_early or (config.early_stopping_patience is not None and self.epochs_without_improvement):
+            for callback in callbacks:
+                callback.on_stop(self)
         return self.result()
 
     def result(self, run_dir=None) -> TrainResult:

@@ -67,7 +67,8 @@ class TrainConfig:
     device: str = "cpu"
     """cpu, cuda, cuda:N or auto."""
     early_stopping_patience: int | None = None
-    """Stop after this many epochs without a better held-out loss (needs validation data)."""
+    """Stop after this many epochs without a better held-out loss (needs validation data); the fit ends at the best
+    held-out epoch's weights, whether it stopped early or ran out of epochs."""
     clip_grad_norm: float | None = None
     validate: bool = False
     """Pyro/torch argument validation inside the loop; off by default because the data is checked on entry."""

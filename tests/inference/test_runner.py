@@ -350,3 +350,23 @@ def test_early_stopping_without_a_run_directory_returns_to_the_best_held_out_wei
     assert valid[0] == pytest.approx(0.5 * locations[0] ** 2 + 0.5 * math.log(2 * math.pi), rel=1e-6)
     assert 0 < locations[0] < locations[2]
     assert float(model.loc.detach()) == locations[0] and result.best_valid_loss == valid[0]
+
+
+def test_early_stopping_returns_to_the_best_held_out_weights_when_the_epochs_run_out_first():
+    """The same rising held-out loss with patience 5 and only 3 epochs: the fit runs out of epochs before the
+    patience does, and still ends at epoch 1's weights (the best held-out epoch); without early stopping it keeps
+    the last epoch's."""
+
+    def fit(patience):
+        model, locations = _NormalLocation(), []
+        result = train(model, lambda x, num_data=None: None, torch.full((20,), 3.0), valid_data=torch.zeros(10),
+                       config=TrainConfig(epochs=3, early_stopping_patience=patience, batch_size=20, learning_rate=0.1,
+                                          progress=False),
+                       callbacks=(lambda metrics: locations.append(float(model.loc.detach())),))
+        assert not result.stopped_early and result.epochs_run == 3 and locations[0] < locations[2]
+        return float(model.loc.detach()), locations
+
+    final, locations = fit(5)
+    assert final == locations[0]
+    final, locations = fit(None)
+    assert final == locations[2]
