@@ -309,11 +309,13 @@ def tsne_start_map(result: dict) -> list[str]:
     rows = [[f"{int(size):,}", number(run["tsne"]["one_thread_wall"]), number(run["tsne"]["one_thread_cpu"]),
              " / ".join(number(s) for s in run["tsne"]["threads_wall"]),
              " / ".join(number(s) for s in run["tsne"]["threads_cpu"]), number(run["tsne"]["deterministic"]),
+             number(run["tsne"].get("annoy_unit_grid_wall")), number(run["tsne"].get("annoy_unit_grid_cpu")),
              number(run["load_average_after"], 2)] for size, run in result["results"].items()]
     threads = next(iter(result["results"].values()))["tsne"]["threads"]
     return markdown_table(["N", "one thread, wall (s)", "one thread, CPU (s)",
                            f"{plural(threads, 'thread')}, wall (s), two runs",
                            f"{plural(threads, 'thread')}, CPU (s), two runs", "same map twice",
+                           "annoy + unit grid, one thread, wall (s)", "annoy + unit grid, CPU (s)",
                            "load average after"], rows)
 
 
@@ -321,7 +323,8 @@ def tsne_start_gmm(result: dict) -> list[str]:
     settings = result["settings"]
     labels = {"all": "every start to the end (default)",
               "screened": f"every start {settings['screen_iter']} iterations, the best continues",
-              "loose": "every start to the end, `tol=1e-4`"}
+              "loose": "every start to the end, `tol=1e-4`",
+              "annoy_unit_grid": "every start to the end, on the annoy + unit-grid map"}
     rows = [[f"{int(size):,}", labels[name], number(gmm["wall"]), number(gmm["cpu"]), number(sum(gmm["iterations"])),
              fixed(gmm["loglik_per_point"]), number(gmm["accuracy"])]
             for size, run in result["results"].items() for name, gmm in run["gmm"].items()]

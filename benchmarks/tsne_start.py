@@ -3,20 +3,20 @@
 Codes: PCA to ``--dims`` dimensions (the principal axes of the first 5,000 images) of the first N MNIST images
 from $EMVI_DATA (the training images, then the test images where N exceeds them), N in ``--sizes``. Per N:
 
-* ``tsne``: :func:`~emvi.inference.starts.tsne_map` with one thread and with torch's thread setting (run twice,
-  ``deterministic``: the two maps are equal to the bit), wall and CPU seconds of each (CPU: the process's, all
-  threads);
+* ``tsne``: :func:`~emvi.inference.starts.tsne_map` at its defaults with one thread and with two (run twice,
+  ``deterministic``: the two maps are equal to the bit), and with one thread on openTSNE's own approximate
+  neighbours and unit grid (``annoy_unit_grid``), wall and CPU seconds of each (CPU: the process's, all threads);
 * ``gmm``: the full-covariance GMM on the one-thread map as ``embedded_clusters`` configures it (``n_init``
   k-means++ starts, at most 1000 EM iterations, ``tol=1e-6``), without screening (``all``: every start run to the
   end; the default), with ``--screen-iter`` (``screened``: every start for that many iterations, then only the
   best goes on) and with ``tol=1e-4`` (``loose``):
   wall and CPU seconds, the EM iterations of each start (``iterations``: the screened ones, then the continued
   one), the final log-likelihood per point of the map (what picks the start) and the Hungarian accuracy against
-  the digits' labels (a report, never a choice).
+  the digits' labels (a report, never a choice); and the default GMM on the ``annoy_unit_grid`` map.
 
 The last line is one JSON object: ``settings`` and ``results`` by N. ``--quick``: N = 2,000 only.
 
-    python benchmarks/record.py tsne_start                     # N = 5,000, 10,000, 20,000
+    python benchmarks/record.py tsne_start                     # N = 5,000, 20,000
     python benchmarks/record.py tsne_start --quick
 """
 
@@ -59,16 +59,21 @@ def timed(function):
     return value, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def time_tsne(codes: np.ndarray, perplexity: float, seed: int) -> tuple[dict, np.ndarray]:
-    """One-thread and torch-thread maps, the latter twice; the one-thread map is returned for the GMM."""
+def time_tsne(codes: np.ndarray, perplexity: float, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One-thread and two-thread maps at the defaults (the latter twice), and the one-thread map with openTSNE's
+    own neighbour search and grid (``annoy``, unit intervals: the settings before the defaults changed). Returns
+    the timings, the default one-thread map and the openTSNE-settings map."""
     threads = torch.get_num_threads()
     one, one_wall, one_cpu = timed(lambda: starts.tsne_map(codes, perplexity=perplexity, seed=seed, threads=1))
     first, first_wall, first_cpu = timed(lambda: starts.tsne_map(codes, perplexity=perplexity, seed=seed, threads=2))
     second, second_wall, second_cpu = timed(lambda: starts.tsne_map(codes, perplexity=perplexity, seed=seed, threads=2))
+    fine, fine_wall, fine_cpu = timed(lambda: starts.tsne_map(codes, perplexity=perplexity, seed=seed, threads=1,
+                                                              neighbours="annoy", interval_width=1.0))
     return {"threads": threads, "one_thread_wall": one_wall, "one_thread_cpu": one_cpu,
             "threads_wall": [first_wall, second_wall], "threads_cpu": [first_cpu, second_cpu],
             "deterministic": bool(np.array_equal(first, second)),
-            "same_as_one_thread": bool(np.array_equal(one, first))}, one
+            "same_as_one_thread": bool(np.array_equal(one, first)),
+            "annoy_unit_grid_wall": fine_wall, "annoy_unit_grid_cpu": fine_cpu}, one, fine
 
 
 def time_gmm(embedding: np.ndarray, labels: np.ndarray, *, restarts: int, screen_iter: int | None, tol: float,
@@ -99,7 +104,7 @@ def time_gmm(embedding: np.ndarray, labels: np.ndarray, *, restarts: int, screen
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--dims", type=int, default=10, help="PCA dimensions of the codes")
     parser.add_argument("--restarts", type=int, default=10, help="k-means++ starts of the GMM on the map")
     parser.add_argument("--screen-iter", type=int, default=50,
@@ -114,12 +119,14 @@ def main(argv=None) -> dict:
     results = {}
     for size in sizes:
         codes, labels = mnist_codes(size, args.dims, args.data_root)
-        tsne, embedding = time_tsne(codes, args.perplexity, args.seed)
+        tsne, embedding, fine_embedding = time_tsne(codes, args.perplexity, args.seed)
         starts.gaussian_mixture(embedding, NUM_CLUSTERS, full=True, n_init=1, max_iter=2, seed=args.seed)  # warm-up
         gmm = {name: time_gmm(embedding, labels, restarts=args.restarts, screen_iter=screen_iter, tol=tol,
                               seed=args.seed)
                for name, screen_iter, tol in (("all", None, 1e-6), ("screened", args.screen_iter, 1e-6),
                                               ("loose", None, 1e-4))}
+        gmm["annoy_unit_grid"] = time_gmm(fine_embedding, labels, restarts=args.restarts, screen_iter=None, tol=1e-6,
+                                          seed=args.seed)
         results[str(size)] = {"tsne": tsne, "gmm": gmm,
                               "load_average_after": os.getloadavg()[0]}
         print(json.dumps({str(size): results[str(size)]}), flush=True)
