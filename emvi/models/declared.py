@@ -263,8 +263,12 @@ class DeclaredModel(nn.Module):
                                         for i in e.inputs])
             index = self._indices(e, values)
             weight = self.learned[key][index]
-            weight = weight.reshape(*weight.shape[:-1], features.shape[-1], -1)  # (..., in, out)
-            out = (features.unsqueeze(-2) @ weight).squeeze(-2) + self.learned[key + "__bias"][index]
+            weight = weight.reshape(*weight.shape[:-1], features.shape[-1], -1)  # (..., items or 1, in, out)
+            if weight.shape[-3] == 1:  # one map for every item (enumerated indices): one product per map
+                out = features @ weight.squeeze(-3)
+            else:  # a map per item (observed indices)
+                out = (features.unsqueeze(-2) @ weight).squeeze(-2)
+            out = out + self.learned[key + "__bias"][index]
         else:
             sites = self.declaration.by_name
             features = concat_features([as_features(values[i], sites[i].values_given(self.shapes), bool(self.shapes.get(i)), dtype)
