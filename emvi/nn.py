@@ -123,7 +123,7 @@ def as_features(value: torch.Tensor, num_values: int | None, vector: bool, dtype
     value itself for a vector (``vector``), a trailing dimension of 1 for a continuous scalar."""
     if num_values is not None:
         return nn.functional.one_hot(value.long().clamp_min(0), num_values).to(dtype)
-    value = value.to(dtype)
+    value = value if value.dtype == dtype else value.to(dtype)
     return value if vector else value.unsqueeze(-1)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..errors import SIZE_MAX, ConfigError, short_repr
 from .expressions import CONTINUOUS_LATENTS, GLOBAL_GUIDES, ROLES, STORY_NAMES, Expr
@@ -28,7 +29,7 @@ class Declaration:
 
     # -- structure ----------------------------------------------------------------------------------------------------
 
-    @property
+    @cached_property  # a declaration is frozen: its derived tables are computed once (the model reads them per step)
     def by_name(self) -> dict[str, Site]:
         return {s.name: s for s in self.sites}
 
@@ -43,7 +44,14 @@ class Declaration:
         """A discrete site that is a parent of a continuous latent, or listed in one's ``guide_given``, is enumerated
         in the guide (q(z | x), so that q(t | x, z) can condition on it); other discrete sites are enumerated in the
         model."""
-        site = self.by_name[name]
+        return self._guide_enumerated[name]
+
+    @cached_property
+    def _guide_enumerated(self) -> dict[str, bool]:
+        return {site.name: self._enumerated_in_guide(site) for site in self.sites}
+
+    def _enumerated_in_guide(self, site: Site) -> bool:
+        name = site.name
         if not site.enumerated or site.summed_in == "model" or site.family not in ("categorical", "bernoulli"):
             return False  # q(z | x) is a categorical or bernoulli; a Pyro family's finite support is summed in the model
         return any(c.role == "latent" and not c.is_discrete for c in self.children(name)) or any(
@@ -55,7 +63,7 @@ class Declaration:
         site = self.by_name[name]
         return tuple(p for p in dict.fromkeys(site.parents + site.guide_given) if self.guide_enumerated(p))
 
-    @property
+    @cached_property
     def data_names(self) -> tuple[str, ...]:
         """The data arrays the model reads, in the order it receives them: fully observed sites (the first is what
         dynamic binarisation and the data plate act on), partly observed ones, masks, covariates."""

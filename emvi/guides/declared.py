@@ -106,7 +106,8 @@ class DeclaredGuide(nn.Module):
         names = self.declaration.data_names
         arrays = dict(zip(names, data, strict=True))
         sites = self.declaration.by_name
-        dtype = next(self.parameters()).dtype if any(True for _ in self.parameters()) else torch.get_default_dtype()
+        first = next(self.parameters(), None)
+        dtype = first.dtype if first is not None else torch.get_default_dtype()
         values: dict = {}
         for site in self.order:
             if site.role == "param" and site.guide == "meanfield":

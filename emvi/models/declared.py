@@ -341,7 +341,7 @@ class DeclaredModel(nn.Module):
                 else:
                     obs = arrays[site.name]
                     d = self.local_distribution(site, values, obs)
-                    obs = obs.to(dtype) if site.family != "categorical" else obs
+                    obs = obs.to(dtype) if site.family != "categorical" and obs.dtype != dtype else obs
                     values[site.name] = pyro.sample(site.name, d, obs=obs)
         return values
 
