@@ -131,7 +131,7 @@ class BestByValidation:
 
 def m1_codes(vae_guide, train_data, splits: dict):
     """M1's codes: z1 = the mean of the trained VAE's q(z1 | x) at each grey-level image (the Bernoulli means, not one
-    binarised draw: on digits a draw's noise cost logistic regression on 100 labelled codes 0.75 against 0.86),
+    binarised draw, whose noise hid much of the class from a classifier of the labelled codes on digits),
     standardised by the training codes' mean and standard deviation, so that M2's normal likelihood and its start
     see unit-scale features. Returns ``(training codes, {split: codes})`` as data sets of features."""
     with torch.no_grad():
@@ -340,7 +340,7 @@ def main(argv=None) -> dict:
         args.learning_rate = 3e-3
         args.latent_dim, args.ssvae_latent_dim, args.classifier_steps = 4, 2, 200
         args.valid_fraction, args.valid_labels_per_class = 0.2, 5
-        # M1+M2 on digits (chosen on the 50 validation labels: α = 1 reached 0.96 against α = 0.1's 0.94)
+        # M1+M2 on digits: a longer M1, and α chosen on the validation labels (docs/experiments/deep_mixture.md)
         args.m1_latent_dim, args.m1_epochs, args.m1m2_epochs, args.m1m2_alpha = 20, 100, 100, 1.0
     args.dataset = args.dataset or (["digits"] if args.quick else ["mnist"])
     torch.set_num_threads(args.threads)

@@ -117,6 +117,7 @@ def _benchmark():
     return module
 
 
+@pytest.mark.slow
 def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accuracy():
     """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, standardised by the
     training codes' moments (every split by the same ones); M2's kept weights score, on the validation labels,
