@@ -119,34 +119,44 @@ def _benchmark():
 
 @pytest.mark.slow
 def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accuracy():
-    """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, standardised by the
-    training codes' moments (every split by the same ones); M2's kept weights score, on the validation labels,
-    the best value of its validation curve (the start and each epoch)."""
+    """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, the inactive units
+    dropped, standardised by the training codes' moments (every split by the same ones); M2's kept weights score,
+    on the validation labels, the best value of its validation curve (the start and each epoch)."""
     from emvi.data import load_dataset
 
     bench = _benchmark()
     images = load_dataset("digits").subset(range(200))
     train_data, valid_data, test_data = (images.subset(r) for r in (range(120), range(120, 170), range(170, 200)))
-    args = SimpleNamespace(m1_epochs=2, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1,
-                           hidden_dims=[8], batch_size=32, learning_rate=3e-3, binarize="dynamic", labels_per_class=2)
+    args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1,
+                           hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic", labels_per_class=2)
     valid_mask = torch.arange(50) % 5 == 0
     model, guide, views, curve, epoch = bench.m1m2(train_data, {"valid": valid_data, "test": test_data}, valid_mask,
                                                    args, seed=0)
     assert len(curve) == 3 and curve[epoch] == max(curve)
     assert bench.accuracy(model, guide, views["valid"], valid_mask) == curve[epoch]
-    assert views["test"].x.shape == (30, 3) and torch.equal(views["test"].y, test_data.y)
+    assert views["test"].x.shape[0] == 30 and 1 <= views["test"].x.shape[1] <= 3 and torch.equal(views["test"].y, test_data.y)
 
-    SIGNED_SCALES = torch.tensor([2.0, -1.0, 0.5])
+    scales = torch.tensor([2.0, -1.0, 1.5, 0.01])  # the last unit's variance is below 0.01: inactive
 
     class Encoder:  # a fixed linear encoder: the codes' moments are known in closed form
         @staticmethod
         def loc_scale(x):
-            return x[:, 20:23] * SIGNED_SCALES + 1.0, None
+            return x[:, 20:24] * scales + 1.0, None
 
+    raw = train_data.x[:, 20:24].double()
+    assert (raw * scales.double()).var(0)[3] < bench.ACTIVE_UNIT_VARIANCE < (raw * scales.double()).var(0)[:3].min()
     codes, splits = bench.m1_codes(Encoder, train_data, {"valid": valid_data})
-    raw = train_data.x[:, 20:23].double()
-    mean, std, sign = raw.mean(0), raw.std(0), SIGNED_SCALES.sign().double()
+    raw, sign = raw[:, :3], scales[:3].sign().double()
+    mean, std = raw.mean(0), raw.std(0)
     assert torch.allclose(codes.x.double(), sign * (raw - mean) / std, atol=1e-5)
     assert torch.allclose(splits["valid"].x.double(), sign * (valid_data.x[:, 20:23].double() - mean) / std,
                           atol=1e-5)
     assert codes.image_shape is None and replace(codes).binarize is None
+
+    class Collapsed:  # every posterior mean the same: nothing for M2 to read
+        @staticmethod
+        def loc_scale(x):
+            return torch.zeros(x.shape[0], 3), None
+
+    with pytest.raises(ConfigError, match="no active code unit"):
+        bench.m1_codes(Collapsed, train_data, {"valid": valid_data})
