@@ -51,7 +51,6 @@ from emvi.analysis.deep_mixture import cluster_probabilities, predicted_labels
 from emvi.catalog.deep_mixture import evaluate_gmvae, label_view
 from emvi.data import load_dataset, train_valid_split
 from emvi.data.binarize import evaluation_draw, evaluation_tensors
-from emvi.errors import ConfigError
 from emvi.inference import TrainConfig, train
 from emvi.inference.likelihood import estimate_log_likelihood
 from emvi.inference.starts import GMVAEStart, SSVAEStart
@@ -139,15 +138,14 @@ def m1_codes(vae_guide, train_data, splits: dict):
     """M1's codes: z1 = the mean of the trained VAE's q(z1 | x) at each grey-level image (the Bernoulli means, not one
     binarised draw, whose noise hid much of the class from a classifier of the labelled codes on digits), its
     inactive units dropped (:data:`ACTIVE_UNIT_VARIANCE`: standardised, they would be unit-variance noise for M2 to
-    model), standardised by the training codes' mean and standard deviation, so that M2's normal likelihood sees
-    unit-scale features. Returns ``(training codes, {split: codes})`` as data sets of features."""
+    model; every unit kept if none is active), standardised by the training codes' mean and standard deviation, so
+    that M2's normal likelihood sees unit-scale features. Returns ``(training codes, {split: codes})`` as data sets of features."""
     with torch.no_grad():
         raw = {split: vae_guide.loc_scale(data.x)[0] for split, data in {"train": train_data, **splits}.items()}
     active = raw["train"].var(0) > ACTIVE_UNIT_VARIANCE
-    if not active.any():
-        raise ConfigError("M1 has no active code unit (every posterior mean is constant over the training images); "
-                         "train it longer (--m1-epochs)")
-    mean, std = raw["train"][:, active].mean(0), raw["train"][:, active].std(0)
+    if not active.any():  # a collapsed M1 (a smoke run's few steps): every unit, so that M2 still runs
+        active = torch.ones_like(active)
+    mean, std = raw["train"][:, active].mean(0), raw["train"][:, active].std(0).clamp_min(1e-6)
     coded = {split: replace(data, x=(raw[split][:, active] - mean) / std, binarize=None, image_shape=None)
              for split, data in {"train": train_data, **splits}.items()}
     return coded.pop("train"), coded
