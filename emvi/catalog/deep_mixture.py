@@ -50,7 +50,7 @@ def build_gmvae(config: GMVAEConfig, data_info: DataInfo):
 
 
 def build_ssvae(config: SSVAEConfig, data_info: DataInfo):
-    return build_declared(ssvae_declaration(config, config.classify_weight), config, data_info,
+    return build_declared(ssvae_declaration(config, config.classification_weight(data_info.num_data)), config, data_info,
                           hidden_dims=config.hidden_dims)
 
 

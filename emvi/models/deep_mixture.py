@@ -17,7 +17,8 @@
   real-valued features, e.g. on the codes z1 of a trained VAE, M1+M2 (Kingma et al. 2014);
 
   guide q(y_n | x_n) q(t_n | x_n, y_n): y observed where ``y_mask`` holds, enumerated in the guide elsewhere, plus
-  the classification term c · Σ_labelled log q(y_n | x_n) (``classify_weight``, tagged as a training term).
+  the classification term c · Σ_labelled log q(y_n | x_n), tagged as a training term: c = α N / N_l with the
+  paper's scaling (``classify_alpha``; α = 0.1 is their α = 0.1 · N) or c given (``classify_weight``).
 
 The starts before SVI (``pretrain_*``) are training procedure, configured by :mod:`emvi.inference.starts`'s start
 configs; ssvae's stratified SVI steps are its entry's default ``stratify``. Why each default (uniform π, full covariance, the t-SNE start, q = 2 for M2, the size of
@@ -81,8 +82,12 @@ class SSVAEConfig(_EncoderDecoderSizes):
     num_classes: int = 10
     """C, the number of label values."""
     classify_weight: float = 300000.0
-    """c: weight of log q(y_n | x_n) per labelled item in the training loss (Kingma et al.'s α = c · N_labelled); see
-    docs/experiments/deep_mixture.md for why it is far above their α = 0.1 · N."""
+    """c: weight of log q(y_n | x_n) per labelled item in the training loss, used when ``classify_alpha`` is unset;
+    see docs/experiments/deep_mixture.md for why it is far above the paper's scaling."""
+    classify_alpha: float | None = None
+    """α with Kingma et al.'s scaling (their α = 0.1 · N is ``classify_alpha = 0.1``): the training objective is
+    J + α N · (1/N_l) Σ_labelled log q(y_n | x_n), N the training items, N_l = C · ``labels_per_class`` (or N), so
+    c = α N / N_l per labelled item (:meth:`classification_weight`); set, it replaces ``classify_weight``."""
     labels_per_class: int | None = 10
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0
@@ -95,9 +100,20 @@ class SSVAEConfig(_EncoderDecoderSizes):
         self._check_sizes("num_classes")
         check_choice(self.likelihood, "likelihood", ("bernoulli", "normal"))
         check_number(self.classify_weight, "classify_weight", minimum=0)
+        if self.classify_alpha is not None:
+            check_number(self.classify_alpha, "classify_alpha", minimum=0)
         if self.labels_per_class is not None:
             check_positive_int(self.labels_per_class, "labels_per_class")
         check_positive_int(self.label_seed, "label_seed", minimum=0)
+
+    def classification_weight(self, num_data: int) -> float:
+        """c, the weight of log q(y_n | x_n) per labelled item for ``num_data`` (N) training items: α N / N_l with
+        N_l = C · ``labels_per_class`` (N when every label is kept) if ``classify_alpha`` is set, else
+        ``classify_weight``. Summed over the N_l labelled items, c log q gives the paper's α N · E_labelled log q."""
+        if self.classify_alpha is None:
+            return self.classify_weight
+        num_labelled = num_data if self.labels_per_class is None else self.num_classes * self.labels_per_class
+        return self.classify_alpha * num_data / min(num_labelled, num_data)
 
 
 def gmvae_declaration(config: GMVAEConfig) -> Declaration:

@@ -1,0 +1,162 @@
+"""M2's classification weight with Kingma et al.'s scaling (``classify_alpha``), its stratified steps, and M1+M2."""
+
+import importlib.util
+import math
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from emvi.catalog.deep_mixture import build_ssvae, label_view
+from emvi.data import ArrayDataset, DataInfo
+from emvi.errors import ConfigError
+from emvi.inference.svi_loop import epoch_batches
+from emvi.models.deep_mixture import SSVAEConfig
+
+N, D, CLASSES, PER_CLASS = 15, 4, 3, 2
+
+
+def labelled_codes(alpha=0.4):
+    """Real-valued features with a balanced, seeded 2-per-class label subset (M1+M2's view), and the model."""
+    g = torch.Generator().manual_seed(1)
+    config = SSVAEConfig(num_classes=CLASSES, latent_dim=2, hidden_dims=(8,), likelihood="normal",
+                         labels_per_class=PER_CLASS, classify_alpha=alpha)
+    data = ArrayDataset(x=2.0 * torch.randn(N, D, generator=g, dtype=torch.float64),
+                        y=torch.arange(N) % CLASSES)
+    view = label_view(config, data, "train")
+    arrays = {"x": data.x, "y": view.array("y"), "y_mask": view.array("y_mask")}
+    torch.manual_seed(0)
+    model, guide = build_ssvae(config, DataInfo(N, (D,), arrays={k: list(v.shape[1:]) for k, v in arrays.items()}))
+    return config, model.double(), guide.double(), arrays, data.y
+
+
+def hand_objective(model, guide, arrays, items, alpha, num_data):
+    """ELBO_labelled + ELBO_unlabelled + α N · mean_labelled log q(y_n | x_n) over ``items``, written out at the
+    guide's draws t_{y,n} (one per class, reparameterised), with the pyro seed the ELBO call used:
+
+        labelled n:   log p(y_n) + log N(t; 0, I) + log N(x_n; f(t, y_n), diag g²) - log q(t | x_n, y_n)
+        unlabelled n: Σ_y q(y | x_n) [log p(y) + log N(t; 0, I) + log N(x_n; f, diag g²) - log q(t | x_n, y)
+                                      - log q(y | x_n)]"""
+    x, y, mask = (arrays[k][items] for k in ("x", "y", "y_mask"))
+    n = x.shape[0]
+    node = poutine.trace(poutine.enum(guide, first_available_dim=-2)).get_trace(x, y, mask).nodes["t"]
+    t_all = node["value"].reshape(CLASSES, n, -1)
+    log_q_t = node["fn"].log_prob(node["value"]).reshape(CLASSES, n)
+    one_hot = torch.eye(CLASSES, dtype=x.dtype)[:, None].expand(CLASSES, n, CLASSES)
+    decoder_input = torch.cat([t_all, one_hot], -1)
+    likelihood = dist.Normal(model.networks["x__loc"](decoder_input),
+                             model.networks["x__scale"](decoder_input).exp()).log_prob(x).sum(-1)
+    per_class = math.log(1 / CLASSES) + dist.Normal(0.0, 1.0).log_prob(t_all).sum(-1) + likelihood - log_q_t
+    q_y = guide.classifier_probs("y", x, y, mask).T
+    elbo_labelled = per_class[y, torch.arange(n)][mask].sum()
+    elbo_unlabelled = (q_y * (per_class - q_y.log())).sum(0)[~mask].sum()
+    mean_log_q = q_y[y, torch.arange(n)].log()[mask].mean()
+    return elbo_labelled + elbo_unlabelled + alpha * num_data * mean_log_q
+
+
+def test_alpha_weights_the_classification_term_alpha_n_times_its_labelled_mean_in_value_and_gradient():
+    """With ``classify_alpha`` = α, -loss = ELBO_l + ELBO_u + α N · E_labelled log q(y | x) (Kingma et al.'s eq. 9,
+    their α = 0.1 · N being α = 0.1): c = α N / N_l per labelled item, N_l = C · labels_per_class."""
+    alpha = 0.4
+    config, model, guide, arrays, _ = labelled_codes(alpha)
+    assert int(arrays["y_mask"].sum()) == CLASSES * PER_CLASS
+    assert config.classification_weight(N) == pytest.approx(alpha * N / (CLASSES * PER_CLASS), rel=1e-15)
+    parameters = [*model.parameters(), *guide.parameters()]
+    pyro.set_rng_seed(3)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, *arrays.values())
+    expected = torch.autograd.grad(loss, parameters, allow_unused=True)
+    pyro.set_rng_seed(3)
+    hand = -hand_objective(model, guide, arrays, torch.arange(N), alpha, N)
+    assert float(loss.detach()) == pytest.approx(float(hand.detach()), rel=1e-10)
+    for got, want in zip(torch.autograd.grad(hand, parameters, allow_unused=True), expected, strict=True):
+        assert (got is None or torch.all(got == 0)) if want is None else torch.allclose(got, want, rtol=1e-8,
+                                                                                         atol=1e-10)
+
+
+def test_a_stratified_step_holds_every_labelled_item_and_gives_the_term_its_full_alpha_n_weight():
+    """ssvae's steps are stratified by ``y_mask``: with N_l ≤ the batch size every step holds all N_l labelled items,
+    and that part, scaled N_l / N_l = 1, carries ELBO_l + α N · mean_l log q at full weight; the unlabelled part is
+    scaled N_u / B_u, so the step's loss estimates the whole objective without bias."""
+    alpha = 0.4
+    _, model, guide, arrays, _ = labelled_codes(alpha)
+    mask = arrays["y_mask"]
+    steps = epoch_batches(N, 6, seed=0, epoch=0, strata=mask.long())
+    labelled = torch.nonzero(mask).squeeze(-1)
+    assert len(steps) == math.ceil(int((~mask).sum()) / 6)
+    for parts in steps:
+        (unlabelled_items, num_unlabelled), (labelled_items, num_labelled) = parts
+        assert num_labelled == labelled.numel() and sorted(labelled_items.tolist()) == labelled.tolist()
+        assert not mask[unlabelled_items].any() and num_unlabelled == N - labelled.numel()
+    pyro.set_rng_seed(5)
+    part = TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, *(a[labelled_items] for a in arrays.values()),
+                                                    num_data=num_labelled)
+    pyro.set_rng_seed(5)
+    with torch.no_grad():
+        hand = -hand_objective(model, guide, arrays, labelled_items, alpha, N)
+    assert part == pytest.approx(float(hand), rel=1e-10)
+
+
+def test_alpha_is_checked_and_unset_keeps_the_per_item_weight():
+    assert SSVAEConfig(classify_weight=7.0).classification_weight(1000) == 7.0
+    assert SSVAEConfig(labels_per_class=None, classify_alpha=0.1).classification_weight(1000) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="classify_alpha"):
+        SSVAEConfig(classify_alpha=-1.0)
+
+
+def _benchmark():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "deep_mixture.py"
+    spec = importlib.util.spec_from_file_location("deep_mixture_benchmark_m1m2", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accuracy():
+    """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, the inactive units
+    dropped, standardised by the training codes' moments (every split by the same ones); M2's kept weights score,
+    on the validation labels, the best value of its validation curve (the start and each epoch)."""
+    from emvi.data import load_dataset
+
+    bench = _benchmark()
+    images = load_dataset("digits").subset(range(200))
+    train_data, valid_data, test_data = (images.subset(r) for r in (range(120), range(120, 170), range(170, 200)))
+    args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1,
+                           hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic", labels_per_class=2)
+    valid_mask = torch.arange(50) % 5 == 0
+    model, guide, views, curve, epoch = bench.m1m2(train_data, {"valid": valid_data, "test": test_data}, valid_mask,
+                                                   args, seed=0)
+    assert len(curve) == 3 and curve[epoch] == max(curve)
+    assert bench.accuracy(model, guide, views["valid"], valid_mask) == curve[epoch]
+    assert views["test"].x.shape[0] == 30 and 1 <= views["test"].x.shape[1] <= 3 and torch.equal(views["test"].y, test_data.y)
+
+    scales = torch.tensor([2.0, -1.0, 1.5, 0.01])  # the last unit's variance is below 0.01: inactive
+
+    class Encoder:  # a fixed linear encoder: the codes' moments are known in closed form
+        @staticmethod
+        def loc_scale(x):
+            return x[:, 20:24] * scales + 1.0, None
+
+    raw = train_data.x[:, 20:24].double()
+    assert (raw * scales.double()).var(0)[3] < bench.ACTIVE_UNIT_VARIANCE < (raw * scales.double()).var(0)[:3].min()
+    codes, splits = bench.m1_codes(Encoder, train_data, {"valid": valid_data})
+    raw, sign = raw[:, :3], scales[:3].sign().double()
+    mean, std = raw.mean(0), raw.std(0)
+    assert torch.allclose(codes.x.double(), sign * (raw - mean) / std, atol=1e-5)
+    assert torch.allclose(splits["valid"].x.double(), sign * (valid_data.x[:, 20:23].double() - mean) / std,
+                          atol=1e-5)
+    assert codes.image_shape is None and replace(codes).binarize is None
+
+    class Collapsed:  # no unit active: every unit kept, constant codes standardised to zero, not to NaN
+        @staticmethod
+        def loc_scale(x):
+            return torch.ones(x.shape[0], 3), None
+
+    codes, _ = bench.m1_codes(Collapsed, train_data, {"valid": valid_data})
+    assert torch.equal(codes.x, torch.zeros(120, 3))
