@@ -8,7 +8,7 @@ import torch
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))  # toy_models, resume_script
+sys.path.insert(0, str(TESTS))  # toy_models, resume_script, benchmark_scripts
 
 DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
 

@@ -96,3 +96,17 @@ def poisson_mixture(x):
     with pyro.plate("data", x.shape[0]):
         z = pyro.sample("z", dist.Categorical(weights))
         pyro.sample("x", dist.Poisson(rates[z]), obs=x)
+
+
+GAUSSIANS = ("gaussian-diag", "gaussian-spherical", "gaussian-full", "gaussian-tied")
+"""The Gaussian mixture families, one per covariance type."""
+FLOAT32_EPS = torch.finfo(torch.float32).eps
+
+
+def correlated_blobs(n: int, d: int, seed: int) -> torch.Tensor:
+    """``(n, d)`` float64: three clusters, each a correlated Gaussian (its own spread) shifted 3 apart from 2."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randint(0, 3, (n,), generator=g)
+    mixing = torch.eye(d, dtype=torch.float64) + 0.4 * torch.randn(d, d, generator=g, dtype=torch.float64)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing * (0.5 + 0.5 * z[:, None])
+    return x + 3.0 * z[:, None] + 2.0

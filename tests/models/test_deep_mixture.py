@@ -769,14 +769,9 @@ def test_grey_level_images_fit_and_evaluate_as_bernoulli_means(tmp_path, capsys)
 
 
 def _benchmark_module():
-    import importlib.util
-    from pathlib import Path
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "deep_mixture.py"
-    spec = importlib.util.spec_from_file_location("deep_mixture_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("deep_mixture")
 
 
 def test_benchmark_scores_the_test_draw_that_emvi_evaluate_scores():

@@ -1,12 +1,11 @@
 """The gmvae's clustering in ``benchmarks/deep_mixture.py``: the exact cluster posterior at the encoder's location
 for the grey-level or the drawn images, and the validation curve that scores the start before any SVI step."""
 
-import importlib.util
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from torch.nn.functional import log_softmax
 
 from emvi.data import load_dataset, train_valid_split
@@ -17,11 +16,7 @@ from emvi.runs import build_model, pretrain
 
 
 def _benchmark_module():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "deep_mixture.py"
-    spec = importlib.util.spec_from_file_location("deep_mixture_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("deep_mixture")
 
 
 def test_gmvae_clusters_are_the_exact_posterior_at_the_encoders_location_for_the_grey_or_the_drawn_images():

@@ -10,23 +10,17 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+from toy_models import GAUSSIANS, correlated_blobs
 
 from emvi.inference.em import fit_em
 from emvi.inference.initialization import initialise_mixture
 from emvi.models.mixture import MixtureConfig, MixtureModel
 from emvi.models.mixture_covariances import covariance_matrices, precision_cholesky
 
-GAUSSIANS = ("gaussian-diag", "gaussian-spherical", "gaussian-full", "gaussian-tied")
-FLOAT32_EPS = torch.finfo(torch.float32).eps
-
 
 def blobs(n=503, d=4, seed=0):
-    """Three correlated, shifted clusters; 503 rows leave ragged last chunks for every chunk size below."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randint(0, 3, (n,), generator=g)
-    mixing = torch.eye(d, dtype=torch.float64) + 0.4 * torch.randn(d, d, generator=g, dtype=torch.float64)
-    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing * (0.5 + 0.5 * z[:, None])
-    return x + 3.0 * z[:, None] + 2.0
+    """Three correlated clusters; 503 rows leave ragged last chunks for every chunk size below."""
+    return correlated_blobs(n, d, seed)
 
 
 def started(family, x, product_dtype=None, steps=2):

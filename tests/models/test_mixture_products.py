@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
+from toy_models import FLOAT32_EPS, GAUSSIANS, correlated_blobs
 
 from emvi.errors import ConfigError
 from emvi.inference.em import fit_em
@@ -18,17 +19,11 @@ from emvi.models.mixture import MixtureConfig, MixtureModel
 from emvi.models.mixture_covariances import covariance_matrices, precision_cholesky
 
 SCATTER = ("gaussian-full", "gaussian-tied")
-GAUSSIANS = ("gaussian-diag", "gaussian-spherical", "gaussian-full", "gaussian-tied")
-FLOAT32_EPS = torch.finfo(torch.float32).eps
 
 
 def blobs(n=600, d=4, seed=0):
-    """Three correlated, shifted clusters (a mean far from 0 makes the float32 products' cancellation visible)."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randint(0, 3, (n,), generator=g)
-    mixing = torch.eye(d, dtype=torch.float64) + 0.4 * torch.randn(d, d, generator=g, dtype=torch.float64)
-    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing * (0.5 + 0.5 * z[:, None])
-    return x + 3.0 * z[:, None] + 2.0
+    """Three correlated clusters (a mean far from 0 makes the float32 products' cancellation visible)."""
+    return correlated_blobs(n, d, seed)
 
 
 def started(family, x, steps=2, product_dtype=None):

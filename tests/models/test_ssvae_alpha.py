@@ -1,9 +1,7 @@
 """M2's classification weight with Kingma et al.'s scaling (``classify_alpha``), its stratified steps, and M1+M2."""
 
-import importlib.util
 import math
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import pyro
@@ -11,6 +9,7 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 from pyro.infer import TraceEnum_ELBO
 
 from emvi.catalog.deep_mixture import build_ssvae, label_view
@@ -110,11 +109,7 @@ def test_alpha_is_checked_and_unset_keeps_the_per_item_weight():
 
 
 def _benchmark():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "deep_mixture.py"
-    spec = importlib.util.spec_from_file_location("deep_mixture_benchmark_m1m2", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("deep_mixture")
 
 
 @pytest.mark.slow
