@@ -110,3 +110,17 @@ def correlated_blobs(n: int, d: int, seed: int) -> torch.Tensor:
     mixing = torch.eye(d, dtype=torch.float64) + 0.4 * torch.randn(d, d, generator=g, dtype=torch.float64)
     x = torch.randn(n, d, generator=g, dtype=torch.float64) @ mixing * (0.5 + 0.5 * z[:, None])
     return x + 3.0 * z[:, None] + 2.0
+
+
+def started_mixture(family: str, x: torch.Tensor, steps: int = 2, product_dtype=None):
+    """A 3-component float64 ``MixtureModel`` of ``family`` from a seeded random start, after ``steps`` EM iterations
+    (responsibilities away from hard 0/1)."""
+    from emvi.inference.em import fit_em
+    from emvi.inference.initialization import initialise_mixture
+    from emvi.models.mixture import MixtureConfig, MixtureModel
+
+    model = MixtureModel(MixtureConfig(num_components=3, family=family, floor=1e-6), x.shape[1],
+                         dtype=torch.float64, product_dtype=product_dtype)
+    initialise_mixture(model, x, "random", torch.Generator().manual_seed(0))
+    fit_em(model, x, max_iter=steps, tol=0.0, warn=False)
+    return model

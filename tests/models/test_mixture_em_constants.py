@@ -11,9 +11,9 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from toy_models import GAUSSIANS, correlated_blobs
+from toy_models import started_mixture as started
 
 from emvi.inference.em import fit_em
-from emvi.inference.initialization import initialise_mixture
 from emvi.models.mixture import MixtureConfig, MixtureModel
 from emvi.models.mixture_covariances import covariance_matrices, precision_cholesky
 
@@ -23,12 +23,6 @@ def blobs(n=503, d=4, seed=0):
     return correlated_blobs(n, d, seed)
 
 
-def started(family, x, product_dtype=None, steps=2):
-    model = MixtureModel(MixtureConfig(num_components=3, family=family, floor=1e-6), x.shape[1],
-                         dtype=torch.float64, product_dtype=product_dtype)
-    initialise_mixture(model, x, "random", torch.Generator().manual_seed(0))
-    fit_em(model, x, max_iter=steps, tol=0.0, warn=False)  # responsibilities away from hard 0/1
-    return model
 
 
 def sklearn_start(model):
@@ -45,7 +39,7 @@ def sklearn_start(model):
 @pytest.mark.parametrize("chunk_size", [1, 7, 64, None])
 def test_statistics_from_the_cast_data_equal_the_chunked_ones(family, chunk_size):
     x = blobs()
-    model = started(family, x, torch.float32)
+    model = started(family, x, product_dtype=torch.float32)
     constants = model.em_constants(x)
     assert constants.dtype == torch.float32 and constants.shape == x.shape
     want, want_objective = model.expected_statistics(x, chunk_size=chunk_size)
@@ -93,7 +87,7 @@ def test_fit_em_with_its_constants_repeats_scikit_learns_iterations(family):
 @pytest.mark.parametrize("family", GAUSSIANS)
 def test_fit_prepares_the_constants_once_and_ends_where_the_fit_without_them_ends(family, monkeypatch):
     x = blobs()
-    with_constants, without = started(family, x, torch.float32, steps=0), started(family, x, torch.float32, steps=0)
+    with_constants, without = (started(family, x, steps=0, product_dtype=torch.float32) for _ in range(2))
     calls = []
     prepare = with_constants.em_constants
     monkeypatch.setattr(with_constants, "em_constants", lambda data: calls.append(1) or prepare(data))

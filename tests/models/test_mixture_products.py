@@ -11,10 +11,10 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 from toy_models import FLOAT32_EPS, GAUSSIANS, correlated_blobs
+from toy_models import started_mixture as started
 
 from emvi.errors import ConfigError
 from emvi.inference.em import fit_em
-from emvi.inference.initialization import initialise_mixture
 from emvi.models.mixture import MixtureConfig, MixtureModel
 from emvi.models.mixture_covariances import covariance_matrices, precision_cholesky
 
@@ -26,12 +26,6 @@ def blobs(n=600, d=4, seed=0):
     return correlated_blobs(n, d, seed)
 
 
-def started(family, x, steps=2, product_dtype=None):
-    model = MixtureModel(MixtureConfig(num_components=3, family=family, floor=1e-6), x.shape[1],
-                         dtype=torch.float64, product_dtype=product_dtype)
-    initialise_mixture(model, x, "random", torch.Generator().manual_seed(0))
-    fit_em(model, x, max_iter=steps, tol=0.0, warn=False)  # responsibilities away from hard 0/1
-    return model
 
 
 def sklearn_precisions(model):
