@@ -378,7 +378,7 @@ TABLES = {
     "lda-same-time": Table("lda", ("--same-time",), generic),
     "vae-step": Table("vae_step", ("--quick",), vae_step),
     "vae-fit": Table("vae", ("--quick",), vae_fit),
-    "deep-mixture": Table("deep_mixture", ("--quick",), deep_mixture),
+    "deep-mixture": Table("deep_mixture", ("--quick", "--seeds", "0", "1", "2"), deep_mixture),
     "deep-mixture-mnist": Table("deep_mixture", ("--seeds", "0", "1", "2"), deep_mixture),
     "tsne-start-map": Table("tsne_start", (), tsne_start_map),
     "tsne-start-gmm": Table("tsne_start", (), tsne_start_gmm),
