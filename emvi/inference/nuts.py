@@ -287,9 +287,11 @@ def find_step_size(hamiltonian: Hamiltonian, point: Point, step_size: float, rng
     non-finite energy: acceptance 0). Bounded: halving ends at the latest where the step no longer moves q
     (acceptance 1); doubling at the first overflow, or with a one-line :class:`ConfigError` (Stan's "posterior is
     improper") once a step of typical size ε · max √v exceeds ``FLAT_STEP_RATIO`` (1 + max|q|) still accepted."""
+    if point.q.size == 0:
+        return step_size  # nothing to move: any ε is exact
     log_target = math.log(0.8)
-    flat_move = FLAT_STEP_RATIO * (1.0 + float(np.abs(point.q).max(initial=0.0)))
-    metric_scale = float(np.sqrt(hamiltonian.inverse_mass).max(initial=1.0))
+    flat_move = FLAT_STEP_RATIO * (1.0 + float(np.abs(point.q).max()))
+    metric_scale = math.sqrt(float(hamiltonian.inverse_mass.max()))
     direction = 0
     while True:
         start = Point(point.q, draw_momentum(hamiltonian, rng), point.potential, point.grad)

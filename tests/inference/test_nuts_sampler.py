@@ -99,6 +99,13 @@ def test_an_improper_flat_potential_is_refused_in_one_line_not_overflowed():
                     num_samples=10, warmup_steps=10, seed=0)
 
 
+def test_an_empty_vector_is_not_a_flat_potential():
+    """D = 0: nothing moves, so the step-size search ends at once instead of refusing a 'flat' potential."""
+    draws, _ = sample_nuts(lambda q: (q * q).sum(), torch.zeros(0, dtype=torch.float64), num_samples=3,
+                           warmup_steps=30, seed=0)
+    assert draws.shape == (3, 0)
+
+
 def test_first_metric_is_the_laplace_marginal_variances_capped_at_one():
     """At a Gaussian's mean, diag(H⁻¹) = diag(Σ) exactly (U quadratic: central differences are exact), capped at
     Stan's unit metric; a coordinate of negative curvature (a saddle: H not positive definite) keeps 1, the others
