@@ -12,7 +12,8 @@ Warm-up follows Stan: dual averaging of log ε towards a mean acceptance of ``ta
 t₀ = 10, κ = 0.75, μ = log 10ε), and a diagonal inverse metric v estimated in doubling windows (buffers 75 / 25 /
 50 steps, or the fractions 0.15 / 0.75 / 0.1 of a short warm-up), each estimate shrunk towards 10⁻³ and followed by a fresh ε search
 and a restarted dual averaging. Before the first window v is the start's Laplace marginal variances diag((∇²U)⁻¹),
-at most 1 (Stan: 1), the scales of a start near a mode (:func:`curvature_inverse_metric`).
+at most 1 (Stan: 1), the scales of a start near a mode (:func:`curvature_inverse_metric`). Arithmetic that leaves
+float64 (a far start, a huge step) is a rejected point of energy +∞, never a warning; a non-finite start is refused.
 
 :func:`sample_nuts` runs one chain and returns the kept draws ``(num_samples, D)`` with per-draw statistics.
 """
@@ -26,10 +27,24 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import NonFiniteLossError
+from ..errors import ConfigError, NonFiniteLossError
 
 MAX_DELTA_H = 1000.0
 """A leapfrog step whose energy exceeds the start's by more than this is a divergence (Stan's and NumPyro's)."""
+
+FLAT_STEP_RATIO = 1e6
+"""The step-size search gives up doubling once one leapfrog step moves q by this many times (1 + max|q|) with its
+acceptance still above 0.8: the potential is flat there, an improper posterior (Stan stops at ε > 10⁷)."""
+
+MIN_INVERSE_METRIC = math.sqrt(np.finfo(np.float64).tiny)
+"""Floor of the curvature metric v: momenta p ~ N(0, 1/v) square without overflow in ½ v p²."""
+
+MAX_LOG_STEP_SIZE = math.log(np.finfo(np.float64).max)
+"""Dual averaging's log ε stays below this: exp() of it is finite (NumPyro clips ε to float range the same way)."""
+
+QUIET_OVERFLOW = {"over": "ignore", "invalid": "ignore", "divide": "ignore"}
+"""numpy error state of the sampler's entry points: an overflow to ±∞ or NaN is the rejection signal (energy +∞,
+acceptance 0), not a warning."""
 
 
 class Potential:
@@ -41,9 +56,15 @@ class Potential:
         self.potential, self.device, self.dtype = potential, torch.device(device), dtype
 
     def __call__(self, q: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(U(q), ∇U(q))`` in one forward and one backward pass, or by the potential's own ``value_and_grad``
-        (numpy ``(D,)`` -> ``(float, (D,))``, a written-out gradient) where it has one; a non-finite U stands for +∞
-        (zero gradient)."""
+        """:meth:`evaluate`, where a non-finite U or ∇U stands for U = +∞ (zero gradient): a rejected point."""
+        value, grad = self.evaluate(q)
+        if not math.isfinite(value) or not np.isfinite(grad).all():
+            return math.inf, np.zeros_like(grad)
+        return value, grad
+
+    def evaluate(self, q: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(U(q), ∇U(q))`` as computed, in one forward and one backward pass, or by the potential's own
+        ``value_and_grad`` (numpy ``(D,)`` -> ``(float, (D,))``, a written-out gradient) where it has one."""
         written = getattr(self.potential, "value_and_grad", None)  # numpy in, (float, numpy) out
         if written is not None:
             value, grad = written(q)
@@ -53,8 +74,6 @@ class Potential:
                 value = self.potential(position)
                 (grad,) = torch.autograd.grad(value, position)
             value, grad = float(value.detach()), grad.detach().cpu().numpy()
-        if not math.isfinite(value) or not np.isfinite(grad).all():
-            return math.inf, np.zeros_like(grad)
         return value, grad
 
 
@@ -76,17 +95,21 @@ class Hamiltonian:
         self.inverse_mass = inverse_mass
 
     def energy(self, point: Point) -> float:
-        """H = U(q) + ½ Σ v_i p_i²."""
-        return point.potential + 0.5 * float(self.inverse_mass @ (point.p * point.p))
+        """H = U(q) + ½ Σ v_i p_i²; +∞ where that is not finite (an overflowed momentum: a rejected point)."""
+        energy = point.potential + 0.5 * float(self.inverse_mass @ (point.p * point.p))
+        return energy if math.isfinite(energy) else math.inf
 
     def velocity(self, p: np.ndarray) -> np.ndarray:
         """p♯ = ∂H/∂p = v ∘ p."""
         return self.inverse_mass * p
 
     def leapfrog(self, point: Point, step_size: float) -> Point:
-        """One leapfrog step of signed size ``step_size`` (negative: backwards in time)."""
+        """One leapfrog step of signed size ``step_size`` (negative: backwards in time); a position that overflows
+        is not evaluated: U = +∞ there."""
         p = point.p - (0.5 * step_size) * point.grad
         q = point.q + step_size * (self.inverse_mass * p)
+        if not np.isfinite(q).all():
+            return Point(q, p, math.inf, np.zeros_like(q))
         value, grad = self.potential(q)
         return Point(q, p - (0.5 * step_size) * grad, value, grad)
 
@@ -133,9 +156,7 @@ class NUTSTransition:
         if depth == 0:
             point = self.hamiltonian.leapfrog(start, direction * self.step_size)
             self.num_steps += 1
-            energy = self.hamiltonian.energy(point)
-            if not math.isfinite(energy):
-                energy = math.inf
+            energy = self.hamiltonian.energy(point)  # +∞ where not finite: weight 0, a divergence
             log_weight = energy0 - energy
             if -log_weight > MAX_DELTA_H:
                 self.diverging = True
@@ -209,7 +230,7 @@ class DualAveraging:
         self.count += 1
         eta = 1.0 / (self.count + self.t0)
         self.error_sum = (1 - eta) * self.error_sum + eta * (self.target - min(1.0, accept_prob))
-        log_step = self.mu - self.error_sum * math.sqrt(self.count) / self.gamma
+        log_step = min(self.mu - self.error_sum * math.sqrt(self.count) / self.gamma, MAX_LOG_STEP_SIZE)
         weight = self.count ** -self.kappa
         self.log_step_avg = (1 - weight) * self.log_step_avg + weight * log_step
         return math.exp(log_step)
@@ -260,48 +281,73 @@ class WelfordVariance:
         return (n / (n + 5.0)) * self.m2 / max(n - 1, 1) + 1e-3 * (5.0 / (n + 5.0))
 
 
+@np.errstate(**QUIET_OVERFLOW)
 def find_step_size(hamiltonian: Hamiltonian, point: Point, step_size: float, rng: np.random.Generator) -> float:
-    """Stan's heuristic: double or halve ε until one leapfrog step's acceptance exp(H₀ - H) crosses 0.8."""
+    """Stan's heuristic: double or halve ε until one leapfrog step's acceptance exp(H₀ - H) crosses 0.8 (a step to a
+    non-finite energy: acceptance 0). Bounded: halving ends at the latest where the step no longer moves q
+    (acceptance 1); doubling at the first overflow, or with a one-line :class:`ConfigError` (Stan's "posterior is
+    improper") once a step of typical size ε · max √v exceeds ``FLAT_STEP_RATIO`` (1 + max|q|) still accepted."""
+    if point.q.size == 0:
+        return step_size  # nothing to move: any ε is exact
     log_target = math.log(0.8)
+    flat_move = FLAT_STEP_RATIO * (1.0 + float(np.abs(point.q).max()))
+    metric_scale = math.sqrt(float(hamiltonian.inverse_mass.max()))
     direction = 0
-    for _ in range(100):
+    while True:
         start = Point(point.q, draw_momentum(hamiltonian, rng), point.potential, point.grad)
         delta = hamiltonian.energy(start) - hamiltonian.energy(hamiltonian.leapfrog(start, step_size))
-        delta = -math.inf if math.isnan(delta) else delta
+        accepted = delta > log_target  # False for NaN (∞ - ∞)
         if direction == 0:
-            direction = 1 if delta > log_target else -1
-        elif (direction == 1) != (delta > log_target):
-            break
+            direction = 1 if accepted else -1
+        elif (direction == 1) != accepted:
+            return step_size
         step_size = step_size * 2.0 if direction == 1 else step_size * 0.5
-    return step_size
+        if direction == 1 and step_size * metric_scale > flat_move:
+            raise ConfigError(f"the potential is flat around {short_position(point.q)} (a leapfrog step of "
+                              f"{step_size * metric_scale:.3g} is still accepted): an improper posterior; give every "
+                              "latent a proper prior, or start the chain nearer the posterior (e.g. at the MAP)")
+        if step_size == 0.0:
+            raise ConfigError(f"no leapfrog step from {short_position(point.q)}, however small, keeps its "
+                              "acceptance above 0.8: the potential is not continuous there; check the model's log density")
 
 
+def short_position(q: np.ndarray) -> str:
+    """q for a one-line message: its largest entry in size and the dimension."""
+    index = int(np.argmax(np.abs(q))) if q.size else 0
+    return f"q (D={q.size}, max |q_{index}| = {abs(q[index]) if q.size else 0.0:.3g})"
+
+
+@np.errstate(**QUIET_OVERFLOW)
 def curvature_inverse_metric(potential, q: np.ndarray, relative_step: float = 1e-4) -> np.ndarray:
     """The warm-up's first inverse metric v ``(D,)`` from the Hessian H = ∇²U at the start ``q`` (central differences
     of ∇U, 2D gradients): the Laplace marginal variances diag(H⁻¹) where H is positive definite (a start near a
     mode, as the first window would estimate them), else 1 / H_ii where that is positive and finite, else 1; at
     most 1 (Stan's unit metric), as a start in a flat tail would overstate a scale. The unit metric would force ε
-    down to the smallest posterior scale, with trajectories of hundreds of steps until the first window's estimate."""
+    down to the smallest posterior scale, with trajectories of hundreds of steps until the first window's estimate.
+    A row whose shifted U is not finite (a start next to the support's edge) is unknown (NaN, so unit). At least
+    ``MIN_INVERSE_METRIC``."""
     hessian = np.empty((q.size, q.size))
     for i in range(q.size):
         step = relative_step * max(1.0, abs(q[i]))
         shifted = q.copy()
         shifted[i] = q[i] + step
-        _, above = potential(shifted)
+        value_above, above = potential(shifted)
         shifted[i] = q[i] - step
-        _, below = potential(shifted)
-        hessian[i] = (above - below) / (2 * step)
+        value_below, below = potential(shifted)
+        finite = math.isfinite(value_above) and math.isfinite(value_below)
+        hessian[i] = (above - below) / (2 * step) if finite else np.nan
     hessian = 0.5 * (hessian + hessian.T)
     if np.isfinite(hessian).all():
         try:
             factor = np.linalg.cholesky(hessian)
             inverse_factor = np.linalg.solve(factor, np.eye(q.size))  # L⁻¹: diag(H⁻¹) = column sums of (L⁻¹)²
-            return np.minimum((inverse_factor * inverse_factor).sum(0), 1.0)
+            return np.clip((inverse_factor * inverse_factor).sum(0), MIN_INVERSE_METRIC, 1.0)
         except np.linalg.LinAlgError:
             pass
     diagonal = np.diagonal(hessian)
     usable = np.isfinite(diagonal) & (diagonal > 0)
-    return np.where(usable, 1.0 / np.maximum(np.where(usable, diagonal, 1.0), 1.0), 1.0)
+    inverse = np.where(usable, 1.0 / np.maximum(np.where(usable, diagonal, 1.0), 1.0), 1.0)
+    return np.maximum(inverse, MIN_INVERSE_METRIC)
 
 
 def draw_momentum(hamiltonian: Hamiltonian, rng: np.random.Generator) -> np.ndarray:
@@ -309,6 +355,7 @@ def draw_momentum(hamiltonian: Hamiltonian, rng: np.random.Generator) -> np.ndar
     return rng.standard_normal(hamiltonian.inverse_mass.shape[0]) / np.sqrt(hamiltonian.inverse_mass)
 
 
+@np.errstate(**QUIET_OVERFLOW)
 def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_steps: int, seed: int,
                 target_accept_prob: float = 0.8, max_tree_depth: int = 10) -> tuple[torch.Tensor, dict]:
     """One chain of NUTS on exp(-``potential``) (a torch function of a ``(D,)`` vector of ``initial``'s device and
@@ -319,10 +366,12 @@ def sample_nuts(potential, initial: torch.Tensor, *, num_samples: int, warmup_st
     rng, uniform = np.random.default_rng(seed), random.Random(seed)
     target = Potential(potential, initial.device, initial.dtype)
     q = initial.detach().to(torch.float64).cpu().numpy().reshape(-1)
-    value, grad = target(q)
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"the potential is {value} at the chain's start; start the chain inside the support "
-                                 "(init_values where the log density is finite)")
+    value, grad = target.evaluate(q)
+    if not math.isfinite(value) or not np.isfinite(grad).all():
+        bad = (f"the potential is {value}" if not math.isfinite(value) else
+               f"the potential's gradient has {int((~np.isfinite(grad)).sum())} non-finite of {grad.size} entries")
+        raise NonFiniteLossError(f"{bad} at the chain's start {short_position(q)}; start the chain inside the support,"
+                                 " where the log density and its gradient are finite (init_values, e.g. the MAP)")
     point = Point(q, np.zeros_like(q), value, grad)
     # The start's curvature as the first metric, where its 2D gradients cost less than one per warm-up iteration.
     metric = curvature_inverse_metric(target, q) if 0 < 2 * q.size <= warmup_steps else np.ones_like(q)

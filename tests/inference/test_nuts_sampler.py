@@ -6,6 +6,7 @@ the mixture posterior agrees with Pyro's NUTS within Monte Carlo error."""
 
 import math
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -13,7 +14,7 @@ import torch
 from pyro.ops.stats import effective_sample_size
 from torch.distributions import biject_to, constraints
 
-from emvi.errors import NonFiniteLossError
+from emvi.errors import ConfigError, NonFiniteLossError
 from emvi.inference.mcmc import density_potential, fit_mcmc, flat_potential
 from emvi.inference.nuts import Potential, adaptation_windows, curvature_inverse_metric, sample_nuts
 
@@ -83,6 +84,28 @@ def test_a_start_outside_the_support_is_refused_in_one_line():
                     warmup_steps=0, seed=0)
 
 
+def test_a_start_with_a_non_finite_gradient_is_refused_in_one_line():
+    """U = Σ |q| as sqrt(q²): finite at 0, its autograd gradient 0 · ∞ = NaN; the error names the gradient."""
+    with pytest.raises(NonFiniteLossError, match=r"gradient has 2 non-finite of 2 entries .*start the chain inside"):
+        sample_nuts(lambda q: (q * q).sqrt().sum(), torch.zeros(2, dtype=torch.float64), num_samples=4,
+                    warmup_steps=10, seed=0)
+
+
+def test_an_improper_flat_potential_is_refused_in_one_line_not_overflowed():
+    """U flat beyond |q| = 10 (an improper posterior), started at 1000: the step-size search doubles ε while every
+    step is accepted; it stops with the error instead of steps of 2¹⁰⁰ whose positions overflow."""
+    with pytest.raises(ConfigError, match="the potential is flat around .*an improper posterior"):
+        sample_nuts(lambda q: 0.5 * (q.clamp(-10.0, 10.0) ** 2).sum(), torch.full((2,), 1e3, dtype=torch.float64),
+                    num_samples=10, warmup_steps=10, seed=0)
+
+
+def test_an_empty_vector_is_not_a_flat_potential():
+    """D = 0: nothing moves, so the step-size search ends at once instead of refusing a 'flat' potential."""
+    draws, _ = sample_nuts(lambda q: (q * q).sum(), torch.zeros(0, dtype=torch.float64), num_samples=3,
+                           warmup_steps=30, seed=0)
+    assert draws.shape == (3, 0)
+
+
 def test_first_metric_is_the_laplace_marginal_variances_capped_at_one():
     """At a Gaussian's mean, diag(H⁻¹) = diag(Σ) exactly (U quadratic: central differences are exact), capped at
     Stan's unit metric; a coordinate of negative curvature (a saddle: H not positive definite) keeps 1, the others
@@ -95,6 +118,10 @@ def test_first_metric_is_the_laplace_marginal_variances_capped_at_one():
     assert wide == pytest.approx([1.0, 1.0])  # variances 1 and 9
     saddle = Potential(lambda q: 50.0 * q[0] ** 2 - 0.5 * q[1] ** 2, "cpu")
     assert curvature_inverse_metric(saddle, MEAN.numpy()) == pytest.approx([0.01, 1.0], rel=1e-6)
+    # Next to the support's edge (U = 10⁴ q on q > 0, NaN below: +∞), the shift below is outside: that row is
+    # unknown (unit), not a curvature made from the zero gradient that stands for +∞.
+    edge = Potential(lambda q: 1e4 * q.sum() + 0.0 * q.log().sum(), "cpu")
+    assert curvature_inverse_metric(edge, np.array([1e-5])) == pytest.approx([1.0])
 
 
 def test_warmup_windows_are_stans():
@@ -131,6 +158,19 @@ def test_gamma_poisson_posterior_mean_and_variance(with_log_density):
     assert result.samples["rate"].shape == (1, 1500)
     assert_mean_and_variance(draws, a / b, a / b**2)
     assert result.num_divergent == 0 and result.extra_fields["diverging"].shape == (1, 1500)
+
+
+def test_a_start_far_in_the_tail_gives_the_gamma_poisson_posterior_without_warnings():
+    """Started at rate = e⁻³⁰⁰ (log rate -300, about 1750 posterior sds below; the random start a point fit may begin
+    from): U is linear there, so the step-size search doubles ε until one step reaches the e^u wall, where the
+    momentum overflows (a RuntimeWarning, an error under this suite's filterwarnings, before the fix); the draws
+    have rate | x ~ Gamma(2 + Σx, 0.5 + n)'s mean and variance."""
+    a, b = 2.0 + float(COUNTS.sum()), 0.5 + COUNTS.numel()
+    init = {"rate": torch.tensor(math.exp(-300.0), dtype=torch.float64)}
+    result = fit_mcmc(gamma_poisson, COUNTS, num_samples=1500, warmup_steps=300, seed=3, init_values=init,
+                      log_density=lambda values: gamma_poisson_log_density(COUNTS, values))
+    assert_mean_and_variance(result.samples["rate"][0][:, None], a / b, a / b**2)
+    assert result.num_divergent == 0
 
 
 def beta_binomial(successes, trials):
