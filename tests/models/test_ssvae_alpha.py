@@ -193,6 +193,7 @@ def test_the_benchmark_fits_only_the_models_asked_and_weighs_m2s_labels_alpha_n_
     assert bench.metrics_of(["ssvae", "vae"]) == ("is_loglik_vae", "ssvae_acc_100")  # METRICS' order
 
 
+@pytest.mark.slow
 def test_the_cli_and_a_spec_file_pass_classify_alpha_to_the_built_model(tmp_path):
     """``emvi fit ssvae --classify-alpha α`` and a spec's ``[model] classify_alpha``: the fitted run's model weighs
     each labelled item's log q(y | x) by c = α N / N_l, N the items the fit trained on, N_l = C · labels_per_class."""
