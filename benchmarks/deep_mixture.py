@@ -31,6 +31,7 @@ validation curves ``valid_curve_*``). The last line is one JSON object: ``settin
 
     python benchmarks/deep_mixture.py                          # MNIST from $EMVI_DATA (default ../shared/data)
     python benchmarks/deep_mixture.py --quick                  # digits, a few epochs
+    python benchmarks/deep_mixture.py --quick --models ssvae   # M2 alone (--models: a subset of the methods)
     python benchmarks/deep_mixture.py --dataset mnist fashion --seeds 0 1 2
 """
 
@@ -60,10 +61,21 @@ from emvi.models import VAEConfig
 from emvi.models.deep_mixture import GMVAEConfig, SSVAEConfig
 from emvi.runs import build_model, pretrain, svi_config
 
-METRICS = ("cluster_acc_gmvae", "nmi_gmvae", "ari_gmvae", "cluster_acc_gmm_pixels", "nmi_gmm_pixels",
-           "ari_gmm_pixels", "cluster_acc_kmeans", "nmi_kmeans", "ari_kmeans", "ssvae_acc_100",
-           "m1m2_acc_100", "supervised_only_acc_100", "is_loglik_gmvae", "is_loglik_vae")
+MODEL_METRICS = {"pixels": ("cluster_acc_gmm_pixels", "nmi_gmm_pixels", "ari_gmm_pixels", "cluster_acc_kmeans",
+                            "nmi_kmeans", "ari_kmeans"),
+                 "gmvae": ("cluster_acc_gmvae", "nmi_gmvae", "ari_gmvae", "is_loglik_gmvae"),
+                 "vae": ("is_loglik_vae",), "ssvae": ("ssvae_acc_100",), "m1m2": ("m1m2_acc_100",),
+                 "supervised": ("supervised_only_acc_100",)}
+"""The metrics of each model ``--models`` can pick (``pixels``: the GMM and k-means baselines)."""
+METRICS = tuple(metric for metrics in MODEL_METRICS.values() for metric in metrics)
 """Every metric, reported as ``valid_<metric>`` and ``test_<metric>``."""
+
+
+def metrics_of(models) -> tuple[str, ...]:
+    """The metrics of ``models`` (names of :data:`MODEL_METRICS`), in :data:`METRICS`' order."""
+    return tuple(metric for name, metrics in MODEL_METRICS.items() if name in models for metric in metrics)
+
+
 DATASETS = {"digits": "digits", "mnist": "mnist", "fashion": "fashion-mnist"}
 GMVAE_SETTING = {"gmvae_latent_dim": 10, "gmvae_hidden_dims": [500], "gmvae_epochs": 30, "gmvae_learning_rate": 2e-3,
                  "pretrain_epochs": 120}
@@ -71,6 +83,14 @@ GMVAE_SETTING = {"gmvae_latent_dim": 10, "gmvae_hidden_dims": [500], "gmvae_epoc
 digits). Its sizes, with the t-SNE start, full covariance and grey cluster input, were chosen on the validation
 images of digits and MNIST (their labels' accuracy: the validation ELBO did not tell the starts apart); its epochs,
 learning rate and autoencoder epochs are the earlier recipe's, not swept again."""
+
+
+QUICK_SETTING = GMVAE_SETTING | {
+    "epochs": 10, "num_samples": 50, "num_test": 200, "hidden_dims": [64], "ssvae_epochs": 10, "ssvae_pretrain_epochs": 20,
+    "learning_rate": 3e-3, "latent_dim": 4, "ssvae_latent_dim": 2, "classifier_steps": 200, "valid_fraction": 0.2,
+    "valid_labels_per_class": 5,
+    "m1_latent_dim": 20, "m1_epochs": 100, "m1m2_epochs": 100}  # M1+M2 on digits: a longer M1 (docs/experiments)
+"""``--quick``'s defaults (digits, a few epochs; the gmvae keeps :data:`GMVAE_SETTING`)."""
 
 
 def clustering_scores(clusters, labels, name: str) -> dict:
@@ -239,18 +259,17 @@ def accuracy(model, guide, data, mask=None) -> float:
 
 
 def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
-    """Fit every method on ``train_data``, choose what is chosen on ``valid_data``, print the settings and the
-    validation scores, and only then score ``test_data``, once. Returns ``valid_*``, ``test_*`` and the curves."""
-    baselines = pixel_baselines(train_data.x.numpy(), seed)
+    """Fit every method of ``args.models`` on ``train_data``, choose what is chosen on ``valid_data``, print the
+    settings and the validation scores, and only then score ``test_data``, once. Returns ``valid_*``, ``test_*`` and
+    the curves of those methods."""
+    models = set(args.models)
+    baselines = pixel_baselines(train_data.x.numpy(), seed) if "pixels" in models else {}
     sizes = {"latent_dim": args.latent_dim, "hidden_dims": tuple(args.hidden_dims)}
     schedule = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=seed, progress=False)
     binary_train = binarized(train_data, args.binarize)
     scored = {"valid": binarized_test(valid_data, args.binarize), "test": binarized_test(test_data, args.binarize)}
     out: dict = {}
-
-    started = time.perf_counter()
-    gmvae_config, gmvae_schedule = gmvae_setting(args, schedule)
 
     def gmvae_scores(split):  # the gmvae's clustering scores on a split's images, as gmvae_cluster_probabilities reads them
         def score_clusters(model, guide):
@@ -260,51 +279,59 @@ def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
                 "effective_num_clusters_gmvae": effective_num_clusters(probs.numpy())}
         return score_clusters
 
-    gmvae, gmvae_guide, gmvae_fit, gmvae_curve = fit_gmvae(
-        gmvae_config, binary_train, gmvae_schedule,
-        GMVAEStart(pretrain_epochs=args.pretrain_epochs, pretrain_clusters=args.pretrain_clusters),
-        scored["valid"], gmvae_scores("valid"))
-    out["seconds_gmvae_fit"] = time.perf_counter() - started
-    out["valid_curve_gmvae_loss"] = [h["valid_loss"] for h in gmvae_fit.history]
-    out["valid_curve_gmvae_cluster_acc"] = gmvae_curve.curve  # the start, then every epoch (a report, no choice)
-    out |= {f"valid_{key}_start": value for key, value in gmvae_curve.start.items()}
-    out["gmvae_epochs_run"] = gmvae_fit.epochs_run
+    if "gmvae" in models:
+        started = time.perf_counter()
+        gmvae_config, gmvae_schedule = gmvae_setting(args, schedule)
+        gmvae, gmvae_guide, gmvae_fit, gmvae_curve = fit_gmvae(
+            gmvae_config, binary_train, gmvae_schedule,
+            GMVAEStart(pretrain_epochs=args.pretrain_epochs, pretrain_clusters=args.pretrain_clusters),
+            scored["valid"], gmvae_scores("valid"))
+        out["seconds_gmvae_fit"] = time.perf_counter() - started
+        out["valid_curve_gmvae_loss"] = [h["valid_loss"] for h in gmvae_fit.history]
+        out["valid_curve_gmvae_cluster_acc"] = gmvae_curve.curve  # the start, then every epoch (a report, no choice)
+        out |= {f"valid_{key}_start": value for key, value in gmvae_curve.start.items()}
+        out["gmvae_epochs_run"] = gmvae_fit.epochs_run
 
-    started = time.perf_counter()
-    vae, vae_guide, _ = fit("vae", VAEConfig(**sizes), binary_train, schedule)
-    out["seconds_vae_fit"] = time.perf_counter() - started
+    if "vae" in models:
+        started = time.perf_counter()
+        vae, vae_guide, _ = fit("vae", VAEConfig(**sizes), binary_train, schedule)
+        out["seconds_vae_fit"] = time.perf_counter() - started
 
-    config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
-                         latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims),
-                         classify_weight=args.classify_weight)
+    config = ssvae_config(args, seed)
     inputs = ("x", "y", "y_mask")
     labelled_train = label_view(config, binary_train, "train").with_inputs(inputs)
     # M2's validation labels: labels_per_class of every class among the validation images, beyond the training ones
-    valid_config = replace(config, labels_per_class=args.valid_labels_per_class)
-    valid_mask = label_view(valid_config, scored["valid"], "train").array("y_mask")
+    valid_mask = label_view(replace(config, labels_per_class=args.valid_labels_per_class), scored["valid"],
+                            "train").array("y_mask")
     views = {split: label_view(config, data, "test").with_inputs(inputs) for split, data in scored.items()}
-    ssvae, ssvae_guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
-    classifier = copy.deepcopy(ssvae_guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
-    started = time.perf_counter()
-    ssvae_schedule = replace(schedule, epochs=args.ssvae_epochs)
-    start = pretrain("ssvae", ssvae, ssvae_guide, labelled_train, config, ssvae_schedule,
-                     SSVAEStart(pretrain_epochs=args.ssvae_pretrain_epochs))
-    out |= {f"ssvae_{k}": v for k, v in start.items() if k in ("pretrain_seconds", "pretrain_labelled_cluster_agreement")}
-    chooser = BestByValidation(ssvae, ssvae_guide, lambda: accuracy(ssvae, ssvae_guide, views["valid"], valid_mask))
-    train(ssvae.train(), ssvae_guide.train(), labelled_train,  # labelled in every step
-          config=svi_config("ssvae", config, ssvae_schedule), callbacks=(chooser,))
-    ssvae, ssvae_guide = chooser.restore()
-    out["seconds_ssvae_fit"] = time.perf_counter() - started
-    out |= {"valid_curve_ssvae_acc_100": chooser.curve, "ssvae_epochs_chosen": chooser.epoch,
-            "valid_ssvae_start_acc_100": chooser.curve[0]}  # the test images are not scored at the start
-    started = time.perf_counter()
-    grey = {"valid": valid_data, "test": test_data}
-    m1m2_model, m1m2_guide, m1m2_views, curve, epoch = m1m2(train_data, grey, valid_mask, args, seed)
-    out |= {"seconds_m1m2_fit": time.perf_counter() - started, "valid_curve_m1m2_acc_100": curve,
-            "m1m2_epochs_chosen": epoch}
-    mask = labelled_train.array("y_mask")
-    classifier = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask], steps=args.classifier_steps,
-                                 seed=seed, dynamic=args.binarize == "dynamic")
+    if models & {"ssvae", "supervised"}:
+        ssvae, ssvae_guide = build_model("ssvae", config, labelled_train.info(), seed=seed)
+        classifier = copy.deepcopy(ssvae_guide.encoders["y"])  # (e) starts from (d)'s initial classifier weights
+    if "ssvae" in models:
+        started = time.perf_counter()
+        ssvae_schedule = replace(schedule, epochs=args.ssvae_epochs)
+        start = pretrain("ssvae", ssvae, ssvae_guide, labelled_train, config, ssvae_schedule,
+                         SSVAEStart(pretrain_epochs=args.ssvae_pretrain_epochs))
+        out |= {f"ssvae_{k}": v for k, v in start.items()
+                if k in ("pretrain_seconds", "pretrain_labelled_cluster_agreement")}
+        chooser = BestByValidation(ssvae, ssvae_guide,
+                                   lambda: accuracy(ssvae, ssvae_guide, views["valid"], valid_mask))
+        train(ssvae.train(), ssvae_guide.train(), labelled_train,  # labelled in every step
+              config=svi_config("ssvae", config, ssvae_schedule), callbacks=(chooser,))
+        ssvae, ssvae_guide = chooser.restore()
+        out["seconds_ssvae_fit"] = time.perf_counter() - started
+        out |= {"valid_curve_ssvae_acc_100": chooser.curve, "ssvae_epochs_chosen": chooser.epoch,
+                "valid_ssvae_start_acc_100": chooser.curve[0]}  # the test images are not scored at the start
+    if "m1m2" in models:
+        started = time.perf_counter()
+        grey = {"valid": valid_data, "test": test_data}
+        m1m2_model, m1m2_guide, m1m2_views, curve, epoch = m1m2(train_data, grey, valid_mask, args, seed)
+        out |= {"seconds_m1m2_fit": time.perf_counter() - started, "valid_curve_m1m2_acc_100": curve,
+                "m1m2_epochs_chosen": epoch}
+    if "supervised" in models:
+        mask = labelled_train.array("y_mask")
+        classifier = supervised_only(classifier, binary_train.x[mask], binary_train.y[mask],
+                                     steps=args.classifier_steps, seed=seed, dynamic=args.binarize == "dynamic")
 
     def score(split: str) -> dict:
         data, only = scored[split], (valid_mask if split == "valid" else None)
@@ -312,27 +339,39 @@ def one_seed(train_data, valid_data, test_data, args, seed: int) -> dict:
         for name, baseline in baselines.items():  # the baselines see grey-level pixels, as they were fit
             images = (valid_data if split == "valid" else test_data).x.numpy()
             result |= clustering_scores(baseline.predict(images), data.y.numpy(), name)
-        result |= gmvae_scores(split)(gmvae, gmvae_guide)
-        result["is_loglik_gmvae"] = evaluate_gmvae(gmvae, gmvae_guide, data, num_samples=args.num_samples)[
-            "is_loglik_nats"]
-        with torch.no_grad():
-            result["is_loglik_vae"] = float(estimate_log_likelihood(vae, vae_guide, data.x,
-                                                                    num_samples=args.num_samples,
-                                                                    prior=False).importance.mean())
-        result["ssvae_acc_100"] = accuracy(ssvae, ssvae_guide, views[split], only)
-        result["m1m2_acc_100"] = accuracy(m1m2_model, m1m2_guide, m1m2_views[split], only)
-        with torch.no_grad():
-            predicted = classifier(data.x).argmax(-1) == data.y
-        result["supervised_only_acc_100"] = float((predicted if only is None else predicted[only]).float().mean())
+        if "gmvae" in models:
+            result |= gmvae_scores(split)(gmvae, gmvae_guide)
+            result["is_loglik_gmvae"] = evaluate_gmvae(gmvae, gmvae_guide, data, num_samples=args.num_samples)[
+                "is_loglik_nats"]
+        if "vae" in models:
+            with torch.no_grad():
+                result["is_loglik_vae"] = float(estimate_log_likelihood(vae, vae_guide, data.x,
+                                                                        num_samples=args.num_samples,
+                                                                        prior=False).importance.mean())
+        if "ssvae" in models:
+            result["ssvae_acc_100"] = accuracy(ssvae, ssvae_guide, views[split], only)
+        if "m1m2" in models:
+            result["m1m2_acc_100"] = accuracy(m1m2_model, m1m2_guide, m1m2_views[split], only)
+        if "supervised" in models:
+            with torch.no_grad():
+                predicted = classifier(data.x).argmax(-1) == data.y
+            result["supervised_only_acc_100"] = float((predicted if only is None else predicted[only]).float().mean())
         return {f"{split}_{key}": value for key, value in result.items()}
 
     out |= score("valid")
     settings = {key: value for key, value in vars(args).items() if key not in ("seeds", "data_root", "dataset")}
-    print(json.dumps({"seed": seed, "settings_fixed_before_test": settings, "chosen": {
-        "gmvae_epochs_run": out["gmvae_epochs_run"], "ssvae_epochs_chosen": out["ssvae_epochs_chosen"],
-        "m1m2_epochs_chosen": out["m1m2_epochs_chosen"]}}
+    chosen = {key: out[key] for key in ("gmvae_epochs_run", "ssvae_epochs_chosen", "m1m2_epochs_chosen") if key in out}
+    print(json.dumps({"seed": seed, "settings_fixed_before_test": settings, "chosen": chosen}
                      | {k: v for k, v in out.items() if k.startswith("valid_")}), flush=True)
     return out | score("test")  # the test images, scored once, after every setting is fixed
+
+
+def ssvae_config(args, seed: int) -> SSVAEConfig:
+    """M2's config on the pixels: its classification weight from ``--classify-alpha`` (Kingma et al.'s α N over the
+    labelled items) where given, else c = ``--classify-weight`` per labelled item."""
+    return SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
+                       latent_dim=args.ssvae_latent_dim, hidden_dims=tuple(args.hidden_dims),
+                       classify_weight=args.classify_weight, classify_alpha=args.classify_alpha)
 
 
 def binarized(data, mode: str):
@@ -395,7 +434,12 @@ def main(argv=None) -> dict:
                         help="ssvae's start: autoencoder epochs of q(y | x)'s hidden layer, then q(y | x) trained on the "
                              "codes' clusters named by the labelled images (SSVAEStart.pretrain_epochs; 0: none)")
     parser.add_argument("--classify-weight", type=float, default=3e6,
-                        help="ssvae's classification weight c (SSVAEConfig.classify_weight)")
+                        help="ssvae's classification weight c per labelled item (SSVAEConfig.classify_weight), used "
+                             "when --classify-alpha is not given")
+    parser.add_argument("--classify-alpha", type=float, default=None,
+                        help="ssvae's α (SSVAEConfig.classify_alpha): the classification term weighs α N over the "
+                             "labelled items, c = α N / N_l; given, it replaces --classify-weight (on MNIST's "
+                             "validation labels α in 0.1, 1, 10 fell below the start, c = 3e6 held it)")
     parser.add_argument("--latent-dim", type=int, default=10, help="t's size in the gmvae and the vae")
     parser.add_argument("--ssvae-latent-dim", type=int, default=2,
                         help="t's size in the ssvae (SSVAEConfig.latent_dim: small, so that y carries the class)")
@@ -419,17 +463,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--data-root", default=os.environ.get("EMVI_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--models", nargs="+", choices=tuple(MODEL_METRICS), default=list(MODEL_METRICS),
+                        help="the methods fit and scored (default: every one; pixels: the GMM and k-means baselines)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.epochs, args.num_samples, args.num_test, args.hidden_dims = 10, 50, 200, [64]
-        args.ssvae_epochs = 10
-        args.ssvae_pretrain_epochs = 20
-        vars(args).update(GMVAE_SETTING)
-        args.learning_rate = 3e-3
-        args.latent_dim, args.ssvae_latent_dim, args.classifier_steps = 4, 2, 200
-        args.valid_fraction, args.valid_labels_per_class = 0.2, 5
-        # M1+M2 on digits: a longer M1 (docs/experiments/deep_mixture.md)
-        args.m1_latent_dim, args.m1_epochs, args.m1m2_epochs = 20, 100, 100
+    if args.quick:  # its settings are defaults: an option given beside --quick wins
+        parser.set_defaults(**QUICK_SETTING)
+        args = parser.parse_args(argv)
     args.dataset = args.dataset or (["digits"] if args.quick else ["mnist"])
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -465,7 +504,7 @@ def one_dataset(key: str, args) -> dict:
         if len(values) > 1:
             summary[f"{metric}_std"] = statistics.stdev(values)
     summary["per_seed"] = per_seed
-    missing = [f"{split}_{m}" for m in METRICS for split in ("valid", "test") if f"{split}_{m}" not in summary]
+    missing = [f"{split}_{m}" for m in metrics_of(args.models) for split in ("valid", "test") if f"{split}_{m}" not in summary]
     assert not missing, missing
     return summary
 

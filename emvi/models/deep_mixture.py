@@ -87,7 +87,9 @@ class SSVAEConfig(_EncoderDecoderSizes):
     classify_alpha: float | None = None
     """α with Kingma et al.'s scaling (their α = 0.1 · N is ``classify_alpha = 0.1``): the training objective is
     J + α N · (1/N_l) Σ_labelled log q(y_n | x_n), N the training items, N_l = C · ``labels_per_class`` (or N), so
-    c = α N / N_l per labelled item (``SSVAEConfig.classification_weight``); set, it replaces ``classify_weight``."""
+    c = α N / N_l per labelled item (``SSVAEConfig.classification_weight``); set, it replaces ``classify_weight``.
+    Unset by default: on images, α in {0.1, 1, 10} let SVI pull q(y | x) below its start on MNIST's validation labels
+    (the smaller α the further) where c held it (docs/experiments/deep_mixture.md); M1+M2 on a VAE's codes uses it."""
     labels_per_class: int | None = 10
     """Labels kept per class (a seeded class-balanced subset; the others hidden); none: every label."""
     label_seed: int = 0

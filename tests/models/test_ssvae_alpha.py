@@ -155,3 +155,62 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accu
 
     codes, _ = bench.m1_codes(Collapsed, train_data, {"valid": valid_data})
     assert torch.equal(codes.x, torch.zeros(120, 3))
+
+
+def test_the_benchmark_fits_only_the_models_asked_and_weighs_m2s_labels_alpha_n_over_n_l(monkeypatch, capsys):
+    """``--models ssvae`` builds M2 alone (no baseline, gmvae, vae or M1+M2) and reports its metrics alone;
+    ``--classify-alpha`` reaches the built model: c = α N / N_l per labelled item, N the training images. An option
+    given beside ``--quick`` overrides its setting."""
+    from emvi.runs import build_model
+
+    bench = _benchmark()
+    built = []
+
+    def recording_build(name, config, data_info, *, seed=0):
+        model, guide = build_model(name, config, data_info, seed=seed)
+        built.append((name, config, data_info.num_data, model))
+        return model, guide
+
+    monkeypatch.setattr(bench, "build_model", recording_build)
+    monkeypatch.setattr(bench, "pixel_baselines", lambda *a: pytest.fail("the pixel baselines were fit"))
+    summary = bench.main(["--quick", "--models", "ssvae", "--classify-alpha", "2", "--labels-per-class", "3",
+                          "--valid-labels-per-class", "2", "--ssvae-epochs", "1", "--ssvae-pretrain-epochs", "0",
+                          "--hidden-dims", "8", "--num-test", "30", "--threads", "1"])
+    result = summary["results"]["digits"]
+    assert [name for name, *_ in built] == ["ssvae"]
+    (_, config, num_data, model), = built
+    from emvi.data import load_dataset
+
+    digits = len(load_dataset("digits"))  # the training split: the validation images (--quick's 0.2) held out
+    assert num_data == result["num_train"] == digits - result["num_valid"] and result["num_test"] == 30
+    assert result["num_valid"] == pytest.approx(0.2 * digits, abs=1)
+    assert config.classify_alpha == 2 and config.labels_per_class == 3 and config.hidden_dims == (8,)
+    assert model.declaration.by_name["y"].classify == pytest.approx(2 * num_data / (10 * 3), rel=1e-15)
+    assert len(result["per_seed"][0]["valid_curve_ssvae_acc_100"]) == 2  # the start, then one epoch
+    metrics = {key for key in result if key.startswith(("valid_", "test_")) and not key.startswith("valid_curve")}
+    assert metrics == {"valid_ssvae_acc_100", "test_ssvae_acc_100", "valid_ssvae_start_acc_100"}
+    assert bench.metrics_of(bench.MODEL_METRICS) == bench.METRICS and len(set(bench.METRICS)) == 14
+    assert bench.metrics_of(["ssvae", "vae"]) == ("is_loglik_vae", "ssvae_acc_100")  # METRICS' order
+
+
+@pytest.mark.slow
+def test_the_cli_and_a_spec_file_pass_classify_alpha_to_the_built_model(tmp_path):
+    """``emvi fit ssvae --classify-alpha α`` and a spec's ``[model] classify_alpha``: the fitted run's model weighs
+    each labelled item's log q(y | x) by c = α N / N_l, N the items the fit trained on, N_l = C · labels_per_class."""
+    from emvi.cli import main
+    from emvi.runs import load_run, run_model_config
+
+    common = ["--binarize", "static", "--epochs", "1", "--pretrain-epochs", "0", "--progress", "false"]
+    assert main(["fit", "ssvae", "--dataset", "digits", "--limit", "200", "--latent-dim", "2", "--hidden-dims", "8",
+                 "--labels-per-class", "4", "--classify-alpha", "0.5", *common, "--run-dir", str(tmp_path / "cli")]) == 0
+    spec = tmp_path / "ssvae.toml"
+    spec.write_text('[model]\nname = "ssvae"\nlatent_dim = 2\nhidden_dims = [8]\nlabels_per_class = 4\n'
+                    'classify_alpha = 3.0\n\n[start]\npretrain_epochs = 0\n\n'
+                    '[inference]\nmethod = "svi"\nepochs = 1\nprogress = false\n\n'
+                    '[data]\ndataset = "digits"\nlimit = 200\nbinarize = "static"\n\n'
+                    f'[outputs]\nrun_dir = "{tmp_path / "spec"}"\n')
+    assert main(["fit", str(spec)]) == 0
+    for run, alpha in (("cli", 0.5), ("spec", 3.0)):
+        entry, model, _, _, resolved = load_run(tmp_path / run)
+        assert run_model_config(entry, resolved).classify_alpha == alpha and resolved["data_info"]["num_data"] == 200
+        assert model.declaration.by_name["y"].classify == pytest.approx(alpha * 200 / (10 * 4), rel=1e-15)
