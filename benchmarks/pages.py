@@ -257,11 +257,14 @@ def deep_mixture(result: dict) -> list[str]:
     if "results" not in result:
         return deep_mixture_single_split(result)
     settings = result["settings"]
+    gmvae = (f"the gmvae {settings['gmvae_epochs']} (hidden {settings['gmvae_hidden_dims']}, latent "
+             f"{settings['gmvae_latent_dim']}, learning rate {settings['gmvae_learning_rate']}), "
+             if "gmvae_epochs" in settings else "")
     lines = [f"Settings (fixed before the test images were scored): {settings['epochs']} SVI epochs"
              + (f" with early stopping after {settings['early_stopping']} epochs without a better validation ELBO"
                 if settings.get("early_stopping") else "")
-             + f", at most {settings['ssvae_epochs']} for the ssvae and {settings['m1m2_epochs']} for M1+M2 (epoch "
-             f"chosen on the validation labels), {settings['pretrain_epochs']} autoencoder epochs, "
+             + f", {gmvae}at most {settings['ssvae_epochs']} for the ssvae and {settings['m1m2_epochs']} for M1+M2 "
+             f"(epoch chosen on the validation labels), {settings['pretrain_epochs']} autoencoder epochs, "
              f"`{settings['pretrain_clusters']}` start, `{settings['prior_covariance']}` covariance, "
              f"`{settings['binarize']}` binarisation, seeds {', '.join(str(seed) for seed in result['seeds'])}.", ""]
     for summary in result["results"].values():
