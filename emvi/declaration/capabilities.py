@@ -5,6 +5,7 @@ line saying why not (shown to the user as is)."""
 from __future__ import annotations
 
 from .core import Declaration
+from .expressions import NETWORK_KINDS
 
 
 def elbo_name(decl: Declaration) -> str:
@@ -61,7 +62,7 @@ def mcmc_ready(decl: Declaration) -> str | None:
     constant (a point fit of tables would need the latents summed out, which NUTS alone does)."""
     for s in decl.sites:
         for p, e in s.params:
-            if e.kind in ("mlp", "conv", "module"):
+            if e.kind in NETWORK_KINDS:
                 return (f"site {s.name!r}: parameter {p!r} is a network ({e.kind}); NUTS here samples tables, linear "
                         "maps and globals, not network weights: fit it by svi")
     continuous = [s.name for s in decl.sites if s.role == "latent" and not s.is_discrete]

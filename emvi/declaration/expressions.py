@@ -37,7 +37,9 @@ CONTINUOUS_LATENTS = ("normal", "mvnormal", "lognormal", "gamma")
 LATENT_DEFAULTS = {"normal": {"loc": 0.0, "scale": 1.0}, "mvnormal": {"loc": 0.0, "scale_tril": 1.0},
                    "lognormal": {"loc": 0.0, "scale": 1.0},
                    "gamma": {"concentration": 1.0, "rate": 1.0}}
-LEARNED_KINDS = ("table", "learned", "linear", "mlp", "conv", "module")
+NETWORK_KINDS = ("mlp", "conv", "module")
+"""Expressions computed by a network, whose weights only SVI fits (NUTS and EM do not)."""
+LEARNED_KINDS = ("table", "learned", "linear", *NETWORK_KINDS)
 _REF = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\[\s*([A-Za-z_][A-Za-z0-9_]*)\s*\])?\s*$")
 
 

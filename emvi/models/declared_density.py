@@ -24,13 +24,11 @@ from collections.abc import Callable
 import pyro.distributions as dist
 import torch
 
+from ..declaration.expressions import NETWORK_KINDS
 from .prior_density import summed_log_density
 
 IMPOSSIBLE = -1e30
 """Logit of the values a given (observed) label rules out: finite, so 0 * IMPOSSIBLE stays 0 in enumerated sums."""
-
-NETWORKS = ("mlp", "conv", "module")
-"""Parameter expressions whose weights NUTS does not handle (see :func:`~emvi.declaration.capabilities.mcmc_ready`)."""
 
 
 def uncovered_reason(model) -> str | None:
@@ -38,7 +36,7 @@ def uncovered_reason(model) -> str | None:
     None when it can."""
     decl = model.declaration
     for site in decl.sites:
-        if any(e.kind in NETWORKS for _, e in site.params):
+        if any(e.kind in NETWORK_KINDS for _, e in site.params):
             return f"site {site.name!r} has a network parameter"
         if site.role == "latent" and not site.is_discrete:
             return f"site {site.name!r} is a continuous per-item latent (sampled by NUTS, not summed out)"
@@ -46,6 +44,18 @@ def uncovered_reason(model) -> str | None:
             if not site.enumerated or decl.guide_enumerated(site.name):
                 return f"site {site.name!r} is not enumerated in the model"
     return None
+
+
+def point_values(model, data: tuple) -> dict:
+    """What NUTS holds fixed: ``{"__dtype__", "__device__"}`` of the model on ``data`` and every global without a
+    prior at its point value (detached), the ``values`` the model's expression code reads besides the sampled ones."""
+    first = data[0]
+    random = set(model.prior_globals())
+    fixed: dict = {"__dtype__": model.parameter_dtype(data), "__device__": first.device}
+    for site in model.order:
+        if site.role == "param" and site.name not in random:
+            fixed[site.name] = model.global_value(site.name).detach()
+    return fixed
 
 
 def declared_log_density(model, data: tuple) -> Callable[[dict[str, torch.Tensor]], torch.Tensor] | None:
@@ -59,11 +69,8 @@ def declared_log_density(model, data: tuple) -> Callable[[dict[str, torch.Tensor
     first = data[0]
     dtype = model.parameter_dtype(data)
     random = set(model.prior_globals())
-    fixed: dict = {"__dtype__": dtype, "__device__": first.device}
+    fixed = point_values(model, data)
     global_sites = [site for site in model.order if site.role == "param"]
-    for site in global_sites:
-        if site.name not in random:
-            fixed[site.name] = model.global_value(site.name).detach()
     # A prior whose parameters are constants or point values: its summed log-density once, constants precomputed.
     priors = {}
     for site in global_sites:

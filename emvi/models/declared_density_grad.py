@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from .declared_density import point_values
 from .prior_density import NUMPY_OPS, TORCH_OPS, PriorDensity
 
 LIKELIHOOD_FAMILIES = ("normal", "poisson")
@@ -65,10 +66,7 @@ class DeclaredLogJointAndGrad:
         convert = self.ops.convert
         dtype = torch.float64 if self.ops is NUMPY_OPS else self.dtype  # the numpy path is float64 throughout
         random = set(model.prior_globals())
-        fixed: dict = {"__dtype__": self.dtype, "__device__": self.device}
-        for site in model.order:
-            if site.role == "param" and site.name not in random:
-                fixed[site.name] = model.global_value(site.name).detach()
+        fixed = point_values(model, data)
         with torch.no_grad():
             self.prior = PriorDensity({name: model.global_prior(model.declaration.by_name[name], fixed)
                                        for name in random})
