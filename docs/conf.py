@@ -33,7 +33,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
-    "sphinx-mathjax-offline",  # MathJax served from the site itself: equations render without a network
     "sphinx_copybutton",
     "sphinx_design",
     "sphinxarg.ext",
@@ -92,7 +91,24 @@ def skip_member(app, what, name, obj, skip, options):
     return None
 
 
+# MathJax served from the site itself, so equations render without a network: sphinx-mathjax-offline's files, copied
+# here rather than through its extension, which does not declare itself safe for a parallel build (sphinx-build -j).
+mathjax_path = "mathjax/tex-chtml.js"
+
+
+def copy_mathjax(app, exception):
+    """Copy the MathJax files of the sphinx-mathjax-offline package into the built site's _static/mathjax."""
+    import importlib.util
+
+    from sphinx.util.fileutil import copy_asset
+
+    if exception is None:
+        package = Path(importlib.util.find_spec("sphinx-mathjax-offline").origin).parent
+        copy_asset(str(package / "static" / "mathjax"), str(Path(app.outdir) / "_static" / "mathjax"))
+
+
 def setup(app):
+    app.connect("build-finished", copy_mathjax)
     app.connect("autodoc-skip-member", skip_member)
     app.connect("autodoc-process-docstring", google_sections)
     app.connect("missing-reference", emvi_docs.resolve_reexport)

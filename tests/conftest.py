@@ -12,6 +12,9 @@ sys.path.insert(0, str(TESTS))  # toy_models, resume_script, benchmark_scripts
 
 DEFAULT_DATA_ROOT = ROOT.parent / "shared" / "data"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n: one torch thread per worker, so workers do not oversubscribe
+    torch.set_num_threads(1)
+
 
 def mnist_root() -> Path | None:
     """MNIST root from $EMVI_DATA (CI sets it), else the shared folder beside the checkout, else None."""
