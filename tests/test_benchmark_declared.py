@@ -2,31 +2,22 @@
 the declared model and the model it replaces did the same work (equal loss and gradient norm on one batch at the
 same parameters and seed; equal EM objective histories). No timing is asserted: the machine may be loaded."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from benchmark_scripts import load_benchmark
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "declared.py"
 CASES = {"gaussian_mixture_em": "em", "gmvae_svi": "svi", "poisson_vae_svi": "svi",
          "poisson_regression_mixture_svi": "svi"}
-
-
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("declared_benchmark", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
 def test_quick_run_reports_every_case_and_equal_work(capsys):
     threads = torch.get_num_threads()
     try:
-        summary = load_benchmark().main(["--quick"])
+        summary = load_benchmark("declared").main(["--quick"])
     finally:
         torch.set_num_threads(threads)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
@@ -53,7 +44,7 @@ def test_quick_run_reports_every_case_and_equal_work(capsys):
 
 def test_unequal_work_is_refused():
     """The equal-work check is a real check: a hand-written model with one parameter changed fails it."""
-    bench = load_benchmark()
+    bench = load_benchmark("declared")
     x = torch.poisson(torch.full((32, 64), 3.0), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     declared = bench.build_declared(bench.declaration_of("poisson_vae.toml"), bench.DeclaredConfig(),

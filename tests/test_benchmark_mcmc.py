@@ -1,13 +1,11 @@
 """benchmarks/mcmc.py --quick runs (so it cannot rot) where NumPyro is installed (the ``bench`` extra; CI does not
 install it): every case reports both tools, and their posterior means agree within Monte Carlo error."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "mcmc.py"
 SIGMAS = 6.0
 """Combined Monte Carlo standard errors two posterior means of the same posterior may differ by (about 20
 parameters per run, 100 draws each)."""
@@ -16,10 +14,7 @@ parameters per run, 100 draws each)."""
 @pytest.mark.slow
 def test_quick_benchmark_reports_both_tools_and_their_posteriors_agree():
     pytest.importorskip("numpyro", reason="NumPyro is the bench extra (pip install -e .[bench]); CI skips this")
-    spec = importlib.util.spec_from_file_location("mcmc_benchmark", PATH)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
-    results = benchmark.main(["--quick"])
+    results = load_benchmark("mcmc").main(["--quick"])
     assert [r["case"] for r in results] == ["mixture", "hmm", "declared"]
     for result in results:
         assert result["ess_per_s_ratio"] > 0 and result["ess_per_s_ratio_compiled"] > 0

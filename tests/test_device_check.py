@@ -1,20 +1,9 @@
 """benchmarks/device_check.py runs in its reduced form on the CPU (so it cannot rot) and, where CUDA is present, on
 the GPU against the CPU."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
-
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "device_check.py"
-
-
-def load_check():
-    spec = importlib.util.spec_from_file_location("device_check", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark
 
 
 @pytest.mark.parametrize("device", [
@@ -22,7 +11,7 @@ def load_check():
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")),
 ])
 def test_every_case_runs_and_agrees_with_the_cpu(device, capsys):
-    report = load_check().main(["--quick", "--device", device])
+    report = load_benchmark("device_check").main(["--quick", "--device", device])
     assert set(report["cases"]) == {"vae", "gmvae", "mixture_em", "hmm_em", "declared_svi", "nuts"}
     for name, case in report["cases"].items():
         assert case["ok"], f"{name}: {case}"

@@ -21,28 +21,18 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "docs" / "experiments"
 INDEX = "index.md"  # the site's hand-written table of contents over the generated pages
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-pages = load("pages")
+pages = load_benchmark("pages")
 
 GENERATED_BLOCK = re.compile(r"<!-- begin generated table .*?<!-- end generated table -->", re.DOTALL)
 CODE_SPAN = re.compile(r"`[^`\n]+`")
@@ -110,7 +100,7 @@ def test_every_record_says_how_and_where_it_was_measured():
 
 
 def test_record_runs_a_benchmark_and_appends_its_last_json_object_with_provenance(tmp_path, monkeypatch):
-    record = load("record")
+    record = load_benchmark("record")
     script = tmp_path / "tiny.py"
     script.write_text("import json, sys, torch\ntorch.set_num_threads(1)\nprint('not json')\n"
                       "print(json.dumps({'partial': True}))\nprint(json.dumps({'argv': sys.argv[1:], 'value': 0.5}))\n")
