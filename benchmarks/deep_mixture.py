@@ -244,9 +244,11 @@ def m1m2(train_data, splits: dict, valid_mask, args, seed: int):
     labelled = label_view(config, train_codes, "train").with_inputs(inputs)
     views = {split: label_view(config, data, "test").with_inputs(inputs) for split, data in split_codes.items()}
     model, guide = build_model("ssvae", config, labelled.info(), seed=seed)
-    chooser = BestByValidation(model, guide, lambda: accuracy(model, guide, views["valid"], valid_mask))
     schedule = TrainConfig(epochs=args.m1m2_epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                            seed=seed, progress=False)
+    pretrain("ssvae", model, guide, labelled, config, schedule,
+             SSVAEStart(pretrain_cluster_on="inputs", pretrain_classifier_epochs=args.m1m2_start_epochs))
+    chooser = BestByValidation(model, guide, lambda: accuracy(model, guide, views["valid"], valid_mask))
     train(model.train(), guide.train(), labelled, config=svi_config("ssvae", config, schedule), callbacks=(chooser,))
     model, guide = chooser.restore()
     return model, guide, views, chooser.curve, chooser.epoch
@@ -451,6 +453,10 @@ def main(argv=None) -> dict:
                         help="M1+M2's α (SSVAEConfig.classify_alpha): the classification term weighs α N over the "
                              "labelled items, Kingma et al.'s scaling; their 0.1 did worse on the validation labels of "
                              "digits and MNIST")
+    parser.add_argument("--m1m2-start-epochs", type=int, default=0,
+                        help="M1+M2's start: epochs of cross-entropy training q(y | x) on the clusters of M1's codes "
+                             "(t-SNE map and GMM), each named by the labelled codes it holds "
+                             "(SSVAEStart.pretrain_cluster_on = 'inputs'); 0: none")
     parser.add_argument("--m1m2-latent-dim", type=int, default=10, help="M1+M2's M2 latent size")
     parser.add_argument("--m1-latent-dim", type=int, default=50, help="M1+M2's M1 code size (Kingma et al.'s 50)")
     parser.add_argument("--m1-epochs", type=int, default=150,

@@ -76,9 +76,11 @@ class SSVAEStart:
     """Epochs of an autoencoder start: q(y | x)'s hidden layers trained as the encoder of a deterministic
     autoencoder on every training image, labels unseen; 0: none."""
     pretrain_classifier_epochs: int = 3
-    """With ``pretrain_epochs`` > 0: epochs of cross-entropy that train q(y | x) on the clusters of the
-    autoencoder's codes (t-SNE map and GMM, as gmvae's start), each cluster named after the labelled items it holds
-    (cluster-then-label); 0: only the hidden layer's autoencoder start."""
+    """Epochs of cross-entropy that train q(y | x) on the clusters of ``pretrain_cluster_on`` (t-SNE map and GMM, as
+    gmvae's start), each cluster named after the labelled items it holds (cluster-then-label); 0: none."""
+    pretrain_cluster_on: str = "codes"
+    """What cluster-then-label clusters: codes (the autoencoder's codes; runs only with ``pretrain_epochs`` > 0) or
+    inputs (the inputs x themselves, no autoencoder: for inputs that are already codes, M1+M2's)."""
     pretrain_perplexity: float = 30.0
     """t-SNE's perplexity for those clusters (capped at (N - 1) / 3)."""
     pretrain_restarts: int = 10
@@ -87,6 +89,11 @@ class SSVAEStart:
     def __post_init__(self):
         check_positive_int(self.pretrain_epochs, "pretrain_epochs", minimum=0)
         check_positive_int(self.pretrain_classifier_epochs, "pretrain_classifier_epochs", minimum=0)
+        check_choice(self.pretrain_cluster_on, "pretrain_cluster_on", ("codes", "inputs"))
+        if self.pretrain_cluster_on == "inputs" and self.pretrain_epochs:
+            raise ConfigError(f"pretrain_cluster_on = 'inputs' clusters the inputs themselves, so the autoencoder of "
+                              f"pretrain_epochs = {self.pretrain_epochs} would be trained for nothing; set "
+                              "pretrain_epochs to 0 or pretrain_cluster_on to 'codes'")
         check_number(self.pretrain_perplexity, "pretrain_perplexity", minimum=1)
         check_positive_int(self.pretrain_restarts, "pretrain_restarts")
 
@@ -172,7 +179,8 @@ def pretrain_gmvae(model, guide, train_data, config: GMVAEConfig, start: GMVAESt
 
 def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, start: SSVAEStart, train_config, *,
                    name_clusters: Callable) -> dict:
-    """The start before SVI, with ``start.pretrain_epochs`` > 0 (cluster-then-label, then M2):
+    """The start before SVI, with ``start.pretrain_epochs`` > 0 (cluster-then-label, then M2), or with
+    ``start.pretrain_cluster_on = "inputs"`` step 2 alone, on the inputs x as they are:
 
     1. the hidden layers h(x) of the classifier q(y | x) become the encoder of a deterministic autoencoder,
 
@@ -194,7 +202,8 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, start: SSVAESt
     ``train_config.seed``; the global random streams are untouched. Returns the run summary's entries: the epochs,
     the reconstruction nats per item of the last epoch, the classifier's cross-entropy on its targets and the share
     of labelled items whose cluster bears their label (step 2), and the seconds taken."""
-    if start.pretrain_epochs == 0:
+    on_inputs = start.pretrain_cluster_on == "inputs"
+    if start.pretrain_epochs == 0 and not (on_inputs and start.pretrain_classifier_epochs):
         return {}
     started = time.perf_counter()
     classifier = guide.encoders["y"]
@@ -202,15 +211,21 @@ def pretrain_ssvae(model, guide, train_data, config: SSVAEConfig, start: SSVAESt
     device, dtype = head.weight.device, head.weight.dtype
     x = train_data.array("x").detach() if hasattr(train_data, "array") else train_data.detach()
     x = x.reshape(x.shape[0], -1)  # (N, D)
+
+    def classify(batch):  # q(y | x)'s logits (B, C), as the guide computes them
+        return classifier(guide.features({"x": batch}, batch.dtype))
+
+    if on_inputs:  # the inputs are codes already: cluster-then-label alone
+        model.train(), guide.train()
+        summary = _cluster_then_label(classify, classifier.parameters(), train_data, x, x.to(device), config, start,
+                                      train_config, name_clusters)
+        return summary | {"pretrain_seconds": time.perf_counter() - started}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(train_config.seed)
         code = torch.nn.Linear(head.in_features, config.num_classes).to(device, dtype)
         decoder = FlatMLP([config.num_classes, *reversed(config.hidden_dims), x.shape[1]]).to(device, dtype)
     hidden = {}
     hook = head.register_forward_pre_hook(lambda module, args: hidden.__setitem__("h", args[0]))
-
-    def classify(batch):  # q(y | x)'s logits (B, C), as the guide computes them
-        return classifier(guide.features({"x": batch}, batch.dtype))
 
     def encode(batch):
         classify(batch)
