@@ -89,7 +89,7 @@ QUICK_SETTING = GMVAE_SETTING | {
     "epochs": 10, "num_samples": 50, "num_test": 200, "hidden_dims": [64], "ssvae_epochs": 10, "ssvae_pretrain_epochs": 20,
     "learning_rate": 3e-3, "latent_dim": 4, "ssvae_latent_dim": 2, "classifier_steps": 200, "valid_fraction": 0.2,
     "valid_labels_per_class": 5,
-    "m1_latent_dim": 20, "m1_epochs": 100, "m1m2_epochs": 100}  # M1+M2 on digits: a longer M1 (docs/experiments)
+    "m1_latent_dim": 20, "m1_epochs": 100}  # M1+M2 on digits: a smaller, shorter M1 (docs/experiments)
 """``--quick``'s defaults (digits, a few epochs; the gmvae keeps :data:`GMVAE_SETTING`)."""
 
 
