@@ -54,3 +54,19 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield torch.float64
     torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def record_calls(monkeypatch):
+    """``(seen, wrap)``: ``wrap(module, name)`` replaces ``module.name`` for the test by a function that calls it and
+    keeps its last call in ``seen[name] = (args, result)``."""
+    seen = {}
+
+    def wrap(module, name):
+        function = getattr(module, name)
+
+        def recorded(*args, **kwargs):
+            seen[name] = (args, result := function(*args, **kwargs))
+            return result
+        monkeypatch.setattr(module, name, recorded)
+    return seen, wrap

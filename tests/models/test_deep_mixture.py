@@ -583,31 +583,23 @@ def test_ssvae_pretraining_trains_the_classifiers_hidden_layer_as_an_encoder_and
     assert not torch.equal(other_seed["encoders.y.net.0.weight"], after["encoders.y.net.0.weight"])
 
 
-def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_by_the_labelled_items(monkeypatch):
+def test_ssvae_cluster_then_label_start_trains_q_y_on_the_codes_clusters_named_by_the_labelled_items(record_calls):
     """With classifier epochs, q(y | x) is trained on the labelled items' own labels and, elsewhere, on the name
     that the labelled items give their code's cluster (the best one-to-one map); its cross-entropy falls."""
     import emvi.inference.starts as starts
     from emvi.analysis.clustering import cluster_names
 
-    seen = {}
-
-    def recording(name, function):
-        def wrapped(*args, **kwargs):
-            seen[name] = (args, result := function(*args, **kwargs))
-            return result
-        return wrapped
-
-    monkeypatch.setattr(starts, "embedded_clusters", recording("clusters", starts.embedded_clusters))
-    monkeypatch.setattr(starts, "pretrain_classifier", recording("classifier", starts.pretrain_classifier))
+    seen, wrap = record_calls
+    wrap(starts, "embedded_clusters"), wrap(starts, "pretrain_classifier")
     model, guide, start, out, digits = pretrained_ssvae(epochs=5, classifier_epochs=8)
-    clusters = seen["clusters"][1]
+    clusters = seen["embedded_clusters"][1]
     mask, labels = digits.array("y_mask"), digits.array("y")
     names = torch.as_tensor(cluster_names(clusters[mask], labels[mask], 10, 10))
-    targets = seen["classifier"][0][3]
+    targets = seen["pretrain_classifier"][0][3]
     assert torch.equal(targets, torch.where(mask, labels, names[clusters]))
     assert out["pretrain_labelled_cluster_agreement"] == pytest.approx(float((names[clusters] == labels)[mask]
                                                                              .float().mean()))
-    nats = seen["classifier"][1]["pretrain_classifier_nats"]
+    nats = seen["pretrain_classifier"][1]["pretrain_classifier_nats"]
     assert len(nats) == 8 and nats[-1] < nats[0] - 0.3 and out["pretrain_classifier_nats"] == nats[-1]
     assert not torch.equal(guide.state_dict()["encoders.y.net.2.weight"], start["encoders.y.net.2.weight"])
     again = pretrained_ssvae(epochs=5, classifier_epochs=8)[1].state_dict()

@@ -40,28 +40,20 @@ def started(start: SSVAEStart, seed: int = 0):
     return model, guide, before, out, data
 
 
-def test_the_inputs_themselves_are_clustered_and_q_y_alone_learns_their_names(monkeypatch):
-    seen = {}
-
-    def recording(name, function):
-        def wrapped(*args, **kwargs):
-            seen[name] = (args, result := function(*args, **kwargs))
-            return result
-        return wrapped
-
-    monkeypatch.setattr(starts, "embedded_clusters", recording("clusters", starts.embedded_clusters))
-    monkeypatch.setattr(starts, "pretrain_classifier", recording("classifier", starts.pretrain_classifier))
+def test_the_inputs_themselves_are_clustered_and_q_y_alone_learns_their_names(record_calls, monkeypatch):
+    seen, wrap = record_calls
+    wrap(starts, "embedded_clusters"), wrap(starts, "pretrain_classifier")
     monkeypatch.setattr(starts, "pretrain_autoencoder", lambda *a, **k: pytest.fail("no autoencoder on codes"))
     model, guide, before, out, data = started(SSVAEStart(pretrain_cluster_on="inputs", pretrain_classifier_epochs=8))
     x = data.array("x")
-    assert torch.equal(seen["clusters"][0][0], x.double())  # the inputs as they are, no learned code
-    clusters = seen["clusters"][1]
+    assert torch.equal(seen["embedded_clusters"][0][0], x.double())  # the inputs as they are, no learned code
+    clusters = seen["embedded_clusters"][1]
     mask, labels = data.array("y_mask"), data.array("y")
     names = torch.as_tensor(cluster_names(clusters[mask], labels[mask], 10, 10))
-    assert torch.equal(seen["classifier"][0][3], torch.where(mask, labels, names[clusters]))
+    assert torch.equal(seen["pretrain_classifier"][0][3], torch.where(mask, labels, names[clusters]))
     assert out["pretrain_labelled_cluster_agreement"] == pytest.approx(
         float((names[clusters] == labels)[mask].float().mean()))
-    nats = seen["classifier"][1]["pretrain_classifier_nats"]
+    nats = seen["pretrain_classifier"][1]["pretrain_classifier_nats"]
     assert len(nats) == 8 and nats[-1] < nats[0] and out["pretrain_classifier_nats"] == nats[-1]
     after = model.state_dict() | guide.state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
