@@ -122,7 +122,7 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accu
     bench = _benchmark()
     images = load_dataset("digits").subset(range(200))
     train_data, valid_data, test_data = (images.subset(r) for r in (range(120), range(120, 170), range(170, 200)))
-    args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1,
+    args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1, m1m2_start_epochs=1,
                            hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic", labels_per_class=2)
     valid_mask = torch.arange(50) % 5 == 0
     model, guide, views, curve, epoch = bench.m1m2(train_data, {"valid": valid_data, "test": test_data}, valid_mask,
