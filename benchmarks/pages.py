@@ -257,6 +257,7 @@ def deep_mixture(result: dict) -> list[str]:
     if "results" not in result:
         return deep_mixture_single_split(result)
     settings = result["settings"]
+
     def gmvae_option(name):  # a --gmvae-* option left unset is the shared option, as the benchmark reads it
         return settings[f"gmvae_{name}"] or settings[name]
 
