@@ -389,6 +389,8 @@ TABLES = {
     "deep-mixture-mnist-seed0": Table("deep_mixture", ("--seeds", "0"), deep_mixture),
     "deep-mixture-mnist-seeds12": Table("deep_mixture", ("--seeds", "1", "2", "--models", "pixels", "gmvae", "m1m2"),
                                         deep_mixture),
+    "deep-mixture-mnist-seeds12-others": Table("deep_mixture", ("--seeds", "1", "2", "--models", "vae", "ssvae",
+                                                                "supervised"), deep_mixture),
     "deep-mixture-mnist": Table("deep_mixture", ("--seeds", "0", "1", "2"), deep_mixture),
     "tsne-start-map": Table("tsne_start", (), tsne_start_map),
     "tsne-start-gmm": Table("tsne_start", (), tsne_start_gmm),
