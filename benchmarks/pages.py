@@ -264,16 +264,20 @@ def deep_mixture(result: dict) -> list[str]:
     gmvae = (f"the gmvae {gmvae_option('epochs')} (hidden {gmvae_option('hidden_dims')}, latent "
              f"{gmvae_option('latent_dim')}, learning rate {gmvae_option('learning_rate')}), "
              if "gmvae_epochs" in settings else "")
+    averaged_from = settings.get("m1m2_average_from")  # records before the option chose M1+M2's epoch
+    m1m2_kept = (f"weights averaged from epoch {averaged_from}" if averaged_from
+                 else "epoch chosen on the validation labels")
+    labels = dict(DEEP_MIXTURE_METRICS) | {"m1m2_acc_100": f"M1+M2, {m1m2_kept.replace('the validation labels', 'validation')}"}
     lines = [f"Settings (fixed before the test images were scored): {settings['epochs']} SVI epochs"
              + (f" with early stopping after {settings['early_stopping']} epochs without a better validation ELBO"
                 if settings.get("early_stopping") else "")
              + f", {gmvae}at most {settings['ssvae_epochs']} for the ssvae and {settings['m1m2_epochs']} for M1+M2 "
-             f"(epoch chosen on the validation labels), {settings['pretrain_epochs']} autoencoder epochs, "
+             f"({m1m2_kept}), {settings['pretrain_epochs']} autoencoder epochs, "
              f"`{settings['pretrain_clusters']}` start, `{settings['prior_covariance']}` covariance, "
              f"`{settings['binarize']}` binarisation, seeds {', '.join(str(seed) for seed in result['seeds'])}.", ""]
     for summary in result["results"].values():
-        rows = [[label, mean_std(summary, f"valid_{key}"), mean_std(summary, f"test_{key}")]
-                for key, label in DEEP_MIXTURE_METRICS
+        rows = [[labels[key], mean_std(summary, f"valid_{key}"), mean_std(summary, f"test_{key}")]
+                for key, _ in DEEP_MIXTURE_METRICS
                 if f"valid_{key}" in summary or f"test_{key}" in summary]
         curves = [f"- `{key}` (seed {seed}): " + ", ".join(number(v, 4) for v in run[key])
                   for seed, run in zip(result["seeds"], summary["per_seed"], strict=True)

@@ -2,6 +2,7 @@
 table that names them (:mod:`emvi.inference.methods`). Every training loop of emvi lives here."""
 
 from .auto import PreparedModel, prepare_model
+from .averaging import WeightAverage
 from .convergence import ConvergenceWarning, convergence_reported
 from .elbo import make_elbo
 from .em import EMConfig, EMResult, fit_em, fit_em_with_restarts
@@ -23,6 +24,7 @@ __all__ = [
     "PreparedModel",
     "TrainConfig",
     "TrainResult",
+    "WeightAverage",
     "available_methods",
     "convergence_reported",
     "evaluate_loss",

@@ -112,6 +112,9 @@ class Callback:
         """When a fit under early stopping ends: stopped by it, or out of epochs after the best held-out epoch (the
         fit then returns to that epoch's weights either way, as scikit-learn's ``early_stopping`` does)."""
 
+    def on_end(self, loop: SVI) -> None:
+        """After the last epoch, whatever ended the fit (after :meth:`on_stop`)."""
+
 
 class _MetricsCallback(Callback):
     def __init__(self, fn: Callable[[dict], None]):
@@ -300,6 +303,8 @@ class SVI:
         if self.stopped_early or (config.early_stopping_patience is not None and self.epochs_without_improvement):
             for callback in callbacks:
                 callback.on_stop(self)
+        for callback in callbacks:
+            callback.on_end(self)
         return self.result()
 
     def result(self, run_dir=None) -> TrainResult:

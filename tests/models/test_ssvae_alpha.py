@@ -113,23 +113,44 @@ def _benchmark():
 
 
 @pytest.mark.slow
-def test_m1m2_standardises_m1s_codes_and_keeps_the_epoch_of_best_validation_accuracy():
+def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_the_later_ones(monkeypatch):
     """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, the inactive units
     dropped, standardised by the training codes' moments (every split by the same ones); M2's kept weights score,
-    on the validation labels, the best value of its validation curve (the start and each epoch)."""
+    on the validation labels, the best value of its validation curve (the start and each epoch), or with
+    ``m1m2_average_from`` are the average of the epochs' weights from that one on."""
     from emvi.data import load_dataset
 
     bench = _benchmark()
     images = load_dataset("digits").subset(range(200))
     train_data, valid_data, test_data = (images.subset(r) for r in (range(120), range(120, 170), range(170, 200)))
     args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1, m1m2_start_epochs=1,
-                           hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic", labels_per_class=2)
+                           m1m2_average_from=0, hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic",
+                           labels_per_class=2)
     valid_mask = torch.arange(50) % 5 == 0
-    model, guide, views, curve, epoch = bench.m1m2(train_data, {"valid": valid_data, "test": test_data}, valid_mask,
-                                                   args, seed=0)
+    splits = {"valid": valid_data, "test": test_data}
+    model, guide, views, curve, kept = bench.m1m2(train_data, splits, valid_mask, args, seed=0)
+    epoch = kept["m1m2_epochs_chosen"]
     assert len(curve) == 3 and curve[epoch] == max(curve)
     assert bench.accuracy(model, guide, views["valid"], valid_mask) == curve[epoch]
     assert views["test"].x.shape[0] == 30 and 1 <= views["test"].x.shape[1] <= 3 and torch.equal(views["test"].y, test_data.y)
+
+    args.m1m2_epochs, args.m1m2_average_from = 4, 2
+    snapshots = []  # M2's weights after each of its epochs (the last fit bench.train runs)
+
+    def flat(*modules):
+        return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
+
+    def train_recording(model, guide, data, callbacks=(), **kwargs):
+        snapshots.clear()
+        record = lambda metrics: snapshots.append(flat(model, guide))  # noqa: E731
+        return train(model, guide, data, callbacks=(record, *callbacks), **kwargs)
+    train = bench.train
+    monkeypatch.setattr(bench, "train", train_recording)
+    model, guide, _, curve, kept = bench.m1m2(train_data, splits, valid_mask, args, seed=0)
+    assert len(curve) == 5 and kept == {"m1m2_epochs_averaged": 3}
+    average = torch.stack(snapshots[-3:]).mean(0)
+    assert len(snapshots) == 4 and not torch.allclose(average, snapshots[-1])
+    torch.testing.assert_close(flat(model, guide), average, rtol=1e-5, atol=1e-6)
 
     scales = torch.tensor([2.0, -1.0, 1.5, 0.01])  # the last unit's variance is below 0.01: inactive
 

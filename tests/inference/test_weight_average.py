@@ -1,0 +1,76 @@
+"""WeightAverage: the fit ends with the mean of the per-epoch weights from its start epoch on (modules and param
+store), a fit shorter than the start keeps its last weights, and a bad start epoch is refused."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from toy_models import build_pair, flat_parameters, linear_gaussian_data
+
+from emvi import TrainConfig
+from emvi.errors import ConfigError
+from emvi.inference import WeightAverage, train
+from emvi.inference.svi_loop import Callback
+
+FAST = dict(batch_size=50, learning_rate=0.02, progress=False)
+
+
+class Snapshots(Callback):
+    """The module weights and param-store values after every epoch (runs before the averager)."""
+
+    def __init__(self, *modules):
+        self.modules, self.weights, self.store = modules, [], []
+
+    def on_epoch_end(self, loop, metrics):
+        if self.modules:
+            self.weights.append(flat_parameters(*self.modules).clone())
+        self.store.append({name: p.detach().clone() for name, p in loop.store.named_parameters()})
+
+
+def test_the_fit_ends_with_the_mean_of_the_weights_from_the_start_epoch_on():
+    data = linear_gaussian_data(200)
+    model, guide = build_pair()
+    snapshots, averager = Snapshots(model, guide), WeightAverage(start_epoch=3)
+    train(model, guide, data, config=TrainConfig(epochs=6, **FAST), callbacks=(snapshots, averager))
+    expected = torch.stack(snapshots.weights[2:]).mean(0)
+    assert averager.epochs_averaged == 4
+    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(expected, snapshots.weights[-1])  # the average is not the last epoch's weights
+
+
+def test_param_store_values_are_averaged_unconstrained():
+    data = linear_gaussian_data(120, data_dim=1, latent_dim=1)[:, 0]
+
+    def model(x, num_data=None):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", x.shape[0], subsample_size=x.shape[0] if num_data is None else None):
+            pyro.sample("x", dist.Normal(loc, 1.0), obs=x)
+
+    def guide(x, num_data=None):
+        loc = pyro.param("q_loc", torch.tensor(0.0))
+        scale = pyro.param("q_scale", torch.tensor(1.0), constraint=dist.constraints.positive)
+        pyro.sample("loc", dist.Normal(loc, scale))
+
+    snapshots, averager = Snapshots(), WeightAverage(start_epoch=2)
+    result = train(model, guide, data, config=TrainConfig(epochs=5, **FAST), callbacks=(snapshots, averager))
+    # the fit's param store (its own scope) as it ended: unconstrained values; the positive scale's is its log, so
+    # the scale that ends the fit is the geometric mean of the epochs' scales
+    for name in ("q_loc", "q_scale"):
+        expected = torch.stack([store[name] for store in snapshots.store[1:]]).mean(0)
+        torch.testing.assert_close(result.param_store_state[name], expected)
+    assert not torch.allclose(result.param_store_state["q_loc"], snapshots.store[-1]["q_loc"])
+
+
+def test_a_fit_shorter_than_the_start_epoch_keeps_its_last_weights():
+    data = linear_gaussian_data(200)
+    model, guide = build_pair()
+    snapshots, averager = Snapshots(model, guide), WeightAverage(start_epoch=10)
+    train(model, guide, data, config=TrainConfig(epochs=2, **FAST), callbacks=(snapshots, averager))
+    assert averager.epochs_averaged == 0
+    torch.testing.assert_close(flat_parameters(model, guide), snapshots.weights[-1])
+
+
+@pytest.mark.parametrize("start", [0, -1, 1.5])
+def test_a_start_epoch_that_is_not_a_positive_whole_number_is_refused(start):
+    with pytest.raises(ConfigError, match="positive whole epoch"):
+        WeightAverage(start_epoch=start)
