@@ -14,8 +14,9 @@ statistics such as batch norm's are averaged with the weights, an approximation 
     emvi.inference.train(model, guide, data, config=TrainConfig(epochs=100), callbacks=(averager,))
     averager.epochs_averaged    # 51: epochs 50 to 100
 
-The mean lives in memory: a fit resumed from a checkpoint restarts it at the resumed epoch. With early stopping,
-the average replaces the best held-out epoch's weights when the fit ends.
+The mean lives in memory: a run directory's checkpoints keep each epoch's own weights (what resuming continues),
+the modules the fit returns hold the average, and a resumed fit restarts the mean at the resumed epoch. With early
+stopping, the average replaces the best held-out epoch's weights when the fit ends.
 """
 
 from __future__ import annotations
