@@ -74,3 +74,14 @@ def test_a_fit_shorter_than_the_start_epoch_keeps_its_last_weights():
 def test_a_start_epoch_that_is_not_a_positive_whole_number_is_refused(start):
     with pytest.raises(ConfigError, match="positive whole epoch"):
         WeightAverage(start_epoch=start)
+
+
+def test_under_early_stopping_the_average_replaces_the_best_epochs_weights():
+    data = linear_gaussian_data(300)
+    model, guide = build_pair()
+    snapshots, averager = Snapshots(model, guide), WeightAverage(start_epoch=2)
+    config = TrainConfig(epochs=40, early_stopping_patience=1, **FAST)
+    result = train(model, guide, data[:200], valid_data=data[200:], config=config, callbacks=(snapshots, averager))
+    assert result.stopped_early and result.epochs_run == len(snapshots.weights) == averager.epochs_averaged + 1
+    torch.testing.assert_close(flat_parameters(model, guide), torch.stack(snapshots.weights[1:]).mean(0),
+                               rtol=1e-5, atol=1e-6)
