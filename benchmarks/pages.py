@@ -264,10 +264,12 @@ def deep_mixture(result: dict) -> list[str]:
     gmvae = (f"the gmvae {gmvae_option('epochs')} (hidden {gmvae_option('hidden_dims')}, latent "
              f"{gmvae_option('latent_dim')}, learning rate {gmvae_option('learning_rate')}), "
              if "gmvae_epochs" in settings else "")
-    averaged_from = settings.get("m1m2_average_from")  # records before the option chose M1+M2's epoch
+    averaged_from = settings.get("m1m2_average_from")  # unset in records from before the option: the argmax
     m1m2_kept = (f"weights averaged from epoch {averaged_from}" if averaged_from
                  else "epoch chosen on the validation labels")
-    labels = dict(DEEP_MIXTURE_METRICS) | {"m1m2_acc_100": f"M1+M2, {m1m2_kept.replace('the validation labels', 'validation')}"}
+    labels = dict(DEEP_MIXTURE_METRICS)
+    if averaged_from:
+        labels["m1m2_acc_100"] = f"M1+M2, {m1m2_kept}"
     lines = [f"Settings (fixed before the test images were scored): {settings['epochs']} SVI epochs"
              + (f" with early stopping after {settings['early_stopping']} epochs without a better validation ELBO"
                 if settings.get("early_stopping") else "")
