@@ -456,8 +456,8 @@ def main(argv=None) -> dict:
                              "rising at 30)")
     parser.add_argument("--m1m2-average-from", type=int, default=50, metavar="EPOCH",
                         help="M1+M2 keeps the average of M2's weights over the epochs from this one on "
-                             "(emvi.inference.WeightAverage); 0: the epoch of best accuracy on the validation labels, "
-                             "whose argmax over a curve as noisy as 100 labels give chased noise on MNIST")
+                             "(emvi.inference.WeightAverage); 0: the epoch of best accuracy on the validation labels "
+                             "(on MNIST that argmax chased the noise of 100 labels)")
     parser.add_argument("--m1m2-alpha", type=float, default=1.0,
                         help="M1+M2's α (SSVAEConfig.classify_alpha): the classification term weighs α N over the "
                              "labelled items, Kingma et al.'s scaling; their 0.1 did worse on the validation labels of "
