@@ -113,7 +113,7 @@ class Callback:
         fit then returns to that epoch's weights either way, as scikit-learn's ``early_stopping`` does)."""
 
     def on_end(self, loop: SVI) -> None:
-        """After the last epoch, whatever ended the fit (after :meth:`on_stop`)."""
+        """After the last epoch, whatever ended the fit (after ``on_stop``)."""
 
 
 class _MetricsCallback(Callback):
