@@ -10,7 +10,7 @@ from toy_models import build_pair, flat_parameters, linear_gaussian_data
 from emvi import TrainConfig
 from emvi.errors import ConfigError
 from emvi.inference import WeightAverage, train
-from emvi.inference.svi_loop import Callback
+from emvi.inference.svi_loop import Callback, param_store_values
 
 FAST = dict(batch_size=50, learning_rate=0.02, progress=False)
 
@@ -24,7 +24,7 @@ class Snapshots(Callback):
     def on_epoch_end(self, loop, metrics):
         if self.modules:
             self.weights.append(flat_parameters(*self.modules).clone())
-        self.store.append({name: p.detach().clone() for name, p in loop.store.named_parameters()})
+        self.store.append(param_store_values(loop.store))
 
 
 def test_the_fit_ends_with_the_mean_of_the_weights_from_the_start_epoch_on():

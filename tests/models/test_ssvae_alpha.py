@@ -11,6 +11,7 @@ import pytest
 import torch
 from benchmark_scripts import load_benchmark
 from pyro.infer import TraceEnum_ELBO
+from toy_models import flat_parameters
 
 from emvi.catalog.deep_mixture import build_ssvae, label_view
 from emvi.data import ArrayDataset, DataInfo
@@ -137,12 +138,9 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     args.m1m2_epochs, args.m1m2_average_from = 4, 2
     snapshots = []  # M2's weights after each of its epochs (the last fit bench.train runs)
 
-    def flat(*modules):
-        return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
-
     def train_recording(model, guide, data, callbacks=(), **kwargs):
         snapshots.clear()
-        record = lambda metrics: snapshots.append(flat(model, guide))  # noqa: E731
+        record = lambda metrics: snapshots.append(flat_parameters(model, guide).clone())  # noqa: E731
         return train(model, guide, data, callbacks=(record, *callbacks), **kwargs)
     train = bench.train
     monkeypatch.setattr(bench, "train", train_recording)
@@ -150,7 +148,7 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     assert len(curve) == 5 and kept == {"m1m2_epochs_averaged": 3}
     average = torch.stack(snapshots[-3:]).mean(0)
     assert len(snapshots) == 4 and not torch.allclose(average, snapshots[-1])
-    torch.testing.assert_close(flat(model, guide), average, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(flat_parameters(model, guide), average, rtol=1e-5, atol=1e-6)
 
     scales = torch.tensor([2.0, -1.0, 1.5, 0.01])  # the last unit's variance is below 0.01: inactive
 
