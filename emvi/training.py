@@ -193,7 +193,7 @@ def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu", 
     import pyro
 
     from .data import ArrayDataset
-    from .inference.runner import load_modules
+    from .inference.svi_loop import fitted_weights, load_modules
     from .rundir import load_checkpoint
 
     record = resolved["python"]
@@ -219,7 +219,7 @@ def load_python_run(run, resolved: dict, *, split: str = "train", device="cpu", 
     with pyro.poutine.block():
         guide_trace = pyro.poutine.trace(guide).get_trace(*example)
         pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(*example)
-    load_modules(state, model, guide, pyro.get_param_store())
+    load_modules(fitted_weights(state), model, guide, pyro.get_param_store())
     model, guide = _as_module(model, device), _as_module(guide, device)
     arrays = {f"input{i}": t for i, t in enumerate(tensors[1:], start=1)}
     dataset = ArrayDataset(x=tensors[0], name=Path(run.path).name, arrays=arrays or None,

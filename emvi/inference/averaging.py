@@ -14,8 +14,10 @@ statistics such as batch norm's are averaged with the weights, an approximation 
     emvi.inference.train(model, guide, data, config=TrainConfig(epochs=100), callbacks=(averager,))
     averager.epochs_averaged    # 51: epochs 50 to 100
 
-The mean lives in memory: a run directory's checkpoints keep each epoch's own weights (what resuming continues),
-the modules the fit returns hold the average, and a resumed fit restarts the mean at the resumed epoch. With early
+``TrainConfig(average_weights_from=50)`` (``emvi fit --average-weights-from 50``) adds one to the fit. Its run
+directory's checkpoints then carry the mean beside each epoch's own weights (which resuming continues), so a resumed
+fit averages as an uninterrupted one, and the last checkpoint's ``"fitted"`` weights (what ``emvi evaluate`` reads)
+are the average. A callback passed by hand keeps the mean in memory only: a resumed fit restarts it. With early
 stopping, the average replaces the best held-out epoch's weights when the fit ends.
 """
 
@@ -24,8 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .runner import load_modules
-from .svi_loop import Callback, module_state, param_store_values
+from .svi_loop import Callback, load_modules, module_state, param_store_values
 
 
 class WeightAverage(Callback):
@@ -41,7 +42,8 @@ class WeightAverage(Callback):
         self.epochs_averaged = 0
 
     def on_start(self, loop):
-        self.mean, self.epochs_averaged = None, 0
+        if loop.epoch == 0:  # a fresh fit; a resumed one keeps the mean its checkpoint restored
+            self.mean, self.epochs_averaged = None, 0
 
     def on_epoch_end(self, loop, metrics):
         if metrics["epoch"] < self.start_epoch:
@@ -65,6 +67,14 @@ class WeightAverage(Callback):
     def on_end(self, loop):
         if self.mean is not None:
             load_modules(self.mean, loop.model, loop.guide, loop.store)
+            loop.weights_replaced = "average"
+
+    def state_dict(self) -> dict:
+        """The running mean and its count, as a checkpoint stores them."""
+        return {"mean": self.mean, "epochs_averaged": self.epochs_averaged}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.epochs_averaged = state["mean"], int(state["epochs_averaged"])
 
 
 __all__ = ["WeightAverage"]

@@ -25,6 +25,7 @@ import torch
 from ..config import METHOD_CONFIG
 from ..errors import CheckpointError, ConfigError
 from . import distributed
+from .averaging import WeightAverage
 from .seeding import get_rng_state, seed_everything, set_rng_state
 from .svi_loop import (
     SVI,
@@ -33,6 +34,8 @@ from .svi_loop import (
     epoch_batches,
     evaluate_loss,
     fit_scope,
+    fitted_weights,
+    load_modules,
     module_state,
     param_store_values,
     rank_seed,
@@ -60,10 +63,12 @@ class MetricsWriter(Callback):
 
 class Checkpointer(Callback):
     """Saves the fit's state after every epoch (and the best held-out epoch's weights), restores it on resume, and
-    returns to the best weights when early stopping ends the fit. ``writes``: this process writes (rank 0)."""
+    returns to the best weights when early stopping ends the fit. ``writes``: this process writes (rank 0).
+    ``averager``: the fit's :class:`~emvi.inference.averaging.WeightAverage`, whose running mean the checkpoint
+    carries so that a resumed fit averages exactly as an uninterrupted one."""
 
-    def __init__(self, run, resolved: dict, *, writes: bool = True):
-        self.run, self.resolved, self.writes = run, resolved, writes
+    def __init__(self, run, resolved: dict, *, writes: bool = True, averager: WeightAverage | None = None):
+        self.run, self.resolved, self.writes, self.averager = run, resolved, writes, averager
 
     def restore(self, loop: SVI) -> None:
         """Load the run's checkpoint into an initialised loop (rank 0 reads it and sends it to the others)."""
@@ -82,6 +87,8 @@ class Checkpointer(Callback):
         loop.history = [dict(h) for h in state["history"]]
         loop.best_valid = float(state.get("best_valid", math.inf))
         loop.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        if self.averager is not None and state.get("weight_average") is not None:
+            self.averager.load_state_dict(state["weight_average"])
 
     def on_epoch_end(self, loop, metrics):
         world = loop.reducer.world
@@ -105,6 +112,8 @@ class Checkpointer(Callback):
         }
         if rng_states is not None:
             state["rng_ranks"] = rng_states
+        if self.averager is not None:
+            state["weight_average"] = self.averager.state_dict()
         if loop.improved:
             self.run.save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")},
                                      best=True)
@@ -114,6 +123,17 @@ class Checkpointer(Callback):
         if loop.reducer.on_main(lambda: self.run.has_checkpoint(best=True)):
             best_state = loop.reducer.on_main(lambda: self.run.load_checkpoint(map_location="cpu", best=True))
             load_modules(_to_device(best_state, loop.device), loop.model, loop.guide, loop.store)
+            loop.weights_replaced = "best"
+
+    def save_fitted(self, loop):
+        """Add the weights the fit ended on, when a callback replaced the last epoch's, to the last checkpoint as
+        ``"fitted"`` (what :func:`load_run_modules` and ``emvi evaluate`` read); its training state stays the last
+        epoch's, which a resumed fit continues."""
+        if self.writes and self.run.has_checkpoint():
+            state = self.run.load_checkpoint()
+            state["fitted"] = {"model": module_state(loop.model), "guide": module_state(loop.guide),
+                               "param_store": param_store_values(loop.store)}
+            self.run.save_checkpoint(state)
 
 
 class BestWeights(Callback):
@@ -132,6 +152,7 @@ class BestWeights(Callback):
     def on_stop(self, loop):
         if self.best is not None:
             load_modules(self.best, loop.model, loop.guide, loop.store)
+            loop.weights_replaced = "best"
 
 
 def _cloned(state: dict) -> dict:
@@ -185,13 +206,15 @@ def train(
         if value is not None:
             resolved[key] = value
     loop = SVI(model, guide, config, loss=loss, optim=optim, reducer=reducer)
-    hooks: list = []
+    # The averager comes first: the checkpoint of an epoch then holds the mean with that epoch in it.
+    averager = None if config.average_weights_from is None else WeightAverage(config.average_weights_from)
+    hooks: list = [] if averager is None else [averager]
     checkpointer = None
     if run is not None:
         loop.run_directory = run
         if reducer.rank == 0:  # rank 0 alone writes the run directory
             hooks.append(MetricsWriter(run, resolved))
-        checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0)
+        checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0, averager=averager)
         hooks.append(checkpointer)
     elif config.early_stopping_patience is not None:
         hooks.append(BestWeights())
@@ -200,6 +223,8 @@ def train(
         if resume:
             checkpointer.restore(loop)
         result = loop.run([*hooks, *callbacks])
+        if checkpointer is not None and loop.weights_replaced:
+            checkpointer.save_fitted(loop)
     if run is not None:
         result = dataclasses.replace(result, run_dir=run.path)
     return result
@@ -217,24 +242,6 @@ def training_objective(model, guide, train_data, config: TrainConfig, *,
         seed_everything(scored.seed)
         return -evaluate_loss(loop.elbo, loop.loss_model, loop.guide, loop.train_tensors,
                               batch_size=loop.batch_size, transform=loop.transform)
-
-
-def load_modules(state: dict, model, guide, store) -> None:
-    """Copy a checkpoint's model, guide and param-store values into the live ones."""
-    for key, module in (("model", model), ("guide", guide)):
-        if isinstance(module, torch.nn.Module):
-            try:
-                module.load_state_dict(state[key])
-            except RuntimeError as exc:
-                raise CheckpointError(
-                    f"checkpoint does not match the {key} ({str(exc).splitlines()[0][:160]}); resume with the same model configuration"
-                ) from None
-    current = dict(store.named_parameters())
-    with torch.no_grad():
-        for name, value in state.get("param_store", {}).items():
-            if name not in current:
-                raise CheckpointError(f"checkpoint has parameter {name!r} that the model does not create; use the same model")
-            current[name].copy_(value)
 
 
 def _restore_rng(state: dict, config: TrainConfig, world: int, rank: int) -> None:
@@ -263,11 +270,12 @@ def load_run_modules(run, model, guide, *, which: str = "checkpoint", device="cp
     """Load the parameters saved in ``run`` (a run-directory object) into freshly built ``model`` and ``guide``;
     returns the checkpoint."""
     state = run.load_checkpoint(map_location=device, best=which == "best")
+    weights = fitted_weights(state)
     for key, module in (("model", model), ("guide", guide)):
         if isinstance(module, torch.nn.Module):
             module.to(device)
             try:
-                module.load_state_dict(state[key])
+                module.load_state_dict(weights[key])
             except RuntimeError as exc:
                 raise CheckpointError(
                     f"checkpoint in {run.path} does not match the {key} ({str(exc).splitlines()[0][:160]}); "

@@ -30,7 +30,7 @@ import torch
 from pyro.infer import ELBO, RenyiELBO, TraceEnum_ELBO
 from pyro.poutine.messenger import Messenger
 
-from ..errors import ConfigError, DataError, NonFiniteLossError
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteLossError
 from ..nn import uses_local_params
 from ..validation import resolve_device
 from . import distributed
@@ -156,6 +156,8 @@ class SVI:
         self.reducer = reducer or Reducer()
         self.epoch, self.history, self.best_valid, self.epochs_without_improvement = 0, [], math.inf, 0
         self.improved = self.stopped_early = False
+        self.weights_replaced: str | None = None
+        """Set by a callback that ends the fit on other weights than the last epoch's (``"best"``, ``"average"``)."""
 
     def init(self, train_data, valid_data=None, *, store=None) -> SVI:
         """Check the data, move the modules to the device, resolve the ELBO (``auto``), create lazily initialised
@@ -504,4 +506,28 @@ def param_store_values(store) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in store.named_parameters()}
 
 
-__all__ = ["SVI", "Callback", "Reducer", "epoch_batches", "evaluate_loss", "fit_scope"]
+def fitted_weights(state: dict) -> dict:
+    """The weights a fit ended on, from its checkpoint: those of :meth:`SVI.run`'s last epoch, or where a callback
+    replaced them (early stopping's best epoch, a weight average) the replacement, saved under ``"fitted"``."""
+    return state.get("fitted", state)
+
+
+def load_modules(state: dict, model, guide, store) -> None:
+    """Copy a checkpoint's model, guide and param-store values into the live ones."""
+    for key, module in (("model", model), ("guide", guide)):
+        if isinstance(module, torch.nn.Module):
+            try:
+                module.load_state_dict(state[key])
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"checkpoint does not match the {key} ({str(exc).splitlines()[0][:160]}); resume with the same model configuration"
+                ) from None
+    current = dict(store.named_parameters())
+    with torch.no_grad():
+        for name, value in state.get("param_store", {}).items():
+            if name not in current:
+                raise CheckpointError(f"checkpoint has parameter {name!r} that the model does not create; use the same model")
+            current[name].copy_(value)
+
+
+__all__ = ["SVI", "Callback", "Reducer", "epoch_batches", "evaluate_loss", "fit_scope", "fitted_weights"]

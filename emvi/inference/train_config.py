@@ -69,6 +69,10 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     """Stop after this many epochs without a better held-out loss (needs validation data); the fit ends at the best
     held-out epoch's weights, whether it stopped early or ran out of epochs."""
+    average_weights_from: int | None = None
+    """Stochastic weight averaging (emvi.inference.WeightAverage): the fit ends on the mean of the weights after
+    epochs average_weights_from to epochs (1-based) instead of the last epoch's, also under early stopping; a run
+    directory saves that mean as the fitted weights. None: off."""
     clip_grad_norm: float | None = None
     validate: bool = False
     """Pyro/torch argument validation inside the loop; off by default because the data is checked on entry."""
@@ -104,6 +108,8 @@ class TrainConfig:
             check_positive_int(self.max_plate_nesting, "max_plate_nesting", minimum=0)
         if self.early_stopping_patience is not None:
             check_positive_int(self.early_stopping_patience, "early_stopping_patience")
+        if self.average_weights_from is not None:
+            check_positive_int(self.average_weights_from, "average_weights_from")
         if self.clip_grad_norm is not None:  # a negative norm would reverse the gradients
             check_number(self.clip_grad_norm, "clip_grad_norm", minimum=0, exclusive_minimum=True)
         if self.stratify is not None and (not isinstance(self.stratify, str) or not self.stratify):

@@ -1,5 +1,7 @@
 """WeightAverage: the fit ends with the mean of the per-epoch weights from its start epoch on (modules and param
-store), a fit shorter than the start keeps its last weights, and a bad start epoch is refused."""
+store), a fit shorter than the start keeps its last weights, and a bad start epoch is refused. As the training option
+average_weights_from: the same weights, a run directory whose fitted weights are the mean, an exact resume. A run
+directory of an early-stopped fit evaluates its best epoch's weights."""
 
 import pyro
 import pyro.distributions as dist
@@ -7,10 +9,13 @@ import pytest
 import torch
 from toy_models import build_pair, flat_parameters, linear_gaussian_data
 
+import emvi
 from emvi import TrainConfig
 from emvi.errors import ConfigError
 from emvi.inference import WeightAverage, train
+from emvi.inference.runner import load_run_modules
 from emvi.inference.svi_loop import Callback, param_store_values
+from emvi.rundir import RunDirectory, load_checkpoint
 
 FAST = dict(batch_size=50, learning_rate=0.02, progress=False)
 
@@ -85,3 +90,60 @@ def test_under_early_stopping_the_average_replaces_the_best_epochs_weights():
     assert result.stopped_early and result.epochs_run == len(snapshots.weights) == averager.epochs_averaged + 1
     torch.testing.assert_close(flat_parameters(model, guide), torch.stack(snapshots.weights[1:]).mean(0),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_the_training_option_averages_as_the_callback_does():
+    data = linear_gaussian_data(200)
+    by_callback, by_option = build_pair(seed=4), build_pair(seed=4)
+    train(*by_callback, data, config=TrainConfig(epochs=6, **FAST), callbacks=(WeightAverage(3),))
+    train(*by_option, data, config=TrainConfig(epochs=6, average_weights_from=3, **FAST))
+    assert torch.equal(flat_parameters(*by_callback), flat_parameters(*by_option))
+
+
+@pytest.mark.parametrize("start", [0, -2, 1.5])
+def test_a_bad_average_weights_from_is_refused(start):
+    with pytest.raises(ConfigError, match="average_weights_from"):
+        TrainConfig(average_weights_from=start)
+
+
+def test_a_run_directory_keeps_the_average_as_the_fitted_weights_and_the_last_epoch_to_resume(tmp_path):
+    data = linear_gaussian_data(200)
+    model, guide = build_pair(seed=2)
+    snapshots = Snapshots(model, guide)
+    emvi.train(model, guide, data, config=TrainConfig(epochs=5, average_weights_from=2, **FAST), run_dir=tmp_path,
+          callbacks=(snapshots,))
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["weight_average"]["epochs_averaged"] == 4
+    fresh = build_pair(seed=9)
+    load_run_modules(RunDirectory(tmp_path), *fresh)  # what emvi evaluate loads
+    torch.testing.assert_close(flat_parameters(*fresh), torch.stack(snapshots.weights[1:]).mean(0), rtol=1e-5, atol=1e-6)
+    last = build_pair(seed=9)
+    last[0].load_state_dict(state["model"]), last[1].load_state_dict(state["guide"])
+    torch.testing.assert_close(flat_parameters(*last), snapshots.weights[-1])  # the training state resumes from
+
+
+def test_a_resumed_fit_averages_as_an_uninterrupted_one(tmp_path):
+    data = linear_gaussian_data(200)
+    config = TrainConfig(epochs=6, seed=3, average_weights_from=2, **FAST)
+    model, guide = build_pair(seed=2)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "straight")
+    expected = flat_parameters(model, guide)
+    model, guide = build_pair(seed=2)
+    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}), run_dir=tmp_path / "resumed")
+    model, guide = build_pair(seed=99)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True)
+    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["weight_average"]["epochs_averaged"] == 5
+
+
+def test_an_early_stopped_run_directory_evaluates_the_best_epochs_weights(tmp_path):
+    data = linear_gaussian_data(300)
+    model, guide = build_pair()
+    config = TrainConfig(epochs=300, early_stopping_patience=2, **FAST)
+    result = emvi.train(model, guide, data[:200], valid_data=data[200:], config=config, run_dir=tmp_path)
+    assert result.stopped_early
+    best = load_checkpoint(tmp_path / "best.pt")
+    fresh = build_pair(seed=9)
+    load_run_modules(RunDirectory(tmp_path), *fresh)
+    torch.testing.assert_close(fresh[0].state_dict()["weight"], best["model"]["weight"])
+    assert not torch.equal(best["model"]["weight"], load_checkpoint(tmp_path / "checkpoint.pt")["model"]["weight"])
