@@ -19,6 +19,10 @@ class ArrayDataset:
     Sequences are ``x`` of shape ``(N, T, D)`` padded, with ``lengths`` ``(N,)``. ``arrays`` holds further named
     arrays aligned with ``x`` (an .npz's covariates, label masks...); ``inputs`` names the arrays a model receives,
     in order (``"x"``, ``"y"`` or a key of ``arrays``), for models that take several (declared models).
+
+    ``x_scale``, shaped as ``x``, makes each training step see a fresh draw ``Normal(x, x_scale)`` in place of ``x``:
+    uncertain features such as codes drawn from an encoder's q(z | x) (M1+M2 trains its M2 on such draws). Scoring
+    reads ``x``, the means.
     """
 
     x: torch.Tensor
@@ -29,8 +33,15 @@ class ArrayDataset:
     lengths: torch.Tensor | None = None
     arrays: dict[str, torch.Tensor] | None = None
     inputs: tuple[str, ...] | None = None
+    x_scale: torch.Tensor | None = None
 
     def __post_init__(self):
+        if self.x_scale is not None:
+            if self.x_scale.shape != self.x.shape:
+                raise DataError(f"x_scale has shape {tuple(self.x_scale.shape)} but x has {tuple(self.x.shape)}; "
+                                "give one standard deviation per value of x")
+            if not (torch.isfinite(self.x_scale).all() and (self.x_scale >= 0).all()):
+                raise DataError("x_scale must hold finite standard deviations >= 0; drop or clip the others")
         for name, value in (self.arrays or {}).items():
             if value.shape[0] != self.x.shape[0]:
                 raise DataError(f"array {name!r} has {value.shape[0]} rows but x has {self.x.shape[0]}; align them")
@@ -96,16 +107,24 @@ class ArrayDataset:
         shapes.update({name: list(value.shape[1:]) for name, value in (self.arrays or {}).items()})
         return shapes
 
-    def transform_batch(self, batch: tuple[torch.Tensor, ...],
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
-        """Per-batch transform applied by the training loops: dynamic binarisation draws ``Bernoulli(x)`` from
-        ``generator`` (torch's global one by default)."""
+    def transform_batch(self, batch: tuple[torch.Tensor, ...], generator: torch.Generator | None = None,
+                        index: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Per-batch transform applied by the training loops, its draws from ``generator`` (torch's global one by
+        default): dynamic binarisation draws ``Bernoulli(x)``; with :attr:`x_scale`, the batch's items (rows
+        ``index`` of the data) are drawn from ``Normal(x, x_scale)`` (left as they are without ``index``)."""
         if self.binarize == "dynamic":
             return (bernoulli_draw(batch[0], generator),) + tuple(batch[1:])
+        if self.x_scale is not None and index is not None:
+            x = batch[0]
+            scale = self.x_scale[index.to(self.x_scale.device)].to(x)
+            noise = torch.randn(x.shape, generator=generator, dtype=x.dtype,
+                                device=x.device if generator is None else generator.device).to(x.device)
+            return (x + scale * noise,) + tuple(batch[1:])
         return batch
 
     def subset(self, indices) -> ArrayDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)
         return replace(self, x=self.x[indices], y=None if self.y is None else self.y[indices],
                        lengths=None if self.lengths is None else self.lengths[indices],
+                       x_scale=None if self.x_scale is None else self.x_scale[indices],
                        arrays=None if self.arrays is None else {k: v[indices] for k, v in self.arrays.items()})

@@ -30,8 +30,9 @@ from torch import nn
 from ..errors import DataError
 from ..validation import check_positive_int
 
-BatchTransform = Callable[[tuple[torch.Tensor, ...], torch.Generator], tuple[torch.Tensor, ...]]
-"""A data set's per-batch transform (:meth:`emvi.data.ArrayDataset.transform_batch`) given a generator."""
+BatchTransform = Callable[..., tuple[torch.Tensor, ...]]
+"""A data set's per-batch transform (:meth:`emvi.data.ArrayDataset.transform_batch`): ``(batch, generator,
+index=rows)``."""
 
 
 def pretrain_autoencoder(encode: Callable[[torch.Tensor], torch.Tensor], decode: Callable[[torch.Tensor], torch.Tensor],
@@ -88,7 +89,7 @@ def _adam_epochs(loss_of, parameters, x: torch.Tensor, targets: torch.Tensor | N
             rows = order[start : start + batch_size]
             batch = x[rows]
             if transform is not None:
-                batch = transform((batch,), generator)[0]
+                batch = transform((batch,), generator, index=rows)[0]
             batch = batch.to(device=device, dtype=parameters[0].dtype)
             loss = loss_of(batch, None if targets is None else targets[rows].to(device))
             optimizer.zero_grad()

@@ -211,7 +211,8 @@ class SVI:
             start, stop = self.reducer.shard_bounds(index.shape[0])
             if stop <= start:
                 continue
-            batch = self.transform(tuple(t.index_select(0, index[start:stop]) for t in self.train_tensors))
+            rows = index[start:stop]
+            batch = self.transform(tuple(t.index_select(0, rows) for t in self.train_tensors), index=rows)
             loss = _loss(self.elbo, self.loss_model, self.guide, batch, part_size, warmup, num_parts=len(parts))
             if self.reducer.world > 1:
                 loss = loss * ((stop - start) / index.shape[0])
@@ -454,7 +455,7 @@ def _warm_up(elbo, config, model, guide, first_batch, num_data):
 
 
 def as_tensors(data, what: str, device) -> tuple[tuple[torch.Tensor, ...], Callable]:
-    transform = getattr(data, "transform_batch", None) or (lambda batch: batch)
+    transform = getattr(data, "transform_batch", None) or (lambda batch, **_: batch)
     if hasattr(data, "tensors"):
         tensors = tuple(data.tensors)
     elif isinstance(data, torch.Tensor):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emvi.data import load_dataset, train_valid_split
+from emvi.data import ArrayDataset, load_dataset, train_valid_split
 from emvi.errors import ConfigError, DataError
 
 
@@ -54,6 +54,58 @@ def test_static_and_dynamic_binarisation():
     # E[Bernoulli(p)] = p: the mean of many draws approaches the grey values (standard error <= 0.5 / sqrt(n))
     draws = torch.stack([dynamic.transform_batch((dynamic.x[:50],))[0] for _ in range(400)])
     assert (draws.mean(0) - dynamic.x[:50]).abs().max() < 5 * 0.5 / 400**0.5
+
+
+def test_x_scale_draws_each_item_from_its_own_normal_in_training_and_leaves_scoring_on_the_means():
+    x = torch.arange(12.0).reshape(6, 2)
+    scale = torch.tensor([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0], [0.5, 0.5], [3.0, 0.1], [0.0, 0.0]])
+    data = ArrayDataset(x=x, x_scale=scale)
+    rows = torch.tensor([4, 1, 2])
+    assert torch.equal(data.transform_batch((x[rows],))[0], x[rows])  # no rows named: the means
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.stack([data.transform_batch((x[rows],), generator, index=rows)[0] for _ in range(4000)])
+    # E = x, sd = x_scale, row by row; the sample mean's standard error is sd / sqrt(4000), the sd's about sd / sqrt(8000)
+    torch.testing.assert_close(draws.mean(0), x[rows], atol=float(5 * scale[rows].max() / 4000**0.5), rtol=0)
+    torch.testing.assert_close(draws.std(0), scale[rows], atol=float(5 * scale[rows].max() / 8000**0.5), rtol=0)
+    assert torch.equal(draws[:, 2], x[2].expand(4000, 2))  # a zero scale leaves the item as it is
+    part = data.subset([3, 4])
+    assert torch.equal(part.x_scale, scale[[3, 4]]) and torch.equal(part.x, x[[3, 4]])
+    with pytest.raises(DataError, match="x_scale has shape"):
+        ArrayDataset(x=x, x_scale=scale[:, :1])
+    with pytest.raises(DataError, match="finite standard deviations >= 0"):
+        ArrayDataset(x=x, x_scale=-scale)
+
+
+def test_the_training_loop_draws_each_items_x_from_its_own_scale():
+    """Rows drawn with scale 0 reach the model exactly; the others are drawn afresh in every step."""
+    import pyro
+    import pyro.distributions as dist
+
+    from emvi import TrainConfig, train
+    from emvi.inference.svi_loop import Callback
+
+    class Record(Callback):  # from the first step on (the warm-up pass before it reads the first batch's means)
+        def on_start(self, loop):
+            recording.append(True)
+
+    n = 40
+    x = torch.arange(float(n)).unsqueeze(-1)
+    data = ArrayDataset(x=x, x_scale=(torch.arange(n) % 2).float().unsqueeze(-1))
+    seen, recording = [], []
+
+    def model(x, num_data=None):
+        if recording:
+            seen.append(x.detach().clone())
+        loc = pyro.param("loc", torch.zeros(1))
+        with pyro.plate("data", x.shape[0], subsample_size=x.shape[0] if num_data is None else None):
+            pyro.sample("x", dist.Normal(loc, 100.0).to_event(1), obs=x)
+
+    train(model, lambda x, num_data=None: None, data, config=TrainConfig(epochs=2, batch_size=8, progress=False),
+          callbacks=(Record(),))
+    values = torch.cat(seen).squeeze(-1)
+    exact = values == values.round()
+    assert (values[exact] % 2 == 0).all()  # every value that reached the model unchanged is an even (scale-0) item
+    assert (~exact).sum() >= n  # the odd items, drawn in each of the two epochs
 
 
 def test_user_arrays_npy_npz_csv(tmp_path):
