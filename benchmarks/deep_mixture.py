@@ -19,8 +19,9 @@ thresholds at 0.5. Metrics:
 * (d) ``ssvae_acc_100``: emvi's ``ssvae`` (M2) with 10 labels per class, argmax q(y | x): the start
   (:func:`emvi.inference.starts.pretrain_ssvae`), then TraceEnum_ELBO with stratified steps;
 * ``m1m2_acc_100``: M1+M2 (Kingma et al. 2014), M2 with a normal likelihood on the standardised codes of its own
-  plain ``vae`` (M1: ``--m1-latent-dim``, ``--m1-epochs``), its classification term weighted α·N as the paper's
-  (``--m1m2-alpha``), its weights averaged over the epochs from ``--m1m2-average-from`` on;
+  plain ``vae`` (M1: ``--m1-latent-dim``, ``--m1-epochs``), drawn from q(z1 | x) in every step (``--m1m2-codes``),
+  its classification term weighted α·N as the paper's (``--m1m2-alpha``), its weights averaged over the epochs from
+  ``--m1m2-average-from`` on;
 * (e) ``supervised_only_acc_100``: (d)'s classifier network from the same initial weights, trained by cross-entropy
   on the labelled images alone;
 * ``is_loglik_gmvae``, ``is_loglik_vae``: importance-sampled log p(x) (K = ``--num-samples``) of the gmvae and of a
@@ -208,27 +209,33 @@ ACTIVE_UNIT_VARIANCE = 0.01
 al. 2016's criterion); the others carry no information about the image."""
 
 
-def m1_codes(vae_guide, train_data, splits: dict):
+def m1_codes(vae_guide, train_data, splits: dict, *, drawn: bool = False):
     """M1's codes: z1 = the mean of the trained VAE's q(z1 | x) at each grey-level image (the Bernoulli means, not one
     binarised draw, whose noise hid much of the class from a classifier of the labelled codes on digits), its
     inactive units dropped (:data:`ACTIVE_UNIT_VARIANCE`: standardised, they would be unit-variance noise for M2 to
     model; every unit kept if none is active), standardised by the training codes' mean and standard deviation, so
-    that M2's normal likelihood sees unit-scale features. Returns ``(training codes, {split: codes})`` as data sets of features."""
+    that M2's normal likelihood sees unit-scale features. With ``drawn``, the training codes also carry q(z1 | x)'s
+    standard deviations (standardised alike) as ``x_scale``: M2 then trains on a fresh draw z1 ~ q(z1 | x) in every
+    step, as Kingma et al.'s stacked model does, and is scored on the means. Returns ``(training codes, {split:
+    codes})`` as data sets of features."""
     with torch.no_grad():
-        raw = {split: vae_guide.loc_scale(data.x)[0] for split, data in {"train": train_data, **splits}.items()}
-    active = raw["train"].var(0) > ACTIVE_UNIT_VARIANCE
+        raw = {split: vae_guide.loc_scale(data.x) for split, data in {"train": train_data, **splits}.items()}
+    loc = {split: loc_scale[0] for split, loc_scale in raw.items()}
+    active = loc["train"].var(0) > ACTIVE_UNIT_VARIANCE
     if not active.any():  # a collapsed M1 (a smoke run's few steps): every unit, so that M2 still runs
         active = torch.ones_like(active)
-    mean, std = raw["train"][:, active].mean(0), raw["train"][:, active].std(0).clamp_min(1e-6)
-    coded = {split: replace(data, x=(raw[split][:, active] - mean) / std, binarize=None, image_shape=None)
+    mean, std = loc["train"][:, active].mean(0), loc["train"][:, active].std(0).clamp_min(1e-6)
+    coded = {split: replace(data, x=(loc[split][:, active] - mean) / std, binarize=None, image_shape=None)
              for split, data in {"train": train_data, **splits}.items()}
+    if drawn:
+        coded["train"] = replace(coded["train"], x_scale=raw["train"][1][:, active] / std)
     return coded.pop("train"), coded
 
 
 def m1m2(train_data, splits: dict, valid_mask, args, seed: int):
     """M1+M2 (Kingma et al. 2014): M1, a plain ``vae`` with ``--m1-latent-dim`` codes trained ``--m1-epochs`` on the
     training images (binarised as ``--binarize``); then M2 (``ssvae`` with ``likelihood="normal"``, no start) on
-    :func:`m1_codes`, the classification term weighted as the paper's: α N · E_labelled log q(y | x), i.e.
+    :func:`m1_codes` (a fresh draw from q(z1 | x) in every step with ``--m1m2-codes draw``), the classification term weighted as the paper's: α N · E_labelled log q(y | x), i.e.
     ``SSVAEConfig.classify_alpha`` = ``--m1m2-alpha``. ``splits``: the grey-level validation and test images. The
     weights kept are the average of every epoch's from ``--m1m2-average-from`` on (:class:`WeightAverage`), or with
     ``0`` the epoch of best accuracy on the validation labels. Returns ``(model, guide, views by split, the
@@ -237,7 +244,7 @@ def m1m2(train_data, splits: dict, valid_mask, args, seed: int):
                               seed=seed, progress=False)
     _, m1_guide, _ = fit("vae", VAEConfig(latent_dim=args.m1_latent_dim, hidden_dims=tuple(args.hidden_dims)),
                          binarized(train_data, args.binarize), m1_schedule)
-    train_codes, split_codes = m1_codes(m1_guide, train_data, splits)
+    train_codes, split_codes = m1_codes(m1_guide, train_data, splits, drawn=args.m1m2_codes == "draw")
     config = SSVAEConfig(num_classes=10, labels_per_class=args.labels_per_class, label_seed=seed,
                          latent_dim=args.m1m2_latent_dim, hidden_dims=tuple(args.hidden_dims), likelihood="normal",
                          classify_alpha=args.m1m2_alpha)
@@ -466,6 +473,9 @@ def main(argv=None) -> dict:
                         help="M1+M2's start: epochs of cross-entropy training q(y | x) on the clusters of M1's codes "
                              "(t-SNE map and GMM), each named by the labelled codes it holds "
                              "(SSVAEStart.pretrain_cluster_on = 'inputs'); 0: none")
+    parser.add_argument("--m1m2-codes", choices=("draw", "mean"), default="draw",
+                        help="what M1+M2's M2 trains on: a fresh draw z1 ~ q(z1 | x) of M1's codes in every step "
+                             "(Kingma et al.'s stacked model), or their means; it is scored on the means either way")
     parser.add_argument("--m1m2-latent-dim", type=int, default=10, help="M1+M2's M2 latent size")
     parser.add_argument("--m1-latent-dim", type=int, default=50, help="M1+M2's M1 code size (Kingma et al.'s 50)")
     parser.add_argument("--m1-epochs", type=int, default=150,

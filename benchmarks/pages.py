@@ -267,6 +267,8 @@ def deep_mixture(result: dict) -> list[str]:
     averaged_from = settings.get("m1m2_average_from")  # unset in records from before the option: the argmax
     m1m2_kept = (f"weights averaged from epoch {averaged_from}" if averaged_from
                  else "epoch chosen on the validation labels")
+    if settings.get("m1m2_codes") == "draw":  # unset in records from before the option: the codes' means
+        m1m2_kept = f"codes drawn from q(z1 | x), {m1m2_kept}"
     labels = dict(DEEP_MIXTURE_METRICS)
     if averaged_from:
         labels["m1m2_acc_100"] = f"M1+M2, {m1m2_kept}"

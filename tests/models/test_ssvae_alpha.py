@@ -118,14 +118,15 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     """M1+M2 end to end on 200 digits: M1's codes are the encoder means of the grey-level images, the inactive units
     dropped, standardised by the training codes' moments (every split by the same ones); M2's kept weights score,
     on the validation labels, the best value of its validation curve (the start and each epoch), or with
-    ``m1m2_average_from`` are the average of the epochs' weights from that one on."""
+    ``m1m2_average_from`` are the average of the epochs' weights from that one on; with ``m1m2_codes="draw"`` M2
+    trains on codes that carry their standardised q(z1 | x) scales."""
     from emvi.data import load_dataset
 
     bench = _benchmark()
     images = load_dataset("digits").subset(range(200))
     train_data, valid_data, test_data = (images.subset(r) for r in (range(120), range(120, 170), range(170, 200)))
     args = SimpleNamespace(m1_epochs=20, m1_latent_dim=3, m1m2_latent_dim=2, m1m2_epochs=2, m1m2_alpha=0.1, m1m2_start_epochs=1,
-                           m1m2_average_from=0, hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic",
+                           m1m2_average_from=0, m1m2_codes="mean", hidden_dims=[16], batch_size=32, learning_rate=1e-2, binarize="dynamic",
                            labels_per_class=2)
     valid_mask = torch.arange(50) % 5 == 0
     splits = {"valid": valid_data, "test": test_data}
@@ -135,10 +136,11 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     assert bench.accuracy(model, guide, views["valid"], valid_mask) == curve[epoch]
     assert views["test"].x.shape[0] == 30 and 1 <= views["test"].x.shape[1] <= 3 and torch.equal(views["test"].y, test_data.y)
 
-    args.m1m2_epochs, args.m1m2_average_from = 4, 2
-    snapshots = []  # M2's weights after each of its epochs (the last fit bench.train runs)
+    args.m1m2_epochs, args.m1m2_average_from, args.m1m2_codes = 4, 2, "draw"
+    snapshots, trained_on = [], []  # M2's weights after each of its epochs (the last fit bench.train runs)
 
     def train_recording(model, guide, data, callbacks=(), **kwargs):
+        trained_on.append(data)
         snapshots.clear()
         record = lambda metrics: snapshots.append(flat_parameters(model, guide).clone())  # noqa: E731
         return train(model, guide, data, callbacks=(record, *callbacks), **kwargs)
@@ -148,6 +150,8 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     assert len(curve) == 5 and kept == {"m1m2_epochs_averaged": 3}
     average = torch.stack(snapshots[-3:]).mean(0)
     assert len(snapshots) == 4 and not torch.allclose(average, snapshots[-1])
+    codes = trained_on[-1]  # M2 trains on draws of the codes: their standardised q(z1 | x) scales ride along
+    assert codes.x_scale is not None and codes.x_scale.shape == codes.x.shape and (codes.x_scale > 0).all()
     torch.testing.assert_close(flat_parameters(model, guide), average, rtol=1e-5, atol=1e-6)
 
     scales = torch.tensor([2.0, -1.0, 1.5, 0.01])  # the last unit's variance is below 0.01: inactive
@@ -155,7 +159,7 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     class Encoder:  # a fixed linear encoder: the codes' moments are known in closed form
         @staticmethod
         def loc_scale(x):
-            return x[:, 20:24] * scales + 1.0, None
+            return x[:, 20:24] * scales + 1.0, torch.full((x.shape[0], 4), 0.3)
 
     raw = train_data.x[:, 20:24].double()
     assert (raw * scales.double()).var(0)[3] < bench.ACTIVE_UNIT_VARIANCE < (raw * scales.double()).var(0)[:3].min()
@@ -165,7 +169,10 @@ def test_m1m2_standardises_m1s_codes_and_keeps_the_best_epoch_or_the_average_of_
     assert torch.allclose(codes.x.double(), sign * (raw - mean) / std, atol=1e-5)
     assert torch.allclose(splits["valid"].x.double(), sign * (valid_data.x[:, 20:23].double() - mean) / std,
                           atol=1e-5)
-    assert codes.image_shape is None and replace(codes).binarize is None
+    assert codes.image_shape is None and replace(codes).binarize is None and codes.x_scale is None
+    drawn, _ = bench.m1_codes(Encoder, train_data, {"valid": valid_data}, drawn=True)
+    assert torch.equal(drawn.x, codes.x)  # q(z1 | x)'s scale 0.3, standardised as the means are
+    assert torch.allclose(drawn.x_scale.double(), (0.3 / (std * scales[:3].abs().double())).expand(120, 3), atol=1e-5)
 
     class Collapsed:  # no unit active: every unit kept, constant codes standardised to zero, not to NaN
         @staticmethod
