@@ -108,6 +108,30 @@ def test_the_training_loop_draws_each_items_x_from_its_own_scale():
     assert (~exact).sum() >= n  # the odd items, drawn in each of the two epochs
 
 
+def test_a_normal_fit_to_drawn_items_learns_the_variance_of_the_draws():
+    """x_n ~ Normal(2, 0.5²) seen through draws Normal(x_n, 1.2²): the maximum-likelihood scale of a normal fit to the
+    draws is sqrt(0.5² + 1.2²) = 1.3 (to its sampling error, about 1.3 / sqrt(2 N))."""
+    import pyro
+    import pyro.distributions as dist
+
+    from emvi import TrainConfig, train
+
+    n = 5000
+    x = 2.0 + 0.5 * torch.randn(n, 1, generator=torch.Generator().manual_seed(0))
+
+    def model(x, num_data=None):
+        loc = pyro.param("loc", torch.zeros(1))
+        scale = pyro.param("scale", torch.ones(1), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0], subsample_size=x.shape[0] if num_data is None else None):
+            pyro.sample("x", dist.Normal(loc, scale).to_event(1), obs=x)
+
+    config = TrainConfig(epochs=40, batch_size=500, learning_rate=0.05, average_weights_from=20, progress=False)
+    fitted = train(model, lambda x, num_data=None: None, ArrayDataset(x=x, x_scale=torch.full((n, 1), 1.2)),
+                   config=config).param_store_state
+    assert abs(fitted["loc"].item() - x.mean().item()) < 5 * 1.3 / n**0.5
+    assert abs(fitted["scale"].exp().item() - (x.var().item() + 1.2**2) ** 0.5) < 5 * 1.3 / (2 * n) ** 0.5
+
+
 def test_user_arrays_npy_npz_csv(tmp_path):
     x = np.arange(12, dtype=np.float64).reshape(4, 3)
     np.save(tmp_path / "a.npy", x)
