@@ -42,6 +42,8 @@ class ArrayDataset:
                                 "give one standard deviation per value of x")
             if not (torch.isfinite(self.x_scale).all() and (self.x_scale >= 0).all()):
                 raise DataError("x_scale must hold finite standard deviations >= 0; drop or clip the others")
+            if self.binarize == "dynamic":
+                raise DataError("x_scale and dynamic binarisation both redraw x in every step; keep one of them")
         for name, value in (self.arrays or {}).items():
             if value.shape[0] != self.x.shape[0]:
                 raise DataError(f"array {name!r} has {value.shape[0]} rows but x has {self.x.shape[0]}; align them")

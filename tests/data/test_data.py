@@ -74,6 +74,8 @@ def test_x_scale_draws_each_item_from_its_own_normal_in_training_and_leaves_scor
         ArrayDataset(x=x, x_scale=scale[:, :1])
     with pytest.raises(DataError, match="finite standard deviations >= 0"):
         ArrayDataset(x=x, x_scale=-scale)
+    with pytest.raises(DataError, match="keep one of them"):
+        ArrayDataset(x=x / 11, x_scale=scale, binarize="dynamic")
 
 
 def test_the_training_loop_draws_each_items_x_from_its_own_scale():
