@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from .svi_loop import Callback, load_modules, module_state, param_store_values
+from .svi_loop import Callback, load_modules, loop_weights
 
 
 class WeightAverage(Callback):
@@ -48,8 +48,7 @@ class WeightAverage(Callback):
     def on_epoch_end(self, loop, metrics):
         if metrics["epoch"] < self.start_epoch:
             return
-        current = {"model": module_state(loop.model), "guide": module_state(loop.guide),
-                   "param_store": param_store_values(loop.store)}
+        current = loop_weights(loop)
         self.epochs_averaged += 1
         if self.mean is None:
             self.mean = {part: {name: value.detach().clone() for name, value in state.items()}

@@ -36,8 +36,7 @@ from .svi_loop import (
     fit_scope,
     fitted_weights,
     load_modules,
-    module_state,
-    param_store_values,
+    loop_weights,
     rank_seed,
 )
 from .train_config import TrainConfig, TrainResult, check_resumable, describe
@@ -97,9 +96,7 @@ class Checkpointer(Callback):
         if not self.writes:
             return
         state = {
-            "model": module_state(loop.model),
-            "guide": module_state(loop.guide),
-            "param_store": param_store_values(loop.store),
+            **loop_weights(loop),
             "optimizer": loop.optimizer.state_dict(),
             "scheduler": loop.scheduler.state_dict() if loop.scheduler is not None else None,
             "rng": get_rng_state(),
@@ -131,8 +128,7 @@ class Checkpointer(Callback):
         epoch's, which a resumed fit continues."""
         if self.writes and self.run.has_checkpoint():
             state = self.run.load_checkpoint()
-            state["fitted"] = {"model": module_state(loop.model), "guide": module_state(loop.guide),
-                               "param_store": param_store_values(loop.store)}
+            state["fitted"] = loop_weights(loop)
             self.run.save_checkpoint(state)
 
 
@@ -146,8 +142,8 @@ class BestWeights(Callback):
 
     def on_epoch_end(self, loop, metrics):
         if loop.improved:
-            self.best = {"model": _cloned(module_state(loop.model)), "guide": _cloned(module_state(loop.guide)),
-                         "param_store": param_store_values(loop.store)}
+            weights = loop_weights(loop)
+            self.best = {**weights, "model": _cloned(weights["model"]), "guide": _cloned(weights["guide"])}
 
     def on_stop(self, loop):
         if self.best is not None:

@@ -507,6 +507,13 @@ def param_store_values(store) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in store.named_parameters()}
 
 
+def loop_weights(loop: SVI) -> dict:
+    """The loop's live weights as a checkpoint holds them: ``{"model", "guide", "param_store"}`` (the modules'
+    state dicts reference the live tensors; the param-store values are copies), the inverse of :func:`load_modules`."""
+    return {"model": module_state(loop.model), "guide": module_state(loop.guide),
+            "param_store": param_store_values(loop.store)}
+
+
 def fitted_weights(state: dict) -> dict:
     """The weights a fit ended on, from its checkpoint: those of :meth:`SVI.run`'s last epoch, or where a callback
     replaced them (early stopping's best epoch, a weight average) the replacement, saved under ``"fitted"``."""
