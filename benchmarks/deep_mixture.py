@@ -184,17 +184,18 @@ def supervised_only(classifier, labelled_x, labelled_y, *, steps: int, seed: int
 
 class BestByValidation:
     """Keeps the model and guide weights at the best validation accuracy, measured at the start (before SVI) and
-    after every SVI epoch: the epoch is a setting chosen on the labelled validation images alone."""
+    after every SVI epoch: the epoch is a setting chosen on the labelled validation images alone. With ``keep=False``
+    it only records the curve (a report beside weight averaging) and copies no weights."""
 
-    def __init__(self, model, guide, score):
-        self.model, self.guide, self.score = model, guide, score
+    def __init__(self, model, guide, score, *, keep: bool = True):
+        self.model, self.guide, self.score, self.keep = model, guide, score, keep
         self.curve, self.best, self.state = [], -1.0, None
         self(None)  # the start
 
     def __call__(self, metrics):
         value = self.score()
         self.curve.append(value)
-        if value > self.best:
+        if value > self.best and self.keep:
             self.best, self.epoch = value, len(self.curve) - 1
             self.state = copy.deepcopy((self.model.state_dict(), self.guide.state_dict()))
         self.model.train(), self.guide.train()
@@ -256,8 +257,9 @@ def m1m2(train_data, splits: dict, valid_mask, args, seed: int):
                            seed=seed, progress=False)
     pretrain("ssvae", model, guide, labelled, config, schedule,
              SSVAEStart(pretrain_cluster_on="inputs", pretrain_classifier_epochs=args.m1m2_start_epochs))
-    chooser = BestByValidation(model, guide, lambda: accuracy(model, guide, views["valid"], valid_mask))
     averager = WeightAverage(args.m1m2_average_from) if args.m1m2_average_from else None
+    chooser = BestByValidation(model, guide, lambda: accuracy(model, guide, views["valid"], valid_mask),
+                               keep=averager is None)
     train(model.train(), guide.train(), labelled, config=svi_config("ssvae", config, schedule),
           callbacks=(chooser,) if averager is None else (chooser, averager))
     if averager is None:
@@ -486,7 +488,11 @@ def main(argv=None) -> dict:
                         help="importance samples K (the issue's 1000; the whole run then exceeded 30 minutes on a "
                              "loaded 2-core machine, --num-samples 100 is ten times cheaper)")
     parser.add_argument("--data-root", default=os.environ.get("EMVI_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data")))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads in all (split among --jobs)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="seeds fit at once, each in its own process with --threads / --jobs torch threads (small "
+                             "networks use one thread better than two); the seconds per fit then count a shared "
+                             "machine")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--models", nargs="+", choices=tuple(MODEL_METRICS), default=list(MODEL_METRICS),
                         help="the methods fit and scored (default: every one; pixels: the GMM and k-means baselines)")
@@ -495,6 +501,8 @@ def main(argv=None) -> dict:
         parser.set_defaults(**QUICK_SETTING)
         args = parser.parse_args(argv)
     args.dataset = args.dataset or (["digits"] if args.quick else ["mnist"])
+    if not 1 <= args.jobs <= len(args.seeds):
+        parser.error(f"--jobs must be between 1 and the number of seeds ({len(args.seeds)}), got {args.jobs}")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     results = {}
@@ -507,6 +515,35 @@ def main(argv=None) -> dict:
     return summary
 
 
+def seed_results(train_data, valid_data, test_data, args):
+    """:func:`one_seed` of every seed in ``args.seeds``, in their order: one after another, or with ``--jobs`` N
+    in N worker processes (spawned, each with ``--threads`` / N torch threads)."""
+    if args.jobs == 1:
+        for seed in args.seeds:
+            yield one_seed(train_data, valid_data, test_data, args, seed)
+        return
+    import importlib
+    import multiprocessing
+    import sys
+    from concurrent.futures import ProcessPoolExecutor
+
+    # The workers find this file as the module ``deep_mixture`` (it may run as ``__main__``, e.g. under record.py).
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))
+    sys.path.insert(0, here)
+    module = importlib.import_module("deep_mixture")
+    threads = max(1, args.threads // args.jobs)
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(module.seed_in_worker, *zip(*[(threads, train_data, valid_data, test_data, args, seed)
+                                                          for seed in args.seeds]))
+
+
+def seed_in_worker(threads: int, *arguments) -> dict:
+    """:func:`one_seed` in a worker process of ``--jobs``, with ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    return one_seed(*arguments)
+
+
 def one_dataset(key: str, args) -> dict:
     """Every seed on data set ``key``: means over seeds, ``<metric>_std`` beside them, ``per_seed``."""
     name = DATASETS[key]
@@ -516,9 +553,9 @@ def one_dataset(key: str, args) -> dict:
     test_data = load_dataset(name, root=args.data_root, split="test")
     test_data = test_data.subset(range(min(args.num_test, len(test_data))))
     per_seed = []
-    for seed in args.seeds:
-        per_seed.append(one_seed(train_data, valid_data, test_data, args, seed))
-        print(json.dumps({"dataset": key, "seed": seed} | per_seed[-1]), flush=True)
+    for seed, result in zip(args.seeds, seed_results(train_data, valid_data, test_data, args), strict=True):
+        per_seed.append(result)
+        print(json.dumps({"dataset": key, "seed": seed} | result), flush=True)
     summary: dict = {"dataset": name, "num_train": len(train_data), "num_valid": len(valid_data),
                      "num_test": len(test_data)}
     for metric in per_seed[0]:

@@ -17,8 +17,9 @@ statistics such as batch norm's are averaged with the weights, an approximation 
 ``TrainConfig(average_weights_from=50)`` (``emvi fit --average-weights-from 50``) adds one to the fit. Its run
 directory's checkpoints then carry the mean beside each epoch's own weights (which resuming continues), so a resumed
 fit averages as an uninterrupted one, and the last checkpoint's ``"fitted"`` weights (what ``emvi evaluate`` reads)
-are the average. A callback passed by hand keeps the mean in memory only: a resumed fit restarts it. With early
-stopping, the average replaces the best held-out epoch's weights when the fit ends.
+are the average. A ``WeightAverage`` passed among ``train``'s callbacks is the fit's averager in the same way (one
+per fit, so not beside the option). With early stopping, the average replaces the best held-out epoch's weights
+when the fit ends.
 """
 
 from __future__ import annotations

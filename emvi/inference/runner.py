@@ -202,8 +202,8 @@ def train(
         if value is not None:
             resolved[key] = value
     loop = SVI(model, guide, config, loss=loss, optim=optim, reducer=reducer)
+    averager, callbacks = _fit_averager(config, callbacks)
     # The averager comes first: the checkpoint of an epoch then holds the mean with that epoch in it.
-    averager = None if config.average_weights_from is None else WeightAverage(config.average_weights_from)
     hooks: list = [] if averager is None else [averager]
     checkpointer = None
     if run is not None:
@@ -224,6 +224,22 @@ def train(
     if run is not None:
         result = dataclasses.replace(result, run_dir=run.path)
     return result
+
+
+def _fit_averager(config: TrainConfig, callbacks) -> tuple[WeightAverage | None, tuple]:
+    """The fit's one :class:`WeightAverage`, from ``config.average_weights_from`` or passed among ``callbacks`` (then
+    taken out of them, to run before the checkpointer and be checkpointed like the option's), and the other
+    callbacks."""
+    passed = [callback for callback in callbacks if isinstance(callback, WeightAverage)]
+    others = tuple(callback for callback in callbacks if not isinstance(callback, WeightAverage))
+    if len(passed) + (config.average_weights_from is not None) > 1:
+        raise ConfigError("a fit averages its weights once: give TrainConfig.average_weights_from or one "
+                          "WeightAverage callback, not both or several")
+    if passed:
+        return passed[0], others
+    if config.average_weights_from is None:
+        return None, others
+    return WeightAverage(config.average_weights_from), others
 
 
 def training_objective(model, guide, train_data, config: TrainConfig, *,

@@ -147,3 +147,26 @@ def test_an_early_stopped_run_directory_evaluates_the_best_epochs_weights(tmp_pa
     load_run_modules(RunDirectory(tmp_path), *fresh)
     torch.testing.assert_close(fresh[0].state_dict()["weight"], best["model"]["weight"])
     assert not torch.equal(best["model"]["weight"], load_checkpoint(tmp_path / "checkpoint.pt")["model"]["weight"])
+
+
+def test_a_weight_average_passed_as_a_callback_is_checkpointed_and_resumes(tmp_path):
+    data = linear_gaussian_data(200)
+    config = TrainConfig(epochs=6, seed=3, **FAST)
+    model, guide = build_pair(seed=2)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "straight", callbacks=(WeightAverage(2),))
+    expected = flat_parameters(model, guide)
+    model, guide = build_pair(seed=2)
+    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}),
+               run_dir=tmp_path / "resumed", callbacks=(WeightAverage(2),))
+    model, guide = build_pair(seed=99)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True,
+               callbacks=(WeightAverage(2),))
+    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["weight_average"]["epochs_averaged"] == 5
+
+
+def test_a_fit_takes_one_weight_average():
+    model, guide = build_pair()
+    with pytest.raises(ConfigError, match="averages its weights once"):
+        train(model, guide, linear_gaussian_data(50), config=TrainConfig(epochs=1, average_weights_from=1, **FAST),
+              callbacks=(WeightAverage(1),))

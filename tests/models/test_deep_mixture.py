@@ -805,6 +805,20 @@ def test_tsne_clusters_survive_codes_at_any_spread_and_refuse_equal_or_non_finit
         embedded_clusters(blobs.index_fill(0, torch.tensor([3]), float("nan")), 2, restarts=2)
 
 
+@pytest.mark.slow
+def test_benchmark_seeds_in_worker_processes_give_the_results_of_one_process(capsys):
+    """--jobs 2 fits the seeds in two spawned processes of one torch thread each: the per-seed results equal one
+    process's with one thread, in the seeds' order; a --jobs beyond the seeds is refused with exit code 2."""
+    bench = _benchmark_module()
+    argv = ["--quick", "--models", "pixels", "--seeds", "0", "1", "--num-test", "100"]
+    apart = bench.main([*argv, "--jobs", "2", "--threads", "2"])["results"]["digits"]["per_seed"]
+    together = bench.main([*argv, "--threads", "1"])["results"]["digits"]["per_seed"]
+    assert apart == together and apart[0] != apart[1]
+    with pytest.raises(SystemExit) as refused:
+        bench.main([*argv, "--jobs", "3"])
+    assert refused.value.code == 2 and "--jobs must be between 1 and the number of seeds" in capsys.readouterr().err
+
+
 # -- M1+M2: M2 with a normal likelihood on real-valued codes -----------------------------------------------------------
 
 
