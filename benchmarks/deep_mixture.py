@@ -534,8 +534,9 @@ def seed_results(train_data, valid_data, test_data, args):
     module = importlib.import_module("deep_mixture")
     threads = max(1, args.threads // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(module.seed_in_worker, *zip(*[(threads, train_data, valid_data, test_data, args, seed)
-                                                          for seed in args.seeds]))
+        count = len(args.seeds)
+        yield from pool.map(module.seed_in_worker, [threads] * count, [train_data] * count, [valid_data] * count,
+                            [test_data] * count, [args] * count, args.seeds)
 
 
 def seed_in_worker(threads: int, *arguments) -> dict:
