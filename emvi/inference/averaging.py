@@ -17,8 +17,8 @@ statistics such as batch norm's are averaged with the weights, an approximation 
 ``TrainConfig(average_weights_from=50)`` (``emvi fit --average-weights-from 50``) adds one to the fit. Its run
 directory's checkpoints then carry the mean beside each epoch's own weights (which resuming continues), so a resumed
 fit averages as an uninterrupted one, and the last checkpoint's ``"fitted"`` weights (what ``emvi evaluate`` reads)
-are the average. A ``WeightAverage`` passed among ``train``'s callbacks is the fit's averager in the same way (one
-per fit, so not beside the option). With early stopping, the average replaces the best held-out epoch's weights
+are the average. A ``WeightAverage`` passed among ``train``'s callbacks is checkpointed and resumed in the same way;
+with several (the option's first), each keeps its own mean and the fit ends on the last one's. With early stopping, the average replaces the best held-out epoch's weights
 when the fit ends.
 """
 

@@ -63,11 +63,12 @@ class MetricsWriter(Callback):
 class Checkpointer(Callback):
     """Saves the fit's state after every epoch (and the best held-out epoch's weights), restores it on resume, and
     returns to the best weights when early stopping ends the fit. ``writes``: this process writes (rank 0).
-    ``averager``: the fit's :class:`~emvi.inference.averaging.WeightAverage`, whose running mean the checkpoint
-    carries so that a resumed fit averages exactly as an uninterrupted one."""
+    ``averagers``: the fit's :class:`~emvi.inference.averaging.WeightAverage` callbacks, whose running means the
+    checkpoint carries (``weight_average``: one's state, or a list of several's) so that a resumed fit averages
+    exactly as an uninterrupted one."""
 
-    def __init__(self, run, resolved: dict, *, writes: bool = True, averager: WeightAverage | None = None):
-        self.run, self.resolved, self.writes, self.averager = run, resolved, writes, averager
+    def __init__(self, run, resolved: dict, *, writes: bool = True, averagers: tuple[WeightAverage, ...] = ()):
+        self.run, self.resolved, self.writes, self.averagers = run, resolved, writes, tuple(averagers)
 
     def restore(self, loop: SVI) -> None:
         """Load the run's checkpoint into an initialised loop (rank 0 reads it and sends it to the others)."""
@@ -86,8 +87,14 @@ class Checkpointer(Callback):
         loop.history = [dict(h) for h in state["history"]]
         loop.best_valid = float(state.get("best_valid", math.inf))
         loop.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
-        if self.averager is not None and state.get("weight_average") is not None:
-            self.averager.load_state_dict(state["weight_average"])
+        saved = state.get("weight_average")
+        if saved is not None and self.averagers:
+            saved = saved if isinstance(saved, list) else [saved]
+            if len(saved) != len(self.averagers):
+                raise CheckpointError(f"the checkpoint holds {len(saved)} weight averages but this fit has "
+                                      f"{len(self.averagers)}; resume with the fit's own averaging")
+            for averager, averaged in zip(self.averagers, saved, strict=True):
+                averager.load_state_dict(averaged)
 
     def on_epoch_end(self, loop, metrics):
         world = loop.reducer.world
@@ -109,8 +116,9 @@ class Checkpointer(Callback):
         }
         if rng_states is not None:
             state["rng_ranks"] = rng_states
-        if self.averager is not None:
-            state["weight_average"] = self.averager.state_dict()
+        if self.averagers:
+            averaged = [averager.state_dict() for averager in self.averagers]
+            state["weight_average"] = averaged[0] if len(averaged) == 1 else averaged
         if loop.improved:
             self.run.save_checkpoint({k: state[k] for k in ("model", "guide", "param_store", "epoch", "config")},
                                      best=True)
@@ -202,15 +210,15 @@ def train(
         if value is not None:
             resolved[key] = value
     loop = SVI(model, guide, config, loss=loss, optim=optim, reducer=reducer)
-    averager, callbacks = _fit_averager(config, callbacks)
-    # The averager comes first: the checkpoint of an epoch then holds the mean with that epoch in it.
-    hooks: list = [] if averager is None else [averager]
+    averagers, callbacks = _fit_averagers(config, callbacks)
+    # The averagers come first: the checkpoint of an epoch then holds the means with that epoch in them.
+    hooks: list = list(averagers)
     checkpointer = None
     if run is not None:
         loop.run_directory = run
         if reducer.rank == 0:  # rank 0 alone writes the run directory
             hooks.append(MetricsWriter(run, resolved))
-        checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0, averager=averager)
+        checkpointer = Checkpointer(run, resolved, writes=reducer.rank == 0, averagers=averagers)
         hooks.append(checkpointer)
     elif config.early_stopping_patience is not None:
         hooks.append(BestWeights())
@@ -226,20 +234,14 @@ def train(
     return result
 
 
-def _fit_averager(config: TrainConfig, callbacks) -> tuple[WeightAverage | None, tuple]:
-    """The fit's one :class:`WeightAverage`, from ``config.average_weights_from`` or passed among ``callbacks`` (then
-    taken out of them, to run before the checkpointer and be checkpointed like the option's), and the other
-    callbacks."""
-    passed = [callback for callback in callbacks if isinstance(callback, WeightAverage)]
+def _fit_averagers(config: TrainConfig, callbacks) -> tuple[tuple[WeightAverage, ...], tuple]:
+    """The fit's :class:`WeightAverage` callbacks, ``config.average_weights_from``'s first, then those passed among
+    ``callbacks`` (taken out of them, to run before the checkpointer and be checkpointed like the option's), and the
+    other callbacks. With several, each keeps its own mean and the fit ends on the last one's."""
+    passed = tuple(callback for callback in callbacks if isinstance(callback, WeightAverage))
     others = tuple(callback for callback in callbacks if not isinstance(callback, WeightAverage))
-    if len(passed) + (config.average_weights_from is not None) > 1:
-        raise ConfigError("a fit averages its weights once: give TrainConfig.average_weights_from or one "
-                          "WeightAverage callback, not both or several")
-    if passed:
-        return passed[0], others
-    if config.average_weights_from is None:
-        return None, others
-    return WeightAverage(config.average_weights_from), others
+    option = () if config.average_weights_from is None else (WeightAverage(config.average_weights_from),)
+    return option + passed, others
 
 
 def training_objective(model, guide, train_data, config: TrainConfig, *,

@@ -11,7 +11,7 @@ from toy_models import build_pair, flat_parameters, linear_gaussian_data
 
 import emvi
 from emvi import TrainConfig
-from emvi.errors import ConfigError
+from emvi.errors import CheckpointError, ConfigError
 from emvi.inference import WeightAverage, train
 from emvi.inference.runner import load_run_modules
 from emvi.inference.svi_loop import Callback, param_store_values
@@ -165,8 +165,24 @@ def test_a_weight_average_passed_as_a_callback_is_checkpointed_and_resumes(tmp_p
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["weight_average"]["epochs_averaged"] == 5
 
 
-def test_a_fit_takes_one_weight_average():
-    model, guide = build_pair()
-    with pytest.raises(ConfigError, match="averages its weights once"):
-        train(model, guide, linear_gaussian_data(50), config=TrainConfig(epochs=1, average_weights_from=1, **FAST),
-              callbacks=(WeightAverage(1),))
+def test_several_weight_averages_each_keep_their_mean_and_the_fit_ends_on_the_last(tmp_path):
+    data = linear_gaussian_data(200)
+    config = TrainConfig(epochs=6, seed=3, average_weights_from=2, **FAST)
+    model, guide = build_pair(seed=2)
+    snapshots, later = Snapshots(model, guide), WeightAverage(4)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "straight", callbacks=(snapshots, later))
+    torch.testing.assert_close(flat_parameters(model, guide), torch.stack(snapshots.weights[3:]).mean(0),
+                               rtol=1e-5, atol=1e-6)
+    saved = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["weight_average"]
+    assert [averaged["epochs_averaged"] for averaged in saved] == [5, 3]
+    expected = flat_parameters(model, guide)
+    model, guide = build_pair(seed=2)
+    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}),
+               run_dir=tmp_path / "resumed", callbacks=(WeightAverage(4),))
+    model, guide = build_pair(seed=99)
+    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True,
+               callbacks=(WeightAverage(4),))
+    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    with pytest.raises(CheckpointError, match="holds 2 weight averages but this fit has 1"):
+        emvi.train(*build_pair(seed=2), data, config=TrainConfig(**{**config.to_dict(), "epochs": 8}),
+                   run_dir=tmp_path / "resumed", resume=True)
