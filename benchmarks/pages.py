@@ -400,7 +400,8 @@ TABLES = {
     "deep-mixture-mnist-seeds12-others": Table("deep_mixture", ("--seeds", "1", "2", "--models", "vae", "ssvae",
                                                                 "supervised"), deep_mixture),
     "deep-mixture-mnist": Table("deep_mixture", ("--seeds", "0", "1", "2"), deep_mixture),
-    "deep-mixture-mnist-m1m2": Table("deep_mixture", ("--seeds", "0", "1", "2", "--models", "m1m2"), deep_mixture),
+    "deep-mixture-mnist-m1m2": Table("deep_mixture", ("--seeds", "0", "1", "2", "--models", "m1m2", "--jobs", "3"),
+                                     deep_mixture),
     "tsne-start-map": Table("tsne_start", (), tsne_start_map),
     "tsne-start-gmm": Table("tsne_start", (), tsne_start_gmm),
     "deep-mixture-starts": Comparison("deep_mixture", (
