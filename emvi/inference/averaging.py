@@ -18,8 +18,8 @@ statistics such as batch norm's are averaged with the weights, an approximation 
 directory's checkpoints then carry the mean beside each epoch's own weights (which resuming continues), so a resumed
 fit averages as an uninterrupted one, and the last checkpoint's ``"fitted"`` weights (what ``emvi evaluate`` reads)
 are the average. A ``WeightAverage`` passed among ``train``'s callbacks is checkpointed and resumed in the same way;
-with several (the option's first), each keeps its own mean and the fit ends on the last one's. With early stopping, the average replaces the best held-out epoch's weights
-when the fit ends.
+with several (the option's first), each keeps its own mean and the fit ends on the last one's. With early stopping,
+the average replaces the best held-out epoch's weights when the fit ends.
 """
 
 from __future__ import annotations
