@@ -529,8 +529,10 @@ def seed_results(train_data, valid_data, test_data, args):
 
     # The workers find this file as the module ``deep_mixture`` (it may run as ``__main__``, e.g. under record.py).
     here = str(Path(__file__).resolve().parent)
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))
-    sys.path.insert(0, here)
+    if here not in os.environ.get("PYTHONPATH", "").split(os.pathsep):  # once, however often main() runs
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (here, os.environ.get("PYTHONPATH"))))
+    if here not in sys.path:
+        sys.path.insert(0, here)
     module = importlib.import_module("deep_mixture")
     threads = max(1, args.threads // args.jobs)
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

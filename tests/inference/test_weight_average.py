@@ -32,6 +32,16 @@ class Snapshots(Callback):
         self.store.append(param_store_values(loop.store))
 
 
+def stopped_and_resumed(data, config: TrainConfig, path, averagers=tuple) -> torch.Tensor:
+    """The weights of a ``config`` fit into run directory ``path`` stopped after epoch 4, then resumed to its end from
+    other initial weights; ``averagers()`` gives each part its fresh WeightAverage callbacks."""
+    emvi.train(*build_pair(seed=2), data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}), run_dir=path,
+               callbacks=averagers())
+    model, guide = build_pair(seed=99)
+    emvi.train(model, guide, data, config=config, run_dir=path, resume=True, callbacks=averagers())
+    return flat_parameters(model, guide)
+
+
 def test_the_fit_ends_with_the_mean_of_the_weights_from_the_start_epoch_on():
     data = linear_gaussian_data(200)
     model, guide = build_pair()
@@ -128,11 +138,8 @@ def test_a_resumed_fit_averages_as_an_uninterrupted_one(tmp_path):
     model, guide = build_pair(seed=2)
     emvi.train(model, guide, data, config=config, run_dir=tmp_path / "straight")
     expected = flat_parameters(model, guide)
-    model, guide = build_pair(seed=2)
-    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}), run_dir=tmp_path / "resumed")
-    model, guide = build_pair(seed=99)
-    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True)
-    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    resumed = stopped_and_resumed(data, config, tmp_path / "resumed")
+    torch.testing.assert_close(resumed, expected, rtol=0, atol=1e-6)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["weight_average"]["epochs_averaged"] == 5
 
 
@@ -155,13 +162,8 @@ def test_a_weight_average_passed_as_a_callback_is_checkpointed_and_resumes(tmp_p
     model, guide = build_pair(seed=2)
     emvi.train(model, guide, data, config=config, run_dir=tmp_path / "straight", callbacks=(WeightAverage(2),))
     expected = flat_parameters(model, guide)
-    model, guide = build_pair(seed=2)
-    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}),
-               run_dir=tmp_path / "resumed", callbacks=(WeightAverage(2),))
-    model, guide = build_pair(seed=99)
-    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True,
-               callbacks=(WeightAverage(2),))
-    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    resumed = stopped_and_resumed(data, config, tmp_path / "resumed", lambda: (WeightAverage(2),))
+    torch.testing.assert_close(resumed, expected, rtol=0, atol=1e-6)
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["weight_average"]["epochs_averaged"] == 5
 
 
@@ -176,13 +178,8 @@ def test_several_weight_averages_each_keep_their_mean_and_the_fit_ends_on_the_la
     saved = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["weight_average"]
     assert [averaged["epochs_averaged"] for averaged in saved] == [5, 3]
     expected = flat_parameters(model, guide)
-    model, guide = build_pair(seed=2)
-    emvi.train(model, guide, data, config=TrainConfig(**{**config.to_dict(), "epochs": 4}),
-               run_dir=tmp_path / "resumed", callbacks=(WeightAverage(4),))
-    model, guide = build_pair(seed=99)
-    emvi.train(model, guide, data, config=config, run_dir=tmp_path / "resumed", resume=True,
-               callbacks=(WeightAverage(4),))
-    torch.testing.assert_close(flat_parameters(model, guide), expected, rtol=0, atol=1e-6)
+    resumed = stopped_and_resumed(data, config, tmp_path / "resumed", lambda: (WeightAverage(4),))
+    torch.testing.assert_close(resumed, expected, rtol=0, atol=1e-6)
     with pytest.raises(CheckpointError, match="holds 2 weight averages but this fit has 1"):
         emvi.train(*build_pair(seed=2), data, config=TrainConfig(**{**config.to_dict(), "epochs": 8}),
                    run_dir=tmp_path / "resumed", resume=True)
